@@ -1,0 +1,1 @@
+"""The GraphQL API: schema, Starlette app, authentication, limits and the CLI."""

@@ -1,0 +1,168 @@
+"""The Starlette application: /graphql (GraphiQL, graphql-transport-ws), /healthz, /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from api.context import Context, bearer_from_header, build_context
+from api.runtime import Services, build_services
+from api.schema import build_schema
+from domain.settings import Settings
+
+log = logging.getLogger("api")
+
+
+class LoyaltyGraphQL(GraphQL[Context, None]):
+    """Strawberry's ASGI view with our context; `services` is set when the app starts."""
+
+    services: Services | None = None
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            build_schema(settings),
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            allow_queries_via_get=False,
+        )
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        assert self.services is not None, "the app's lifespan has not started"
+        bearer = bearer_from_header(request.headers.get("authorization"))
+        return await build_context(self.services, request, response, bearer)
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+
+def _error(status: int, code: str, message: str) -> Response:
+    return Response(
+        orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}),
+        status_code=status,
+        media_type="application/json",
+    )
+
+
+class Guard:
+    """Outermost ASGI layer: caps request bodies and turns any escaped exception into a JSON 503."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")(
+                scope, receive, send
+            )
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")(
+                    scope, receive, send
+                )
+        except Exception:
+            log.exception("request failed outside GraphQL error handling")
+            if not started:
+                await _error(503, "UNAVAILABLE", "the service could not handle the request; retry shortly")(
+                    scope, receive, send
+                )
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def create_app(services: Services | None = None) -> ASGIApp:
+    """The ASGI app; without `services` they are built from the environment at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if services is not None:
+            yield
+            return
+        graphql.services = build_services(settings)
+        try:
+            yield
+        finally:
+            await graphql.services.close()
+
+    async def readyz(_: Request) -> Response:
+        assert graphql.services is not None
+        checks = await _readiness(graphql.services)
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+        )
+
+    settings = services.settings if services else Settings.from_env()
+    graphql = LoyaltyGraphQL(settings)
+    graphql.services = services
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )
+    return Guard(app, settings.max_body_bytes)
+
+
+async def _readiness(services: Services) -> dict[str, str]:
+    async def database() -> str:
+        async with services.db.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        return "ok"
+
+    async def redis() -> str:
+        await services.redis.client.ping()
+        return "ok"
+
+    results: dict[str, str] = {}
+    for name, check in (("database", database), ("redis", redis)):
+        try:
+            results[name] = await asyncio.wait_for(check(), timeout=2)
+        except Exception as error:
+            results[name] = f"unavailable: {type(error).__name__}"
+    return results

@@ -1,0 +1,232 @@
+"""`loyalty`: serve the API, migrate, print the schema, provision programs, admins and keys.
+
+Machine-readable output is JSON on stdout; errors go to stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from domain.errors import DomainError
+from domain.settings import ConfigurationError, Settings, local_secret_key
+
+
+def _print_json(data: object) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _settings(demo: bool = False) -> Settings:
+    settings = Settings.from_env()
+    if demo and not settings.secret_key:
+        settings = settings.with_secret(local_secret_key(settings.data_dir))
+    return settings
+
+
+def _with_services(work: Callable[[Any], Awaitable[object]], demo: bool = True) -> object:
+    from api.runtime import build_services
+
+    async def run() -> object:
+        services = build_services(_settings(demo=demo))
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = _settings(demo=args.demo)
+    settings.require_secret()
+    os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        proxy_headers=True,
+    )
+    return 0
+
+
+def cmd_db_upgrade(_: argparse.Namespace) -> int:
+    import migrations
+
+    settings = Settings.from_env()
+    migrations.upgrade(settings.database_url)
+    _print_json({"database": _redacted(settings.database_url), "revision": "head"})
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    from api.schema import schema_sdl
+
+    sys.stdout.write(schema_sdl() + "\n")
+    return 0
+
+
+def cmd_program_create(args: argparse.Namespace) -> int:
+    from domain.programs.service import ProgramSettings
+
+    async def work(services: Any) -> object:
+        program = await services.programs.create_program(
+            args.key, args.name, args.kind, ProgramSettings(auto_create_members=args.auto_create_members)
+        )
+        return {"key": program.key, "name": program.name, "kind": program.kind, "settings": program.settings}
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_admin_create(args: argparse.Namespace) -> int:
+    async def work(services: Any) -> object:
+        created = await services.auth.create_admin(args.program, args.email, args.password)
+        return {
+            "email": created.email,
+            "program": created.program_key,
+            "totpSecret": created.totp_secret,
+            "provisioningUri": created.provisioning_uri,
+        }
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace) -> int:
+    from domain.auth.scopes import parse_scopes
+
+    try:
+        scopes = parse_scopes(args.scopes) if args.scopes else None
+    except ValueError as error:
+        raise DomainError(f"--scopes: {error}") from None
+
+    async def work(services: Any) -> object:
+        created = await services.auth.create_api_key(args.program, args.name, scopes)
+        return {
+            "name": created.name,
+            "program": created.program_key,
+            "key": created.key,
+            "scopes": created.scopes,
+        }
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import migrations
+    from api.demo import seed_demo
+
+    settings = _settings(demo=True)
+    migrations.upgrade(settings.database_url)
+    credentials = _with_services(lambda services: seed_demo(services, settings.data_dir))
+    _print_demo_banner(credentials, args.host, args.port)
+    if args.no_serve:
+        return 0
+    args.demo = True
+    args.workers = 1
+    return cmd_serve(args)
+
+
+def _print_demo_banner(credentials: Any, host: str, port: int) -> None:
+    secret = credentials["admin"]["totpSecret"]
+    print(
+        f"""
+Demo program {credentials["program"]!r} is ready (SQLite + embedded Redis, data in ./var).
+
+  GraphiQL:   http://{host}:{port}/graphql
+  Admin:      {credentials["admin"]["email"]} / {credentials["admin"]["password"]}
+  TOTP code:  .venv/bin/python -c "import pyotp; print(pyotp.TOTP('{secret}').now())"
+              (or add {credentials["admin"]["provisioningUri"]} to an authenticator app)
+  API key:    {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
+
+  Log in with:  mutation {{ login(email: "{credentials["admin"]["email"]}",
+                             password: "...", totpCode: "...") {{ token }} }}
+  Credentials are kept in var/demo-credentials.json.
+""",
+        flush=True,
+    )
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loyalty", description="Loyalty segmentation engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the GraphQL API")
+    _server_options(serve)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="use a generated local secret key if none is set")
+    serve.set_defaults(func=cmd_serve)
+
+    db = commands.add_parser("db", help="database migrations").add_subparsers(
+        dest="db_command", required=True
+    )
+    db.add_parser("upgrade", help="migrate to the newest revision").set_defaults(func=cmd_db_upgrade)
+
+    commands.add_parser("schema", help="print the GraphQL SDL").set_defaults(func=cmd_schema)
+
+    program = commands.add_parser("program").add_subparsers(dest="program_command", required=True)
+    create_program = program.add_parser("create", help="create a program with the default earning rules")
+    create_program.add_argument("--key", required=True)
+    create_program.add_argument("--name", required=True)
+    create_program.add_argument("--kind", required=True, choices=["B2C", "B2B", "B2E"])
+    create_program.add_argument("--auto-create-members", action="store_true")
+    create_program.set_defaults(func=cmd_program_create)
+
+    admin = commands.add_parser("admin").add_subparsers(dest="admin_command", required=True)
+    create_admin = admin.add_parser("create", help="create an admin (password + TOTP)")
+    create_admin.add_argument("--email", required=True)
+    create_admin.add_argument("--password", required=True)
+    create_admin.add_argument("--program", required=True, help="program key")
+    create_admin.set_defaults(func=cmd_admin_create)
+
+    apikey = commands.add_parser("apikey").add_subparsers(dest="apikey_command", required=True)
+    create_key = apikey.add_parser("create", help="create an integration API key (shown once)")
+    create_key.add_argument("--program", required=True, help="program key")
+    create_key.add_argument("--name", required=True)
+    create_key.add_argument("--scopes", help="comma-separated, e.g. members:write,events:write")
+    create_key.set_defaults(func=cmd_apikey_create)
+
+    demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
+    _server_options(demo)
+    demo.add_argument("--no-serve", action="store_true", help="seed and exit")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="info")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except (DomainError, ConfigurationError) as error:
+        code = getattr(error, "code", "CONFIGURATION")
+        sys.stderr.write(f"loyalty: {code}: {error}\n")
+        return 1
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

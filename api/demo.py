@@ -1,0 +1,98 @@
+"""The demo program behind `make demo`: members, a history of events, an admin and an API key."""
+
+from __future__ import annotations
+
+import random
+import secrets
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from api.runtime import Services
+from domain.errors import NotFound
+from domain.events.validation import EventDraft
+from domain.members.service import MemberUpsert
+
+PROGRAM_KEY = "demo"
+ADMIN_EMAIL = "admin@demo.local"
+CITIES = ["Istanbul", "Berlin", "Lisbon", "Austin", "Osaka"]
+
+
+async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
+    """Seed once; later runs return the credentials kept in data_dir/demo-credentials.json."""
+    path = data_dir / "demo-credentials.json"
+    try:
+        await services.programs.get_by_key(PROGRAM_KEY)
+    except NotFound:
+        pass
+    else:
+        if path.exists():
+            stored: dict[str, Any] = orjson.loads(path.read_bytes())
+            return stored
+        raise NotFound(f"the demo program exists but {path} is gone: delete ./var and run `make demo` again")
+
+    program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
+    await services.programs.set_earning_rule(program.id, "login", None, 1)
+    rng = random.Random(7)
+    now = services.clock.now()
+    members = [
+        MemberUpsert(
+            external_id=f"cust-{n:03d}",
+            attributes={
+                "city": rng.choice(CITIES),
+                "gender": rng.choice(["F", "M", "X"]),
+                "birthDate": f"{rng.randint(1960, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                "os": rng.choice(["iOS", "Android"]),
+            },
+            channels=rng.sample(["PUSH", "EMAIL", "SMS", "IN_APP"], k=2),
+            joined_at=now - timedelta(days=rng.randint(1, 400)),
+        )
+        for n in range(1, 61)
+    ]
+    await services.members.upsert_members(program.id, members)
+    events: list[EventDraft] = []
+    for n, member in enumerate(members):
+        activity = rng.choice([0.02, 0.1, 0.3])  # lapsed, occasional, regular
+        for day in range(90, -1, -1):
+            at = now - timedelta(days=day, minutes=rng.randint(0, 600))
+            if rng.random() < activity:
+                amount = Decimal(rng.randint(300, 9000)) / 100
+                events.append(
+                    EventDraft(
+                        f"demo-p-{n}-{day}",
+                        member.external_id,
+                        "purchase",
+                        at,
+                        amount,
+                        {"category": rng.choice(["coffee", "beans", "pastry"]), "channel": "POS"},
+                    )
+                )
+            if rng.random() < activity * 2:
+                events.append(
+                    EventDraft(f"demo-l-{n}-{day}", member.external_id, "login", at, None, {"os": "app"})
+                )
+    for start in range(0, len(events), 500):
+        await services.events.record_events(program.id, events[start : start + 500])
+
+    password = secrets.token_urlsafe(12)
+    admin = await services.auth.create_admin(PROGRAM_KEY, ADMIN_EMAIL, password)
+    key = await services.auth.create_api_key(PROGRAM_KEY, "demo POS", None)
+    credentials = {
+        "program": PROGRAM_KEY,
+        "admin": {
+            "email": admin.email,
+            "password": password,
+            "totpSecret": admin.totp_secret,
+            "provisioningUri": admin.provisioning_uri,
+        },
+        "apiKey": key.key,
+        "members": len(members),
+        "events": len(events),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - CLI start-up, see above
+    path.write_bytes(orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
+    path.chmod(0o600)
+    return credentials

@@ -1,0 +1,66 @@
+"""Every error a client sees has a message and an `extensions.code`; nothing unexpected leaks.
+
+Domain errors keep their message and code. GraphQL syntax and validation errors
+are BAD_USER_INPUT, the complexity limits QUERY_TOO_COMPLEX. Anything else is
+logged with its traceback and replaced by "Unexpected error." (code INTERNAL).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+
+from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from domain.errors import DomainError
+
+log = logging.getLogger("api.errors")
+
+_TOO_COMPLEX = re.compile(
+    r"exceeds maximum operation depth|more than \d+ tokens|aliases found|query cost", re.IGNORECASE
+)
+
+
+def classify(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, DomainError):
+        extensions = {"code": original.code, **{k: v for k, v in original.details.items() if _plain(v)}}
+        return _with(error, error.message, extensions)
+    if original is None or isinstance(original, GraphQLError):
+        if error.extensions and "code" in error.extensions:
+            return error
+        code = "QUERY_TOO_COMPLEX" if _TOO_COMPLEX.search(error.message) else "BAD_USER_INPUT"
+        return _with(error, error.message, {"code": code})
+    log.error("unexpected error at %s", error.path, exc_info=original)
+    return _with(error, "Unexpected error.", {"code": "INTERNAL"}, keep_original=False)
+
+
+def _plain(value: object) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def _with(
+    error: GraphQLError, message: str, extensions: dict[str, object], keep_original: bool = True
+) -> GraphQLError:
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=error.original_error if keep_original else None,
+        extensions=extensions,
+    )
+
+
+class ErrorCodes(SchemaExtension):
+    """Maps errors to codes and masks the unexpected ones (a MaskErrors that knows our codes)."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [classify(e) for e in errors]

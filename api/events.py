@@ -1,0 +1,64 @@
+"""`recordEvents`: the POS/ERP ingest entry point."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.context import Info
+from api.types.enums import EventStatus
+from domain.auth.scopes import Scope
+from domain.events.validation import EventDraft
+
+
+@strawberry.input
+class EventInput:
+    external_id: str = strawberry.field(description="Idempotency key: the same externalId twice is one event")
+    member_external_id: str
+    type: str = strawberry.field(description='e.g. "purchase", "visit", "login", "training_completed"')
+    occurred_at: datetime
+    amount: Decimal | None = strawberry.field(
+        default=None, description="Money amount, in the program currency"
+    )
+    properties: JSON | None = None
+
+
+@strawberry.type
+class EventResult:
+    external_id: str
+    status: EventStatus
+    points_awarded: int = strawberry.field(
+        description="Posted points; 0 when held, blocked, duplicate or rejected"
+    )
+    message: str | None = strawberry.field(description="Why REJECTED/BLOCKED/HELD_FOR_REVIEW/DUPLICATE")
+
+
+@strawberry.type
+class RecordEventsPayload:
+    results: list[EventResult]
+
+
+@strawberry.type
+class EventMutations:
+    @strawberry.mutation(description="Up to 1,000 events; results in input order")
+    async def record_events(self, info: Info, events: list[EventInput]) -> RecordEventsPayload:
+        program_id = info.context.principal.require(Scope.EVENTS_WRITE)
+        drafts = [
+            EventDraft(e.external_id, e.member_external_id, e.type, e.occurred_at, e.amount, e.properties)
+            for e in events
+        ]
+        outcomes = await info.context.services.events.record_events(program_id, drafts)
+        return RecordEventsPayload(
+            results=[
+                EventResult(
+                    external_id=o.external_id,
+                    status=o.status,
+                    points_awarded=o.points_awarded,
+                    message=o.message,
+                )
+                for o in outcomes
+            ]
+        )

@@ -1,0 +1,75 @@
+"""Per-request DataLoaders: every relation resolved inside a list costs one query for the whole list."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from strawberry.dataloader import DataLoader
+
+from domain.db.engine import Database
+from domain.ledger.service import LedgerPage, LedgerService
+from domain.members.reads import first_ledger_pages, first_member_pages_by_organization, organizations_by_id
+from domain.members.service import MemberService, Page
+from domain.models import Organization
+
+#: (member id, first, after id)
+LedgerKey = tuple[int, int, int | None]
+#: (program id, organization id, first, after id)
+OrgMembersKey = tuple[int, int, int, int | None]
+
+
+@dataclass
+class Loaders:
+    organization_by_id: DataLoader[int, Organization | None]
+    ledger_page_by_member: DataLoader[LedgerKey, LedgerPage]
+    members_page_by_organization: DataLoader[OrgMembersKey, Page]
+
+
+def build_loaders(db: Database, members: MemberService, ledger: LedgerService) -> Loaders:
+    async def load_organizations(ids: Sequence[int]) -> list[Organization | None]:
+        async with db.read() as session:
+            found = await organizations_by_id(session, ids)
+        return [found.get(i) for i in ids]
+
+    async def load_ledger_pages(keys: Sequence[LedgerKey]) -> list[LedgerPage]:
+        first_pages: dict[int, list[int]] = defaultdict(list)  # page size -> member ids
+        for member_id, first, after in keys:
+            if after is None:
+                first_pages[first].append(member_id)
+        results: dict[LedgerKey, LedgerPage] = {}
+        for first, member_ids in first_pages.items():
+            async with db.read() as session:
+                pages = await first_ledger_pages(session, member_ids, first)
+            for member_id, rows in pages.items():
+                results[(member_id, first, None)] = LedgerPage(rows[:first], len(rows) > first)
+        for key in keys:
+            if key not in results:  # a later page: rare inside lists, one query each
+                results[key] = await ledger.page(key[0], key[1], key[2])
+        return [results[k] for k in keys]
+
+    async def load_org_members(keys: Sequence[OrgMembersKey]) -> list[Page]:
+        first_pages: dict[int, list[OrgMembersKey]] = defaultdict(list)  # page size -> keys
+        for key in keys:
+            if key[3] is None:
+                first_pages[key[2]].append(key)
+        results: dict[OrgMembersKey, Page] = {}
+        for first, group in first_pages.items():
+            async with db.read() as session:
+                pages, totals = await first_member_pages_by_organization(
+                    session, [k[1] for k in group], first
+                )
+            for key in group:
+                rows = pages[key[1]]
+                results[key] = Page(rows[:first], len(rows) > first, totals[key[1]])
+        for key in keys:
+            if key not in results:
+                results[key] = await members.list_members(key[0], key[2], key[3], organization_id=key[1])
+        return [results[k] for k in keys]
+
+    return Loaders(
+        organization_by_id=DataLoader(load_organizations),
+        ledger_page_by_member=DataLoader(load_ledger_pages),
+        members_page_by_organization=DataLoader(load_org_members),
+    )

@@ -1,0 +1,130 @@
+"""Queries and mutations on members and organizations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.context import Info
+from api.pagination import decode_cursor
+from api.types.enums import Channel, MemberKind
+from api.types.members import Member, MemberConnection, member_connection
+from domain.auth.principal import PrincipalKind
+from domain.auth.scopes import Scope
+from domain.errors import Forbidden, InvalidInput, NotFound
+from domain.members.service import MemberUpsert, OrganizationUpsert, Page
+
+
+@strawberry.input
+class OrganizationInput:
+    external_id: str
+    name: str
+    attributes: JSON | None = None
+
+
+@strawberry.input
+class MemberInput:
+    external_id: str
+    kind: MemberKind = MemberKind.CUSTOMER
+    organization_external_id: str | None = strawberry.field(
+        default=None, description="An unknown one is created with name = externalId"
+    )
+    attributes: JSON | None = strawberry.field(
+        default=None, description="Merged into the stored attributes; a null value removes a key"
+    )
+    channels: list[Channel] | None = None
+    joined_at: datetime | None = None
+
+
+@strawberry.type
+class UpsertMembersPayload:
+    upserted: int
+
+
+@strawberry.type
+class UpsertOrganizationsPayload:
+    upserted: int
+
+
+def _json_object(value: object, field: str) -> dict[str, object] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field}: must be a JSON object")
+    return value
+
+
+@strawberry.type
+class MemberQueries:
+    @strawberry.field(description="The member of the member token")
+    async def me(self, info: Info) -> Member:
+        principal = info.context.principal
+        member_id = principal.require_member()
+        return Member(row=await info.context.services.members.get_by_id(principal.program_id, member_id))
+
+    @strawberry.field(description="Admin / integration; a member token may read only itself")
+    async def member(self, info: Info, external_id: str) -> Member | None:
+        principal = info.context.principal
+        row = await info.context.services.members.get(principal.program_id, external_id)
+        if principal.kind == PrincipalKind.MEMBER:
+            if row is None or row.id != principal.subject_id:
+                raise Forbidden("a member token reads only its own member")
+        else:
+            principal.require(Scope.MEMBERS_READ)
+        return None if row is None else Member(row=row)
+
+    @strawberry.field(description="Members in creation order, at most 500 a page")
+    async def members(
+        self,
+        info: Info,
+        segment_key: str | None = None,
+        tag: str | None = None,
+        first: int = 50,
+        after: str | None = None,
+    ) -> MemberConnection:
+        program_id = info.context.principal.require(Scope.MEMBERS_READ)
+        after_id = decode_cursor("member", after)
+        if segment_key is not None:
+            raise NotFound(f"segmentKey: no segment {segment_key!r} in this program")
+        if tag is not None:
+            return member_connection(Page([], False, 0))  # no member carries a tag yet
+        return member_connection(
+            await info.context.services.members.list_members(program_id, first, after_id)
+        )
+
+
+@strawberry.type
+class MemberMutations:
+    @strawberry.mutation
+    async def upsert_organizations(
+        self, info: Info, organizations: list[OrganizationInput]
+    ) -> UpsertOrganizationsPayload:
+        program_id = info.context.principal.require(Scope.MEMBERS_WRITE)
+        inputs = [
+            OrganizationUpsert(
+                o.external_id, o.name, _json_object(o.attributes, f"organizations[{i}].attributes")
+            )
+            for i, o in enumerate(organizations)
+        ]
+        upserted = await info.context.services.members.upsert_organizations(program_id, inputs)
+        return UpsertOrganizationsPayload(upserted=upserted)
+
+    @strawberry.mutation
+    async def upsert_members(self, info: Info, members: list[MemberInput]) -> UpsertMembersPayload:
+        program_id = info.context.principal.require(Scope.MEMBERS_WRITE)
+        inputs = [
+            MemberUpsert(
+                external_id=m.external_id,
+                kind=MemberKind(m.kind).value,
+                organization_external_id=m.organization_external_id,
+                attributes=_json_object(m.attributes, f"members[{i}].attributes"),
+                channels=None if m.channels is None else [Channel(c).value for c in m.channels],
+                joined_at=m.joined_at,
+            )
+            for i, m in enumerate(members)
+        ]
+        return UpsertMembersPayload(
+            upserted=await info.context.services.members.upsert_members(program_id, inputs)
+        )

@@ -1,0 +1,60 @@
+"""Queries and mutations on the caller's program and its earning rules."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import strawberry
+
+from api.context import Info
+from api.types.members import Program
+from domain.auth.scopes import Scope
+from domain.ledger.earning import EarningRuleSpec
+
+
+@strawberry.type
+class EarningRule:
+    event_type: str
+    points_per_unit: Decimal | None
+    fixed_points: int | None
+
+
+@strawberry.input
+class EarningRuleInput:
+    event_type: str
+    points_per_unit: Decimal | None = strawberry.field(
+        default=None, description='Points per unit of amount, floored: "1" = 1 point per currency unit'
+    )
+    fixed_points: int | None = strawberry.field(
+        default=None, description="Points per event regardless of amount"
+    )
+
+
+def _rule(spec: EarningRuleSpec) -> EarningRule:
+    return EarningRule(
+        event_type=spec.event_type, points_per_unit=spec.points_per_unit, fixed_points=spec.fixed_points
+    )
+
+
+@strawberry.type
+class ProgramQueries:
+    @strawberry.field
+    async def program(self, info: Info) -> Program:
+        principal = info.context.principal
+        return Program(row=await info.context.services.programs.get(principal.program_id))
+
+    @strawberry.field
+    async def earning_rules(self, info: Info) -> list[EarningRule]:
+        program_id = info.context.principal.require(Scope.PROGRAM_READ)
+        return [_rule(r) for r in await info.context.services.programs.earning_rules(program_id)]
+
+
+@strawberry.type
+class ProgramMutations:
+    @strawberry.mutation
+    async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
+        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        spec = await info.context.services.programs.set_earning_rule(
+            program_id, input.event_type, input.points_per_unit, input.fixed_points
+        )
+        return _rule(spec)

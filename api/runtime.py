@@ -1,0 +1,60 @@
+"""The running service's parts, built once per process from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from domain.auth.service import AuthService
+from domain.clock import Clock, SystemClock
+from domain.db.engine import Database, create_engine
+from domain.events.service import EventService
+from domain.ledger.service import LedgerService
+from domain.members.service import MemberService
+from domain.programs.service import ProgramService
+from domain.redis_store import RedisStore, connect_redis
+from domain.settings import Settings
+from fraud import default_auditor
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: RedisStore
+    clock: Clock
+    auth: AuthService
+    programs: ProgramService
+    members: MemberService
+    events: EventService
+    ledger: LedgerService
+
+    async def close(self) -> None:
+        await self.redis.close()
+        await self.db.dispose()
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    clock = clock or SystemClock()
+    engine = create_engine(settings.database_url)
+    db = Database(engine)
+    redis = connect_redis(settings.redis_url, settings.redis_prefix, settings.data_dir)
+    auth = AuthService(
+        db,
+        redis,
+        clock,
+        settings.require_secret(),
+        admin_session_ttl=timedelta(seconds=settings.admin_session_ttl_s),
+        member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        clock=clock,
+        auth=auth,
+        programs=ProgramService(db, clock),
+        members=MemberService(db, clock),
+        events=EventService(db, clock, default_auditor()),
+        ledger=LedgerService(db, clock),
+    )

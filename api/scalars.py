@@ -1,0 +1,44 @@
+"""The contract's Decimal scalar: a decimal number serialised as a string.
+
+Input parsing is lenient on purpose: a value that is not a number reaches the
+domain as the raw text, so `recordEvents` can reject that one event with a
+message naming the field instead of failing the whole batch.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from graphql import FloatValueNode, IntValueNode, StringValueNode, ValueNode
+from strawberry.types.scalar import ScalarDefinition, scalar
+
+
+def _serialize(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+
+
+def _parse_value(value: Any) -> Decimal | str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float, str)):
+        try:
+            return Decimal(str(value).strip())
+        except InvalidOperation:
+            return str(value)
+    return repr(value)
+
+
+def _parse_literal(node: ValueNode, _variables: Any = None) -> Decimal | str:
+    if isinstance(node, (IntValueNode, FloatValueNode, StringValueNode)):
+        return _parse_value(node.value)
+    return type(node).__name__
+
+
+DecimalScalar: ScalarDefinition = scalar(
+    name="Decimal",
+    description='A decimal number serialised as a string, e.g. "129.90"',
+    serialize=_serialize,
+    parse_value=_parse_value,
+    parse_literal=_parse_literal,
+)

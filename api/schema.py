@@ -1,0 +1,66 @@
+"""The served schema: a superset of ../shared/api-contract.graphql, with limits on by default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from functools import partial
+
+import strawberry
+from strawberry.extensions import (
+    AddValidationRules,
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    ParserCache,
+    QueryDepthLimiter,
+    SchemaExtension,
+    ValidationCache,
+)
+
+from api.auth import AuthMutations
+from api.errors import ErrorCodes
+from api.events import EventMutations
+from api.limits import cost_limit_rule
+from api.members import MemberMutations, MemberQueries
+from api.points import PointsMutations
+from api.programs import ProgramMutations, ProgramQueries
+from api.scalars import DecimalScalar
+from domain.settings import Settings
+
+
+@strawberry.type
+class Query(MemberQueries, ProgramQueries):
+    pass
+
+
+@strawberry.type
+class Mutation(AuthMutations, MemberMutations, ProgramMutations, EventMutations, PointsMutations):
+    pass
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    cost_rule = cost_limit_rule(settings.max_query_cost)
+    # Factories, not instances: one extension object per request (parse/validation caches are shared).
+    extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
+        ErrorCodes,  # first: sees every other extension's errors
+        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+        partial(ParserCache, maxsize=256),
+        partial(ValidationCache, maxsize=256),
+        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases),
+        partial(AddValidationRules, [cost_rule]),
+    ]
+    if not settings.introspection:
+        extensions.append(DisableIntrospection)
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        extensions=extensions,
+        scalar_overrides={Decimal: DecimalScalar},
+    )
+
+
+def schema_sdl() -> str:
+    return build_schema().as_str()

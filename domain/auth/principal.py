@@ -1,0 +1,40 @@
+"""Who is calling: an admin, an integration (API key) or a member."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from domain.auth.scopes import Scope
+from domain.errors import Forbidden
+
+
+class PrincipalKind(StrEnum):
+    ADMIN = "admin"
+    API_KEY = "api_key"
+    MEMBER = "member"
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: PrincipalKind
+    program_id: int
+    subject_id: int  # the admin's, the key's or the member's id
+    label: str  # recorded in audit trails, e.g. "admin:ana@example.com"
+    scopes: frozenset[Scope] = field(default_factory=frozenset)
+    session_id: str | None = None
+    totp_verified_at: datetime | None = None
+
+    def require(self, scope: Scope) -> int:
+        """The program the caller acts in, if it holds `scope`."""
+        if scope not in self.scopes:
+            raise Forbidden(
+                f"this operation needs the {scope.value} scope, which the {self.kind.value} lacks"
+            )
+        return self.program_id
+
+    def require_member(self) -> int:
+        if self.kind != PrincipalKind.MEMBER:
+            raise Forbidden("only a member token can read `me`")
+        return self.subject_id

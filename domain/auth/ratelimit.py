@@ -1,0 +1,56 @@
+"""Fixed-window counters in Redis, shared by every worker."""
+
+from __future__ import annotations
+
+from domain.errors import RateLimited
+from domain.redis_store import RedisStore
+
+
+class RateLimiter:
+    def __init__(self, store: RedisStore, name: str, limit: int, window_s: int) -> None:
+        self.store = store
+        self.name = name
+        self.limit = limit
+        self.window_s = window_s
+
+    def _key(self, subject: str) -> str:
+        return self.store.key("ratelimit", self.name, subject)
+
+    async def check(self, *subjects: str, what: str) -> None:
+        """Refuse with RATE_LIMITED when any subject has used up its window."""
+        keys = [self._key(s) for s in subjects]
+        counts = await self.store.client.mget(keys)
+        for key, count in zip(keys, counts, strict=True):
+            if count is not None and int(count) >= self.limit:
+                ttl = await self.store.client.ttl(key)
+                raise RateLimited(
+                    f"too many {what}: at most {self.limit} per {self.window_s // 60} minutes; "
+                    f"try again in {max(int(ttl), 1)} s",
+                    retry_after_s=max(int(ttl), 1),
+                )
+
+    async def hit(self, *subjects: str) -> None:
+        async with self.store.client.pipeline(transaction=True) as pipe:
+            for subject in subjects:
+                key = self._key(subject)
+                pipe.incr(key)
+                pipe.expire(key, self.window_s, nx=True)
+            await pipe.execute()
+
+    async def consume(self, subject: str, what: str) -> None:
+        """Count one use, refusing it when the window is full."""
+        key = self._key(subject)
+        async with self.store.client.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, self.window_s, nx=True)
+            count, _ = await pipe.execute()
+        if int(count) > self.limit:
+            ttl = await self.store.client.ttl(key)
+            raise RateLimited(
+                f"too many {what}: at most {self.limit} per {self.window_s} s; "
+                f"try again in {max(int(ttl), 1)} s",
+                retry_after_s=max(int(ttl), 1),
+            )
+
+    async def reset(self, subject: str) -> None:
+        await self.store.client.delete(self._key(subject))

@@ -1,0 +1,1 @@
+"""Database plumbing: column types, the engine, the unit of work."""

@@ -1,0 +1,52 @@
+"""Closed vocabularies of the domain, stored as their string values."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ProgramKind(StrEnum):
+    B2C = "B2C"
+    B2B = "B2B"
+    B2E = "B2E"
+
+
+class MemberKind(StrEnum):
+    CUSTOMER = "CUSTOMER"
+    DEALER = "DEALER"
+    EMPLOYEE = "EMPLOYEE"
+
+
+class Channel(StrEnum):
+    SMS = "SMS"
+    PUSH = "PUSH"
+    EMAIL = "EMAIL"
+    IN_APP = "IN_APP"
+
+
+class EventStatus(StrEnum):
+    ACCEPTED = "ACCEPTED"
+    DUPLICATE = "DUPLICATE"
+    HELD_FOR_REVIEW = "HELD_FOR_REVIEW"
+    BLOCKED = "BLOCKED"
+    REJECTED = "REJECTED"
+
+
+class AccrualStatus(StrEnum):
+    POSTED = "POSTED"
+    PENDING_REVIEW = "PENDING_REVIEW"
+    REJECTED = "REJECTED"
+    REVERSED = "REVERSED"
+
+
+class EntryKind(StrEnum):
+    ACCRUAL = "ACCRUAL"
+    REDEMPTION = "REDEMPTION"
+    REVERSAL = "REVERSAL"
+    ADJUSTMENT = "ADJUSTMENT"
+
+
+class Verdict(StrEnum):
+    ALLOW = "ALLOW"
+    REVIEW = "REVIEW"
+    BLOCK = "BLOCK"

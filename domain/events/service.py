@@ -1,0 +1,271 @@
+"""`record_events`: the accrual pipeline of DESIGN.md, one transaction per batch.
+
+1 validate, 2 deduplicate by externalId, 3 earning rules, 4 audit (a port that
+fraud/ fills), 5 post / hold / reject the accrual and fold accepted events into
+the daily aggregates, 6 after commit: tell the listeners (leaderboards, live
+segment changes) what was posted.
+A rejected event writes nothing; it never stops the good events of its batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.audit import Auditor, AuditOutcome, ProposedAccrual
+from domain.clock import Clock
+from domain.db.dialect import insert_for
+from domain.db.engine import Database
+from domain.enums import AccrualStatus, EntryKind, EventStatus, MemberKind, Verdict
+from domain.errors import InvalidInput, NotFound
+from domain.events.validation import EventDraft, Rejection, ValidEvent, validate_event
+from domain.events.writes import (
+    EventRow,
+    add_to_aggregates,
+    add_to_balances,
+    existing_event_hashes,
+    insert_events,
+    insert_ledger_entries,
+)
+from domain.ledger.earning import points_for_event
+from domain.ledger.service import request_hash
+from domain.members.service import members_by_external_id
+from domain.models import Member, Program
+from domain.programs.service import ProgramSettings, load_earning_rules
+
+MAX_BATCH = 1000
+
+_STATUS_BY_VERDICT = {
+    Verdict.ALLOW: (EventStatus.ACCEPTED, AccrualStatus.POSTED),
+    Verdict.REVIEW: (EventStatus.HELD_FOR_REVIEW, AccrualStatus.PENDING_REVIEW),
+    Verdict.BLOCK: (EventStatus.BLOCKED, AccrualStatus.REJECTED),
+}
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    external_id: str
+    status: EventStatus
+    points_awarded: int = 0
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class PostedAccrual:
+    member_id: int
+    event_type: str
+    occurred_at: datetime
+    points: int
+
+
+@dataclass(frozen=True)
+class BatchPosted:
+    """What a committed batch changed: the input of after-commit listeners."""
+
+    program_id: int
+    accruals: tuple[PostedAccrual, ...]
+
+
+PostingListener = Callable[[BatchPosted], Awaitable[None]]
+
+
+class EventService:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        auditor: Auditor,
+        listeners: Sequence[PostingListener] = (),
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.auditor = auditor
+        self.listeners = list(listeners)
+
+    async def record_events(self, program_id: int, drafts: Sequence[EventDraft]) -> list[EventOutcome]:
+        if len(drafts) > MAX_BATCH:
+            raise InvalidInput(f"events: at most {MAX_BATCH} per call, got {len(drafts)}")
+        now = self.clock.now()
+        outcomes: dict[int, EventOutcome] = {}
+        valid = _validate_batch(drafts, now, outcomes)
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            program = await session.get(Program, program_id)
+            if program is None:
+                raise NotFound(f"program {program_id} does not exist")
+            _drop_known(valid, await existing_event_hashes(session, program_id, _ids(valid)), outcomes)
+            members = await _resolve_members(session, program, valid, now, outcomes)
+            rules = await load_earning_rules(session, program_id)
+            order = sorted(valid)
+            proposals = [
+                ProposedAccrual(
+                    program_id,
+                    members[valid[i].member_external_id].id,
+                    valid[i],
+                    points_for_event(rules, valid[i].type, valid[i].amount),
+                )
+                for i in order
+            ]
+            verdicts = await self.auditor.audit(uow, proposals)
+            rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
+            inserted = await insert_events(session, program_id, list(rows.values()), now)
+            posted = await self._apply(session, program_id, rows, inserted, outcomes, now)
+        if posted.accruals:
+            for listener in self.listeners:
+                await listener(posted)
+        return [outcomes[i] for i in range(len(drafts))]
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        rows: dict[int, EventRow],
+        inserted: dict[str, int],
+        outcomes: dict[int, EventOutcome],
+        now: datetime,
+    ) -> BatchPosted:
+        entries: list[dict[str, object]] = []
+        posted: dict[int, int] = defaultdict(int)
+        pending: dict[int, int] = defaultdict(int)
+        accepted: list[tuple[int, ValidEvent]] = []
+        accruals: list[PostedAccrual] = []
+        for i, row in rows.items():
+            event = row.event
+            event_id = inserted.get(event.external_id)
+            if event_id is None:  # a concurrent batch recorded it first
+                outcomes[i] = EventOutcome(
+                    event.external_id, EventStatus.DUPLICATE, 0, "externalId already recorded"
+                )
+                continue
+            status = EventStatus(row.status)
+            outcomes[i] = EventOutcome(
+                event.external_id, status, row.points if status == EventStatus.ACCEPTED else 0, row.message
+            )
+            if status == EventStatus.ACCEPTED:
+                accepted.append((row.member_id, event))
+            if row.points == 0:
+                continue
+            entry_status = AccrualStatus(row.entry_status)
+            entries.append(
+                {
+                    "program_id": program_id,
+                    "member_id": row.member_id,
+                    "points": row.points,
+                    "status": entry_status.value,
+                    "kind": EntryKind.ACCRUAL.value,
+                    "reason": f"{event.type} {event.external_id}"[:500],
+                    "event_id": event_id,
+                    "idempotency_key": f"event:{event.external_id}",
+                    "request_hash": request_hash(EntryKind.ACCRUAL, event.content_hash),
+                    "created_at": now,
+                }
+            )
+            if entry_status == AccrualStatus.POSTED:
+                posted[row.member_id] += row.points
+                accruals.append(PostedAccrual(row.member_id, event.type, event.occurred_at, row.points))
+            elif entry_status == AccrualStatus.PENDING_REVIEW:
+                pending[row.member_id] += row.points
+        await insert_ledger_entries(session, entries)
+        await add_to_balances(session, posted, pending)
+        await add_to_aggregates(session, program_id, accepted)
+        return BatchPosted(program_id, tuple(accruals))
+
+
+def _validate_batch(
+    drafts: Sequence[EventDraft], now: datetime, outcomes: dict[int, EventOutcome]
+) -> dict[int, ValidEvent]:
+    valid: dict[int, ValidEvent] = {}
+    seen: set[str] = set()
+    for i, draft in enumerate(drafts):
+        try:
+            event = validate_event(draft, now)
+        except Rejection as rejection:
+            outcomes[i] = EventOutcome(draft.external_id, EventStatus.REJECTED, 0, str(rejection))
+            continue
+        if event.external_id in seen:
+            outcomes[i] = EventOutcome(
+                event.external_id, EventStatus.DUPLICATE, 0, "externalId repeated earlier in this batch"
+            )
+            continue
+        seen.add(event.external_id)
+        valid[i] = event
+    return valid
+
+
+def _ids(valid: dict[int, ValidEvent]) -> list[str]:
+    return [event.external_id for event in valid.values()]
+
+
+def _drop_known(
+    valid: dict[int, ValidEvent], known: dict[str, str], outcomes: dict[int, EventOutcome]
+) -> None:
+    for i, event in list(valid.items()):
+        content_hash = known.get(event.external_id)
+        if content_hash is None:
+            continue
+        message = (
+            "externalId already recorded"
+            if content_hash == event.content_hash
+            else "externalId already recorded with different content; the first event is kept"
+        )
+        outcomes[i] = EventOutcome(event.external_id, EventStatus.DUPLICATE, 0, message)
+        del valid[i]
+
+
+async def _resolve_members(
+    session: AsyncSession,
+    program: Program,
+    valid: dict[int, ValidEvent],
+    now: datetime,
+    outcomes: dict[int, EventOutcome],
+) -> dict[str, Member]:
+    wanted = sorted({event.member_external_id for event in valid.values()})
+    members = await members_by_external_id(session, program.id, wanted)
+    missing = [external_id for external_id in wanted if external_id not in members]
+    if missing and ProgramSettings.from_json(program.settings).auto_create_members:
+        table = Member.__table__
+        await session.execute(
+            insert_for(session, table).on_conflict_do_nothing(
+                index_elements=[table.c.program_id, table.c.external_id]
+            ),
+            [
+                {
+                    "program_id": program.id,
+                    "external_id": external_id,
+                    "kind": MemberKind.CUSTOMER.value,
+                    "attributes": {},
+                    "channels": [],
+                    "joined_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "points_balance": 0,
+                    "pending_points": 0,
+                }
+                for external_id in missing
+            ],
+        )
+        members.update(await members_by_external_id(session, program.id, missing))
+    for i, event in list(valid.items()):
+        if event.member_external_id not in members:
+            outcomes[i] = EventOutcome(
+                event.external_id,
+                EventStatus.REJECTED,
+                0,
+                f"memberExternalId: no member {event.member_external_id!r} in this program",
+            )
+            del valid[i]
+    return members
+
+
+def _row(proposal: ProposedAccrual, outcome: AuditOutcome) -> EventRow:
+    status, entry_status = _STATUS_BY_VERDICT[outcome.verdict]
+    message = (
+        "; ".join(f"{f.rule}: {f.detail}" for f in outcome.findings if f.verdict != Verdict.ALLOW) or None
+    )
+    return EventRow(
+        proposal.event, proposal.member_id, status.value, entry_status.value, proposal.points, message
+    )

@@ -1,0 +1,215 @@
+"""The points ledger: append-only entries and the member balances they add up to.
+
+Invariants (tested as a state machine in tests/test_ledger_properties.py):
+- members.points_balance == sum(points of POSTED entries), and never below zero;
+- members.pending_points == sum(points of PENDING_REVIEW entries);
+- an idempotency key names one request: replaying it returns the first entry,
+  reusing it for different content is a CONFLICT.
+Balances move with a conditional UPDATE (`... WHERE points_balance >= n`), so
+concurrent redemptions serialise on the member row and cannot overdraw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.engine import Database
+from domain.enums import AccrualStatus, EntryKind
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.members.service import check_page_size, members_by_external_id
+from domain.models import LedgerEntry, Member
+
+MAX_REASON = 500
+MAX_IDEMPOTENCY_KEY = 200
+MAX_POINTS = 10**12
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class LedgerPage:
+    entries: list[LedgerEntry]
+    has_next: bool
+
+
+def request_hash(*parts: object) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(str(part).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+class LedgerService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def redeem(
+        self, program_id: int, member_external_id: str, points: int, reason: str, idempotency_key: str
+    ) -> LedgerEntry:
+        """Spend posted points; beyond the balance is BAD_USER_INPUT."""
+        if not 0 < points <= MAX_POINTS:
+            raise InvalidInput(f"points: must be a positive whole number of points, got {points}")
+        _check_text(reason, idempotency_key)
+        fingerprint = request_hash(EntryKind.REDEMPTION, member_external_id, points, reason)
+
+        async def attempt(session: AsyncSession) -> LedgerEntry:
+            member = (await members_by_external_id(session, program_id, [member_external_id])).get(
+                member_external_id
+            )
+            if member is None:
+                raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
+            await move_balance(session, member.id, -points, what="redemption")
+            return self._entry(
+                session,
+                program_id,
+                member.id,
+                -points,
+                EntryKind.REDEMPTION,
+                reason,
+                idempotency_key,
+                fingerprint,
+            )
+
+        return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
+
+    async def reverse(self, program_id: int, entry_id: int, reason: str, idempotency_key: str) -> LedgerEntry:
+        """A correction: a new POSTED entry with the opposite points of a POSTED entry."""
+        _check_text(reason, idempotency_key)
+        fingerprint = request_hash(EntryKind.REVERSAL, entry_id, reason)
+
+        async def attempt(session: AsyncSession) -> LedgerEntry:
+            original = await session.get(LedgerEntry, entry_id)
+            if original is None or original.program_id != program_id:
+                raise NotFound(f"id: no ledger entry {entry_id} in this program")
+            if original.status != AccrualStatus.POSTED or original.kind == EntryKind.REVERSAL:
+                raise InvalidInput(
+                    f"id: entry {entry_id} is {original.status} {original.kind}; only posted "
+                    "accruals, redemptions and adjustments can be reversed"
+                )
+            already = await session.execute(
+                select(LedgerEntry.id).where(LedgerEntry.reverses_entry_id == entry_id)
+            )
+            if already.first() is not None:
+                raise Conflict(f"id: entry {entry_id} has already been reversed")
+            await move_balance(session, original.member_id, -original.points, what="reversal")
+            entry = self._entry(
+                session,
+                program_id,
+                original.member_id,
+                -original.points,
+                EntryKind.REVERSAL,
+                reason,
+                idempotency_key,
+                fingerprint,
+            )
+            entry.reverses_entry_id = original.id
+            entry.event_id = original.event_id
+            return entry
+
+        return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
+
+    async def page(self, member_id: int, first: int, after_id: int | None) -> LedgerPage:
+        """A member's entries, newest first."""
+        check_page_size(first)
+        async with self.db.read() as session:
+            query = select(LedgerEntry).where(LedgerEntry.member_id == member_id)
+            if after_id is not None:
+                query = query.where(LedgerEntry.id < after_id)
+            rows = list(
+                (await session.execute(query.order_by(LedgerEntry.id.desc()).limit(first + 1))).scalars()
+            )
+        return LedgerPage(rows[:first], len(rows) > first)
+
+    def _entry(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        member_id: int,
+        points: int,
+        kind: EntryKind,
+        reason: str,
+        idempotency_key: str,
+        fingerprint: str,
+    ) -> LedgerEntry:
+        entry = LedgerEntry(
+            program_id=program_id,
+            member_id=member_id,
+            points=points,
+            status=AccrualStatus.POSTED.value,
+            kind=kind.value,
+            reason=reason,
+            idempotency_key=idempotency_key,
+            request_hash=fingerprint,
+            created_at=self.clock.now(),
+        )
+        session.add(entry)
+        return entry
+
+    async def _idempotent(
+        self,
+        program_id: int,
+        key: str,
+        fingerprint: str,
+        attempt: Callable[[AsyncSession], Awaitable[LedgerEntry]],
+    ) -> LedgerEntry:
+        """Run `attempt` once per idempotency key; a concurrent twin loses the insert race and replays."""
+        for _ in range(2):
+            async with self.db.read() as session:
+                existing = await _entry_by_key(session, program_id, key)
+            if existing is not None:
+                if existing.request_hash != fingerprint:
+                    raise Conflict(f"idempotencyKey: {key!r} was already used for a different request")
+                return existing
+            try:
+                async with self.db.unit_of_work() as uow:
+                    entry = await attempt(uow.session)
+                    await uow.session.flush()
+                return entry
+            except IntegrityError:
+                continue  # the key was taken by a concurrent request: look again
+        raise Conflict(f"idempotencyKey: {key!r} is being used by a concurrent request; retry")
+
+
+async def move_balance(session: AsyncSession, member_id: int, delta: int, *, what: str) -> None:
+    """Add `delta` to the member's posted balance; refuse to go below zero."""
+    statement = (
+        update(Member).where(Member.id == member_id).values(points_balance=Member.points_balance + delta)
+    )
+    if delta < 0:
+        statement = statement.where(Member.points_balance >= -delta)
+    result = await session.execute(statement.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)
+    if result.rowcount == 0:
+        balance = (
+            await session.execute(select(Member.points_balance).where(Member.id == member_id))
+        ).scalar()
+        raise InvalidInput(f"points: the {what} of {-delta} exceeds the balance of {balance}")
+
+
+async def _entry_by_key(session: AsyncSession, program_id: int, key: str) -> LedgerEntry | None:
+    result = await session.execute(
+        select(LedgerEntry).where(LedgerEntry.program_id == program_id, LedgerEntry.idempotency_key == key)
+    )
+    return result.scalar_one_or_none()
+
+
+def _check_text(reason: str, idempotency_key: str) -> None:
+    if not reason.strip():
+        raise InvalidInput("reason: must not be empty")
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"reason: longer than {MAX_REASON} characters")
+    if not idempotency_key.strip():
+        raise InvalidInput("idempotencyKey: must not be empty")
+    if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidInput(f"idempotencyKey: longer than {MAX_IDEMPOTENCY_KEY} characters")
+    if idempotency_key.startswith("event:"):
+        raise InvalidInput("idempotencyKey: the prefix 'event:' is reserved for event accruals")

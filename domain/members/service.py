@@ -1,0 +1,248 @@
+"""Members and organizations: upserts from integrations, reads for the API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.dialect import insert_for
+from domain.db.engine import Database
+from domain.enums import Channel, MemberKind
+from domain.errors import InvalidInput, NotFound
+from domain.events.validation import Rejection, validate_external_id
+from domain.members.attributes import MAX_ATTRIBUTES_BYTES, attributes_size, merge_attributes
+from domain.models import Member, Organization
+
+MAX_BATCH = 1000
+MAX_PAGE = 500
+
+
+@dataclass(frozen=True)
+class MemberUpsert:
+    external_id: str
+    kind: str = MemberKind.CUSTOMER.value
+    organization_external_id: str | None = None
+    attributes: dict[str, Any] | None = None
+    channels: Sequence[str] | None = None
+    joined_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class OrganizationUpsert:
+    external_id: str
+    name: str
+    attributes: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Member]
+    has_next: bool
+    total: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _field_error(index: int, message: str) -> InvalidInput:
+    return InvalidInput(f"members[{index}].{message}", index=index)
+
+
+def _check_batch(size: int, what: str) -> None:
+    if size > MAX_BATCH:
+        raise InvalidInput(f"{what}: at most {MAX_BATCH} per call, got {size}")
+
+
+def check_page_size(first: int) -> None:
+    if not 0 <= first <= MAX_PAGE:
+        raise InvalidInput(f"first: must be between 0 and {MAX_PAGE}, got {first}")
+
+
+class MemberService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def upsert_organizations(self, program_id: int, inputs: Sequence[OrganizationUpsert]) -> int:
+        _check_batch(len(inputs), "organizations")
+        for i, org in enumerate(inputs):
+            try:
+                validate_external_id(org.external_id, f"organizations[{i}].externalId")
+            except Rejection as rejection:
+                raise InvalidInput(str(rejection)) from None
+            if not org.name.strip():
+                raise InvalidInput(f"organizations[{i}].name: must not be empty")
+            if org.attributes is not None and not isinstance(org.attributes, dict):
+                raise InvalidInput(f"organizations[{i}].attributes: must be a JSON object")
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            existing = await _organizations_by_external_id(
+                uow.session, program_id, [o.external_id for o in inputs]
+            )
+            for org in inputs:
+                row = existing.get(org.external_id)
+                if row is None:
+                    row = Organization(
+                        program_id=program_id,
+                        external_id=org.external_id,
+                        name=org.name.strip(),
+                        attributes=org.attributes or {},
+                        created_at=now,
+                    )
+                    uow.session.add(row)
+                    existing[org.external_id] = row
+                else:
+                    row.name = org.name.strip()
+                    row.attributes = merge_attributes(row.attributes, org.attributes or {})
+        return len(inputs)
+
+    async def upsert_members(self, program_id: int, inputs: Sequence[MemberUpsert]) -> int:
+        _check_batch(len(inputs), "members")
+        for i, member in enumerate(inputs):
+            _validate_member(i, member)
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            org_ids = await ensure_organizations(
+                session, program_id, {m.organization_external_id for m in inputs} - {None}, now
+            )
+            existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
+            for i, data in enumerate(inputs):
+                row = existing.get(data.external_id)
+                org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
+                if row is None:
+                    row = Member(
+                        program_id=program_id,
+                        external_id=data.external_id,
+                        kind=data.kind,
+                        organization_id=org_id,
+                        attributes=merge_attributes({}, data.attributes or {}),
+                        channels=list(data.channels or []),
+                        joined_at=data.joined_at or now,
+                        created_at=now,
+                        updated_at=now,
+                        points_balance=0,
+                        pending_points=0,
+                    )
+                    session.add(row)
+                    existing[data.external_id] = row
+                else:
+                    row.kind = data.kind
+                    if data.organization_external_id is not None:
+                        row.organization_id = org_id
+                    if data.attributes:
+                        row.attributes = merge_attributes(row.attributes, data.attributes)
+                    if data.channels is not None:
+                        row.channels = list(data.channels)
+                    if data.joined_at is not None:
+                        row.joined_at = data.joined_at
+                    row.updated_at = now
+                if attributes_size(row.attributes) > MAX_ATTRIBUTES_BYTES:
+                    raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
+        return len(inputs)
+
+    async def get(self, program_id: int, external_id: str) -> Member | None:
+        async with self.db.read() as session:
+            return (await members_by_external_id(session, program_id, [external_id])).get(external_id)
+
+    async def get_by_id(self, program_id: int, member_id: int) -> Member:
+        async with self.db.read() as session:
+            member = await session.get(Member, member_id)
+        if member is None or member.program_id != program_id:
+            raise NotFound(f"member {member_id} does not exist")
+        return member
+
+    async def list_members(
+        self,
+        program_id: int,
+        first: int,
+        after_id: int | None,
+        organization_id: int | None = None,
+    ) -> Page:
+        """Members in id order, keyset-paginated; `total` counts the whole filtered set."""
+        check_page_size(first)
+        conditions = [Member.program_id == program_id]
+        if organization_id is not None:
+            conditions.append(Member.organization_id == organization_id)
+        async with self.db.read() as session:
+            query = select(Member).where(*conditions)
+            if after_id is not None:
+                query = query.where(Member.id > after_id)
+            rows = list((await session.execute(query.order_by(Member.id).limit(first + 1))).scalars())
+            total = (
+                await session.execute(select(func.count()).select_from(Member).where(*conditions))
+            ).scalar_one()
+        return Page(rows[:first], len(rows) > first, total)
+
+    async def organization(self, program_id: int, external_id: str) -> Organization | None:
+        async with self.db.read() as session:
+            return (await _organizations_by_external_id(session, program_id, [external_id])).get(external_id)
+
+
+def _validate_member(i: int, member: MemberUpsert) -> None:
+    try:
+        validate_external_id(member.external_id, "externalId")
+        if member.organization_external_id is not None:
+            validate_external_id(member.organization_external_id, "organizationExternalId")
+    except Rejection as rejection:
+        raise _field_error(i, str(rejection)) from None
+    if member.kind not in MemberKind.__members__:
+        raise _field_error(i, f"kind: {member.kind!r} is not one of CUSTOMER, DEALER, EMPLOYEE")
+    if member.attributes is not None and not isinstance(member.attributes, dict):
+        raise _field_error(i, "attributes: must be a JSON object")
+    for channel in member.channels or ():
+        if channel not in Channel.__members__:
+            raise _field_error(i, f"channels: {channel!r} is not a channel")
+    if member.channels is not None and len(set(member.channels)) != len(member.channels):
+        raise _field_error(i, "channels: a channel is listed twice")
+    if member.joined_at is not None and member.joined_at.tzinfo is None:
+        raise _field_error(i, "joinedAt: needs a UTC offset")
+
+
+async def members_by_external_id(
+    session: AsyncSession, program_id: int, external_ids: Sequence[str]
+) -> dict[str, Member]:
+    if not external_ids:
+        return {}
+    rows = await session.execute(
+        select(Member).where(Member.program_id == program_id, Member.external_id.in_(set(external_ids)))
+    )
+    return {m.external_id: m for m in rows.scalars()}
+
+
+async def _organizations_by_external_id(
+    session: AsyncSession, program_id: int, external_ids: Sequence[str]
+) -> dict[str, Organization]:
+    if not external_ids:
+        return {}
+    rows = await session.execute(
+        select(Organization).where(
+            Organization.program_id == program_id, Organization.external_id.in_(set(external_ids))
+        )
+    )
+    return {o.external_id: o for o in rows.scalars()}
+
+
+async def ensure_organizations(
+    session: AsyncSession, program_id: int, external_ids: set[str | None], now: datetime
+) -> dict[str | None, int]:
+    """Ids of the named organizations, creating unknown ones with name = externalId."""
+    wanted = [e for e in external_ids if e is not None]
+    if not wanted:
+        return {}
+    stmt = insert_for(session, Organization).on_conflict_do_nothing(
+        index_elements=[Organization.program_id, Organization.external_id]
+    )
+    await session.execute(
+        stmt,
+        [
+            {"program_id": program_id, "external_id": e, "name": e, "attributes": {}, "created_at": now}
+            for e in sorted(wanted)
+        ],
+    )
+    found = await _organizations_by_external_id(session, program_id, wanted)
+    return {e: o.id for e, o in found.items()}

@@ -1,0 +1,190 @@
+"""SQLAlchemy tables: the database is the source of truth.
+
+No relationships are mapped: every read is an explicit query in a repository,
+so nothing lazy-loads behind a resolver's back.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from domain.db.types import Amount, BigId, Json, UtcDateTime
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Program(Base):
+    __tablename__ = "programs"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(8))
+    settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    __table_args__ = (UniqueConstraint("program_id", "external_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    external_id: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Member(Base):
+    __tablename__ = "members"
+    __table_args__ = (
+        UniqueConstraint("program_id", "external_id"),
+        CheckConstraint("points_balance >= 0", name="balance_not_negative"),
+        CheckConstraint("pending_points >= 0", name="pending_not_negative"),
+        Index("ix_members_organization", "organization_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    external_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16))
+    organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
+    attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    channels: Mapped[list[str]] = mapped_column(Json, default=list)
+    joined_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Cached sum of POSTED ledger entries; moved only together with a ledger insert.
+    points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Cached sum of PENDING_REVIEW ledger entries.
+    pending_points: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("program_id", "external_id"),
+        Index("ix_events_member_type_time", "member_id", "type", "occurred_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    external_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    amount: Mapped[Decimal | None] = mapped_column(Amount)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    points_awarded: Mapped[int] = mapped_column(BigInteger, default=0)
+    message: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LedgerEntry(Base):
+    """Append-only. The one permitted update: a PENDING_REVIEW accrual becomes POSTED or REJECTED."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        UniqueConstraint("program_id", "idempotency_key"),
+        Index("ix_ledger_member", "member_id", "id"),
+        Index("ix_ledger_program_status", "program_id", "status"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    reverses_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+
+
+class EventAggregate(Base):
+    """Per member, event type and UTC day: the buckets windowed conditions sum over."""
+
+    __tablename__ = "event_aggregates"
+    __table_args__ = (Index("ix_event_aggregates_program_type_day", "program_id", "event_type", "day"),)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    count: Mapped[int] = mapped_column(Integer)
+    amount_sum: Mapped[int] = mapped_column(BigInteger)  # scaled units, see domain.db.types
+    amount_min: Mapped[int | None] = mapped_column(BigInteger)
+    amount_max: Mapped[int | None] = mapped_column(BigInteger)
+    first_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class EarningRule(Base):
+    __tablename__ = "earning_rules"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    points_per_unit: Mapped[Decimal | None] = mapped_column(Amount)
+    fixed_points: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AdminUser(Base):
+    __tablename__ = "admin_users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    totp_secret: Mapped[str] = mapped_column(String(64))
+    #: The last TOTP time step accepted: a code is never accepted twice.
+    last_totp_timecode: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AdminSession(Base):
+    __tablename__ = "admin_sessions"
+    id: Mapped[str] = mapped_column(String(43), primary_key=True)
+    admin_id: Mapped[int] = mapped_column(ForeignKey("admin_users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    totp_verified_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

