@@ -16,9 +16,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types import ExecutionResult
 
 from api.context import Context, bearer_from_header, build_context
+from api.errors import classify
 from api.runtime import Services, build_services
 from api.schema import build_schema
 from domain.settings import Settings
@@ -42,6 +45,12 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
         assert self.services is not None, "the app's lifespan has not started"
         bearer = bearer_from_header(request.headers.get("authorization"))
         return await build_context(self.services, request, response, bearer)
+
+    async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
+        """Parse errors skip the extensions' result hook: give them their code here too."""
+        if result.errors:
+            result.errors = [classify(e) for e in result.errors]
+        return await super().process_result(request, result)
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)

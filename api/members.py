@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Info
-from api.pagination import decode_cursor
+from api.pagination import decode_cursor, page_size
 from api.types.enums import Channel, MemberKind
 from api.types.members import Member, MemberConnection, member_connection
 from domain.auth.principal import PrincipalKind
@@ -27,7 +27,7 @@ class OrganizationInput:
 @strawberry.input
 class MemberInput:
     external_id: str
-    kind: MemberKind = MemberKind.CUSTOMER
+    kind: MemberKind | None = MemberKind.CUSTOMER
     organization_external_id: str | None = strawberry.field(
         default=None, description="An unknown one is created with name = externalId"
     )
@@ -81,7 +81,7 @@ class MemberQueries:
         info: Info,
         segment_key: str | None = None,
         tag: str | None = None,
-        first: int = 50,
+        first: int | None = 50,
         after: str | None = None,
     ) -> MemberConnection:
         program_id = info.context.principal.require(Scope.MEMBERS_READ)
@@ -91,7 +91,7 @@ class MemberQueries:
         if tag is not None:
             return member_connection(Page([], False, 0))  # no member carries a tag yet
         return member_connection(
-            await info.context.services.members.list_members(program_id, first, after_id)
+            await info.context.services.members.list_members(program_id, page_size(first), after_id)
         )
 
 
@@ -117,7 +117,7 @@ class MemberMutations:
         inputs = [
             MemberUpsert(
                 external_id=m.external_id,
-                kind=MemberKind(m.kind).value,
+                kind=MemberKind(m.kind or MemberKind.CUSTOMER).value,
                 organization_external_id=m.organization_external_id,
                 attributes=_json_object(m.attributes, f"members[{i}].attributes"),
                 channels=None if m.channels is None else [Channel(c).value for c in m.channels],

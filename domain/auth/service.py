@@ -216,7 +216,7 @@ class AuthService:
             ).first()
         if found is None:
             raise Unauthenticated("unknown session")
-        admin_session, admin = found.tuple()
+        admin_session, admin = found
         if admin_session.revoked_at is not None or admin_session.expires_at <= self.clock.now():
             raise Unauthenticated("the session has ended; log in again")
         return Principal(

@@ -58,7 +58,7 @@ def parse_amount(value: object, field: str = "amount") -> Decimal | None:
     except InvalidOperation:
         raise Rejection(f"{field}: {str(value)[:40]!r} is not a decimal number") from None
     if not amount.is_finite():
-        raise Rejection(f"{field}: {value!r} is not a finite number")
+        raise Rejection(f"{field}: {str(value)!r} is not a finite number")
     if amount < 0:
         raise Rejection(f"{field}: must not be negative, got {amount}")
     if amount >= MAX_AMOUNT:

@@ -37,7 +37,7 @@ async def existing_event_hashes(
             Event.program_id == program_id, Event.external_id.in_(external_ids)
         )
     )
-    return dict(rows.tuples())
+    return {external_id: content_hash for external_id, content_hash in rows}  # noqa: C416 - rows are Row objects
 
 
 async def insert_events(
@@ -70,7 +70,7 @@ async def insert_events(
         for r in sorted(rows, key=lambda r: r.event.external_id)
     ]
     result = await session.execute(statement, params)
-    return {external_id: event_id for event_id, external_id in result.tuples()}
+    return {external_id: event_id for event_id, external_id in result}
 
 
 async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:

@@ -69,7 +69,7 @@ async def first_member_pages_by_organization(
         .group_by(Member.organization_id)
     )
     totals = dict.fromkeys(organization_ids, 0)
-    for org_id, count in counts.tuples():
+    for org_id, count in counts:
         assert org_id is not None
         totals[org_id] = count
     return pages, totals

@@ -1,0 +1,80 @@
+"""Which database and Redis the suite runs against, chosen once per run.
+
+PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 when reachable (a
+fresh database and a fresh key prefix per run), else SQLite and embedded Redis.
+LOYALTY_TEST_BACKEND=sqlite forces the embedded pair.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+RUN_ID = uuid.uuid4().hex[:10]
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Backends:
+    database_url: str
+    redis_url: str | None  # None: embedded
+    redis_prefix: str
+    data_dir: Path
+    pg_database: str | None
+
+    @property
+    def description(self) -> str:
+        database = f"PostgreSQL (database {self.pg_database})" if self.pg_database else "SQLite (fallback)"
+        redis = "Redis at 127.0.0.1:6379" if self.redis_url else "embedded Redis (fallback)"
+        return f"{database} + {redis}, key prefix {self.redis_prefix}"
+
+
+def choose() -> Backends:
+    forced_sqlite = os.environ.get("LOYALTY_TEST_BACKEND") == "sqlite"
+    data_dir = Path(tempfile.mkdtemp(prefix=f"loyalty-test-{RUN_ID}-"))
+    if not forced_sqlite and reachable(PG_HOST, PG_PORT):
+        name = f"loyalty_test_{RUN_ID}"
+        database_url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
+        pg_database: str | None = name
+    else:
+        database_url = f"sqlite+aiosqlite:///{data_dir / 'test.db'}"
+        pg_database = None
+    redis_url = (
+        f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+        if not forced_sqlite and reachable(REDIS_HOST, REDIS_PORT)
+        else None
+    )
+    return Backends(database_url, redis_url, f"test:{RUN_ID}:", data_dir, pg_database)
+
+
+async def create_pg_database(name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+
+
+async def drop_pg_database(name: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()

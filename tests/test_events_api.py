@@ -1,0 +1,187 @@
+"""recordEvents through the real GraphQL endpoint: the pipeline's per-event outcomes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from api.runtime import Services
+from domain.models import EventAggregate, LedgerEntry, Member
+from tests.conftest import GraphQLClient, ProgramFixture, new_program
+
+RECORD = """
+mutation($events: [EventInput!]!) {
+  recordEvents(events: $events) { results { externalId status pointsAwarded message } }
+}"""
+UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
+MEMBER = "query($id: String!) { member(externalId: $id) { pointsBalance pendingPoints } }"
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def event(external_id: str, member: str = "m1", type_: str = "purchase", **extra: Any) -> dict[str, Any]:
+    return {
+        "externalId": external_id,
+        "memberExternalId": member,
+        "type": type_,
+        "occurredAt": extra.pop("occurredAt", (NOW - timedelta(hours=1)).isoformat()),
+        **extra,
+    }
+
+
+async def record(client: GraphQLClient, *events: dict[str, Any]) -> list[dict[str, Any]]:
+    data = await client.data(RECORD, {"events": list(events)})
+    results: list[dict[str, Any]] = data["recordEvents"]["results"]
+    return results
+
+
+@pytest.fixture
+async def members(integration: GraphQLClient) -> GraphQLClient:
+    await integration.data(UPSERT, {"m": [{"externalId": "m1"}, {"externalId": "m2"}]})
+    return integration
+
+
+async def test_purchase_earns_floored_points_per_currency_unit(members: GraphQLClient) -> None:
+    results = await record(members, event("e1", amount="129.90"), event("e2", type_="visit"))
+    assert results == [
+        {"externalId": "e1", "status": "ACCEPTED", "pointsAwarded": 129, "message": None},
+        {"externalId": "e2", "status": "ACCEPTED", "pointsAwarded": 10, "message": None},
+    ]
+    assert (await members.data(MEMBER, {"id": "m1"}))["member"] == {"pointsBalance": 139, "pendingPoints": 0}
+
+
+async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -> None:
+    first = await record(members, event("dup", amount="10"))
+    again = await record(
+        members, event("dup", amount="10"), event("dup2", amount="5"), event("dup2", amount="5")
+    )
+    changed = await record(members, event("dup", amount="99"))
+    assert first[0]["status"] == "ACCEPTED"
+    assert [r["status"] for r in again] == ["DUPLICATE", "ACCEPTED", "DUPLICATE"]
+    assert again[0]["message"] == "externalId already recorded"
+    assert again[2]["message"] == "externalId repeated earlier in this batch"
+    assert changed[0] == {
+        "externalId": "dup",
+        "status": "DUPLICATE",
+        "pointsAwarded": 0,
+        "message": "externalId already recorded with different content; the first event is kept",
+    }
+    assert (await members.data(MEMBER, {"id": "m1"}))["member"]["pointsBalance"] == 15
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"memberExternalId": "ghost"}, "memberExternalId: no member 'ghost' in this program"),
+        ({"occurredAt": (NOW + timedelta(minutes=10)).isoformat()}, "occurredAt: "),
+        ({"amount": "-1"}, "amount: must not be negative, got -1"),
+        ({"amount": "twelve"}, "amount: 'twelve' is not a decimal number"),
+        ({"amount": "NaN"}, "amount: 'NaN' is not a finite number"),
+        ({"amount": "1.00001"}, "amount: at most 4 decimal places"),
+        ({"type": ""}, "type: must not be empty"),
+        ({"type": "Purchase!"}, "type: 'Purchase!' does not match"),
+        ({"properties": [1, 2]}, "properties: must be a JSON object, got an array"),
+        ({"properties": {"blob": "x" * 20_000}}, "properties: 20011 bytes exceeds the limit of 16384"),
+        ({"externalId": ""}, "externalId: must not be empty"),
+    ],
+)
+async def test_a_bad_event_is_rejected_with_its_field_and_the_good_ones_pass(
+    members: GraphQLClient, services: Services, program: ProgramFixture, bad: dict[str, Any], message: str
+) -> None:
+    results = await record(
+        members, event("good-1", amount="10"), event("bad", **bad), event("good-2", amount="5")
+    )
+    assert [r["status"] for r in results] == ["ACCEPTED", "REJECTED", "ACCEPTED"]
+    assert results[1]["pointsAwarded"] == 0
+    assert results[1]["message"].startswith(message)
+    async with services.db.read() as session:
+        entries = (
+            await session.execute(select(LedgerEntry).where(LedgerEntry.program_id == program.id))
+        ).scalars()
+        assert sorted(e.idempotency_key for e in entries) == ["event:good-1", "event:good-2"]
+
+
+async def test_more_than_1000_events_is_refused_whole(members: GraphQLClient) -> None:
+    error = await members.error(RECORD, {"events": [event(f"e{i}") for i in range(1001)]})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"] == "events: at most 1000 per call, got 1001"
+
+
+async def test_unparseable_timestamp_names_the_path(members: GraphQLClient) -> None:
+    error = await members.error(RECORD, {"events": [event("e1", occurredAt="yesterday")]})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "occurredAt" in error["message"]
+
+
+async def test_accepted_events_fill_daily_buckets(members: GraphQLClient, services: Services) -> None:
+    day = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    await record(
+        members,
+        event("a", amount="10.5", occurredAt=day.isoformat()),
+        event("b", amount="2", occurredAt=(day + timedelta(hours=5)).isoformat()),
+        event("c", amount="7", occurredAt=(day + timedelta(days=1)).isoformat()),
+        event("d", type_="login", occurredAt=day.isoformat()),
+    )
+    await record(members, event("e", amount="30", occurredAt=(day + timedelta(hours=1)).isoformat()))
+    async with services.db.read() as session:
+        member_id = (
+            (
+                await session.execute(
+                    select(Member.id).where(Member.external_id == "m1").order_by(Member.id.desc())
+                )
+            )
+            .scalars()
+            .first()
+        )
+        rows = (
+            (
+                await session.execute(
+                    select(EventAggregate)
+                    .where(EventAggregate.member_id == member_id)
+                    .order_by(EventAggregate.event_type, EventAggregate.day)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    summary = [
+        (r.event_type, r.day.isoformat(), r.count, r.amount_sum, r.amount_min, r.amount_max) for r in rows
+    ]
+    assert summary == [
+        ("login", "2026-03-01", 1, 0, None, None),
+        ("purchase", "2026-03-01", 3, 425_000, 20_000, 300_000),
+        ("purchase", "2026-03-02", 1, 70_000, 70_000, 70_000),
+    ]
+    purchase_day = rows[1]
+    assert purchase_day.first_at == day
+    assert purchase_day.last_at == day + timedelta(hours=5)
+
+
+async def test_unknown_members_are_created_when_the_program_says_so(services: Services, client: Any) -> None:
+    program = await new_program(services, auto_create=True)
+    integration = GraphQLClient(client, program.api_key)
+    results = await record(integration, event("x1", member="walk-in", amount="3"))
+    assert results[0]["status"] == "ACCEPTED"
+    assert (await integration.data(MEMBER, {"id": "walk-in"}))["member"]["pointsBalance"] == 3
+
+
+async def test_earning_rules_are_editable(
+    services: Services, client: Any, program: ProgramFixture, admin: GraphQLClient
+) -> None:
+    rule = await admin.data(
+        'mutation { setEarningRule(input: {eventType: "purchase", pointsPerUnit: "2.5", fixedPoints: 5}) '
+        "{ eventType pointsPerUnit fixedPoints } }"
+    )
+    assert rule["setEarningRule"] == {"eventType": "purchase", "pointsPerUnit": "2.5", "fixedPoints": 5}
+    await admin.data(UPSERT, {"m": [{"externalId": "m1"}]})
+    results = await record(admin, event("r1", amount="3.99"))
+    assert results[0]["pointsAwarded"] == 14  # floor(3.99 * 2.5) + 5
+    rules = (await admin.data("{ earningRules { eventType pointsPerUnit fixedPoints } }"))["earningRules"]
+    assert {"eventType": "visit", "pointsPerUnit": None, "fixedPoints": 10} in rules
+    bad = await admin.error(
+        'mutation { setEarningRule(input: {eventType: "visit", fixedPoints: -3}) { eventType } }'
+    )
+    assert bad["extensions"]["code"] == "BAD_USER_INPUT"
+    assert bad["message"] == "fixedPoints: must be between 0 and 1000000, got -3"
