@@ -49,6 +49,7 @@ class RedisStore:
             await self._client.aclose()
             self._client = None
         if self._embedded is not None:
-            await asyncio.to_thread(self._embedded._cleanup)  # stops the server unless another process uses it
+            # stops the server unless another process still uses it
+            await asyncio.to_thread(self._embedded._cleanup)
             self._embedded = None
 

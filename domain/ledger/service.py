@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.members.service import check_page_size, members_by_external_id
 from domain.models import LedgerEntry, Member
 
@@ -161,13 +161,15 @@ class LedgerService:
         fingerprint: str,
         attempt: Callable[[AsyncSession], Awaitable[LedgerEntry]],
     ) -> LedgerEntry:
-        """Run `attempt` once per idempotency key; a concurrent twin loses the insert race and replays."""
+        """Run `attempt` once per idempotency key; concurrent twins replay the winner's entry.
+
+        A twin loses either the insert race on the key's unique index or, when the
+        balance covers the request once but not twice, the balance check. Either
+        way it looks the key up again before reporting anything.
+        """
         for _ in range(2):
-            async with self.db.read() as session:
-                existing = await _entry_by_key(session, program_id, key)
+            existing = await self._replay(program_id, key, fingerprint)
             if existing is not None:
-                if existing.request_hash != fingerprint:
-                    raise Conflict(f"idempotencyKey: {key!r} was already used for a different request")
                 return existing
             try:
                 async with self.db.unit_of_work() as uow:
@@ -176,7 +178,20 @@ class LedgerService:
                 return entry
             except IntegrityError:
                 continue  # the key was taken by a concurrent request: look again
+            except DomainError:
+                winner = await self._replay(program_id, key, fingerprint)
+                if winner is not None:
+                    return winner
+                raise
         raise Conflict(f"idempotencyKey: {key!r} is being used by a concurrent request; retry")
+
+    async def _replay(self, program_id: int, key: str, fingerprint: str) -> LedgerEntry | None:
+        """The entry already recorded under `key`, if any; CONFLICT when it was for other content."""
+        async with self.db.read() as session:
+            existing = await _entry_by_key(session, program_id, key)
+        if existing is not None and existing.request_hash != fingerprint:
+            raise Conflict(f"idempotencyKey: {key!r} was already used for a different request")
+        return existing
 
 
 async def move_balance(session: AsyncSession, member_id: int, delta: int, *, what: str) -> None:
