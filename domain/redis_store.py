@@ -52,4 +52,3 @@ class RedisStore:
             # stops the server unless another process still uses it
             await asyncio.to_thread(self._embedded._cleanup)
             self._embedded = None
-
