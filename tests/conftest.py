@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import hypothesis
 import pytest
 from starlette.types import ASGIApp
 
@@ -20,6 +21,12 @@ from domain.auth import secrets as crypto
 from domain.settings import Settings
 from tests.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support import ShiftableClock
+
+# Timing varies on a shared 2-core machine: examples may be slow, never flaky.
+hypothesis.settings.register_profile(
+    "loyalty", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("loyalty")
 
 BACKENDS: Backends = choose()
 SECRET = "test-secret-key-" + "x" * 32
