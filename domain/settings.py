@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("var")
@@ -30,7 +30,6 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     admin_session_ttl_s: int = 12 * 3600
     member_token_ttl_s: int = 3600
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -46,7 +45,7 @@ class Settings:
         )
 
     def with_secret(self, secret_key: str) -> Settings:
-        return _replace(self, secret_key=secret_key)
+        return replace(self, secret_key=secret_key)
 
     def require_secret(self) -> str:
         if not self.secret_key:
@@ -71,8 +70,3 @@ def local_secret_key(data_dir: Path) -> str:
     path.chmod(0o600)
     return key
 
-
-def _replace(settings: Settings, **changes: object) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)  # type: ignore[arg-type]

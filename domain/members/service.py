@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -45,7 +45,6 @@ class Page:
     items: list[Member]
     has_next: bool
     total: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _field_error(index: int, message: str) -> InvalidInput:
