@@ -87,7 +87,8 @@ class LedgerService:
         fingerprint = request_hash(EntryKind.REVERSAL, entry_id, reason)
 
         async def attempt(session: AsyncSession) -> LedgerEntry:
-            original = await session.get(LedgerEntry, entry_id)
+            # the row lock makes a racing reversal wait, then see this one and get CONFLICT
+            original = await session.get(LedgerEntry, entry_id, with_for_update=True)
             if original is None or original.program_id != program_id:
                 raise NotFound(f"id: no ledger entry {entry_id} in this program")
             if original.status != AccrualStatus.POSTED or original.kind == EntryKind.REVERSAL:
