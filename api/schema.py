@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
 
@@ -27,7 +28,7 @@ from api.limits import cost_limit_rule
 from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
 from api.programs import ProgramMutations, ProgramQueries
-from api.scalars import DecimalScalar
+from api.scalars import DateTimeScalar, DecimalScalar
 from domain.errors import DomainError
 from domain.settings import Settings
 
@@ -75,7 +76,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         extensions=extensions,
-        scalar_overrides={Decimal: DecimalScalar},
+        scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     )
 
 

@@ -69,4 +69,3 @@ def local_secret_key(data_dir: Path) -> str:
     path.write_text(key)
     path.chmod(0o600)
     return key
-

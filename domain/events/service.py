@@ -33,7 +33,7 @@ from domain.events.writes import (
 )
 from domain.ledger.earning import points_for_event
 from domain.ledger.service import request_hash
-from domain.members.service import members_by_external_id
+from domain.members.service import member_ids_by_external_id
 from domain.models import Member, Program
 from domain.programs.service import ProgramSettings, load_earning_rules
 
@@ -104,7 +104,7 @@ class EventService:
             proposals = [
                 ProposedAccrual(
                     program_id,
-                    members[valid[i].member_external_id].id,
+                    members[valid[i].member_external_id],
                     valid[i],
                     points_for_event(rules, valid[i].type, valid[i].amount),
                 )
@@ -222,9 +222,10 @@ async def _resolve_members(
     valid: dict[int, ValidEvent],
     now: datetime,
     outcomes: dict[int, EventOutcome],
-) -> dict[str, Member]:
+) -> dict[str, int]:
+    """Member ids by externalId; events of unknown members are rejected (or create them)."""
     wanted = sorted({event.member_external_id for event in valid.values()})
-    members = await members_by_external_id(session, program.id, wanted)
+    members = await member_ids_by_external_id(session, program.id, wanted)
     missing = [external_id for external_id in wanted if external_id not in members]
     if missing and ProgramSettings.from_json(program.settings).auto_create_members:
         table = Member.__table__
@@ -248,7 +249,7 @@ async def _resolve_members(
                 for external_id in missing
             ],
         )
-        members.update(await members_by_external_id(session, program.id, missing))
+        members.update(await member_ids_by_external_id(session, program.id, missing))
     for i, event in list(valid.items()):
         if event.member_external_id not in members:
             outcomes[i] = EventOutcome(

@@ -75,7 +75,8 @@ async def insert_events(
 
 async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
     if entries:
-        await session.execute(insert(LedgerEntry), list(entries))
+        connection = await session.connection()  # Core executemany: no ORM bookkeeping per row
+        await connection.execute(insert(cast(Table, LedgerEntry.__table__)), list(entries))
 
 
 async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending: dict[int, int]) -> None:

@@ -213,6 +213,20 @@ async def members_by_external_id(
     return {m.external_id: m for m in rows.scalars()}
 
 
+async def member_ids_by_external_id(
+    session: AsyncSession, program_id: int, external_ids: Sequence[str]
+) -> dict[str, int]:
+    """Just the ids: the ingest path needs no attributes."""
+    if not external_ids:
+        return {}
+    rows = await session.execute(
+        select(Member.external_id, Member.id).where(
+            Member.program_id == program_id, Member.external_id.in_(set(external_ids))
+        )
+    )
+    return {external_id: member_id for external_id, member_id in rows}  # noqa: C416 - rows are Row objects
+
+
 async def _organizations_by_external_id(
     session: AsyncSession, program_id: int, external_ids: Sequence[str]
 ) -> dict[str, Organization]:

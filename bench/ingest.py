@@ -1,0 +1,1003 @@
+"""Ingest benchmark: `recordEvents` end to end over HTTP against a real server, next to a raw floor.
+
+Two phases, each on its own fresh PostgreSQL database migrated with `migrations.upgrade`:
+
+* end to end: `loyalty serve --workers W` in a subprocess; program and API key made with the CLI;
+  members upserted through `upsertMembers` (untimed); then the events go through `recordEvents`
+  in batches, with C requests in flight (httpx). Request bodies are encoded before the clock starts.
+* floor: the same rows written straight with asyncpg, one transaction per batch, C connections in
+  flight: the events INSERT ... ON CONFLICT DO NOTHING RETURNING id (`fetchmany`, asyncpg's
+  executemany that returns rows), the ledger entries (`executemany`), the cached balance UPDATEs
+  in member-id order (`executemany`) and the per member x type x day aggregate upserts
+  (`executemany`): the writes the pipeline makes, without its reads (dedup lookup, member lookup,
+  earning rules, API key), GraphQL, HTTP and ORM.
+
+When the PostgreSQL server runs with autovacuum off, the bench does autoanalyze's work itself
+(see AutoAnalyze). Progress goes to stderr; the last line on stdout is one JSON object with the figures.
+Usage: .venv/bin/python bench/ingest.py [--quick] [--events N] [--members N] [--batch N] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from sqlalchemy.engine import URL, make_url
+
+import migrations
+
+REPO = Path(__file__).resolve().parent.parent
+_SCRIPT = Path(sys.executable).parent / "loyalty"
+#: The `loyalty` CLI of this interpreter's environment (the module when the script is not there).
+LOYALTY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "api.cli"]
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: 2 cores are shared by the server workers, PostgreSQL and this client: see docs/benchmarks.md.
+DEFAULT_WORKERS = 2
+DEFAULT_CONCURRENCY = 4
+MEMBERS_PER_CALL = 1000
+AMOUNT_UNITS_PER_CENT = 100  # domain.db.types: amounts are stored x 10^4
+HISTORY = timedelta(days=90)
+
+RECORD = (
+    "mutation($events: [EventInput!]!) "
+    "{ recordEvents(events: $events) { results { externalId status pointsAwarded message } } }"
+)
+UPSERT = "mutation($members: [MemberInput!]!) { upsertMembers(members: $members) { upserted } }"
+
+
+def log(message: str) -> None:
+    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class BenchEvent:
+    external_id: str
+    member: int  # index into the member list
+    type: str
+    occurred_at: datetime
+    amount_cents: int | None
+    properties: dict[str, Any]
+
+    @property
+    def amount_text(self) -> str | None:
+        if self.amount_cents is None:
+            return None
+        return f"{self.amount_cents // 100}.{self.amount_cents % 100:02d}"
+
+    @property
+    def points(self) -> int:
+        """The default earning rules: purchase 1 point per whole unit, visit 10, login 0."""
+        if self.type == "purchase":
+            return (self.amount_cents or 0) // 100
+        return 10 if self.type == "visit" else 0
+
+
+@dataclass(frozen=True)
+class Workload:
+    events: int
+    members: int
+    batch: int
+    run_id: str
+    now: datetime
+    seed: int = 20_240_601
+
+    @property
+    def batches(self) -> int:
+        return math.ceil(self.events / self.batch)
+
+    def member_id(self, index: int) -> str:
+        return f"m{index:07d}"
+
+    def batch_events(self, number: int) -> list[BenchEvent]:
+        """Batch `number`, the same on every call: both phases write exactly the same events."""
+        rng = random.Random(self.seed * 1_000_003 + number)
+        first = number * self.batch
+        out: list[BenchEvent] = []
+        frequent = max(1, self.members // 10)
+        for i in range(first, min(first + self.batch, self.events)):
+            # a tenth of the members (the regulars) produce about 37% of the events
+            member = rng.randrange(frequent) if rng.random() < 0.3 else rng.randrange(self.members)
+            occurred_at = self.now - timedelta(seconds=rng.uniform(60, HISTORY.total_seconds()))
+            occurred_at = occurred_at.replace(microsecond=occurred_at.microsecond // 1000 * 1000)
+            store = f"s{rng.randrange(250):03d}"
+            roll = rng.random()
+            if roll < 0.80:
+                cents = max(50, min(250_000, int(rng.lognormvariate(math.log(3_500), 0.9))))
+                kind, amount = "purchase", cents
+                properties: dict[str, Any] = {
+                    "storeId": store,
+                    "channel": rng.choice(("pos", "pos", "web", "app")),
+                    "items": rng.randint(1, 8),
+                }
+            elif roll < 0.92:
+                kind, amount, properties = "visit", None, {"storeId": store}
+            else:
+                kind, amount, properties = "login", None, {"channel": rng.choice(("web", "app"))}
+            out.append(BenchEvent(f"ev-{self.run_id}-{i:08d}", member, kind, occurred_at, amount, properties))
+        return out
+
+    def all_batches(self) -> Iterator[list[BenchEvent]]:
+        for number in range(self.batches):
+            yield self.batch_events(number)
+
+    def member_inputs(self, start: int, stop: int) -> list[dict[str, Any]]:
+        rng = random.Random(self.seed + start)
+        return [
+            {
+                "externalId": self.member_id(i),
+                "attributes": {"tier": rng.choice(("bronze", "silver", "gold")), "city": f"c{i % 40:02d}"},
+                "channels": ["EMAIL"] if i % 3 else ["EMAIL", "SMS"],
+                "joinedAt": (self.now - timedelta(days=90 + i % 700)).isoformat(),
+            }
+            for i in range(start, stop)
+        ]
+
+
+# ------------------------------------------------------------------------------------------ figures
+
+
+@dataclass
+class PhaseResult:
+    events: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[str] = field(default_factory=Counter)
+    points: int = 0
+    expected_points: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+    def percentile(self, q: float) -> float:
+        """Nearest-rank percentile of the batch latencies, in ms."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+async def run_concurrently(
+    count: int, concurrency: int, work: Callable[[int], Awaitable[float]], label: str
+) -> tuple[float, list[float]]:
+    """Run work(0..count-1) with `concurrency` in flight; returns wall seconds and each latency (ms)."""
+    numbers = iter(range(count))
+    latencies: list[float] = [0.0] * count
+    done = 0
+    step = max(1, count // 10)
+
+    async def worker() -> None:
+        nonlocal done
+        for number in numbers:
+            latencies[number] = await work(number)
+            done += 1
+            if done % step == 0:
+                log(f"{label}: {done}/{count} batches, {time.perf_counter() - started:.1f}s")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started, latencies
+
+
+# ------------------------------------------------------------------------------- CPU accounting
+
+
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process in seconds (Linux /proc), 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all cores, /proc/stat)."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Processes whose command line contains `marker` (PostgreSQL backends show their database)."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+class CpuMeter:
+    """CPU seconds over a phase: this client, the server's process tree, the PostgreSQL backends of
+    one database, and the whole machine (the rest is other work on the machine, e.g. WAL writer)."""
+
+    def __init__(self, server_pid: int | None, database: str) -> None:
+        self.database = database
+        self.server_pids = [server_pid, *_children(server_pid)] if server_pid else []
+        self.client = time.process_time()
+        self.server = self._sum(self.server_pids)
+        self.backends = {pid: _proc_cpu_s(pid) for pid in _pids_with(f" {database} ")}
+        self.machine = _machine_busy_s()
+
+    @staticmethod
+    def _sum(pids: Sequence[int]) -> float:
+        return sum(_proc_cpu_s(pid) for pid in pids)
+
+    def stop(self) -> dict[str, float]:
+        client = time.process_time() - self.client
+        machine = _machine_busy_s() - self.machine
+        server = self._sum(self.server_pids) - self.server if self.server_pids else 0.0
+        pids = set(self.backends) | set(_pids_with(f" {self.database} "))
+        postgres = sum(_proc_cpu_s(pid) - self.backends.get(pid, 0.0) for pid in pids)
+        figures = {"client_cpu_s": client, "postgres_cpu_s": postgres}
+        if self.server_pids:
+            figures["server_cpu_s"] = server
+        figures["other_cpu_s"] = machine - client - server - postgres
+        figures["machine_busy_cpu_s"] = machine
+        return {name: round(value, 2) for name, value in figures.items()}
+
+
+# ------------------------------------------------------------------------------------- databases
+
+
+@dataclass(frozen=True)
+class PgServer:
+    url: URL
+
+    @classmethod
+    def parse(cls, database_url: str) -> PgServer:
+        url = make_url(database_url)
+        if url.get_backend_name() != "postgresql":
+            raise SystemExit(f"--database-url: a PostgreSQL server is needed, got {url.get_backend_name()}")
+        return cls(url.set(drivername="postgresql+asyncpg"))
+
+    def database_url(self, name: str) -> str:
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    async def connect(self, name: str) -> Any:
+        return await asyncpg.connect(
+            host=self.url.host or "127.0.0.1",
+            port=self.url.port or 5432,
+            user=self.url.username or "postgres",
+            password=self.url.password,
+            database=name,
+        )
+
+    async def create(self, name: str) -> str:
+        connection = await self.connect("postgres")
+        try:
+            await connection.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await connection.close()
+        url = self.database_url(name)
+        await asyncio.to_thread(migrations.upgrade, url)  # alembic runs its own event loop
+        return url
+
+    async def drop(self, name: str) -> None:
+        connection = await self.connect("postgres")
+        try:
+            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await connection.close()
+
+
+class AutoAnalyze:
+    """ANALYZE `events` whenever it has changed by 50 rows + 10% (autovacuum's default trigger).
+
+    Used when the server runs with autovacuum off (as the dev/CI PostgreSQL here does): without
+    statistics the planner believes the growing events table is tiny and the pipeline's
+    externalId lookup degrades to a scan of all the program's events per batch (see
+    docs/benchmarks.md). `events` is the one table that grows during the run and is read by the
+    pipeline (members are analyzed once after they are loaded; ledger_entries and event_aggregates
+    are only written). Only the end-to-end phase needs it: the floor makes no reads. The ANALYZE
+    work runs on the same machine while the clock runs, as autovacuum's would.
+    """
+
+    TABLES = ("events",)
+
+    INTERVAL_S = 5.0
+
+    def __init__(self, pg: PgServer, database: str) -> None:
+        self.pg = pg
+        self.database = database
+        self.runs = 0
+        self.seconds = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def analyze_due(self, connection: Any) -> None:
+        due = await connection.fetch(
+            """
+            SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+            WHERE s.relname = ANY($1::text[]) AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
+            """,
+            list(self.TABLES),
+        )
+        for (table,) in due:
+            started = time.perf_counter()
+            await connection.execute(f'ANALYZE "{table}"')
+            self.seconds += time.perf_counter() - started
+            self.runs += 1
+
+    async def _loop(self) -> None:
+        connection = await self.pg.connect(self.database)
+        try:
+            while True:
+                await asyncio.sleep(self.INTERVAL_S)
+                await self.analyze_due(connection)
+        finally:
+            await connection.close()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> dict[str, float]:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        return {"analyze_runs": self.runs, "analyze_s": round(self.seconds, 2)}
+
+
+async def autovacuum_on(pg: PgServer) -> bool:
+    connection = await pg.connect("postgres")
+    try:
+        return bool(await connection.fetchval("SELECT current_setting('autovacuum')::boolean"))
+    finally:
+        await connection.close()
+
+
+async def analyze(pg: PgServer, database: str) -> None:
+    connection = await pg.connect(database)
+    try:
+        await connection.execute("ANALYZE")
+    finally:
+        await connection.close()
+
+
+@dataclass(frozen=True)
+class Totals:
+    events: int
+    ledger_entries: int
+    ledger_points: int
+    balances: int
+    aggregate_count: int
+    aggregate_buckets: int
+
+
+async def totals(pg: PgServer, name: str) -> Totals:
+    connection = await pg.connect(name)
+    try:
+        row = await connection.fetchrow(
+            """
+            SELECT (SELECT count(*) FROM events),
+                   (SELECT count(*) FROM ledger_entries),
+                   (SELECT coalesce(sum(points), 0) FROM ledger_entries),
+                   (SELECT coalesce(sum(points_balance), 0) FROM members),
+                   (SELECT coalesce(sum(count), 0) FROM event_aggregates),
+                   (SELECT count(*) FROM event_aggregates)
+            """
+        )
+    finally:
+        await connection.close()
+    return Totals(*(int(v) for v in row))
+
+
+# ---------------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    base_url: str
+    log_path: Path
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)  # uvicorn's supervisor stops its workers
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
+    process = await asyncio.create_subprocess_exec(
+        *LOYALTY,
+        *args,
+        env=env,
+        cwd=str(REPO),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise RuntimeError(f"loyalty {' '.join(args)} failed: {stderr.decode(errors='replace')}")
+    result: dict[str, Any] = orjson.loads(stdout)
+    return result
+
+
+def start_server(env: dict[str, str], workers: int, data_dir: Path) -> Server:
+    port = free_port()
+    log_path = data_dir / "server.log"
+    with log_path.open("wb") as sink:
+        process = subprocess.Popen(
+            [
+                *LOYALTY,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            cwd=str(REPO),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(process, f"http://127.0.0.1:{port}", log_path)
+
+
+async def wait_healthy(server: Server, http: httpx.AsyncClient, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.tail()}")
+        try:
+            if (await http.get(f"{server.base_url}/healthz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"the server did not become healthy in {timeout_s:.0f}s:\n{server.tail()}")
+
+
+async def graphql(http: httpx.AsyncClient, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    response = await http.post(url, content=body, headers=headers)
+    if response.status_code != 200:
+        raise RuntimeError(f"POST /graphql: HTTP {response.status_code}: {response.text[:500]}")
+    payload: dict[str, Any] = orjson.loads(response.content)
+    if payload.get("errors"):
+        raise RuntimeError(f"POST /graphql: {orjson.dumps(payload['errors'][:3]).decode()}")
+    data: dict[str, Any] = payload["data"]
+    return data
+
+
+def encode_batch(events: Sequence[BenchEvent], workload: Workload) -> bytes:
+    items = []
+    for e in events:
+        item: dict[str, Any] = {
+            "externalId": e.external_id,
+            "memberExternalId": workload.member_id(e.member),
+            "type": e.type,
+            "occurredAt": e.occurred_at.isoformat(),
+            "properties": e.properties,
+        }
+        if e.amount_cents is not None:
+            item["amount"] = e.amount_text
+        items.append(item)
+    return orjson.dumps({"query": RECORD, "variables": {"events": items}})
+
+
+async def end_to_end(
+    pg: PgServer,
+    database: str,
+    redis_url: str,
+    workload: Workload,
+    workers: int,
+    concurrency: int,
+    emulate_autoanalyze: bool,
+) -> tuple[PhaseResult, dict[str, float]]:
+    url = await pg.create(database)
+    data_dir = Path(tempfile.mkdtemp(prefix=f"loyalty-bench-{workload.run_id}-"))
+    env = {
+        **os.environ,
+        "LOYALTY_DATABASE_URL": url,
+        "LOYALTY_REDIS_URL": redis_url,
+        "LOYALTY_REDIS_PREFIX": f"bench:{workload.run_id}:",
+        "LOYALTY_SECRET_KEY": secrets.token_urlsafe(48),
+        "LOYALTY_DATA_DIR": str(data_dir),
+    }
+    server: Server | None = None
+    try:
+        await cli(env, "program", "create", "--key", "bench", "--name", "Bench", "--kind", "B2C")
+        api_key = (await cli(env, "apikey", "create", "--program", "bench", "--name", "bench"))["key"]
+        server = start_server(env, workers, data_dir)
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as http:
+            await wait_healthy(server, http)
+            log(f"server up at {server.base_url} with {workers} worker(s)")
+            endpoint = f"{server.base_url}/graphql"
+            headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+            setup = await upsert_members(http, endpoint, headers, workload, concurrency)
+            if emulate_autoanalyze:
+                await analyze(pg, database)  # what autovacuum does after the member load
+
+            started = time.perf_counter()
+            bodies: list[bytes] = []
+            sizes: list[int] = []
+            expected_points = 0
+            for events in workload.all_batches():
+                bodies.append(encode_batch(events, workload))
+                sizes.append(len(events))
+                expected_points += sum(e.points for e in events)
+            setup["encode_s"] = round(time.perf_counter() - started, 2)
+            log(f"{len(bodies)} request bodies encoded ({sum(map(len, bodies)) / 1e6:.0f} MB)")
+            result = PhaseResult(events=workload.events, seconds=0.0, expected_points=expected_points)
+
+            async def send(number: int) -> float:
+                t0 = time.perf_counter()
+                data = await graphql(http, endpoint, headers, bodies[number])
+                elapsed = (time.perf_counter() - t0) * 1000
+                outcomes = data["recordEvents"]["results"]
+                if len(outcomes) != sizes[number]:
+                    raise RuntimeError(f"batch {number}: {len(outcomes)} results for {sizes[number]} events")
+                for outcome in outcomes:
+                    result.statuses[outcome["status"]] += 1
+                    result.points += outcome["pointsAwarded"]
+                return elapsed
+
+            autoanalyze = AutoAnalyze(pg, database)
+            if emulate_autoanalyze:
+                autoanalyze.start()
+            try:
+                meter = CpuMeter(server.process.pid, database)
+                result.seconds, result.latencies_ms = await run_concurrently(
+                    workload.batches, concurrency, send, "recordEvents"
+                )
+                result.cpu = meter.stop()
+            finally:
+                setup.update(await autoanalyze.stop())
+        return result, setup
+    finally:
+        if server is not None:
+            server.stop()
+        await clear_redis(redis_url, f"bench:{workload.run_id}:")
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def upsert_members(
+    http: httpx.AsyncClient, endpoint: str, headers: dict[str, str], workload: Workload, concurrency: int
+) -> dict[str, float]:
+    calls = math.ceil(workload.members / MEMBERS_PER_CALL)
+
+    async def call(number: int) -> float:
+        start = number * MEMBERS_PER_CALL
+        members = workload.member_inputs(start, min(start + MEMBERS_PER_CALL, workload.members))
+        body = orjson.dumps({"query": UPSERT, "variables": {"members": members}})
+        data = await graphql(http, endpoint, headers, body)
+        if data["upsertMembers"]["upserted"] != len(members):
+            raise RuntimeError(f"upsertMembers: {data} for {len(members)} members")
+        return 0.0
+
+    seconds, _ = await run_concurrently(calls, concurrency, call, "upsertMembers")
+    log(f"{workload.members} members upserted in {seconds:.1f}s ({workload.members / seconds:.0f}/s)")
+    return {"members_upsert_s": round(seconds, 2)}
+
+
+async def clear_redis(redis_url: str, prefix: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+    except Exception as error:  # derived data only; a failed clean-up must not hide the figures
+        log(f"redis clean-up skipped: {error}")
+    finally:
+        await client.aclose()
+
+
+# --------------------------------------------------------------------------------------- floor
+
+INSERT_EVENTS = """
+INSERT INTO events (program_id, external_id, member_id, type, occurred_at, amount, properties,
+                    status, points_awarded, message, content_hash, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'ACCEPTED', $8, NULL, $9, $10)
+ON CONFLICT (program_id, external_id) DO NOTHING
+RETURNING id, external_id
+"""
+INSERT_LEDGER = """
+INSERT INTO ledger_entries (program_id, member_id, points, status, kind, reason, event_id,
+                            idempotency_key, request_hash, created_at)
+VALUES ($1, $2, $3, 'POSTED', 'ACCRUAL', $4, $5, $6, $7, $8)
+"""
+UPDATE_BALANCE = """
+UPDATE members SET points_balance = points_balance + $2, pending_points = pending_points + 0
+WHERE id = $1
+"""
+UPSERT_AGGREGATE = """
+INSERT INTO event_aggregates (member_id, event_type, day, program_id, count, amount_sum, amount_min,
+                              amount_max, first_at, last_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (member_id, event_type, day) DO UPDATE SET
+    count = event_aggregates.count + excluded.count,
+    amount_sum = event_aggregates.amount_sum + excluded.amount_sum,
+    amount_min = least(event_aggregates.amount_min, excluded.amount_min),
+    amount_max = greatest(event_aggregates.amount_max, excluded.amount_max),
+    first_at = least(event_aggregates.first_at, excluded.first_at),
+    last_at = greatest(event_aggregates.last_at, excluded.last_at)
+"""
+
+
+@dataclass
+class FloorBatch:
+    """One batch's rows in the order the pipeline writes them; the ledger rows wait for event ids."""
+
+    events: list[tuple[Any, ...]]
+    ledger: dict[str, tuple[Any, ...]]  # external_id -> row without event_id
+    balances: list[tuple[int, int]]
+    aggregates: list[tuple[Any, ...]]
+
+
+def floor_batch(
+    events: Sequence[BenchEvent], program_id: int, member_ids: Sequence[int], now: datetime
+) -> FloorBatch:
+    event_rows: list[tuple[Any, ...]] = []
+    ledger: dict[str, tuple[Any, ...]] = {}
+    posted: Counter[int] = Counter()
+    buckets: dict[tuple[int, str, date], list[Any]] = {}
+    for e in sorted(events, key=lambda e: e.external_id):
+        member_id = member_ids[e.member]
+        units = None if e.amount_cents is None else e.amount_cents * AMOUNT_UNITS_PER_CENT
+        properties = orjson.dumps(e.properties, option=orjson.OPT_SORT_KEYS).decode()
+        content_hash = hashlib.sha256(f"{e.external_id}\x00{properties}".encode()).hexdigest()
+        event_rows.append(
+            (
+                program_id,
+                e.external_id,
+                member_id,
+                e.type,
+                e.occurred_at,
+                units,
+                properties,
+                e.points,
+                content_hash,
+                now,
+            )
+        )
+        if e.points:
+            ledger[e.external_id] = (
+                program_id,
+                member_id,
+                e.points,
+                f"{e.type} {e.external_id}",
+                f"event:{e.external_id}",
+                hashlib.sha256(f"ACCRUAL\x00{content_hash}".encode()).hexdigest(),
+                now,
+            )
+            posted[member_id] += e.points
+        key = (member_id, e.type, e.occurred_at.date())
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [1, units or 0, units, units, e.occurred_at, e.occurred_at]
+        else:
+            bucket[0] += 1
+            if units is not None:
+                bucket[1] += units
+                bucket[2] = units if bucket[2] is None else min(bucket[2], units)
+                bucket[3] = units if bucket[3] is None else max(bucket[3], units)
+            bucket[4] = min(bucket[4], e.occurred_at)
+            bucket[5] = max(bucket[5], e.occurred_at)
+    return FloorBatch(
+        event_rows,
+        ledger,
+        sorted(posted.items()),
+        [(m, t, d, program_id, *b) for (m, t, d), b in sorted(buckets.items())],
+    )
+
+
+async def floor(
+    pg: PgServer, database: str, workload: Workload, concurrency: int, emulate_autoanalyze: bool
+) -> tuple[PhaseResult, dict[str, float]]:
+    await pg.create(database)
+    now = datetime.now(UTC)
+    setup_conn = await pg.connect(database)
+    try:
+        program_id: int = await setup_conn.fetchval(
+            "INSERT INTO programs (key, name, kind, settings, created_at) "
+            "VALUES ('bench', 'Bench', 'B2C', '{}'::jsonb, $1) RETURNING id",
+            now,
+        )
+        started = time.perf_counter()
+        await setup_conn.copy_records_to_table(
+            "members",
+            columns=[
+                "program_id",
+                "external_id",
+                "kind",
+                "attributes",
+                "channels",
+                "joined_at",
+                "created_at",
+                "updated_at",
+                "points_balance",
+                "pending_points",
+            ],
+            records=(
+                (
+                    program_id,
+                    workload.member_id(i),
+                    "CUSTOMER",
+                    '{"tier": "silver"}',
+                    '["EMAIL"]',
+                    now,
+                    now,
+                    now,
+                    0,
+                    0,
+                )
+                for i in range(workload.members)
+            ),
+        )
+        ids = dict(await setup_conn.fetch("SELECT external_id, id FROM members"))
+        member_ids = [int(ids[workload.member_id(i)]) for i in range(workload.members)]
+        if emulate_autoanalyze:
+            await setup_conn.execute("ANALYZE")
+        log(f"floor: {workload.members} members copied in {time.perf_counter() - started:.1f}s")
+    finally:
+        await setup_conn.close()
+
+    started = time.perf_counter()
+    batches = [floor_batch(events, program_id, member_ids, now) for events in workload.all_batches()]
+    setup = {"floor_prepare_s": round(time.perf_counter() - started, 2)}
+    log(f"floor: {len(batches)} batches of rows prepared in {setup['floor_prepare_s']}s")
+
+    pool = await asyncpg.create_pool(
+        host=pg.url.host or "127.0.0.1",
+        port=pg.url.port or 5432,
+        user=pg.url.username or "postgres",
+        password=pg.url.password,
+        database=database,
+        min_size=concurrency,
+        max_size=concurrency,
+    )
+    result = PhaseResult(events=workload.events, seconds=0.0)
+    try:
+
+        async def write(number: int) -> float:
+            batch = batches[number]
+            t0 = time.perf_counter()
+            async with pool.acquire() as connection, connection.transaction():
+                inserted = await connection.fetchmany(INSERT_EVENTS, batch.events)
+                ledger = [
+                    (*row[:4], event_id, *row[4:])
+                    for event_id, external_id in inserted
+                    if (row := batch.ledger.get(external_id)) is not None
+                ]
+                if ledger:
+                    await connection.executemany(INSERT_LEDGER, ledger)
+                if batch.balances:
+                    await connection.executemany(UPDATE_BALANCE, batch.balances)
+                await connection.executemany(UPSERT_AGGREGATE, batch.aggregates)
+            result.statuses["ACCEPTED"] += len(inserted)
+            result.points += sum(points for _, points in batch.balances)
+            return (time.perf_counter() - t0) * 1000
+
+        meter = CpuMeter(None, database)
+        result.seconds, result.latencies_ms = await run_concurrently(
+            workload.batches, concurrency, write, "floor"
+        )
+        result.cpu = meter.stop()
+    finally:
+        await pool.close()
+    return result, setup
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int
+    members: int
+    batch: int
+    database_url: str
+    redis_url: str
+    workers: int
+    concurrency: int
+    quick: bool
+    skip_floor: bool
+    analyze: str
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--events", type=int, help="events to record (default 1,000,000; --quick 20,000)")
+    parser.add_argument("--members", type=int, help="members (default 100,000; --quick 2,000)")
+    parser.add_argument("--batch", type=int, default=500, help="events per recordEvents call (<= 1000)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="the PostgreSQL server to create the fresh bench databases on",
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("LOYALTY_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
+    parser.add_argument("--quick", action="store_true", help="20k events / 2k members, same code path")
+    parser.add_argument("--skip-floor", action="store_true", help="end to end only (for profiling)")
+    parser.add_argument(
+        "--analyze",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="emulate autovacuum's ANALYZEs: auto = only when the server's autovacuum is off",
+    )
+    args = parser.parse_args(argv)
+    events = args.events if args.events is not None else (20_000 if args.quick else 1_000_000)
+    members = args.members if args.members is not None else (2_000 if args.quick else 100_000)
+    if events < 1 or members < 1 or not 1 <= args.batch <= 1000:
+        parser.error("--events and --members must be positive, --batch between 1 and 1000")
+    if args.workers < 1 or args.concurrency < 1:
+        parser.error("--workers and --concurrency must be positive")
+    return Options(
+        events,
+        members,
+        args.batch,
+        args.database_url,
+        args.redis_url,
+        args.workers,
+        args.concurrency,
+        args.quick,
+        args.skip_floor,
+        args.analyze,
+    )
+
+
+async def run(options: Options) -> dict[str, Any]:
+    pg = PgServer.parse(options.database_url)
+    run_id = secrets.token_hex(4)
+    workload = Workload(options.events, options.members, options.batch, run_id, datetime.now(UTC))
+    e2e_db, floor_db = f"loyalty_bench_{run_id}", f"loyalty_bench_{run_id}_floor"
+    log(
+        f"{workload.events} events, {workload.members} members, batches of {workload.batch}; "
+        f"{options.workers} server worker(s), {options.concurrency} in flight; databases {e2e_db}, {floor_db}"
+    )
+    if options.analyze == "auto":
+        emulate = not await autovacuum_on(pg)
+        if emulate:
+            log("autovacuum is off on this server: the bench runs autoanalyze's ANALYZEs itself")
+    else:
+        emulate = options.analyze == "on"
+    created: list[str] = []
+    try:
+        created.append(e2e_db)
+        e2e, setup = await end_to_end(
+            pg, e2e_db, options.redis_url, workload, options.workers, options.concurrency, emulate
+        )
+        log(
+            f"end to end: {e2e.per_s:,.0f} events/s ({e2e.seconds:.1f}s), "
+            f"p50 {e2e.percentile(50):.0f} ms, p99 {e2e.percentile(99):.0f} ms, cpu {e2e.cpu}"
+        )
+        e2e_totals = await totals(pg, e2e_db)
+        checks = {
+            "all_accepted": e2e.statuses.get("ACCEPTED", 0) == workload.events,
+            "points": e2e.points == e2e.expected_points == e2e_totals.balances == e2e_totals.ledger_points,
+            "events_stored": e2e_totals.events == workload.events,
+            "aggregates": e2e_totals.aggregate_count == workload.events,
+        }
+        floor_result: PhaseResult | None = None
+        if not options.skip_floor:
+            created.append(floor_db)
+            floor_result, floor_setup = await floor(pg, floor_db, workload, options.concurrency, emulate)
+            setup.update(floor_setup)
+            log(
+                f"floor: {floor_result.per_s:,.0f} events/s ({floor_result.seconds:.1f}s), "
+                f"p50 {floor_result.percentile(50):.0f} ms, p99 {floor_result.percentile(99):.0f} ms, "
+                f"cpu {floor_result.cpu}"
+            )
+            floor_totals = await totals(pg, floor_db)
+            checks["floor_same_rows"] = floor_totals == e2e_totals
+            if floor_totals != e2e_totals:
+                log(f"floor rows differ: end to end {e2e_totals}, floor {floor_totals}")
+        if not all(checks.values()):
+            log(f"CHECK FAILED: {checks}; statuses {dict(e2e.statuses)}; totals {e2e_totals}")
+    finally:
+        for name in created:
+            await pg.drop(name)
+        log(f"dropped {', '.join(created) or 'nothing'}")
+
+    figures: dict[str, Any] = {
+        "bench": "ingest",
+        "quick": options.quick,
+        "events": workload.events,
+        "members": workload.members,
+        "batch": workload.batch,
+        "workers": options.workers,
+        "concurrency": options.concurrency,
+        "autoanalyze_emulated": emulate,
+        "seconds": round(e2e.seconds, 2),
+        "events_per_s": round(e2e.per_s),
+        "p50_ms": round(e2e.percentile(50), 1),
+        "p99_ms": round(e2e.percentile(99), 1),
+        "baseline_per_s": round(floor_result.per_s) if floor_result else None,
+        "baseline_p50_ms": round(floor_result.percentile(50), 1) if floor_result else None,
+        "baseline_p99_ms": round(floor_result.percentile(99), 1) if floor_result else None,
+        "ratio": round(floor_result.per_s / e2e.per_s, 2) if floor_result and e2e.per_s else None,
+        "statuses": dict(e2e.statuses),
+        "ledger_entries": e2e_totals.ledger_entries,
+        "aggregate_buckets": e2e_totals.aggregate_buckets,
+        "checks_ok": all(checks.values()),
+        "cpu": e2e.cpu,
+        "baseline_cpu": floor_result.cpu if floor_result else None,
+        **setup,
+    }
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    figures = asyncio.run(run(options))
+    sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+    return 0 if figures["checks_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
