@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
+from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError
 
@@ -55,12 +54,8 @@ def _with(
     )
 
 
-class ErrorCodes(SchemaExtension):
-    """Maps errors to codes and masks the unexpected ones (a MaskErrors that knows our codes)."""
+class ErrorCodes(MaskErrors):
+    """strawberry's MaskErrors, taught our codes: expected errors keep their message, the rest are masked."""
 
-    def on_operation(self) -> Iterator[None]:
-        yield
-        result = self.execution_context.result
-        errors = getattr(result, "errors", None)
-        if result is not None and errors:
-            result.errors = [classify(e) for e in errors]
+    def _process_errors(self, errors: list[GraphQLError]) -> list[GraphQLError]:
+        return [classify(e) for e in errors]

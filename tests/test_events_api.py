@@ -185,3 +185,17 @@ async def test_earning_rules_are_editable(
     )
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
     assert bad["message"] == "fixedPoints: must be between 0 and 1000000, got -3"
+
+
+async def test_events_given_inline_in_the_document_work_like_variables(members: GraphQLClient) -> None:
+    at = (NOW - timedelta(hours=1)).isoformat()
+    data = await members.data(
+        f'mutation {{ recordEvents(events: [{{externalId: "lit-1", memberExternalId: "m1", type: "purchase", '
+        f'occurredAt: "{at}", amount: "7.5", properties: {{store: "S1"}}}}, '
+        f'{{externalId: "lit-2", memberExternalId: "m1", type: "visit", occurredAt: "{at}"}}]) '
+        "{ results { externalId status pointsAwarded } } }"
+    )
+    assert data["recordEvents"]["results"] == [
+        {"externalId": "lit-1", "status": "ACCEPTED", "pointsAwarded": 7},
+        {"externalId": "lit-2", "status": "ACCEPTED", "pointsAwarded": 10},
+    ]
