@@ -147,7 +147,8 @@ def counting_statements(services: Services) -> Iterator[list[str]]:
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        statements.append(statement)
+        if not statement.startswith("BEGIN"):  # SQLite's explicit transaction starts are not queries
+            statements.append(statement)
 
     engine = services.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)

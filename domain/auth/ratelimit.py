@@ -1,6 +1,8 @@
-"""Fixed-window counters in Redis, shared by every worker."""
+"""Fixed-window counters in Redis, shared by every worker (Redis >= 6.2, so the embedded server works)."""
 
 from __future__ import annotations
+
+from redis.asyncio.client import Pipeline
 
 from domain.errors import RateLimited
 from domain.redis_store import RedisStore
@@ -32,18 +34,20 @@ class RateLimiter:
     async def hit(self, *subjects: str) -> None:
         async with self.store.client.pipeline(transaction=True) as pipe:
             for subject in subjects:
-                key = self._key(subject)
-                pipe.incr(key)
-                pipe.expire(key, self.window_s, nx=True)
+                self._count(pipe, self._key(subject))
             await pipe.execute()
+
+    def _count(self, pipe: Pipeline, key: str) -> None:
+        """Start the window on first use, then count (works on Redis 6.2, which lacks EXPIRE NX)."""
+        pipe.set(key, 0, ex=self.window_s, nx=True)
+        pipe.incr(key)
 
     async def consume(self, subject: str, what: str) -> None:
         """Count one use, refusing it when the window is full."""
         key = self._key(subject)
         async with self.store.client.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, self.window_s, nx=True)
-            count, _ = await pipe.execute()
+            self._count(pipe, key)
+            _, count = await pipe.execute()
         if int(count) > self.limit:
             ttl = await self.store.client.ttl(key)
             raise RateLimited(
