@@ -119,3 +119,19 @@ async def test_a_batch_with_nothing_posted_notifies_no_one(
         program.id, [EventDraft("l1", "m1", "login", at), EventDraft("bad", "nobody", "visit", at)]
     )
     assert calls == []
+
+
+async def test_a_failing_listener_does_not_fail_the_acknowledged_batch(
+    services: Services, program: ProgramFixture
+) -> None:
+    async def broken(_: BatchPosted) -> None:
+        raise ConnectionError("redis is down")
+
+    pipeline = EventService(services.db, services.clock, VerdictFromProperties(), [broken])
+    await services.members.upsert_members(program.id, [MemberUpsert("m1")])
+    at = datetime.now(UTC) - timedelta(hours=1)
+    outcomes = await pipeline.record_events(program.id, [EventDraft("v1", "m1", "visit", at)])
+    assert outcomes == [EventOutcome("v1", EventStatus.ACCEPTED, 10, None)]
+    member = await services.members.get(program.id, "m1")
+    assert member is not None
+    assert member.points_balance == 10

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -114,9 +115,11 @@ class EventService:
             rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
             inserted = await insert_events(session, program_id, list(rows.values()), now)
             posted = await self._apply(session, program_id, rows, inserted, outcomes, now)
-        if posted.accruals:
-            for listener in self.listeners:
-                await listener(posted)
+            if posted.accruals:
+                for (
+                    listener
+                ) in self.listeners:  # derived data: a failure is logged, the batch stays acknowledged
+                    uow.after_commit(partial(listener, posted))
         return [outcomes[i] for i in range(len(drafts))]
 
     async def _apply(
