@@ -29,11 +29,12 @@ def _settings(demo: bool = False) -> Settings:
     return settings
 
 
-def _with_services(work: Callable[[Any], Awaitable[object]], demo: bool = True) -> object:
+def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
+    """Run `work` with the services; without LOYALTY_SECRET_KEY the local (demo) key is used."""
     from api.runtime import build_services
 
     async def run() -> object:
-        services = build_services(_settings(demo=demo))
+        services = build_services(_settings(demo=True))
         try:
             return await work(services)
         finally:

@@ -60,21 +60,19 @@ def choose() -> Backends:
     return Backends(database_url, redis_url, f"test:{RUN_ID}:", data_dir, pg_database)
 
 
-async def create_pg_database(name: str) -> None:
+async def _run_on_maintenance_database(sql: str) -> None:
     import asyncpg
 
     connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(sql)
     finally:
         await connection.close()
+
+
+async def create_pg_database(name: str) -> None:
+    await _run_on_maintenance_database(f'CREATE DATABASE "{name}"')
 
 
 async def drop_pg_database(name: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user="postgres", database="postgres")
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
+    await _run_on_maintenance_database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
