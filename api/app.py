@@ -52,6 +52,9 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
             result.errors = [classify(e) for e in result.errors]
         return await super().process_result(request, result)
 
+    def decode_json(self, data: str | bytes) -> object:
+        return orjson.loads(data)  # its JSONDecodeError subclasses the stdlib's: bad JSON is still a 400
+
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
 
