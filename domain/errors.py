@@ -38,7 +38,3 @@ class Conflict(DomainError):
 
 class RateLimited(DomainError):
     code = "RATE_LIMITED"
-
-
-class QueryTooComplex(DomainError):
-    code = "QUERY_TOO_COMPLEX"

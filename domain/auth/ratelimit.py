@@ -24,12 +24,7 @@ class RateLimiter:
         counts = await self.store.client.mget(keys)
         for key, count in zip(keys, counts, strict=True):
             if count is not None and int(count) >= self.limit:
-                ttl = await self.store.client.ttl(key)
-                raise RateLimited(
-                    f"too many {what}: at most {self.limit} per {self.window_s // 60} minutes; "
-                    f"try again in {max(int(ttl), 1)} s",
-                    retry_after_s=max(int(ttl), 1),
-                )
+                await self._refuse(key, what)
 
     async def hit(self, *subjects: str) -> None:
         async with self.store.client.pipeline(transaction=True) as pipe:
@@ -49,12 +44,19 @@ class RateLimiter:
             self._count(pipe, key)
             _, count = await pipe.execute()
         if int(count) > self.limit:
-            ttl = await self.store.client.ttl(key)
-            raise RateLimited(
-                f"too many {what}: at most {self.limit} per {self.window_s} s; "
-                f"try again in {max(int(ttl), 1)} s",
-                retry_after_s=max(int(ttl), 1),
-            )
+            await self._refuse(key, what)
+
+    async def _refuse(self, key: str, what: str) -> None:
+        retry_after = max(int(await self.store.client.ttl(key)), 1)
+        window = (
+            f"{self.window_s // 60} minutes"
+            if self.window_s % 60 == 0 and self.window_s > 60
+            else f"{self.window_s} s"
+        )
+        raise RateLimited(
+            f"too many {what}: at most {self.limit} per {window}; try again in {retry_after} s",
+            retry_after_s=retry_after,
+        )
 
     async def reset(self, subject: str) -> None:
         await self.store.client.delete(self._key(subject))

@@ -177,10 +177,6 @@ class MemberService:
             ).scalar_one()
         return Page(rows[:first], len(rows) > first, total)
 
-    async def organization(self, program_id: int, external_id: str) -> Organization | None:
-        async with self.db.read() as session:
-            return (await _organizations_by_external_id(session, program_id, [external_id])).get(external_id)
-
 
 def _validate_member(i: int, member: MemberUpsert) -> None:
     try:
