@@ -47,7 +47,9 @@ async def build_context(
         request=request,
         response=response,
         services=services,
-        loaders=build_loaders(services.db, services.members, services.ledger),
+        loaders=build_loaders(
+            services.db, services.members, services.ledger, services.segments, services.tags
+        ),
         client_ip=client.host if client else "unknown",
     )
     if bearer:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from strawberry.dataloader import DataLoader
 
@@ -12,7 +13,9 @@ from domain.db.engine import Database
 from domain.ledger.service import LedgerPage, LedgerService
 from domain.members.reads import first_ledger_pages, first_member_pages_by_organization, organizations_by_id
 from domain.members.service import MemberService, Page
-from domain.models import Organization
+from domain.models import Organization, Segment
+from domain.segments.service import SegmentService
+from domain.segments.tags import TagService, TagView
 
 #: (member id, first, after id)
 LedgerKey = tuple[int, int, int | None]
@@ -20,14 +23,24 @@ LedgerKey = tuple[int, int, int | None]
 OrgMembersKey = tuple[int, int, int, int | None]
 
 
+#: (program id, member id, joinedAt)
+LifecycleKey = tuple[int, int, datetime]
+
+
 @dataclass
 class Loaders:
     organization_by_id: DataLoader[int, Organization | None]
     ledger_page_by_member: DataLoader[LedgerKey, LedgerPage]
     members_page_by_organization: DataLoader[OrgMembersKey, Page]
+    tags_by_member: DataLoader[int, list[TagView]]
+    segments_by_member: DataLoader[int, list[Segment]]
+    size_by_segment: DataLoader[int, int]
+    lifecycle_by_member: DataLoader[LifecycleKey, str]
 
 
-def build_loaders(db: Database, members: MemberService, ledger: LedgerService) -> Loaders:
+def build_loaders(
+    db: Database, members: MemberService, ledger: LedgerService, segments: SegmentService, tags: TagService
+) -> Loaders:
     async def load_organizations(ids: Sequence[int]) -> list[Organization | None]:
         async with db.read() as session:
             found = await organizations_by_id(session, ids)
@@ -68,8 +81,33 @@ def build_loaders(db: Database, members: MemberService, ledger: LedgerService) -
                 results[key] = await members.list_members(key[0], key[2], key[3], organization_id=key[1])
         return [results[k] for k in keys]
 
+    async def load_tags(member_ids: Sequence[int]) -> list[list[TagView]]:
+        found = await tags.tags_of(member_ids)
+        return [found.get(i, []) for i in member_ids]
+
+    async def load_segments(member_ids: Sequence[int]) -> list[list[Segment]]:
+        found = await tags.segments_of(member_ids)
+        return [found.get(i, []) for i in member_ids]
+
+    async def load_sizes(segment_ids: Sequence[int]) -> list[int]:
+        found = await tags.sizes(segment_ids)
+        return [found.get(i, 0) for i in segment_ids]
+
+    async def load_lifecycles(keys: Sequence[LifecycleKey]) -> list[str]:
+        by_program: dict[int, list[tuple[int, datetime]]] = defaultdict(list)
+        for program_id, member_id, joined_at in keys:
+            by_program[program_id].append((member_id, joined_at))
+        stages: dict[int, str] = {}
+        for program_id, wanted in by_program.items():
+            stages.update(await segments.lifecycle_stages(program_id, wanted))
+        return [stages[member_id] for _, member_id, _ in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         ledger_page_by_member=DataLoader(load_ledger_pages),
         members_page_by_organization=DataLoader(load_org_members),
+        tags_by_member=DataLoader(load_tags),
+        segments_by_member=DataLoader(load_segments),
+        size_by_segment=DataLoader(load_sizes),
+        lifecycle_by_member=DataLoader(load_lifecycles),
     )

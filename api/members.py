@@ -13,8 +13,8 @@ from api.types.enums import Channel, MemberKind
 from api.types.members import Member, MemberConnection, member_connection
 from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope
-from domain.errors import Forbidden, InvalidInput, NotFound
-from domain.members.service import MemberUpsert, OrganizationUpsert, Page
+from domain.errors import Forbidden, InvalidInput
+from domain.members.service import MemberUpsert, OrganizationUpsert
 
 
 @strawberry.input
@@ -86,13 +86,10 @@ class MemberQueries:
     ) -> MemberConnection:
         program_id = info.context.principal.require(Scope.MEMBERS_READ)
         after_id = decode_cursor("member", after)
-        if segment_key is not None:
-            raise NotFound(f"segmentKey: no segment {segment_key!r} in this program")
-        if tag is not None:
-            return member_connection(Page([], False, 0))  # no member carries a tag yet
-        return member_connection(
-            await info.context.services.members.list_members(program_id, page_size(first), after_id)
+        page = await info.context.services.members.list_members(
+            program_id, page_size(first), after_id, segment_key=segment_key, tag=tag
         )
+        return member_connection(page)
 
 
 @strawberry.type

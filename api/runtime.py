@@ -13,6 +13,9 @@ from domain.ledger.service import LedgerService
 from domain.members.service import MemberService
 from domain.programs.service import ProgramService
 from domain.redis_store import RedisStore
+from domain.segments.engine import SegmentEngine
+from domain.segments.service import SegmentService
+from domain.segments.tags import TagService
 from domain.settings import Settings
 from fraud import default_auditor
 
@@ -28,6 +31,8 @@ class Services:
     members: MemberService
     events: EventService
     ledger: LedgerService
+    segments: SegmentService
+    tags: TagService
 
     async def close(self) -> None:
         await self.redis.close()
@@ -47,6 +52,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         admin_session_ttl=timedelta(seconds=settings.admin_session_ttl_s),
         member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
     )
+    segments = SegmentEngine()
     return Services(
         settings=settings,
         db=db,
@@ -54,7 +60,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         clock=clock,
         auth=auth,
         programs=ProgramService(db, clock),
-        members=MemberService(db, clock),
-        events=EventService(db, clock, default_auditor()),
-        ledger=LedgerService(db, clock),
+        members=MemberService(db, clock, segments),
+        events=EventService(db, clock, default_auditor(), in_transaction=segments),
+        ledger=LedgerService(db, clock, segments),
+        segments=SegmentService(db, clock, segments),
+        tags=TagService(db, clock, segments),
     )

@@ -29,17 +29,20 @@ from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
 from api.programs import ProgramMutations, ProgramQueries
 from api.scalars import DateTimeScalar, DecimalScalar
+from api.segments import SegmentMutations, SegmentQueries
 from domain.errors import DomainError
 from domain.settings import Settings
 
 
 @strawberry.type
-class Query(MemberQueries, ProgramQueries):
+class Query(MemberQueries, ProgramQueries, SegmentQueries):
     pass
 
 
 @strawberry.type
-class Mutation(AuthMutations, MemberMutations, ProgramMutations, EventMutations, PointsMutations):
+class Mutation(
+    AuthMutations, MemberMutations, ProgramMutations, EventMutations, PointsMutations, SegmentMutations
+):
     pass
 
 

@@ -50,3 +50,27 @@ class Verdict(StrEnum):
     ALLOW = "ALLOW"
     REVIEW = "REVIEW"
     BLOCK = "BLOCK"
+
+
+class SegmentKind(StrEnum):
+    STATIC = "STATIC"
+    DYNAMIC = "DYNAMIC"
+    COMPUTED = "COMPUTED"
+
+
+class MembershipChange(StrEnum):
+    ENTERED = "ENTERED"
+    LEFT = "LEFT"
+
+
+class AbcClass(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class LifecycleStage(StrEnum):
+    NEW = "NEW"
+    ACTIVE = "ACTIVE"
+    AT_RISK = "AT_RISK"
+    LOST = "LOST"

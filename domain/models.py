@@ -82,6 +82,12 @@ class Member(Base):
     points_balance: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Cached sum of PENDING_REVIEW ledger entries.
     pending_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Population-relative scores (DESIGN.md), refreshed by `recomputeSegments`; null without purchases.
+    rfm_r: Mapped[int | None] = mapped_column(Integer)
+    rfm_f: Mapped[int | None] = mapped_column(Integer)
+    rfm_m: Mapped[int | None] = mapped_column(Integer)
+    rfm_label: Mapped[str | None] = mapped_column(String(32))
+    abc_class: Mapped[str | None] = mapped_column(String(1))
 
 
 class Event(Base):
@@ -140,11 +146,65 @@ class EventAggregate(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     count: Mapped[int] = mapped_column(Integer)
+    amount_count: Mapped[int] = mapped_column(Integer, default=0)  # events with an amount
     amount_sum: Mapped[int] = mapped_column(BigInteger)  # scaled units, see domain.db.types
     amount_min: Mapped[int | None] = mapped_column(BigInteger)
     amount_max: Mapped[int | None] = mapped_column(BigInteger)
     first_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Segment(Base):
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("program_id", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    #: The canonical condition tree; null for STATIC segments.
+    condition: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    applies_tag: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SegmentMembership(Base):
+    """Who is in a segment now."""
+
+    __tablename__ = "segment_memberships"
+    __table_args__ = (Index("ix_segment_memberships_member", "member_id"),)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SegmentChange(Base):
+    """Append-only log of every ENTERED / LEFT: size history and analytics read it."""
+
+    __tablename__ = "segment_changes"
+    __table_args__ = (
+        Index("ix_segment_changes_segment_at", "segment_id", "at"),
+        Index("ix_segment_changes_member", "member_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    change: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MemberTag(Base):
+    """A tag a member carries, once per source: "manual" or the key of the segment that applies it."""
+
+    __tablename__ = "member_tags"
+    __table_args__ = (Index("ix_member_tags_program_key", "program_id", "key", "member_id"),)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class EarningRule(Base):

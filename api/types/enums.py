@@ -4,10 +4,42 @@ from __future__ import annotations
 
 import strawberry
 
-from domain.enums import AccrualStatus, Channel, EntryKind, EventStatus, MemberKind, ProgramKind
+from domain.enums import (
+    AbcClass,
+    AccrualStatus,
+    Channel,
+    EntryKind,
+    EventStatus,
+    LifecycleStage,
+    MemberKind,
+    MembershipChange,
+    ProgramKind,
+    SegmentKind,
+)
 
-for _enum in (ProgramKind, MemberKind, Channel, EventStatus, AccrualStatus):
+for _enum in (
+    ProgramKind,
+    MemberKind,
+    Channel,
+    EventStatus,
+    AccrualStatus,
+    SegmentKind,
+    MembershipChange,
+    AbcClass,
+    LifecycleStage,
+):
     strawberry.enum(_enum)
 strawberry.enum(EntryKind, description="What moved the points (beyond the contract)")
 
-__all__ = ["AccrualStatus", "Channel", "EntryKind", "EventStatus", "MemberKind", "ProgramKind"]
+__all__ = [
+    "AbcClass",
+    "AccrualStatus",
+    "Channel",
+    "EntryKind",
+    "EventStatus",
+    "LifecycleStage",
+    "MemberKind",
+    "MembershipChange",
+    "ProgramKind",
+    "SegmentKind",
+]

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import TYPE_CHECKING, Annotated, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
-from api.types.enums import Channel, MemberKind, ProgramKind
+from api.types.enums import AbcClass, Channel, LifecycleStage, MemberKind, ProgramKind
 from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
 from domain.auth.scopes import Scope
 from domain.members.service import Page, check_page_size
+
+if TYPE_CHECKING:
+    from api.types.segments import Segment
 
 
 @strawberry.type
@@ -116,6 +119,48 @@ class Member:
     @strawberry.field
     def created_at(self) -> datetime:
         return self.row.created_at
+
+    @strawberry.field(description="Manual tags and those its segments apply, one per (key, source)")
+    async def tags(self, info: Info) -> list[Tag]:
+        views = await info.context.loaders.tags_by_member.load(self.row.id)
+        return [Tag(key=v.key, source=v.source, since=v.since) for v in views]
+
+    @strawberry.field(description="The segments the member is in now")
+    async def segments(self, info: Info) -> list[Annotated[Segment, strawberry.lazy("api.types.segments")]]:
+        from api.types.segments import Segment
+
+        return [Segment(row=row) for row in await info.context.loaders.segments_by_member.load(self.row.id)]
+
+    @strawberry.field(description="Null until the member has a purchase and RFM has been computed")
+    def rfm(self) -> RfmScore | None:
+        row = self.row
+        if row.rfm_r is None or row.rfm_f is None or row.rfm_m is None or row.rfm_label is None:
+            return None
+        return RfmScore(r=row.rfm_r, f=row.rfm_f, m=row.rfm_m, label=row.rfm_label)
+
+    @strawberry.field(description="Null until the member has a purchase and ABC has been computed")
+    def abc_class(self) -> AbcClass | None:
+        return None if self.row.abc_class is None else AbcClass(self.row.abc_class)
+
+    @strawberry.field(description="Live, from the program's lifecycle thresholds")
+    async def lifecycle(self, info: Info) -> LifecycleStage:
+        key = (self.row.program_id, self.row.id, self.row.joined_at)
+        return LifecycleStage(await info.context.loaders.lifecycle_by_member.load(key))
+
+
+@strawberry.type
+class Tag:
+    key: str = strawberry.field(description='e.g. "VIP", "active", "non-compliant"')
+    source: str = strawberry.field(description='"manual" or the key of the segment that applies it')
+    since: datetime
+
+
+@strawberry.type(description="1..5 each (5 best); label e.g. Champions")
+class RfmScore:
+    r: int
+    f: int
+    m: int
+    label: str
 
 
 @strawberry.type

@@ -18,6 +18,7 @@ from functools import partial
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.audit import Auditor, AuditOutcome, ProposedAccrual
+from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
@@ -81,11 +82,14 @@ class EventService:
         clock: Clock,
         auditor: Auditor,
         listeners: Sequence[PostingListener] = (),
+        in_transaction: ChangeListener | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.auditor = auditor
         self.listeners = list(listeners)
+        #: Told what each batch changed before it commits: segment membership commits with its cause.
+        self.in_transaction = in_transaction or NoListener()
 
     async def record_events(self, program_id: int, drafts: Sequence[EventDraft]) -> list[EventOutcome]:
         if len(drafts) > MAX_BATCH:
@@ -99,7 +103,7 @@ class EventService:
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
             _drop_known(valid, await existing_event_hashes(session, program_id, _ids(valid)), outcomes)
-            members = await _resolve_members(session, program, valid, now, outcomes)
+            members, created = await _resolve_members(session, program, valid, now, outcomes)
             rules = await load_earning_rules(session, program_id)
             order = sorted(valid)
             proposals = [
@@ -115,6 +119,9 @@ class EventService:
             rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
             inserted = await insert_events(session, program_id, list(rows.values()), now)
             posted = await self._apply(session, program_id, rows, inserted, outcomes, now)
+            await self.in_transaction.members_changed(
+                session, _changes(program_id, rows, inserted, created), now
+            )
             if posted.accruals:
                 for (
                     listener
@@ -219,17 +226,33 @@ def _drop_known(
         del valid[i]
 
 
+def _changes(
+    program_id: int, rows: dict[int, EventRow], inserted: dict[str, int], created: frozenset[int]
+) -> MembersChanged:
+    types: dict[int, set[str]] = defaultdict(set)
+    balances: set[int] = set()
+    for row in rows.values():
+        if row.status != EventStatus.ACCEPTED or row.event.external_id not in inserted:
+            continue
+        types[row.member_id].add(row.event.type)
+        if row.points:
+            balances.add(row.member_id)
+    event_types = {member_id: frozenset(found) for member_id, found in types.items()}
+    return MembersChanged(program_id, event_types, balances=frozenset(balances), created=created)
+
+
 async def _resolve_members(
     session: AsyncSession,
     program: Program,
     valid: dict[int, ValidEvent],
     now: datetime,
     outcomes: dict[int, EventOutcome],
-) -> dict[str, int]:
-    """Member ids by externalId; events of unknown members are rejected (or create them)."""
+) -> tuple[dict[str, int], frozenset[int]]:
+    """Member ids by externalId and the ids created; unknown members are rejected (or created)."""
     wanted = sorted({event.member_external_id for event in valid.values()})
     members = await member_ids_by_external_id(session, program.id, wanted)
     missing = [external_id for external_id in wanted if external_id not in members]
+    created: dict[str, int] = {}
     if missing and ProgramSettings.from_json(program.settings).auto_create_members:
         table = Member.__table__
         await session.execute(
@@ -252,7 +275,8 @@ async def _resolve_members(
                 for external_id in missing
             ],
         )
-        members.update(await member_ids_by_external_id(session, program.id, missing))
+        created = await member_ids_by_external_id(session, program.id, missing)
+        members.update(created)
     for i, event in list(valid.items()):
         if event.member_external_id not in members:
             outcomes[i] = EventOutcome(
@@ -262,7 +286,7 @@ async def _resolve_members(
                 f"memberExternalId: no member {event.member_external_id!r} in this program",
             )
             del valid[i]
-    return members
+    return members, frozenset(created.values())
 
 
 def _row(proposal: ProposedAccrual, outcome: AuditOutcome) -> EventRow:

@@ -103,6 +103,7 @@ async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending
 @dataclass
 class _Bucket:
     count: int = 0
+    amount_count: int = 0
     amount_sum: int = 0
     amount_min: int | None = None
     amount_max: int | None = None
@@ -113,6 +114,7 @@ class _Bucket:
         self.count += 1
         if event.amount is not None:
             units = amount_to_units(event.amount)
+            self.amount_count += 1
             self.amount_sum += units
             self.amount_min = units if self.amount_min is None else min(self.amount_min, units)
             self.amount_max = units if self.amount_max is None else max(self.amount_max, units)
@@ -141,6 +143,7 @@ async def add_to_aggregates(
         index_elements=[table.c.member_id, table.c.event_type, table.c.day],
         set_={
             "count": table.c.count + excluded.count,
+            "amount_count": table.c.amount_count + excluded.amount_count,
             "amount_sum": table.c.amount_sum + excluded.amount_sum,
             "amount_min": least(table.c.amount_min, excluded.amount_min),
             "amount_max": greatest(table.c.amount_max, excluded.amount_max),
@@ -157,6 +160,7 @@ async def add_to_aggregates(
                 "day": day,
                 "program_id": program_id,
                 "count": b.count,
+                "amount_count": b.amount_count,
                 "amount_sum": b.amount_sum,
                 "amount_min": b.amount_min,
                 "amount_max": b.amount_max,

@@ -20,6 +20,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
@@ -48,9 +49,14 @@ def request_hash(*parts: object) -> str:
 
 
 class LedgerService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.listener = listener or NoListener()
+
+    async def _balance_moved(self, session: AsyncSession, program_id: int, member_id: int) -> None:
+        change = MembersChanged(program_id, balances=frozenset({member_id}))
+        await self.listener.members_changed(session, change, self.clock.now())
 
     async def redeem(
         self, program_id: int, member_external_id: str, points: int, reason: str, idempotency_key: str
@@ -68,6 +74,7 @@ class LedgerService:
             if member is None:
                 raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
             await move_balance(session, member.id, -points, what="redemption")
+            await self._balance_moved(session, program_id, member.id)
             return self._entry(
                 session,
                 program_id,
@@ -102,6 +109,7 @@ class LedgerService:
             if already.first() is not None:
                 raise Conflict(f"id: entry {entry_id} has already been reversed")
             await move_balance(session, original.member_id, -original.points, what="reversal")
+            await self._balance_moved(session, program_id, original.member_id)
             entry = self._entry(
                 session,
                 program_id,

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
@@ -17,7 +18,7 @@ from domain.enums import Channel, MemberKind
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
 from domain.members.attributes import MAX_ATTRIBUTES_BYTES, attributes_size, merge_attributes
-from domain.models import Member, Organization
+from domain.models import Member, MemberTag, Organization, Segment, SegmentMembership
 
 MAX_BATCH = 1000
 MAX_PAGE = 500
@@ -62,9 +63,10 @@ def check_page_size(first: int) -> None:
 
 
 class MemberService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.listener = listener or NoListener()
 
     async def upsert_organizations(self, program_id: int, inputs: Sequence[OrganizationUpsert]) -> int:
         _check_batch(len(inputs), "organizations")
@@ -110,6 +112,7 @@ class MemberService:
                 session, program_id, {m.organization_external_id for m in inputs} - {None}, now
             )
             existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
+            known = {row.id for row in existing.values()}
             for i, data in enumerate(inputs):
                 row = existing.get(data.external_id)
                 org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
@@ -142,6 +145,12 @@ class MemberService:
                     row.updated_at = now
                 if attributes_size(row.attributes) > MAX_ATTRIBUTES_BYTES:
                     raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
+            await session.flush()
+            ids = {row.id for row in existing.values()}
+            change = MembersChanged(
+                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known)
+            )
+            await self.listener.members_changed(session, change, now)
         return len(inputs)
 
     async def get(self, program_id: int, external_id: str) -> Member | None:
@@ -161,13 +170,33 @@ class MemberService:
         first: int,
         after_id: int | None,
         organization_id: int | None = None,
+        segment_key: str | None = None,
+        tag: str | None = None,
     ) -> Page:
-        """Members in id order, keyset-paginated; `total` counts the whole filtered set."""
+        """Members in id order, keyset-paginated; `total` counts the whole filtered set.
+
+        Filters: an organization, the current members of a segment, the carriers of a tag.
+        """
         check_page_size(first)
         conditions = [Member.program_id == program_id]
         if organization_id is not None:
             conditions.append(Member.organization_id == organization_id)
+        if tag is not None:
+            carriers = select(MemberTag.member_id).where(
+                MemberTag.program_id == program_id, MemberTag.key == tag
+            )
+            conditions.append(Member.id.in_(carriers))
         async with self.db.read() as session:
+            if segment_key is not None:
+                segment_id = (
+                    await session.execute(
+                        select(Segment.id).where(Segment.program_id == program_id, Segment.key == segment_key)
+                    )
+                ).scalar_one_or_none()
+                if segment_id is None:
+                    raise NotFound(f"segmentKey: no segment {segment_key!r} in this program")
+                chosen = select(SegmentMembership.member_id).where(SegmentMembership.segment_id == segment_id)
+                conditions.append(Member.id.in_(chosen))
             query = select(Member).where(*conditions)
             if after_id is not None:
                 query = query.where(Member.id > after_id)

@@ -1,0 +1,110 @@
+"""Queries and mutations on segments and tags."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.context import Info
+from api.types.enums import SegmentKind
+from api.types.members import Member
+from api.types.segments import Segment
+from domain.auth.scopes import Scope
+from domain.errors import InvalidInput
+from domain.segments.service import SegmentDraft
+
+MAX_LISTED = 1000
+
+
+@strawberry.input
+class SegmentInput:
+    key: str
+    name: str
+    kind: SegmentKind
+    condition: JSON | None = strawberry.field(default=None, description="Give condition or rule for DYNAMIC")
+    rule: str | None = None
+    applies_tag: str | None = None
+
+    def draft(self) -> SegmentDraft:
+        kind = SegmentKind(self.kind).value
+        return SegmentDraft(self.key, self.name, kind, self.condition, self.rule, self.applies_tag)
+
+
+@strawberry.type
+class ImportPayload:
+    imported: int
+    rejected_rows: list[str] = strawberry.field(description='Each "line N: reason"')
+
+
+@strawberry.type
+class SegmentQueries:
+    @strawberry.field
+    async def segment(self, info: Info, key: str) -> Segment | None:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        row = await info.context.services.segments.get(program_id, key)
+        return None if row is None else Segment(row=row)
+
+    @strawberry.field(description="Every segment of the program, by key")
+    async def segments(self, info: Info) -> list[Segment]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        return [Segment(row=row) for row in await info.context.services.segments.list_segments(program_id)]
+
+
+@strawberry.type
+class SegmentMutations:
+    @strawberry.mutation(description="Membership is computed at once; nothing is stored on a refusal")
+    async def create_segment(self, info: Info, input: SegmentInput) -> Segment:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return Segment(row=await info.context.services.segments.create(program_id, input.draft()))
+
+    @strawberry.mutation(description="Replaces the definition and recomputes membership")
+    async def update_segment(self, info: Info, input: SegmentInput) -> Segment:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return Segment(row=await info.context.services.segments.update(program_id, input.draft()))
+
+    @strawberry.mutation(description="Refused (CONFLICT) while another segment reads this one")
+    async def delete_segment(self, info: Info, key: str) -> bool:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return await info.context.services.segments.delete(program_id, key)
+
+    @strawberry.mutation(
+        description='Header "externalId", one id per row; adds to STATIC segment KEY, created if missing'
+    )
+    async def import_static_segment(self, info: Info, key: str, csv: str) -> ImportPayload:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        result = await info.context.services.segments.import_static(program_id, key, csv)
+        return ImportPayload(imported=result.imported, rejected_rows=result.rejected_rows)
+
+    @strawberry.mutation(
+        description="Add and remove listed members of a STATIC segment (beyond the contract)"
+    )
+    async def change_static_segment(
+        self,
+        info: Info,
+        key: str,
+        add_member_external_ids: list[str] | None = None,
+        remove_member_external_ids: list[str] | None = None,
+    ) -> Segment:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        add, remove = add_member_external_ids or [], remove_member_external_ids or []
+        if len(add) + len(remove) > MAX_LISTED:
+            raise InvalidInput(f"memberExternalIds: at most {MAX_LISTED} per call")
+        row = await info.context.services.segments.change_static(program_id, key, add, remove)
+        return Segment(row=row)
+
+    @strawberry.mutation(
+        description="Refreshes RFM/ABC, then re-evaluates the segments (all when null); returns members seen"
+    )
+    async def recompute_segments(self, info: Info, keys: list[str] | None = None) -> int:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return await info.context.services.segments.recompute(program_id, keys)
+
+    @strawberry.mutation
+    async def add_tag(self, info: Info, member_external_id: str, tag: str) -> Member:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return Member(row=await info.context.services.tags.add_tag(program_id, member_external_id, tag))
+
+    @strawberry.mutation(description="Removes a manual tag; a segment's tag goes when the member leaves it")
+    async def remove_tag(self, info: Info, member_external_id: str, tag: str) -> Member:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return Member(row=await info.context.services.tags.remove_tag(program_id, member_external_id, tag))

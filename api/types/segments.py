@@ -1,0 +1,99 @@
+"""Segment, Tag, RfmScore and the size history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import cast
+
+import strawberry
+from strawberry.scalars import JSON
+
+from api.context import Info
+from api.pagination import decode_cursor, page_size
+from api.types.enums import MembershipChange, SegmentKind
+from api.types.members import MemberConnection, member_connection
+from domain import models
+from domain.auth.scopes import Scope
+from domain.segments.service import rule_of
+
+
+@strawberry.type
+class SegmentSizePoint:
+    at: datetime = strawberry.field(description="Start of the UTC day; size is as of its end")
+    size: int
+    entered: int
+    left: int
+
+
+@strawberry.type(description="One member entering or leaving one segment")
+class SegmentChangeEvent:
+    segment_key: str
+    member_external_id: str
+    change: MembershipChange
+    at: datetime
+
+
+@strawberry.type
+class Segment:
+    row: strawberry.Private[models.Segment]
+
+    @strawberry.field
+    def key(self) -> str:
+        return self.row.key
+
+    @strawberry.field
+    def name(self) -> str:
+        return self.row.name
+
+    @strawberry.field
+    def kind(self) -> SegmentKind:
+        return SegmentKind(self.row.kind)
+
+    @strawberry.field(description="The canonical condition tree (segment-conditions.md); null for STATIC")
+    def condition(self) -> JSON | None:
+        return cast(JSON, self.row.condition)
+
+    @strawberry.field(description="The same condition as a normalised rule; null for STATIC")
+    def rule(self) -> str | None:
+        return rule_of(self.row)
+
+    @strawberry.field(description="Tag that members of this segment carry while they are in it")
+    def applies_tag(self) -> str | None:
+        return self.row.applies_tag
+
+    @strawberry.field
+    async def size(self, info: Info) -> int:
+        return await info.context.loaders.size_by_segment.load(self.row.id)
+
+    @strawberry.field(description="Current members in id order")
+    async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:
+        program_id = info.context.principal.require(Scope.MEMBERS_READ)
+        page = await info.context.services.members.list_members(
+            program_id, page_size(first), decode_cursor("member", after), segment_key=self.row.key
+        )
+        return member_connection(page)
+
+    @strawberry.field(description="The change log, oldest first, from `since` on (beyond the contract)")
+    async def changes(
+        self, info: Info, since: datetime | None = None, first: int | None = 50
+    ) -> list[SegmentChangeEvent]:
+        info.context.principal.require(Scope.SEGMENTS_READ)
+        views = await info.context.services.segments.changes(self.row, since, page_size(first))
+        return [
+            SegmentChangeEvent(
+                segment_key=v.segment_key,
+                member_external_id=v.member_external_id,
+                change=MembershipChange(v.change),
+                at=v.at,
+            )
+            for v in views
+        ]
+
+    @strawberry.field(
+        description="Daily points from the change log; the last 30 days by default, at most 366"
+    )
+    async def history(
+        self, info: Info, since: datetime | None = None, until: datetime | None = None
+    ) -> list[SegmentSizePoint]:
+        points = await info.context.services.segments.history(self.row.id, since, until)
+        return [SegmentSizePoint(at=p.at, size=p.size, entered=p.entered, left=p.left) for p in points]

@@ -1,0 +1,510 @@
+"""The SQL evaluator: a condition compiled to one set-based SELECT of member ids.
+
+Every metric becomes one grouped derived table LEFT JOINed to `members`, so a
+whole program is evaluated by the database in one statement, on PostgreSQL and
+SQLite alike. Every leaf compiles to a boolean that is never NULL, so `not`
+keeps the absent-value rule of segment-conditions.md. It must agree with
+`evaluate.py` on every member (tests/test_evaluator_equivalence.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Date,
+    FromClause,
+    Integer,
+    Select,
+    Subquery,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+
+from domain.db.types import UtcDateTime
+from domain.models import Event, EventAggregate, Member, MemberTag, Organization, SegmentMembership
+from domain.segments.conditions import (
+    Agg,
+    All,
+    AnyOf,
+    AttrCompare,
+    HasTag,
+    InOrganization,
+    InSegment,
+    KindIs,
+    Metric,
+    MetricCompare,
+    Node,
+    Not,
+    Op,
+    Value,
+    cast_list,
+    is_number,
+)
+from domain.segments.evaluate import UNITS
+from domain.segments.lifecycle import LifecycleThresholds
+from domain.segments.sqljson import JsonPath, guarded, sql_number
+
+DAY = timedelta(days=1)
+EPOCH = date(1970, 1, 1)
+MAX_DAYS = 100_000  # day counts beyond this are clamped: no timestamp is that far from now
+
+members = Member.__table__.alias("m")
+buckets = EventAggregate.__table__
+events = Event.__table__
+
+
+@dataclass
+class Compilation:
+    """Compiles conditions of one program as of `now`; collects the derived tables they join."""
+
+    dialect: str
+    program_id: int
+    now: datetime
+    segment_ids: Mapping[str, int]
+    lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
+    joins: dict[object, Subquery] = field(default_factory=dict)
+
+    def members_where(self, node: Node) -> Select[tuple[int]]:
+        """SELECT the ids of the program's members for whom `node` holds."""
+        self.joins = {}
+        condition = self.node(node)
+        source: FromClause = members
+        for derived in self.joins.values():
+            source = source.outerjoin(derived, derived.c.member_id == members.c.id)
+        return (
+            select(members.c.id).select_from(source).where(members.c.program_id == self.program_id, condition)
+        )
+
+    # ---------- boolean structure ----------
+
+    def node(self, node: Node) -> ColumnElement[bool]:
+        match node:
+            case All(children):
+                return and_(*(self.node(c) for c in children)) if children else true()
+            case AnyOf(children):
+                return or_(*(self.node(c) for c in children)) if children else false()
+            case Not(child):
+                return not_(self.node(child))
+            case AttrCompare(path, op, value):
+                return self.attribute(path, op, value)
+            case MetricCompare(metric, op, value):
+                return self.metric(metric, op, value)
+            case InSegment(key):
+                chosen = select(SegmentMembership.member_id).where(
+                    SegmentMembership.segment_id == self.segment_ids[key]
+                )
+                return members.c.id.in_(chosen)
+            case HasTag(key):
+                tagged = select(MemberTag.member_id).where(
+                    MemberTag.program_id == self.program_id, MemberTag.key == key
+                )
+                return members.c.id.in_(tagged)
+            case KindIs(kind):
+                return members.c.kind == kind.value
+            case InOrganization(external_id):
+                organization = select(Organization.id).where(
+                    Organization.program_id == self.program_id, Organization.external_id == external_id
+                )
+                return func.coalesce(members.c.organization_id.in_(organization), false())
+        raise AssertionError(node)
+
+    # ---------- attributes ----------
+
+    def attribute(self, path: str, op: Op, value: Value) -> ColumnElement[bool]:
+        match path:
+            case "pointsBalance":
+                return compare_integer(members.c.points_balance, op, value)
+            case "createdAt":
+                return self.days_since(members.c.created_at, op, value)
+            case "age":
+                return compare_integer(self.age(), op, value)
+            case "abcClass":
+                return compare_text(self.dialect, members.c.abc_class, op, value)
+            case "rfm.r" | "rfm.f" | "rfm.m":
+                return compare_integer(members.c[f"rfm_{path[-1]}"], op, value)
+            case "rfm.label":
+                return compare_text(self.dialect, members.c.rfm_label, op, value)
+            case "lifecycle":
+                return compare_text(self.dialect, self.lifecycle_stage(), op, value)
+        return compare_json(JsonPath(self.dialect, members.c.attributes, path), op, value)
+
+    def age(self) -> ColumnElement[Any]:
+        birth = JsonPath(self.dialect, members.c.attributes, "birthDate")
+        text = birth.text()
+        pattern = (
+            text.op("~")(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+            if self.dialect == "postgresql"
+            else text.op("GLOB")("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*")
+        )
+        today = self.now.date()
+
+        def part(start: int, length: int) -> ColumnElement[Any]:
+            return cast(func.substr(text, start, length), Integer)
+
+        before_birthday = case((part(6, 2) * 100 + part(9, 2) > today.month * 100 + today.day, 1), else_=0)
+        return case(
+            (and_(birth.type_is("string"), pattern), today.year - part(1, 4) - before_birthday), else_=None
+        )
+
+    def lifecycle_stage(self) -> ColumnElement[Any]:
+        purchases = self.bucket_table("purchase")
+        count = func.coalesce(purchases.c.count, 0)
+        last = purchases.c.last_at
+        return case(
+            (and_(members.c.joined_at > self.ago(self.lifecycle.new_days), count < 2), "NEW"),
+            (last.is_(None), "LOST"),
+            (last > self.ago(self.lifecycle.at_risk_days), "ACTIVE"),
+            (last > self.ago(self.lifecycle.lost_days), "AT_RISK"),
+            else_="LOST",
+        )
+
+    def ago(self, days: int | float, seconds: int = 0) -> ColumnElement[Any]:
+        clamped = max(-MAX_DAYS, min(MAX_DAYS, days))
+        return literal(self.now - clamped * DAY - timedelta(seconds=seconds), UtcDateTime())
+
+    def days_since(self, at: ColumnElement[Any], op: Op, value: Value) -> ColumnElement[bool]:
+        """floor((now - at) / 24 h) OP value, as comparisons of `at` with instants (exact)."""
+        if op == Op.EXISTS:
+            return at.is_not(None) if value else at.is_(None)
+
+        def at_least(n: int) -> ColumnElement[bool]:  # days >= n
+            return guarded(at.is_not(None), at <= self.ago(n))
+
+        return integer_comparison(at_least, op, value, present=at.is_not(None))
+
+    # ---------- metrics ----------
+
+    def metric(self, metric: Metric, op: Op, value: Value) -> ColumnElement[bool]:
+        if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+            table = self.source(metric)
+            column = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
+            return self.days_since(column, op, value)
+        if metric.agg == Agg.STREAK:
+            return compare_integer(func.coalesce(self.streak_table(metric).c.streak, 0), op, value)
+        table = self.source(metric)
+        if metric.agg in (Agg.COUNT, Agg.DISTINCT_DAYS):
+            column = table.c.count if metric.agg == Agg.COUNT else table.c.days
+            return compare_integer(func.coalesce(column, 0), op, value)
+        scale = UNITS if (metric.field or "amount") == "amount" else Fraction(1)
+        if metric.agg == Agg.SUM:
+            return compare_scaled(self.dialect, func.coalesce(table.c.total, 0), op, value, scale)
+        if metric.agg in (Agg.MIN, Agg.MAX):
+            column = table.c.low if metric.agg == Agg.MIN else table.c.high
+            return compare_scaled(self.dialect, column, op, value, scale)
+        return self.average(table.c.total, table.c.measured, op, value, scale)
+
+    def average(
+        self, total: ColumnElement[Any], n: ColumnElement[Any], op: Op, value: Value, scale: Fraction
+    ) -> ColumnElement[bool]:
+        """total / n OP v, compared as total * den OP num * n: no division, exact on integers."""
+        present = func.coalesce(n, 0) > 0
+        if op == Op.EXISTS:
+            return present if value else not_(present)
+
+        def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+            if not is_number(threshold):
+                return false()
+            ratio = Fraction(str(threshold)) * scale
+            left = total * ratio.denominator
+            right = n * ratio.numerator
+            return guarded(present, _apply(comparison, left, right))
+
+        return combine(one, op, value, present)
+
+    def source(self, metric: Metric) -> Subquery:
+        if metric.reads_raw_events:
+            return self.event_table(metric)
+        return self.bucket_table(metric.event)
+
+    def bucket_table(self, event_type: str) -> Subquery:
+        key = ("buckets", event_type)
+        if key not in self.joins:
+            self.joins[key] = (
+                select(
+                    buckets.c.member_id,
+                    func.sum(buckets.c.count).label("count"),
+                    func.count().label("days"),
+                    func.sum(buckets.c.amount_sum).label("total"),
+                    func.sum(buckets.c.amount_count).label("measured"),
+                    func.min(buckets.c.amount_min).label("low"),
+                    func.max(buckets.c.amount_max).label("high"),
+                    func.min(buckets.c.first_at).label("first_at"),
+                    func.max(buckets.c.last_at).label("last_at"),
+                )
+                .where(buckets.c.program_id == self.program_id, buckets.c.event_type == event_type)
+                .group_by(buckets.c.member_id)
+                .alias(f"b{len(self.joins)}")
+            )
+        return self.joins[key]
+
+    def matching_events(self, metric: Metric) -> list[ColumnElement[bool]]:
+        where = [
+            events.c.program_id == self.program_id,
+            events.c.type == metric.event,
+            events.c.status == "ACCEPTED",
+        ]
+        if metric.window is not None and metric.agg not in (
+            Agg.DAYS_SINCE_FIRST,
+            Agg.DAYS_SINCE_LAST,
+            Agg.STREAK,
+        ):
+            where.append(events.c.occurred_at > self.ago(0, metric.window.seconds))
+            where.append(events.c.occurred_at <= self.ago(0))
+        for name, value in metric.where:
+            where.append(JsonPath(self.dialect, events.c.properties, name).equals(value))
+        return where
+
+    def event_table(self, metric: Metric) -> Subquery:
+        if metric not in self.joins:
+            name = metric.field or "amount"
+            if name == "amount":
+                measured = type_coerce(events.c.amount, BigInteger)  # the stored units, not Decimal
+            else:
+                prop = JsonPath(self.dialect, events.c.properties, name)
+                measured = case((prop.type_is("number"), prop.number()), else_=None)  # type: ignore[assignment]
+            self.joins[metric] = (
+                select(
+                    events.c.member_id,
+                    func.count().label("count"),
+                    func.count(self.day_number(events.c.occurred_at).distinct()).label("days"),
+                    func.sum(measured).label("total"),
+                    func.count(measured).label("measured"),
+                    func.min(measured).label("low"),
+                    func.max(measured).label("high"),
+                    func.min(events.c.occurred_at).label("first_at"),
+                    func.max(events.c.occurred_at).label("last_at"),
+                )
+                .where(*self.matching_events(metric))
+                .group_by(events.c.member_id)
+                .alias(f"e{len(self.joins)}")
+            )
+        return self.joins[metric]
+
+    def streak_table(self, metric: Metric) -> Subquery:
+        """Consecutive days up to today (or yesterday): a gaps-and-islands count per member."""
+        key = ("streak", metric)
+        if key in self.joins:
+            return self.joins[key]
+        today = (self.now.date() - EPOCH).days
+        if metric.reads_raw_events:
+            day = self.day_number(events.c.occurred_at)
+            days = (
+                select(events.c.member_id, day.label("day")).where(*self.matching_events(metric)).distinct()
+            )
+        else:
+            day = self.date_number(buckets.c.day)
+            days = select(buckets.c.member_id, day.label("day")).where(
+                buckets.c.program_id == self.program_id, buckets.c.event_type == metric.event
+            )
+        past = days.subquery()
+        ranked = (
+            select(
+                past.c.member_id,
+                past.c.day,
+                func.row_number().over(partition_by=past.c.member_id, order_by=past.c.day.desc()).label("rn"),
+                func.max(past.c.day).over(partition_by=past.c.member_id).label("top"),
+            )
+            .where(past.c.day <= today)
+            .subquery()
+        )
+        self.joins[key] = (
+            select(ranked.c.member_id, func.count().label("streak"))
+            .where(ranked.c.top >= today - 1, ranked.c.day + ranked.c.rn - 1 == ranked.c.top)
+            .group_by(ranked.c.member_id)
+            .alias(f"s{len(self.joins)}")
+        )
+        return self.joins[key]
+
+    def day_number(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Days since 1970-01-01 of a UTC timestamp."""
+        if self.dialect == "postgresql":
+            return cast(func.timezone("UTC", at), Date) - literal(EPOCH, Date)
+        return cast(func.julianday(func.date(at)) - 2440587.5, Integer)
+
+    def date_number(self, day: ColumnElement[Any]) -> ColumnElement[Any]:
+        if self.dialect == "postgresql":
+            return day - literal(EPOCH, Date)
+        return cast(func.julianday(day) - 2440587.5, Integer)
+
+
+# ---------- comparisons ----------
+
+
+def _apply(op: Op, left: Any, right: Any) -> ColumnElement[bool]:
+    match op:
+        case Op.EQ:
+            return left == right  # type: ignore[no-any-return]
+        case Op.NE:
+            return left != right  # type: ignore[no-any-return]
+        case Op.GT:
+            return left > right  # type: ignore[no-any-return]
+        case Op.GTE:
+            return left >= right  # type: ignore[no-any-return]
+        case Op.LT:
+            return left < right  # type: ignore[no-any-return]
+        case Op.LTE:
+            return left <= right  # type: ignore[no-any-return]
+    raise AssertionError(op)
+
+
+def combine(one: Any, op: Op, value: Value, present: ColumnElement[bool]) -> ColumnElement[bool]:
+    """in / not_in / between in terms of single comparisons `one(op, threshold)`."""
+    match op:
+        case Op.IN:
+            return or_(false(), *(one(Op.EQ, v) for v in value))  # type: ignore[union-attr]
+        case Op.NOT_IN:
+            return and_(present, *(one(Op.NE, v) for v in value))  # type: ignore[union-attr]
+        case Op.BETWEEN:
+            low, high = cast_list(value)
+            return and_(one(Op.GTE, low), one(Op.LTE, high))
+        case Op.CONTAINS:
+            return false()
+    return one(op, value)  # type: ignore[no-any-return]
+
+
+def integer_comparison(
+    at_least: Any, op: Op, value: Value, present: ColumnElement[bool]
+) -> ColumnElement[bool]:
+    """A comparison of an integer quantity x with any number, given `at_least(n)` meaning x >= n."""
+
+    def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+        if isinstance(threshold, Fraction):
+            v = threshold
+        elif is_number(threshold):
+            v = Fraction(str(threshold))
+        else:
+            return false()
+        low, high = math.floor(v), math.ceil(v)
+        match comparison:
+            case Op.GTE:
+                return at_least(high)  # type: ignore[no-any-return]
+            case Op.GT:
+                return at_least(low + 1)  # type: ignore[no-any-return]
+            case Op.LT:
+                return and_(present, not_(at_least(high)))
+            case Op.LTE:
+                return and_(present, not_(at_least(low + 1)))
+            case Op.EQ:
+                return and_(at_least(low), not_(at_least(low + 1))) if low == high else false()
+            case Op.NE:
+                return (
+                    and_(present, not_(and_(at_least(low), not_(at_least(low + 1)))))
+                    if low == high
+                    else present
+                )
+        raise AssertionError(comparison)
+
+    return combine(one, op, value, present)
+
+
+def compare_integer(x: ColumnElement[Any], op: Op, value: Value) -> ColumnElement[bool]:
+    """An integer column (or NULL: absent) against a number."""
+    if op == Op.EXISTS:
+        return x.is_not(None) if value else x.is_(None)
+    return integer_comparison(lambda n: guarded(x.is_not(None), x >= n), op, value, x.is_not(None))
+
+
+def compare_scaled(
+    dialect: str, x: ColumnElement[Any], op: Op, value: Value, scale: Fraction
+) -> ColumnElement[bool]:
+    """x / scale OP value: amounts in integer units exactly, numeric properties as numbers (scale 1)."""
+    if scale != 1:
+        if op == Op.EXISTS:
+            return x.is_not(None) if value else x.is_(None)
+
+        def scaled(n: int) -> ColumnElement[bool]:
+            return guarded(x.is_not(None), x >= n)
+
+        scaled_value: Any = (
+            [_scale(v, scale) for v in value] if isinstance(value, list) else _scale(value, scale)
+        )
+        return integer_comparison(scaled, op, scaled_value, x.is_not(None))
+    if op == Op.EXISTS:
+        return x.is_not(None) if value else x.is_(None)
+
+    def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+        if not is_number(threshold):
+            return false()
+        return guarded(x.is_not(None), _apply(comparison, x, sql_number(dialect, threshold)))
+
+    return combine(one, op, value, x.is_not(None))
+
+
+def _scale(value: Any, scale: Fraction) -> Any:
+    if not is_number(value):
+        return value
+    return Fraction(str(value)) * scale
+
+
+def compare_text(dialect: str, x: ColumnElement[Any], op: Op, value: Value) -> ColumnElement[bool]:
+    """A text column (or NULL: absent) against a value; only strings compare with it."""
+    if op == Op.EXISTS:
+        return x.is_not(None) if value else x.is_(None)
+    present = x.is_not(None)
+    text = x.collate("C") if dialect == "postgresql" else x
+
+    def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+        if not isinstance(threshold, str):
+            return false()
+        return guarded(present, _apply(comparison, text, literal(threshold)))
+
+    if op == Op.CONTAINS:
+        if not isinstance(value, str):
+            return false()
+        position = func.strpos(x, value) if dialect == "postgresql" else func.instr(x, value)
+        return guarded(present, position > 0)
+    if op == Op.NOT_IN and not all(isinstance(v, str) for v in value):  # type: ignore[union-attr]
+        return false()
+    return combine(one, op, value, present)
+
+
+def compare_json(at: JsonPath, op: Op, value: Value) -> ColumnElement[bool]:
+    """A free-form attribute against a value, with JSON types kept apart."""
+    if op == Op.EXISTS:
+        return at.type_is("present") if value else not_(at.type_is("present"))
+    scalar = or_(at.type_is("number"), at.type_is("string"), at.type_is("boolean"))
+
+    def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+        if comparison == Op.EQ:
+            return at.equals(threshold)
+        if comparison == Op.NE:
+            return _json_differs(at, threshold)
+        if isinstance(threshold, bool):
+            return false()
+        if is_number(threshold):
+            return guarded(
+                at.type_is("number"), _apply(comparison, at.number(), sql_number(at.dialect, threshold))
+            )
+        return guarded(at.type_is("string"), _apply(comparison, at.text(), literal(threshold)))
+
+    if op == Op.CONTAINS:
+        if isinstance(value, str):
+            text = at.text()
+            position = func.strpos(text, value) if at.dialect == "postgresql" else func.instr(text, value)
+            string = guarded(at.type_is("string"), position > 0)
+        else:
+            string = false()
+        return or_(string, at.array_contains(value))  # type: ignore[arg-type]
+    return combine(one, op, value, scalar)
+
+
+def _json_differs(at: JsonPath, value: Any) -> ColumnElement[bool]:
+    kind = "boolean" if isinstance(value, bool) else "number" if is_number(value) else "string"
+    return and_(at.type_is(kind), not_(at.equals(value)))

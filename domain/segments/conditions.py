@@ -1,0 +1,412 @@
+"""The condition tree of ../shared/segment-conditions.md: typed nodes, JSON in and out. Pure.
+
+`parse_condition` turns the canonical JSON tree into nodes and refuses anything
+malformed with the JSON path of the fault (`$.all[1].op`); `condition_to_json`
+is its inverse. Both evaluators (`evaluate`, `compile`) and the rule language
+(`rules`) work on these nodes only.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+from domain.enums import MemberKind
+from domain.errors import InvalidInput
+
+MAX_NODES = 500
+MAX_DEPTH = 32
+MAX_LIST = 1000
+MAX_TEXT = 1000
+MAX_WINDOW_DAYS = 3660
+
+EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}\Z")
+KEY = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+WINDOW = re.compile(r"([1-9][0-9]{0,5})([dh])\Z")
+
+Scalar = str | int | float | bool
+Value = Scalar | list[Scalar]
+
+
+class Op(StrEnum):
+    EQ = "eq"
+    NE = "ne"
+    GT = "gt"
+    GTE = "gte"
+    LT = "lt"
+    LTE = "lte"
+    IN = "in"
+    NOT_IN = "not_in"
+    CONTAINS = "contains"
+    EXISTS = "exists"
+    BETWEEN = "between"
+
+
+ORDERING_OPS = frozenset({Op.GT, Op.GTE, Op.LT, Op.LTE})
+
+
+class Agg(StrEnum):
+    COUNT = "count"
+    SUM = "sum"
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    DISTINCT_DAYS = "distinct_days"
+    DAYS_SINCE_LAST = "days_since_last"
+    DAYS_SINCE_FIRST = "days_since_first"
+    STREAK = "streak"
+
+
+#: Aggregates over a field (`sum(purchase.amount)`); the others take none.
+FIELD_AGGS = frozenset({Agg.SUM, Agg.AVG, Agg.MIN, Agg.MAX})
+#: Aggregates that ignore the window: they look at the whole history.
+WINDOWLESS_AGGS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
+#: Aggregates that are absent (not 0) over no events.
+ABSENT_WHEN_EMPTY = frozenset({Agg.AVG, Agg.MIN, Agg.MAX, Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST})
+
+#: Attribute paths the engine computes instead of reading `attributes`.
+BUILTIN_PATHS = frozenset(
+    {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "age", "createdAt"}
+)
+
+
+@dataclass(frozen=True)
+class Window:
+    """`n` days or hours before now; the whole history when the metric has no window."""
+
+    amount: int
+    unit: str  # "d" or "h"
+
+    @property
+    def seconds(self) -> int:
+        return self.amount * (86_400 if self.unit == "d" else 3_600)
+
+    def __str__(self) -> str:
+        return f"{self.amount}{self.unit}"
+
+
+@dataclass(frozen=True)
+class Metric:
+    event: str
+    agg: Agg
+    field: str | None = None  # "amount" or a numeric property name; only for FIELD_AGGS
+    window: Window | None = None  # None: "all"
+    where: tuple[tuple[str, Scalar], ...] = ()
+
+    @property
+    def reads_raw_events(self) -> bool:
+        """Whether daily buckets cannot answer it exactly (windows, filters, property fields)."""
+        if self.where or self.field not in (None, "amount"):
+            return True
+        return self.window is not None and self.agg not in WINDOWLESS_AGGS
+
+
+@dataclass(frozen=True)
+class All:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True)
+class AttrCompare:
+    path: str
+    op: Op
+    value: Value
+
+
+@dataclass(frozen=True)
+class MetricCompare:
+    metric: Metric
+    op: Op
+    value: Value
+
+
+@dataclass(frozen=True)
+class InSegment:
+    key: str
+
+
+@dataclass(frozen=True)
+class HasTag:
+    key: str
+
+
+@dataclass(frozen=True)
+class KindIs:
+    kind: MemberKind
+
+
+@dataclass(frozen=True)
+class InOrganization:
+    external_id: str
+
+
+Node = All | AnyOf | Not | AttrCompare | MetricCompare | InSegment | HasTag | KindIs | InOrganization
+TRUE: Node = All(())
+FALSE: Node = AnyOf(())
+
+
+def cast_list(value: Value) -> list[Scalar]:
+    """The list operand of in / not_in / between (validated by the parser)."""
+    return cast(list[Scalar], value)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_scalar(value: object) -> bool:
+    return isinstance(value, (str, int, float))  # bool is an int
+
+
+# ---------- JSON -> nodes ----------
+
+
+class _Parser:
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def fail(self, path: str, message: str) -> InvalidInput:
+        return InvalidInput(f"condition {path}: {message}")
+
+    def node(self, data: Any, path: str, depth: int) -> Node:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(path, f"a condition has at most {MAX_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise self.fail(path, f"a condition nests at most {MAX_DEPTH} levels")
+        if not isinstance(data, dict):
+            raise self.fail(path, 'expected an object such as {"all": [...]} or {"attr": ...}')
+        if "all" in data or "any" in data:
+            name = "all" if "all" in data else "any"
+            self.only(data, {name}, path)
+            items = data[name]
+            if not isinstance(items, list):
+                raise self.fail(f"{path}.{name}", "expected a list of conditions")
+            children = tuple(self.node(c, f"{path}.{name}[{i}]", depth + 1) for i, c in enumerate(items))
+            return All(children) if name == "all" else AnyOf(children)
+        if "not" in data:
+            self.only(data, {"not"}, path)
+            return Not(self.node(data["not"], f"{path}.not", depth + 1))
+        if "attr" in data:
+            self.only(data, {"attr", "op", "value"}, path)
+            attr = data["attr"]
+            if not isinstance(attr, str) or not PATH.match(attr):
+                raise self.fail(f"{path}.attr", 'expected an attribute path such as "city" or "device.os"')
+            op = self.op(data, path)
+            return AttrCompare(attr, op, self.attr_value(op, data.get("value"), f"{path}.value"))
+        if "metric" in data:
+            self.only(data, {"metric", "op", "value"}, path)
+            metric = self.metric(data["metric"], f"{path}.metric")
+            op = self.op(data, path)
+            return MetricCompare(metric, op, self.metric_value(op, data.get("value"), f"{path}.value"))
+        if "segment" in data:
+            self.only(data, {"segment"}, path)
+            return InSegment(self.key(data["segment"], f"{path}.segment", "segment key"))
+        if "tag" in data:
+            self.only(data, {"tag"}, path)
+            return HasTag(self.key(data["tag"], f"{path}.tag", "tag key"))
+        if "kind" in data:
+            self.only(data, {"kind"}, path)
+            kind = data["kind"]
+            if not isinstance(kind, str) or kind.upper() not in MemberKind.__members__:
+                raise self.fail(f"{path}.kind", "expected CUSTOMER, DEALER or EMPLOYEE")
+            return KindIs(MemberKind(kind.upper()))
+        if "organization" in data:
+            self.only(data, {"organization"}, path)
+            org = data["organization"]
+            if not isinstance(org, str) or not 0 < len(org) <= 128:
+                raise self.fail(f"{path}.organization", "expected an organization externalId")
+            return InOrganization(org)
+        known = "all, any, not, attr, metric, segment, tag, kind, organization"
+        raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
+
+    def only(self, data: dict[str, Any], allowed: set[str], path: str) -> None:
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise self.fail(path, f"unexpected key {extra[0]!r} beside {sorted(allowed & set(data))!r}")
+
+    def key(self, value: Any, path: str, what: str) -> str:
+        if not isinstance(value, str) or not KEY.match(value):
+            raise self.fail(path, f"expected a {what} matching [A-Za-z0-9_-]{{1,64}}")
+        return value
+
+    def op(self, data: dict[str, Any], path: str) -> Op:
+        raw = data.get("op")
+        try:
+            return Op(raw if isinstance(raw, str) else "")
+        except ValueError:
+            known = ", ".join(op.value for op in Op)
+            raise self.fail(f"{path}.op", f"unknown operator {raw!r}; expected one of: {known}") from None
+
+    def scalar(self, value: Any, path: str) -> Scalar:
+        if isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                raise self.fail(path, f"strings have at most {MAX_TEXT} characters")
+            return value
+        if isinstance(value, bool):
+            return value
+        if is_number(value):
+            if not math.isfinite(value):
+                raise self.fail(path, "expected a finite number")
+            return value  # type: ignore[no-any-return]
+        raise self.fail(path, "expected a string, a number or a boolean")
+
+    def scalars(self, value: Any, path: str) -> list[Scalar]:
+        if not isinstance(value, list):
+            raise self.fail(path, "expected a list of values")
+        if len(value) > MAX_LIST:
+            raise self.fail(path, f"lists have at most {MAX_LIST} values")
+        return [self.scalar(v, f"{path}[{i}]") for i, v in enumerate(value)]
+
+    def attr_value(self, op: Op, value: Any, path: str) -> Value:
+        if op == Op.EXISTS:
+            if not isinstance(value, bool):
+                raise self.fail(path, "exists takes true or false")
+            return value
+        if op in (Op.IN, Op.NOT_IN):
+            return self.scalars(value, path)
+        if op == Op.BETWEEN:
+            bounds = self.scalars(value, path)
+            if len(bounds) != 2 or not (
+                all(is_number(b) for b in bounds) or all(isinstance(b, str) for b in bounds)
+            ):
+                raise self.fail(path, "between takes [low, high]: two numbers or two strings")
+            return bounds
+        scalar = self.scalar(value, path)
+        if op in ORDERING_OPS and isinstance(scalar, bool):
+            raise self.fail(path, f"{op.value} compares numbers or strings, not booleans")
+        return scalar
+
+    def metric_value(self, op: Op, value: Any, path: str) -> Value:
+        if op == Op.EXISTS:
+            if not isinstance(value, bool):
+                raise self.fail(path, "exists takes true or false")
+            return value
+        if op == Op.CONTAINS:
+            raise self.fail(path, "contains applies to attributes, not to metrics")
+        if op in (Op.IN, Op.NOT_IN, Op.BETWEEN):
+            numbers = self.scalars(value, path)
+            if not all(is_number(n) for n in numbers):
+                raise self.fail(path, "a metric compares with numbers")
+            if op == Op.BETWEEN and len(numbers) != 2:
+                raise self.fail(path, "between takes [low, high]")
+            return numbers
+        number = self.scalar(value, path)
+        if not is_number(number):
+            raise self.fail(path, "a metric compares with a number")
+        return number
+
+    def metric(self, data: Any, path: str) -> Metric:
+        if not isinstance(data, dict):
+            raise self.fail(path, "expected an object with event and agg")
+        self.only(data, {"event", "agg", "field", "window", "where"}, path)
+        event = data.get("event")
+        if not isinstance(event, str) or not EVENT_TYPE.match(event):
+            raise self.fail(f"{path}.event", "expected an event type matching [a-z][a-z0-9_]{0,63}")
+        raw_agg = data.get("agg")
+        try:
+            agg = Agg(raw_agg.lower() if isinstance(raw_agg, str) else "")
+        except ValueError:
+            known = ", ".join(a.value for a in Agg)
+            raise self.fail(
+                f"{path}.agg", f"unknown aggregate {raw_agg!r}; expected one of: {known}"
+            ) from None
+        field = data.get("field")
+        if agg in FIELD_AGGS:
+            if not isinstance(field, str) or not NAME.match(field):
+                raise self.fail(f"{path}.field", f'{agg.value} needs a field: "amount" or a property name')
+        elif field is not None:
+            raise self.fail(f"{path}.field", f"{agg.value} takes no field")
+        window = parse_window(data.get("window"), lambda m: self.fail(f"{path}.window", m))
+        where = data.get("where", {})
+        if not isinstance(where, dict):
+            raise self.fail(f"{path}.where", "expected an object of property: value")
+        pairs: list[tuple[str, Scalar]] = []
+        for name, value in where.items():
+            if not NAME.match(name):
+                raise self.fail(f"{path}.where", f"{name!r} is not a property name")
+            pairs.append((name, self.scalar(value, f"{path}.where.{name}")))
+        if agg in WINDOWLESS_AGGS:
+            window = None
+        return Metric(event, agg, field, window, tuple(pairs))
+
+
+def parse_window(raw: Any, fail: Any) -> Window | None:
+    if raw is None or (isinstance(raw, str) and raw.lower() == "all"):
+        return None
+    match = WINDOW.match(raw.lower()) if isinstance(raw, str) else None
+    if match is None:
+        raise fail(f'malformed window {raw!r}; expected "<n>d", "<n>h" or "all"')
+    window = Window(int(match.group(1)), match.group(2))
+    if window.seconds > MAX_WINDOW_DAYS * 86_400:
+        raise fail(f"window {raw!r} is longer than {MAX_WINDOW_DAYS} days")
+    return window
+
+
+def parse_condition(data: Any) -> Node:
+    """The tree of a JSON condition; InvalidInput naming the JSON path of the first fault."""
+    return _Parser().node(data, "$", 0)
+
+
+# ---------- nodes -> JSON ----------
+
+
+def condition_to_json(node: Node) -> dict[str, Any]:
+    match node:
+        case All(children):
+            return {"all": [condition_to_json(c) for c in children]}
+        case AnyOf(children):
+            return {"any": [condition_to_json(c) for c in children]}
+        case Not(child):
+            return {"not": condition_to_json(child)}
+        case AttrCompare(path, op, value):
+            return {"attr": path, "op": op.value, "value": value}
+        case MetricCompare(metric, op, value):
+            return {"metric": metric_to_json(metric), "op": op.value, "value": value}
+        case InSegment(key):
+            return {"segment": key}
+        case HasTag(key):
+            return {"tag": key}
+        case KindIs(kind):
+            return {"kind": kind.value}
+        case InOrganization(external_id):
+            return {"organization": external_id}
+    raise AssertionError(node)
+
+
+def metric_to_json(metric: Metric) -> dict[str, Any]:
+    data: dict[str, Any] = {"event": metric.event, "agg": metric.agg.value}
+    if metric.field is not None:
+        data["field"] = metric.field
+    if metric.window is not None:
+        data["window"] = str(metric.window)
+    if metric.where:
+        data["where"] = dict(metric.where)
+    return data
+
+
+def walk(node: Node) -> list[Node]:
+    """Every node of the tree, parents before children."""
+    found: list[Node] = [node]
+    match node:
+        case All(children) | AnyOf(children):
+            for child in children:
+                found.extend(walk(child))
+        case Not(child):
+            found.extend(walk(child))
+    return found

@@ -1,0 +1,168 @@
+"""Keeps membership current: per member after each change (in memory), per segment in batch (SQL).
+
+`members_changed` runs inside the transaction of the change that caused it, so a
+membership flip commits with its cause: it re-evaluates, in dependency order,
+only the DYNAMIC segments that read what changed, for the members it changed.
+`recompute` refreshes whole segments with one compiled statement each.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.changes import MembersChanged
+from domain.models import Member, MemberTag, Program, Segment
+from domain.segments.compile import Compilation
+from domain.segments.evaluate import Evaluation
+from domain.segments.facts import Needs, load_facts
+from domain.segments.index import Definition, SegmentIndex, definition_from_row
+from domain.segments.lifecycle import LifecycleThresholds
+from domain.segments.membership import Flip, Recomputed, apply_flips, replace_members
+
+Progress = Callable[[str, Recomputed], None]
+
+
+class SegmentEngine:
+    def __init__(self) -> None:
+        self._parsed: dict[tuple[int, datetime], Definition] = {}
+
+    async def index(self, session: AsyncSession, program_id: int) -> SegmentIndex:
+        rows = (
+            (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars().all()
+        )
+        definitions = []
+        for row in rows:
+            cache_key = (row.id, row.updated_at)
+            if cache_key not in self._parsed:
+                self._parsed[cache_key] = definition_from_row(row)
+            definitions.append(self._parsed[cache_key])
+        return SegmentIndex.build(definitions)
+
+    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
+        index = await self.index(session, change.program_id)
+        if not index.ordered:
+            return
+        plans: dict[int, list[Definition]] = {}
+        for member_id in sorted(change.member_ids):
+            affected = index.affected(
+                change.event_types.get(member_id, ()),
+                profile=member_id in change.profiles,
+                balance=member_id in change.balances,
+                everything=member_id in change.created,
+            )
+            if affected:
+                plans[member_id] = affected
+        await self.reevaluate(session, change.program_id, plans, now)
+
+    async def tags_changed(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        member_ids: Sequence[int],
+        tags: Sequence[str],
+        now: datetime,
+    ) -> None:
+        index = await self.index(session, program_id)
+        affected = index.affected(tags=tags)
+        if affected:
+            await self.reevaluate(session, program_id, dict.fromkeys(member_ids, affected), now)
+
+    async def reevaluate(
+        self, session: AsyncSession, program_id: int, plans: dict[int, list[Definition]], now: datetime
+    ) -> list[Flip]:
+        """Evaluate each member's planned segments in memory and write the flips."""
+        if not plans:
+            return []
+        member_ids = sorted(plans)
+        if session.get_bind().dialect.name == "postgresql":  # one evaluation of a member at a time
+            await session.execute(
+                select(Member.id).where(Member.id.in_(member_ids)).order_by(Member.id).with_for_update()
+            )
+        needed = {d.key: d for plan in plans.values() for d in plan}
+        needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
+        facts = await load_facts(session, program_id, member_ids, needs, now)
+        sources = await _tag_sources(session, member_ids)
+        evaluation = Evaluation(now, await _thresholds(session, program_id))
+        flips: list[Flip] = []
+        for member_id in member_ids:
+            member = facts.get(member_id)
+            if member is None:
+                continue
+            for definition in plans[member_id]:
+                assert definition.condition is not None
+                holds = evaluation.holds(definition.condition, member)
+                if holds == (definition.key in member.segments):
+                    continue
+                flips.append(Flip(definition.id, definition.key, member_id, holds, definition.applies_tag))
+                if holds:
+                    member.segments.add(definition.key)
+                else:
+                    member.segments.discard(definition.key)
+                if definition.applies_tag:
+                    held = sources[member_id].setdefault(definition.applies_tag, set())
+                    (held.add if holds else held.discard)(definition.key)
+                    member.tags = frozenset(tag for tag, by in sources[member_id].items() if by)
+        await apply_flips(session, program_id, flips, now)
+        return flips
+
+    async def recompute(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        keys: Sequence[str] | None,
+        now: datetime,
+        progress: Progress | None = None,
+    ) -> dict[str, Recomputed]:
+        """Recompute whole segments (all non-STATIC when `keys` is None), references first."""
+        index = await self.index(session, program_id)
+        wanted = None if keys is None else set(keys)
+        done: dict[str, Recomputed] = {}
+        chosen = [d for d in index.ordered if d.kind != "STATIC" and (wanted is None or d.key in wanted)]
+        if wanted is not None:  # what reads a recomputed segment must follow it
+            for definition in list(chosen):
+                chosen.extend(d for d in index.dependents(definition.key) if d not in chosen)
+            order = {d.key: i for i, d in enumerate(index.ordered)}
+            chosen.sort(key=lambda d: order[d.key])
+        compilation = Compilation(
+            session.get_bind().dialect.name,
+            program_id,
+            now,
+            {d.key: d.id for d in index.ordered},
+            await _thresholds(session, program_id),
+        )
+        for definition in chosen:
+            assert definition.condition is not None
+            done[definition.key] = await replace_members(
+                session,
+                program_id,
+                definition.id,
+                definition.key,
+                definition.applies_tag,
+                compilation.members_where(definition.condition),
+                now,
+            )
+            if progress is not None:
+                progress(definition.key, done[definition.key])
+        return done
+
+
+async def _thresholds(session: AsyncSession, program_id: int) -> LifecycleThresholds:
+    settings = (await session.execute(select(Program.settings).where(Program.id == program_id))).scalar_one()
+    return LifecycleThresholds.from_settings(settings or {})
+
+
+async def _tag_sources(session: AsyncSession, member_ids: Sequence[int]) -> dict[int, dict[str, set[str]]]:
+    sources: dict[int, dict[str, set[str]]] = defaultdict(dict)
+    rows = await session.execute(
+        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(
+            MemberTag.member_id.in_(member_ids)
+        )
+    )
+    for member_id, key, source in rows:
+        sources[member_id].setdefault(key, set()).add(source)
+    return sources

@@ -1,0 +1,312 @@
+"""The in-memory evaluator: does one member satisfy a condition, as of `now`? Pure.
+
+It is the reference semantics of segment-conditions.md; `compile.py` must agree
+with it on every member (tests/test_evaluator_equivalence.py). Amounts are exact
+(integer units of 10^-4), so are averages (fractions); numeric properties are
+exact for integers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from domain.db.types import AMOUNT_SCALE
+from domain.members.attributes import lookup
+from domain.segments.conditions import (
+    Agg,
+    All,
+    AnyOf,
+    AttrCompare,
+    HasTag,
+    InOrganization,
+    InSegment,
+    KindIs,
+    Metric,
+    MetricCompare,
+    Node,
+    Not,
+    Op,
+    Scalar,
+    Value,
+    cast_list,
+    is_number,
+)
+from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
+
+DAY = timedelta(days=1)
+BIRTH_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+UNITS = Fraction(10**AMOUNT_SCALE)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One member's events of one type on one UTC day (event_aggregates)."""
+
+    day: date
+    count: int
+    amount_count: int
+    amount_sum: int
+    amount_min: int | None
+    amount_max: int | None
+    first_at: datetime
+    last_at: datetime
+
+
+@dataclass(frozen=True)
+class EventFact:
+    occurred_at: datetime
+    amount_units: int | None
+    properties: Mapping[str, Any]
+
+
+@dataclass
+class MemberFacts:
+    """Everything a condition may read about one member."""
+
+    member_id: int
+    external_id: str
+    kind: str
+    organization: str | None
+    attributes: Mapping[str, Any]
+    points_balance: int
+    created_at: datetime
+    joined_at: datetime
+    rfm: tuple[int, int, int, str] | None = None
+    abc_class: str | None = None
+    tags: frozenset[str] = frozenset()
+    segments: set[str] = field(default_factory=set)
+    #: Daily buckets by event type; complete for the types the conditions read.
+    buckets: Mapping[str, Sequence[Bucket]] = field(default_factory=dict)
+    #: Raw ACCEPTED events by type, at least as far back as the conditions' windows reach.
+    events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    now: datetime
+    lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
+
+    def holds(self, node: Node, member: MemberFacts) -> bool:
+        match node:
+            case All(children):
+                return all(self.holds(c, member) for c in children)
+            case AnyOf(children):
+                return any(self.holds(c, member) for c in children)
+            case Not(child):
+                return not self.holds(child, member)
+            case AttrCompare(path, op, value):
+                return compare_value(self.attribute(path, member), op, value)
+            case MetricCompare(metric, op, value):
+                return compare_measure(self.measure(metric, member), op, value)
+            case InSegment(key):
+                return key in member.segments
+            case HasTag(key):
+                return key in member.tags
+            case KindIs(kind):
+                return member.kind == kind.value
+            case InOrganization(external_id):
+                return member.organization == external_id
+        raise AssertionError(node)
+
+    # ---------- attributes ----------
+
+    def attribute(self, path: str, member: MemberFacts) -> Any:
+        match path:
+            case "pointsBalance":
+                return member.points_balance
+            case "createdAt":
+                return (self.now - member.created_at) // DAY
+            case "age":
+                return self.age(member.attributes.get("birthDate"))
+            case "abcClass":
+                return member.abc_class
+            case "rfm.r" | "rfm.f" | "rfm.m" | "rfm.label":
+                if member.rfm is None:
+                    return None
+                return member.rfm[["rfm.r", "rfm.f", "rfm.m", "rfm.label"].index(path)]
+            case "lifecycle":
+                purchases = member.buckets.get("purchase", ())
+                last = max((b.last_at for b in purchases), default=None)
+                count = sum(b.count for b in purchases)
+                return lifecycle_stage(member.joined_at, count, last, self.now, self.lifecycle)
+        return lookup(dict(member.attributes), path)
+
+    def age(self, birth_date: Any) -> int | None:
+        match = BIRTH_DATE.match(birth_date) if isinstance(birth_date, str) else None
+        if match is None:
+            return None
+        year, month, day = (int(g) for g in match.groups())
+        today = self.now.date()
+        return today.year - year - ((today.month, today.day) < (month, day))
+
+    # ---------- metrics ----------
+
+    def measure(self, metric: Metric, member: MemberFacts) -> Fraction | None:
+        if metric.reads_raw_events:
+            events = [e for e in member.events.get(metric.event, ()) if self.selects(metric, e)]
+            return self.over_events(metric, events)
+        return self.over_buckets(metric, member.buckets.get(metric.event, ()))
+
+    def selects(self, metric: Metric, event: EventFact) -> bool:
+        if metric.window is not None and metric.agg not in _WINDOWLESS:
+            low = self.now - timedelta(seconds=metric.window.seconds)
+            if not low < event.occurred_at <= self.now:
+                return False
+        return all(_same(event.properties.get(name), value) for name, value in metric.where)
+
+    def over_buckets(self, metric: Metric, buckets: Sequence[Bucket]) -> Fraction | None:
+        match metric.agg:
+            case Agg.COUNT:
+                return Fraction(sum(b.count for b in buckets))
+            case Agg.SUM:
+                return Fraction(sum(b.amount_sum for b in buckets)) / UNITS
+            case Agg.AVG:
+                n = sum(b.amount_count for b in buckets)
+                return Fraction(sum(b.amount_sum for b in buckets)) / UNITS / n if n else None
+            case Agg.MIN:
+                return _extreme(min, (b.amount_min for b in buckets), UNITS)
+            case Agg.MAX:
+                return _extreme(max, (b.amount_max for b in buckets), UNITS)
+            case Agg.DISTINCT_DAYS:
+                return Fraction(len(buckets))
+        return self.over_times(
+            metric.agg,
+            [b.last_at for b in buckets] + [b.first_at for b in buckets],
+            {b.day for b in buckets},
+        )
+
+    def over_events(self, metric: Metric, events: Sequence[EventFact]) -> Fraction | None:
+        if metric.agg == Agg.COUNT:
+            return Fraction(len(events))
+        if metric.agg == Agg.DISTINCT_DAYS:
+            return Fraction(len({e.occurred_at.date() for e in events}))
+        if metric.agg in _WINDOWLESS:
+            return self.over_times(
+                metric.agg, [e.occurred_at for e in events], {e.occurred_at.date() for e in events}
+            )
+        values, scale = _field_values(metric.field or "amount", events)
+        match metric.agg:
+            case Agg.SUM:
+                return sum(values, Fraction(0)) / scale
+            case Agg.AVG:
+                return sum(values, Fraction(0)) / scale / len(values) if values else None
+            case Agg.MIN:
+                return _extreme(min, values, scale)
+            case Agg.MAX:
+                return _extreme(max, values, scale)
+        raise AssertionError(metric.agg)
+
+    def over_times(self, agg: Agg, times: Sequence[datetime], days: set[date]) -> Fraction | None:
+        if agg == Agg.STREAK:
+            return Fraction(streak(days, self.now.date()))
+        if not times:
+            return None
+        newest_or_oldest = max(times) if agg == Agg.DAYS_SINCE_LAST else min(times)
+        return Fraction((self.now - newest_or_oldest) // DAY)
+
+
+_WINDOWLESS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
+
+
+def streak(days: Iterable[date], today: date) -> int:
+    """Consecutive days with an event ending today, or yesterday when today has none yet."""
+    present = set(days)
+    day = today if today in present else today - timedelta(days=1)
+    count = 0
+    while day in present:
+        count += 1
+        day -= timedelta(days=1)
+    return count
+
+
+def _field_values(name: str, events: Sequence[EventFact]) -> tuple[list[Fraction], Fraction]:
+    if name == "amount":
+        return [Fraction(e.amount_units) for e in events if e.amount_units is not None], UNITS
+    values = [e.properties.get(name) for e in events]
+    return [Fraction(str(v)) for v in values if is_number(v)], Fraction(1)
+
+
+def _extreme(pick: Any, values: Iterable[Any], scale: Fraction) -> Fraction | None:
+    present = [v for v in values if v is not None]
+    return Fraction(pick(present)) / scale if present else None
+
+
+# ---------- comparisons ----------
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float, Fraction, Decimal)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _same(actual: Any, expected: Scalar) -> bool:
+    """Equality that never equates values of different JSON types (true is not 1)."""
+    kind = _kind(actual)
+    return kind is not None and kind == _kind(expected) and _number(actual) == _number(expected)
+
+
+def _number(value: Any) -> Any:
+    if _kind(value) == "number" and not isinstance(value, Fraction):
+        return Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+    return value
+
+
+def _ordered(actual: Any, op: Op, expected: Scalar) -> bool:
+    kind = _kind(actual)
+    if kind not in ("number", "string") or kind != _kind(expected):
+        return False
+    a, b = _number(actual), _number(expected)
+    match op:
+        case Op.GT:
+            return bool(a > b)
+        case Op.GTE:
+            return bool(a >= b)
+        case Op.LT:
+            return bool(a < b)
+        case Op.LTE:
+            return bool(a <= b)
+    raise AssertionError(op)
+
+
+def compare_value(actual: Any, op: Op, value: Value) -> bool:
+    """`actual OP value` with the absent-value and type rules of segment-conditions.md."""
+    if op == Op.EXISTS:
+        return (actual is not None) == value
+    if actual is None:
+        return False
+    match op:
+        case Op.EQ:
+            return _same(actual, value)  # type: ignore[arg-type]
+        case Op.NE:
+            return _kind(actual) is not None and _kind(actual) == _kind(value) and not _same(actual, value)  # type: ignore[arg-type]
+        case Op.IN:
+            return any(_same(actual, v) for v in value)  # type: ignore[union-attr]
+        case Op.NOT_IN:
+            return _kind(actual) is not None and all(
+                _kind(actual) == _kind(v) and not _same(actual, v)
+                for v in value  # type: ignore[union-attr]
+            )
+        case Op.BETWEEN:
+            low, high = cast_list(value)
+            return _ordered(actual, Op.GTE, low) and _ordered(actual, Op.LTE, high)
+        case Op.CONTAINS:
+            if isinstance(actual, str):
+                return isinstance(value, str) and value in actual
+            return isinstance(actual, list) and any(_same(item, value) for item in actual)  # type: ignore[arg-type]
+    return _ordered(actual, op, value)  # type: ignore[arg-type]
+
+
+def compare_measure(measure: Fraction | None, op: Op, value: Value) -> bool:
+    """A metric is a number (or absent); the same rules as attributes."""
+    return compare_value(measure, op, value)

@@ -1,0 +1,153 @@
+"""Loading `MemberFacts` for a set of members: a fixed number of queries, whatever the conditions.
+
+`Needs` says which event types' buckets and raw events the conditions read and how
+far back; `load_facts` reads exactly that for many members at once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.db.types import amount_to_units
+from domain.models import Event, EventAggregate, Member, MemberTag, Organization, Segment, SegmentMembership
+from domain.segments.conditions import AttrCompare, MetricCompare, Node, walk
+from domain.segments.evaluate import Bucket, EventFact, MemberFacts
+
+
+@dataclass
+class Needs:
+    bucket_types: set[str] = field(default_factory=set)
+    #: Raw events by type: how many seconds back, None for the whole history.
+    event_lookback: dict[str, int | None] = field(default_factory=dict)
+
+    def add(self, node: Node) -> None:
+        for part in walk(node):
+            if isinstance(part, AttrCompare) and part.path == "lifecycle":
+                self.bucket_types.add("purchase")
+            if not isinstance(part, MetricCompare):
+                continue
+            metric = part.metric
+            if not metric.reads_raw_events:
+                self.bucket_types.add(metric.event)
+                continue
+            reach = None if metric.window is None else metric.window.seconds
+            if metric.event in self.event_lookback:
+                known = self.event_lookback[metric.event]
+                reach = None if known is None or reach is None else max(known, reach)
+            self.event_lookback[metric.event] = reach
+
+    @classmethod
+    def of(cls, nodes: Iterable[Node]) -> Needs:
+        needs = cls()
+        for node in nodes:
+            needs.add(node)
+        return needs
+
+
+async def load_facts(
+    session: AsyncSession, program_id: int, member_ids: Sequence[int], needs: Needs, now: datetime
+) -> dict[int, MemberFacts]:
+    if not member_ids:
+        return {}
+    ids = sorted(set(member_ids))
+    rows = await session.execute(
+        select(Member, Organization.external_id)
+        .outerjoin(Organization, Organization.id == Member.organization_id)
+        .where(Member.program_id == program_id, Member.id.in_(ids))
+    )
+    facts: dict[int, MemberFacts] = {}
+    for member, organization in rows:
+        scores = member.rfm_r, member.rfm_f, member.rfm_m, member.rfm_label
+        facts[member.id] = MemberFacts(
+            member_id=member.id,
+            external_id=member.external_id,
+            kind=member.kind,
+            organization=organization,
+            attributes=member.attributes,
+            points_balance=member.points_balance,
+            created_at=member.created_at,
+            joined_at=member.joined_at,
+            rfm=None if member.rfm_r is None else scores,  # type: ignore[arg-type]
+            abc_class=member.abc_class,
+            buckets={},
+            events={},
+        )
+    tags: dict[int, set[str]] = defaultdict(set)
+    for member_id, key in await session.execute(
+        select(MemberTag.member_id, MemberTag.key).where(MemberTag.member_id.in_(ids))
+    ):
+        tags[member_id].add(key)
+    for member_id, key in await session.execute(
+        select(SegmentMembership.member_id, Segment.key)
+        .join(Segment, Segment.id == SegmentMembership.segment_id)
+        .where(SegmentMembership.member_id.in_(ids))
+    ):
+        facts[member_id].segments.add(key)
+    for member_id, member_tags in tags.items():
+        facts[member_id].tags = frozenset(member_tags)
+    await _load_buckets(session, ids, needs, facts)
+    await _load_events(session, program_id, ids, needs, now, facts)
+    return facts
+
+
+async def _load_buckets(
+    session: AsyncSession, ids: list[int], needs: Needs, facts: dict[int, MemberFacts]
+) -> None:
+    if not needs.bucket_types:
+        return
+    found: dict[int, dict[str, list[Bucket]]] = defaultdict(lambda: defaultdict(list))
+    for row in await session.execute(
+        select(EventAggregate).where(
+            EventAggregate.member_id.in_(ids), EventAggregate.event_type.in_(sorted(needs.bucket_types))
+        )
+    ):
+        b = row[0]
+        found[b.member_id][b.event_type].append(
+            Bucket(
+                b.day,
+                b.count,
+                b.amount_count,
+                b.amount_sum,
+                b.amount_min,
+                b.amount_max,
+                b.first_at,
+                b.last_at,
+            )
+        )
+    for member_id, by_type in found.items():
+        facts[member_id].buckets = dict(by_type)
+
+
+async def _load_events(
+    session: AsyncSession,
+    program_id: int,
+    ids: list[int],
+    needs: Needs,
+    now: datetime,
+    facts: dict[int, MemberFacts],
+) -> None:
+    if not needs.event_lookback:
+        return
+    reach = [
+        Event.type == event_type
+        if seconds is None
+        else (Event.type == event_type) & (Event.occurred_at > now - timedelta(seconds=seconds))
+        for event_type, seconds in sorted(needs.event_lookback.items(), key=lambda item: item[0])
+    ]
+    found: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
+    rows = await session.execute(
+        select(Event.member_id, Event.type, Event.occurred_at, Event.amount, Event.properties).where(
+            Event.program_id == program_id, Event.member_id.in_(ids), Event.status == "ACCEPTED", or_(*reach)
+        )
+    )
+    for member_id, event_type, occurred_at, amount, properties in rows:
+        units = None if amount is None else amount_to_units(amount)
+        found[member_id][event_type].append(EventFact(occurred_at, units, properties))
+    for member_id, by_type in found.items():
+        facts[member_id].events = dict(by_type)

@@ -1,0 +1,647 @@
+"""The text rule language of ../shared/segment-conditions.md: `parse_rule` and `render_rule`. Pure.
+
+`parse_rule` reads a rule into the condition tree of `conditions` and refuses
+anything malformed with `InvalidInput("rule: column N: ...")` (1-based column of
+the fault). `render_rule` writes any tree as its normalised rule.
+
+Normal form. Grouping is not part of a condition's meaning, so the parser
+yields *normalised* trees and `normalise` maps any tree to its normal form:
+an `All` child of an `All` (an `AnyOf` of an `AnyOf`) is spliced into its
+parent unless it is empty, and a single-child `All`/`AnyOf` is replaced by the
+child. Empty groups stay: `true` is `All(())`, `false` is `AnyOf(())`, so
+`true and x` keeps its `true`. Hence, for every tree `t`:
+`parse_rule(render_rule(t)) == normalise(t)`, and for a normalised `n`
+exactly `parse_rule(render_rule(n)) == n`.
+
+Beyond the spec's grammar the parser accepts three spellings that the
+renderer needs to write every tree:
+
+* `exists(OPERAND) = false` is `{"op": "exists", "value": false}` (`exists(x)`
+  alone is `value: true`; `not exists(x)` is `Not` of it, a different tree);
+  OPERAND may be an aggregate: `exists(avg(purchase.amount))`.
+* `attr("kind") = 1` names an attribute whose path is a word of the language
+  (`kind`, `organization`, `true`, `not`, ...), which would otherwise be read
+  as that word. The renderer uses it only for such paths.
+* `in []` / `not in []`: an empty list.
+
+Strings take the escapes `\\"`, `\\\\`, `\\n`, `\\r`, `\\t` and `\\uXXXX`;
+the renderer escapes quotes, backslashes and control characters only. Numbers
+with a `.` or an exponent are floats, others ints, so `1.0` stays a float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from domain.enums import MemberKind
+from domain.errors import InvalidInput
+from domain.segments.conditions import (
+    EVENT_TYPE,
+    FIELD_AGGS,
+    KEY,
+    MAX_DEPTH,
+    MAX_NODES,
+    NAME,
+    PATH,
+    WINDOWLESS_AGGS,
+    Agg,
+    All,
+    AnyOf,
+    AttrCompare,
+    HasTag,
+    InOrganization,
+    InSegment,
+    KindIs,
+    Metric,
+    MetricCompare,
+    Node,
+    Not,
+    Op,
+    Scalar,
+    Value,
+    Window,
+    _Parser,
+    parse_window,
+)
+
+__all__ = ["RESERVED_WORDS", "normalise", "parse_rule", "render_rule"]
+
+#: Single words that a rule reads as language, never as an attribute path (compared case-insensitively).
+RESERVED_WORDS = frozenset(
+    {"and", "or", "not", "in", "contains", "between", "where", "true", "false", "kind", "organization"}
+)
+
+OPERATORS: dict[Op, str] = {
+    Op.EQ: "=",
+    Op.NE: "!=",
+    Op.GT: ">",
+    Op.GTE: ">=",
+    Op.LT: "<",
+    Op.LTE: "<=",
+    Op.IN: "in",
+    Op.NOT_IN: "not in",
+    Op.CONTAINS: "contains",
+    Op.BETWEEN: "between",
+}
+_OP_OF_TEXT = {text: op for op, text in OPERATORS.items()}
+_KNOWN_OPERATORS = ", ".join(OPERATORS.values())
+_KNOWN_AGGS = ", ".join(agg.value for agg in Agg)
+_MAX_ORGANIZATION = 128
+
+Operand = str | Metric  # an attribute path or an aggregate
+
+
+# ---------- normal form ----------
+
+
+def normalise(node: Node) -> Node:
+    """The normal form of a tree (see the module docstring); same meaning, canonical grouping."""
+    match node:
+        case All(children) | AnyOf(children):
+            return _group(type(node), [normalise(c) for c in children])
+        case Not(child):
+            return Not(normalise(child))
+    return node
+
+
+def _group(kind: type[All] | type[AnyOf], items: list[Node]) -> Node:
+    """`kind` of `items`, with non-empty groups of the same kind spliced in and one item unwrapped."""
+    children: list[Node] = []
+    for item in items:
+        if isinstance(item, kind) and item.children:
+            children.extend(item.children)
+        else:
+            children.append(item)
+    return children[0] if len(children) == 1 else kind(tuple(children))
+
+
+# ---------- text -> tokens ----------
+
+END = "end"
+_TOKEN = re.compile(
+    r"""(?P<space>\s+)
+      | (?P<number>-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![A-Za-z0-9_.]))
+      | (?P<raw>-?[0-9][A-Za-z0-9_.]*)
+      | (?P<word>[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)
+      | (?P<punct>!=|>=|<=|[=<>()\[\],])""",
+    re.VERBOSE,
+)
+_STRING_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t", "/": "/"}
+
+
+@dataclass(frozen=True)
+class Token:
+    """One lexeme: `kind` is word, number, string, raw (a malformed number or a window), punct or end."""
+
+    kind: str
+    text: str  # as written
+    column: int  # 1-based
+    value: str | int | float | None = None  # decoded numbers and strings
+
+    def is_word(self, word: str) -> bool:
+        return self.kind == "word" and self.text.lower() == word
+
+    def is_punct(self, punct: str) -> bool:
+        return self.kind == "punct" and self.text == punct
+
+    def describe(self) -> str:
+        return "end of rule" if self.kind == END else f"'{self.text}'"
+
+
+def tokenize(text: str) -> list[Token]:
+    """The tokens of a rule, ending with an `end` token; InvalidInput at the first unreadable character."""
+    tokens: list[Token] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] == '"':
+            token, pos = _string_token(text, pos)
+            tokens.append(token)
+            continue
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise _error(pos + 1, f"unexpected character {text[pos]!r}")
+        kind = match.lastgroup or ""
+        if kind == "number":
+            tokens.append(Token(kind, match[0], pos + 1, _number(match[0], pos + 1)))
+        elif kind != "space":
+            tokens.append(Token(kind, match[0], pos + 1))
+        pos = match.end()
+    tokens.append(Token(END, "", len(text) + 1))
+    return tokens
+
+
+def _number(text: str, column: int) -> int | float:
+    if any(c in text for c in ".eE"):
+        value = float(text)
+        if value in (float("inf"), float("-inf")):
+            raise _error(column, f"number '{text}' is out of range")
+        return value
+    try:
+        return int(text)
+    except ValueError:
+        raise _error(column, f"number '{text}' is out of range") from None
+
+
+def _string_token(text: str, start: int) -> tuple[Token, int]:
+    """The string token starting at the quote at `start`, and the position after its closing quote."""
+    chars: list[str] = []
+    pos = start + 1
+    while pos < len(text):
+        char = text[pos]
+        if char == '"':
+            return Token("string", text[start : pos + 1], start + 1, "".join(chars)), pos + 1
+        if char != "\\":
+            chars.append(char)
+            pos += 1
+            continue
+        escape = text[pos + 1 : pos + 2]
+        if escape == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", text[pos + 2 : pos + 6]):
+            chars.append(chr(int(text[pos + 2 : pos + 6], 16)))
+            pos += 6
+        elif escape in _STRING_ESCAPES:
+            chars.append(_STRING_ESCAPES[escape])
+            pos += 2
+        else:
+            raise _error(
+                pos + 1, f"unknown escape '\\{escape}' in a string; use \\\", \\\\, \\n, \\t or \\uXXXX"
+            )
+    raise _error(start + 1, "unterminated string: expected a closing '\"'")
+
+
+# ---------- text -> tree ----------
+
+
+def parse_rule(text: str) -> Node:
+    """The normalised tree of a rule; InvalidInput naming the column of the first fault."""
+    return _RuleParser(text).rule()
+
+
+class _ValueChecks(_Parser):
+    """conditions.py's value rules, failing with a rule column instead of a JSON path."""
+
+    def __init__(self, column: int) -> None:
+        super().__init__()
+        self.column = column
+
+    def fail(self, path: str, message: str) -> InvalidInput:
+        return _error(self.column, message)
+
+
+def _error(column: int, message: str) -> InvalidInput:
+    return InvalidInput(f"rule: column {column}: {message}")
+
+
+class _RuleParser:
+    """Recursive descent over the tokens of one rule; `nesting` bounds the recursion."""
+
+    def __init__(self, text: str) -> None:
+        self.tokens = tokenize(text)
+        self.pos = 0
+        self.nesting = 0
+        self.leaves = 0
+        self.columns: dict[int, tuple[Node, int]] = {}  # id -> (node kept alive, column)
+
+    # --- token helpers
+
+    def peek(self, ahead: int = 0) -> Token:
+        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+
+    def advance(self) -> Token:
+        token = self.peek()
+        self.pos = min(self.pos + 1, len(self.tokens) - 1)
+        return token
+
+    def fail(self, token: Token, message: str) -> InvalidInput:
+        return _error(token.column, message)
+
+    def expected(self, what: str, token: Token | None = None) -> InvalidInput:
+        token = token or self.peek()
+        return self.fail(token, f"expected {what}, found {token.describe()}")
+
+    def expect(self, punct: str, where: str) -> Token:
+        if not self.peek().is_punct(punct):
+            raise self.expected(f"'{punct}' {where}")
+        return self.advance()
+
+    def node(self, node: Node, column: int) -> Node:
+        self.columns[id(node)] = (node, column)
+        return node
+
+    # --- grammar
+
+    def rule(self) -> Node:
+        node = self.or_()
+        if self.peek().kind != END:
+            raise self.expected("'and', 'or' or the end of the rule")
+        self.check_limits(node)
+        return node
+
+    def or_(self) -> Node:
+        return self.chain("or", AnyOf, self.and_)
+
+    def and_(self) -> Node:
+        return self.chain("and", All, self.unary)
+
+    def chain(self, word: str, kind: type[All] | type[AnyOf], item: Callable[[], Node]) -> Node:
+        column = self.peek().column
+        items: list[Node] = [item()]
+        while self.peek().is_word(word):
+            self.advance()
+            items.append(item())
+        return self.node(_group(kind, items), column)
+
+    def unary(self) -> Node:
+        token = self.peek()
+        if token.is_word("not") or token.is_punct("("):
+            self.nesting += 1
+            if self.nesting > MAX_DEPTH:
+                raise self.fail(token, f"a condition nests at most {MAX_DEPTH} levels")
+            self.advance()
+            if token.is_word("not"):
+                node = self.node(Not(self.unary()), token.column)
+            else:
+                node = self.or_()
+                self.expect(")", f"to close the '(' at column {token.column}")
+            self.nesting -= 1
+            return node
+        self.leaves += 1
+        if self.leaves > MAX_NODES:
+            raise self.fail(token, f"a condition has at most {MAX_NODES} nodes")
+        return self.node(self.atom(), token.column)
+
+    def atom(self) -> Node:
+        token = self.peek()
+        if token.kind != "word":
+            raise self.expected("a condition")
+        word = token.text.lower()
+        if self.peek(1).is_punct("("):
+            return self.call(token, word)
+        if word == "true" or word == "false":
+            self.advance()
+            return All(()) if word == "true" else AnyOf(())
+        if word == "kind":
+            return self.kind()
+        if word == "organization":
+            return self.organization()
+        if word in RESERVED_WORDS:
+            raise self.expected("a condition")
+        return self.comparison(self.path())
+
+    def call(self, token: Token, word: str) -> Node:
+        if word in ("in_segment", "has_tag"):
+            self.advance()
+            self.expect("(", f"after '{token.text}'")
+            key = self.key_string("segment key" if word == "in_segment" else "tag key")
+            self.expect(")", "after the key")
+            return InSegment(key) if word == "in_segment" else HasTag(key)
+        if word == "exists":
+            return self.exists()
+        return self.comparison(self.operand())
+
+    def operand(self) -> Operand:
+        """An attribute path, `attr("PATH")` or an aggregate."""
+        token = self.peek()
+        if token.kind == "word" and self.peek(1).is_punct("("):
+            if token.text.lower() == "attr":
+                self.advance()
+                self.expect("(", "after 'attr'")
+                path = self.path_string()
+                self.expect(")", "after the attribute path")
+                return path
+            return self.metric()
+        if token.kind == "word" and token.text.lower() not in RESERVED_WORDS:
+            return self.path()
+        raise self.expected("an attribute path or an aggregate such as count(visit, 30d)")
+
+    def path(self) -> str:
+        token = self.advance()
+        if not PATH.match(token.text):
+            raise self.fail(token, f"'{token.text}' is not an attribute path such as city or device.os")
+        return token.text
+
+    def path_string(self) -> str:
+        token = self.peek()
+        path = self.string("an attribute path in double quotes")
+        if not PATH.match(path):
+            raise self.fail(
+                token, f'{json.dumps(path)} is not an attribute path such as "city" or "device.os"'
+            )
+        return path
+
+    def exists(self) -> Node:
+        self.advance()
+        self.expect("(", "after 'exists'")
+        operand = self.operand()
+        self.expect(")", "after the operand of exists")
+        value = True
+        if self.peek().is_punct("="):
+            self.advance()
+            token = self.peek()
+            if not (token.is_word("true") or token.is_word("false")):
+                raise self.expected("true or false after 'exists(...) ='")
+            value = self.advance().text.lower() == "true"
+        return self.compare(operand, Op.EXISTS, value)
+
+    def comparison(self, operand: Operand) -> Node:
+        op = self.operator()
+        token = self.peek()
+        if token.kind == "word" and not (token.is_word("true") or token.is_word("false")):
+            raise self.fail(
+                token,
+                f"the right side of '{OPERATORS[op]}' must be a literal "
+                f"(a number, a string, true, false or a [list]), found {token.describe()}",
+            )
+        value = self.literal()
+        checks = _ValueChecks(token.column)
+        if isinstance(operand, Metric):
+            return self.compare(operand, op, checks.metric_value(op, value, ""))
+        return self.compare(operand, op, checks.attr_value(op, value, ""))
+
+    @staticmethod
+    def compare(operand: Operand, op: Op, value: Value) -> Node:
+        if isinstance(operand, Metric):
+            return MetricCompare(operand, op, value)
+        return AttrCompare(operand, op, value)
+
+    def operator(self) -> Op:
+        token = self.peek()
+        text = token.text.lower() if token.kind in ("word", "punct") else ""
+        if text == "not" and self.peek(1).is_word("in"):
+            self.advance()
+            text = "not in"
+        if text in _OP_OF_TEXT:
+            self.advance()
+            return _OP_OF_TEXT[text]
+        if token.kind == "word":
+            raise self.fail(token, f"unknown operator '{token.text}'; expected one of: {_KNOWN_OPERATORS}")
+        raise self.expected(f"an operator (one of: {_KNOWN_OPERATORS})")
+
+    # --- literals
+
+    def literal(self) -> Value:
+        if self.peek().is_punct("["):
+            self.advance()
+            items: list[Scalar] = []
+            while not self.peek().is_punct("]"):
+                if items:
+                    self.expect(",", "between list values")
+                items.append(self.scalar())
+            self.advance()
+            return items
+        return self.scalar()
+
+    def scalar(self) -> Scalar:
+        token = self.peek()
+        if token.kind in ("number", "string"):
+            self.advance()
+            assert isinstance(token.value, (str, int, float))
+            return token.value
+        if token.is_word("true") or token.is_word("false"):
+            self.advance()
+            return token.text.lower() == "true"
+        if token.kind == "raw":
+            raise self.fail(token, f"malformed number '{token.text}'")
+        raise self.expected("a number, a string, true or false")
+
+    def string(self, what: str) -> str:
+        token = self.peek()
+        if token.kind != "string":
+            raise self.expected(what)
+        self.advance()
+        assert isinstance(token.value, str)
+        return token.value
+
+    def key_string(self, what: str) -> str:
+        token = self.peek()
+        key = self.string(f"a {what} in double quotes")
+        if not KEY.match(key):
+            raise self.fail(token, f"expected a {what} matching [A-Za-z0-9_-]{{1,64}}")
+        return key
+
+    # --- predicates
+
+    def kind(self) -> Node:
+        self.advance()
+        self.expect("=", "after 'kind'")
+        token = self.advance()
+        raw = token.value if token.kind == "string" else token.text if token.kind == "word" else None
+        if not isinstance(raw, str) or raw.upper() not in MemberKind.__members__:
+            raise self.fail(token, f"unknown kind {token.describe()}; expected CUSTOMER, DEALER or EMPLOYEE")
+        return KindIs(MemberKind(raw.upper()))
+
+    def organization(self) -> Node:
+        self.advance()
+        self.expect("=", "after 'organization'")
+        token = self.peek()
+        external_id = self.string("an organization externalId in double quotes")
+        if not 0 < len(external_id) <= _MAX_ORGANIZATION:
+            raise self.fail(token, f"an organization externalId has 1 to {_MAX_ORGANIZATION} characters")
+        return InOrganization(external_id)
+
+    # --- aggregates
+
+    def metric(self) -> Metric:
+        token = self.advance()
+        try:
+            agg = Agg(token.text.lower())
+        except ValueError:
+            raise self.fail(
+                token, f"unknown aggregate '{token.text}'; expected one of: {_KNOWN_AGGS}"
+            ) from None
+        self.expect("(", f"after '{token.text}'")
+        event, field = self.event_and_field(agg)
+        window = None
+        where_ = "after the event type"
+        if self.peek().is_punct(","):
+            self.advance()
+            window = self.window()
+            where_ = "after the window"
+        pairs: tuple[tuple[str, Scalar], ...] = ()
+        if self.peek().is_word("where"):
+            self.advance()
+            pairs = self.where()
+            where_ = "after the where clause"
+        self.expect(")", where_)
+        return Metric(event, agg, field, None if agg in WINDOWLESS_AGGS else window, pairs)
+
+    def event_and_field(self, agg: Agg) -> tuple[str, str | None]:
+        token = self.peek()
+        if token.kind != "word":
+            raise self.expected("an event type such as visit or purchase.amount")
+        self.advance()
+        event, _, field = token.text.partition(".")
+        if not EVENT_TYPE.match(event):
+            raise self.fail(token, f"'{event}' is not an event type matching [a-z][a-z0-9_]{{0,63}}")
+        if agg in FIELD_AGGS and not field:
+            raise self.fail(token, f"{agg.value} needs a field: {event}.amount or {event}.PROPERTY")
+        if agg not in FIELD_AGGS and field:
+            raise self.fail(token, f"{agg.value} takes no field")
+        if field and not NAME.match(field):
+            raise self.fail(token, f"'{field}' is not a field name")
+        return event, field or None
+
+    def window(self) -> Window | None:
+        token = self.advance()
+        if token.kind not in ("word", "raw", "number"):
+            raise self.expected("a window such as 30d, 12h or all", token)
+        window: Window | None = parse_window(token.text, lambda message: _error(token.column, message))
+        return window
+
+    def where(self) -> tuple[tuple[str, Scalar], ...]:
+        pairs: dict[str, Scalar] = {}
+        while True:
+            token = self.peek()
+            if token.kind != "word" or not NAME.match(token.text):
+                raise self.expected("a property name")
+            if token.text in pairs:
+                raise self.fail(token, f"property '{token.text}' appears twice in the where clause")
+            self.advance()
+            self.expect("=", "after the property name")
+            column = self.peek().column
+            pairs[token.text] = _ValueChecks(column).scalar(self.scalar(), "")
+            if not self.peek().is_punct(","):
+                return tuple(pairs.items())
+            self.advance()
+
+    # --- limits
+
+    def check_limits(self, root: Node) -> None:
+        """The node and depth limits of conditions.py, at the column of the first node past them."""
+        count = 0
+        pending: list[tuple[Node, int]] = [(root, 0)]
+        while pending:
+            node, depth = pending.pop()
+            count += 1
+            column = self.columns.get(id(node), (node, 1))[1]
+            if count > MAX_NODES:
+                raise _error(column, f"a condition has at most {MAX_NODES} nodes")
+            if depth > MAX_DEPTH:
+                raise _error(column, f"a condition nests at most {MAX_DEPTH} levels")
+            match node:
+                case All(children) | AnyOf(children):
+                    pending.extend((c, depth + 1) for c in reversed(children))
+                case Not(child):
+                    pending.append((child, depth + 1))
+
+
+# ---------- tree -> text ----------
+
+
+def render_rule(node: Node) -> str:
+    """The normalised rule of a tree; `parse_rule` reads it back to `normalise(node)`."""
+    return _render(normalise(node))
+
+
+def _render(node: Node) -> str:
+    match node:
+        case All(()):
+            return "true"
+        case AnyOf(()):
+            return "false"
+        case All(children):
+            return " and ".join(_nested(c) for c in children)
+        case AnyOf(children):
+            return " or ".join(_nested(c) for c in children)
+        case Not(child):
+            return f"not {_nested(child)}"
+        case AttrCompare(path, op, value):
+            return _comparison(_path(path), op, value)
+        case MetricCompare(metric, op, value):
+            return _comparison(_metric(metric), op, value)
+        case InSegment(key):
+            return f"in_segment({_string(key)})"
+        case HasTag(key):
+            return f"has_tag({_string(key)})"
+        case KindIs(kind):
+            return f"kind = {kind.value}"
+        case InOrganization(external_id):
+            return f"organization = {_string(external_id)}"
+    raise AssertionError(node)
+
+
+def _nested(node: Node) -> str:
+    """A child of and/or/not: non-empty groups in parentheses, the rest as is."""
+    if isinstance(node, (All, AnyOf)) and node.children:
+        return f"({_render(node)})"
+    return _render(node)
+
+
+def _comparison(operand: str, op: Op, value: Value) -> str:
+    if op == Op.EXISTS:
+        return f"exists({operand})" if value is True else f"exists({operand}) = false"
+    return f"{operand} {OPERATORS[op]} {_literal(value)}"
+
+
+def _path(path: str) -> str:
+    return f"attr({_string(path)})" if path.lower() in RESERVED_WORDS else path
+
+
+def _metric(metric: Metric) -> str:
+    text = metric.event if metric.field is None else f"{metric.event}.{metric.field}"
+    if metric.window is not None:
+        text += f", {metric.window}"
+    if metric.where:
+        text += " where " + ", ".join(f"{name} = {_literal(value)}" for name, value in metric.where)
+    return f"{metric.agg.value}({text})"
+
+
+def _literal(value: Value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_literal(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return _string(value)
+    return repr(value)
+
+
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _string(text: str) -> str:
+    """A double-quoted string: quotes, backslashes and control characters escaped, the rest literal."""
+    return '"' + _NEEDS_ESCAPE.sub(lambda m: _ESCAPES.get(m[0]) or f"\\u{ord(m[0]):04x}", text) + '"'

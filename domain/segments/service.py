@@ -1,0 +1,439 @@
+"""Segment definitions and their membership: create, update, delete, import, recompute, read.
+
+Every write is one unit of work: the definition and the membership it implies
+commit together, or nothing is stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import Date, cast, delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.engine import Database
+from domain.enums import SegmentKind
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.events.validation import Rejection, validate_external_id
+from domain.members.service import check_page_size, member_ids_by_external_id
+from domain.models import (
+    EventAggregate,
+    Member,
+    MemberTag,
+    Program,
+    Segment,
+    SegmentChange,
+    SegmentMembership,
+)
+from domain.programs.service import validate_key
+from domain.segments.conditions import Node, condition_to_json, parse_condition
+from domain.segments.engine import Progress, SegmentEngine
+from domain.segments.index import definition_from_row, dependency_order
+from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
+from domain.segments.membership import Flip, apply_flips
+from domain.segments.rules import parse_rule, render_rule
+from domain.segments.scores import refresh_scores
+
+MAX_IMPORT_ROWS = 100_000
+MAX_HISTORY_DAYS = 366
+
+
+@dataclass(frozen=True)
+class SegmentDraft:
+    key: str
+    name: str
+    kind: str
+    condition: Any = None
+    rule: str | None = None
+    applies_tag: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    imported: int
+    rejected_rows: list[str]
+
+
+@dataclass(frozen=True)
+class ChangeView:
+    id: int
+    segment_key: str
+    member_external_id: str
+    change: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class SizePoint:
+    at: datetime
+    size: int
+    entered: int
+    left: int
+
+
+def rule_of(row: Segment) -> str | None:
+    return None if row.condition is None else render_rule(parse_condition(row.condition))
+
+
+def _condition(draft: SegmentDraft) -> Node | None:
+    if draft.kind == SegmentKind.STATIC:
+        if draft.condition is not None or draft.rule is not None:
+            raise InvalidInput("condition: a STATIC segment has no condition or rule; its members are listed")
+        return None
+    if (draft.condition is None) == (draft.rule is None):
+        raise InvalidInput(f"condition: a {draft.kind} segment needs exactly one of condition or rule")
+    return parse_rule(draft.rule) if draft.rule is not None else parse_condition(draft.condition)
+
+
+def _validate(draft: SegmentDraft) -> Node | None:
+    validate_key(draft.key, "key")
+    if not draft.name.strip() or len(draft.name) > 200:
+        raise InvalidInput("name: must be 1 to 200 characters")
+    if draft.kind not in SegmentKind.__members__:
+        raise InvalidInput(f"kind: {draft.kind!r} is not one of STATIC, DYNAMIC, COMPUTED")
+    if draft.applies_tag is not None:
+        validate_key(draft.applies_tag, "appliesTag")
+    return _condition(draft)
+
+
+class SegmentService:
+    def __init__(self, db: Database, clock: Clock, engine: SegmentEngine) -> None:
+        self.db = db
+        self.clock = clock
+        self.engine = engine
+
+    # ---------- definitions ----------
+
+    async def create(self, program_id: int, draft: SegmentDraft) -> Segment:
+        condition = _validate(draft)
+        now = self.clock.now()
+        try:
+            async with self.db.unit_of_work() as uow:
+                row = Segment(
+                    program_id=program_id,
+                    key=draft.key,
+                    name=draft.name.strip(),
+                    kind=draft.kind,
+                    condition=None if condition is None else condition_to_json(condition),
+                    applies_tag=draft.applies_tag,
+                    created_at=now,
+                    updated_at=now,
+                )
+                uow.session.add(row)
+                await uow.session.flush()
+                await self._check_references(uow.session, program_id)
+                if condition is not None:
+                    await self.engine.recompute(uow.session, program_id, [draft.key], now)
+        except IntegrityError:
+            raise Conflict(f"key: a segment {draft.key!r} already exists") from None
+        return row
+
+    async def update(self, program_id: int, draft: SegmentDraft) -> Segment:
+        condition = _validate(draft)
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            row = await _segment(uow.session, program_id, draft.key)
+            if (row.kind == SegmentKind.STATIC) != (draft.kind == SegmentKind.STATIC):
+                raise InvalidInput("kind: a STATIC segment stays STATIC (and a rule-driven one rule-driven)")
+            old_tag = row.applies_tag
+            row.name = draft.name.strip()
+            row.kind = draft.kind
+            row.condition = None if condition is None else condition_to_json(condition)
+            row.applies_tag = draft.applies_tag
+            row.updated_at = max(now, row.updated_at + timedelta(microseconds=1))
+            await uow.session.flush()
+            await self._check_references(uow.session, program_id)
+            if old_tag != draft.applies_tag:
+                await _retag(uow.session, program_id, row, old_tag, now)
+            if condition is not None:
+                await self.engine.recompute(uow.session, program_id, [draft.key], now)
+        return row
+
+    async def delete(self, program_id: int, key: str) -> bool:
+        async with self.db.unit_of_work() as uow:
+            row = await _segment(uow.session, program_id, key)
+            index = await self.engine.index(uow.session, program_id)
+            readers = sorted(d.key for d in index.ordered if key in d.segments)
+            if readers:
+                raise Conflict(f"key: segment {key!r} is read by {', '.join(readers)}; change those first")
+            dependents = [d.key for d in index.dependents(key)]
+            if row.applies_tag:
+                await _retag(uow.session, program_id, row, row.applies_tag, self.clock.now(), keep=False)
+            await uow.session.delete(row)
+            await uow.session.flush()
+            if dependents:
+                await self.engine.recompute(uow.session, program_id, dependents, self.clock.now())
+        return True
+
+    async def _check_references(self, session: AsyncSession, program_id: int) -> None:
+        rows = (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars()
+        dependency_order([definition_from_row(r) for r in rows])
+
+    # ---------- static membership ----------
+
+    async def import_static(self, program_id: int, key: str, text: str) -> ImportResult:
+        validate_key(key, "key")
+        wanted, rejected = _read_csv(text)
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            row = await _static_segment(session, program_id, key, now)
+            found = await member_ids_by_external_id(session, program_id, sorted(set(wanted.values())))
+            for line, external_id in wanted.items():
+                if external_id not in found:
+                    rejected.append((line, f"no member {external_id!r} in this program"))
+            ids = {found[e] for e in wanted.values() if e in found}
+            await self._set_static(session, program_id, row, ids, set(), now)
+        rejected.sort()
+        imported = sum(1 for e in wanted.values() if e in found)
+        return ImportResult(imported, [f"line {line}: {reason}" for line, reason in rejected])
+
+    async def change_static(
+        self, program_id: int, key: str, add: Sequence[str], remove: Sequence[str]
+    ) -> Segment:
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            row = await _segment(uow.session, program_id, key)
+            if row.kind != SegmentKind.STATIC:
+                raise InvalidInput(f"key: {key!r} is {row.kind}; only STATIC segments take listed members")
+            found = await member_ids_by_external_id(uow.session, program_id, sorted({*add, *remove}))
+            missing = sorted({*add, *remove} - set(found))
+            if missing:
+                raise NotFound(f"memberExternalIds: no member {missing[0]!r} in this program")
+            await self._set_static(
+                uow.session, program_id, row, {found[e] for e in add}, {found[e] for e in remove}, now
+            )
+        return row
+
+    async def _set_static(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        row: Segment,
+        add: set[int],
+        remove: set[int],
+        now: datetime,
+    ) -> None:
+        current = set(
+            (
+                await session.execute(
+                    select(SegmentMembership.member_id).where(
+                        SegmentMembership.segment_id == row.id,
+                        SegmentMembership.member_id.in_(sorted(add | remove)),
+                    )
+                )
+            ).scalars()
+        )
+        flips = [Flip(row.id, row.key, m, True, row.applies_tag) for m in sorted(add - current)]
+        flips += [Flip(row.id, row.key, m, False, row.applies_tag) for m in sorted((remove & current) - add)]
+        await apply_flips(session, program_id, flips, now)
+        index = await self.engine.index(session, program_id)
+        plans = {f.member_id: index.dependents(row.key) for f in flips}
+        await self.engine.reevaluate(session, program_id, {m: p for m, p in plans.items() if p}, now)
+
+    # ---------- recompute ----------
+
+    async def recompute(
+        self, program_id: int, keys: Sequence[str] | None = None, progress: Progress | None = None
+    ) -> int:
+        """Refresh RFM and ABC, then the segments; returns the number of members evaluated."""
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            if keys is not None:
+                for key in keys:
+                    await _segment(uow.session, program_id, key)
+            await refresh_scores(uow.session, program_id, now)
+            await self.engine.recompute(uow.session, program_id, keys, now, progress)
+            count = select(func.count()).select_from(Member).where(Member.program_id == program_id)
+            return int((await uow.session.execute(count)).scalar_one())
+
+    # ---------- reads ----------
+
+    async def lifecycle_stages(
+        self, program_id: int, members: Sequence[tuple[int, datetime]]
+    ) -> dict[int, str]:
+        """Lifecycle stages as of now (live, from purchase buckets) of members given as (id, joinedAt)."""
+        now = self.clock.now()
+        async with self.db.read() as session:
+            settings = (
+                await session.execute(select(Program.settings).where(Program.id == program_id))
+            ).scalar_one()
+            rows = await session.execute(
+                select(
+                    EventAggregate.member_id, func.sum(EventAggregate.count), func.max(EventAggregate.last_at)
+                )
+                .where(
+                    EventAggregate.member_id.in_([member_id for member_id, _ in members]),
+                    EventAggregate.event_type == "purchase",
+                )
+                .group_by(EventAggregate.member_id)
+            )
+            purchases = {member_id: (int(count), last) for member_id, count, last in rows}
+        thresholds = LifecycleThresholds.from_settings(settings or {})
+        stages: dict[int, str] = {}
+        for member_id, joined_at in members:
+            count, last = purchases.get(member_id, (0, None))
+            stages[member_id] = lifecycle_stage(joined_at, count, last, now, thresholds)
+        return stages
+
+    async def get(self, program_id: int, key: str) -> Segment | None:
+        async with self.db.read() as session:
+            return (
+                await session.execute(
+                    select(Segment).where(Segment.program_id == program_id, Segment.key == key)
+                )
+            ).scalar_one_or_none()
+
+    async def list_segments(self, program_id: int) -> list[Segment]:
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(Segment).where(Segment.program_id == program_id).order_by(Segment.key)
+            )
+            return list(rows.scalars())
+
+    async def changes(self, segment: Segment, since: datetime | None, first: int) -> list[ChangeView]:
+        """The change log of a segment, oldest first, from `since` on (at most `first` entries)."""
+        check_page_size(first)
+        query = (
+            select(SegmentChange.id, Member.external_id, SegmentChange.change, SegmentChange.at)
+            .join(Member, Member.id == SegmentChange.member_id)
+            .where(SegmentChange.segment_id == segment.id)
+        )
+        if since is not None:
+            query = query.where(SegmentChange.at >= since)
+        async with self.db.read() as session:
+            rows = await session.execute(query.order_by(SegmentChange.id).limit(first))
+            return [ChangeView(i, segment.key, member, change, at) for i, member, change, at in rows]
+
+    async def history(
+        self, segment_id: int, since: datetime | None, until: datetime | None
+    ) -> list[SizePoint]:
+        """Daily points (UTC days) from the change log: size at the day's end, entered and left that day."""
+        last = (until or self.clock.now()).astimezone(UTC).date()
+        first = since.astimezone(UTC).date() if since is not None else last - timedelta(days=29)
+        if first > last:
+            raise InvalidInput("since: must not be after until")
+        if (last - first).days >= MAX_HISTORY_DAYS:
+            raise InvalidInput(f"since: at most {MAX_HISTORY_DAYS} days of history per request")
+        start = datetime.combine(first, time(0), tzinfo=UTC)
+        async with self.db.read() as session:
+            postgres = session.get_bind().dialect.name == "postgresql"
+            day = (
+                cast(func.timezone("UTC", SegmentChange.at), Date)
+                if postgres
+                else func.date(SegmentChange.at)
+            )
+            before = await session.execute(
+                select(SegmentChange.change, func.count())
+                .where(SegmentChange.segment_id == segment_id, SegmentChange.at < start)
+                .group_by(SegmentChange.change)
+            )
+            size = sum(n if change == "ENTERED" else -n for change, n in before)
+            rows = await session.execute(
+                select(day.label("day"), SegmentChange.change, func.count())
+                .where(
+                    SegmentChange.segment_id == segment_id,
+                    SegmentChange.at >= start,
+                    SegmentChange.at < start + timedelta(days=(last - first).days + 1),
+                )
+                .group_by(day, SegmentChange.change)
+            )
+            counts: dict[str, dict[str, int]] = {}
+            for on, change, n in rows:
+                counts.setdefault(str(on)[:10], {})[change] = n
+        points = []
+        for offset in range((last - first).days + 1):
+            at = start + timedelta(days=offset)
+            today = counts.get(at.date().isoformat(), {})
+            entered, left = today.get("ENTERED", 0), today.get("LEFT", 0)
+            size += entered - left
+            points.append(SizePoint(at, size, entered, left))
+        return points
+
+
+async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
+    row = (
+        await session.execute(select(Segment).where(Segment.program_id == program_id, Segment.key == key))
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"key: no segment {key!r} in this program")
+    return row
+
+
+async def _static_segment(session: AsyncSession, program_id: int, key: str, now: datetime) -> Segment:
+    row = (
+        await session.execute(select(Segment).where(Segment.program_id == program_id, Segment.key == key))
+    ).scalar_one_or_none()
+    if row is None:
+        row = Segment(
+            program_id=program_id,
+            key=key,
+            name=key,
+            kind=SegmentKind.STATIC.value,
+            condition=None,
+            applies_tag=None,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(row)
+        await session.flush()
+    elif row.kind != SegmentKind.STATIC:
+        raise InvalidInput(f"key: {key!r} is a {row.kind} segment; CSV imports go into STATIC segments")
+    return row
+
+
+async def _retag(
+    session: AsyncSession,
+    program_id: int,
+    row: Segment,
+    old_tag: str | None,
+    now: datetime,
+    keep: bool = True,
+) -> None:
+    """Move the tag the segment applies: drop the old one from its members, give them the new one."""
+    if old_tag is not None:
+        await session.execute(
+            delete(MemberTag).where(
+                MemberTag.program_id == program_id, MemberTag.key == old_tag, MemberTag.source == row.key
+            )
+        )
+    if keep and row.applies_tag is not None:
+        members = (
+            await session.execute(
+                select(SegmentMembership.member_id).where(SegmentMembership.segment_id == row.id)
+            )
+        ).scalars()
+        session.add_all(
+            MemberTag(member_id=m, key=row.applies_tag, source=row.key, program_id=program_id, since=now)
+            for m in members
+        )
+        await session.flush()
+
+
+def _read_csv(text: str) -> tuple[dict[int, str], list[tuple[int, str]]]:
+    """Rows by line number, and the rejected ones with their reason; the header is `externalId`."""
+    lines = list(csv.reader(io.StringIO(text)))
+    if not lines or [c.strip() for c in lines[0]] != ["externalId"]:
+        raise InvalidInput('csv: the first line must be the header "externalId"')
+    if len(lines) - 1 > MAX_IMPORT_ROWS:
+        raise InvalidInput(f"csv: at most {MAX_IMPORT_ROWS} rows per import, got {len(lines) - 1}")
+    wanted: dict[int, str] = {}
+    rejected: list[tuple[int, str]] = []
+    for number, cells in enumerate(lines[1:], start=2):
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        if len(cells) != 1:
+            rejected.append((number, f"expected one column, got {len(cells)}"))
+            continue
+        try:
+            wanted[number] = validate_external_id(cells[0].strip(), "externalId")
+        except Rejection as rejection:
+            rejected.append((number, str(rejection)))
+    return wanted, rejected
