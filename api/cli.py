@@ -125,6 +125,34 @@ def cmd_apikey_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_segments_recompute(args: argparse.Namespace) -> int:
+    """Refresh RFM/ABC, then recompute the program's segments, with a progress line per segment."""
+    keys = [k.strip() for k in args.keys.split(",") if k.strip()] if args.keys else None
+
+    async def work(services: Any) -> object:
+        program = await services.programs.get_by_key(args.program)
+        total = (
+            len(keys)
+            if keys
+            else sum(s.kind != "STATIC" for s in await services.segments.list_segments(program.id))
+        )
+        done = 0
+
+        def progress(key: str, result: Any) -> None:
+            nonlocal done
+            done += 1
+            bar = "#" * (20 * done // max(total, 1))
+            sys.stderr.write(f"\r[{bar:<20}] {done}/{total} {key}: +{result.entered} -{result.left}\x1b[K")
+            sys.stderr.flush()
+
+        members = await services.segments.recompute(program.id, keys, progress)
+        sys.stderr.write("\n")
+        return {"program": args.program, "members": members, "segments": done}
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
@@ -204,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     create_key.add_argument("--name", required=True)
     create_key.add_argument("--scopes", help="comma-separated, e.g. members:write,events:write")
     create_key.set_defaults(func=cmd_apikey_create)
+
+    segments = commands.add_parser("segments").add_subparsers(dest="segments_command", required=True)
+    recompute = segments.add_parser("recompute", help="refresh RFM/ABC, then recompute segments")
+    recompute.add_argument("--program", required=True, help="program key")
+    recompute.add_argument("--keys", help="comma-separated segment keys (default: all)")
+    recompute.set_defaults(func=cmd_segments_recompute)
 
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
     _server_options(demo)

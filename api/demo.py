@@ -15,6 +15,8 @@ from api.runtime import Services
 from domain.errors import NotFound
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
+from domain.segments.service import SegmentDraft
+from domain.segments.templates import TEMPLATES
 
 PROGRAM_KEY = "demo"
 ADMIN_EMAIL = "admin@demo.local"
@@ -45,7 +47,11 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
                 "city": rng.choice(CITIES),
                 "gender": rng.choice(["F", "M", "X"]),
                 "birthDate": f"{rng.randint(1960, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-                "os": rng.choice(["iOS", "Android"]),
+                "device": {
+                    "os": rng.choice(["iOS", "Android"]),
+                    "appVersion": rng.choice(["4.2", "4.9", "5.1", "6.0"]),
+                },
+                "preferences": {"push": rng.random() < 0.7},
             },
             channels=rng.sample(["PUSH", "EMAIL", "SMS", "IN_APP"], k=2),
             joined_at=now - timedelta(days=rng.randint(1, 400)),
@@ -55,11 +61,13 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
     await services.members.upsert_members(program.id, members)
     events: list[EventDraft] = []
     for n, member in enumerate(members):
-        activity = rng.choice([0.02, 0.1, 0.3])  # lapsed, occasional, regular
+        activity = rng.choice([0.02, 0.1, 0.3, 0.95])  # lapsed, occasional, regular, daily
         for day in range(90, -1, -1):
             at = now - timedelta(days=day, minutes=rng.randint(0, 600))
             if rng.random() < activity:
-                amount = Decimal(rng.randint(300, 9000)) / 100
+                events.append(EventDraft(f"demo-v-{n}-{day}", member.external_id, "visit", at, None, {}))
+            if rng.random() < activity:
+                amount = Decimal(rng.randint(8000, 90000)) / 100
                 events.append(
                     EventDraft(
                         f"demo-p-{n}-{day}",
@@ -70,12 +78,27 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
                         {"category": rng.choice(["coffee", "beans", "pastry"]), "channel": "POS"},
                     )
                 )
+            if n % 17 == 0 and day % 30 == 0:  # a few members break the house rules
+                events.append(
+                    EventDraft(f"demo-c-{n}-{day}", member.external_id, "compliance_violation", at, None, {})
+                )
             if rng.random() < activity * 2:
                 events.append(
                     EventDraft(f"demo-l-{n}-{day}", member.external_id, "login", at, None, {"os": "app"})
                 )
     for start in range(0, len(events), 500):
         await services.events.record_events(program.id, events[start : start + 500])
+    for template in TEMPLATES:
+        if template.audience == "B2C":
+            draft = SegmentDraft(
+                template.key,
+                template.name,
+                template.kind,
+                rule=template.rule,
+                applies_tag=template.applies_tag,
+            )
+            await services.segments.create(program.id, draft)
+    await services.segments.recompute(program.id)
 
     password = secrets.token_urlsafe(12)
     admin = await services.auth.create_admin(PROGRAM_KEY, ADMIN_EMAIL, password)
