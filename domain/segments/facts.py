@@ -60,6 +60,7 @@ async def load_facts(
         select(Member, Organization.external_id)
         .outerjoin(Organization, Organization.id == Member.organization_id)
         .where(Member.program_id == program_id, Member.id.in_(ids))
+        .execution_options(populate_existing=True)  # balances move by Core UPDATEs in the same session
     )
     facts: dict[int, MemberFacts] = {}
     for member, organization in rows:
