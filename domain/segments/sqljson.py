@@ -42,19 +42,19 @@ class JsonPath:
         return "$" + "".join(f'."{part}"' for part in self.parts)
 
     def type_is(self, kind: str) -> ColumnElement[bool]:
-        """kind: number, string, boolean, array or present (anything but absent and null)."""
+        """kind: number, string, boolean, array or present (anything but absent and null); never NULL."""
         if self.dialect == "postgresql":
-            found = func.jsonb_typeof(func.jsonb_extract_path(self.column, *self.parts))
-            if kind == "present":
-                return func.coalesce(found, "null") != "null"
-            return found == kind
-        found = func.json_type(self.column, self._sqlite_path)
+            found = func.coalesce(
+                func.jsonb_typeof(func.jsonb_extract_path(self.column, *self.parts)), "null"
+            )
+            return found != "null" if kind == "present" else found == kind
+        found = func.coalesce(func.json_type(self.column, self._sqlite_path), "null")
         return {
             "number": found.in_(["integer", "real"]),
             "string": found == "text",
             "boolean": found.in_(["true", "false"]),
             "array": found == "array",
-            "present": func.coalesce(found, "null") != "null",
+            "present": found != "null",
         }[kind]
 
     def text(self) -> ColumnElement[Any]:
@@ -68,9 +68,11 @@ class JsonPath:
         return func.json_extract(self.column, self._sqlite_path)
 
     def boolean_is(self, value: bool) -> ColumnElement[bool]:
-        if self.dialect == "postgresql":
-            return func.jsonb_extract_path_text(self.column, *self.parts) == ("true" if value else "false")
-        return func.json_type(self.column, self._sqlite_path) == ("true" if value else "false")
+        if self.dialect == "postgresql":  # by its text alone, the string "true" would be true
+            text = func.jsonb_extract_path_text(self.column, *self.parts)
+            return guarded(self.type_is("boolean"), text == ("true" if value else "false"))
+        found = func.coalesce(func.json_type(self.column, self._sqlite_path), "null")
+        return found == ("true" if value else "false")
 
     def equals(self, value: Scalar) -> ColumnElement[bool]:
         """Type-strict equality with a scalar, never NULL."""
