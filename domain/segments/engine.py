@@ -37,10 +37,11 @@ class SegmentEngine:
         )
         definitions = []
         for row in rows:
-            cache_key = (row.id, row.updated_at)
-            if cache_key not in self._parsed:
-                self._parsed[cache_key] = definition_from_row(row)
-            definitions.append(self._parsed[cache_key])
+            key = (row.id, row.updated_at)
+            if key not in self._parsed:  # new, or updated: its earlier parse goes
+                self._parsed = {k: d for k, d in self._parsed.items() if k[0] != row.id}
+                self._parsed[key] = definition_from_row(row)
+            definitions.append(self._parsed[key])
         return SegmentIndex.build(definitions)
 
     async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
