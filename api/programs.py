@@ -10,6 +10,7 @@ from api.context import Info
 from api.types.members import Program
 from domain.auth.scopes import Scope
 from domain.ledger.earning import EarningRuleSpec
+from domain.segments.lifecycle import LifecycleThresholds
 
 
 @strawberry.type
@@ -49,8 +50,23 @@ class ProgramQueries:
         return [_rule(r) for r in await info.context.services.programs.earning_rules(program_id)]
 
 
+@strawberry.input(description="Lifecycle stage thresholds in days (DESIGN.md); defaults 30, 30, 90")
+class LifecycleThresholdsInput:
+    new_days: int
+    at_risk_days: int
+    lost_days: int
+
+
 @strawberry.type
 class ProgramMutations:
+    @strawberry.mutation(description="Segments that read lifecycle are recomputed (beyond the contract)")
+    async def set_lifecycle_thresholds(self, info: Info, input: LifecycleThresholdsInput) -> Program:
+        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        thresholds = LifecycleThresholds(input.new_days, input.at_risk_days, input.lost_days)
+        return Program(
+            row=await info.context.services.segments.set_lifecycle_thresholds(program_id, thresholds)
+        )
+
     @strawberry.mutation
     async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)

@@ -282,3 +282,23 @@ async def test_recompute_scores_rfm_and_abc(
     assert big["lifecycle"] == "NEW"
     assert (await admin.data(MEMBER, {"id": "none"}))["member"]["rfm"] is None
     assert await members_of(admin, "champions") == ["big"]
+
+
+async def test_lifecycle_thresholds_are_per_program_and_move_segments_that_read_them(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    now = clock.now()
+    joined = (now - timedelta(days=200)).isoformat()
+    await integration.data(UPSERT, {"m": [{"externalId": "l1", "joinedAt": joined}]})
+    await record(integration, [event("l1", "purchase", now - timedelta(days=25), "10")])
+    await create(admin, "at_risk_stage", 'lifecycle = "AT_RISK"')
+    assert (await admin.data(MEMBER, {"id": "l1"}))["member"]["lifecycle"] == "ACTIVE"
+    assert await members_of(admin, "at_risk_stage") == []
+
+    query = "mutation($i: LifecycleThresholdsInput!) { setLifecycleThresholds(input: $i) { lifecycleThresholds } }"
+    changed = await admin.data(query, {"i": {"newDays": 30, "atRiskDays": 20, "lostDays": 90}})
+    assert changed["setLifecycleThresholds"]["lifecycleThresholds"] == [30, 20, 90]
+    assert (await admin.data(MEMBER, {"id": "l1"}))["member"]["lifecycle"] == "AT_RISK"
+    assert await members_of(admin, "at_risk_stage") == ["l1"]
+    refused = await admin.error(query, {"i": {"newDays": 30, "atRiskDays": 100, "lostDays": 90}})
+    assert refused["extensions"]["code"] == "BAD_USER_INPUT"

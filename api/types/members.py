@@ -15,6 +15,7 @@ from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
 from domain.auth.scopes import Scope
 from domain.members.service import Page, check_page_size
+from domain.segments.lifecycle import LifecycleThresholds
 
 if TYPE_CHECKING:
     from api.types.segments import Segment
@@ -35,6 +36,11 @@ class Program:
     @strawberry.field
     def kind(self) -> ProgramKind:
         return ProgramKind(self.row.kind)
+
+    @strawberry.field(description="Lifecycle thresholds in days: new, at-risk, lost (beyond the contract)")
+    def lifecycle_thresholds(self) -> list[int]:
+        t = LifecycleThresholds.from_settings(self.row.settings)
+        return [t.new_days, t.at_risk_days, t.lost_days]
 
     @strawberry.field(description="Events for unknown members create them (beyond the contract)")
     def auto_create_members(self) -> bool:

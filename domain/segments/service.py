@@ -33,9 +33,9 @@ from domain.models import (
     SegmentMembership,
 )
 from domain.programs.service import validate_key
-from domain.segments.conditions import Node, condition_to_json, parse_condition
+from domain.segments.conditions import AttrCompare, Node, condition_to_json, parse_condition, walk
 from domain.segments.engine import Progress, SegmentEngine
-from domain.segments.index import definition_from_row, dependency_order
+from domain.segments.index import Definition, definition_from_row, dependency_order
 from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
 from domain.segments.membership import Flip, apply_flips
 from domain.segments.rules import parse_rule, render_rule
@@ -238,6 +238,24 @@ class SegmentService:
         plans = {f.member_id: index.dependents(row.key) for f in flips}
         await self.engine.reevaluate(session, program_id, {m: p for m, p in plans.items() if p}, now)
 
+    # ---------- lifecycle thresholds ----------
+
+    async def set_lifecycle_thresholds(self, program_id: int, thresholds: LifecycleThresholds) -> Program:
+        """Store the program's thresholds and recompute the segments that read `lifecycle`."""
+        LifecycleThresholds.from_settings(thresholds.to_settings())  # the same validation as reading
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            program = await uow.session.get(Program, program_id, with_for_update=True)
+            if program is None:
+                raise NotFound(f"program {program_id} does not exist")
+            program.settings = {**program.settings, **thresholds.to_settings()}
+            await uow.session.flush()
+            index = await self.engine.index(uow.session, program_id)
+            readers = [d.key for d in index.ordered if d.kind != SegmentKind.STATIC and _reads_lifecycle(d)]
+            if readers:
+                await self.engine.recompute(uow.session, program_id, readers, now)
+        return program
+
     # ---------- recompute ----------
 
     async def recompute(
@@ -356,6 +374,11 @@ class SegmentService:
             size += entered - left
             points.append(SizePoint(at, size, entered, left))
         return points
+
+
+def _reads_lifecycle(definition: Definition) -> bool:
+    nodes = walk(definition.condition) if definition.condition is not None else []
+    return any(isinstance(n, AttrCompare) and n.path == "lifecycle" for n in nodes)
 
 
 async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
