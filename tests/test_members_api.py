@@ -178,7 +178,8 @@ async def test_a_page_of_members_costs_a_fixed_number_of_queries(
     )
     query = """query($first: Int!) { members(first: $first) { totalCount edges { node {
         externalId organization { externalId members(first: 2) { totalCount edges { node { externalId } } } }
-        ledger(first: 3) { edges { node { points reason } } } } } } }"""
+        ledger(first: 3) { edges { node { points reason } } }
+        tags { key } segments { key } lifecycle rfm { label } abcClass } } } }"""
     with counting_statements(services) as small:
         await integration.data(query, {"first": 10})
     with counting_statements(services) as large:
@@ -187,4 +188,5 @@ async def test_a_page_of_members_costs_a_fixed_number_of_queries(
     assert page["edges"][0]["node"]["ledger"]["edges"] == [{"node": {"points": 10, "reason": "visit ev0"}}]
     assert page["edges"][0]["node"]["organization"]["members"]["totalCount"] == 15
     # authenticate + page + count + organizations + their member pages + member counts + ledgers
-    assert len(large) == len(small) == 7, large
+    # + tags + segments + lifecycle (program settings, purchase buckets)
+    assert len(large) == len(small) == 11, large
