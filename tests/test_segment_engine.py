@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 from decimal import Decimal
@@ -109,3 +110,34 @@ def test_cycles_through_tags_and_missing_references_are_refused() -> None:
         )
     with pytest.raises(InvalidInput, match="in_segment\\('ghost'\\) names no segment"):
         dependency_order([_definition("a", 'in_segment("ghost")')])
+
+
+async def test_concurrent_batches_over_the_same_members_neither_deadlock_nor_drift(
+    services: Services,
+) -> None:
+    # given segments that read events and balances, and members shared by every batch
+    program = await new_program(services)
+    for key, (rule, tag) in RULES.items():
+        await services.segments.create(
+            program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag)
+        )
+    members = [f"c{i}" for i in range(8)]
+    await services.members.upsert_members(program.id, [MemberUpsert(m) for m in members])
+    at = services.clock.now() - timedelta(hours=2)
+
+    def batch(n: int) -> list[EventDraft]:
+        order = members if n % 2 else list(reversed(members))  # opposite orders invite deadlocks
+        return [
+            EventDraft(f"cc{n}-{m}-{k}", m, kind, at, Decimal(30) if kind == "purchase" else None, {})
+            for m in order
+            for k, kind in enumerate(("visit", "purchase"))
+        ]
+
+    # when ten batches race
+    results = await asyncio.gather(*(services.events.record_events(program.id, batch(n)) for n in range(10)))
+
+    # then every event is accepted once and membership matches a full recompute
+    assert all(o.status == "ACCEPTED" for outcomes in results for o in outcomes)
+    async with services.db.unit_of_work() as uow:
+        drift = await services.segments.engine.recompute(uow.session, program.id, None, services.clock.now())
+    assert {k: r for k, r in drift.items() if r.entered or r.left} == {}

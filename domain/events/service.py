@@ -35,7 +35,7 @@ from domain.events.writes import (
 )
 from domain.ledger.earning import points_for_event
 from domain.ledger.service import request_hash
-from domain.members.service import member_ids_by_external_id
+from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
 from domain.programs.service import ProgramSettings, load_earning_rules
 
@@ -104,6 +104,7 @@ class EventService:
                 raise NotFound(f"program {program_id} does not exist")
             _drop_known(valid, await existing_event_hashes(session, program_id, _ids(valid)), outcomes)
             members, created = await _resolve_members(session, program, valid, now, outcomes)
+            await lock_members(session, {members[e.member_external_id] for e in valid.values()})
             rules = await load_earning_rules(session, program_id)
             order = sorted(valid)
             proposals = [

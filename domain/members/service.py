@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -113,6 +113,7 @@ class MemberService:
             )
             existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
             known = {row.id for row in existing.values()}
+            await lock_members(session, known)
             for i, data in enumerate(inputs):
                 row = existing.get(data.external_id)
                 org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
@@ -236,6 +237,19 @@ async def members_by_external_id(
         select(Member).where(Member.program_id == program_id, Member.external_id.in_(set(external_ids)))
     )
     return {m.external_id: m for m in rows.scalars()}
+
+
+async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> None:
+    """Lock member rows in id order: every writer takes them in one order, so none deadlock.
+
+    Balances, upserts and segment evaluation all change member-scoped state; taking
+    the locks up front (PostgreSQL; SQLite has one writer) serializes per member.
+    """
+    ids = sorted(set(member_ids))
+    if ids and session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(Member.id).where(Member.id.in_(ids)).order_by(Member.id).with_for_update()
+        )
 
 
 async def member_ids_by_external_id(

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
-from domain.models import Member, MemberTag, Program, Segment
+from domain.members.service import lock_members
+from domain.models import MemberTag, Program, Segment
 from domain.segments.compile import Compilation
 from domain.segments.evaluate import Evaluation
 from domain.segments.facts import Needs, load_facts
@@ -80,10 +81,7 @@ class SegmentEngine:
         if not plans:
             return []
         member_ids = sorted(plans)
-        if session.get_bind().dialect.name == "postgresql":  # one evaluation of a member at a time
-            await session.execute(
-                select(Member.id).where(Member.id.in_(member_ids)).order_by(Member.id).with_for_update()
-            )
+        await lock_members(session, member_ids)  # one evaluation of a member at a time
         needed = {d.key: d for plan in plans.values() for d in plan}
         needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
         facts = await load_facts(session, program_id, member_ids, needs, now)
