@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any
 
@@ -197,7 +197,8 @@ class Compilation:
             column = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
             return self.days_since(column, op, value)
         if metric.agg == Agg.STREAK:
-            return compare_integer(func.coalesce(self.streak_table(metric).c.streak, 0), op, value)
+            streak = self.streak_table(metric, _streak_reach(value))
+            return compare_integer(func.coalesce(streak.c.streak, 0), op, value)
         table = self.source(metric)
         if metric.agg in (Agg.COUNT, Agg.DISTINCT_DAYS):
             column = table.c.count if metric.agg == Agg.COUNT else table.c.days
@@ -279,39 +280,51 @@ class Compilation:
             else:
                 prop = JsonPath(self.dialect, events.c.properties, name)
                 measured = case((prop.type_is("number"), prop.number()), else_=None)  # type: ignore[assignment]
+            columns = {
+                Agg.COUNT: [func.count().label("count")],
+                Agg.DISTINCT_DAYS: [
+                    func.count(self.day_number(events.c.occurred_at).distinct()).label("days")
+                ],
+                Agg.SUM: [func.sum(measured).label("total")],
+                Agg.AVG: [func.sum(measured).label("total"), func.count(measured).label("measured")],
+                Agg.MIN: [func.min(measured).label("low")],
+                Agg.MAX: [func.max(measured).label("high")],
+                Agg.DAYS_SINCE_FIRST: [func.min(events.c.occurred_at).label("first_at")],
+                Agg.DAYS_SINCE_LAST: [func.max(events.c.occurred_at).label("last_at")],
+            }[metric.agg]  # only what the metric reads: a distinct count costs a sort
             self.joins[metric] = (
-                select(
-                    events.c.member_id,
-                    func.count().label("count"),
-                    func.count(self.day_number(events.c.occurred_at).distinct()).label("days"),
-                    func.sum(measured).label("total"),
-                    func.count(measured).label("measured"),
-                    func.min(measured).label("low"),
-                    func.max(measured).label("high"),
-                    func.min(events.c.occurred_at).label("first_at"),
-                    func.max(events.c.occurred_at).label("last_at"),
-                )
+                select(events.c.member_id, *columns)
                 .where(*self.matching_events(metric))
                 .group_by(events.c.member_id)
                 .alias(f"e{len(self.joins)}")
             )
         return self.joins[metric]
 
-    def streak_table(self, metric: Metric) -> Subquery:
-        """Consecutive days up to today (or yesterday): a gaps-and-islands count per member."""
-        key = ("streak", metric)
+    def streak_table(self, metric: Metric, reach: int) -> Subquery:
+        """Consecutive days up to today (or yesterday), counted up to `reach`: gaps and islands.
+
+        Only the last `reach` days are read: a streak longer than that compares with the
+        thresholds like one of exactly `reach` days (see `_streak_reach`).
+        """
+        key = ("streak", metric, reach)
         if key in self.joins:
             return self.joins[key]
         today = (self.now.date() - EPOCH).days
+        since = self.now.date() - timedelta(days=reach)
         if metric.reads_raw_events:
             day = self.day_number(events.c.occurred_at)
+            start = literal(datetime.combine(since, time(0), tzinfo=UTC), UtcDateTime())
             days = (
-                select(events.c.member_id, day.label("day")).where(*self.matching_events(metric)).distinct()
+                select(events.c.member_id, day.label("day"))
+                .where(*self.matching_events(metric), events.c.occurred_at >= start)
+                .distinct()
             )
         else:
             day = self.date_number(buckets.c.day)
             days = select(buckets.c.member_id, day.label("day")).where(
-                buckets.c.program_id == self.program_id, buckets.c.event_type == metric.event
+                buckets.c.program_id == self.program_id,
+                buckets.c.event_type == metric.event,
+                buckets.c.day >= literal(since, Date),
             )
         past = days.subquery()
         ranked = (
@@ -342,6 +355,16 @@ class Compilation:
         if self.dialect == "postgresql":
             return day - literal(EPOCH, Date)
         return cast(func.julianday(day) - 2440587.5, Integer)
+
+
+def _streak_reach(value: Value) -> int:
+    """How many days back a streak must be counted for comparisons with `value` to stay exact.
+
+    Counted over the last R days, a streak is min(streak, R) or more; every threshold t < R
+    then compares the same way. Two days of margin keep that true whether or not today counts.
+    """
+    numbers = [abs(Fraction(str(v))) for v in (value if isinstance(value, list) else [value]) if is_number(v)]
+    return min(MAX_DAYS, math.ceil(max(numbers, default=Fraction(0))) + 2)
 
 
 # ---------- comparisons ----------

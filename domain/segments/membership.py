@@ -74,31 +74,31 @@ async def replace_members(
     )
     new = table("segment_eval", column("member_id"))
     await session.execute(insert(new).from_select(["member_id"], chosen))
-    current = select(memberships.c.member_id).where(memberships.c.segment_id == segment_id)
+    if postgres:  # without statistics the planner guesses a tiny table and loops over it
+        await session.execute(text("ANALYZE segment_eval"))
+    is_member = exists().where(
+        memberships.c.segment_id == segment_id, memberships.c.member_id == new.c.member_id
+    )
+    is_chosen = exists().where(new.c.member_id == memberships.c.member_id)
     at = literal(now, UtcDateTime())
+    log_columns = ["program_id", "segment_id", "member_id", "change", "at"]
     entering = select(
         literal(program_id), literal(segment_id), new.c.member_id, literal("ENTERED"), at
-    ).where(
-        ~exists().where(memberships.c.segment_id == segment_id, memberships.c.member_id == new.c.member_id)
-    )
+    ).where(~is_member)
     leaving = select(
         literal(program_id), literal(segment_id), memberships.c.member_id, literal("LEFT"), at
-    ).where(memberships.c.segment_id == segment_id, memberships.c.member_id.not_in(select(new.c.member_id)))
-    log_columns = ["program_id", "segment_id", "member_id", "change", "at"]
+    ).where(memberships.c.segment_id == segment_id, ~is_chosen)
     entered = cast(
         CursorResult[Any], await session.execute(insert(changes).from_select(log_columns, entering))
     )
     left = cast(CursorResult[Any], await session.execute(insert(changes).from_select(log_columns, leaving)))
-    await session.execute(
-        delete(memberships).where(
-            memberships.c.segment_id == segment_id, memberships.c.member_id.not_in(select(new.c.member_id))
-        )
-    )
+    # anti-joins throughout: NOT IN (subquery) is quadratic once the subquery outgrows work_mem
+    await session.execute(delete(memberships).where(memberships.c.segment_id == segment_id, ~is_chosen))
     await session.execute(
         insert_for(session, memberships)
         .from_select(
             ["segment_id", "member_id", "since"],
-            select(literal(segment_id), new.c.member_id, at).where(new.c.member_id.not_in(current)),
+            select(literal(segment_id), new.c.member_id, at).where(~is_member),
         )
         .on_conflict_do_nothing()
     )
@@ -116,7 +116,7 @@ async def _replace_tag(
             member_tags.c.program_id == program_id,
             member_tags.c.key == tag,
             member_tags.c.source == source,
-            member_tags.c.member_id.not_in(select(new.c.member_id)),
+            ~exists().where(new.c.member_id == member_tags.c.member_id),
         )
     )
     await session.execute(
