@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
@@ -28,11 +29,38 @@ from domain.segments.membership import Flip, Recomputed, apply_flips, replace_me
 Progress = Callable[[str, Recomputed], None]
 
 
+@dataclass(frozen=True)
+class ProgramView:
+    """What evaluation needs of a program: its segments in dependency order and its thresholds."""
+
+    index: SegmentIndex
+    lifecycle: LifecycleThresholds
+
+
 class SegmentEngine:
     def __init__(self) -> None:
         self._parsed: dict[tuple[int, datetime], Definition] = {}
+        #: program id -> ((segment count, newest updated_at), index): reloaded when the stamp moves
+        self._indexes: dict[int, tuple[tuple[int, datetime | None], SegmentIndex]] = {}
+
+    async def view(self, session: AsyncSession, program_id: int) -> ProgramView:
+        """The program's segments and thresholds; one small query while no definition has changed."""
+        of_program = Segment.program_id == program_id
+        count = select(func.count(Segment.id)).where(of_program).scalar_subquery()
+        newest = select(func.max(Segment.updated_at)).where(of_program).scalar_subquery()
+        settings, count, newest = (
+            await session.execute(select(Program.settings, count, newest).where(Program.id == program_id))
+        ).one()
+        cached = self._indexes.get(program_id)
+        if cached is None or cached[0] != (count, newest):
+            cached = ((count, newest), await self._load_index(session, program_id))
+            self._indexes[program_id] = cached
+        return ProgramView(cached[1], LifecycleThresholds.from_settings(settings or {}))
 
     async def index(self, session: AsyncSession, program_id: int) -> SegmentIndex:
+        return (await self.view(session, program_id)).index
+
+    async def _load_index(self, session: AsyncSession, program_id: int) -> SegmentIndex:
         rows = (
             (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars().all()
         )
@@ -86,7 +114,7 @@ class SegmentEngine:
         needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
         facts = await load_facts(session, program_id, member_ids, needs, now)
         sources = await _tag_sources(session, member_ids)
-        evaluation = Evaluation(now, await _thresholds(session, program_id))
+        evaluation = Evaluation(now, (await self.view(session, program_id)).lifecycle)
         flips: list[Flip] = []
         for member_id in member_ids:
             member = facts.get(member_id)
@@ -118,7 +146,8 @@ class SegmentEngine:
         progress: Progress | None = None,
     ) -> dict[str, Recomputed]:
         """Recompute whole segments (all non-STATIC when `keys` is None), references first."""
-        index = await self.index(session, program_id)
+        view = await self.view(session, program_id)
+        index = view.index
         wanted = None if keys is None else set(keys)
         done: dict[str, Recomputed] = {}
         chosen = [d for d in index.ordered if d.kind != "STATIC" and (wanted is None or d.key in wanted)]
@@ -132,7 +161,7 @@ class SegmentEngine:
             program_id,
             now,
             {d.key: d.id for d in index.ordered},
-            await _thresholds(session, program_id),
+            view.lifecycle,
         )
         for definition in chosen:
             assert definition.condition is not None
@@ -148,11 +177,6 @@ class SegmentEngine:
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
-
-
-async def _thresholds(session: AsyncSession, program_id: int) -> LifecycleThresholds:
-    settings = (await session.execute(select(Program.settings).where(Program.id == program_id))).scalar_one()
-    return LifecycleThresholds.from_settings(settings or {})
 
 
 async def _tag_sources(session: AsyncSession, member_ids: Sequence[int]) -> dict[int, dict[str, set[str]]]:

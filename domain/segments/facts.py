@@ -103,24 +103,23 @@ async def _load_buckets(
     if not needs.bucket_types:
         return
     found: dict[int, dict[str, list[Bucket]]] = defaultdict(lambda: defaultdict(list))
-    for row in await session.execute(
-        select(EventAggregate).where(
-            EventAggregate.member_id.in_(ids), EventAggregate.event_type.in_(sorted(needs.bucket_types))
-        )
-    ):
-        b = row[0]
-        found[b.member_id][b.event_type].append(
-            Bucket(
-                b.day,
-                b.count,
-                b.amount_count,
-                b.amount_sum,
-                b.amount_min,
-                b.amount_max,
-                b.first_at,
-                b.last_at,
-            )
-        )
+    table = EventAggregate
+    rows = await session.execute(
+        select(
+            table.member_id,
+            table.event_type,
+            table.day,
+            table.count,
+            table.amount_count,
+            table.amount_sum,
+            table.amount_min,
+            table.amount_max,
+            table.first_at,
+            table.last_at,
+        ).where(table.member_id.in_(ids), table.event_type.in_(sorted(needs.bucket_types)))
+    )
+    for member_id, event_type, *values in rows:  # plain rows: no ORM identity bookkeeping per bucket
+        found[member_id][event_type].append(Bucket(*values))
     for member_id, by_type in found.items():
         facts[member_id].buckets = dict(by_type)
 

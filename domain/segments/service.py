@@ -124,7 +124,7 @@ class SegmentService:
                     condition=None if condition is None else condition_to_json(condition),
                     applies_tag=draft.applies_tag,
                     created_at=now,
-                    updated_at=now,
+                    updated_at=await _next_stamp(uow.session, program_id, now),
                 )
                 uow.session.add(row)
                 await uow.session.flush()
@@ -147,7 +147,7 @@ class SegmentService:
             row.kind = draft.kind
             row.condition = None if condition is None else condition_to_json(condition)
             row.applies_tag = draft.applies_tag
-            row.updated_at = max(now, row.updated_at + timedelta(microseconds=1))
+            row.updated_at = await _next_stamp(uow.session, program_id, now)
             await uow.session.flush()
             await self._check_references(uow.session, program_id)
             if old_tag != draft.applies_tag:
@@ -376,6 +376,14 @@ class SegmentService:
         return points
 
 
+async def _next_stamp(session: AsyncSession, program_id: int, now: datetime) -> datetime:
+    """An updated_at later than every other of the program's: the engine's index cache key moves on."""
+    newest = (
+        await session.execute(select(func.max(Segment.updated_at)).where(Segment.program_id == program_id))
+    ).scalar_one_or_none()
+    return now if newest is None or newest < now else newest + timedelta(microseconds=1)
+
+
 def _reads_lifecycle(definition: Definition) -> bool:
     nodes = walk(definition.condition) if definition.condition is not None else []
     return any(isinstance(n, AttrCompare) and n.path == "lifecycle" for n in nodes)
@@ -403,7 +411,7 @@ async def _static_segment(session: AsyncSession, program_id: int, key: str, now:
             condition=None,
             applies_tag=None,
             created_at=now,
-            updated_at=now,
+            updated_at=await _next_stamp(session, program_id, now),
         )
         session.add(row)
         await session.flush()
