@@ -8,7 +8,6 @@ only the DYNAMIC segments that read what changed, for the members it changed.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
 from domain.members.service import lock_members
-from domain.models import MemberTag, Program, Segment
+from domain.models import Program, Segment
 from domain.segments.compile import Compilation
 from domain.segments.evaluate import Evaluation
 from domain.segments.facts import Needs, load_facts
@@ -113,7 +112,6 @@ class SegmentEngine:
         needed = {d.key: d for plan in plans.values() for d in plan}
         needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
         facts = await load_facts(session, program_id, member_ids, needs, now)
-        sources = await _tag_sources(session, member_ids)
         evaluation = Evaluation(now, (await self.view(session, program_id)).lifecycle)
         flips: list[Flip] = []
         for member_id in member_ids:
@@ -131,9 +129,9 @@ class SegmentEngine:
                 else:
                     member.segments.discard(definition.key)
                 if definition.applies_tag:
-                    held = sources[member_id].setdefault(definition.applies_tag, set())
+                    held = member.tag_sources.setdefault(definition.applies_tag, set())
                     (held.add if holds else held.discard)(definition.key)
-                    member.tags = frozenset(tag for tag, by in sources[member_id].items() if by)
+                    member.tags = frozenset(tag for tag, by in member.tag_sources.items() if by)
         await apply_flips(session, program_id, flips, now)
         return flips
 
@@ -177,15 +175,3 @@ class SegmentEngine:
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
-
-
-async def _tag_sources(session: AsyncSession, member_ids: Sequence[int]) -> dict[int, dict[str, set[str]]]:
-    sources: dict[int, dict[str, set[str]]] = defaultdict(dict)
-    rows = await session.execute(
-        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(
-            MemberTag.member_id.in_(member_ids)
-        )
-    )
-    for member_id, key, source in rows:
-        sources[member_id].setdefault(key, set()).add(source)
-    return sources

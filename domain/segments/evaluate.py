@@ -80,6 +80,8 @@ class MemberFacts:
     rfm: tuple[int, int, int, str] | None = None
     abc_class: str | None = None
     tags: frozenset[str] = frozenset()
+    #: Who applies each tag: "manual" and/or segment keys (the engine keeps `tags` in step).
+    tag_sources: dict[str, set[str]] = field(default_factory=dict)
     segments: set[str] = field(default_factory=set)
     #: Daily buckets by event type; complete for the types the conditions read.
     buckets: Mapping[str, Sequence[Bucket]] = field(default_factory=dict)

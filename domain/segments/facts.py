@@ -79,19 +79,18 @@ async def load_facts(
             buckets={},
             events={},
         )
-    tags: dict[int, set[str]] = defaultdict(set)
-    for member_id, key in await session.execute(
-        select(MemberTag.member_id, MemberTag.key).where(MemberTag.member_id.in_(ids))
+    for member_id, key, source in await session.execute(
+        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(MemberTag.member_id.in_(ids))
     ):
-        tags[member_id].add(key)
+        facts[member_id].tag_sources.setdefault(key, set()).add(source)
     for member_id, key in await session.execute(
         select(SegmentMembership.member_id, Segment.key)
         .join(Segment, Segment.id == SegmentMembership.segment_id)
         .where(SegmentMembership.member_id.in_(ids))
     ):
         facts[member_id].segments.add(key)
-    for member_id, member_tags in tags.items():
-        facts[member_id].tags = frozenset(member_tags)
+    for member_facts in facts.values():
+        member_facts.tags = frozenset(member_facts.tag_sources)
     await _load_buckets(session, ids, needs, facts)
     await _load_events(session, program_id, ids, needs, now, facts)
     return facts
