@@ -32,6 +32,7 @@ pytest: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/segments.py
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql
