@@ -10,10 +10,7 @@ from api.types.enums import SegmentKind
 from api.types.members import Member
 from api.types.segments import Segment
 from domain.auth.scopes import Scope
-from domain.errors import InvalidInput
 from domain.segments.service import SegmentDraft
-
-MAX_LISTED = 1000
 
 
 @strawberry.input
@@ -87,8 +84,6 @@ class SegmentMutations:
     ) -> Segment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
         add, remove = add_member_external_ids or [], remove_member_external_ids or []
-        if len(add) + len(remove) > MAX_LISTED:
-            raise InvalidInput(f"memberExternalIds: at most {MAX_LISTED} per call")
         row = await info.context.services.segments.change_static(program_id, key, add, remove)
         return Segment(row=row)
 

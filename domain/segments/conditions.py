@@ -176,7 +176,9 @@ def is_scalar(value: object) -> bool:
 # ---------- JSON -> nodes ----------
 
 
-class _Parser:
+class ConditionParser:
+    """Reads JSON conditions; the rule parser reuses its value checks with columns instead of paths."""
+
     def __init__(self) -> None:
         self.nodes = 0
 
@@ -360,7 +362,7 @@ def parse_window(raw: Any, fail: Any) -> Window | None:
 
 def parse_condition(data: Any) -> Node:
     """The tree of a JSON condition; InvalidInput naming the JSON path of the first fault."""
-    return _Parser().node(data, "$", 0)
+    return ConditionParser().node(data, "$", 0)
 
 
 # ---------- nodes -> JSON ----------

@@ -73,6 +73,8 @@ class SegmentEngine:
         return SegmentIndex.build(definitions)
 
     async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
+        if not change.member_ids:
+            return
         index = await self.index(session, change.program_id)
         if not index.ordered:
             return

@@ -51,6 +51,7 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    ConditionParser,
     HasTag,
     InOrganization,
     InSegment,
@@ -63,7 +64,6 @@ from domain.segments.conditions import (
     Scalar,
     Value,
     Window,
-    _Parser,
     parse_window,
 )
 
@@ -219,7 +219,7 @@ def parse_rule(text: str) -> Node:
     return _RuleParser(text).rule()
 
 
-class _ValueChecks(_Parser):
+class _ValueChecks(ConditionParser):
     """conditions.py's value rules, failing with a rule column instead of a JSON path."""
 
     def __init__(self, column: int) -> None:

@@ -42,6 +42,7 @@ from domain.segments.rules import parse_rule, render_rule
 from domain.segments.scores import refresh_scores
 
 MAX_IMPORT_ROWS = 100_000
+MAX_LISTED = 1000
 MAX_HISTORY_DAYS = 366
 
 
@@ -198,6 +199,8 @@ class SegmentService:
     async def change_static(
         self, program_id: int, key: str, add: Sequence[str], remove: Sequence[str]
     ) -> Segment:
+        if len(add) + len(remove) > MAX_LISTED:
+            raise InvalidInput(f"memberExternalIds: at most {MAX_LISTED} per call")
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             row = await _segment(uow.session, program_id, key)
