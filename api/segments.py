@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import strawberry
 from strawberry.scalars import JSON
 
@@ -10,6 +12,8 @@ from api.types.enums import SegmentKind
 from api.types.members import Member
 from api.types.segments import Segment
 from domain.auth.scopes import Scope
+from domain.segments.conditions import condition_to_json
+from domain.segments.rules import render_rule
 from domain.segments.service import SegmentDraft
 
 
@@ -33,8 +37,25 @@ class ImportPayload:
     rejected_rows: list[str] = strawberry.field(description='Each "line N: reason"')
 
 
+@strawberry.type(description="A condition checked and counted without storing a segment")
+class SegmentPreview:
+    rule: str = strawberry.field(description="The normalised rule")
+    condition: JSON = strawberry.field(description="The canonical condition tree")
+    size: int = strawberry.field(description="Members the condition selects now")
+
+
 @strawberry.type
 class SegmentQueries:
+    @strawberry.field(description="Validate a rule or condition and count its members; stores nothing")
+    async def preview_segment(
+        self, info: Info, rule: str | None = None, condition: JSON | None = None
+    ) -> SegmentPreview:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        node, size = await info.context.services.segments.preview(program_id, condition, rule)
+        return SegmentPreview(
+            rule=render_rule(node), condition=cast(JSON, condition_to_json(node)), size=size
+        )
+
     @strawberry.field
     async def segment(self, info: Info, key: str) -> Segment | None:
         program_id = info.context.principal.require(Scope.SEGMENTS_READ)

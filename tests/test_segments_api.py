@@ -302,3 +302,20 @@ async def test_lifecycle_thresholds_are_per_program_and_move_segments_that_read_
     assert await members_of(admin, "at_risk_stage") == ["l1"]
     refused = await admin.error(query, {"i": {"newDays": 30, "atRiskDays": 100, "lostDays": 90}})
     assert refused["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+async def test_a_preview_counts_members_and_stores_nothing(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    now = clock.now()
+    await integration.data(UPSERT, {"m": [{"externalId": "p1"}, {"externalId": "p2"}]})
+    await record(integration, [event("p1", "visit", now - timedelta(hours=1))])
+    query = "query($r: String) { previewSegment(rule: $r) { rule condition size } }"
+    rule = 'COUNT(visit, 7D) >= 1 AND not has_tag("x")'
+    preview = (await admin.data(query, {"r": rule}))["previewSegment"]
+    assert preview["rule"] == 'count(visit, 7d) >= 1 and not has_tag("x")'
+    assert preview["size"] == 1
+    assert preview["condition"]["all"][0]["metric"] == {"event": "visit", "agg": "count", "window": "7d"}
+    assert (await admin.data("{ segments { key } }"))["segments"] == []
+    missing = await admin.error(query, {"r": 'in_segment("nope")'})
+    assert missing["extensions"]["code"] == "BAD_USER_INPUT"

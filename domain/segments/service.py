@@ -33,6 +33,7 @@ from domain.models import (
     SegmentMembership,
 )
 from domain.programs.service import validate_key
+from domain.segments.compile import Compilation
 from domain.segments.conditions import AttrCompare, Node, condition_to_json, parse_condition, walk
 from domain.segments.engine import Progress, SegmentEngine
 from domain.segments.index import Definition, definition_from_row, dependency_order
@@ -176,6 +177,27 @@ class SegmentService:
     async def _check_references(self, session: AsyncSession, program_id: int) -> None:
         rows = (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars()
         dependency_order([definition_from_row(r) for r in rows])
+
+    async def preview(self, program_id: int, condition: Any, rule: str | None) -> tuple[Node, int]:
+        """The normalised condition and how many members it selects now; nothing is stored."""
+        draft = SegmentDraft("preview", "preview", SegmentKind.DYNAMIC, condition, rule)
+        node = _condition(draft)
+        assert node is not None
+        async with self.db.read() as session:
+            rows = (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars()
+            others = [definition_from_row(r) for r in rows]
+            dependency_order([*others, Definition.of(0, "\x00preview", "DYNAMIC", node, None)])
+            view = await self.engine.view(session, program_id)
+            compilation = Compilation(
+                session.get_bind().dialect.name,
+                program_id,
+                self.clock.now(),
+                {d.key: d.id for d in view.index.ordered},
+                view.lifecycle,
+            )
+            chosen = compilation.members_where(node).subquery()
+            size = (await session.execute(select(func.count()).select_from(chosen))).scalar_one()
+        return node, int(size)
 
     # ---------- static membership ----------
 
