@@ -123,6 +123,16 @@ def test_errors_go_to_stderr_with_a_non_zero_exit(
     assert result.stderr.startswith(message)
 
 
+def test_segments_recompute_reports_progress_and_counts(env: dict[str, str]) -> None:
+    ok(env, "db", "upgrade")
+    ok(env, "program", "create", "--key", "cafe", "--name", "Cafe", "--kind", "B2C")
+    done = ok(env, "segments", "recompute", "--program", "cafe")
+    assert done == {"program": "cafe", "members": 0, "segments": 0}
+    unknown = loyalty(env, "segments", "recompute", "--program", "cafe", "--keys", "ghost")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("loyalty: NOT_FOUND: key: no segment 'ghost' in this program")
+
+
 def test_schema_prints_the_sdl(env: dict[str, str]) -> None:
     result = loyalty(env, "schema")
     assert result.returncode == 0
