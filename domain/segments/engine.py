@@ -35,6 +35,12 @@ class ProgramView:
     index: SegmentIndex
     lifecycle: LifecycleThresholds
 
+    def compilation(self, dialect: str, program_id: int, now: datetime) -> Compilation:
+        """The SQL compiler for this program's conditions as of `now`."""
+        return Compilation(
+            dialect, program_id, now, {d.key: d.id for d in self.index.ordered}, self.lifecycle
+        )
+
 
 class SegmentEngine:
     def __init__(self) -> None:
@@ -156,13 +162,7 @@ class SegmentEngine:
                 chosen.extend(d for d in index.dependents(definition.key) if d not in chosen)
             order = {d.key: i for i, d in enumerate(index.ordered)}
             chosen.sort(key=lambda d: order[d.key])
-        compilation = Compilation(
-            session.get_bind().dialect.name,
-            program_id,
-            now,
-            {d.key: d.id for d in index.ordered},
-            view.lifecycle,
-        )
+        compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
         for definition in chosen:
             assert definition.condition is not None
             done[definition.key] = await replace_members(

@@ -33,10 +33,9 @@ from domain.models import (
     SegmentMembership,
 )
 from domain.programs.service import validate_key
-from domain.segments.compile import Compilation
 from domain.segments.conditions import AttrCompare, Node, condition_to_json, parse_condition, walk
 from domain.segments.engine import Progress, SegmentEngine
-from domain.segments.index import Definition, definition_from_row, dependency_order
+from domain.segments.index import Definition, dependency_order
 from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
 from domain.segments.membership import Flip, apply_flips
 from domain.segments.rules import parse_rule, render_rule
@@ -175,8 +174,8 @@ class SegmentService:
         return True
 
     async def _check_references(self, session: AsyncSession, program_id: int) -> None:
-        rows = (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars()
-        dependency_order([definition_from_row(r) for r in rows])
+        """Refuse missing references and cycles: building the engine's index orders the definitions."""
+        await self.engine.index(session, program_id)
 
     async def preview(self, program_id: int, condition: Any, rule: str | None) -> tuple[Node, int]:
         """The normalised condition and how many members it selects now; nothing is stored."""
@@ -184,17 +183,9 @@ class SegmentService:
         node = _condition(draft)
         assert node is not None
         async with self.db.read() as session:
-            rows = (await session.execute(select(Segment).where(Segment.program_id == program_id))).scalars()
-            others = [definition_from_row(r) for r in rows]
-            dependency_order([*others, Definition.of(0, "\x00preview", "DYNAMIC", node, None)])
             view = await self.engine.view(session, program_id)
-            compilation = Compilation(
-                session.get_bind().dialect.name,
-                program_id,
-                self.clock.now(),
-                {d.key: d.id for d in view.index.ordered},
-                view.lifecycle,
-            )
+            dependency_order([*view.index.ordered, Definition.of(0, "\x00preview", "DYNAMIC", node, None)])
+            compilation = view.compilation(session.get_bind().dialect.name, program_id, self.clock.now())
             chosen = compilation.members_where(node).subquery()
             size = (await session.execute(select(func.count()).select_from(chosen))).scalar_one()
         return node, int(size)
@@ -328,11 +319,7 @@ class SegmentService:
 
     async def get(self, program_id: int, key: str) -> Segment | None:
         async with self.db.read() as session:
-            return (
-                await session.execute(
-                    select(Segment).where(Segment.program_id == program_id, Segment.key == key)
-                )
-            ).scalar_one_or_none()
+            return await _find_segment(session, program_id, key)
 
     async def list_segments(self, program_id: int) -> list[Segment]:
         async with self.db.read() as session:
@@ -414,19 +401,20 @@ def _reads_lifecycle(definition: Definition) -> bool:
     return any(isinstance(n, AttrCompare) and n.path == "lifecycle" for n in nodes)
 
 
+async def _find_segment(session: AsyncSession, program_id: int, key: str) -> Segment | None:
+    query = select(Segment).where(Segment.program_id == program_id, Segment.key == key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
-    row = (
-        await session.execute(select(Segment).where(Segment.program_id == program_id, Segment.key == key))
-    ).scalar_one_or_none()
+    row = await _find_segment(session, program_id, key)
     if row is None:
         raise NotFound(f"key: no segment {key!r} in this program")
     return row
 
 
 async def _static_segment(session: AsyncSession, program_id: int, key: str, now: datetime) -> Segment:
-    row = (
-        await session.execute(select(Segment).where(Segment.program_id == program_id, Segment.key == key))
-    ).scalar_one_or_none()
+    row = await _find_segment(session, program_id, key)
     if row is None:
         row = Segment(
             program_id=program_id,
