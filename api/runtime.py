@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from domain.auth.service import AuthService
+from domain.background import Loop
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService
@@ -33,6 +34,8 @@ class Services:
     ledger: LedgerService
     segments: SegmentService
     tags: TagService
+    #: Background loops a server process runs (api.app starts them in its lifespan).
+    loops: list[Loop] = field(default_factory=list)
 
     async def close(self) -> None:
         await self.redis.close()
@@ -53,7 +56,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
     )
     segments = SegmentEngine()
-    return Services(
+    services = Services(
         settings=settings,
         db=db,
         redis=redis,
@@ -66,3 +69,5 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         segments=SegmentService(db, clock, segments),
         tags=TagService(db, clock, segments),
     )
+    services.loops.extend([])
+    return services

@@ -6,7 +6,7 @@ their transaction, so that segment membership commits together with its cause.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -38,3 +38,26 @@ class ChangeListener(Protocol):
 class NoListener:
     async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
         return None
+
+
+@dataclass(frozen=True)
+class LoggedChange:
+    """One row of the segment change log, as written in the current transaction."""
+
+    change_id: int
+    segment_id: int
+    segment_key: str
+    member_id: int
+    entered: bool
+
+
+class SegmentChangeListener(Protocol):
+    """Told, inside the transaction, of every membership change the segment engine logs (triggers)."""
+
+    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
+        """The segments whose changes the listener wants (batch recomputes list only those)."""
+        ...
+
+    async def segments_changed(
+        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
+    ) -> None: ...

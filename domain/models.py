@@ -67,6 +67,7 @@ class Member(Base):
         CheckConstraint("points_balance >= 0", name="balance_not_negative"),
         CheckConstraint("pending_points >= 0", name="pending_not_negative"),
         Index("ix_members_organization", "organization_id", "id"),
+        Index("ix_members_segments_due_at", "segments_due_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
@@ -88,6 +89,8 @@ class Member(Base):
     rfm_m: Mapped[int | None] = mapped_column(Integer)
     rfm_label: Mapped[str | None] = mapped_column(String(32))
     abc_class: Mapped[str | None] = mapped_column(String(1))
+    #: The next instant the passing of time alone may flip one of the member's segments (scheduler).
+    segments_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):
@@ -248,3 +251,12 @@ class ApiKey(Base):
     scopes: Mapped[list[str]] = mapped_column(Json, default=list)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RelayPosition(Base):
+    """How far a relay has published an append-only log (e.g. segment_changes to Redis)."""
+
+    __tablename__ = "relay_positions"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -14,7 +14,7 @@ from api.types.enums import MembershipChange, SegmentKind
 from api.types.members import MemberConnection, member_connection
 from domain import models
 from domain.auth.scopes import Scope
-from domain.segments.service import rule_of
+from domain.segments.service import ChangeView, rule_of
 
 
 @strawberry.type
@@ -27,10 +27,23 @@ class SegmentSizePoint:
 
 @strawberry.type(description="One member entering or leaving one segment")
 class SegmentChangeEvent:
+    cursor: str = strawberry.field(
+        description="Position in the program's change log: pass it as `since` to resume after this change"
+    )
     segment_key: str
     member_external_id: str
     change: MembershipChange
     at: datetime
+
+    @classmethod
+    def of(cls, view: ChangeView) -> SegmentChangeEvent:
+        return cls(
+            cursor=str(view.id),
+            segment_key=view.segment_key,
+            member_external_id=view.member_external_id,
+            change=MembershipChange(view.change),
+            at=view.at,
+        )
 
 
 @strawberry.type
@@ -79,15 +92,7 @@ class Segment:
     ) -> list[SegmentChangeEvent]:
         info.context.principal.require(Scope.SEGMENTS_READ)
         views = await info.context.services.segments.changes(self.row, since, page_size(first))
-        return [
-            SegmentChangeEvent(
-                segment_key=v.segment_key,
-                member_external_id=v.member_external_id,
-                change=MembershipChange(v.change),
-                at=v.at,
-            )
-            for v in views
-        ]
+        return [SegmentChangeEvent.of(v) for v in views]
 
     @strawberry.field(
         description="Daily points from the change log; the last 30 days by default, at most 366"

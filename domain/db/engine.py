@@ -60,6 +60,14 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+_ANNOUNCED = "loyalty.announced"
+
+
+def announce(session: AsyncSession, topic: str) -> None:
+    """Say, once this session's transaction commits, that `topic` has news (wakes relays and workers)."""
+    session.info.setdefault(_ANNOUNCED, set()).add(topic)
+
+
 class UnitOfWork:
     """One transaction. Work registered with `after_commit` runs only once it has committed."""
 
@@ -77,6 +85,8 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
+        #: Called after a commit with the topics its transaction announced (see `announce`).
+        self.on_commit: Callable[[set[str]], None] | None = None
 
     @property
     def dialect(self) -> str:
@@ -88,6 +98,9 @@ class Database:
             uow = UnitOfWork(session)
             async with session.begin():
                 yield uow
+            announced = session.info.pop(_ANNOUNCED, None)
+            if announced and self.on_commit is not None:
+                self.on_commit(announced)
             for callback in uow._after_commit:
                 try:
                     await callback()

@@ -15,7 +15,8 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import MembersChanged
+from domain.changes import LoggedChange, MembersChanged, SegmentChangeListener
+from domain.db.engine import announce
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.segments.compile import Compilation
@@ -26,6 +27,9 @@ from domain.segments.lifecycle import LifecycleThresholds
 from domain.segments.membership import Flip, Recomputed, apply_flips, replace_members
 
 Progress = Callable[[str, Recomputed], None]
+
+#: Announced by every transaction that logs a membership change (the live relay wakes on it).
+SEGMENT_CHANGES = "segment_changes"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class ProgramView:
 
 class SegmentEngine:
     def __init__(self) -> None:
+        #: Told of every logged change inside its transaction (triggers); set when services are wired.
+        self.listener: SegmentChangeListener | None = None
         self._parsed: dict[tuple[int, datetime], Definition] = {}
         #: program id -> ((segment count, newest updated_at), index): reloaded when the stamp moves
         self._indexes: dict[int, tuple[tuple[int, datetime | None], SegmentIndex]] = {}
@@ -140,8 +146,23 @@ class SegmentEngine:
                     held = member.tag_sources.setdefault(definition.applies_tag, set())
                     (held.add if holds else held.discard)(definition.key)
                     member.tags = frozenset(tag for tag, by in member.tag_sources.items() if by)
-        await apply_flips(session, program_id, flips, now)
+        await self.apply(session, program_id, flips, now)
         return flips
+
+    async def apply(
+        self, session: AsyncSession, program_id: int, flips: Sequence[Flip], now: datetime
+    ) -> None:
+        """Write flips (membership, log, applied tags) and tell the listener what was logged."""
+        await self._logged(session, program_id, await apply_flips(session, program_id, flips, now), now)
+
+    async def _logged(
+        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
+    ) -> None:
+        if not changes:
+            return
+        announce(session, SEGMENT_CHANGES)
+        if self.listener is not None:
+            await self.listener.segments_changed(session, program_id, changes, now)
 
     async def recompute(
         self,
@@ -163,6 +184,7 @@ class SegmentEngine:
             order = {d.key: i for i, d in enumerate(index.ordered)}
             chosen.sort(key=lambda d: order[d.key])
         compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
+        watched = await self.listener.watched(session, program_id) if self.listener else frozenset()
         for definition in chosen:
             assert definition.condition is not None
             done[definition.key] = await replace_members(
@@ -173,7 +195,11 @@ class SegmentEngine:
                 definition.applies_tag,
                 compilation.members_where(definition.condition),
                 now,
+                log_rows=definition.id in watched,
             )
+            if done[definition.key].entered or done[definition.key].left:
+                announce(session, SEGMENT_CHANGES)
+            await self._logged(session, program_id, done[definition.key].changes, now)
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done

@@ -28,6 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import LoggedChange
 from domain.db.dialect import insert_for
 from domain.db.types import UtcDateTime
 from domain.models import MemberTag, SegmentChange, SegmentMembership
@@ -52,6 +53,8 @@ class Flip:
 class Recomputed:
     entered: int
     left: int
+    #: The logged changes, when the caller asked for them (`log_rows=True`).
+    changes: tuple[LoggedChange, ...] = ()
 
 
 async def replace_members(
@@ -62,8 +65,13 @@ async def replace_members(
     applies_tag: str | None,
     chosen: Select[tuple[int]],
     now: datetime,
+    *,
+    log_rows: bool = False,
 ) -> Recomputed:
-    """Make the segment's members exactly those `chosen` selects, logging every change."""
+    """Make the segment's members exactly those `chosen` selects, logging every change.
+
+    With `log_rows` the logged changes come back too (for trigger listeners).
+    """
     postgres = session.get_bind().dialect.name == "postgresql"
     await session.execute(text("DROP TABLE IF EXISTS segment_eval"))
     await session.execute(
@@ -88,10 +96,17 @@ async def replace_members(
     leaving = select(
         literal(program_id), literal(segment_id), memberships.c.member_id, literal("LEFT"), at
     ).where(memberships.c.segment_id == segment_id, ~is_chosen)
-    entered = cast(
-        CursorResult[Any], await session.execute(insert(changes).from_select(log_columns, entering))
-    )
-    left = cast(CursorResult[Any], await session.execute(insert(changes).from_select(log_columns, leaving)))
+    logged: list[LoggedChange] = []
+    counts = []
+    for rows, entered in ((entering, True), (leaving, False)):
+        statement = insert(changes).from_select(log_columns, rows)
+        if log_rows:
+            result = await session.execute(statement.returning(changes.c.id, changes.c.member_id))
+            found = [LoggedChange(i, segment_id, segment_key, m, entered) for i, m in result]
+            logged.extend(found)
+            counts.append(len(found))
+        else:
+            counts.append(cast(CursorResult[Any], await session.execute(statement)).rowcount)
     # anti-joins throughout: NOT IN (subquery) is quadratic once the subquery outgrows work_mem
     await session.execute(delete(memberships).where(memberships.c.segment_id == segment_id, ~is_chosen))
     await session.execute(
@@ -105,7 +120,7 @@ async def replace_members(
     if applies_tag:
         await _replace_tag(session, program_id, segment_key, applies_tag, new, now)
     await session.execute(text("DROP TABLE segment_eval"))
-    return Recomputed(entered.rowcount, left.rowcount)
+    return Recomputed(counts[0], counts[1], tuple(logged))
 
 
 async def _replace_tag(
@@ -135,10 +150,12 @@ async def _replace_tag(
     )
 
 
-async def apply_flips(session: AsyncSession, program_id: int, flips: Sequence[Flip], now: datetime) -> None:
+async def apply_flips(
+    session: AsyncSession, program_id: int, flips: Sequence[Flip], now: datetime
+) -> list[LoggedChange]:
     """Write the incremental engine's flips: membership rows, the change log, applied tags."""
     if not flips:
-        return
+        return []
     entering = [f for f in flips if f.entered]
     leaving = [f for f in flips if not f.entered]
     if leaving:
@@ -178,8 +195,8 @@ async def apply_flips(session: AsyncSession, program_id: int, flips: Sequence[Fl
                     for f in tagged
                 ],
             )
-    await session.execute(
-        insert(changes),
+    ids = await session.scalars(
+        insert(changes).returning(changes.c.id, sort_by_parameter_order=True),
         [
             {
                 "program_id": program_id,
@@ -191,3 +208,7 @@ async def apply_flips(session: AsyncSession, program_id: int, flips: Sequence[Fl
             for f in flips
         ],
     )
+    return [
+        LoggedChange(i, f.segment_id, f.segment_key, f.member_id, f.entered)
+        for i, f in zip(ids, flips, strict=True)
+    ]

@@ -37,7 +37,7 @@ from domain.segments.conditions import AttrCompare, Node, condition_to_json, par
 from domain.segments.engine import Progress, SegmentEngine
 from domain.segments.index import Definition, dependency_order
 from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
-from domain.segments.membership import Flip, apply_flips
+from domain.segments.membership import Flip
 from domain.segments.rules import parse_rule, render_rule
 from domain.segments.scores import refresh_scores
 
@@ -249,7 +249,7 @@ class SegmentService:
         )
         flips = [Flip(row.id, row.key, m, True, row.applies_tag) for m in sorted(add - current)]
         flips += [Flip(row.id, row.key, m, False, row.applies_tag) for m in sorted((remove & current) - add)]
-        await apply_flips(session, program_id, flips, now)
+        await self.engine.apply(session, program_id, flips, now)
         index = await self.engine.index(session, program_id)
         plans = {f.member_id: index.dependents(row.key) for f in flips}
         await self.engine.reevaluate(session, program_id, {m: p for m, p in plans.items() if p}, now)

@@ -1,0 +1,77 @@
+"""Background loops of a server process: the live relay, the time-flip scheduler, outbox delivery.
+
+A loop does one bounded piece of work per `run_once` and says whether there may
+be more. The runner calls it again at once while it has work, else waits until
+its interval passes or one of its topics is announced (a commit elsewhere said
+there is news, see `domain.db.engine.announce`). A failing pass is logged and
+retried after the interval: a loop never dies of one bad pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Loop(Protocol):
+    #: Shown in logs.
+    name: str
+    #: Longest wait between passes, in seconds.
+    interval: float
+    #: Announced topics that wake the loop early.
+    topics: frozenset[str]
+
+    async def run_once(self) -> bool:
+        """Do one bounded pass; True when there may be more work right away."""
+        ...
+
+
+class Runner:
+    """Runs loops as tasks of the current event loop; `wake` is fed by commits and by other processes."""
+
+    def __init__(self, loops: Iterable[Loop]) -> None:
+        self.loops = list(loops)
+        self._events: dict[str, list[asyncio.Event]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def wake(self, topics: Iterable[str]) -> None:
+        for topic in topics:
+            for event in self._events.get(topic, ()):
+                event.set()
+
+    def start(self) -> None:
+        for loop in self.loops:
+            event = asyncio.Event()
+            for topic in loop.topics:
+                self._events.setdefault(topic, []).append(event)
+            self._tasks.append(asyncio.create_task(self._run(loop, event), name=f"loop:{loop.name}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        self._events.clear()
+
+    async def _run(self, loop: Loop, event: asyncio.Event) -> None:
+        while True:
+            event.clear()
+            try:
+                more = await loop.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("background loop %s failed; retrying in %.1f s", loop.name, loop.interval)
+                more = False
+            if more:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=loop.interval)
