@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
@@ -24,15 +25,32 @@ from api.context import Context, bearer_from_header, build_context
 from api.errors import classify
 from api.runtime import Services, build_services
 from api.schema import build_schema
+from api.static import dashboard_routes
+from domain.auth.principal import PrincipalKind
+from domain.auth.scopes import Scope as AuthScope
+from domain.errors import DomainError
 from domain.settings import Settings
 
 log = logging.getLogger("api")
+
+
+class TextWebSocket(ASGIWebSocketAdapter):
+    """graphql-transport-ws in text frames (browsers' clients expect text), and rejections that say why."""
+
+    async def send_json(self, message: object) -> None:
+        await self.ws.send_text(orjson.dumps(message).decode())
+
+    async def close(self, code: int, reason: str) -> None:
+        if code == 4403:
+            reason = getattr(self.ws.state, "rejection", reason)
+        await self.ws.close(code=code, reason=reason)
 
 
 class LoyaltyGraphQL(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context; `services` is set when the app starts."""
 
     services: Services | None = None
+    websocket_adapter_class = TextWebSocket
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(
@@ -45,6 +63,33 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
         assert self.services is not None, "the app's lifespan has not started"
         bearer = bearer_from_header(request.headers.get("authorization"))
         return await build_context(self.services, request, response, bearer)
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """A subscription authenticates in connection_init: {"authorization": "Bearer <token>"}.
+
+        Closed with 4403 and the reason when the token is missing, invalid, a member's,
+        or lacks segments:read.
+        """
+        params = getattr(context, "connection_params", None) or {}
+        token = params.get("token") or bearer_from_header(
+            params.get("authorization") or params.get("Authorization")
+        )
+        reason = None
+        if not isinstance(token, str) or not token:
+            reason = 'connection_init needs a payload {"authorization": "Bearer <admin token or API key>"}'
+        else:
+            try:
+                principal = await context.services.auth.authenticate(token)
+                if principal.kind == PrincipalKind.MEMBER:
+                    reason = "member tokens cannot subscribe to segment changes"
+                else:
+                    principal.require(AuthScope.SEGMENTS_READ)
+                    context._principal, context._auth_error = principal, None
+            except DomainError as error:
+                reason = error.message
+        if reason is not None:
+            context.request.state.rejection = reason[:120]  # a close reason is at most 123 bytes
+            raise ConnectionRejectionError
 
     async def process_result(self, request: Request, result: ExecutionResult) -> GraphQLHTTPResponse:
         """Parse errors skip the extensions' result hook: give them their code here too."""
@@ -133,6 +178,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
             return
         graphql.services = build_services(settings)
         try:
+            await graphql.services.start()
             yield
         finally:
             await graphql.services.close()
@@ -155,6 +201,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
             Route("/readyz", readyz),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *dashboard_routes(),
         ],
         lifespan=lifespan,
     )

@@ -24,6 +24,8 @@ class Context:
     client_ip: str
     _principal: Principal | None = None
     _auth_error: DomainError | None = None
+    #: The graphql-transport-ws connection_init payload (set by strawberry on WebSocket connections).
+    connection_params: dict[str, object] | None = None
 
     @property
     def principal(self) -> Principal:

@@ -40,9 +40,12 @@ class Runner:
         self._tasks: list[asyncio.Task[None]] = []
 
     def wake(self, topics: Iterable[str]) -> None:
+        """Wake the loops listening on `topics` ("*": every loop)."""
         for topic in topics:
-            for event in self._events.get(topic, ()):
-                event.set()
+            chosen = self._events.values() if topic == "*" else [self._events.get(topic, [])]
+            for events in chosen:
+                for event in events:
+                    event.set()
 
     def start(self) -> None:
         for loop in self.loops:

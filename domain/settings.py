@@ -30,6 +30,10 @@ class Settings:
     max_body_bytes: int = 8 * 1024 * 1024
     admin_session_ttl_s: int = 12 * 3600
     member_token_ttl_s: int = 3600
+    #: Changes a live subscription may have queued before it is closed as too slow.
+    subscriber_queue: int = 1000
+    #: Run the background loops (relay, scheduler, delivery) in this server process.
+    background: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -41,7 +45,9 @@ class Settings:
             redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
             data_dir=data_dir,
-            introspection=env.get("LOYALTY_INTROSPECTION", "1") not in ("0", "false", "no"),
+            introspection=_flag(env.get("LOYALTY_INTROSPECTION", "1")),
+            subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
+            background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
         )
 
     def with_secret(self, secret_key: str) -> Settings:
@@ -57,6 +63,19 @@ class Settings:
         if len(self.secret_key) < 32:
             raise ConfigurationError("LOYALTY_SECRET_KEY must be at least 32 characters long")
         return self.secret_key
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _positive(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}")
+    return int(raw)
 
 
 def local_secret_key(data_dir: Path) -> str:

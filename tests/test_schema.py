@@ -27,7 +27,6 @@ OWNED_BY_LATER_ISSUES = {
     "missing field Query.reviewQueue",
     "missing field Mutation.approveAccrual",
     "missing field Mutation.rejectAccrual",
-    "missing type Subscription",
 }
 
 

@@ -1,0 +1,1 @@
+"""Live segment changes: the change log relayed to Redis pub/sub and fanned out to subscribers."""

@@ -1,0 +1,212 @@
+"""The relay: publishes the committed change log to Redis pub/sub, in log order, exactly once per pass.
+
+The change log (segment_changes) is the outbox: a change is published only after
+the transaction that wrote it committed, and a crash between commit and publish
+is repaired because the relay resumes from its stored position. One process at a
+time relays (a Redis lease); the others stand by and take over when it lapses.
+
+Ids are allocated when rows are inserted, not when they commit, so a reader can
+see id 12 before id 11 commits. The relay publishes strictly in id order and waits
+at a gap for up to `gap_timeout` seconds (the transaction holding it is usually a
+few milliseconds from committing). A gap that outlives that is most often a
+rollback; it is skipped but watched for `late_ttl` seconds, and rows that appear
+in it later (a long batch recompute) are published then. Per member, order still
+holds: a member's later change waits on the lock its earlier change's transaction
+holds, so it always has the larger id and commits later.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import ColumnElement, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.dialect import insert_for
+from domain.db.engine import Database
+from domain.live.messages import LiveChange, encode
+from domain.models import Member, RelayPosition, Segment, SegmentChange
+from domain.redis_store import RedisStore
+from domain.segments.engine import SEGMENT_CHANGES
+
+log = logging.getLogger(__name__)
+
+POSITION = "segment_changes"
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+def changes_channel(redis: RedisStore, program_id: int | str) -> str:
+    return redis.key("live", "changes", program_id)
+
+
+class Lease:
+    """A Redis lease held by one process at a time; renewed on every pass, lapses after `ttl` seconds."""
+
+    def __init__(self, redis: RedisStore, name: str, ttl: float) -> None:
+        self.redis = redis
+        self.key = redis.key("lease", name)
+        self.ttl_ms = int(ttl * 1000)
+        self.token = uuid.uuid4().hex
+
+    async def hold(self) -> bool:
+        held = await self.redis.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+        return bool(held)
+
+    async def release(self) -> None:
+        if await self.redis.client.get(self.key) == self.token:
+            await self.redis.client.delete(self.key)
+
+
+@dataclass
+class _Late:
+    """Ids skipped as a gap, still watched in case a long transaction commits them."""
+
+    low: int
+    high: int
+    until: float
+    published: set[int] = field(default_factory=set)
+
+
+class ChangeRelay:
+    name = "live-relay"
+    topics = frozenset({SEGMENT_CHANGES})
+
+    def __init__(
+        self,
+        db: Database,
+        redis: RedisStore,
+        clock: Clock,
+        *,
+        batch: int = 1000,
+        interval: float = 1.0,
+        gap_timeout: float = 2.0,
+        late_ttl: float = 3600.0,
+        lease_ttl: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.redis = redis
+        self.clock = clock
+        self.batch = batch
+        self.interval = interval
+        self.gap_timeout = gap_timeout
+        self.late_ttl = late_ttl
+        self.lease = Lease(redis, "live-relay", lease_ttl)
+        self._position: int | None = None
+        self._gap: tuple[int, float] | None = None  # (first missing id, when first seen)
+        self._late: list[_Late] = []
+
+    async def run_once(self) -> bool:
+        if not await self.lease.hold():
+            self._position = None  # another process relays; reload the position if we take over
+            return False
+        async with self.db.unit_of_work() as uow:
+            if self._position is None:
+                self._position = await _load_position(uow.session, self.clock)
+            rows = await _read(uow.session, SegmentChange.id > self._position, self.batch)
+            late = await self._late_rows(uow.session)
+            ready, position = self._advance(rows)
+            await self._publish(late + ready)
+            if position != self._position:
+                await _save_position(uow.session, position, self.clock)
+                self._position = position
+        return len(rows) == self.batch and bool(ready)
+
+    def _advance(self, rows: Sequence[LiveChange]) -> tuple[list[LiveChange], int]:
+        """The rows that may be published now, in id order, and the new position."""
+        assert self._position is not None
+        position = self._position
+        ready: list[LiveChange] = []
+        now = time.monotonic()
+        for row in rows:
+            if row.id != position + 1:
+                missing = position + 1
+                if self._gap is None or self._gap[0] != missing:
+                    self._gap = (missing, now)
+                if now - self._gap[1] < self.gap_timeout:
+                    break
+                log.info(
+                    "relay: ids %d..%d not committed after %.1f s", missing, row.id - 1, self.gap_timeout
+                )
+                self._late.append(_Late(missing, row.id - 1, now + self.late_ttl))
+                self._gap = None
+            ready.append(row)
+            position = row.id
+        return ready, position
+
+    async def _late_rows(self, session: AsyncSession) -> list[LiveChange]:
+        now = time.monotonic()
+        self._late = [r for r in self._late if r.until > now]
+        if not self._late:
+            return []
+        found = await _read(
+            session, or_(*(SegmentChange.id.between(r.low, r.high) for r in self._late)), self.batch
+        )
+        fresh = []
+        for row in found:
+            watch = next(r for r in self._late if r.low <= row.id <= r.high)
+            if row.id not in watch.published:
+                watch.published.add(row.id)
+                fresh.append(row)
+        return fresh
+
+    async def _publish(self, rows: Sequence[LiveChange]) -> None:
+        by_program: dict[int, list[LiveChange]] = defaultdict(list)
+        for row in rows:
+            by_program[row.program_id].append(row)
+        for program_id, changes in by_program.items():
+            for start in range(0, len(changes), 200):
+                await self.redis.client.publish(
+                    changes_channel(self.redis, program_id), encode(changes[start : start + 200])
+                )
+
+
+async def _read(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
+    query = (
+        select(
+            SegmentChange.id,
+            SegmentChange.program_id,
+            Segment.key,
+            Member.external_id,
+            SegmentChange.change,
+            SegmentChange.at,
+        )
+        .join(Segment, Segment.id == SegmentChange.segment_id)
+        .join(Member, Member.id == SegmentChange.member_id)
+        .where(where)
+        .order_by(SegmentChange.id)
+        .limit(limit)
+    )
+    return [LiveChange(*row) for row in await session.execute(query)]
+
+
+async def _load_position(session: AsyncSession, clock: Clock) -> int:
+    """Where relaying resumes: the stored position, or the log's end the first time."""
+    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    if stored is not None:
+        return stored
+    end = await session.scalar(select(func.coalesce(func.max(SegmentChange.id), 0))) or 0
+    await session.execute(
+        insert_for(session, RelayPosition.__table__)
+        .values(name=POSITION, position=end, updated_at=clock.now())
+        .on_conflict_do_nothing()
+    )
+    return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION)) or end
+
+
+async def _save_position(session: AsyncSession, position: int, clock: Clock) -> None:
+    await session.execute(
+        update(RelayPosition)
+        .where(RelayPosition.name == POSITION, RelayPosition.position < position)
+        .values(position=position, updated_at=clock.now())
+    )

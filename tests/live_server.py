@@ -1,0 +1,163 @@
+"""Real server processes (`loyalty serve`) on the test database and Redis prefix, and a
+graphql-transport-ws client for them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+
+from domain.settings import Settings
+
+PROTOCOL = "graphql-transport-ws"
+_ids = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Server:
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    async def graphql(
+        self, token: str, query: str, variables: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.http, timeout=30) as http:
+            response = await http.post(
+                "/graphql",
+                json={"query": query, "variables": variables or {}},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        body: dict[str, Any] = response.json()
+        assert response.status_code == 200, body
+        assert "errors" not in body, body
+        data: dict[str, Any] = body["data"]
+        return data
+
+
+@contextlib.asynccontextmanager
+async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Server]:
+    """`loyalty serve` in its own process, on a free port, until the block ends."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LOYALTY_DATABASE_URL": settings.database_url,
+        "LOYALTY_REDIS_URL": settings.redis_url or "",
+        "LOYALTY_REDIS_PREFIX": settings.redis_prefix,
+        "LOYALTY_SECRET_KEY": settings.secret_key or "",
+        "LOYALTY_DATA_DIR": str(settings.data_dir),
+        **environ,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "api.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    server = Server(port)
+    try:
+        await _wait_ready(server, process)
+        yield server
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _wait_ready(server: Server, process: asyncio.subprocess.Process) -> None:
+    async with httpx.AsyncClient(base_url=server.http, timeout=2) as http:
+        for _ in range(300):
+            if process.returncode is not None:
+                assert process.stderr is not None
+                raise RuntimeError(f"the server exited: {(await process.stderr.read()).decode()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get("/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not become ready within 30 s")
+
+
+class Subscription:
+    """One graphql-transport-ws connection with one subscription on it."""
+
+    def __init__(self, connection: ClientConnection, operation: str) -> None:
+        self.connection = connection
+        self.operation = operation
+
+    async def next(self, wait: float = 10) -> dict[str, Any]:
+        """The next result's data; fails on an error message or after `wait` seconds."""
+        while True:
+            message = orjson.loads(await asyncio.wait_for(self.connection.recv(), wait))
+            if message["type"] == "ping":
+                await self.connection.send(orjson.dumps({"type": "pong"}).decode())
+                continue
+            assert message["type"] == "next", message
+            assert message["id"] == self.operation, message
+            assert "errors" not in message["payload"], message
+            data: dict[str, Any] = message["payload"]["data"]
+            return data
+
+    async def message(self, wait: float = 10) -> dict[str, Any]:
+        raw: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.connection.recv(), wait))
+        return raw
+
+    async def drain(self, into: list[dict[str, Any]]) -> None:
+        """Read results into `into` until the connection closes (ConnectionClosed)."""
+        while True:
+            into.append(await self.next())
+
+
+@contextlib.asynccontextmanager
+async def subscribe(
+    server: Server, payload: dict[str, Any], query: str, variables: dict[str, Any] | None = None
+) -> AsyncIterator[Subscription]:
+    """Connect, initialise with `payload`, subscribe to `query`; the caller reads with `next`."""
+    async with connect(server.ws, subprotocols=[PROTOCOL]) as connection:  # type: ignore[list-item]
+        await connection.send(orjson.dumps({"type": "connection_init", "payload": payload}).decode())
+        ack = orjson.loads(await asyncio.wait_for(connection.recv(), 10))
+        assert ack["type"] == "connection_ack", ack
+        operation = str(next(_ids))
+        await connection.send(
+            orjson.dumps(
+                {
+                    "id": operation,
+                    "type": "subscribe",
+                    "payload": {"query": query, "variables": variables or {}},
+                }
+            ).decode()
+        )
+        yield Subscription(connection, operation)
