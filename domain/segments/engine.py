@@ -20,8 +20,11 @@ from domain.db.engine import announce
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.segments.compile import Compilation
-from domain.segments.evaluate import Evaluation
+from domain.segments.conditions import Node
+from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
+from domain.segments.evaluate import Evaluation, MemberFacts
 from domain.segments.facts import Needs, load_facts
+from domain.segments.horizon import earliest_change
 from domain.segments.index import Definition, SegmentIndex, definition_from_row
 from domain.segments.lifecycle import LifecycleThresholds
 from domain.segments.membership import Flip, Recomputed, apply_flips, replace_members
@@ -116,9 +119,22 @@ class SegmentEngine:
             await self.reevaluate(session, program_id, dict.fromkeys(member_ids, affected), now)
 
     async def reevaluate(
-        self, session: AsyncSession, program_id: int, plans: dict[int, list[Definition]], now: datetime
+        self,
+        session: AsyncSession,
+        program_id: int,
+        plans: dict[int, list[Definition]],
+        now: datetime,
+        *,
+        due: DueTimes = DueTimes.EARLIER,
     ) -> list[Flip]:
-        """Evaluate each member's planned segments in memory and write the flips."""
+        """Evaluate each member's planned segments in memory, write the flips and the members' due times.
+
+        A member's due time is the earliest instant time alone flips one of its
+        planned time-dependent segments (`horizon.next_change`). EARLIER (the plan
+        is part of the member's segments) only looks for instants before the
+        stored one and moves it earlier; EXACT (the plan is all of them: the
+        scheduler) replaces it, NULL included.
+        """
         if not plans:
             return []
         member_ids = sorted(plans)
@@ -126,27 +142,23 @@ class SegmentEngine:
         needed = {d.key: d for plan in plans.values() for d in plan}
         needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
         facts = await load_facts(session, program_id, member_ids, needs, now)
-        evaluation = Evaluation(now, (await self.view(session, program_id)).lifecycle)
+        lifecycle = (await self.view(session, program_id)).lifecycle
+        evaluation = Evaluation(now, lifecycle)
         flips: list[Flip] = []
+        exact = due == DueTimes.EXACT
+        timed = {member_id: _time_dependent(plan) for member_id, plan in plans.items()}
+        stored = {} if exact or not any(timed.values()) else await stored_due_times(session, member_ids)
+        due_at: dict[int, datetime | None] = dict.fromkeys(member_ids) if exact else {}
         for member_id in member_ids:
             member = facts.get(member_id)
             if member is None:
                 continue
-            for definition in plans[member_id]:
-                assert definition.condition is not None
-                holds = evaluation.holds(definition.condition, member)
-                if holds == (definition.key in member.segments):
-                    continue
-                flips.append(Flip(definition.id, definition.key, member_id, holds, definition.applies_tag))
-                if holds:
-                    member.segments.add(definition.key)
-                else:
-                    member.segments.discard(definition.key)
-                if definition.applies_tag:
-                    held = member.tag_sources.setdefault(definition.applies_tag, set())
-                    (held.add if holds else held.discard)(definition.key)
-                    member.tags = frozenset(tag for tag, by in member.tag_sources.items() if by)
+            flips.extend(_evaluate_plan(evaluation, plans[member_id], member))
+            if timed[member_id]:  # only an instant earlier than the stored one changes anything
+                bound = stored.get(member_id)
+                due_at[member_id] = earliest_change(timed[member_id], member, now, lifecycle, bound)
         await self.apply(session, program_id, flips, now)
+        await write_due_times(session, due_at, due)
         return flips
 
     async def apply(
@@ -172,7 +184,11 @@ class SegmentEngine:
         now: datetime,
         progress: Progress | None = None,
     ) -> dict[str, Recomputed]:
-        """Recompute whole segments (all non-STATIC when `keys` is None), references first."""
+        """Recompute whole segments (all non-STATIC when `keys` is None), references first.
+
+        The members' due times are unknown after a time-dependent definition is
+        recomputed: they all become due now, and the scheduler computes them.
+        """
         view = await self.view(session, program_id)
         index = view.index
         wanted = None if keys is None else set(keys)
@@ -183,6 +199,8 @@ class SegmentEngine:
                 chosen.extend(d for d in index.dependents(definition.key) if d not in chosen)
             order = {d.key: i for i, d in enumerate(index.ordered)}
             chosen.sort(key=lambda d: order[d.key])
+        if any(d.kind == "DYNAMIC" and d.time_dependent for d in chosen):
+            await mark_program_due(session, program_id, now)
         compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
         watched = await self.listener.watched(session, program_id) if self.listener else frozenset()
         for definition in chosen:
@@ -203,3 +221,27 @@ class SegmentEngine:
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
+
+
+def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
+    return [d.condition for d in plan if d.time_dependent and d.condition is not None]
+
+
+def _evaluate_plan(evaluation: Evaluation, plan: Sequence[Definition], member: MemberFacts) -> list[Flip]:
+    """The member's flips over `plan` (in dependency order); each updates the facts the next one reads."""
+    flips: list[Flip] = []
+    for definition in plan:
+        assert definition.condition is not None
+        holds = evaluation.holds(definition.condition, member)
+        if holds == (definition.key in member.segments):
+            continue
+        flips.append(Flip(definition.id, definition.key, member.member_id, holds, definition.applies_tag))
+        if holds:
+            member.segments.add(definition.key)
+        else:
+            member.segments.discard(definition.key)
+        if definition.applies_tag:
+            held = member.tag_sources.setdefault(definition.applies_tag, set())
+            (held.add if holds else held.discard)(definition.key)
+            member.tags = frozenset(tag for tag, by in member.tag_sources.items() if by)
+    return flips

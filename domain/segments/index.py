@@ -23,6 +23,7 @@ from domain.segments.conditions import (
     parse_condition,
     walk,
 )
+from domain.segments.horizon import is_time_dependent
 
 PROFILE_PATHS_EXCLUDED = frozenset(
     {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label"}
@@ -41,6 +42,8 @@ class Definition:
     tags: frozenset[str] = frozenset()
     reads_profile: bool = False
     reads_balance: bool = False
+    #: Whether time alone can flip it (`horizon.is_time_dependent`): the scheduler keeps it current.
+    time_dependent: bool = False
 
     @classmethod
     def of(cls, id: int, key: str, kind: str, condition: Node | None, applies_tag: str | None) -> Definition:
@@ -62,6 +65,7 @@ class Definition:
             or any(isinstance(n, (KindIs, InOrganization)) for n in nodes)
             or "lifecycle" in paths,
             reads_balance="pointsBalance" in paths,
+            time_dependent=condition is not None and is_time_dependent(condition),
         )
 
 

@@ -1,0 +1,281 @@
+"""When does the passing of time alone next flip a condition for one member? Pure.
+
+Some leaves change truth with no event: windowed metrics (events leave the
+window, events accepted a little ahead of time enter it), `days_since_*`,
+`streak`, and the built-ins `createdAt`, `age` and `lifecycle`. Each can change
+value only at a few instants that its member's facts determine (an event's
+exit time, the day a day count reaches a compared number, a UTC midnight, a
+birthday, a lifecycle threshold). Between two consecutive such instants every
+leaf is constant, so evaluating the whole condition at each candidate in order
+finds the first flip exactly. Cheaper still: the parts of the condition time
+cannot change are evaluated once (a condition that is false through a
+constant part of an `and` never flips), and the whole condition is evaluated
+only where one of its leaves changes truth.
+
+Segment and tag references count as constant here: the segment they name has
+its own due time and the scheduler evaluates readers after what they read.
+Candidates further than `LIMIT` ahead are ignored (about a century).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, time, timedelta
+
+from domain.segments.conditions import (
+    WINDOWLESS_AGGS,
+    Agg,
+    All,
+    AnyOf,
+    AttrCompare,
+    Metric,
+    MetricCompare,
+    Node,
+    Not,
+    Value,
+    walk,
+)
+from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts
+from domain.segments.lifecycle import LifecycleThresholds
+
+#: How far ahead candidates are looked for.
+LIMIT = timedelta(days=36_600)
+US = timedelta(microseconds=1)
+#: Built-in attributes whose value moves with the clock.
+TIMED_PATHS = frozenset({"createdAt", "age", "lifecycle"})
+#: Any instant: without a window, `Evaluation.selects` applies only the metric's `where`.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def is_time_dependent(condition: Node) -> bool:
+    """Whether some leaf of `condition` can change truth with no event (see the module docstring)."""
+    return any(_moves_with_time(node) for node in walk(condition))
+
+
+def _moves_with_time(node: Node) -> bool:
+    if isinstance(node, AttrCompare):
+        return node.path in TIMED_PATHS
+    if isinstance(node, MetricCompare):
+        return node.metric.agg in WINDOWLESS_AGGS or node.metric.window is not None
+    return False
+
+
+def next_change(
+    condition: Node,
+    member: MemberFacts,
+    now: datetime,
+    lifecycle: LifecycleThresholds,
+    until: datetime | None = None,
+) -> datetime | None:
+    """The first instant after `now` where the condition's truth differs from now, with no new events.
+
+    None when time alone never flips it within `LIMIT`, or before `until` when
+    given (a caller that only wants an earlier instant than one it has). The
+    member's facts must reach back as far as the windows do from `now` (what
+    `load_facts` reads).
+    """
+    end = now + LIMIT if until is None else min(until - US, now + LIMIT)
+    if end <= now:
+        return None
+    evaluation = Evaluation(now, lifecycle)
+    moving = _fold_constants(condition, member, evaluation)
+    if isinstance(moving, bool):
+        return None
+    before = evaluation.holds(moving, member)
+    leaves = [node for node in walk(moving) if _moves_with_time(node)]
+    for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle) for leaf in leaves)):
+        if Evaluation(instant, lifecycle).holds(moving, member) != before:
+            return instant
+    return None
+
+
+def earliest_change(
+    conditions: Iterable[Node],
+    member: MemberFacts,
+    now: datetime,
+    lifecycle: LifecycleThresholds,
+    until: datetime | None = None,
+) -> datetime | None:
+    """The earliest `next_change` of several conditions (before `until` when given), or None."""
+    found = None
+    for condition in conditions:
+        instant = next_change(condition, member, now, lifecycle, until)
+        if instant is not None:
+            found = until = instant
+    return found
+
+
+def _fold_constants(node: Node, member: MemberFacts, evaluation: Evaluation) -> Node | bool:
+    """The condition with each part time cannot change replaced by its truth now; a bool if nothing moves."""
+    match node:
+        case All(children) | AnyOf(children):
+            absorbing = isinstance(node, AnyOf)  # true decides an `any`, false an `all`
+            kept: list[Node] = []
+            for child in children:
+                folded = _fold_constants(child, member, evaluation)
+                if folded is absorbing:
+                    return absorbing
+                if not isinstance(folded, bool):
+                    kept.append(folded)
+            if not kept:
+                return not absorbing
+            return AnyOf(tuple(kept)) if absorbing else All(tuple(kept))
+        case Not(child):
+            folded = _fold_constants(child, member, evaluation)
+            return (not folded) if isinstance(folded, bool) else Not(folded)
+    return node if _moves_with_time(node) else evaluation.holds(node, member)
+
+
+def _leaf_flips(
+    leaf: Node, member: MemberFacts, now: datetime, end: datetime, lifecycle: LifecycleThresholds
+) -> Iterator[datetime]:
+    """The instants in (now, end], in order, where the leaf's truth changes."""
+    member = _leaf_view(leaf, member, now)
+    truth = Evaluation(now, lifecycle).holds(leaf, member)
+    for instant in sorted({t for t in _leaf_instants(leaf, member, now, lifecycle) if now < t <= end}):
+        holds = Evaluation(instant, lifecycle).holds(leaf, member)
+        if holds != truth:
+            truth = holds
+            yield instant
+
+
+def _leaf_instants(
+    node: Node, member: MemberFacts, now: datetime, lifecycle: LifecycleThresholds
+) -> Iterable[datetime]:
+    match node:
+        case MetricCompare(metric, _, value):
+            return _metric_instants(metric, value, member, now)
+        case AttrCompare("createdAt", _, value):
+            return _day_steps(member.created_at, value, now)
+        case AttrCompare("age", _, value):
+            return _birthdays(member.attributes.get("birthDate"), value, now)
+        case AttrCompare("lifecycle", _, _):
+            return _lifecycle_instants(member, lifecycle)
+    return ()
+
+
+def _leaf_view(leaf: Node, member: MemberFacts, now: datetime) -> MemberFacts:
+    """The member with only the raw events a metric leaf can still count from `now` on."""
+    if not isinstance(leaf, MetricCompare) or not leaf.metric.reads_raw_events:
+        return member
+    metric, kept = leaf.metric, _selected(leaf.metric, member)
+    if metric.window is not None:
+        low = now - timedelta(seconds=metric.window.seconds)
+        kept = [e for e in kept if e.occurred_at > low]
+    return replace(member, events={metric.event: kept})
+
+
+# ---------- metrics ----------
+
+
+def _metric_instants(metric: Metric, value: Value, member: MemberFacts, now: datetime) -> Iterable[datetime]:
+    if metric.agg == Agg.STREAK:
+        return _midnights(_event_days(metric, member), now)
+    if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+        origin = _time_origin(metric, member)
+        return () if origin is None else _day_steps(origin, value, now)
+    if metric.window is None:  # the whole history, future events included: constant
+        return ()
+    width = timedelta(seconds=metric.window.seconds)
+    return [t for e in _selected(metric, member) for t in (e.occurred_at, e.occurred_at + width)]
+
+
+def _selected(metric: Metric, member: MemberFacts) -> list[EventFact]:
+    """The member's raw events of the metric's type that its `where` keeps, whatever their time."""
+    timeless, anytime = replace(metric, window=None), Evaluation(_EPOCH)
+    return [e for e in member.events.get(metric.event, ()) if anytime.selects(timeless, e)]
+
+
+def _event_days(metric: Metric, member: MemberFacts) -> set[date]:
+    if metric.reads_raw_events:
+        return {e.occurred_at.date() for e in _selected(metric, member)}
+    return {b.day for b in member.buckets.get(metric.event, ())}
+
+
+def _time_origin(metric: Metric, member: MemberFacts) -> datetime | None:
+    """The newest (days_since_last) or oldest (days_since_first) event time the metric counts from."""
+    if metric.reads_raw_events:
+        times = [e.occurred_at for e in _selected(metric, member)]
+    else:
+        buckets = member.buckets.get(metric.event, ())
+        times = [b.last_at for b in buckets] + [b.first_at for b in buckets]
+    if not times:
+        return None
+    return max(times) if metric.agg == Agg.DAYS_SINCE_LAST else min(times)
+
+
+def _midnights(days: set[date], now: datetime) -> list[datetime]:
+    """A streak changes only at UTC midnights, and is 0 from two days after its newest day on."""
+    if not days:
+        return []
+    today = now.date()
+    last = max(max(days), today) + 2 * DAY
+    count = (last - today).days
+    return [_midnight(today + k * DAY) for k in range(1, count + 1)]
+
+
+# ---------- whole-day counts ----------
+
+
+def _thresholds(value: Value) -> set[int]:
+    """The integers k where an integer-valued comparison with `value` may change between k - 1 and k."""
+    numbers = value if isinstance(value, list) else [value]
+    found: set[int] = set()
+    for number in numbers:
+        if isinstance(number, (int, float)) and not isinstance(number, bool):
+            found.update((math.ceil(number), math.floor(number) + 1))
+    return found
+
+
+def _day_steps(origin: datetime, value: Value, now: datetime) -> list[datetime]:
+    """floor((t - origin) / 24 h) reaches k at origin + k days; only the k the comparison cares about."""
+    current = (now - origin) // DAY
+    ahead = range(current + 1, current + LIMIT.days + 2)
+    return [origin + k * DAY for k in sorted(_thresholds(value)) if k in ahead]
+
+
+def _birthdays(birth_date: object, value: Value, now: datetime) -> list[datetime]:
+    """`age` reaches k on the first day of year + k on or after the birthday (evaluate.py `age`)."""
+    match = BIRTH_DATE.match(birth_date) if isinstance(birth_date, str) else None
+    if match is None:
+        return []
+    year, month, day = (int(g) for g in match.groups())
+    current = Evaluation(now).age(birth_date)
+    assert current is not None
+    found = []
+    for k in sorted(_thresholds(value)):
+        if current < k <= current + LIMIT.days // 365 + 1 and 1 <= year + k < date.max.year:
+            found.append(_midnight(_first_day_on_or_after(year + k, month, day)))
+    return found
+
+
+def _first_day_on_or_after(year: int, month: int, day: int) -> date:
+    """The first date of `year` whose (month, day) is not before the given pair (which may be invalid)."""
+    if month < 1:
+        return date(year, 1, 1)
+    if month > 12:
+        return date(year + 1, 1, 1)
+    first = date(year, month, 1)
+    following = date(year + 1, 1, 1) if month == 12 else date(year, month + 1, 1)
+    if day <= 1:
+        return first
+    return first + (day - 1) * DAY if first + (day - 1) * DAY < following else following
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), tzinfo=UTC)
+
+
+# ---------- lifecycle ----------
+
+
+def _lifecycle_instants(member: MemberFacts, lifecycle: LifecycleThresholds) -> list[datetime]:
+    """NEW ends `new_days` after joining; AT_RISK and LOST begin so long after the last purchase."""
+    found = [member.joined_at + lifecycle.new_days * DAY]
+    last = max((b.last_at for b in member.buckets.get("purchase", ())), default=None)
+    if last is not None:
+        found += [last + lifecycle.at_risk_days * DAY, last + lifecycle.lost_days * DAY]
+    return found
