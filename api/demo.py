@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from api.runtime import Services
+from domain.campaigns.definitions import TriggerDraft
 from domain.errors import NotFound
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
@@ -21,6 +22,33 @@ from domain.segments.templates import TEMPLATES
 PROGRAM_KEY = "demo"
 ADMIN_EMAIL = "admin@demo.local"
 CITIES = ["Istanbul", "Berlin", "Lisbon", "Austin", "Osaka"]
+
+#: The shipped trigger flows (docs/triggers.md): segment key -> its triggers.
+DEMO_FLOWS: dict[str, list[TriggerDraft]] = {
+    # welcome bonus: members entering NEW get 100 points and a welcome message
+    "new_members": [
+        TriggerDraft("ENTER", "AWARD_POINTS", points=100, reason="welcome bonus"),
+        TriggerDraft("ENTER", "SEND_MESSAGE", template="welcome"),
+    ],
+    # win-back: entering at-risk pays 5 % of lifetime purchases (50 to 500 points) and says so
+    "at_risk": [
+        TriggerDraft(
+            "ENTER",
+            "AWARD_POINTS",
+            percent_of_lifetime_value=Decimal(5),
+            min_points=50,
+            max_points=500,
+            reason="win-back reward",
+        ),
+        TriggerDraft("ENTER", "SEND_MESSAGE", template="win_back"),
+    ],
+    # VIP status: a message and a bonus on entering, a note on leaving
+    "vip": [
+        TriggerDraft("ENTER", "SEND_MESSAGE", template="vip_welcome"),
+        TriggerDraft("ENTER", "AWARD_POINTS", points=250, reason="VIP welcome"),
+        TriggerDraft("LEAVE", "SEND_MESSAGE", template="vip_farewell"),
+    ],
+}
 
 
 async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
@@ -98,6 +126,11 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
                 applies_tag=template.applies_tag,
             )
             await services.segments.create(program.id, draft)
+    await services.segments.create(
+        program.id, SegmentDraft("new_members", "New members", "DYNAMIC", rule='lifecycle = "NEW"')
+    )
+    for segment_key, triggers in DEMO_FLOWS.items():  # they act on changes from here on
+        await services.campaigns.set_triggers(program.id, segment_key, triggers)
     await services.segments.recompute(program.id)
 
     password = secrets.token_urlsafe(12)

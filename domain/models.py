@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     ForeignKey,
@@ -260,3 +261,89 @@ class RelayPosition(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class SegmentTrigger(Base):
+    """An action run when a member enters (or leaves) a segment; see docs/triggers.md."""
+
+    __tablename__ = "segment_triggers"
+    __table_args__ = (
+        Index("ix_segment_triggers_program_segment", "program_id", "segment_id"),
+        # ids are never reused (SQLite too): the runner's cache stamp is (count, max id)
+        {"sqlite_autoincrement": True},
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    #: ENTERED or LEFT
+    fires_on: Mapped[str] = mapped_column(String(8))
+    #: AWARD_POINTS, ADD_TAG, REMOVE_TAG, SEND_MESSAGE or CALL_WEBHOOK
+    action: Mapped[str] = mapped_column(String(16))
+    #: The action's validated parameters (domain/campaigns/definitions.py).
+    params: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: Order within the segment's set, as given.
+    position: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (UniqueConstraint("program_id", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(String(2000))
+    #: Signs every delivery (HMAC-SHA256); shown once, at creation.
+    secret: Mapped[str] = mapped_column(String(128))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Message(Base):
+    """A message a trigger sent (or is sending) to a member."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_member", "member_id", "id"),
+        Index("ix_messages_program", "program_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    segment_key: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    template: Mapped[str] = mapped_column(String(64))
+    #: QUEUED, SENT or FAILED
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxItem(Base):
+    """A side effect written with the change that caused it, delivered after commit (at least once)."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_status_due", "status", "next_attempt_at"),
+        Index("ix_outbox_program_status", "program_id", "status", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    #: WEBHOOK or MESSAGE
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Sent with every attempt: receivers deduplicate on it. Derived from trigger and change.
+    delivery_id: Mapped[str] = mapped_column(String(36), unique=True)
+    endpoint_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    payload: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: PENDING, DELIVERED or DEAD
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Set while a worker delivers it; a crashed worker's claim expires.
+    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import Protocol, cast
 
 import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Info
 from api.pagination import decode_cursor, page_size
+from api.types.campaigns import SegmentTrigger
 from api.types.enums import MembershipChange, SegmentKind
 from api.types.members import MemberConnection, member_connection
 from domain import models
 from domain.auth.scopes import Scope
-from domain.segments.service import ChangeView, rule_of
+from domain.segments.service import rule_of
 
 
 @strawberry.type
@@ -23,6 +24,21 @@ class SegmentSizePoint:
     size: int
     entered: int
     left: int
+
+
+class ChangeRow(Protocol):
+    """A change log row as the domain hands it out (a ChangeView or a LiveChange)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def segment_key(self) -> str: ...
+    @property
+    def member_external_id(self) -> str: ...
+    @property
+    def change(self) -> str: ...
+    @property
+    def at(self) -> datetime: ...
 
 
 @strawberry.type(description="One member entering or leaving one segment")
@@ -36,7 +52,7 @@ class SegmentChangeEvent:
     at: datetime
 
     @classmethod
-    def of(cls, view: ChangeView) -> SegmentChangeEvent:
+    def of(cls, view: ChangeRow) -> SegmentChangeEvent:
         return cls(
             cursor=str(view.id),
             segment_key=view.segment_key,
@@ -73,6 +89,12 @@ class Segment:
     @strawberry.field(description="Tag that members of this segment carry while they are in it")
     def applies_tag(self) -> str | None:
         return self.row.applies_tag
+
+    @strawberry.field(description="What happens when a member enters or leaves (docs/triggers.md)")
+    async def triggers(self, info: Info) -> list[SegmentTrigger]:
+        info.context.principal.require(Scope.SEGMENTS_READ)
+        found = await info.context.services.campaigns.triggers_of([self.row.id])
+        return [SegmentTrigger.of(row) for row in found.get(self.row.id, [])]
 
     @strawberry.field
     async def size(self, info: Info) -> int:

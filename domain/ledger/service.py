@@ -12,8 +12,9 @@ concurrent redemptions serialise on the member row and cannot overdraw.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import CursorResult, select, update
@@ -22,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
+from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
@@ -203,6 +205,51 @@ class LedgerService:
         return existing
 
 
+@dataclass(frozen=True)
+class Bonus:
+    """Points a trigger grants a member; `idempotency_key` makes a replay a no-op."""
+
+    member_id: int
+    points: int
+    reason: str
+    idempotency_key: str
+
+
+async def post_bonuses(
+    session: AsyncSession, program_id: int, bonuses: Sequence[Bonus], now: datetime
+) -> list[Bonus]:
+    """Post bonuses as POSTED ADJUSTMENT entries inside the caller's transaction.
+
+    An idempotency key already in the ledger is skipped (`ON CONFLICT DO NOTHING`),
+    so replaying a bonus never pays twice. Returns the bonuses actually posted; the
+    caller tells the segment engine that those members' balances moved.
+    """
+    wanted = [b for b in bonuses if b.points > 0]
+    if not wanted:
+        return []
+    table = LedgerEntry.__table__
+    statement = insert_for(session, table).on_conflict_do_nothing().returning(table.c.idempotency_key)
+    rows = [
+        {
+            "program_id": program_id,
+            "member_id": b.member_id,
+            "points": b.points,
+            "status": AccrualStatus.POSTED.value,
+            "kind": EntryKind.ADJUSTMENT.value,
+            "reason": b.reason[:MAX_REASON],
+            "idempotency_key": b.idempotency_key,
+            "request_hash": request_hash(EntryKind.ADJUSTMENT, b.member_id, b.points, b.reason),
+            "created_at": now,
+        }
+        for b in wanted
+    ]
+    posted_keys = set((await session.scalars(statement, rows)).all())
+    posted = [b for b in wanted if b.idempotency_key in posted_keys]
+    for bonus in sorted(posted, key=lambda b: b.member_id):  # member-id order: see lock_members
+        await move_balance(session, bonus.member_id, bonus.points, what="bonus")
+    return posted
+
+
 async def move_balance(session: AsyncSession, member_id: int, delta: int, *, what: str) -> None:
     """Add `delta` to the member's posted balance; refuse to go below zero."""
     statement = (
@@ -237,3 +284,5 @@ def _check_text(reason: str, idempotency_key: str) -> None:
         raise InvalidInput(f"idempotencyKey: longer than {MAX_IDEMPOTENCY_KEY} characters")
     if idempotency_key.startswith("event:"):
         raise InvalidInput("idempotencyKey: the prefix 'event:' is reserved for event accruals")
+    if idempotency_key.startswith("trigger:"):
+        raise InvalidInput("idempotencyKey: the prefix 'trigger:' is reserved for trigger bonuses")

@@ -1,0 +1,106 @@
+"""Queries and mutations on segment triggers, webhook endpoints, deliveries and messages."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import strawberry
+
+from api.context import Info
+from api.pagination import page_size
+from api.types.campaigns import CreatedWebhookEndpoint, Delivery, Message, SegmentTrigger, WebhookEndpoint
+from api.types.enums import Channel
+from domain.auth.scopes import Scope
+from domain.campaigns.definitions import TriggerAction, TriggerDraft, TriggerOn
+from domain.campaigns.outbox import OutboxStatus
+from domain.errors import InvalidInput
+
+
+@strawberry.input(description="One trigger; give only the fields its action reads")
+class SegmentTriggerInput:
+    on: TriggerOn
+    action: TriggerAction
+    points: int | None = None
+    percent_of_lifetime_value: Decimal | None = None
+    min_points: int | None = None
+    max_points: int | None = None
+    reason: str | None = None
+    tag: str | None = None
+    template: str | None = None
+    fallback_channel: Channel | None = None
+    webhook_key: str | None = None
+
+    def draft(self) -> TriggerDraft:
+        return TriggerDraft(
+            on=TriggerOn(self.on).value,
+            action=TriggerAction(self.action).value,
+            points=self.points,
+            percent_of_lifetime_value=self.percent_of_lifetime_value,
+            min_points=self.min_points,
+            max_points=self.max_points,
+            reason=self.reason,
+            tag=self.tag,
+            template=self.template,
+            fallback_channel=None if self.fallback_channel is None else Channel(self.fallback_channel).value,
+            webhook_key=self.webhook_key,
+        )
+
+
+def _delivery_id(raw: strawberry.ID) -> int:
+    if not str(raw).isdigit():
+        raise InvalidInput(f"id: {str(raw)[:40]!r} is not a delivery id")
+    return int(raw)
+
+
+@strawberry.type
+class CampaignQueries:
+    @strawberry.field(description="The program's webhook endpoints, by key (secrets are never shown again)")
+    async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        return [WebhookEndpoint.of(e) for e in await info.context.services.campaigns.endpoints(program_id)]
+
+    @strawberry.field(description="Outbox rows, newest first; status DEAD lists the dead letters")
+    async def deliveries(
+        self, info: Info, status: OutboxStatus | None = None, first: int | None = 50
+    ) -> list[Delivery]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        chosen = None if status is None else OutboxStatus(status).value
+        views = await info.context.services.campaigns.deliveries(program_id, chosen, page_size(first))
+        return [Delivery.of(v) for v in views]
+
+    @strawberry.field(description="Messages triggers sent, newest first: of one member, or of the program")
+    async def messages(
+        self, info: Info, member_external_id: str | None = None, first: int | None = 50
+    ) -> list[Message]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        views = await info.context.services.campaigns.messages(
+            program_id, member_external_id, page_size(first)
+        )
+        return [Message.of(v) for v in views]
+
+
+@strawberry.type
+class CampaignMutations:
+    @strawberry.mutation(
+        description="Replace the segment's triggers; they act on membership changes from now on"
+    )
+    async def set_segment_triggers(
+        self, info: Info, segment_key: str, triggers: list[SegmentTriggerInput]
+    ) -> list[SegmentTrigger]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        rows = await info.context.services.campaigns.set_triggers(
+            program_id, segment_key, [t.draft() for t in triggers]
+        )
+        return [SegmentTrigger.of(row) for row in rows]
+
+    @strawberry.mutation(description="Register a webhook receiver; the signing secret is returned only here")
+    async def create_webhook_endpoint(self, info: Info, key: str, url: str) -> CreatedWebhookEndpoint:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        created = await info.context.services.campaigns.create_endpoint(program_id, key, url)
+        return CreatedWebhookEndpoint(endpoint=WebhookEndpoint.of(created.endpoint), secret=created.secret)
+
+    @strawberry.mutation(description="Give a DEAD delivery a fresh set of attempts, due now")
+    async def retry_delivery(self, info: Info, id: strawberry.ID) -> Delivery:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        view = await info.context.services.campaigns.retry_delivery(program_id, _delivery_id(id))
+        return Delivery.of(view)

@@ -1,0 +1,1 @@
+"""Campaigns: per-segment triggers, the transactional outbox, messages and webhooks (docs/triggers.md)."""

@@ -1,0 +1,207 @@
+"""Admin operations on triggers, webhook endpoints, deliveries and messages."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from domain.campaigns.definitions import TriggerAction, TriggerDraft, validate_triggers
+from domain.campaigns.messages import MessageStatus
+from domain.campaigns.outbox import OUTBOX_TOPIC, OutboxStatus
+from domain.campaigns.webhooks import new_secret, validate_url
+from domain.clock import Clock
+from domain.db.engine import Database, announce
+from domain.errors import Conflict, InvalidInput, NotFound
+from domain.members.service import check_page_size, members_by_external_id
+from domain.models import Member, Message, OutboxItem, Segment, SegmentTrigger, WebhookEndpoint
+from domain.programs.service import validate_key
+
+
+@dataclass(frozen=True)
+class CreatedEndpoint:
+    endpoint: WebhookEndpoint
+    #: Shown once: store it to verify signatures.
+    secret: str
+
+
+@dataclass(frozen=True)
+class DeliveryView:
+    item: OutboxItem
+    endpoint_key: str | None
+
+
+@dataclass(frozen=True)
+class MessageView:
+    message: Message
+    member_external_id: str
+
+
+class CampaignService:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    # ---------- triggers ----------
+
+    async def set_triggers(
+        self, program_id: int, segment_key: str, drafts: Sequence[TriggerDraft]
+    ) -> list[SegmentTrigger]:
+        """Replace the segment's triggers; they act on changes from now on (not on current members)."""
+        specs = validate_triggers(drafts)
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            segment = (
+                await session.scalars(
+                    select(Segment).where(Segment.program_id == program_id, Segment.key == segment_key)
+                )
+            ).one_or_none()
+            if segment is None:
+                raise NotFound(f"segmentKey: no segment {segment_key!r} in this program")
+            wanted = {s.params["webhook"] for s in specs if s.action is TriggerAction.CALL_WEBHOOK}
+            known = set(
+                await session.scalars(
+                    select(WebhookEndpoint.key).where(
+                        WebhookEndpoint.program_id == program_id, WebhookEndpoint.key.in_(sorted(wanted))
+                    )
+                )
+            )
+            for i, spec in enumerate(specs):
+                if spec.action is TriggerAction.CALL_WEBHOOK and spec.params["webhook"] not in known:
+                    key = spec.params["webhook"]
+                    raise NotFound(f"triggers[{i}].webhookKey: no webhook endpoint {key!r} in this program")
+            await session.execute(delete(SegmentTrigger).where(SegmentTrigger.segment_id == segment.id))
+            rows = [
+                SegmentTrigger(
+                    program_id=program_id,
+                    segment_id=segment.id,
+                    fires_on=spec.fires_on,
+                    action=spec.action.value,
+                    params=spec.params,
+                    position=position,
+                    created_at=now,
+                )
+                for position, spec in enumerate(specs)
+            ]
+            session.add_all(rows)
+            await session.flush()
+        return rows
+
+    async def triggers_of(self, segment_ids: Sequence[int]) -> dict[int, list[SegmentTrigger]]:
+        async with self.db.read() as session:
+            rows = await session.scalars(
+                select(SegmentTrigger)
+                .where(SegmentTrigger.segment_id.in_(segment_ids))
+                .order_by(SegmentTrigger.segment_id, SegmentTrigger.position)
+            )
+            found: dict[int, list[SegmentTrigger]] = defaultdict(list)
+            for row in rows:
+                found[row.segment_id].append(row)
+        return found
+
+    # ---------- webhook endpoints ----------
+
+    async def create_endpoint(self, program_id: int, key: str, url: str) -> CreatedEndpoint:
+        validate_key(key, "key")
+        validate_url(url)
+        secret = new_secret()
+        try:
+            async with self.db.unit_of_work() as uow:
+                endpoint = WebhookEndpoint(
+                    program_id=program_id,
+                    key=key,
+                    url=url,
+                    secret=secret,
+                    active=True,
+                    created_at=self.clock.now(),
+                )
+                uow.session.add(endpoint)
+                await uow.session.flush()
+        except IntegrityError:
+            raise Conflict(f"key: a webhook endpoint {key!r} already exists") from None
+        return CreatedEndpoint(endpoint, secret)
+
+    async def endpoints(self, program_id: int) -> list[WebhookEndpoint]:
+        async with self.db.read() as session:
+            return list(
+                await session.scalars(
+                    select(WebhookEndpoint)
+                    .where(WebhookEndpoint.program_id == program_id)
+                    .order_by(WebhookEndpoint.key)
+                )
+            )
+
+    # ---------- deliveries ----------
+
+    async def deliveries(self, program_id: int, status: str | None, first: int) -> list[DeliveryView]:
+        """Outbox rows, newest first, optionally of one status (DEAD: the dead letters)."""
+        check_page_size(first)
+        if status is not None and status not in OutboxStatus.__members__:
+            raise InvalidInput(f"status: {status!r} is not one of PENDING, DELIVERED, DEAD")
+        async with self.db.read() as session:
+            query = (
+                select(OutboxItem, WebhookEndpoint.key)
+                .outerjoin(WebhookEndpoint, WebhookEndpoint.id == OutboxItem.endpoint_id)
+                .where(OutboxItem.program_id == program_id)
+            )
+            if status is not None:
+                query = query.where(OutboxItem.status == status)
+            rows = await session.execute(query.order_by(OutboxItem.id.desc()).limit(first))
+            return [DeliveryView(item, key) for item, key in rows]
+
+    async def retry_delivery(self, program_id: int, item_id: int) -> DeliveryView:
+        """Give a DEAD delivery a fresh set of attempts, due now."""
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            item = await session.get(OutboxItem, item_id, with_for_update=True)
+            if item is None or item.program_id != program_id:
+                raise NotFound(f"id: no delivery {item_id} in this program")
+            if item.status != OutboxStatus.DEAD:
+                raise InvalidInput(
+                    f"id: delivery {item_id} is {item.status}; only DEAD deliveries are retried"
+                )
+            item.status = OutboxStatus.PENDING.value
+            item.attempts = 0
+            item.next_attempt_at = now
+            item.locked_until = None
+            if item.message_id is not None:
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == item.message_id)
+                    .values(status=MessageStatus.QUEUED.value, error=None)
+                )
+            endpoint_key = None
+            if item.endpoint_id is not None:
+                endpoint = await session.get(WebhookEndpoint, item.endpoint_id)
+                endpoint_key = endpoint.key if endpoint else None
+            await session.flush()
+            announce(session, OUTBOX_TOPIC)
+        return DeliveryView(item, endpoint_key)
+
+    # ---------- messages ----------
+
+    async def messages(
+        self, program_id: int, member_external_id: str | None, first: int
+    ) -> list[MessageView]:
+        """Messages sent by triggers, newest first: of one member, or of the whole program."""
+        check_page_size(first)
+        async with self.db.read() as session:
+            query = (
+                select(Message, Member.external_id)
+                .join(Member, Member.id == Message.member_id)
+                .where(Message.program_id == program_id)
+            )
+            if member_external_id is not None:
+                member = (await members_by_external_id(session, program_id, [member_external_id])).get(
+                    member_external_id
+                )
+                if member is None:
+                    raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
+                query = query.where(Message.member_id == member.id)
+            rows = await session.execute(query.order_by(Message.id.desc()).limit(first))
+            return [MessageView(message, external_id) for message, external_id in rows]
