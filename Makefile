@@ -33,6 +33,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/segments.py
+	$(BIN)/python bench/realtime.py
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

@@ -6,15 +6,23 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from domain.auth.service import AuthService
-from domain.background import Loop
+from domain.background import Loop, Runner
+from domain.campaigns.delivery import OutboxDelivery
+from domain.campaigns.messages import LoggingProvider
+from domain.campaigns.service import CampaignService
+from domain.campaigns.triggers import TriggerRunner
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService
 from domain.ledger.service import LedgerService
+from domain.live.bus import LiveBus
+from domain.live.relay import ChangeRelay
+from domain.live.service import LiveService
 from domain.members.service import MemberService
 from domain.programs.service import ProgramService
 from domain.redis_store import RedisStore
 from domain.segments.engine import SegmentEngine
+from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
@@ -34,10 +42,30 @@ class Services:
     ledger: LedgerService
     segments: SegmentService
     tags: TagService
-    #: Background loops a server process runs (api.app starts them in its lifespan).
+    campaigns: CampaignService
+    bus: LiveBus
+    live: LiveService
+    relay: ChangeRelay
+    #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
+    _runner: Runner | None = None
+
+    async def start(self) -> None:
+        """Serve live: the Redis bus, and the background loops (relay, scheduler, delivery) unless
+        the settings turn them off for this process."""
+        self._runner = Runner(self.loops if self.settings.background else [])
+        await self.bus.start(self._runner.wake)
+        self._runner.start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.stop()
+            self._runner = None
+            await self.relay.lease.release()  # another process takes over at once, not in 10 s
+        await self.bus.stop()
 
     async def close(self) -> None:
+        await self.stop()
         await self.redis.close()
         await self.db.dispose()
 
@@ -56,6 +84,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
     )
     segments = SegmentEngine()
+    segments.listener = TriggerRunner(segments)
+    bus = LiveBus(redis, queue_capacity=settings.subscriber_queue)
+    db.on_commit = bus.announce
     services = Services(
         settings=settings,
         db=db,
@@ -68,6 +99,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         ledger=LedgerService(db, clock, segments),
         segments=SegmentService(db, clock, segments),
         tags=TagService(db, clock, segments),
+        campaigns=CampaignService(db, clock),
+        bus=bus,
+        live=LiveService(db, bus),
+        relay=ChangeRelay(db, redis, clock),
     )
-    services.loops.extend([])
+    services.loops.append(services.relay)
+    services.loops.extend(
+        [TimeFlipScheduler(db, clock, segments), OutboxDelivery(db, clock, LoggingProvider())]
+    )
     return services

@@ -22,9 +22,11 @@ from strawberry.extensions import (
 from strawberry.types import ExecutionContext
 
 from api.auth import AuthMutations
+from api.campaigns import CampaignMutations, CampaignQueries
 from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.limits import cost_limit_rule
+from api.live import LiveSubscriptions
 from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
 from api.programs import ProgramMutations, ProgramQueries
@@ -35,14 +37,25 @@ from domain.settings import Settings
 
 
 @strawberry.type
-class Query(MemberQueries, ProgramQueries, SegmentQueries):
+class Query(MemberQueries, ProgramQueries, SegmentQueries, CampaignQueries):
     pass
 
 
 @strawberry.type
 class Mutation(
-    AuthMutations, MemberMutations, ProgramMutations, EventMutations, PointsMutations, SegmentMutations
+    AuthMutations,
+    MemberMutations,
+    ProgramMutations,
+    EventMutations,
+    PointsMutations,
+    SegmentMutations,
+    CampaignMutations,
 ):
+    pass
+
+
+@strawberry.type
+class Subscription(LiveSubscriptions):
     pass
 
 
@@ -78,6 +91,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return LoyaltySchema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         extensions=extensions,
         scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     )
