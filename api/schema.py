@@ -6,9 +6,11 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from graphql.execution.executor import Executor
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -34,6 +36,27 @@ from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
 from domain.errors import DomainError
 from domain.settings import Settings
+
+EventBuilder = Callable[[Executor[Any], object], Executor[Any]]
+
+
+def _per_event_memo(build: EventBuilder) -> EventBuilder:
+    """graphql-core 3.3 gives each subscription event a shallow copy of the executor that shares
+    the memo of collected sub-fields, keyed by the id of a list built anew per event: one entry
+    per delivered change, kept for the subscription's life (a leak found by bench/realtime.py).
+    Each event gets its own memo instead; tests/test_schema.py checks it."""
+
+    def build_per_event_executor(self: Executor[Any], payload: object) -> Executor[Any]:
+        executor = build(self, payload)
+        executor._relevant_sub_fields = {}
+        return executor
+
+    return build_per_event_executor
+
+
+if not getattr(Executor.build_per_event_executor, "_loyalty_per_event_memo", False):
+    Executor.build_per_event_executor = _per_event_memo(Executor.build_per_event_executor)  # type: ignore[method-assign,assignment]
+    Executor.build_per_event_executor._loyalty_per_event_memo = True  # type: ignore[attr-defined]
 
 
 @strawberry.type

@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from api.schema import schema_sdl
+from api.schema import build_schema, schema_sdl
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
@@ -50,3 +50,17 @@ def test_the_schema_departs_from_the_contract_only_where_later_issues_deliver() 
     checker = _contract_check()
     differences = set(checker.differences(checker.CONTRACT.read_text(), schema_sdl()))
     assert differences - OWNED_BY_LATER_ISSUES == set()
+
+
+def test_subscription_events_do_not_share_the_executors_field_memo() -> None:
+    """One memo entry per delivered change would live as long as the subscription (api/schema.py)."""
+    from graphql import parse
+    from graphql.execution.executor import Executor
+
+    schema = build_schema()
+    document = parse("subscription { segmentChanges { cursor segmentKey } }")
+    executor = Executor.build(schema._schema, document)
+    assert isinstance(executor, Executor)
+    first, second = executor.build_per_event_executor({}), executor.build_per_event_executor({})
+    assert first._relevant_sub_fields is not second._relevant_sub_fields
+    assert first._relevant_sub_fields is not executor._relevant_sub_fields
