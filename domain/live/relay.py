@@ -113,7 +113,7 @@ class ChangeRelay:
         async with self.db.unit_of_work() as uow:
             if self._position is None:
                 self._position = await _load_position(uow.session, self.clock)
-            rows = await _read(uow.session, SegmentChange.id > self._position, self.batch)
+            rows = await read_changes(uow.session, SegmentChange.id > self._position, self.batch)
             late = await self._late_rows(uow.session)
             ready, position = self._advance(rows)
             await self._publish(late + ready)
@@ -149,7 +149,7 @@ class ChangeRelay:
         self._late = [r for r in self._late if r.until > now]
         if not self._late:
             return []
-        found = await _read(
+        found = await read_changes(
             session, or_(*(SegmentChange.id.between(r.low, r.high) for r in self._late)), self.batch
         )
         fresh = []
@@ -171,7 +171,8 @@ class ChangeRelay:
                 )
 
 
-async def _read(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
+async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
+    """Change log rows matching `where`, in log order, as they go on the wire."""
     query = (
         select(
             SegmentChange.id,

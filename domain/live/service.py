@@ -10,7 +10,8 @@ from domain.db.engine import Database
 from domain.errors import InvalidInput
 from domain.live.bus import LiveBus, Subscriber
 from domain.live.messages import LiveChange
-from domain.models import Member, Segment, SegmentChange
+from domain.live.relay import read_changes
+from domain.models import Segment, SegmentChange
 
 REPLAY_PAGE = 500
 MAX_REPLAY = 100_000
@@ -72,25 +73,11 @@ class LiveService:
                 return
 
     async def _page(self, program_id: int, keys: frozenset[str] | None, after: int) -> list[LiveChange]:
-        query = (
-            select(
-                SegmentChange.id,
-                SegmentChange.program_id,
-                Segment.key,
-                Member.external_id,
-                SegmentChange.change,
-                SegmentChange.at,
-            )
-            .join(Segment, Segment.id == SegmentChange.segment_id)
-            .join(Member, Member.id == SegmentChange.member_id)
-            .where(SegmentChange.program_id == program_id, SegmentChange.id > after)
-            .order_by(SegmentChange.id)
-            .limit(REPLAY_PAGE)
-        )
+        where = (SegmentChange.program_id == program_id) & (SegmentChange.id > after)
         if keys is not None:
-            query = query.where(Segment.key.in_(sorted(keys)))
+            where &= Segment.key.in_(sorted(keys))
         async with self.db.read() as session:
-            return [LiveChange(*row) for row in await session.execute(query)]
+            return await read_changes(session, where, REPLAY_PAGE)
 
     async def _known_keys(self, program_id: int, segment_keys: Sequence[str] | None) -> frozenset[str] | None:
         if segment_keys is None:
