@@ -40,20 +40,21 @@ async def relay_until_idle(relay: ChangeRelay) -> None:
         pass
 
 
+def log_row(program: ProgramFixture, segment_id: int, member_id: int, change: str) -> dict[str, object]:
+    return {
+        "program_id": program.id,
+        "segment_id": segment_id,
+        "member_id": member_id,
+        "change": change,
+        "at": datetime.now(UTC),
+    }
+
+
 async def log_rows(services: Services, program: ProgramFixture, members: list[int], segment_id: int) -> None:
+    """Commit an ENTERED row per member, as a transaction of the engine would."""
     async with services.db.unit_of_work() as uow:
         await uow.session.execute(
-            insert(SegmentChange),
-            [
-                {
-                    "program_id": program.id,
-                    "segment_id": segment_id,
-                    "member_id": m,
-                    "change": "ENTERED",
-                    "at": datetime.now(UTC),
-                }
-                for m in members
-            ],
+            insert(SegmentChange), [log_row(program, segment_id, m, "ENTERED") for m in members]
         )
 
 
@@ -168,15 +169,7 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     # a slow transaction takes an id first and has not committed when a later one does
     async with services.db.sessions() as slow:
         await slow.begin()
-        await slow.execute(
-            insert(SegmentChange).values(
-                program_id=program.id,
-                segment_id=flagged,
-                member_id=early,
-                change="ENTERED",
-                at=datetime.now(UTC),
-            )
-        )
+        await slow.execute(insert(SegmentChange).values(log_row(program, flagged, early, "ENTERED")))
         await log_rows(services, program, [late], flagged)
         await relay_until_idle(relay)
         assert await published(listening, wait=0.1) == []  # "late" waits behind the open gap
@@ -184,25 +177,17 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     await relay_until_idle(relay)
     assert [c.member_external_id for c in await published(listening)] == ["early", "late"]
 
-    # a gap that never commits (a rollback) is skipped after gap_timeout; if rows appear there
+    # a gap that does not commit within gap_timeout (usually a rollback) is skipped after gap_timeout; if rows appear there
     # afterwards they are still published (a long transaction that committed late)
-    async with services.db.sessions() as rolled_back:
-        await rolled_back.begin()
-        await rolled_back.execute(
-            insert(SegmentChange).values(
-                program_id=program.id,
-                segment_id=flagged,
-                member_id=early,
-                change="LEFT",
-                at=datetime.now(UTC),
-            )
-        )
+    async with services.db.sessions() as long_running:
+        await long_running.begin()
+        await long_running.execute(insert(SegmentChange).values(log_row(program, flagged, early, "LEFT")))
         await log_rows(services, program, [late], flagged)
         await relay_until_idle(relay)
         await asyncio.sleep(0.4)
         await relay_until_idle(relay)
         assert [c.change for c in await published(listening)] == ["ENTERED"]  # "late" after the timeout
-        await rolled_back.commit()  # ...and the "gap" commits after all
+        await long_running.commit()  # ...and the "gap" commits after all
     await relay_until_idle(relay)
     got = await published(listening)
     assert [(c.member_external_id, c.change) for c in got] == [("early", "LEFT")]
