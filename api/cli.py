@@ -153,6 +153,43 @@ def cmd_segments_recompute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_leaderboards_rebuild(args: argparse.Namespace) -> int:
+    """Rebuild boards from the ledger (all programs unless --program), with a progress bar."""
+
+    async def work(services: Any) -> object:
+        programs = [(await services.programs.get_by_key(args.program)).id] if args.program else None
+
+        def progress(done: int, total: int, what: str) -> None:
+            bar = "#" * (20 * done // max(total, 1))
+            sys.stderr.write(f"\r[{bar:<20}] {done}/{total} {what}\x1b[K")
+            sys.stderr.flush()
+
+        report = await services.leaderboards.rebuild(programs, args.board, progress)
+        sys.stderr.write("\n")
+        return {"periods": report.periods, "keys": report.keys, "entries": report.entries}
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_leaderboards_reconcile(args: argparse.Namespace) -> int:
+    """Compare the open periods with the ledger, repair them, and report the drift found."""
+
+    async def work(services: Any) -> object:
+        programs = [(await services.programs.get_by_key(args.program)).id] if args.program else None
+        report = await services.leaderboards.reconcile(programs)
+        return {
+            "entries": report.entries,
+            "missing": report.missing,
+            "extra": report.extra,
+            "wrong": report.wrong,
+            "drift": report.drift,
+        }
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
@@ -238,6 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--program", required=True, help="program key")
     recompute.add_argument("--keys", help="comma-separated segment keys (default: all)")
     recompute.set_defaults(func=cmd_segments_recompute)
+
+    boards = commands.add_parser("leaderboards").add_subparsers(dest="leaderboards_command", required=True)
+    rebuild = boards.add_parser("rebuild", help="rebuild the Redis boards exactly from the ledger")
+    rebuild.add_argument("--program", help="program key (default: every program)")
+    rebuild.add_argument("--board", help="board key (default: every board)")
+    rebuild.set_defaults(func=cmd_leaderboards_rebuild)
+    reconcile = boards.add_parser("reconcile", help="report and repair drift of the open periods")
+    reconcile.add_argument("--program", help="program key (default: every program)")
+    reconcile.set_defaults(func=cmd_leaderboards_reconcile)
 
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
     _server_options(demo)

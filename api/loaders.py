@@ -11,11 +11,19 @@ from strawberry.dataloader import DataLoader
 
 from domain.db.engine import Database
 from domain.ledger.service import LedgerPage, LedgerService
-from domain.members.reads import first_ledger_pages, first_member_pages_by_organization, organizations_by_id
+from domain.members.reads import (
+    first_ledger_pages,
+    first_member_pages_by_organization,
+    members_by_id,
+    organizations_by_id,
+)
 from domain.members.service import MemberService, Page
-from domain.models import Organization, Segment
+from domain.models import Member, Organization, Segment
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService, TagView
+from gamification.challenges.progress import BadgeView, ProgressView
+from gamification.challenges.service import BadgesKey, ChallengeService, MemberKey
+from gamification.streaks import StreakKey, member_streaks
 
 #: (member id, first, after id)
 LedgerKey = tuple[int, int, int | None]
@@ -36,11 +44,23 @@ class Loaders:
     segments_by_member: DataLoader[int, list[Segment]]
     size_by_segment: DataLoader[int, int]
     lifecycle_by_member: DataLoader[LifecycleKey, str]
+    member_by_id: DataLoader[int, Member | None]
+    #: (member id, event type) -> consecutive UTC days with an accepted event of the type
+    streak_by_member: DataLoader[StreakKey, int]
+    #: (program id, member id) -> current-period progress on every active challenge
+    challenge_progress_by_member: DataLoader[MemberKey, list[ProgressView]]
+    #: (member id, first) -> newest completions first
+    badges_by_member: DataLoader[BadgesKey, list[BadgeView]]
 
 
 def build_loaders(
     db: Database, members: MemberService, ledger: LedgerService, segments: SegmentService, tags: TagService
 ) -> Loaders:
+    async def load_members(ids: Sequence[int]) -> list[Member | None]:
+        async with db.read() as session:
+            found = await members_by_id(session, ids)
+        return [found.get(i) for i in ids]
+
     async def load_organizations(ids: Sequence[int]) -> list[Organization | None]:
         async with db.read() as session:
             found = await organizations_by_id(session, ids)
@@ -102,6 +122,22 @@ def build_loaders(
             stages.update(await segments.lifecycle_stages(program_id, wanted))
         return [stages[member_id] for _, member_id, _ in keys]
 
+    # stateless: the request's reads need only the database and the clock
+    challenges = ChallengeService(db, members.clock)
+
+    async def load_streaks(keys: Sequence[StreakKey]) -> list[int]:
+        async with db.read() as session:
+            found = await member_streaks(session, keys, members.clock.now().date())
+        return [found[k] for k in keys]
+
+    async def load_progress(keys: Sequence[MemberKey]) -> list[list[ProgressView]]:
+        found = await challenges.progress(keys)
+        return [found[k] for k in keys]
+
+    async def load_badges(keys: Sequence[BadgesKey]) -> list[list[BadgeView]]:
+        found = await challenges.badges(keys)
+        return [found[k] for k in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         ledger_page_by_member=DataLoader(load_ledger_pages),
@@ -110,4 +146,8 @@ def build_loaders(
         segments_by_member=DataLoader(load_segments),
         size_by_segment=DataLoader(load_sizes),
         lifecycle_by_member=DataLoader(load_lifecycles),
+        member_by_id=DataLoader(load_members),
+        streak_by_member=DataLoader(load_streaks),
+        challenge_progress_by_member=DataLoader(load_progress),
+        badges_by_member=DataLoader(load_badges),
     )

@@ -11,6 +11,7 @@ from domain.campaigns.delivery import OutboxDelivery
 from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.service import CampaignService
 from domain.campaigns.triggers import TriggerRunner
+from domain.changes import ChangeListeners, SegmentChangeListeners
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService
@@ -27,6 +28,13 @@ from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
 from fraud import default_auditor
+from gamification.challenges.awarding import ChallengeAwarder
+from gamification.challenges.service import ChallengeService
+from gamification.leaderboards.feeder import StandingsFeeder
+from gamification.leaderboards.segment_scope import SegmentBoards
+from gamification.leaderboards.service import LeaderboardService
+from gamification.leaderboards.snapshots import PeriodCloser
+from gamification.rewards.service import RewardService
 
 
 @dataclass
@@ -46,6 +54,9 @@ class Services:
     bus: LiveBus
     live: LiveService
     relay: ChangeRelay
+    leaderboards: LeaderboardService
+    challenges: ChallengeService
+    rewards: RewardService
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -84,9 +95,10 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
     )
     segments = SegmentEngine()
-    segments.listener = TriggerRunner(segments)
+    segments.listener = SegmentChangeListeners(TriggerRunner(segments), SegmentBoards())
     bus = LiveBus(redis, queue_capacity=settings.subscriber_queue)
     db.on_commit = bus.announce
+    ledger = LedgerService(db, clock, segments)
     services = Services(
         settings=settings,
         db=db,
@@ -95,17 +107,27 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         auth=auth,
         programs=ProgramService(db, clock),
         members=MemberService(db, clock, segments),
-        events=EventService(db, clock, default_auditor(), in_transaction=segments),
-        ledger=LedgerService(db, clock, segments),
+        events=EventService(
+            db, clock, default_auditor(), in_transaction=ChangeListeners(segments, ChallengeAwarder(segments))
+        ),
+        ledger=ledger,
         segments=SegmentService(db, clock, segments),
         tags=TagService(db, clock, segments),
         campaigns=CampaignService(db, clock),
         bus=bus,
         live=LiveService(db, bus),
         relay=ChangeRelay(db, redis, clock),
+        leaderboards=LeaderboardService(db, redis, clock),
+        challenges=ChallengeService(db, clock),
+        rewards=RewardService(db, clock, ledger),
     )
-    services.loops.append(services.relay)
     services.loops.extend(
-        [TimeFlipScheduler(db, clock, segments), OutboxDelivery(db, clock, LoggingProvider())]
+        [
+            services.relay,
+            TimeFlipScheduler(db, clock, segments),
+            OutboxDelivery(db, clock, LoggingProvider()),
+            StandingsFeeder(db, redis, clock),
+            PeriodCloser(db, clock),
+        ]
     )
     return services

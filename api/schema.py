@@ -25,13 +25,16 @@ from strawberry.types import ExecutionContext
 
 from api.auth import AuthMutations
 from api.campaigns import CampaignMutations, CampaignQueries
+from api.challenges import ChallengeMutations, ChallengeQueries
 from api.errors import ErrorCodes
 from api.events import EventMutations
+from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
 from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
 from api.programs import ProgramMutations, ProgramQueries
+from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
 from domain.errors import DomainError
@@ -60,7 +63,15 @@ if not getattr(Executor.build_per_event_executor, "_loyalty_per_event_memo", Fal
 
 
 @strawberry.type
-class Query(MemberQueries, ProgramQueries, SegmentQueries, CampaignQueries):
+class Query(
+    MemberQueries,
+    ProgramQueries,
+    SegmentQueries,
+    CampaignQueries,
+    ChallengeQueries,
+    LeaderboardQueries,
+    RewardQueries,
+):
     pass
 
 
@@ -73,6 +84,9 @@ class Mutation(
     PointsMutations,
     SegmentMutations,
     CampaignMutations,
+    ChallengeMutations,
+    LeaderboardMutations,
+    RewardMutations,
 ):
     pass
 

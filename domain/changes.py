@@ -19,6 +19,8 @@ class MembersChanged:
     program_id: int
     #: Per member, the types of the events that were accepted for it.
     event_types: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: Per (member, event type), when those accepted events occurred (backdated ones included).
+    occurred: Mapping[tuple[int, str], frozenset[datetime]] = field(default_factory=dict)
     #: Members whose attributes, kind, organization or joinedAt changed.
     profiles: frozenset[int] = frozenset()
     #: Members whose posted balance moved.
@@ -38,6 +40,17 @@ class ChangeListener(Protocol):
 class NoListener:
     async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
         return None
+
+
+class ChangeListeners:
+    """Several listeners told in order, e.g. the segment engine, then what builds on its results."""
+
+    def __init__(self, *listeners: ChangeListener) -> None:
+        self.listeners = listeners
+
+    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
+        for listener in self.listeners:
+            await listener.members_changed(session, change, now)
 
 
 @dataclass(frozen=True)
@@ -61,3 +74,22 @@ class SegmentChangeListener(Protocol):
     async def segments_changed(
         self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
     ) -> None: ...
+
+
+class SegmentChangeListeners:
+    """Several segment-change listeners (triggers, segment-scoped leaderboards), told in order."""
+
+    def __init__(self, *listeners: SegmentChangeListener) -> None:
+        self.listeners = listeners
+
+    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
+        watched: frozenset[int] = frozenset()
+        for listener in self.listeners:
+            watched |= await listener.watched(session, program_id)
+        return watched
+
+    async def segments_changed(
+        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
+    ) -> None:
+        for listener in self.listeners:
+            await listener.segments_changed(session, program_id, changes, now)

@@ -347,3 +347,171 @@ class OutboxItem(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class StandingsFeed(Base):
+    """Members whose leaderboard standings may have moved, written with the change that moved them.
+
+    The leaderboard feeder (gamification/leaderboards/feeder.py) recomputes each
+    marked member's scores from the ledger, writes them to Redis and deletes the
+    row: an outbox whose processing is idempotent, so a crash anywhere only repeats work.
+    """
+
+    __tablename__ = "standings_feed"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(BigInteger)
+    member_id: Mapped[int] = mapped_column(BigInteger)
+    #: When the change counts (the event's occurredAt): picks the periods to recompute.
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Leaderboard(Base):
+    """A board definition; the built-in `points` board needs no row (gamification/leaderboards)."""
+
+    __tablename__ = "leaderboards"
+    __table_args__ = (UniqueConstraint("program_id", "key"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    #: POINTS, EVENT_COUNT or EVENT_AMOUNT
+    metric: Mapped[str] = mapped_column(String(16))
+    event_type: Mapped[str | None] = mapped_column(String(64))
+    #: PROGRAM, ORGANIZATION or SEGMENT
+    scope: Mapped[str] = mapped_column(String(16))
+    segment_key: Mapped[str | None] = mapped_column(String(64))
+    #: The LeaderboardPeriod values kept, e.g. ["ALL_TIME", "MONTHLY"]
+    periods: Mapped[list[str]] = mapped_column(Json)
+    #: Closed periods kept readable in Redis, per period kind.
+    keep_periods: Mapped[int] = mapped_column(Integer)
+    #: Entries frozen in the database when a period closes.
+    snapshot_size: Mapped[int] = mapped_column(Integer)
+    #: Members (member tokens) may read it.
+    public: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LeaderboardSnapshot(Base):
+    """A board's ranking frozen at an instant: at a period's close (payouts) or a priority window's start."""
+
+    __tablename__ = "leaderboard_snapshots"
+    __table_args__ = (UniqueConstraint("program_id", "label"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    #: board|scope|period|periodStart|asOf: one snapshot per instant
+    label: Mapped[str] = mapped_column(String(300))
+    board_key: Mapped[str] = mapped_column(String(64))
+    scope: Mapped[str] = mapped_column(String(80))
+    period: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    as_of: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Members on the board at `as_of` (entries keep only the first `snapshot_size`).
+    size: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class LeaderboardSnapshotEntry(Base):
+    __tablename__ = "leaderboard_snapshot_entries"
+    snapshot_id: Mapped[int] = mapped_column(
+        ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    score: Mapped[int] = mapped_column(BigInteger)
+    reached_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Challenge(Base):
+    """ "Do X N times within a period": completing it awards points once per member and period."""
+
+    __tablename__ = "challenges"
+    __table_args__ = (UniqueConstraint("program_id", "key"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    target: Mapped[int] = mapped_column(Integer)
+    #: DAILY, WEEKLY, MONTHLY, QUARTERLY, YEARLY or ALL_TIME
+    period: Mapped[str] = mapped_column(String(16))
+    points: Mapped[int] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChallengeCompletion(Base):
+    """A member completed a challenge in a period (a badge); at most one per member and period."""
+
+    __tablename__ = "challenge_completions"
+    __table_args__ = (Index("ix_challenge_completions_member", "member_id"),)
+    challenge_id: Mapped[int] = mapped_column(
+        ForeignKey("challenges.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    completed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Reward(Base):
+    """A catalogue item bought with points; `stock` never goes below zero."""
+
+    __tablename__ = "rewards"
+    __table_args__ = (
+        UniqueConstraint("program_id", "key"),
+        CheckConstraint("stock >= 0", name="stock_not_negative"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    cost_points: Mapped[int] = mapped_column(BigInteger)
+    stock: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class RewardWindow(Base):
+    """During [starts_at, ends_at) only the top `top_n` of a board (as of starts_at) may redeem the reward."""
+
+    __tablename__ = "reward_windows"
+    #: A window is named by its reward and start: setting one with the same start replaces it.
+    __table_args__ = (Index("ix_reward_windows_reward", "reward_id", "starts_at", unique=True),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id", ondelete="CASCADE"))
+    board_key: Mapped[str] = mapped_column(String(64))
+    period: Mapped[str] = mapped_column(String(16))
+    top_n: Mapped[int] = mapped_column(Integer)
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The frozen ranking at starts_at (set on the window's first use; pruned snapshots refreeze).
+    snapshot_id: Mapped[int | None] = mapped_column(
+        ForeignKey("leaderboard_snapshots.id", ondelete="SET NULL")
+    )
+
+
+class RewardRedemption(Base):
+    """A reward a member bought: one REDEMPTION ledger entry, one unit of stock.
+
+    Idempotency lives on the ledger entry (its key is derived from the member and
+    `idempotency_key`, the caller's key, kept here as given).
+    """
+
+    __tablename__ = "reward_redemptions"
+    __table_args__ = (
+        UniqueConstraint("ledger_entry_id"),
+        Index("ix_reward_redemptions_member", "member_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    ledger_entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    points: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

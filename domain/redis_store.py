@@ -8,6 +8,7 @@ never touch Redis (provisioning from the CLI) never start it.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,33 @@ class RedisStore:
             # stops the server unless another process still uses it
             await asyncio.to_thread(self._embedded._cleanup)
             self._embedded = None
+
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Lease:
+    """A Redis lease held by one process at a time; renewed on every pass, lapses after `ttl` seconds."""
+
+    def __init__(self, redis: RedisStore, name: str, ttl: float) -> None:
+        self.redis = redis
+        self.key = redis.key("lease", name)
+        self.ttl_ms = int(ttl * 1000)
+        self.token = uuid.uuid4().hex
+
+    async def hold(self) -> bool:
+        held = await self.redis.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
+        return bool(held)
+
+    async def take_over(self) -> None:
+        """Hold the lease now, whoever held it: the holder's fenced writes fail from here on."""
+        await self.redis.client.set(self.key, self.token, px=self.ttl_ms)
+
+    async def release(self) -> None:
+        if await self.redis.client.get(self.key) == self.token:
+            await self.redis.client.delete(self.key)

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from api.runtime import Services
 from domain.campaigns.triggers import TriggerRunner
-from domain.changes import LoggedChange
+from domain.changes import LoggedChange, SegmentChangeListeners
 from domain.models import Message, OutboxItem, SegmentChange
 from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
@@ -91,8 +91,9 @@ async def test_enter_awards_the_bonus_once_per_entry_and_a_replay_pays_nothing(
         {"points": 50, "kind": "ADJUSTMENT", "reason": "gold welcome (gold)"},
     ]
     # and replaying the latest ENTERED change (same change-log row) writes nothing more
-    runner = services.segments.engine.listener
-    assert isinstance(runner, TriggerRunner)
+    listeners = services.segments.engine.listener
+    assert isinstance(listeners, SegmentChangeListeners)
+    (runner,) = [listener for listener in listeners.listeners if isinstance(listener, TriggerRunner)]
     async with services.db.unit_of_work() as uow:
         row = (
             await uow.session.scalars(

@@ -10,12 +10,15 @@ from strawberry.scalars import JSON
 
 from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
+from api.types.challenges import Badge, ChallengeProgress, authorize_member_read
 from api.types.enums import AbcClass, Channel, LifecycleStage, MemberKind, ProgramKind
 from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
 from domain.auth.scopes import Scope
+from domain.errors import Forbidden
 from domain.members.service import Page, check_page_size
 from domain.segments.lifecycle import LifecycleThresholds
+from gamification.challenges.definitions import check_event_type
 
 if TYPE_CHECKING:
     from api.types.segments import Segment
@@ -41,6 +44,10 @@ class Program:
     def lifecycle_thresholds(self) -> list[int]:
         t = LifecycleThresholds.from_settings(self.row.settings)
         return [t.new_days, t.at_risk_days, t.lost_days]
+
+    @strawberry.field(description="IANA timezone bounding board and challenge periods (beyond the contract)")
+    def timezone(self) -> str:
+        return str(self.row.settings.get("timezone", "UTC"))
 
     @strawberry.field(description="Events for unknown members create them (beyond the contract)")
     def auto_create_members(self) -> bool:
@@ -75,6 +82,13 @@ class Organization:
 @strawberry.type
 class Member:
     row: strawberry.Private[models.Member]
+    #: Shown to another member (a member token reading a leaderboard): only id, externalId, kind
+    #: and organization may be read; every other field is FORBIDDEN.
+    public_view: strawberry.Private[bool] = False
+
+    def _private(self) -> None:
+        if self.public_view:
+            raise Forbidden("a member token reads only the id, externalId, kind and organization of others")
 
     @strawberry.field
     def id(self) -> strawberry.ID:
@@ -97,26 +111,32 @@ class Member:
 
     @strawberry.field(description="Demographics, device, preferences: free-form JSON object")
     def attributes(self) -> JSON:
+        self._private()
         return cast(JSON, self.row.attributes)
 
     @strawberry.field(description="Channels the member accepts messages on, in preference order")
     def channels(self) -> list[Channel]:
+        self._private()
         return [Channel(c) for c in self.row.channels]
 
     @strawberry.field(description="Posted points only")
     def points_balance(self) -> int:
+        self._private()
         return self.row.points_balance
 
     @strawberry.field(description="Accruals held for fraud review")
     def pending_points(self) -> int:
+        self._private()
         return self.row.pending_points
 
     @strawberry.field(description="Sign-up date given by the integration; defaults to createdAt")
     def joined_at(self) -> datetime:
+        self._private()
         return self.row.joined_at
 
     @strawberry.field(description="Newest first")
     async def ledger(self, info: Info, first: int | None = 50, after: str | None = None) -> LedgerConnection:
+        self._private()
         size = page_size(first)
         check_page_size(size)
         key = (self.row.id, size, decode_cursor("ledger", after))
@@ -124,21 +144,25 @@ class Member:
 
     @strawberry.field
     def created_at(self) -> datetime:
+        self._private()
         return self.row.created_at
 
     @strawberry.field(description="Manual tags and those its segments apply, one per (key, source)")
     async def tags(self, info: Info) -> list[Tag]:
+        self._private()
         views = await info.context.loaders.tags_by_member.load(self.row.id)
         return [Tag(key=v.key, source=v.source, since=v.since) for v in views]
 
     @strawberry.field(description="The segments the member is in now")
     async def segments(self, info: Info) -> list[Annotated[Segment, strawberry.lazy("api.types.segments")]]:
+        self._private()
         from api.types.segments import Segment
 
         return [Segment(row=row) for row in await info.context.loaders.segments_by_member.load(self.row.id)]
 
     @strawberry.field(description="Null until the member has a purchase and RFM has been computed")
     def rfm(self) -> RfmScore | None:
+        self._private()
         row = self.row
         if row.rfm_r is None or row.rfm_f is None or row.rfm_m is None or row.rfm_label is None:
             return None
@@ -146,12 +170,43 @@ class Member:
 
     @strawberry.field(description="Null until the member has a purchase and ABC has been computed")
     def abc_class(self) -> AbcClass | None:
+        self._private()
         return None if self.row.abc_class is None else AbcClass(self.row.abc_class)
 
     @strawberry.field(description="Live, from the program's lifecycle thresholds")
     async def lifecycle(self, info: Info) -> LifecycleStage:
+        self._private()
         key = (self.row.program_id, self.row.id, self.row.joined_at)
         return LifecycleStage(await info.context.loaders.lifecycle_by_member.load(key))
+
+    @strawberry.field(
+        description="Consecutive UTC days up to today (or yesterday when none yet today) with an "
+        "accepted event of the type: `streak(type)` of the segment rules; 0 without events"
+    )
+    async def streak(self, info: Info, event_type: str) -> int:
+        self._private()
+        authorize_member_read(info, self.row)
+        key = (self.row.id, check_event_type(event_type))
+        return await info.context.loaders.streak_by_member.load(key)
+
+    @strawberry.field(
+        description="Progress on every active challenge in its current period, by challenge key"
+    )
+    async def challenges(self, info: Info) -> list[ChallengeProgress]:
+        self._private()
+        authorize_member_read(info, self.row)
+        key = (self.row.program_id, self.row.id)
+        return [
+            ChallengeProgress.of(v) for v in await info.context.loaders.challenge_progress_by_member.load(key)
+        ]
+
+    @strawberry.field(description="Challenges completed, one per period, newest first")
+    async def badges(self, info: Info, first: int | None = 50) -> list[Badge]:
+        self._private()
+        authorize_member_read(info, self.row)
+        size = page_size(first)
+        check_page_size(size)
+        return [Badge.of(v) for v in await info.context.loaders.badges_by_member.load((self.row.id, size))]
 
 
 @strawberry.type

@@ -38,6 +38,7 @@ from domain.ledger.service import request_hash
 from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
 from domain.programs.service import ProgramSettings, load_earning_rules
+from domain.standings import mark_standings
 
 MAX_BATCH = 1000
 
@@ -183,6 +184,7 @@ class EventService:
         await insert_ledger_entries(session, entries)
         await add_to_balances(session, posted, pending)
         await add_to_aggregates(session, program_id, accepted)
+        await mark_standings(session, program_id, ((m, e.occurred_at) for m, e in accepted))
         return BatchPosted(program_id, tuple(accruals))
 
 
@@ -231,15 +233,22 @@ def _changes(
     program_id: int, rows: dict[int, EventRow], inserted: dict[str, int], created: frozenset[int]
 ) -> MembersChanged:
     types: dict[int, set[str]] = defaultdict(set)
+    occurred: dict[tuple[int, str], set[datetime]] = defaultdict(set)
     balances: set[int] = set()
     for row in rows.values():
         if row.status != EventStatus.ACCEPTED or row.event.external_id not in inserted:
             continue
         types[row.member_id].add(row.event.type)
+        occurred[(row.member_id, row.event.type)].add(row.event.occurred_at)
         if row.points:
             balances.add(row.member_id)
-    event_types = {member_id: frozenset(found) for member_id, found in types.items()}
-    return MembersChanged(program_id, event_types, balances=frozenset(balances), created=created)
+    return MembersChanged(
+        program_id,
+        {member_id: frozenset(found) for member_id, found in types.items()},
+        {key: frozenset(times) for key, times in occurred.items()},
+        balances=frozenset(balances),
+        created=created,
+    )
 
 
 async def _resolve_members(

@@ -28,11 +28,14 @@ from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.members.service import check_page_size, members_by_external_id
-from domain.models import LedgerEntry, Member
+from domain.models import Event, LedgerEntry, Member
+from domain.standings import mark_standings
 
 MAX_REASON = 500
 MAX_IDEMPOTENCY_KEY = 200
 MAX_POINTS = 10**12
+#: Ledger idempotency keys of reward redemptions (gamification/rewards) start with it.
+REWARD_KEY_PREFIX = "reward:"
 T = TypeVar("T")
 
 
@@ -75,20 +78,39 @@ class LedgerService:
             )
             if member is None:
                 raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
-            await move_balance(session, member.id, -points, what="redemption")
-            await self._balance_moved(session, program_id, member.id)
-            return self._entry(
-                session,
-                program_id,
-                member.id,
-                -points,
-                EntryKind.REDEMPTION,
-                reason,
-                idempotency_key,
-                fingerprint,
+            return await self.spend(
+                session, program_id, member.id, points, reason, idempotency_key, fingerprint
             )
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
+
+    async def spend(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        member_id: int,
+        points: int,
+        reason: str,
+        idempotency_key: str,
+        fingerprint: str,
+    ) -> LedgerEntry:
+        """Debit posted points inside the caller's transaction (a POSTED REDEMPTION entry, not flushed).
+
+        Beyond the balance is BAD_USER_INPUT. For callers that spend points as part of
+        a larger change (a reward redemption) under `once`.
+        """
+        await move_balance(session, member_id, -points, what="redemption")
+        await self._balance_moved(session, program_id, member_id)
+        return self._entry(
+            session,
+            program_id,
+            member_id,
+            -points,
+            EntryKind.REDEMPTION,
+            reason,
+            idempotency_key,
+            fingerprint,
+        )
 
     async def reverse(self, program_id: int, entry_id: int, reason: str, idempotency_key: str) -> LedgerEntry:
         """A correction: a new POSTED entry with the opposite points of a POSTED entry."""
@@ -124,6 +146,10 @@ class LedgerService:
             )
             entry.reverses_entry_id = original.id
             entry.event_id = original.event_id
+            counts_at = await session.scalar(select(Event.occurred_at).where(Event.id == original.event_id))
+            await mark_standings(
+                session, program_id, [(original.member_id, counts_at or original.created_at)]
+            )
             return entry
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
@@ -172,37 +198,62 @@ class LedgerService:
         fingerprint: str,
         attempt: Callable[[AsyncSession], Awaitable[LedgerEntry]],
     ) -> LedgerEntry:
-        """Run `attempt` once per idempotency key; concurrent twins replay the winner's entry.
+        return await self.once(program_id, key, fingerprint, attempt, _the_entry)
 
-        A twin loses either the insert race on the key's unique index or, when the
-        balance covers the request once but not twice, the balance check. Either
-        way it looks the key up again before reporting anything.
+    async def once(
+        self,
+        program_id: int,
+        key: str,
+        fingerprint: str,
+        attempt: Callable[[AsyncSession], Awaitable[T]],
+        replay: Callable[[AsyncSession, LedgerEntry], Awaitable[T]],
+        *,
+        shown_key: str | None = None,
+    ) -> T:
+        """Run `attempt` (one unit of work that writes a ledger entry under `key`) once per key.
+
+        A replay, or a concurrent twin, gets `replay` of the entry already recorded
+        under `key` (read in its own session). A twin loses either the insert race on
+        the key's unique index or, when the balance covers the request once but not
+        twice, the balance check. Either way it looks the key up again before
+        reporting anything. Reusing the key for a different `fingerprint` is CONFLICT.
+        Errors name `shown_key` (the caller's key, when `key` is derived from it).
         """
+        shown = key if shown_key is None else shown_key
         for _ in range(2):
-            existing = await self._replay(program_id, key, fingerprint)
+            existing = await self._replay(program_id, key, fingerprint, replay, shown)
             if existing is not None:
                 return existing
             try:
                 async with self.db.unit_of_work() as uow:
-                    entry = await attempt(uow.session)
+                    result = await attempt(uow.session)
                     await uow.session.flush()
-                return entry
+                return result
             except IntegrityError:
                 continue  # the key was taken by a concurrent request: look again
             except DomainError:
-                winner = await self._replay(program_id, key, fingerprint)
+                winner = await self._replay(program_id, key, fingerprint, replay, shown)
                 if winner is not None:
                     return winner
                 raise
-        raise Conflict(f"idempotencyKey: {key!r} is being used by a concurrent request; retry")
+        raise Conflict(f"idempotencyKey: {shown!r} is being used by a concurrent request; retry")
 
-    async def _replay(self, program_id: int, key: str, fingerprint: str) -> LedgerEntry | None:
-        """The entry already recorded under `key`, if any; CONFLICT when it was for other content."""
+    async def _replay(
+        self,
+        program_id: int,
+        key: str,
+        fingerprint: str,
+        replay: Callable[[AsyncSession, LedgerEntry], Awaitable[T]],
+        shown_key: str,
+    ) -> T | None:
+        """What was already recorded under `key`, if anything; CONFLICT when it was for other content."""
         async with self.db.read() as session:
             existing = await _entry_by_key(session, program_id, key)
-        if existing is not None and existing.request_hash != fingerprint:
-            raise Conflict(f"idempotencyKey: {key!r} was already used for a different request")
-        return existing
+            if existing is None:
+                return None
+            if existing.request_hash != fingerprint:
+                raise Conflict(f"idempotencyKey: {shown_key!r} was already used for a different request")
+            return await replay(session, existing)
 
 
 @dataclass(frozen=True)
@@ -247,6 +298,7 @@ async def post_bonuses(
     posted = [b for b in wanted if b.idempotency_key in posted_keys]
     for bonus in sorted(posted, key=lambda b: b.member_id):  # member-id order: see lock_members
         await move_balance(session, bonus.member_id, bonus.points, what="bonus")
+    await mark_standings(session, program_id, ((b.member_id, now) for b in posted))
     return posted
 
 
@@ -264,6 +316,10 @@ async def move_balance(session: AsyncSession, member_id: int, delta: int, *, wha
             await session.execute(select(Member.points_balance).where(Member.id == member_id))
         ).scalar()
         raise InvalidInput(f"points: the {what} of {-delta} exceeds the balance of {balance}")
+
+
+async def _the_entry(_session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:
+    return entry
 
 
 async def _entry_by_key(session: AsyncSession, program_id: int, key: str) -> LedgerEntry | None:
@@ -286,3 +342,9 @@ def _check_text(reason: str, idempotency_key: str) -> None:
         raise InvalidInput("idempotencyKey: the prefix 'event:' is reserved for event accruals")
     if idempotency_key.startswith("trigger:"):
         raise InvalidInput("idempotencyKey: the prefix 'trigger:' is reserved for trigger bonuses")
+    if idempotency_key.startswith(REWARD_KEY_PREFIX):
+        raise InvalidInput(
+            f"idempotencyKey: the prefix {REWARD_KEY_PREFIX!r} is reserved for reward redemptions"
+        )
+    if idempotency_key.startswith("challenge:"):
+        raise InvalidInput("idempotencyKey: the prefix 'challenge:' is reserved for challenge bonuses")

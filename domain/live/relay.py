@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,40 +31,16 @@ from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.live.messages import LiveChange, encode
 from domain.models import Member, RelayPosition, Segment, SegmentChange
-from domain.redis_store import RedisStore
+from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SEGMENT_CHANGES
 
 log = logging.getLogger(__name__)
 
 POSITION = "segment_changes"
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
-"""
 
 
 def changes_channel(redis: RedisStore, program_id: int | str) -> str:
     return redis.key("live", "changes", program_id)
-
-
-class Lease:
-    """A Redis lease held by one process at a time; renewed on every pass, lapses after `ttl` seconds."""
-
-    def __init__(self, redis: RedisStore, name: str, ttl: float) -> None:
-        self.redis = redis
-        self.key = redis.key("lease", name)
-        self.ttl_ms = int(ttl * 1000)
-        self.token = uuid.uuid4().hex
-
-    async def hold(self) -> bool:
-        held = await self.redis.client.eval(_RENEW, 1, self.key, self.token, self.ttl_ms)
-        return bool(held)
-
-    async def release(self) -> None:
-        if await self.redis.client.get(self.key) == self.token:
-            await self.redis.client.delete(self.key)
 
 
 @dataclass

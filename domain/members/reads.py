@@ -10,6 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.models import LedgerEntry, Member, Organization
 
 
+async def members_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Member]:
+    rows = await session.scalars(select(Member).where(Member.id.in_(sorted(set(ids)))))
+    return {member.id: member for member in rows}
+
+
 async def organizations_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, Organization]:
     rows = await session.execute(select(Organization).where(Organization.id.in_(set(ids))))
     return {o.id: o for o in rows.scalars()}

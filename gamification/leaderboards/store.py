@@ -1,0 +1,116 @@
+"""The Redis side of boards: one sorted set per board, scope, period and period start.
+
+Keys are `<prefix>lb:{<program>:<board>}:<scope>:<period>:<start>` where start
+is the period start in epoch seconds (`all` for ALL_TIME). The braces are a Redis
+Cluster hash tag: all keys of a board live on one shard, so a rebuild can swap
+them in with RENAME. Elements are member ids; scores are packed by `scores.py`.
+Closed periods expire `keep_periods` periods after they end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from domain.redis_store import Lease, RedisStore
+from gamification.leaderboards.scores import decode
+from gamification.periods import PeriodKind
+
+
+@dataclass(frozen=True)
+class BoardKey:
+    program_id: int
+    board: str
+    scope: str
+    period: PeriodKind
+    start: datetime | None
+
+    def name(self, redis: RedisStore) -> str:
+        start = "all" if self.start is None else str(int(self.start.timestamp()))
+        return redis.key("lb", f"{{{self.program_id}:{self.board}}}", self.scope, self.period.value, start)
+
+
+def board_pattern(redis: RedisStore, program_id: int, board: str) -> str:
+    """Matches every key of one board (for SCAN)."""
+    return redis.key("lb", f"{{{program_id}:{board}}}", "*").replace("[", "\\[")
+
+
+@dataclass(frozen=True)
+class RankedMember:
+    rank: int  # 1-based
+    member_id: int
+    points: int
+
+
+@dataclass(frozen=True)
+class Update:
+    """Scores to set and members to drop on one key, and when the key may expire (None: never)."""
+
+    scores: Mapping[int, int]
+    removed: Iterable[int]
+    expire_at: datetime | None
+
+
+async def apply_updates(client: Redis, updates: Mapping[str, Update], fence: Lease | None = None) -> bool:
+    """Write absolute scores (ZADD) and removals atomically (MULTI/EXEC); idempotent.
+
+    With a `fence`, nothing is written (False) unless the lease is still held: a
+    rebuild that took the lease over cannot be overwritten by a stale pass.
+    """
+    async with client.pipeline(transaction=True) as pipe:
+        if fence is not None:
+            await pipe.watch(fence.key)
+            if await pipe.get(fence.key) != fence.token:
+                return False
+            pipe.multi()  # type: ignore[no-untyped-call]
+        for key, update in updates.items():
+            if update.scores:
+                pipe.zadd(key, {str(m): s for m, s in update.scores.items()})
+            removed = [str(m) for m in update.removed]
+            if removed:
+                pipe.zrem(key, *removed)
+            if update.expire_at is not None:
+                pipe.expireat(key, int(update.expire_at.timestamp()))
+        try:
+            await pipe.execute()
+        except WatchError:
+            return False
+    return True
+
+
+async def top(client: Redis, key: str, first: int, offset: int) -> list[RankedMember]:
+    rows = cast(
+        list[tuple[str, float]], await client.zrevrange(key, offset, offset + first - 1, withscores=True)
+    )
+    return [RankedMember(offset + i + 1, int(m), decode(s).points) for i, (m, s) in enumerate(rows)]
+
+
+async def around(client: Redis, key: str, member_id: int, radius: int) -> list[RankedMember]:
+    rank = cast(int | None, await client.zrevrank(key, str(member_id)))
+    if rank is None:
+        return []
+    return await top(client, key, 2 * radius + 1 + min(rank - radius, 0), max(rank - radius, 0))
+
+
+async def entry(client: Redis, key: str, member_id: int) -> RankedMember | None:
+    pipe = client.pipeline(transaction=True)  # rank and score of the same moment
+    pipe.zrevrank(key, str(member_id))
+    pipe.zscore(key, str(member_id))
+    rank, score = await pipe.execute()
+    if rank is None or score is None:
+        return None
+    return RankedMember(int(rank) + 1, member_id, decode(score).points)
+
+
+async def size(client: Redis, key: str) -> int:
+    return int(await client.zcard(key))
+
+
+def feeder_lease(redis: RedisStore, ttl: float = 10.0) -> Lease:
+    """Held by whoever writes boards: the feeder, or a rebuild that pauses it."""
+    return Lease(redis, "leaderboard-feeder", ttl)
