@@ -11,6 +11,17 @@ from domain.auth.scopes import Scope
 from domain.errors import Forbidden, InvalidInput
 
 
+async def redeeming_program(info: Info, member_external_id: str, what: str) -> int:
+    """The program a redemption acts in: a key needs points:redeem, a member token spends only `what`."""
+    principal = info.context.principal
+    if principal.kind != PrincipalKind.MEMBER:
+        return principal.require(Scope.POINTS_REDEEM)
+    member = await info.context.services.members.get(principal.program_id, member_external_id)
+    if member is None or member.id != principal.subject_id:
+        raise Forbidden(f"a member token redeems only {what}")
+    return principal.program_id
+
+
 @strawberry.type
 class PointsMutations:
     @strawberry.mutation(
@@ -19,16 +30,10 @@ class PointsMutations:
     async def redeem_points(
         self, info: Info, member_external_id: str, points: int, reason: str, idempotency_key: str
     ) -> LedgerEntry:
-        principal = info.context.principal
-        services = info.context.services
-        if principal.kind == PrincipalKind.MEMBER:
-            member = await services.members.get(principal.program_id, member_external_id)
-            if member is None or member.id != principal.subject_id:
-                raise Forbidden("a member token redeems only its own points")
-            program_id = principal.program_id
-        else:
-            program_id = principal.require(Scope.POINTS_REDEEM)
-        entry = await services.ledger.redeem(program_id, member_external_id, points, reason, idempotency_key)
+        program_id = await redeeming_program(info, member_external_id, "its own points")
+        entry = await info.context.services.ledger.redeem(
+            program_id, member_external_id, points, reason, idempotency_key
+        )
         return ledger_entry(entry)
 
     @strawberry.mutation(description="Correct a posted entry with a reversal entry of the opposite points")
