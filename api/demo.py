@@ -18,6 +18,11 @@ from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.segments.service import SegmentDraft
 from domain.segments.templates import TEMPLATES
+from gamification.challenges.definitions import ChallengeDraft
+from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
+from gamification.periods import PeriodKind
+from gamification.rewards.catalogue import RewardDraft
+from gamification.rewards.windows import WindowSpec
 
 PROGRAM_KEY = "demo"
 ADMIN_EMAIL = "admin@demo.local"
@@ -66,6 +71,7 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
 
     program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
     await services.programs.set_earning_rule(program.id, "login", None, 1)
+    await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
     rng = random.Random(7)
     now = services.clock.now()
     members = [
@@ -152,3 +158,30 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
     path.write_bytes(orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
     path.chmod(0o600)
     return credentials
+
+
+async def _seed_gamification(services: Services, program_id: int) -> None:
+    """A visits board beside the built-in `points`, a weekly challenge, and two rewards, the
+    tumbler reserved for this month's top 10 during its first day on sale."""
+    visits = BoardDefinition(
+        "visits",
+        "Most visits",
+        BoardMetric.EVENT_COUNT,
+        "visit",
+        BoardScope.PROGRAM,
+        None,
+        (PeriodKind.ALL_TIME, PeriodKind.MONTHLY, PeriodKind.WEEKLY),
+    )
+    await services.leaderboards.set_board(program_id, visits)
+    await services.challenges.set_challenge(
+        program_id, ChallengeDraft("weekly-regular", "Three visits a week", "visit", 3, "WEEKLY", 30)
+    )
+    await services.rewards.set_reward(
+        program_id, RewardDraft("free-coffee", "Free coffee", "Any size, any blend", 100, 500, True)
+    )
+    await services.rewards.set_reward(
+        program_id, RewardDraft("tumbler", "Club tumbler", "Limited edition", 400, 20, True)
+    )
+    now = services.clock.now()
+    window = WindowSpec("points", PeriodKind.MONTHLY, 10, now, now + timedelta(days=1))
+    await services.rewards.set_window(program_id, "tumbler", window)
