@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
@@ -68,8 +69,8 @@ def _reader(info: Info) -> tuple[int, int | None]:
 class LeaderboardQueries:
     @strawberry.field(
         description="One board's ranking: the current period unless periodStart names a past one "
-        "(periodStart and organizationExternalId are beyond the contract). A member token reads public "
-        "boards, and its own organization's ranking on ORGANIZATION boards."
+        "(periodStart, organizationExternalId and frozen are beyond the contract). A member token "
+        "reads public boards, and its own organization's ranking on ORGANIZATION boards."
     )
     async def leaderboard(
         self,
@@ -78,6 +79,13 @@ class LeaderboardQueries:
         period: LeaderboardPeriod | None = LeaderboardPeriod.ALL_TIME,
         period_start: datetime | None = None,
         organization_external_id: str | None = None,
+        frozen: Annotated[
+            bool | None,
+            strawberry.argument(
+                description="Read a closed period's snapshot taken at its close (what payouts use), "
+                "even while the board still keeps the period live"
+            ),
+        ] = False,
     ) -> Leaderboard | None:
         program_id, member_id = _reader(info)
         if member_id is not None and organization_external_id is not None:
@@ -89,6 +97,7 @@ class LeaderboardQueries:
             period_start,
             organization_external_id,
             member_id,
+            frozen=bool(frozen),
         )
         if member_id is not None and not view.board.public:
             raise Forbidden(f"key: leaderboard {key!r} is not public")

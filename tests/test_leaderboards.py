@@ -395,6 +395,17 @@ async def test_a_closed_period_is_frozen_and_readable_after_redis_lets_it_go(
         integration, ("late", "ana", datetime(2027, 3, 14, 23, tzinfo=UTC), "100")
     )  # after the close
     await feed(services)
+    # the week is still kept live (the late purchase moved it); its frozen close is what payouts read
+    live = await board(integration, "cem", period="WEEKLY", start=week, key="weekly")
+    assert ranking(live["top"])[0] == (1, "ana", 110)
+    frozen_query = """query($s: DateTime) { leaderboard(key: "weekly", period: WEEKLY, periodStart: $s,
+                        frozen: true) { frozen size top { rank score member { externalId } } } }"""
+    frozen = (await integration.data(frozen_query, {"s": week.isoformat()}))["leaderboard"]
+    assert frozen["frozen"] is True
+    assert ranking(frozen["top"]) == [(1, "bob", 30), (2, "cem", 20)]
+    error = await integration.error(frozen_query, {"s": None})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "frozen" in error["message"]
     at(clock, datetime(2027, 3, 29, 12, tzinfo=UTC))
     await services.redis.client.delete(
         *[

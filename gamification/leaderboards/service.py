@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.errors import InvalidInput, NotFound
-from domain.members.service import members_by_external_id
 from domain.models import (
     Leaderboard,
     LeaderboardSnapshot,
@@ -41,6 +40,7 @@ from gamification.leaderboards.rebuild import DriftReport, Progress, RebuildRepo
 from gamification.leaderboards.standings import PROGRAM_SCOPE, SEGMENT_SCOPE, organization_scope
 from gamification.leaderboards.store import BoardKey, RankedMember
 from gamification.periods import (
+    UTC_ZONE,
     PeriodKind,
     is_period_start,
     parse_timezone,
@@ -104,13 +104,22 @@ class LeaderboardService:
         start: datetime | None = None,
         organization_external_id: str | None = None,
         member_id: int | None = None,
+        frozen: bool = False,
     ) -> BoardView:
-        """The ranking asked for; a member (`member_id`) sees its organization's on ORGANIZATION boards."""
+        """The ranking asked for; a member (`member_id`) sees its organization's on ORGANIZATION boards.
+
+        A closed period is read live from Redis while the board keeps it, from its close snapshot
+        after that, or with `frozen` (the ranking payouts use: late corrections excluded)."""
         async with self.db.read() as session:
             board = await board_by_key(session, program_id, key)
             board.require_period(period)
-            tz = program_timezone(
-                await session.scalar(select(Program.settings).where(Program.id == program_id))
+            # ALL_TIME has no calendar: the program's timezone is read only for the other periods
+            tz = (
+                UTC_ZONE
+                if period == PeriodKind.ALL_TIME
+                else program_timezone(
+                    await session.scalar(select(Program.settings).where(Program.id == program_id))
+                )
             )
             current = period_start(period, self.clock.now(), tz)
             if period == PeriodKind.ALL_TIME and start is not None:
@@ -133,7 +142,9 @@ class LeaderboardService:
                 scope,
                 BoardKey(program_id, key, scope, period, start).name(self.redis),
             )
-            if (
+            if frozen and (start is None or current is None or start >= current):
+                raise InvalidInput("frozen: only a closed period has a snapshot; give a past periodStart")
+            if frozen or (
                 start is not None
                 and current is not None
                 and start < shift(period, current, -board.keep_periods, tz)
@@ -300,8 +311,10 @@ class LeaderboardService:
 
     async def _member_id(self, program_id: int, external_id: str) -> int | None:
         async with self.db.read() as session:
-            member = (await members_by_external_id(session, program_id, [external_id])).get(external_id)
-        return None if member is None else member.id
+            member_id: int | None = await session.scalar(
+                select(Member.id).where(Member.program_id == program_id, Member.external_id == external_id)
+            )
+        return member_id
 
     async def _snapshot_ranks(self, snapshot_id: int, low: int, high: int) -> list[RankedMember]:
         async with self.db.read() as session:
