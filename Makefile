@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/realtime.py
+	$(BIN)/python bench/leaderboards.py
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

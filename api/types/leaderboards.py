@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated
 
 import strawberry
+from strawberry.types.nodes import SelectedField, Selection
 
 from api.context import Info
+from domain import models
 from domain.auth.principal import PrincipalKind
 from domain.errors import NotFound
 from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
@@ -42,21 +45,54 @@ class LeaderboardEntry:
     )
     score: int
     member_id: strawberry.Private[int]
+    #: The member's row, loaded for the whole list at once by `entries` when `member` is selected
+    #: (a plain field then: no resolver coroutine and DataLoader round per entry).
+    row: strawberry.Private[models.Member | None] = None
+    #: Read by another member (a member token): only the public fields of the member.
+    public_view: strawberry.Private[bool] = False
 
     @strawberry.field
-    async def member(self, info: Info) -> Annotated[Member, strawberry.lazy("api.types.members")]:
+    def member(self) -> Annotated[Member, strawberry.lazy("api.types.members")]:
         from api.types.members import Member
 
-        row = await info.context.loaders.member_by_id.load(self.member_id)
-        if row is None:  # deleted since it was ranked
+        if self.row is None:  # deleted since it was ranked
             raise NotFound(f"member {self.member_id} no longer exists")
-        principal = info.context.principal
-        others = principal.kind == PrincipalKind.MEMBER and principal.subject_id != row.id
-        return Member(row=row, public_view=others)
+        return Member(row=self.row, public_view=self.public_view)
 
     @classmethod
     def of(cls, ranked: RankedMember) -> LeaderboardEntry:
         return cls(rank=ranked.rank, score=ranked.points, member_id=ranked.member_id)
+
+
+def _selects(selections: Sequence[Selection], name: str) -> bool:
+    """Whether a field `name` is among the selections (through fragments)."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                return True
+        elif _selects(selection.selections, name):
+            return True
+    return False
+
+
+async def entries(info: Info, ranked: Sequence[RankedMember]) -> list[LeaderboardEntry]:
+    """The ranked members as entries; when the query selects `member`, their rows come in one
+    DataLoader batch for the whole list."""
+    if not ranked or not any(_selects(f.selections, "member") for f in info.selected_fields):
+        return [LeaderboardEntry.of(r) for r in ranked]
+    rows = await info.context.loaders.member_by_id.load_many([r.member_id for r in ranked])
+    principal = info.context.principal
+    reader = principal.subject_id if principal.kind == PrincipalKind.MEMBER else None
+    return [
+        LeaderboardEntry(
+            rank=r.rank,
+            score=r.points,
+            member_id=r.member_id,
+            row=row,
+            public_view=reader is not None and reader != r.member_id,
+        )
+        for r, row in zip(ranked, rows, strict=True)
+    ]
 
 
 @strawberry.type(description="What a board ranks, over whom, and which periods it keeps")
@@ -142,7 +178,7 @@ class Leaderboard:
         ranked = await info.context.services.leaderboards.top(
             self.view, 10 if first is None else first, offset or 0
         )
-        return [LeaderboardEntry.of(r) for r in ranked]
+        return await entries(info, ranked)
 
     @strawberry.field(
         description="The member and up to `radius` (0..50) ranks either side; empty if not on it"
@@ -152,9 +188,9 @@ class Leaderboard:
     ) -> list[LeaderboardEntry]:
         service = info.context.services.leaderboards
         ranked = await service.around(self.view, member_external_id, 2 if radius is None else radius)
-        return [LeaderboardEntry.of(r) for r in ranked]
+        return await entries(info, ranked)
 
     @strawberry.field(description="Null when the member is not on the board")
     async def entry(self, info: Info, member_external_id: str) -> LeaderboardEntry | None:
         ranked = await info.context.services.leaderboards.entry(self.view, member_external_id)
-        return None if ranked is None else LeaderboardEntry.of(ranked)
+        return None if ranked is None else (await entries(info, [ranked]))[0]
