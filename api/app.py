@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -179,6 +180,8 @@ def create_app(services: Services | None = None) -> ASGIApp:
         graphql.services = build_services(settings)
         try:
             await graphql.services.start()
+            # what start-up built lives as long as the process: keep it out of every full collection
+            gc.freeze()
             yield
         finally:
             await graphql.services.close()

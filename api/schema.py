@@ -112,16 +112,20 @@ class LoyaltySchema(strawberry.Schema):
 
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
-    cost_rule = cost_limit_rule(settings.max_query_cost)
+    # The limit rules are classes built once: the validation cache is keyed by the rules too, so
+    # rules built per request (QueryDepthLimiter's own factory does) would never hit it.
+    limit_rules = [
+        *QueryDepthLimiter(max_depth=settings.max_query_depth).validation_rules,
+        *MaxAliasesLimiter(max_alias_count=settings.max_query_aliases).validation_rules,
+        cost_limit_rule(settings.max_query_cost),
+    ]
     # Factories, not instances: one extension object per request (parse/validation caches are shared).
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,  # first: sees every other extension's errors
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ParserCache, maxsize=256),
         partial(ValidationCache, maxsize=256),
-        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
-        partial(MaxAliasesLimiter, max_alias_count=settings.max_query_aliases),
-        partial(AddValidationRules, [cost_rule]),
+        partial(AddValidationRules, limit_rules),
     ]
     if not settings.introspection:
         extensions.append(DisableIntrospection)
