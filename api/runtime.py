@@ -21,7 +21,7 @@ from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
 from domain.members.service import MemberService
 from domain.programs.service import ProgramService
-from domain.redis_store import RedisStore
+from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SegmentEngine
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
@@ -72,7 +72,10 @@ class Services:
         if self._runner is not None:
             await self._runner.stop()
             self._runner = None
-            await self.relay.lease.release()  # another process takes over at once, not in 10 s
+            for loop in self.loops:  # another process takes over at once, not when the lease lapses
+                lease = getattr(loop, "lease", None)
+                if isinstance(lease, Lease):
+                    await lease.release()
         await self.bus.stop()
 
     async def close(self) -> None:

@@ -108,6 +108,7 @@ async def _interleave(services: Services, operations: list[tuple[str, str, int, 
     program = await services.programs.create_program(f"lbp-{uuid.uuid4().hex[:12]}", "Boards", "B2C")
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in MEMBERS])
     feeder = next(loop for loop in services.loops if isinstance(loop, StandingsFeeder))
+    await feeder.lease.take_over()  # a server process another test ran may still hold it
     now = services.clock.now()
     for n, (operation, member, number, amount) in enumerate(operations):
         try:

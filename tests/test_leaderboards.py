@@ -62,7 +62,9 @@ async def boss(march: ShiftableClock, client: Any, program: ProgramFixture) -> G
 
 
 async def feed(services: Services) -> None:
+    """Drain the standings feed here (a server process another test ran may still hold the lease)."""
     feeder = next(loop for loop in services.loops if isinstance(loop, StandingsFeeder))
+    await feeder.lease.take_over()
     while await feeder.run_once():
         pass
 
