@@ -34,6 +34,8 @@ class Settings:
     subscriber_queue: int = 1000
     #: Run the background loops (relay, scheduler, delivery) in this server process.
     background: bool = True
+    #: Database connections each process keeps open (as many again may open briefly under bursts).
+    db_pool_size: int = 20
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -48,6 +50,7 @@ class Settings:
             introspection=_flag(env.get("LOYALTY_INTROSPECTION", "1")),
             subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
             background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
+            db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
         )
 
     def with_secret(self, secret_key: str) -> Settings:
