@@ -238,11 +238,6 @@ class LeaderboardService:
             return await self._snapshot_rank(view.snapshot_id, member_id)
         return await store.entry(self.redis.client, view.redis_key, member_id)
 
-    async def entry_by_id(self, view: BoardView, member_id: int) -> RankedMember | None:
-        if view.snapshot_id is not None:
-            return await self._snapshot_rank(view.snapshot_id, member_id)
-        return await store.entry(self.redis.client, view.redis_key, member_id)
-
     async def size(self, view: BoardView) -> int:
         if view.snapshot_id is not None:
             async with self.db.read() as session:
