@@ -24,8 +24,9 @@ from domain.changes import ChangeListener, MembersChanged
 from domain.db.dialect import insert_for
 from domain.ledger.service import Bonus, post_bonuses
 from domain.models import Challenge, ChallengeCompletion
+from gamification.calendar import program_zone
 from gamification.challenges.definitions import ChallengePeriod, Window, completion_key, window_of
-from gamification.challenges.progress import active_challenges, count_events, program_zone
+from gamification.challenges.progress import active_challenges, count_events
 
 
 @dataclass(frozen=True)

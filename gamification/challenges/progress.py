@@ -10,15 +10,14 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.enums import EventStatus
-from domain.models import Challenge, ChallengeCompletion, Event, Program
+from domain.models import Challenge, ChallengeCompletion, Event
+from gamification.calendar import program_zone
 from gamification.challenges.definitions import ALL_TIME_START, ChallengePeriod, Window, window_of
-from gamification.periods import program_timezone
 
 #: Windows counted by one statement (one column each).
 WINDOWS_PER_QUERY = 100
@@ -32,11 +31,6 @@ async def active_challenges(
     if event_types is not None:
         query = query.where(Challenge.event_type.in_(sorted(event_types)))
     return list((await session.scalars(query.order_by(Challenge.key))).all())
-
-
-async def program_zone(session: AsyncSession, program_id: int) -> ZoneInfo:
-    settings = (await session.execute(select(Program.settings).where(Program.id == program_id))).scalar()
-    return program_timezone(settings)
 
 
 async def count_events(

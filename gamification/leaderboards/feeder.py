@@ -24,15 +24,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
 from domain.db.engine import Database
-from domain.models import Program, StandingsFeed
+from domain.models import StandingsFeed
 from domain.redis_store import RedisStore
 from domain.standings import STANDINGS
+from gamification.calendar import program_zone
 from gamification.leaderboards.boards import BoardDefinition, BoardScope, program_boards
 from gamification.leaderboards.rebuild import DriftReport, reconcile
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import SEGMENT_SCOPE, Window, compute_standings, member_scopes
 from gamification.leaderboards.store import BoardKey, Update, apply_updates, feeder_lease
-from gamification.periods import PeriodKind, period_end, period_start, program_timezone, shift
+from gamification.periods import PeriodKind, period_end, period_start, shift
 
 #: Events may be up to 5 minutes in the future (domain/events/validation.py).
 FUTURE_SLACK = timedelta(minutes=5)
@@ -115,7 +116,7 @@ class StandingsFeeder:
         self, session: AsyncSession, program_id: int, marks: Sequence[Mark]
     ) -> dict[str, Update]:
         """What to write to Redis so the marked members' standings equal the database's."""
-        tz = program_timezone(await session.scalar(select(Program.settings).where(Program.id == program_id)))
+        tz = await program_zone(session, program_id)
         now = self.clock.now()
         pending: dict[str, _Pending] = defaultdict(_Pending)
         for board in (await program_boards(session, program_id)).values():

@@ -23,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.db.engine import Database
 from domain.models import Program, StandingsFeed
 from domain.redis_store import Lease, RedisStore
+from gamification.calendar import program_zone
 from gamification.leaderboards.boards import BoardDefinition, program_boards
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import Window, compute_standings
 from gamification.leaderboards.store import BoardKey, Update, apply_updates, board_pattern, feeder_lease
-from gamification.periods import PeriodKind, period_end, period_start, program_timezone, shift
+from gamification.periods import PeriodKind, period_end, period_start, shift
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ async def kept_periods(
     current_only: bool = False,
 ) -> list[Period]:
     """Every period the program's boards keep in Redis (only the open ones with `current_only`)."""
-    tz = program_timezone(await session.scalar(select(Program.settings).where(Program.id == program_id)))
+    tz = await program_zone(session, program_id)
     periods = []
     for board in (await program_boards(session, program_id)).values():
         if board_key is not None and board.key != board_key:

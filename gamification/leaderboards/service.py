@@ -27,6 +27,7 @@ from domain.models import (
     Program,
 )
 from domain.redis_store import RedisStore
+from gamification.calendar import program_zone
 from gamification.leaderboards import store
 from gamification.leaderboards.boards import (
     POINTS_BOARD,
@@ -45,7 +46,6 @@ from gamification.periods import (
     is_period_start,
     parse_timezone,
     period_start,
-    program_timezone,
     shift,
 )
 
@@ -114,13 +114,7 @@ class LeaderboardService:
             board = await board_by_key(session, program_id, key)
             board.require_period(period)
             # ALL_TIME has no calendar: the program's timezone is read only for the other periods
-            tz = (
-                UTC_ZONE
-                if period == PeriodKind.ALL_TIME
-                else program_timezone(
-                    await session.scalar(select(Program.settings).where(Program.id == program_id))
-                )
-            )
+            tz = UTC_ZONE if period == PeriodKind.ALL_TIME else await program_zone(session, program_id)
             current = period_start(period, self.clock.now(), tz)
             if period == PeriodKind.ALL_TIME and start is not None:
                 raise InvalidInput("periodStart: ALL_TIME has no period start; leave it out")

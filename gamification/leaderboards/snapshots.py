@@ -20,6 +20,7 @@ from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.models import LeaderboardSnapshot, LeaderboardSnapshotEntry, Program
+from gamification.calendar import program_zone
 from gamification.leaderboards.boards import BoardDefinition, board_by_key, program_boards
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import Standing, Window, compute_standings, member_scopes
@@ -59,7 +60,7 @@ async def freeze(
 
     Idempotent: a scope already frozen for this instant keeps its first snapshot.
     """
-    tz = program_timezone(await session.scalar(select(Program.settings).where(Program.id == program_id)))
+    tz = await program_zone(session, program_id)
     window = Window(start, period_end(period, start, tz), as_of)
     by_scope: dict[str, list[Standing]] = defaultdict(list)
     for standing in await compute_standings(session, program_id, board, window):
@@ -85,7 +86,7 @@ async def frozen_rank(
     """The member's rank among the top `top_n` of the board (in its scope) as it stood at `as_of`."""
     board = await board_by_key(session, program_id, board_key)
     board.require_period(period)
-    tz = program_timezone(await session.scalar(select(Program.settings).where(Program.id == program_id)))
+    tz = await program_zone(session, program_id)
     start = period_start(period, as_of, tz)
     scope = (await member_scopes(session, program_id, board, [member_id])).get(member_id)
     if scope is None:
