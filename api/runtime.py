@@ -28,6 +28,7 @@ from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
 from fraud import default_auditor
+from fraud.review import ReviewService
 from gamification.challenges.awarding import ChallengeAwarder
 from gamification.challenges.service import ChallengeService
 from gamification.leaderboards.feeder import StandingsFeeder
@@ -57,6 +58,7 @@ class Services:
     leaderboards: LeaderboardService
     challenges: ChallengeService
     rewards: RewardService
+    review: ReviewService
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -102,6 +104,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     bus = LiveBus(redis, queue_capacity=settings.subscriber_queue)
     db.on_commit = bus.announce
     ledger = LedgerService(db, clock, segments)
+    events = EventService(
+        db, clock, default_auditor(), in_transaction=ChangeListeners(segments, ChallengeAwarder(segments))
+    )
     services = Services(
         settings=settings,
         db=db,
@@ -110,9 +115,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         auth=auth,
         programs=ProgramService(db, clock),
         members=MemberService(db, clock, segments),
-        events=EventService(
-            db, clock, default_auditor(), in_transaction=ChangeListeners(segments, ChallengeAwarder(segments))
-        ),
+        events=events,
         ledger=ledger,
         segments=SegmentService(db, clock, segments),
         tags=TagService(db, clock, segments),
@@ -123,6 +126,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         leaderboards=LeaderboardService(db, redis, clock),
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
+        review=ReviewService(db, clock, events),
     )
     services.loops.extend(
         [

@@ -28,6 +28,7 @@ from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
 from api.errors import ErrorCodes
 from api.events import EventMutations
+from api.fraud import FraudMutations, FraudQueries
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
@@ -71,6 +72,7 @@ class Query(
     ChallengeQueries,
     LeaderboardQueries,
     RewardQueries,
+    FraudQueries,
 ):
     pass
 
@@ -87,6 +89,7 @@ class Mutation(
     ChallengeMutations,
     LeaderboardMutations,
     RewardMutations,
+    FraudMutations,
 ):
     pass
 

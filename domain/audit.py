@@ -5,13 +5,17 @@ The domain only knows the shape of a verdict; the rules live in fraud/.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
+
+from sqlalchemy import insert, select
 
 from domain.db.engine import UnitOfWork
 from domain.enums import Verdict
 from domain.events.validation import ValidEvent
+from domain.models import FraudFinding, LedgerEntry
 
 
 @dataclass(frozen=True)
@@ -49,3 +53,47 @@ class AllowAll:
 
     async def audit(self, uow: UnitOfWork, accruals: Sequence[ProposedAccrual]) -> list[AuditOutcome]:
         return [ALLOW for _ in accruals]
+
+
+async def store_findings(
+    uow: UnitOfWork,
+    accruals: Sequence[ProposedAccrual],
+    outcomes: Sequence[AuditOutcome],
+    inserted: Mapping[str, int],
+    now: datetime,
+) -> None:
+    """Keep every non-ALLOW finding of the events this batch inserted (after their ledger entries)."""
+    found = [
+        (accrual, finding)
+        for accrual, outcome in zip(accruals, outcomes, strict=True)
+        if accrual.event.external_id in inserted
+        for finding in outcome.findings
+        if finding.verdict != Verdict.ALLOW
+    ]
+    if not found:
+        return
+    session = uow.session
+    event_ids = sorted({inserted[a.event.external_id] for a, _ in found})
+    result = await session.execute(
+        select(LedgerEntry.event_id, LedgerEntry.id).where(
+            LedgerEntry.program_id == found[0][0].program_id, LedgerEntry.event_id.in_(event_ids)
+        )
+    )
+    entries: dict[int | None, int] = {event_id: entry_id for event_id, entry_id in result}  # noqa: C416
+    rows = []
+    for accrual, finding in found:
+        event_id = inserted[accrual.event.external_id]
+        rows.append(
+            {
+                "program_id": accrual.program_id,
+                "event_id": event_id,
+                "member_id": accrual.member_id,
+                "ledger_entry_id": entries.get(event_id),
+                "rule": finding.rule[:64],
+                "verdict": finding.verdict.value,
+                "detail": finding.detail[:500],
+                "shadow": False,
+                "at": now,
+            }
+        )
+    await session.execute(insert(FraudFinding), rows)

@@ -138,6 +138,28 @@ class LedgerEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(200))
+    #: Why a reviewer rejected a held accrual.
+    decision_reason: Mapped[str | None] = mapped_column(String(500))
+
+
+class FraudFinding(Base):
+    """One non-ALLOW finding of the audit of an event, written in the event's batch transaction."""
+
+    __tablename__ = "fraud_findings"
+    __table_args__ = (
+        Index("ix_fraud_findings_event", "event_id"),
+        Index("ix_fraud_findings_program_member_at", "program_id", "member_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    ledger_entry_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_entries.id"))
+    rule: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(String(500))
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class EventAggregate(Base):

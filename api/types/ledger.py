@@ -80,6 +80,7 @@ def ledger_connection(page: LedgerPage) -> LedgerConnection:
 
 
 def _event_id(entry: models.LedgerEntry) -> str | None:
-    if entry.idempotency_key.startswith("event:"):
-        return entry.idempotency_key.removeprefix("event:")
+    for prefix in ("event:", "refund:"):  # a refund's reversal names the refunded event
+        if entry.idempotency_key.startswith(prefix):
+            return entry.idempotency_key.removeprefix(prefix)
     return None

@@ -17,7 +17,7 @@ from domain.auth.ratelimit import RateLimiter
 from domain.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES, Scope
 from domain.clock import Clock
 from domain.db.engine import Database, UnitOfWork
-from domain.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from domain.members.service import members_by_external_id
 from domain.models import AdminSession, AdminUser, ApiKey, Member, Program
 from domain.programs.service import program_by_key
@@ -151,6 +151,32 @@ class AuthService:
         await self.login_limiter.reset(subjects[0])
         token = crypto.sign({"typ": "admin", "sid": sid, "exp": int(expires.timestamp())}, self.secret_key)
         return IssuedToken(token, expires)
+
+    async def verify_totp(self, principal: Principal, totp_code: str) -> datetime:
+        """Step-up: a fresh (single-use) TOTP code marks the admin's session as just verified."""
+        if principal.kind != PrincipalKind.ADMIN or principal.session_id is None:
+            raise Forbidden("only an admin session can verify a TOTP code")
+        subjects = (f"totp-admin:{principal.subject_id}",)
+        await self.login_limiter.check(*subjects, what="failed TOTP checks")
+        async with self.db.read() as session:
+            admin = await session.get(AdminUser, principal.subject_id)
+        if admin is None:
+            raise Unauthenticated("the admin of this session no longer exists")
+        now = self.clock.now()
+        step = crypto.matching_timecode(admin.totp_secret, totp_code.strip(), now.timestamp())
+        async with self.db.unit_of_work() as uow:
+            accepted = step is not None and await _claim_totp_step(uow, admin.id, step)
+            if accepted:
+                await uow.session.execute(
+                    update(AdminSession)
+                    .where(AdminSession.id == principal.session_id)
+                    .values(totp_verified_at=now)
+                )
+        if not accepted:
+            await self.login_limiter.hit(*subjects)
+            raise Forbidden("totpCode: wrong (a TOTP code works only once)", reason="TOTP_INVALID")
+        await self.login_limiter.reset(subjects[0])
+        return now
 
     async def logout(self, principal: Principal) -> None:
         if principal.session_id is None:

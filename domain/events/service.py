@@ -17,13 +17,14 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.audit import Auditor, AuditOutcome, ProposedAccrual
+from domain.audit import Auditor, AuditOutcome, ProposedAccrual, store_findings
 from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind, EventStatus, MemberKind, Verdict
 from domain.errors import InvalidInput, NotFound
+from domain.events.refunds import REFUND_TYPE, Refunded, apply_refunds
 from domain.events.validation import EventDraft, Rejection, ValidEvent, validate_event
 from domain.events.writes import (
     EventRow,
@@ -113,16 +114,25 @@ class EventService:
                     program_id,
                     members[valid[i].member_external_id],
                     valid[i],
-                    points_for_event(rules, valid[i].type, valid[i].amount),
+                    0
+                    if valid[i].type == REFUND_TYPE
+                    else points_for_event(rules, valid[i].type, valid[i].amount),
                 )
                 for i in order
             ]
             verdicts = await self.auditor.audit(uow, proposals)
             rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
             inserted = await insert_events(session, program_id, list(rows.values()), now)
-            posted = await self._apply(session, program_id, rows, inserted, outcomes, now)
+            refunds = {i: row for i, row in rows.items() if row.event.type == REFUND_TYPE}
+            accruing = {i: row for i, row in rows.items() if i not in refunds}
+            posted = await self._apply(session, program_id, accruing, inserted, outcomes, now)
+            await store_findings(uow, proposals, verdicts, inserted, now)
+            refund_outcomes, refunded = await apply_refunds(session, program_id, refunds, inserted, now)
+            for i, done in refund_outcomes.items():
+                outcomes[i] = EventOutcome(done.external_id, done.status, 0, done.message)
+            rows.update(refunds)
             await self.in_transaction.members_changed(
-                session, _changes(program_id, rows, inserted, created), now
+                session, _changes(program_id, rows, inserted, created, refunded), now
             )
             if posted.accruals:
                 for (
@@ -230,7 +240,11 @@ def _drop_known(
 
 
 def _changes(
-    program_id: int, rows: dict[int, EventRow], inserted: dict[str, int], created: frozenset[int]
+    program_id: int,
+    rows: dict[int, EventRow],
+    inserted: dict[str, int],
+    created: frozenset[int],
+    refunded: Sequence[Refunded] = (),
 ) -> MembersChanged:
     types: dict[int, set[str]] = defaultdict(set)
     occurred: dict[tuple[int, str], set[datetime]] = defaultdict(set)
@@ -242,6 +256,10 @@ def _changes(
         occurred[(row.member_id, row.event.type)].add(row.event.occurred_at)
         if row.points:
             balances.add(row.member_id)
+    for refund in refunded:  # the refunded event no longer counts in its type's aggregates
+        types[refund.member_id].add(refund.event_type)
+        occurred[(refund.member_id, refund.event_type)].add(refund.occurred_at)
+        balances.add(refund.member_id)
     return MembersChanged(
         program_id,
         {member_id: frozenset(found) for member_id, found in types.items()},

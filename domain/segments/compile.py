@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 
 from domain.db.types import UtcDateTime
+from domain.events.refunds import not_refunded
 from domain.models import Event, EventAggregate, Member, MemberTag, Organization, SegmentMembership
 from domain.segments.conditions import (
     Agg,
@@ -260,6 +261,7 @@ class Compilation:
             events.c.program_id == self.program_id,
             events.c.type == metric.event,
             events.c.status == "ACCEPTED",
+            not_refunded(events.c),
         ]
         if metric.window is not None and metric.agg not in (
             Agg.DAYS_SINCE_FIRST,

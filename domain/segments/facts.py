@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.types import amount_to_units
+from domain.events.refunds import not_refunded
 from domain.models import Event, EventAggregate, Member, MemberTag, Organization, Segment, SegmentMembership
 from domain.segments.conditions import AttrCompare, MetricCompare, Node, walk
 from domain.segments.evaluate import Bucket, EventFact, MemberFacts
@@ -142,7 +143,11 @@ async def _load_events(
     found: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
     rows = await session.execute(
         select(Event.member_id, Event.type, Event.occurred_at, Event.amount, Event.properties).where(
-            Event.program_id == program_id, Event.member_id.in_(ids), Event.status == "ACCEPTED", or_(*reach)
+            Event.program_id == program_id,
+            Event.member_id.in_(ids),
+            Event.status == "ACCEPTED",
+            not_refunded(Event),
+            or_(*reach),
         )
     )
     for member_id, event_type, occurred_at, amount, properties in rows:

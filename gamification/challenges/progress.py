@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.enums import EventStatus
+from domain.events.refunds import not_refunded
 from domain.models import Challenge, ChallengeCompletion, Event
 from gamification.calendar import program_zone
 from gamification.challenges.definitions import ALL_TIME_START, ChallengePeriod, Window, window_of
@@ -49,6 +50,7 @@ async def count_events(
             Event.member_id.in_(sorted(member_ids)),
             Event.type.in_(sorted({w.event_type for w in chunk})),
             Event.status == EventStatus.ACCEPTED.value,
+            not_refunded(Event),
         )
         if all(w.start is not None and w.end is not None for w in chunk):  # lets the index bound the scan
             query = query.where(

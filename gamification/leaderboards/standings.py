@@ -25,6 +25,7 @@ from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from domain.db.types import UtcDateTime
 from domain.enums import AccrualStatus, EntryKind, EventStatus
+from domain.events.refunds import not_refunded
 from domain.models import Event, LedgerEntry, Member, Segment, SegmentMembership
 from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
 
@@ -140,6 +141,7 @@ def _scored(
             Event.program_id == program_id,
             Event.type == board.event_type,
             Event.status == EventStatus.ACCEPTED.value,
+            not_refunded(Event),
         )
         posted_at = Event.received_at
     if window.start is not None:

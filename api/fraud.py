@@ -1,0 +1,103 @@
+"""The fraud review queue: held accruals and the admin decisions on them (see docs/fraud.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+
+from api.context import Info
+from api.types.ledger import LedgerEntry, ledger_entry
+from domain.auth.principal import PrincipalKind
+from domain.auth.scopes import Scope
+from domain.enums import Verdict
+from domain.errors import Forbidden, InvalidInput
+from fraud.review import AccrualReview as Review
+from fraud.review import require_step_up
+
+strawberry.enum(Verdict)
+
+
+@strawberry.type
+class FraudFinding:
+    rule: str
+    verdict: Verdict
+    detail: str
+
+
+@strawberry.type
+class AccrualReview:
+    id: strawberry.ID
+    member_external_id: str
+    event_external_id: str
+    points: int
+    findings: list[FraudFinding]
+    created_at: datetime
+
+
+def _review(item: Review) -> AccrualReview:
+    return AccrualReview(
+        id=strawberry.ID(str(item.entry_id)),
+        member_external_id=item.member_external_id,
+        event_external_id=item.event_external_id,
+        points=item.points,
+        findings=[FraudFinding(rule=f.rule, verdict=f.verdict, detail=f.detail) for f in item.findings],
+        created_at=item.created_at,
+    )
+
+
+def _reviewer(info: Info) -> int:
+    """Only admins work the queue (an API key, even with fraud:review, cannot: decisions need step-up)."""
+    principal = info.context.principal
+    program_id = principal.require(Scope.FRAUD_REVIEW)
+    if principal.kind != PrincipalKind.ADMIN:
+        raise Forbidden("only an admin can work the review queue")
+    return program_id
+
+
+def _entry_id(id: strawberry.ID) -> int:
+    if not str(id).isdigit():
+        raise InvalidInput(f"id: {str(id)[:40]!r} is not an accrual review id")
+    return int(id)
+
+
+@strawberry.type
+class FraudQueries:
+    @strawberry.field(description="Admin: held accruals (PENDING_REVIEW), oldest first; first 1..500")
+    async def review_queue(self, info: Info, first: int | None = 50) -> list[AccrualReview]:
+        program_id = _reviewer(info)
+        items = await info.context.services.review.review_queue(program_id, 50 if first is None else first)
+        return [_review(item) for item in items]
+
+
+@strawberry.type
+class FraudMutations:
+    @strawberry.mutation(
+        description="Admin: post a held accrual and run the rest of the pipeline as of now. "
+        "Needs a TOTP check within 10 minutes (FORBIDDEN, reason STEP_UP_REQUIRED); "
+        "a second decision is CONFLICT."
+    )
+    async def approve_accrual(self, info: Info, id: strawberry.ID) -> LedgerEntry:
+        program_id = _reviewer(info)
+        services = info.context.services
+        require_step_up(info.context.principal, services.clock.now())
+        entry = await services.review.approve(program_id, _entry_id(id), info.context.principal.label)
+        return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
+
+    @strawberry.mutation(
+        description="Admin: reject a held accrual; only the pending points move. Step-up as approveAccrual."
+    )
+    async def reject_accrual(self, info: Info, id: strawberry.ID, reason: str) -> LedgerEntry:
+        program_id = _reviewer(info)
+        services = info.context.services
+        require_step_up(info.context.principal, services.clock.now())
+        entry = await services.review.reject(program_id, _entry_id(id), info.context.principal.label, reason)
+        return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
+
+    @strawberry.mutation(
+        description="Beyond the contract. Admin step-up: check a fresh TOTP code (single use); "
+        "approveAccrual/rejectAccrual then work for 10 minutes"
+    )
+    async def verify_totp(self, info: Info, totp_code: str) -> bool:
+        await info.context.services.auth.verify_totp(info.context.principal, totp_code)
+        return True

@@ -1,0 +1,208 @@
+"""The review queue: held accruals (PENDING_REVIEW) and the admin decisions on them.
+
+Approval posts the entry and runs the rest of the pipeline for its event as of the
+approval (aggregates, the in-transaction listeners: segments, tags, challenges;
+the leaderboard standings feed). Rejection only releases the pending points.
+Both happen in one unit of work, under the member's and the entry's row locks,
+and record who decided when (and, for a rejection, why). A second decision is CONFLICT.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.audit import Finding
+from domain.auth.principal import Principal, PrincipalKind
+from domain.changes import MembersChanged
+from domain.clock import Clock
+from domain.db.engine import Database
+from domain.enums import AccrualStatus, EntryKind, EventStatus, Verdict
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.events.service import EventService
+from domain.events.validation import ValidEvent
+from domain.events.writes import add_to_aggregates, add_to_balances
+from domain.members.service import lock_members
+from domain.models import Event, FraudFinding, LedgerEntry, Member
+from domain.standings import mark_standings
+
+MAX_QUEUE = 500
+MAX_REASON = 500
+#: Approving or rejecting needs a TOTP check this recent (login or verifyTotp).
+STEP_UP_WINDOW = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class AccrualReview:
+    entry_id: int
+    member_external_id: str
+    event_external_id: str
+    points: int
+    findings: tuple[Finding, ...]
+    created_at: datetime
+
+
+def require_step_up(principal: Principal, now: datetime) -> None:
+    """FORBIDDEN (reason STEP_UP_REQUIRED) unless the admin checked a TOTP code in the last 10 minutes."""
+    if principal.kind != PrincipalKind.ADMIN:
+        raise Forbidden("only an admin can decide on held accruals")
+    verified = principal.totp_verified_at
+    if verified is None or now - verified > STEP_UP_WINDOW:
+        raise Forbidden(
+            "this decision needs a TOTP check within the last 10 minutes: call verifyTotp first",
+            reason="STEP_UP_REQUIRED",
+        )
+
+
+class ReviewService:
+    def __init__(self, db: Database, clock: Clock, events: EventService) -> None:
+        self.db = db
+        self.clock = clock
+        #: The pipeline whose in-transaction listeners an approval tells (segments, challenges).
+        self.events = events
+
+    async def review_queue(self, program_id: int, first: int = 50) -> list[AccrualReview]:
+        if not 1 <= first <= MAX_QUEUE:
+            raise InvalidInput(f"first: between 1 and {MAX_QUEUE}, got {first}")
+        async with self.db.read() as session:
+            rows = (
+                await session.execute(
+                    select(LedgerEntry, Member.external_id, Event.external_id)
+                    .join(Member, Member.id == LedgerEntry.member_id)
+                    .join(Event, Event.id == LedgerEntry.event_id)
+                    .where(
+                        LedgerEntry.program_id == program_id,
+                        LedgerEntry.status == AccrualStatus.PENDING_REVIEW.value,
+                    )
+                    .order_by(LedgerEntry.created_at, LedgerEntry.id)
+                    .limit(first)
+                )
+            ).all()
+            findings = await _findings(session, [entry.event_id for entry, _, _ in rows if entry.event_id])
+        return [
+            AccrualReview(
+                entry.id,
+                member_external_id,
+                event_external_id,
+                entry.points,
+                tuple(findings.get(entry.event_id or 0, ())),
+                entry.created_at,
+            )
+            for entry, member_external_id, event_external_id in rows
+        ]
+
+    async def approve(self, program_id: int, entry_id: int, decided_by: str) -> LedgerEntry:
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            entry, event = await self._pending(session, program_id, entry_id)
+            member_id = entry.member_id
+            entry.status = AccrualStatus.POSTED.value
+            entry.decided_at = now
+            entry.decided_by = decided_by[:200]
+            event.status = EventStatus.ACCEPTED.value
+            event.points_awarded = entry.points
+            await session.flush()
+            await add_to_balances(session, {member_id: entry.points}, {member_id: -entry.points})
+            member_external_id = await session.scalar(
+                select(Member.external_id).where(Member.id == member_id)
+            )
+            valid = ValidEvent(
+                event.external_id,
+                member_external_id or "",
+                event.type,
+                event.occurred_at,
+                event.amount,
+                event.properties,
+                event.content_hash,
+            )
+            await add_to_aggregates(session, program_id, [(member_id, valid)])
+            await self.events.in_transaction.members_changed(
+                session,
+                MembersChanged(
+                    program_id,
+                    {member_id: frozenset({event.type})},
+                    {(member_id, event.type): frozenset({event.occurred_at})},
+                    balances=frozenset({member_id}),
+                ),
+                now,
+            )
+            await mark_standings(session, program_id, [(member_id, event.occurred_at)])
+        return entry
+
+    async def reject(self, program_id: int, entry_id: int, decided_by: str, reason: str) -> LedgerEntry:
+        reason = reason.strip()
+        if not reason:
+            raise InvalidInput("reason: must not be empty")
+        if len(reason) > MAX_REASON:
+            raise InvalidInput(f"reason: at most {MAX_REASON} characters")
+        now = self.clock.now()
+        async with self.db.unit_of_work() as uow:
+            session = uow.session
+            entry, event = await self._pending(session, program_id, entry_id)
+            entry.status = AccrualStatus.REJECTED.value
+            entry.decided_at = now
+            entry.decided_by = decided_by[:200]
+            entry.decision_reason = reason
+            event.status = EventStatus.BLOCKED.value
+            event.points_awarded = 0
+            event.message = f"rejected by reviewer: {reason}"
+            await session.flush()
+            await add_to_balances(session, {}, {entry.member_id: -entry.points})
+        return entry
+
+    async def _pending(
+        self, session: AsyncSession, program_id: int, entry_id: int
+    ) -> tuple[LedgerEntry, Event]:
+        """The held entry and its event, the member's row and then the entry's row locked."""
+        member_id = await session.scalar(
+            select(LedgerEntry.member_id).where(
+                LedgerEntry.id == entry_id, LedgerEntry.program_id == program_id
+            )
+        )
+        if member_id is None:
+            raise NotFound(f"id: no ledger entry {entry_id} in this program")
+        await lock_members(session, [member_id])  # the pipeline's lock order: member, then its entries
+        entry = (
+            await session.execute(select(LedgerEntry).where(LedgerEntry.id == entry_id).with_for_update())
+        ).scalar_one()
+        if entry.status != AccrualStatus.PENDING_REVIEW.value:
+            if entry.decided_at is not None:
+                raise Conflict(
+                    f"id: entry {entry_id} was already {_decided(entry.status)} "
+                    f"at {entry.decided_at.isoformat()} by {entry.decided_by}",
+                    status=entry.status,
+                )
+            raise Conflict(
+                f"id: entry {entry_id} is {entry.status}, not awaiting review", status=entry.status
+            )
+        if entry.kind != EntryKind.ACCRUAL.value or entry.event_id is None:
+            raise InvalidInput(f"id: entry {entry_id} is not an event's accrual")
+        event = (
+            await session.execute(select(Event).where(Event.id == entry.event_id).with_for_update())
+        ).scalar_one()
+        return entry, event
+
+
+def _decided(status: str) -> str:
+    return {AccrualStatus.POSTED.value: "approved", AccrualStatus.REJECTED.value: "rejected"}.get(
+        status, status.lower()
+    )
+
+
+async def _findings(session: AsyncSession, event_ids: list[int]) -> dict[int, list[Finding]]:
+    found: dict[int, list[Finding]] = defaultdict(list)
+    if not event_ids:
+        return found
+    rows = await session.execute(
+        select(FraudFinding)
+        .where(FraudFinding.event_id.in_(sorted(set(event_ids))), FraudFinding.shadow.is_(False))
+        .order_by(FraudFinding.id)
+    )
+    for finding in rows.scalars():
+        found[finding.event_id].append(Finding(finding.rule, Verdict(finding.verdict), finding.detail))
+    return found
