@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import strawberry
+from strawberry.scalars import JSON
 
 from api.context import Info
 from api.types.ledger import LedgerEntry, ledger_entry
@@ -14,6 +16,7 @@ from domain.enums import Verdict
 from domain.errors import Forbidden, InvalidInput
 from fraud.review import AccrualReview as Review
 from fraud.review import require_step_up
+from fraud.settings import RuleView
 
 strawberry.enum(Verdict)
 
@@ -33,6 +36,29 @@ class AccrualReview:
     points: int
     findings: list[FraudFinding]
     created_at: datetime
+
+
+@strawberry.type(description="Beyond the contract. One fraud rule as a program has configured it")
+class FraudRule:
+    name: str
+    summary: str
+    enabled: bool
+    shadow: bool = strawberry.field(description="findings are recorded but never hold or block")
+    params: JSON
+    defaults: JSON
+    updated_by: str | None
+
+
+def _rule(view: RuleView) -> FraudRule:
+    return FraudRule(
+        name=view.name,
+        summary=view.summary,
+        enabled=view.enabled,
+        shadow=view.shadow,
+        params=cast(JSON, dict(view.params)),
+        defaults=cast(JSON, dict(view.defaults)),
+        updated_by=view.updated_by,
+    )
 
 
 def _review(item: Review) -> AccrualReview:
@@ -69,6 +95,11 @@ class FraudQueries:
         items = await info.context.services.review.review_queue(program_id, 50 if first is None else first)
         return [_review(item) for item in items]
 
+    @strawberry.field(description="Beyond the contract. The program's fraud rules and their configuration")
+    async def fraud_rules(self, info: Info) -> list[FraudRule]:
+        program_id = info.context.principal.require(Scope.FRAUD_CONFIGURE)
+        return [_rule(view) for view in await info.context.services.fraud_settings.rules(program_id)]
+
 
 @strawberry.type
 class FraudMutations:
@@ -93,6 +124,25 @@ class FraudMutations:
         require_step_up(info.context.principal, services.clock.now())
         entry = await services.review.reject(program_id, _entry_id(id), info.context.principal.label, reason)
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
+
+    @strawberry.mutation(
+        description="Beyond the contract. Turn a fraud rule on or off, into or out of shadow mode, "
+        "or change its thresholds (params: only the keys given change). Applies from the next batch."
+    )
+    async def set_fraud_rule(
+        self,
+        info: Info,
+        rule: str,
+        enabled: bool | None = None,
+        shadow: bool | None = None,
+        params: JSON | None = None,
+    ) -> FraudRule:
+        principal = info.context.principal
+        program_id = principal.require(Scope.FRAUD_CONFIGURE)
+        view = await info.context.services.fraud_settings.set_rule(
+            program_id, rule, enabled=enabled, shadow=shadow, params=params, by=principal.label
+        )
+        return _rule(view)
 
     @strawberry.mutation(
         description="Beyond the contract. Admin step-up: check a fresh TOTP code (single use); "

@@ -28,7 +28,9 @@ from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
 from fraud import default_auditor
+from fraud.compliance import Compliance, ComplianceSweeper
 from fraud.review import ReviewService
+from fraud.settings import FraudSettingsService
 from gamification.challenges.awarding import ChallengeAwarder
 from gamification.challenges.service import ChallengeService
 from gamification.leaderboards.feeder import StandingsFeeder
@@ -59,6 +61,8 @@ class Services:
     challenges: ChallengeService
     rewards: RewardService
     review: ReviewService
+    fraud_settings: FraudSettingsService
+    compliance: Compliance
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -104,8 +108,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     bus = LiveBus(redis, queue_capacity=settings.subscriber_queue)
     db.on_commit = bus.announce
     ledger = LedgerService(db, clock, segments)
+    compliance = Compliance(segments)
     events = EventService(
-        db, clock, default_auditor(), in_transaction=ChangeListeners(segments, ChallengeAwarder(segments))
+        db,
+        clock,
+        default_auditor(clock, compliance),
+        in_transaction=ChangeListeners(segments, ChallengeAwarder(segments)),
     )
     services = Services(
         settings=settings,
@@ -126,7 +134,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         leaderboards=LeaderboardService(db, redis, clock),
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
-        review=ReviewService(db, clock, events),
+        review=ReviewService(db, clock, events, compliance),
+        fraud_settings=FraudSettingsService(db, clock),
+        compliance=compliance,
     )
     services.loops.extend(
         [
@@ -135,6 +145,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             OutboxDelivery(db, clock, LoggingProvider()),
             StandingsFeeder(db, redis, clock),
             PeriodCloser(db, clock),
+            ComplianceSweeper(db, clock, compliance),
         ]
     )
     return services

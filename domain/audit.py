@@ -23,6 +23,8 @@ class Finding:
     rule: str
     verdict: Verdict
     detail: str
+    #: Found by a rule in shadow mode: recorded, never acted on.
+    shadow: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ async def store_findings(
                 "rule": finding.rule[:64],
                 "verdict": finding.verdict.value,
                 "detail": finding.detail[:500],
-                "shadow": False,
+                "shadow": finding.shadow,
                 "at": now,
             }
         )

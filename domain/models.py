@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -123,6 +124,15 @@ class LedgerEntry(Base):
         UniqueConstraint("program_id", "idempotency_key"),
         Index("ix_ledger_member", "member_id", "id"),
         Index("ix_ledger_program_status", "program_id", "status"),
+        Index("ix_ledger_event", "event_id"),
+        #: Reversals only (refunds among them): what `not_refunded()` probes, small however big the ledger.
+        Index(
+            "ix_ledger_reversals",
+            "program_id",
+            "idempotency_key",
+            postgresql_where=text("kind = 'REVERSAL'"),
+            sqlite_where=text("kind = 'REVERSAL'"),
+        ),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
@@ -160,6 +170,49 @@ class FraudFinding(Base):
     detail: Mapped[str] = mapped_column(String(500))
     shadow: Mapped[bool] = mapped_column(Boolean, default=False)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FraudReceipt(Base):
+    """The first event of the program that carried each `properties.receiptId` (the duplicate-receipt rule).
+
+    The primary key makes claiming a receipt atomic: of two concurrent batches
+    with the same receipt, one inserts the row and the other sees the conflict.
+    """
+
+    __tablename__ = "fraud_receipts"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    receipt_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    event_external_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FraudDevice(Base):
+    """One use of a `properties.deviceId` by a member (the shared-device and self-referral rules)."""
+
+    __tablename__ = "fraud_devices"
+    __table_args__ = (
+        Index("ix_fraud_devices_program_device_at", "program_id", "device_id", "occurred_at"),
+        Index("ix_fraud_devices_member", "member_id", "device_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    device_id: Mapped[str] = mapped_column(String(128))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    occurred_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class FraudRuleSetting(Base):
+    """A program's configuration of one fraud rule; rules without a row run with their defaults."""
+
+    __tablename__ = "fraud_rule_settings"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    shadow: Mapped[bool] = mapped_column(Boolean)
+    params: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str] = mapped_column(String(200))
 
 
 class EventAggregate(Base):

@@ -1,13 +1,15 @@
-"""Fraud audit: the rules behind pipeline step 4 (see DESIGN.md).
+"""Fraud audit: the rules behind pipeline step 4 (see DESIGN.md and docs/fraud.md).
 
-Until the rules land, the audit allows every accrual: `default_auditor()` is
-the single place the API asks for the auditor to wire into the pipeline.
+`default_auditor()` is the single place the API asks for the auditor to wire into the pipeline.
 """
 
 from __future__ import annotations
 
-from domain.audit import AllowAll, Auditor
+from domain.audit import Auditor
+from domain.clock import Clock
+from fraud.auditor import RuleAuditor
+from fraud.compliance import Compliance
 
 
-def default_auditor() -> Auditor:
-    return AllowAll()
+def default_auditor(clock: Clock, compliance: Compliance) -> Auditor:
+    return RuleAuditor(clock, compliance)

@@ -18,6 +18,7 @@ class Scope(StrEnum):
     SEGMENTS_WRITE = "segments:write"
     LEADERBOARDS_READ = "leaderboards:read"
     FRAUD_REVIEW = "fraud:review"
+    FRAUD_CONFIGURE = "fraud:configure"
 
 
 ALL_SCOPES = frozenset(Scope)

@@ -224,10 +224,12 @@ async def rebuild_bucket(
 def not_refunded(events: Any) -> ColumnElement[bool]:
     """For queries over raw events (a table or the Event model): the event has no refund reversal.
 
-    One probe of the ledger's unique (program_id, idempotency_key) index per event.
+    Reads the partial index of reversals (`ix_ledger_reversals`): a probe per event in a member's
+    query, a hash of the program's few reversals in a batch one, however big the ledger grows.
     """
-    ledger = cast(Table, LedgerEntry.__table__)
+    ledger = cast(Table, LedgerEntry.__table__).alias("refunds")  # never correlated with an outer ledger
     return ~exists().where(
+        ledger.c.kind == EntryKind.REVERSAL.value,
         ledger.c.program_id == events.program_id,
         ledger.c.idempotency_key == literal(REFUND_KEY_PREFIX) + events.external_id,
     )

@@ -320,7 +320,10 @@ async def _resolve_members(
 def _row(proposal: ProposedAccrual, outcome: AuditOutcome) -> EventRow:
     status, entry_status = _STATUS_BY_VERDICT[outcome.verdict]
     message = (
-        "; ".join(f"{f.rule}: {f.detail}" for f in outcome.findings if f.verdict != Verdict.ALLOW) or None
+        "; ".join(
+            f"{f.rule}: {f.detail}" for f in outcome.findings if f.verdict != Verdict.ALLOW and not f.shadow
+        )
+        or None
     )
     return EventRow(
         proposal.event, proposal.member_id, status.value, entry_status.value, proposal.points, message
