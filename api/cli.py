@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ import orjson
 
 from domain.errors import DomainError
 from domain.settings import ConfigurationError, Settings, local_secret_key
+from fraud.backtest import Backtest
 
 
 def _print_json(data: object) -> None:
@@ -190,6 +192,25 @@ def cmd_leaderboards_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fraud_backtest(args: argparse.Namespace) -> int:
+    """Replay the last --days of recorded events through one rule's configuration; changes nothing."""
+    try:
+        params = json.loads(args.params) if args.params else None
+    except json.JSONDecodeError as error:
+        sys.stderr.write(f"--params: not JSON ({error})\n")
+        return 2
+
+    async def work(services: Any) -> object:
+        program = await services.programs.get_by_key(args.program)
+        report = await Backtest(services.db, services.clock).run(
+            program.id, args.rule, params, args.days, args.examples
+        )
+        return report.as_json()
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
@@ -284,6 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile = boards.add_parser("reconcile", help="report and repair drift of the open periods")
     reconcile.add_argument("--program", help="program key (default: every program)")
     reconcile.set_defaults(func=cmd_leaderboards_reconcile)
+
+    fraud = commands.add_parser("fraud").add_subparsers(dest="fraud_command", required=True)
+    backtest = fraud.add_parser(
+        "backtest", help="replay recorded events through a rule configuration; reports, changes nothing"
+    )
+    backtest.add_argument("--program", required=True, help="program key")
+    backtest.add_argument("--rule", required=True, help="rule name, e.g. velocity (see docs/fraud.md)")
+    backtest.add_argument("--days", type=int, default=30, help="window to replay, counted back from now")
+    backtest.add_argument("--params", help="thresholds to try, JSON, e.g. '{\"reviewAbove\": 10}'")
+    backtest.add_argument("--examples", type=int, default=20, help="flagged events to list")
+    backtest.set_defaults(func=cmd_fraud_backtest)
 
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
     _server_options(demo)

@@ -29,9 +29,12 @@ from domain.events.writes import add_to_aggregates, add_to_balances
 from domain.members.service import lock_members
 from domain.models import Event, FraudFinding, LedgerEntry, Member
 from domain.standings import mark_standings
+from fraud.compliance import Compliance
 
 MAX_QUEUE = 500
 MAX_REASON = 500
+#: The finding a reviewer's rejection leaves (it counts as a block towards `non-compliant`).
+REVIEWER_RULE = "reviewer"
 #: Approving or rejecting needs a TOTP check this recent (login or verifyTotp).
 STEP_UP_WINDOW = timedelta(minutes=10)
 
@@ -59,11 +62,15 @@ def require_step_up(principal: Principal, now: datetime) -> None:
 
 
 class ReviewService:
-    def __init__(self, db: Database, clock: Clock, events: EventService) -> None:
+    def __init__(
+        self, db: Database, clock: Clock, events: EventService, compliance: Compliance | None = None
+    ) -> None:
         self.db = db
         self.clock = clock
         #: The pipeline whose in-transaction listeners an approval tells (segments, challenges).
         self.events = events
+        #: A rejection counts as a block towards the non-compliant tag (None: tagging off).
+        self.compliance = compliance
 
     async def review_queue(self, program_id: int, first: int = 50) -> list[AccrualReview]:
         if not 1 <= first <= MAX_QUEUE:
@@ -153,6 +160,22 @@ class ReviewService:
             event.message = f"rejected by reviewer: {reason}"
             await session.flush()
             await add_to_balances(session, {}, {entry.member_id: -entry.points})
+            session.add(
+                FraudFinding(
+                    program_id=program_id,
+                    event_id=event.id,
+                    member_id=entry.member_id,
+                    ledger_entry_id=entry.id,
+                    rule=REVIEWER_RULE,
+                    verdict=Verdict.BLOCK.value,
+                    detail=f"rejected by {entry.decided_by}: {reason}"[:500],
+                    shadow=False,
+                    at=now,
+                )
+            )
+            await session.flush()
+            if self.compliance is not None:
+                await self.compliance.settle(session, program_id, now, member_ids=[entry.member_id])
         return entry
 
     async def _pending(

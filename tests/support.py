@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from api.runtime import Services
+    from domain.settings import Settings
+
+T = TypeVar("T")
 
 
 class ShiftableClock:
@@ -19,3 +30,29 @@ class ShiftableClock:
 
     def reset(self) -> None:
         self.offset = timedelta()
+
+
+@dataclass
+class Harness:
+    """Services on a private event loop: hypothesis cannot re-enter pytest-asyncio's session loop."""
+
+    loop: asyncio.AbstractEventLoop
+    services: Services
+
+    def run(self, step: Awaitable[T]) -> T:
+        return self.loop.run_until_complete(step)
+
+
+@contextmanager
+def private_services(settings: Settings) -> Iterator[Harness]:
+    from api.runtime import build_services
+
+    loop = asyncio.new_event_loop()
+    services = build_services(settings, clock=ShiftableClock())
+    try:
+        yield Harness(loop, services)
+    finally:
+        loop.run_until_complete(services.redis.client.aclose())
+        loop.run_until_complete(services.db.dispose())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()

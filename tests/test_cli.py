@@ -22,6 +22,11 @@ BIN = Path(sys.executable).parent / "loyalty"
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
+    return cli_environment(tmp_path)
+
+
+def cli_environment(tmp_path: Path) -> dict[str, str]:
+    """The command's environment: a fresh SQLite database in `tmp_path`, nothing from the caller's LOYALTY_*."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
     return base | {
         "LOYALTY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",

@@ -13,10 +13,8 @@ loop and services: hypothesis cannot re-enter pytest-asyncio's session loop.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar, cast
@@ -25,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from api.runtime import Services, build_services
+from api.runtime import Services
 from domain.errors import DomainError
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
@@ -34,32 +32,16 @@ from gamification.leaderboards.feeder import StandingsFeeder
 from gamification.leaderboards.rebuild import expected, kept_periods
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.store import board_pattern
-from tests.support import ShiftableClock
+from tests.support import Harness, private_services
 
 T = TypeVar("T")
 MEMBERS = ["ana", "bob", "cem", "dil"]
 
 
-@dataclass
-class Harness:
-    loop: asyncio.AbstractEventLoop
-    services: Services
-
-    def run(self, step: Awaitable[T]) -> T:
-        return self.loop.run_until_complete(step)
-
-
 @pytest.fixture
 def harness(settings: Settings) -> Iterator[Harness]:
-    loop = asyncio.new_event_loop()
-    services = build_services(settings, clock=ShiftableClock())
-    try:
-        yield Harness(loop, services)
-    finally:
-        loop.run_until_complete(services.redis.client.aclose())
-        loop.run_until_complete(services.db.dispose())
-        loop.run_until_complete(loop.shutdown_asyncgens())
-        loop.close()
+    with private_services(settings) as opened:
+        yield opened
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

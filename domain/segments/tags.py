@@ -20,6 +20,8 @@ from domain.programs.service import validate_key
 from domain.segments.engine import SegmentEngine
 
 MANUAL = "manual"
+#: The source of `non-compliant` (fraud/compliance.py).
+FRAUD = "fraud"
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,11 @@ class TagService:
             )
             if not sources:
                 raise NotFound(f"tag: member {member_external_id!r} does not carry {tag!r}")
+            if sources == {FRAUD}:
+                raise InvalidInput(
+                    f"tag: {tag!r} is applied by the fraud audit; it goes when the member's blocked "
+                    "accruals fall to the program's threshold"
+                )
             if MANUAL not in sources:
                 applied_by = ", ".join(sorted(sources))
                 raise InvalidInput(
