@@ -1,16 +1,35 @@
 """Ingest benchmark: `recordEvents` end to end over HTTP against a real server, next to a raw floor.
 
-Two phases, each on its own fresh PostgreSQL database migrated with `migrations.upgrade`:
+Three phases, each on its own fresh PostgreSQL database migrated with `migrations.upgrade`:
 
-* end to end: `loyalty serve --workers W` in a subprocess; program and API key made with the CLI;
-  members upserted through `upsertMembers` (untimed); then the events go through `recordEvents`
-  in batches, with C requests in flight (httpx). Request bodies are encoded before the clock starts.
+* end to end, fraud rules off, then end to end, fraud rules on (the defaults): `loyalty serve
+  --workers W` in a subprocess; program and API key made with the CLI (the key also holds
+  `fraud:configure`); for "rules off" every audit rule is switched off with `setFraudRule(enabled:
+  false)` before the members go in; members upserted through `upsertMembers` (untimed); then the
+  events go through `recordEvents` in batches, with C requests in flight (httpx). Request bodies
+  are encoded before the clock starts. `audit_overhead` = (per-event time with rules - without) /
+  per-event time with rules. "Rules off" still runs the auditor's fixed part (it loads the
+  settings, claims the receipts and records the device uses whatever the rules say), so the
+  overhead is what the rules add on top of that.
 * floor: the same rows written straight with asyncpg, one transaction per batch, C connections in
   flight: the events INSERT ... ON CONFLICT DO NOTHING RETURNING id (`fetchmany`, asyncpg's
   executemany that returns rows), the ledger entries (`executemany`), the cached balance UPDATEs
   in member-id order (`executemany`) and the per member x type x day aggregate upserts
   (`executemany`): the writes the pipeline makes, without its reads (dedup lookup, member lookup,
-  earning rules, API key), GraphQL, HTTP and ORM.
+  earning rules, API key), the audit, GraphQL, HTTP and ORM.
+
+Fairness of the two end-to-end phases: the same events (same bodies, byte for byte), the same
+member load as warmup, a fresh database and server each, a CHECKPOINT before each clock starts
+(so a phase does not flush the previous one's dirty pages) and the previous phase's database
+dropped first. The order is fixed, rules off first (`--rules-first` swaps it): whatever the
+second phase still inherits from the first (a warmer or busier machine, a checkpoint) then counts
+against the rules, the conservative direction for an overhead goal. Run-to-run noise on a shared
+VM is larger than that effect; compare both orders when it matters.
+
+Workload: POS-like purchases carry a unique `receiptId`, the member's `deviceId` and one of a few
+dozen `cashierId`s; amounts spread log-normally around each member's own typical basket. Member
+count and a 90-day spread of `occurredAt` keep rule trips rare (the amount outlier rule trips on a
+few); the figures count HELD_FOR_REVIEW and BLOCKED events per phase and findings per rule.
 
 When the PostgreSQL server runs with autovacuum off, the bench does autoanalyze's work itself
 (see AutoAnalyze). Progress goes to stderr; the last line on stdout is one JSON object with the figures.
@@ -38,6 +57,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +80,27 @@ DEFAULT_CONCURRENCY = 4
 MEMBERS_PER_CALL = 1000
 AMOUNT_UNITS_PER_CENT = 100  # domain.db.types: amounts are stored x 10^4
 HISTORY = timedelta(days=90)
+CASHIERS = 36
+#: The audit rules (`non_compliant` is a tagging threshold, not a rule that judges events).
+AUDIT_RULES = (
+    "duplicate_receipt",
+    "velocity",
+    "single_accrual_cap",
+    "daily_points_cap",
+    "amount_outlier",
+    "shared_device",
+    "self_referral",
+    "cashier_collusion",
+)
+API_KEY_SCOPES = "program:read,members:read,members:write,events:write,fraud:configure"
 
 RECORD = (
     "mutation($events: [EventInput!]!) "
     "{ recordEvents(events: $events) { results { externalId status pointsAwarded message } } }"
 )
 UPSERT = "mutation($members: [MemberInput!]!) { upsertMembers(members: $members) { upserted } }"
+SET_RULE = "mutation($rule: String!) { setFraudRule(rule: $rule, enabled: false) { name enabled } }"
+RULES = "{ fraudRules { name enabled shadow } }"
 
 
 def log(message: str) -> None:
@@ -106,6 +141,10 @@ class Workload:
     batch: int
     run_id: str
     now: datetime
+    #: "stream": occurredAt follows the event order over the 90 days, with a few minutes of
+    #: jitter (a POS feed replayed in order); "random": spread at random over the 90 days (a
+    #: backfill: every batch touches the whole history of its members).
+    times: str = "stream"
     seed: int = 20_240_601
 
     @property
@@ -115,26 +154,41 @@ class Workload:
     def member_id(self, index: int) -> str:
         return f"m{index:07d}"
 
+    @cached_property
+    def typical_cents(self) -> list[float]:
+        """Each member's typical basket: log-normal around 35.00 across members."""
+        rng = random.Random(self.seed - 1)
+        return [rng.lognormvariate(math.log(3_500), 0.6) for _ in range(self.members)]
+
     def batch_events(self, number: int) -> list[BenchEvent]:
-        """Batch `number`, the same on every call: both phases write exactly the same events."""
+        """Batch `number`, the same on every call: every phase writes exactly the same events."""
         rng = random.Random(self.seed * 1_000_003 + number)
         first = number * self.batch
         out: list[BenchEvent] = []
         frequent = max(1, self.members // 10)
+        typical = self.typical_cents
         for i in range(first, min(first + self.batch, self.events)):
             # a tenth of the members (the regulars) produce about 37% of the events
             member = rng.randrange(frequent) if rng.random() < 0.3 else rng.randrange(self.members)
-            occurred_at = self.now - timedelta(seconds=rng.uniform(60, HISTORY.total_seconds()))
+            span = HISTORY.total_seconds()
+            if self.times == "stream":
+                back = span * (1 - (i + 0.5) / self.events) + rng.uniform(60, 300)
+            else:
+                back = rng.uniform(60, span)
+            occurred_at = self.now - timedelta(seconds=back)
             occurred_at = occurred_at.replace(microsecond=occurred_at.microsecond // 1000 * 1000)
             store = f"s{rng.randrange(250):03d}"
             roll = rng.random()
             if roll < 0.80:
-                cents = max(50, min(250_000, int(rng.lognormvariate(math.log(3_500), 0.9))))
+                cents = max(50, min(250_000, int(typical[member] * rng.lognormvariate(0, 0.5))))
                 kind, amount = "purchase", cents
                 properties: dict[str, Any] = {
                     "storeId": store,
                     "channel": rng.choice(("pos", "pos", "web", "app")),
                     "items": rng.randint(1, 8),
+                    "receiptId": f"{store}-{i:09d}",
+                    "deviceId": f"d{member:07d}",
+                    "cashierId": f"k{rng.randrange(CASHIERS):02d}",
                 }
             elif roll < 0.92:
                 kind, amount, properties = "visit", None, {"storeId": store}
@@ -331,18 +385,16 @@ class PgServer:
 
 
 class AutoAnalyze:
-    """ANALYZE `events` whenever it has changed by 50 rows + 10% (autovacuum's default trigger).
+    """ANALYZE each table that has changed by 50 rows + 10% (autovacuum's default trigger).
 
     Used when the server runs with autovacuum off (as the dev/CI PostgreSQL here does): without
-    statistics the planner believes the growing events table is tiny and the pipeline's
-    externalId lookup degrades to a scan of all the program's events per batch (see
-    docs/benchmarks.md). `events` is the one table that grows during the run and is read by the
-    pipeline (members are analyzed once after they are loaded; ledger_entries and event_aggregates
-    are only written). Only the end-to-end phase needs it: the floor makes no reads. The ANALYZE
-    work runs on the same machine while the clock runs, as autovacuum's would.
+    statistics the planner believes a growing table is tiny and the pipeline's lookups degrade
+    to scans (the externalId lookup to a scan of all the program's events per batch, see
+    docs/benchmarks.md). Like autovacuum it looks at every table: besides `events`, the audit
+    reads `ledger_entries`, `fraud_receipts` and `fraud_devices` while they grow (members are
+    analyzed once after they are loaded). Only the end-to-end phases need it: the floor makes no
+    reads. The ANALYZE work runs on the same machine while the clock runs, as autovacuum's would.
     """
-
-    TABLES = ("events",)
 
     INTERVAL_S = 5.0
 
@@ -357,9 +409,8 @@ class AutoAnalyze:
         due = await connection.fetch(
             """
             SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-            WHERE s.relname = ANY($1::text[]) AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
-            """,
-            list(self.TABLES),
+            WHERE s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
+            """
         )
         for (table,) in due:
             started = time.perf_counter()
@@ -429,6 +480,56 @@ async def totals(pg: PgServer, name: str) -> Totals:
     finally:
         await connection.close()
     return Totals(*(int(v) for v in row))
+
+
+@dataclass(frozen=True)
+class AuditTotals:
+    """What the audit left behind: posted and held points, and its findings per rule and verdict."""
+
+    posted_points: int
+    pending_points: int
+    pending_balances: int
+    findings: dict[str, int]
+    receipts: int
+    device_uses: int
+
+
+async def audit_totals(pg: PgServer, name: str) -> AuditTotals:
+    connection = await pg.connect(name)
+    try:
+        row = await connection.fetchrow(
+            """
+            SELECT (SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE status = 'POSTED'),
+                   (SELECT coalesce(sum(points), 0) FROM ledger_entries WHERE status = 'PENDING_REVIEW'),
+                   (SELECT coalesce(sum(pending_points), 0) FROM members),
+                   (SELECT count(*) FROM fraud_receipts),
+                   (SELECT count(*) FROM fraud_devices)
+            """
+        )
+        findings = await connection.fetch(
+            "SELECT rule, verdict, shadow, count(*) FROM fraud_findings GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        )
+    finally:
+        await connection.close()
+    return AuditTotals(
+        int(row[0]),
+        int(row[1]),
+        int(row[2]),
+        {f"{rule} {verdict}{' shadow' if shadow else ''}": int(n) for rule, verdict, shadow, n in findings},
+        int(row[3]),
+        int(row[4]),
+    )
+
+
+async def checkpoint(pg: PgServer, database: str) -> None:
+    """Flush the dirty pages of earlier work before a clock starts (untimed; needs superuser)."""
+    connection = await pg.connect(database)
+    try:
+        await connection.execute("CHECKPOINT")
+    except asyncpg.PostgresError as error:
+        log(f"CHECKPOINT skipped: {error}")
+    finally:
+        await connection.close()
 
 
 # ---------------------------------------------------------------------------------- end to end
@@ -554,28 +655,36 @@ async def end_to_end(
     workers: int,
     concurrency: int,
     emulate_autoanalyze: bool,
+    rules: bool,
 ) -> tuple[PhaseResult, dict[str, float]]:
+    """One end-to-end phase; `rules` False switches every audit rule off before the members go in."""
+    label = "rules on" if rules else "rules off"
     url = await pg.create(database)
     data_dir = Path(tempfile.mkdtemp(prefix=f"loyalty-bench-{workload.run_id}-"))
+    redis_prefix = f"bench:{workload.run_id}:{'on' if rules else 'off'}:"
     env = {
         **os.environ,
         "LOYALTY_DATABASE_URL": url,
         "LOYALTY_REDIS_URL": redis_url,
-        "LOYALTY_REDIS_PREFIX": f"bench:{workload.run_id}:",
+        "LOYALTY_REDIS_PREFIX": redis_prefix,
         "LOYALTY_SECRET_KEY": secrets.token_urlsafe(48),
         "LOYALTY_DATA_DIR": str(data_dir),
     }
     server: Server | None = None
     try:
         await cli(env, "program", "create", "--key", "bench", "--name", "Bench", "--kind", "B2C")
-        api_key = (await cli(env, "apikey", "create", "--program", "bench", "--name", "bench"))["key"]
+        created = await cli(
+            env, "apikey", "create", "--program", "bench", "--name", "bench", "--scopes", API_KEY_SCOPES
+        )
+        api_key = created["key"]
         server = start_server(env, workers, data_dir)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as http:
             await wait_healthy(server, http)
-            log(f"server up at {server.base_url} with {workers} worker(s)")
+            log(f"{label}: server up at {server.base_url} with {workers} worker(s)")
             endpoint = f"{server.base_url}/graphql"
             headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+            await configure_rules(http, endpoint, headers, rules)
             setup = await upsert_members(http, endpoint, headers, workload, concurrency)
             if emulate_autoanalyze:
                 await analyze(pg, database)  # what autovacuum does after the member load
@@ -590,6 +699,7 @@ async def end_to_end(
                 expected_points += sum(e.points for e in events)
             setup["encode_s"] = round(time.perf_counter() - started, 2)
             log(f"{len(bodies)} request bodies encoded ({sum(map(len, bodies)) / 1e6:.0f} MB)")
+            await checkpoint(pg, database)
             result = PhaseResult(events=workload.events, seconds=0.0, expected_points=expected_points)
 
             async def send(number: int) -> float:
@@ -610,7 +720,7 @@ async def end_to_end(
             try:
                 meter = CpuMeter(server.process.pid, database)
                 result.seconds, result.latencies_ms = await run_concurrently(
-                    workload.batches, concurrency, send, "recordEvents"
+                    workload.batches, concurrency, send, f"recordEvents ({label})"
                 )
                 result.cpu = meter.stop()
             finally:
@@ -619,8 +729,23 @@ async def end_to_end(
     finally:
         if server is not None:
             server.stop()
-        await clear_redis(redis_url, f"bench:{workload.run_id}:")
+        await clear_redis(redis_url, redis_prefix)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def configure_rules(
+    http: httpx.AsyncClient, endpoint: str, headers: dict[str, str], rules: bool
+) -> None:
+    """Leave the defaults (all rules on) or switch every audit rule off; then check what is set."""
+    if not rules:
+        for rule in AUDIT_RULES:
+            body = orjson.dumps({"query": SET_RULE, "variables": {"rule": rule}})
+            await graphql(http, endpoint, headers, body)
+    data = await graphql(http, endpoint, headers, orjson.dumps({"query": RULES}))
+    state = {r["name"]: r["enabled"] and not r["shadow"] for r in data["fraudRules"]}
+    wrong = [rule for rule in AUDIT_RULES if state.get(rule) is not rules]
+    if wrong:
+        raise RuntimeError(f"fraud rules not {'on' if rules else 'off'}: {wrong}")
 
 
 async def upsert_members(
@@ -842,6 +967,7 @@ async def floor(
             result.points += sum(points for _, points in batch.balances)
             return (time.perf_counter() - t0) * 1000
 
+        await checkpoint(pg, database)
         meter = CpuMeter(None, database)
         result.seconds, result.latencies_ms = await run_concurrently(
             workload.batches, concurrency, write, "floor"
@@ -867,6 +993,9 @@ class Options:
     quick: bool
     skip_floor: bool
     analyze: str
+    rules: str
+    rules_first: bool
+    times: str
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -884,6 +1013,19 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
     parser.add_argument("--quick", action="store_true", help="20k events / 2k members, same code path")
     parser.add_argument("--skip-floor", action="store_true", help="end to end only (for profiling)")
+    parser.add_argument(
+        "--rules",
+        choices=("both", "on", "off"),
+        default="both",
+        help="end-to-end phases: with and without the fraud rules (both), or only one of them",
+    )
+    parser.add_argument("--rules-first", action="store_true", help="run the rules-on phase first")
+    parser.add_argument(
+        "--times",
+        choices=("stream", "random"),
+        default="stream",
+        help="occurredAt in event order over 90 days (stream) or at random in them (random: a backfill)",
+    )
     parser.add_argument(
         "--analyze",
         choices=("auto", "on", "off"),
@@ -908,17 +1050,57 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.quick,
         args.skip_floor,
         args.analyze,
+        args.rules,
+        args.rules_first,
+        args.times,
     )
+
+
+def phase_figures(result: PhaseResult) -> dict[str, Any]:
+    return {
+        "seconds": round(result.seconds, 2),
+        "events_per_s": round(result.per_s),
+        "p50_ms": round(result.percentile(50), 1),
+        "p99_ms": round(result.percentile(99), 1),
+        "statuses": dict(result.statuses),
+        "cpu": result.cpu,
+    }
+
+
+def phase_checks(
+    result: PhaseResult, workload: Workload, stored: Totals, audit: AuditTotals
+) -> dict[str, bool]:
+    """Every event stored once; accepted ones earned and aggregated; held points pending, not posted."""
+    accepted = result.statuses.get("ACCEPTED", 0)
+    judged = accepted + result.statuses.get("HELD_FOR_REVIEW", 0) + result.statuses.get("BLOCKED", 0)
+    return {
+        "all_judged": judged == workload.events,
+        "points": result.points == audit.posted_points == stored.balances,
+        "ledger": stored.ledger_points == result.expected_points,
+        "pending": audit.pending_points == audit.pending_balances,
+        "events_stored": stored.events == workload.events,
+        "aggregates": stored.aggregate_count == accepted,
+    }
 
 
 async def run(options: Options) -> dict[str, Any]:
     pg = PgServer.parse(options.database_url)
     run_id = secrets.token_hex(4)
-    workload = Workload(options.events, options.members, options.batch, run_id, datetime.now(UTC))
-    e2e_db, floor_db = f"loyalty_bench_{run_id}", f"loyalty_bench_{run_id}_floor"
+    workload = Workload(
+        options.events, options.members, options.batch, run_id, datetime.now(UTC), options.times
+    )
+    databases = {
+        "off": f"loyalty_bench_{run_id}_rules_off",
+        "on": f"loyalty_bench_{run_id}_rules_on",
+        "floor": f"loyalty_bench_{run_id}_floor",
+    }
+    order = ["off", "on"] if options.rules == "both" else [options.rules]
+    if options.rules_first:
+        order.reverse()
     log(
         f"{workload.events} events, {workload.members} members, batches of {workload.batch}; "
-        f"{options.workers} server worker(s), {options.concurrency} in flight; databases {e2e_db}, {floor_db}"
+        f"{options.workers} server worker(s), {options.concurrency} in flight; "
+        f"end to end with rules {' then '.join(order)}; databases {', '.join(databases.values())}"
     )
     if options.analyze == "auto":
         emulate = not await autovacuum_on(pg)
@@ -927,43 +1109,69 @@ async def run(options: Options) -> dict[str, Any]:
     else:
         emulate = options.analyze == "on"
     created: list[str] = []
+    results: dict[str, PhaseResult] = {}
+    stored: dict[str, Totals] = {}
+    audits: dict[str, AuditTotals] = {}
+    setup: dict[str, Any] = {}
+    checks: dict[str, bool] = {}
     try:
-        created.append(e2e_db)
-        e2e, setup = await end_to_end(
-            pg, e2e_db, options.redis_url, workload, options.workers, options.concurrency, emulate
-        )
-        log(
-            f"end to end: {e2e.per_s:,.0f} events/s ({e2e.seconds:.1f}s), "
-            f"p50 {e2e.percentile(50):.0f} ms, p99 {e2e.percentile(99):.0f} ms, cpu {e2e.cpu}"
-        )
-        e2e_totals = await totals(pg, e2e_db)
-        checks = {
-            "all_accepted": e2e.statuses.get("ACCEPTED", 0) == workload.events,
-            "points": e2e.points == e2e.expected_points == e2e_totals.balances == e2e_totals.ledger_points,
-            "events_stored": e2e_totals.events == workload.events,
-            "aggregates": e2e_totals.aggregate_count == workload.events,
-        }
+        for phase in order:
+            database = databases[phase]
+            created.append(database)
+            result, phase_setup = await end_to_end(
+                pg,
+                database,
+                options.redis_url,
+                workload,
+                options.workers,
+                options.concurrency,
+                emulate,
+                rules=phase == "on",
+            )
+            log(
+                f"rules {phase}: {result.per_s:,.0f} events/s ({result.seconds:.1f}s), "
+                f"p50 {result.percentile(50):.0f} ms, p99 {result.percentile(99):.0f} ms, "
+                f"statuses {dict(result.statuses)}, cpu {result.cpu}"
+            )
+            results[phase], stored[phase] = result, await totals(pg, database)
+            audits[phase] = await audit_totals(pg, database)
+            log(f"rules {phase}: findings {audits[phase].findings}")
+            checks.update(
+                {
+                    f"{name}_rules_{phase}": ok
+                    for name, ok in phase_checks(result, workload, stored[phase], audits[phase]).items()
+                }
+            )
+            setup.update({f"{name}_rules_{phase}": value for name, value in phase_setup.items()})
+            await pg.drop(database)  # the next phase starts without this one's files around
+        if "off" in results:
+            checks["rules_off_all_accepted"] = results["off"].statuses.get("ACCEPTED", 0) == workload.events
         floor_result: PhaseResult | None = None
         if not options.skip_floor:
-            created.append(floor_db)
-            floor_result, floor_setup = await floor(pg, floor_db, workload, options.concurrency, emulate)
+            created.append(databases["floor"])
+            floor_result, floor_setup = await floor(
+                pg, databases["floor"], workload, options.concurrency, emulate
+            )
             setup.update(floor_setup)
             log(
                 f"floor: {floor_result.per_s:,.0f} events/s ({floor_result.seconds:.1f}s), "
                 f"p50 {floor_result.percentile(50):.0f} ms, p99 {floor_result.percentile(99):.0f} ms, "
                 f"cpu {floor_result.cpu}"
             )
-            floor_totals = await totals(pg, floor_db)
-            checks["floor_same_rows"] = floor_totals == e2e_totals
-            if floor_totals != e2e_totals:
-                log(f"floor rows differ: end to end {e2e_totals}, floor {floor_totals}")
+            floor_totals = await totals(pg, databases["floor"])
+            if "off" in stored:  # every event accepted: the floor writes exactly the same rows
+                checks["floor_same_rows"] = floor_totals == stored["off"]
+                if floor_totals != stored["off"]:
+                    log(f"floor rows differ: end to end {stored['off']}, floor {floor_totals}")
         if not all(checks.values()):
-            log(f"CHECK FAILED: {checks}; statuses {dict(e2e.statuses)}; totals {e2e_totals}")
+            log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}; totals {stored}")
     finally:
         for name in created:
             await pg.drop(name)
         log(f"dropped {', '.join(created) or 'nothing'}")
 
+    main_phase = "on" if "on" in results else "off"  # the shipped configuration when it ran
+    e2e = results[main_phase]
     figures: dict[str, Any] = {
         "bench": "ingest",
         "quick": options.quick,
@@ -973,22 +1181,39 @@ async def run(options: Options) -> dict[str, Any]:
         "workers": options.workers,
         "concurrency": options.concurrency,
         "autoanalyze_emulated": emulate,
-        "seconds": round(e2e.seconds, 2),
-        "events_per_s": round(e2e.per_s),
-        "p50_ms": round(e2e.percentile(50), 1),
-        "p99_ms": round(e2e.percentile(99), 1),
+        "times": options.times,
+        "phases": order,
+        "rules": main_phase,
+        **phase_figures(e2e),
         "baseline_per_s": round(floor_result.per_s) if floor_result else None,
         "baseline_p50_ms": round(floor_result.percentile(50), 1) if floor_result else None,
         "baseline_p99_ms": round(floor_result.percentile(99), 1) if floor_result else None,
         "ratio": round(floor_result.per_s / e2e.per_s, 2) if floor_result and e2e.per_s else None,
-        "statuses": dict(e2e.statuses),
-        "ledger_entries": e2e_totals.ledger_entries,
-        "aggregate_buckets": e2e_totals.aggregate_buckets,
+        "ledger_entries": stored[main_phase].ledger_entries,
+        "aggregate_buckets": stored[main_phase].aggregate_buckets,
         "checks_ok": all(checks.values()),
-        "cpu": e2e.cpu,
         "baseline_cpu": floor_result.cpu if floor_result else None,
-        **setup,
     }
+    if "on" in results and "off" in results:
+        on, off = results["on"], results["off"]
+        figures["events_per_s_with_rules"] = round(on.per_s)
+        figures["events_per_s_without_rules"] = round(off.per_s)
+        figures["audit_overhead"] = round((on.seconds - off.seconds) / on.seconds, 3)
+        busy_on = on.cpu.get("server_cpu_s", 0.0) + on.cpu["postgres_cpu_s"]
+        busy_off = off.cpu.get("server_cpu_s", 0.0) + off.cpu["postgres_cpu_s"]
+        figures["audit_cpu_overhead"] = round((busy_on - busy_off) / busy_on, 3) if busy_on else None
+        figures["without_rules"] = phase_figures(off)
+    for phase in results:
+        audit = audits[phase]
+        figures[f"audit_rules_{phase}"] = {
+            "held": results[phase].statuses.get("HELD_FOR_REVIEW", 0),
+            "blocked": results[phase].statuses.get("BLOCKED", 0),
+            "findings": audit.findings,
+            "pending_points": audit.pending_points,
+            "receipts": audit.receipts,
+            "device_uses": audit.device_uses,
+        }
+    figures.update(setup)
     return figures
 
 
