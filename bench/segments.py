@@ -19,6 +19,13 @@ GROUP BY, a few manual tags), then ANALYZEd (autovacuum is off on this machine).
   with 10 variants of thresholds and windows).
 * ingest: `EventService.record_events` in process (AllowAll auditor, no HTTP), batches of 500,
   with the 20 segments defined vs on a program with none (same members, same event shape).
+* refund filter: the batch recompute (from empty, then again full) and the incremental calls with
+  the `not_refunded()` probe switched off (`refund_filter(False)`, patched in this process only)
+  next to the same with it on, interleaved, as ratios with / without.
+
+The ledger gets one POSTED accrual per generated event that earned points (as `record_events`
+writes them; `--no-ledger` leaves it empty), so the refund probe searches an index of realistic
+size. No event is refunded, so the hand-written SQL needs no refund filter to give the same sets.
 
 Progress goes to stderr; the last line on stdout is one JSON object with the figures.
 Usage: .venv/bin/python bench/segments.py [--quick] [--members N] [--events N] ...
@@ -34,7 +41,8 @@ import random
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -42,7 +50,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import select, text
+from sqlalchemy import ColumnElement, select, text, true
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
@@ -54,6 +62,8 @@ from domain.db.engine import Database, create_engine
 from domain.events.service import EventService
 from domain.events.validation import EventDraft
 from domain.models import Segment
+from domain.segments import compile as segments_compile
+from domain.segments import facts as segments_facts
 from domain.segments.compile import Compilation
 from domain.segments.conditions import condition_to_json
 from domain.segments.engine import SegmentEngine
@@ -80,6 +90,32 @@ MIX = (
 def log(message: str) -> None:
     sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
     sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------------- refund filter
+
+#: The segment modules that bound `domain.events.refunds.not_refunded` at import time.
+REFUND_FILTER_USERS = (segments_compile, segments_facts)
+REFUND_FILTER = "not_refunded"
+
+
+def _no_refund_filter(events: Any) -> ColumnElement[bool]:
+    return true()  # and_() drops it: the query is the one before refunds
+
+
+@contextmanager
+def refund_filter(enabled: bool) -> Iterator[None]:
+    """Benchmark baseline: with `enabled` False the segment engine's raw-event reads (compiled
+    SQL and member facts) leave out the refund probe. Patches the names in this process only."""
+    saved = [(module, getattr(module, REFUND_FILTER)) for module in REFUND_FILTER_USERS]
+    try:
+        if not enabled:
+            for module, _ in saved:
+                setattr(module, REFUND_FILTER, _no_refund_filter)
+        yield
+    finally:
+        for module, original in saved:
+            setattr(module, REFUND_FILTER, original)
 
 
 # ------------------------------------------------------------------------------------ definitions
@@ -363,6 +399,17 @@ GROUP BY member_id, type, (occurred_at AT TIME ZONE 'UTC')::date, program_id
 """
 
 
+#: One POSTED accrual per event that earned points, as `EventService.record_events` writes it.
+LEDGER_SQL = """
+INSERT INTO ledger_entries (program_id, member_id, points, status, kind, reason, event_id, idempotency_key,
+                            request_hash, created_at)
+SELECT program_id, member_id, points_awarded, 'POSTED', 'ACCRUAL', left(type || ' ' || external_id, 500), id,
+       'event:' || external_id, content_hash, received_at
+FROM events WHERE program_id = $1 AND status = 'ACCEPTED' AND points_awarded > 0
+ORDER BY id
+"""
+
+
 def streak_event_count(members: int) -> int:
     return sum(1 + (i // 25) % 6 for i in range(0, members, 25))
 
@@ -388,8 +435,11 @@ async def drop_secondary_indexes(connection: Any, table: str) -> list[str]:
     return restore
 
 
-async def generate(connection: Any, members: int, events: int, now: datetime) -> tuple[int, dict[str, float]]:
-    """Program, organizations, members, events, aggregates, tags; returns the program id and timings."""
+async def generate(
+    connection: Any, members: int, events: int, now: datetime, ledger: bool
+) -> tuple[int, dict[str, float]]:
+    """Program, organizations, members, events, aggregates, ledger accruals (if `ledger`), tags;
+    returns the program id and timings."""
     timings: dict[str, float] = {}
     await connection.execute("SET maintenance_work_mem = '1GB'")
     await connection.execute("SET work_mem = '256MB'")
@@ -443,6 +493,17 @@ async def generate(connection: Any, members: int, events: int, now: datetime) ->
     for statement in restore:
         await connection.execute(statement)
     timings["aggregates_s"] = time.perf_counter() - started
+    if ledger:
+        started = time.perf_counter()
+        restore = await drop_secondary_indexes(connection, "ledger_entries")
+        await connection.execute("SET session_replication_role = replica")
+        await connection.execute(LEDGER_SQL, program_id)
+        await connection.execute("SET session_replication_role = DEFAULT")
+        for statement in restore:
+            await connection.execute(statement)
+        timings["ledger_s"] = time.perf_counter() - started
+        entries = await connection.fetchval("SELECT count(*) FROM ledger_entries")
+        log(f"{entries:,} ledger accruals in {timings['ledger_s']:.1f}s")
     await connection.execute(
         "INSERT INTO member_tags (member_id, key, source, program_id, since) "
         "SELECT id, 'ambassador', 'manual', program_id, $2 FROM members "
@@ -653,15 +714,83 @@ async def incremental(
     else:  # parse the definitions once, as a running server has
         async with db.unit_of_work() as uow:
             await engine.index(uow.session, program_id)
-    timings: list[float] = []
-    for member_id, event_type in sample:
-        async with db.unit_of_work() as uow:
-            t0 = time.perf_counter()
-            await engine.members_changed(
-                uow.session, MembersChanged(program_id, {member_id: frozenset({event_type})}), now
-            )
-            timings.append((time.perf_counter() - t0) * 1000)
+    return [
+        await timed_change(db, engine, program_id, member_id, event_type, now)
+        for member_id, event_type in sample
+    ]
+
+
+async def timed_change(
+    db: Database, engine: SegmentEngine, program_id: int, member_id: int, event_type: str, now: datetime
+) -> float:
+    """One members_changed call in its own unit of work; ms for the call alone."""
+    async with db.unit_of_work() as uow:
+        t0 = time.perf_counter()
+        await engine.members_changed(
+            uow.session, MembersChanged(program_id, {member_id: frozenset({event_type})}), now
+        )
+        return (time.perf_counter() - t0) * 1000
+
+
+# ------------------------------------------------------------------------------ refund filter phase
+
+
+def interleaved(i: int) -> tuple[bool, bool]:
+    """The order of the two modes in round / call i: without first, then with first (ABBA...)."""
+    return (False, True) if i % 2 == 0 else (True, False)
+
+
+async def refund_filter_batch(
+    db: Database, program_id: int, now: datetime, rounds: int, timeout_s: int
+) -> dict[bool, list[tuple[float, float]]]:
+    """Per mode (filter on / off), per round: the 20 recomputed from empty segments, then again full.
+
+    The memberships and the change log are truncated before each first pass, so both modes write
+    the same rows; the segments end full, as the batch phase left them.
+    """
+    runs: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+    for i in range(rounds):
+        for enabled in interleaved(i):
+            async with db.unit_of_work() as uow:
+                await uow.session.execute(text("TRUNCATE segment_memberships, segment_changes"))
+            label = "with" if enabled else "without"
+            with refund_filter(enabled):
+                first, _, _ = await recompute_engine(db, program_id, now, timeout_s)
+                again, _, _ = await recompute_engine(db, program_id, now, timeout_s)
+            runs[enabled].append((first, again))
+            log(f"refund filter round {i + 1}, {label}: recompute {first:.2f}s, again {again:.2f}s")
+    return runs
+
+
+async def refund_filter_incremental(
+    db: Database, program_id: int, sample: Sequence[tuple[int, str]], now: datetime
+) -> dict[bool, list[float]]:
+    """Each sampled change timed with the filter on and off, the order alternating by call."""
+    engine = SegmentEngine()
+    async with db.unit_of_work() as uow:
+        await engine.index(uow.session, program_id)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for i, (member_id, event_type) in enumerate(sample):
+        for enabled in interleaved(i):
+            with refund_filter(enabled):
+                timings[enabled].append(
+                    await timed_change(db, engine, program_id, member_id, event_type, now)
+                )
     return timings
+
+
+def ratio(with_: float, without: float) -> float | None:
+    return round(with_ / without, 3) if without else None
+
+
+def incremental_figures(timings: dict[bool, list[float]], segments: int) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    for q in (50, 99):
+        on, off = percentile(timings[True], q), percentile(timings[False], q)
+        figures[f"refund_filter_p{q}_ms_{segments}"] = {"with": round(on, 2), "without": round(off, 2)}
+        figures[f"refund_filter_ratio_p{q}_{segments}"] = ratio(on, off)
+        log(f"incremental, {segments} segments, p{q}: {on:.2f} ms with the refund filter, {off:.2f} without")
+    return figures
 
 
 # ----------------------------------------------------------------------------------- ingest phase
@@ -716,6 +845,8 @@ class Options:
     database_url: str
     quick: bool
     keep: bool
+    ledger: bool
+    refund_rounds: int
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -736,15 +867,33 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument("--quick", action="store_true", help="20k members / 200k events, same code path")
     parser.add_argument("--keep", action="store_true", help="do not drop the database (for EXPLAIN by hand)")
+    parser.add_argument(
+        "--no-ledger", action="store_true", help="no accrual rows for the generated events (empty ledger)"
+    )
+    parser.add_argument(
+        "--refund-rounds",
+        type=int,
+        default=2,
+        help="recompute rounds with and without the refund filter (2: without/with, with/without; 0: skip)",
+    )
     args = parser.parse_args(argv)
     members = args.members or (20_000 if args.quick else 1_000_000)
     events = args.events or (200_000 if args.quick else 10_000_000)
     sample = args.sample or (300 if args.quick else 2_000)
     ingest_events = args.ingest_events or (5_000 if args.quick else 20_000)
-    if members < 100 or events < 1 or not 1 <= args.batch <= 1000:
-        parser.error("--members >= 100, --events >= 1, --batch between 1 and 1000")
+    if members < 100 or events < 1 or not 1 <= args.batch <= 1000 or args.refund_rounds < 0:
+        parser.error("--members >= 100, --events >= 1, --batch between 1 and 1000, --refund-rounds >= 0")
     return Options(
-        members, events, sample, ingest_events, args.batch, args.database_url, args.quick, args.keep
+        members,
+        events,
+        sample,
+        ingest_events,
+        args.batch,
+        args.database_url,
+        args.quick,
+        args.keep,
+        ledger=not args.no_ledger,
+        refund_rounds=args.refund_rounds,
     )
 
 
@@ -777,13 +926,16 @@ async def run(options: Options) -> dict[str, Any]:
         connection = await connect(name)
         try:
             started = time.perf_counter()
-            program_id, timings = await generate(connection, options.members, options.events, now)
+            program_id, timings = await generate(
+                connection, options.members, options.events, now, options.ledger
+            )
             figures["generate_s"] = round(time.perf_counter() - started, 1)
             figures["generate"] = timings
             events_total = await connection.fetchval("SELECT count(*) FROM events")
             figures["members"] = options.members
             figures["events"] = events_total
             figures["aggregate_buckets"] = await connection.fetchval("SELECT count(*) FROM event_aggregates")
+            figures["ledger_entries"] = await connection.fetchval("SELECT count(*) FROM ledger_entries")
             await connection.execute(FLOOR_TABLES)
         finally:
             await connection.close()
@@ -855,6 +1007,40 @@ async def run(options: Options) -> dict[str, Any]:
             await connection.close()
         sys.stderr.write(f"EXPLAIN ANALYZE (floor) {slowest}:\n{floor_plan}\n")
 
+        # ---- the refund filter: the same recompute with and without it
+        if options.refund_rounds:
+            probed = "big_spender"  # a windowed sum: a GROUP BY over raw events
+            plans = {}
+            for enabled in (True, False):
+                with refund_filter(enabled):
+                    plans[enabled] = await explain_engine(db, program_id, probed, now)
+                sys.stderr.write(
+                    f"EXPLAIN ANALYZE (engine, refund filter {'on' if enabled else 'off'}) {probed}:\n"
+                    f"{plans[enabled]}\n"
+                )
+            if "ledger_entries" not in plans[True] or "ledger_entries" in plans[False]:
+                raise RuntimeError("refund_filter(False) did not take the refund probe out of the SQL")
+            runs = await refund_filter_batch(db, program_id, now, options.refund_rounds, timeout)
+            best = {mode: (min(r[0] for r in runs[mode]), min(r[1] for r in runs[mode])) for mode in runs}
+            figures.update(
+                refund_filter_rounds=options.refund_rounds,
+                refund_filter_batch_s={
+                    "with": [round(r[0], 2) for r in runs[True]],
+                    "without": [round(r[0], 2) for r in runs[False]],
+                },
+                refund_filter_batch_again_s={
+                    "with": [round(r[1], 2) for r in runs[True]],
+                    "without": [round(r[1], 2) for r in runs[False]],
+                },
+                refund_filter_ratio_batch=ratio(best[True][0], best[False][0]),
+                refund_filter_ratio_batch_again=ratio(best[True][1], best[False][1]),
+            )
+            log(
+                f"refund filter, best of {options.refund_rounds}: recompute {best[True][0]:.2f}s with, "
+                f"{best[False][0]:.2f}s without ({figures['refund_filter_ratio_batch']}); again "
+                f"{best[True][1]:.2f}s / {best[False][1]:.2f}s ({figures['refund_filter_ratio_batch_again']})"
+            )
+
         # ---- incremental, 20 segments then 200
         rng = random.Random(20_240_601)
         async with db.read() as session:
@@ -873,6 +1059,10 @@ async def run(options: Options) -> dict[str, Any]:
         ]
         t20 = await incremental(db, program_id, sample, now, warm=False)
         log(f"incremental, 20 segments: p50 {percentile(t20, 50):.2f} ms, p99 {percentile(t20, 99):.2f} ms")
+        if options.refund_rounds:
+            figures.update(
+                incremental_figures(await refund_filter_incremental(db, program_id, sample, now), 20)
+            )
         async with db.unit_of_work() as uow:
             await create_segments(
                 uow.session, program_id, [d for k in range(1, 10) for d in definitions(k)], now
@@ -881,6 +1071,10 @@ async def run(options: Options) -> dict[str, Any]:
         log(
             f"incremental, 200 segments: p50 {percentile(t200, 50):.2f} ms, p99 {percentile(t200, 99):.2f} ms"
         )
+        if options.refund_rounds:
+            figures.update(
+                incremental_figures(await refund_filter_incremental(db, program_id, sample, now), 200)
+            )
         figures.update(
             incremental_sample=len(sample),
             incremental_p50_ms_20=round(percentile(t20, 50), 2),
