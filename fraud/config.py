@@ -6,6 +6,7 @@ A rule a program never configured runs with the defaults below (DESIGN.md, Fraud
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,6 +31,7 @@ class Param:
     help: str = ""
     #: The default in B2B programs, where one dealer's sale is worth many shoppers' baskets.
     b2b_default: float | None = None
+    maximum: float = 1e12
 
     def default_for(self, kind: str) -> float:
         return self.b2b_default if kind == ProgramKind.B2B and self.b2b_default is not None else self.default
@@ -58,7 +60,7 @@ SPECS: Mapping[str, RuleSpec] = MappingProxyType(
                     Param(
                         "blockAbove", 60, 1, help="events in the window above which the accrual is blocked"
                     ),
-                    Param("windowMinutes", 60, 1, help="length of the sliding window"),
+                    Param("windowMinutes", 60, 1, help="length of the sliding window", maximum=7 * 24 * 60),
                 ),
             ),
             RuleSpec(
@@ -95,7 +97,7 @@ SPECS: Mapping[str, RuleSpec] = MappingProxyType(
                 (
                     Param("zScore", 4, 0, integer=False, help="standard deviations above the mean"),
                     Param("minSamples", 10, 2, help="accepted amounts needed before the rule judges"),
-                    Param("days", 90, 1, help="history window"),
+                    Param("days", 90, 1, help="history window", maximum=366),
                     Param(
                         "minStd", 1, 0, integer=False, help="floor of the standard deviation (currency units)"
                     ),
@@ -107,7 +109,7 @@ SPECS: Mapping[str, RuleSpec] = MappingProxyType(
                 "within any window of hours",
                 (
                     Param("maxMembers", 3, 1, help="distinct members per device in the window"),
-                    Param("hours", 24, 1, help="length of the sliding window"),
+                    Param("hours", 24, 1, help="length of the sliding window", maximum=30 * 24),
                 ),
             ),
             RuleSpec(
@@ -127,7 +129,7 @@ SPECS: Mapping[str, RuleSpec] = MappingProxyType(
                 "in the last days; the tag goes when they fall to maxBlocks or fewer",
                 (
                     Param("maxBlocks", 3, 0, help="blocks tolerated in the window"),
-                    Param("days", 30, 1, help="window, counted back from now"),
+                    Param("days", 30, 1, help="window, counted back from now", maximum=366),
                 ),
             ),
         )
@@ -178,6 +180,10 @@ def _zone(name: object) -> ZoneInfo:
         return UTC
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if value == int(value) else f"{value:g}"
+
+
 def spec_of(name: str) -> RuleSpec:
     spec = SPECS.get(name)
     if spec is None:
@@ -202,10 +208,15 @@ def parse_params(name: str, given: object, base: Mapping[str, float]) -> dict[st
         param = known[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"params.{key}: expected a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise InvalidInput(f"params.{key}: expected a finite number, got {value}")
         if param.integer and value != int(value):
             raise InvalidInput(f"params.{key}: expected a whole number, got {value}")
-        if value < param.minimum:
-            raise InvalidInput(f"params.{key}: must be at least {param.minimum:g}, got {value}")
+        if not param.minimum <= value <= param.maximum:
+            raise InvalidInput(
+                f"params.{key}: must be between {_number(param.minimum)} and {_number(param.maximum)}, "
+                f"got {_number(value)}"
+            )
         params[key] = int(value) if param.integer else float(value)
     if name == "velocity" and params["blockAbove"] < params["reviewAbove"]:
         raise InvalidInput(

@@ -171,7 +171,12 @@ async def test_backtest_refuses_bad_input(services: Services, program: ProgramFi
     for rule, params, days, message in [
         ("speed", None, 30, "rule: 'speed' is not one of"),
         ("non_compliant", None, 30, "cannot be backtested"),
-        ("velocity", {"reviewAbove": -1}, 30, "params.reviewAbove: must be at least 1"),
+        (
+            "velocity",
+            {"reviewAbove": -1},
+            30,
+            "params.reviewAbove: must be between 1 and 1000000000000, got -1",
+        ),
         ("velocity", {"often": 3}, 30, "velocity has no parameter 'often'"),
         ("velocity", None, 0, "days: between 1 and 366, got 0"),
     ]:

@@ -93,13 +93,23 @@ async def test_set_fraud_rule_rejects_bad_input_naming_what_is_wrong(admin: Grap
             {"r": "velocity", "p": {"reviewAbov": 5}},
             "params: velocity has no parameter 'reviewAbov' (accepted: reviewAbove, blockAbove, windowMinutes)",
         ),
-        ({"r": "velocity", "p": {"reviewAbove": -1}}, "params.reviewAbove: must be at least 1, got -1"),
-        ({"r": "amount_outlier", "p": {"zScore": -0.5}}, "params.zScore: must be at least 0, got -0.5"),
+        (
+            {"r": "velocity", "p": {"reviewAbove": -1}},
+            "params.reviewAbove: must be between 1 and 1000000000000, got -1",
+        ),
+        (
+            {"r": "amount_outlier", "p": {"zScore": -0.5}},
+            "params.zScore: must be between 0 and 1000000000000, got -0.5",
+        ),
         (
             {"r": "velocity", "p": {"reviewAbove": 2.5}},
             "params.reviewAbove: expected a whole number, got 2.5",
         ),
         ({"r": "velocity", "p": {"reviewAbove": "5"}}, "params.reviewAbove: expected a number, got str"),
+        (
+            {"r": "velocity", "p": {"windowMinutes": 20000}},
+            "params.windowMinutes: must be between 1 and 10080, got 20000",
+        ),
         (
             {"r": "velocity", "p": {"blockAbove": 10}},
             "params.blockAbove: must be at least reviewAbove (20), got 10",
