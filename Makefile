@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,predict]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/segments.py
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/leaderboards.py
+	$(BIN)/python bench/analytics.py
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

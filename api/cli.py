@@ -211,6 +211,18 @@ def cmd_fraud_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict_train(args: argparse.Namespace) -> int:
+    """Train the program's churn model, score its members, print the holdout report."""
+
+    async def work(services: Any) -> object:
+        program = await services.programs.get_by_key(args.program)
+        report = await services.churn.train(program.id, args.cutoffs)
+        return {"program": args.program, **report.as_json()}
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
@@ -316,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("--params", help="thresholds to try, JSON, e.g. '{\"reviewAbove\": 10}'")
     backtest.add_argument("--examples", type=int, default=20, help="flagged events to list")
     backtest.set_defaults(func=cmd_fraud_backtest)
+
+    predict = commands.add_parser("predict").add_subparsers(dest="predict_command", required=True)
+    train = predict.add_parser("train", help="train the churn model and store every member's churnRisk7d")
+    train.add_argument("--program", required=True)
+    train.add_argument(
+        "--cutoffs", type=int, default=8, help="weekly cutoffs; the newest quarter is the holdout"
+    )
+    train.set_defaults(func=cmd_predict_train)
 
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
     _server_options(demo)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from domain.analytics.segments import SegmentAnalytics
 from domain.auth.service import AuthService
 from domain.background import Loop, Runner
 from domain.campaigns.delivery import OutboxDelivery
@@ -15,11 +16,13 @@ from domain.changes import ChangeListeners, SegmentChangeListeners
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService
+from domain.experiments.service import ExperimentService
 from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
 from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
 from domain.members.service import MemberService
+from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
 from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SegmentEngine
@@ -63,6 +66,9 @@ class Services:
     review: ReviewService
     fraud_settings: FraudSettingsService
     compliance: Compliance
+    analytics: SegmentAnalytics
+    churn: ChurnService
+    experiments: ExperimentService
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -137,6 +143,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         review=ReviewService(db, clock, events, compliance),
         fraud_settings=FraudSettingsService(db, clock),
         compliance=compliance,
+        analytics=SegmentAnalytics(db, clock),
+        churn=ChurnService(db, clock, segments),
+        experiments=ExperimentService(db, clock, segments),
     )
     services.loops.extend(
         [

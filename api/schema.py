@@ -23,17 +23,20 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from api.analytics import AnalyticsQueries
 from api.auth import AuthMutations
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
 from api.errors import ErrorCodes
 from api.events import EventMutations
+from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fraud import FraudMutations, FraudQueries
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
 from api.members import MemberMutations, MemberQueries
 from api.points import PointsMutations
+from api.predict import PredictMutations, PredictQueries
 from api.programs import ProgramMutations, ProgramQueries
 from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
@@ -73,6 +76,9 @@ class Query(
     LeaderboardQueries,
     RewardQueries,
     FraudQueries,
+    AnalyticsQueries,
+    PredictQueries,
+    ExperimentQueries,
 ):
     pass
 
@@ -90,6 +96,8 @@ class Mutation(
     LeaderboardMutations,
     RewardMutations,
     FraudMutations,
+    PredictMutations,
+    ExperimentMutations,
 ):
     pass
 

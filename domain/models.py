@@ -15,6 +15,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Date,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -93,6 +94,9 @@ class Member(Base):
     abc_class: Mapped[str | None] = mapped_column(String(1))
     #: The next instant the passing of time alone may flip one of the member's segments (scheduler).
     segments_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: Probability of no purchase in the next 7 days, from the program's churn model (domain/predict).
+    churn_risk_7d: Mapped[float | None] = mapped_column(Float)
+    churn_scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):
@@ -381,6 +385,7 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_member", "member_id", "id"),
         Index("ix_messages_program", "program_id", "id"),
+        Index("ix_messages_segment_created", "segment_id", "created_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
@@ -590,3 +595,62 @@ class RewardRedemption(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200))
     points: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ChurnModel(Base):
+    """One trained churn model of a program: its holdout figures and coefficients, as JSON (no pickles)."""
+
+    __tablename__ = "churn_models"
+    __table_args__ = (Index("ix_churn_models_program", "program_id", "trained_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    trained_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    algorithm: Mapped[str] = mapped_column(String(64))
+    auc: Mapped[float | None] = mapped_column(Float)
+    brier: Mapped[float | None] = mapped_column(Float)
+    rows: Mapped[int] = mapped_column(Integer)
+    positives: Mapped[int] = mapped_column(Integer)
+    negatives: Mapped[int] = mapped_column(Integer)
+    scored: Mapped[int] = mapped_column(Integer)
+    #: features, scaler means/scales, coefficients, intercept, calibration table, cutoffs
+    report: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class Experiment(Base):
+    """An A/B test on a segment's members: weighted variants, an optional holdout, a goal event type."""
+
+    __tablename__ = "experiments"
+    #: ids are never reused: ledger and delivery ids of exposures are derived from them
+    __table_args__ = (UniqueConstraint("program_id", "key"), {"sqlite_autoincrement": True})
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    segment_key: Mapped[str] = mapped_column(String(64))
+    goal_event_type: Mapped[str] = mapped_column(String(64))
+    conversion_days: Mapped[int] = mapped_column(Integer)
+    holdout_percent: Mapped[int] = mapped_column(Integer)
+    #: A variant's key, or "holdout"
+    control: Mapped[str] = mapped_column(String(64))
+    #: [{key, weight, action: {type, points?, template?, channel?, rewardKey?}}] in the admin's order
+    variants: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ExperimentExposure(Base):
+    """A member's sticky assignment in an experiment, recorded at first exposure and never changed."""
+
+    __tablename__ = "experiment_exposures"
+    __table_args__ = (Index("ix_experiment_exposures_variant", "experiment_id", "variant"),)
+    experiment_id: Mapped[int] = mapped_column(
+        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    #: A variant's key, or "holdout"
+    variant: Mapped[str] = mapped_column(String(64))
+    exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: The reward a REWARD_OFFER variant offered the member
+    offered_reward_key: Mapped[str | None] = mapped_column(String(64))

@@ -117,6 +117,7 @@ class MemberSpec:
     points_balance: int = 0
     rfm: tuple[int, int, int, str] | None = None
     abc_class: str | None = None
+    churn_risk_7d: float | None = None
     tags: tuple[str, ...] = ()
     segments: tuple[str, ...] = ()
     events: tuple[EventSpec, ...] = ()
@@ -249,6 +250,14 @@ RFM = st.one_of(
 )
 
 
+#: Stored churn scores: on and around the thresholds NUMBERS draws (0.5, 1, 0.0001), and floats
+#: whose shortest repr is long, so that both evaluators must compare the same double.
+CHURN_RISKS = st.one_of(
+    st.sampled_from([None, 0.0, 0.5, 0.7, 0.7000000000000001, 0.49999999999999994, 1.0, 0.0001, 1 / 3]),
+    st.floats(0, 1),
+)
+
+
 @st.composite
 def histories(draw: st.DrawFn) -> History:
     now = draw(st.sampled_from(NOWS))
@@ -264,6 +273,7 @@ def histories(draw: st.DrawFn) -> History:
                 points_balance=st.integers(0, 12),
                 rfm=RFM,
                 abc_class=st.sampled_from([None, "A", "B", "C"]),
+                churn_risk_7d=CHURN_RISKS,
                 tags=st.lists(st.sampled_from(["vip", "new"]), unique=True).map(tuple),
                 segments=st.lists(st.sampled_from(SEGMENTS[:1]), unique=True).map(tuple),
                 events=st.lists(events_of(now), max_size=15).map(tuple),
@@ -291,7 +301,7 @@ SCALARS = st.one_of(NUMBERS, STRINGS, st.booleans())
 ATTRIBUTE_PATHS = st.sampled_from(
     [
         *("city", "score", "flags", "device.os", "device", "birthDate", "missing"),
-        *("pointsBalance", "createdAt", "age", "lifecycle", "abcClass", "rfm.r", "rfm.label"),
+        *("pointsBalance", "createdAt", "age", "lifecycle", "abcClass", "rfm.r", "rfm.label", "churnRisk7d"),
     ]
 )
 WINDOWS = st.sampled_from([None, "all", "1d", "2d", "7d", "30d", "12h"])
@@ -431,6 +441,7 @@ async def write_history(db: Database, history: History) -> tuple[int, list[int],
                 rfm_m=rfm[2],
                 rfm_label=rfm[3],
                 abc_class=spec.abc_class,
+                churn_risk_7d=spec.churn_risk_7d,
             )
             member_ids.append(member_id)
             for tag in spec.tags:

@@ -91,6 +91,13 @@ async def test_redeeming_beyond_the_balance_is_refused_and_changes_nothing(
         (5, " ", "k", "reason: must not be empty"),
         (5, "x", "", "idempotencyKey: must not be empty"),
         (5, "x", "event:abc", "idempotencyKey: the prefix 'event:' is reserved for event accruals"),
+        (
+            5,
+            "x",
+            "experiment:1:2",
+            "idempotencyKey: the prefix 'experiment:' is reserved for experiment bonuses",
+        ),
+        (5, "x", "refund:p1", "idempotencyKey: the prefix 'refund:' is reserved for refunds"),
     ],
 )
 async def test_bad_redemptions_name_the_field(

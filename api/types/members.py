@@ -173,6 +173,15 @@ class Member:
         self._private()
         return None if self.row.abc_class is None else AbcClass(self.row.abc_class)
 
+    @strawberry.field(
+        description="Beyond the contract. Probability of no purchase in the next 7 days, from the "
+        "program's latest churn model (trainChurnModel); null until scored or without purchases"
+    )
+    def churn_risk_7d(self, info: Info) -> float | None:
+        self._private()
+        authorize_member_read(info, self.row)
+        return self.row.churn_risk_7d
+
     @strawberry.field(description="Live, from the program's lifecycle thresholds")
     async def lifecycle(self, info: Info) -> LifecycleStage:
         self._private()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import timedelta
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, case
+from sqlalchemy import ColumnElement, case, func, literal
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,3 +35,17 @@ def greatest(current: ColumnElement[Any], incoming: ColumnElement[Any]) -> Colum
         (incoming > current, incoming),
         else_=current,
     )
+
+
+def plus_days(session: AsyncSession, moment: Any, days: int) -> ColumnElement[Any]:
+    """`moment` + `days` in SQL, exact to the microsecond (SQLite keeps datetimes as text)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(ColumnElement[Any], moment + literal(timedelta(days=days)))
+    return func.datetime(moment, f"+{int(days)} days").concat(func.substr(moment, 20))
+
+
+def utc_date(session: AsyncSession, moment: Any) -> ColumnElement[Any]:
+    """The UTC calendar day of a timestamp column."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("UTC", moment))
+    return func.date(moment)

@@ -36,6 +36,15 @@ MAX_IDEMPOTENCY_KEY = 200
 MAX_POINTS = 10**12
 #: Ledger idempotency keys of reward redemptions (gamification/rewards) start with it.
 REWARD_KEY_PREFIX = "reward:"
+#: Idempotency keys the system writes itself: a client's key may not start with these.
+RESERVED_KEY_PREFIXES = {
+    "event:": "event accruals",
+    "trigger:": "trigger bonuses",
+    REWARD_KEY_PREFIX: "reward redemptions",
+    "challenge:": "challenge bonuses",
+    "experiment:": "experiment bonuses",
+    "refund:": "refunds",
+}
 T = TypeVar("T")
 
 
@@ -338,13 +347,6 @@ def _check_text(reason: str, idempotency_key: str) -> None:
         raise InvalidInput("idempotencyKey: must not be empty")
     if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
         raise InvalidInput(f"idempotencyKey: longer than {MAX_IDEMPOTENCY_KEY} characters")
-    if idempotency_key.startswith("event:"):
-        raise InvalidInput("idempotencyKey: the prefix 'event:' is reserved for event accruals")
-    if idempotency_key.startswith("trigger:"):
-        raise InvalidInput("idempotencyKey: the prefix 'trigger:' is reserved for trigger bonuses")
-    if idempotency_key.startswith(REWARD_KEY_PREFIX):
-        raise InvalidInput(
-            f"idempotencyKey: the prefix {REWARD_KEY_PREFIX!r} is reserved for reward redemptions"
-        )
-    if idempotency_key.startswith("challenge:"):
-        raise InvalidInput("idempotencyKey: the prefix 'challenge:' is reserved for challenge bonuses")
+    for prefix, owner in RESERVED_KEY_PREFIXES.items():
+        if idempotency_key.startswith(prefix):
+            raise InvalidInput(f"idempotencyKey: the prefix {prefix!r} is reserved for {owner}")

@@ -138,6 +138,8 @@ class Compilation:
                 return compare_integer(self.age(), op, value)
             case "abcClass":
                 return compare_text(self.dialect, members.c.abc_class, op, value)
+            case "churnRisk7d":
+                return compare_scaled(self.dialect, members.c.churn_risk_7d, op, value, Fraction(1))
             case "rfm.r" | "rfm.f" | "rfm.m":
                 return compare_integer(members.c[f"rfm_{path[-1]}"], op, value)
             case "rfm.label":

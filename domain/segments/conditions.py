@@ -71,7 +71,10 @@ ABSENT_WHEN_EMPTY = frozenset({Agg.AVG, Agg.MIN, Agg.MAX, Agg.DAYS_SINCE_LAST, A
 
 #: Attribute paths the engine computes instead of reading `attributes`.
 BUILTIN_PATHS = frozenset(
-    {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "age", "createdAt"}
+    {
+        *("pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "age"),
+        *("createdAt", "churnRisk7d"),
+    }
 )
 
 

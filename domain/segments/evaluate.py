@@ -79,6 +79,8 @@ class MemberFacts:
     joined_at: datetime
     rfm: tuple[int, int, int, str] | None = None
     abc_class: str | None = None
+    #: The stored churn score (domain/predict), a probability; None until the member is scored.
+    churn_risk_7d: float | None = None
     tags: frozenset[str] = frozenset()
     #: Who applies each tag: "manual" and/or segment keys (the engine keeps `tags` in step).
     tag_sources: dict[str, set[str]] = field(default_factory=dict)
@@ -128,6 +130,8 @@ class Evaluation:
                 return self.age(member.attributes.get("birthDate"))
             case "abcClass":
                 return member.abc_class
+            case "churnRisk7d":
+                return member.churn_risk_7d
             case "rfm.r" | "rfm.f" | "rfm.m" | "rfm.label":
                 if member.rfm is None:
                     return None

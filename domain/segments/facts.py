@@ -77,6 +77,7 @@ async def load_facts(
             joined_at=member.joined_at,
             rfm=None if member.rfm_r is None else scores,  # type: ignore[arg-type]
             abc_class=member.abc_class,
+            churn_risk_7d=member.churn_risk_7d,
             buckets={},
             events={},
         )

@@ -26,7 +26,7 @@ from domain.segments.conditions import (
 from domain.segments.horizon import is_time_dependent
 
 PROFILE_PATHS_EXCLUDED = frozenset(
-    {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label"}
+    {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "churnRisk7d"}
 )
 
 

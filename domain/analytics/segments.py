@@ -1,0 +1,362 @@
+"""What a segment did over a date range, and how two segments overlap (see docs/analytics.md).
+
+Days are UTC calendar days, like the daily aggregates. Every figure is one grouped
+query over an index: the change log by (segment, at), memberships by segment, the
+aggregates by (member, type, day) and events by (member, type, occurredAt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.clock import Clock
+from domain.db.dialect import plus_days, utc_date
+from domain.db.engine import Database
+from domain.db.types import units_to_amount
+from domain.errors import InvalidInput, NotFound
+from domain.events.validation import EVENT_TYPE
+from domain.models import Event, EventAggregate, Member, Message, Segment, SegmentChange, SegmentMembership
+
+T = TypeVar("T")
+MAX_DAYS = 366
+MAX_CONVERSION_DAYS = 90
+ENTERED = "ENTERED"
+LEFT = "LEFT"
+
+
+@dataclass(frozen=True)
+class DaySize:
+    day: date
+    size: int
+    entered: int
+    left: int
+
+
+@dataclass(frozen=True)
+class Conversion:
+    goal_event_type: str
+    days: int
+    entered: int
+    converted: int
+
+    @property
+    def rate(self) -> float | None:
+        return None if self.entered == 0 else self.converted / self.entered
+
+
+@dataclass(frozen=True)
+class MessageStats:
+    """Messages a segment's triggers created in the range, per template and channel."""
+
+    template: str
+    channel: str
+    created: int
+    sent: int
+    opened: int
+    clicked: int
+    converted: int
+
+
+@dataclass(frozen=True)
+class SegmentReport:
+    key: str
+    start: date
+    end: date
+    size: int
+    days: list[DaySize]
+    entered: int
+    left: int
+    average_points_balance: float | None
+    purchases_per_member: float | None
+    purchase_amount_per_member: Decimal | None
+    conversion: Conversion
+    messages: list[MessageStats]
+
+
+@dataclass(frozen=True)
+class Overlap:
+    a: str
+    b: str
+    size_a: int
+    size_b: int
+    both: int
+
+    @property
+    def jaccard(self) -> float | None:
+        union = self.size_a + self.size_b - self.both
+        return None if union == 0 else self.both / union
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def check_range(start: date, end: date, today: date) -> None:
+    if end < start:
+        raise InvalidInput(f"to: {end} is before from {start}")
+    if (end - start).days + 1 > MAX_DAYS:
+        raise InvalidInput(f"to: at most {MAX_DAYS} days from {start}, got {(end - start).days + 1}")
+    if start > today:
+        raise InvalidInput(f"from: {start} is in the future")
+
+
+def check_goal(goal_event_type: str, conversion_days: int) -> None:
+    if not EVENT_TYPE.match(goal_event_type):
+        raise InvalidInput(f"goalEventType: {goal_event_type[:70]!r} does not match [a-z][a-z0-9_]{{0,63}}")
+    if not 1 <= conversion_days <= MAX_CONVERSION_DAYS:
+        raise InvalidInput(f"conversionDays: between 1 and {MAX_CONVERSION_DAYS}, got {conversion_days}")
+
+
+class SegmentAnalytics:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def report(
+        self,
+        program_id: int,
+        key: str,
+        start: date,
+        end: date,
+        goal_event_type: str = "purchase",
+        conversion_days: int = 7,
+    ) -> SegmentReport:
+        now = self.clock.now()
+        check_range(start, end, now.date())
+        check_goal(goal_event_type, conversion_days)
+        async with self.db.read() as session:
+            segment = await _segment(session, program_id, key)
+            size = await _size(session, segment.id)
+        # The parts read different tables: run them side by side, each in its own read
+        # transaction (a report is a set of figures, not one snapshot).
+        days, (balance, purchases, amount), conversion, messages = await asyncio.gather(
+            self._part(_daily, segment.id, start, end, size, now),
+            self._part(_members_figures, segment.id, size, start, end),
+            self._part(_conversion, segment.id, start, end, goal_event_type, conversion_days),
+            self._part(_messages, segment.id, start, end, goal_event_type, conversion_days),
+        )
+        return SegmentReport(
+            key,
+            start,
+            end,
+            size,
+            days,
+            sum(d.entered for d in days),
+            sum(d.left for d in days),
+            balance,
+            purchases,
+            amount,
+            conversion,
+            messages,
+        )
+
+    async def _part(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async with self.db.read() as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # Analytics hash and sort hundreds of thousands of rows: more memory than OLTP's
+                # default, and no JIT compilation (it costs more than it saves on these queries).
+                await session.execute(text("SET LOCAL work_mem = '64MB'"))
+                await session.execute(text("SET LOCAL jit = off"))
+            return await query(session, *args)
+
+    async def overlap(self, program_id: int, a: str, b: str) -> Overlap:
+        async with self.db.read() as session:
+            first = await _segment(session, program_id, a)
+            second = await _segment(session, program_id, b)
+            other = SegmentMembership.__table__.alias("other")
+            both = await session.scalar(
+                select(func.count())
+                .select_from(SegmentMembership)
+                .join(
+                    other,
+                    and_(other.c.member_id == SegmentMembership.member_id, other.c.segment_id == second.id),
+                )
+                .where(SegmentMembership.segment_id == first.id)
+            )
+            return Overlap(a, b, await _size(session, first.id), await _size(session, second.id), both or 0)
+
+
+async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
+    segment = await session.scalar(
+        select(Segment).where(Segment.program_id == program_id, Segment.key == key)
+    )
+    if segment is None:
+        raise NotFound(f"key: no segment {key[:70]!r} in this program")
+    return segment
+
+
+async def _size(session: AsyncSession, segment_id: int) -> int:
+    count = await session.scalar(
+        select(func.count()).select_from(SegmentMembership).where(SegmentMembership.segment_id == segment_id)
+    )
+    return count or 0
+
+
+async def _daily(
+    session: AsyncSession, segment_id: int, start: date, end: date, size: int, now: datetime
+) -> list[DaySize]:
+    """Entries and exits per day from `start` on; sizes walked back from today's size.
+
+    The size at the end of day D is today's size minus what entered after D plus what left after D.
+    """
+    day = utc_date(session, SegmentChange.at)
+    rows = await session.execute(
+        select(
+            day.label("day"),
+            func.sum(case((SegmentChange.change == ENTERED, 1), else_=0)),
+            func.sum(case((SegmentChange.change == LEFT, 1), else_=0)),
+        )
+        .where(SegmentChange.segment_id == segment_id, SegmentChange.at >= day_start(start))
+        .group_by(day)
+    )
+    moves: dict[date, tuple[int, int]] = {}
+    for found, entered, left in rows:
+        moves[found if isinstance(found, date) else date.fromisoformat(str(found))] = (
+            entered or 0,
+            left or 0,
+        )
+    days: list[DaySize] = []
+    running = size
+    last = min(end, now.date())
+    for offset in range((now.date() - start).days, -1, -1):  # today back to `start`
+        current = start + timedelta(days=offset)
+        entered, left = moves.get(current, (0, 0))
+        if current <= last:
+            days.append(DaySize(current, running, entered, left))
+        running = running - entered + left  # the size at the end of the day before
+    days.reverse()
+    return days
+
+
+async def _members_figures(
+    session: AsyncSession, segment_id: int, size: int, start: date, end: date
+) -> tuple[float | None, float | None, Decimal | None]:
+    """Average balance of today's members, and their purchases in the range per member."""
+    if size == 0:
+        return None, None, None
+    balance = await session.scalar(
+        select(func.avg(Member.points_balance))
+        .join(SegmentMembership, SegmentMembership.member_id == Member.id)
+        .where(SegmentMembership.segment_id == segment_id)
+    )
+    count, amount = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(EventAggregate.count), 0),
+                func.coalesce(func.sum(EventAggregate.amount_sum), 0),
+            )
+            .join(SegmentMembership, SegmentMembership.member_id == EventAggregate.member_id)
+            .where(
+                SegmentMembership.segment_id == segment_id,
+                EventAggregate.event_type == "purchase",
+                EventAggregate.day >= start,
+                EventAggregate.day <= end,
+            )
+        )
+    ).one()
+    return (
+        float(balance) if balance is not None else None,
+        int(count) / size,
+        (units_to_amount(int(amount)) / size).quantize(Decimal("0.01")),
+    )
+
+
+def goal_within(session: AsyncSession, member: Any, since: Any, goal: str, days: int) -> ColumnElement[bool]:
+    """The member has an accepted, unrefunded `goal` event in (since, since + days], read from the
+    daily buckets (which hold exactly those events) rather than from the events themselves.
+
+    Exact: the buckets of the days from since's day to (since + days)'s day are the candidates;
+    one holds such an event if and only if its last event is after `since` and its first is not
+    after `since + days` (on the first day every event is before since + days, on the last every
+    event is after since, and the days between hold only events in the window).
+    """
+    until = plus_days(session, since, days)
+    return exists().where(
+        EventAggregate.member_id == member,
+        EventAggregate.event_type == goal,
+        EventAggregate.day >= utc_date(session, since),
+        EventAggregate.day <= utc_date(session, until),
+        EventAggregate.last_at > since,
+        EventAggregate.first_at <= until,
+    )
+
+
+async def _conversion(
+    session: AsyncSession, segment_id: int, start: date, end: date, goal: str, days: int
+) -> Conversion:
+    """Members who entered in the range, and those of them with a goal event within `days` after entering.
+
+    A member who entered several times counts once, from their first entry in the range.
+    """
+    first_entry = (
+        select(SegmentChange.member_id, func.min(SegmentChange.at).label("at"))
+        .where(
+            SegmentChange.segment_id == segment_id,
+            SegmentChange.change == ENTERED,
+            SegmentChange.at >= day_start(start),
+            SegmentChange.at < day_start(end + timedelta(days=1)),
+        )
+        .group_by(SegmentChange.member_id)
+        .subquery()
+    )
+    goal_event = goal_within(session, first_entry.c.member_id, first_entry.c.at, goal, days)
+    entered, converted = (
+        await session.execute(
+            select(func.count(), func.coalesce(func.sum(case((goal_event, 1), else_=0)), 0)).select_from(
+                first_entry
+            )
+        )
+    ).one()
+    return Conversion(goal, days, entered or 0, int(converted or 0))
+
+
+OPENED = "message_opened"
+CLICKED = "message_clicked"
+
+
+async def _messages(
+    session: AsyncSession, segment_id: int, start: date, end: date, goal: str, days: int
+) -> list[MessageStats]:
+    """Per template and channel: created, SENT, opened and clicked (events `message_opened` /
+    `message_clicked` of the member whose properties.messageId is the message's id), and
+    converted (a goal event within `days` after the message was created)."""
+
+    def reaction(event_type: str) -> ColumnElement[bool]:
+        return exists().where(
+            Event.member_id == Message.member_id,
+            Event.type == event_type,
+            Event.occurred_at >= Message.created_at,
+            cast(Event.properties["messageId"].as_string(), String) == cast(Message.id, String),
+        )
+
+    def counted(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    converted = goal_within(session, Message.member_id, Message.created_at, goal, days)
+    rows = await session.execute(
+        select(
+            Message.template,
+            Message.channel,
+            func.count(),
+            counted(Message.status == "SENT"),
+            counted(reaction(OPENED)),
+            counted(reaction(CLICKED)),
+            counted(converted),
+        )
+        .where(
+            Message.segment_id == segment_id,
+            Message.created_at >= day_start(start),
+            Message.created_at < day_start(end + timedelta(days=1)),
+        )
+        .group_by(Message.template, Message.channel)
+        .order_by(Message.template, Message.channel)
+    )
+    return [MessageStats(t, c, n, int(s), int(o), int(k), int(v)) for t, c, n, s, o, k, v in rows]

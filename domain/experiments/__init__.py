@@ -1,0 +1,1 @@
+"""A/B tests on segments: definitions, sticky assignment, exposure actions, results and their statistics."""
