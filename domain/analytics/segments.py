@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.conversion import goal_within
 from domain.clock import Clock
-from domain.db.dialect import plus_days, utc_date
+from domain.db.dialect import utc_date
 from domain.db.engine import Database
 from domain.db.types import units_to_amount
 from domain.errors import InvalidInput, NotFound
@@ -266,26 +267,6 @@ async def _members_figures(
         float(balance) if balance is not None else None,
         int(count) / size,
         (units_to_amount(int(amount)) / size).quantize(Decimal("0.01")),
-    )
-
-
-def goal_within(session: AsyncSession, member: Any, since: Any, goal: str, days: int) -> ColumnElement[bool]:
-    """The member has an accepted, unrefunded `goal` event in (since, since + days], read from the
-    daily buckets (which hold exactly those events) rather than from the events themselves.
-
-    Exact: the buckets of the days from since's day to (since + days)'s day are the candidates;
-    one holds such an event if and only if its last event is after `since` and its first is not
-    after `since + days` (on the first day every event is before since + days, on the last every
-    event is after since, and the days between hold only events in the window).
-    """
-    until = plus_days(session, since, days)
-    return exists().where(
-        EventAggregate.member_id == member,
-        EventAggregate.event_type == goal,
-        EventAggregate.day >= utc_date(session, since),
-        EventAggregate.day <= utc_date(session, until),
-        EventAggregate.last_at > since,
-        EventAggregate.first_at <= until,
     )
 
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import case, exists, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.db.dialect import plus_days
-from domain.enums import EventStatus
-from domain.events.refunds import not_refunded
+from domain.analytics.conversion import goal_within
 from domain.experiments.assignment import HOLDOUT
 from domain.experiments.definitions import Variant
 from domain.experiments.stats import compare, rate
-from domain.models import Event, Experiment, ExperimentExposure
+from domain.models import Experiment, ExperimentExposure
 
 
 @dataclass(frozen=True)
@@ -37,13 +35,8 @@ class ArmResult:
 async def arm_counts(session: AsyncSession, experiment: Experiment) -> dict[str, tuple[int, int]]:
     """(converted, exposed) per arm that has exposures."""
     x = ExperimentExposure
-    converted = exists().where(
-        Event.member_id == x.member_id,
-        Event.type == experiment.goal_event_type,
-        Event.status == EventStatus.ACCEPTED.value,
-        Event.occurred_at > x.exposed_at,
-        Event.occurred_at <= plus_days(session, x.exposed_at, experiment.conversion_days),
-        not_refunded(Event),
+    converted = goal_within(
+        session, x.member_id, x.exposed_at, experiment.goal_event_type, experiment.conversion_days
     )
     rows = await session.execute(
         select(x.variant, func.count(), func.coalesce(func.sum(case((converted, 1), else_=0)), 0))
