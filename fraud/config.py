@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,8 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.enums import ProgramKind
 from domain.errors import InvalidInput
 from domain.models import FraudRuleSetting, Program
-
-UTC = ZoneInfo("UTC")
+from domain.programs.calendar import UTC_ZONE, program_timezone
 
 
 @dataclass(frozen=True)
@@ -160,10 +159,10 @@ def defaults(name: str, kind: str) -> RuleSettings:
 class FraudConfig:
     rules: Mapping[str, RuleSettings]
     #: The program's calendar (settings.timezone, UTC by default): the days of the daily rules.
-    zone: ZoneInfo = UTC
+    zone: ZoneInfo = UTC_ZONE
 
     @classmethod
-    def default(cls, kind: str = ProgramKind.B2C, zone: ZoneInfo = UTC) -> FraudConfig:
+    def default(cls, kind: str = ProgramKind.B2C, zone: ZoneInfo = UTC_ZONE) -> FraudConfig:
         return cls({name: defaults(name, kind) for name in SPECS}, zone)
 
     def __getitem__(self, name: str) -> RuleSettings:
@@ -171,13 +170,6 @@ class FraudConfig:
 
     def with_rule(self, settings: RuleSettings) -> FraudConfig:
         return FraudConfig({**self.rules, settings.name: settings}, self.zone)
-
-
-def _zone(name: object) -> ZoneInfo:
-    try:
-        return ZoneInfo(name) if isinstance(name, str) else UTC
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
 
 
 def _number(value: float) -> str:
@@ -234,7 +226,7 @@ async def load_config(session: AsyncSession, program_id: int) -> FraudConfig:
         await session.execute(select(Program.kind, Program.settings).where(Program.id == program_id))
     ).first()
     kind, settings = program if program is not None else (ProgramKind.B2C, {})
-    config = FraudConfig.default(kind, _zone((settings or {}).get("timezone")))
+    config = FraudConfig.default(kind, program_timezone(settings))
     for row in rows:
         if row.rule in SPECS:  # a rule retired by an upgrade keeps its row but no longer runs
             base = config[row.rule]

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.models import Program
-from gamification.periods import program_timezone
+from domain.programs.calendar import program_timezone
 
 
 async def program_zone(session: AsyncSession, program_id: int) -> ZoneInfo:

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from domain.errors import InvalidInput
+from zoneinfo import ZoneInfo
 
 
 class PeriodKind(StrEnum):
@@ -27,24 +24,6 @@ class PeriodKind(StrEnum):
 
 #: The kinds a leaderboard may keep (the contract's LeaderboardPeriod).
 BOARD_PERIODS = (PeriodKind.ALL_TIME, PeriodKind.MONTHLY, PeriodKind.WEEKLY, PeriodKind.DAILY)
-
-UTC_ZONE = ZoneInfo("UTC")
-
-
-def parse_timezone(name: str) -> ZoneInfo:
-    """An IANA timezone such as "Europe/Istanbul"; BAD_USER_INPUT naming it when unknown."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(
-            f"timezone: {name[:70]!r} is not an IANA timezone such as 'Europe/Istanbul'"
-        ) from None
-
-
-def program_timezone(settings: dict[str, Any] | None) -> ZoneInfo:
-    """The program's calendar timezone (settings.timezone), UTC by default."""
-    name = (settings or {}).get("timezone")
-    return parse_timezone(name) if isinstance(name, str) else UTC_ZONE
 
 
 def period_start(kind: PeriodKind, at: datetime, tz: ZoneInfo) -> datetime | None:

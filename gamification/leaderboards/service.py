@@ -26,6 +26,7 @@ from domain.models import (
     Organization,
     Program,
 )
+from domain.programs.calendar import UTC_ZONE, parse_timezone
 from domain.redis_store import RedisStore
 from gamification.calendar import program_zone
 from gamification.leaderboards import store
@@ -40,14 +41,7 @@ from gamification.leaderboards.boards import (
 from gamification.leaderboards.rebuild import DriftReport, Progress, RebuildReport, rebuild, reconcile_now
 from gamification.leaderboards.standings import PROGRAM_SCOPE, SEGMENT_SCOPE, organization_scope
 from gamification.leaderboards.store import BoardKey, RankedMember
-from gamification.periods import (
-    UTC_ZONE,
-    PeriodKind,
-    is_period_start,
-    parse_timezone,
-    period_start,
-    shift,
-)
+from gamification.periods import PeriodKind, is_period_start, period_start, shift
 
 MAX_FIRST = 500
 MAX_OFFSET = 1_000_000

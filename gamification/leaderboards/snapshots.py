@@ -20,11 +20,12 @@ from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.models import LeaderboardSnapshot, LeaderboardSnapshotEntry, Program
+from domain.programs.calendar import program_timezone
 from gamification.calendar import program_zone
 from gamification.leaderboards.boards import BoardDefinition, board_by_key, program_boards
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import Standing, Window, compute_standings, member_scopes
-from gamification.periods import PeriodKind, period_end, period_start, program_timezone, shift
+from gamification.periods import PeriodKind, period_end, period_start, shift
 
 
 @dataclass(frozen=True)
