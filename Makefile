@@ -1,19 +1,35 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
+# Both install exactly the locked set (requirements.txt, Python 3.11, hashes checked);
+# `make lock` refreshes it from pyproject.toml (docs/dependencies.md).
 PYTHON ?= python3
+PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.txt
+# `make lock` runs pip-compile from a virtualenv of its own, against PyPI itself (never a
+# machine's local mirrors or wheel folders).
+PYPI := https://pypi.org/simple
+PIP_TOOLS := pip-tools==7.7.0
+LOCK_VENV := .venv-lock
 
-.PHONY: demo test lint typecheck pytest bench schema clean
+.PHONY: demo test lint typecheck pytest bench schema lock clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,predict]'
+# A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
+# nothing else; pip checks every hash and refuses a package the lock does not pin.
+$(STAMP): $(LOCK) pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else \
+		"requirements.txt is locked for Python 3.11, and $(PYTHON) is " + sys.version.split()[0] + \
+		": run with PYTHON=python3.11")'
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/loyalty demo
+	$(BIN)/loyalty demo --port $(PORT)
 
 test: $(STAMP) lint typecheck pytest
 
@@ -40,5 +56,15 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql
 
+# Newest versions pyproject.toml allows, for Python 3.11, with every hash; then reinstall.
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || \
+		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet $(PIP_TOOLS))
+	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= \
+		$(LOCK_VENV)/bin/pip-compile --quiet --upgrade \
+		--generate-hashes --allow-unsafe --all-build-deps --strip-extras --extra dev --extra predict \
+		--index-url $(PYPI) --no-emit-index-url --output-file $(LOCK) pyproject.toml
+	$(MAKE) $(STAMP)
+
 clean:
-	rm -rf $(VENV) var .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_VENV) var .mypy_cache .pytest_cache .ruff_cache

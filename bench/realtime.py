@@ -301,7 +301,7 @@ class RedisSubscriber:
             with contextlib.suppress(asyncio.CancelledError):
                 await self.task
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self.pubsub.aclose()
         with contextlib.suppress(Exception):
             await self.client.aclose()
 
