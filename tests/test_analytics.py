@@ -10,8 +10,8 @@ import httpx
 from api.runtime import Services
 from domain.campaigns.delivery import OutboxDelivery
 from domain.campaigns.messages import LoggingProvider
-from tests.conftest import GraphQLClient
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient
 from tests.test_segments_api import RECORD, UPSERT, create
 from tests.test_triggers import set_triggers
 

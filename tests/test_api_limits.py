@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from api.runtime import Services
-from tests.conftest import GraphQLClient
+from tests.support.graphql import GraphQLClient
 
 
 async def test_too_deep_is_query_too_complex(integration: GraphQLClient) -> None:

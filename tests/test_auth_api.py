@@ -10,8 +10,8 @@ import pytest
 from api.runtime import Services
 from domain.auth import secrets as crypto
 from domain.auth.scopes import Scope
-from tests.conftest import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 
 LOGIN = "mutation($e: String!, $p: String!, $c: String!) { login(email: $e, password: $p, totpCode: $c) { token } }"
 PROGRAM = "{ program { key kind } }"

@@ -11,8 +11,8 @@ import pytest
 
 from api.runtime import Services
 from domain.models import Program
-from tests.conftest import GraphQLClient, ProgramFixture, admin_token
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 from tests.test_members_api import counting_statements
 from tests.test_pipeline import VerdictFromProperties
 

@@ -15,9 +15,9 @@ import pytest
 from playwright.async_api import Locator, Page, WebSocketRoute, async_playwright, expect
 
 from domain.settings import Settings
-from tests.conftest import GraphQLClient
-from tests.live_server import Server, running_server
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient
+from tests.support.servers import Server, running_server
 from tests.test_live import SETTLE_S, join
 from tests.test_segments_api import create, event, record
 

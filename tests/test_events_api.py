@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from api.runtime import Services
 from domain.models import EventAggregate, LedgerEntry, Member
-from tests.conftest import GraphQLClient, ProgramFixture, new_program
+from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
 
 RECORD = """
 mutation($events: [EventInput!]!) {

@@ -15,8 +15,8 @@ from domain.experiments.assignment import HOLDOUT, assign
 from domain.experiments.exposure import exposure_delivery_id
 from domain.experiments.stats import compare
 from domain.models import Experiment, Member, OutboxItem
-from tests.conftest import GraphQLClient, ProgramFixture, admin_token
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 
 UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"

@@ -26,8 +26,8 @@ from domain.members.service import MemberUpsert
 from domain.settings import Settings
 from fraud.backtest import Backtest
 from fraud.config import SPECS
-from tests.conftest import new_program
 from tests.support import Harness, private_services
+from tests.support.graphql import new_program
 
 MEMBERS = ["m1", "m2", "m3"]
 #: Thresholds low enough that a few random events trip each rule.

@@ -19,8 +19,8 @@ from domain.members.service import MemberUpsert
 from domain.models import Event, FraudFinding, LedgerEntry, MemberTag
 from fraud.backtest import Backtest
 from fraud.compliance import NON_COMPLIANT, ComplianceSweeper
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_cli import cli_environment, loyalty, ok
 from tests.test_segments_api import create, members_of
 

@@ -43,8 +43,8 @@ from domain.models import LedgerEntry, Member, Segment, SegmentMembership
 from domain.segments.service import SegmentDraft
 from domain.settings import Settings
 from fraud.review import ReviewService
-from tests.conftest import new_program
 from tests.support import private_services
+from tests.support.graphql import new_program
 from tests.test_pipeline import VerdictFromProperties
 
 T = TypeVar("T")

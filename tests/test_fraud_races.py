@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from api.runtime import Services
 from domain.enums import AccrualStatus, EntryKind
 from domain.models import Event, LedgerEntry, Member
-from tests.conftest import ProgramFixture
+from tests.support.graphql import ProgramFixture
 from tests.test_fraud_rules import (
     ACCEPTED,
     BLOCKED,

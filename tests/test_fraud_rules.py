@@ -22,7 +22,7 @@ from domain.events.service import EventOutcome
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import Event, FraudFinding, LedgerEntry
-from tests.conftest import ProgramFixture
+from tests.support.graphql import ProgramFixture
 
 ACCEPTED = EventStatus.ACCEPTED
 HELD = EventStatus.HELD_FOR_REVIEW

@@ -9,7 +9,7 @@ import httpx
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.events.service import EventOutcome
-from tests.conftest import GraphQLClient, ProgramFixture
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_fraud_rules import HELD, at, enrol, purchase, record
 
 RULES = "{ fraudRules { name enabled shadow params defaults updatedBy } }"

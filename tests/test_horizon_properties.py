@@ -1,6 +1,6 @@
 """`horizon.next_change` is exact: truth is constant on [now, next_change) and differs at next_change.
 
-Pure tests (no database): generated condition trees (tests/strategies.py and the small
+Pure tests (no database): generated condition trees (tests/support/strategies.py and the small
 vocabulary of tests/test_evaluator_equivalence.py, weighted towards leaves that move with
 time) over generated member histories (events on window edges, at midnight and up to five
 minutes ahead, birthdays, lifecycle thresholds). `next_change` sees only the facts
@@ -23,7 +23,7 @@ from domain.segments.evaluate import Bucket, Evaluation, EventFact, MemberFacts
 from domain.segments.facts import Needs
 from domain.segments.horizon import LIMIT, earliest_change, is_time_dependent, next_change
 from domain.segments.lifecycle import LifecycleThresholds
-from tests import strategies
+from tests.support import strategies
 from tests.test_evaluator_equivalence import (
     CONDITIONS,
     EVENT_TYPES,

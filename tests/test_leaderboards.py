@@ -26,8 +26,8 @@ from gamification.leaderboards.rebuild import rebuild, reconcile
 from gamification.leaderboards.scores import MAX_POINTS, TIE_SPAN, decode, encode
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.leaderboards.store import board_pattern
-from tests.conftest import GraphQLClient, ProgramFixture, admin_token
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 
 # A Wednesday: its week opened on Monday 2027-03-08, its month on 2027-03-01.
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)

@@ -13,9 +13,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from domain.settings import Settings
-from tests.conftest import GraphQLClient, ProgramFixture
-from tests.live_server import PROTOCOL, Server, running_server, subscribe
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.servers import PROTOCOL, Server, running_server, subscribe
 from tests.test_segments_api import UPSERT, create, event, record
 
 CHANGES = """

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import event
 
 from api.runtime import Services
-from tests.conftest import GraphQLClient
+from tests.support.graphql import GraphQLClient
 
 UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 ORGS = "mutation($o: [OrganizationInput!]!) { upsertOrganizations(organizations: $o) { upserted } }"

@@ -21,8 +21,8 @@ from domain.campaigns.messages import LoggingProvider, OutgoingMessage
 from domain.campaigns.outbox import RetryPolicy
 from domain.models import Member, OutboxItem, Segment, SegmentChange
 from domain.segments.membership import Flip
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 
 UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 CREATE_STATIC = "mutation($k: String!) { createSegment(input: {key: $k, name: $k, kind: STATIC}) { key } }"

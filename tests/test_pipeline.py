@@ -20,7 +20,7 @@ from domain.events.service import BatchPosted, EventOutcome, EventService
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import EventAggregate, LedgerEntry, Member
-from tests.conftest import ProgramFixture
+from tests.support.graphql import ProgramFixture
 
 
 class VerdictFromProperties:

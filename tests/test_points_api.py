@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import GraphQLClient
+from tests.support.graphql import GraphQLClient
 
 REDEEM = """
 mutation($m: String!, $p: Int!, $r: String!, $k: String!) {

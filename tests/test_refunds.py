@@ -12,7 +12,7 @@ from api.runtime import Services
 from domain.db.types import amount_to_units
 from domain.models import EventAggregate, Member
 from domain.segments.service import SegmentDraft
-from tests.conftest import GraphQLClient, ProgramFixture
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_events_api import UPSERT, event, record
 from tests.test_leaderboards import board, feed, ranking
 

@@ -14,8 +14,8 @@ from api.runtime import Services
 from domain.live.messages import LiveChange, decode
 from domain.live.relay import POSITION, ChangeRelay, changes_channel
 from domain.models import RelayPosition, Segment, SegmentChange
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_live import join
 from tests.test_segments_api import create
 

@@ -12,8 +12,8 @@ from sqlalchemy import select
 from api.runtime import Services
 from domain.auth import secrets as crypto
 from domain.models import FraudFinding
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_leaderboards import feed
 from tests.test_pipeline import VerdictFromProperties
 from tests.test_segments_api import create, members_of

@@ -11,8 +11,8 @@ import pytest
 
 from api.runtime import Services
 from domain.auth.scopes import Scope
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 
 REWARD_FIELDS = "key name description costPoints stock active"
 SET_REWARD = f"mutation($i: RewardInput!) {{ setReward(input: $i) {{ {REWARD_FIELDS} }} }}"

@@ -29,7 +29,7 @@ from domain.segments.conditions import (
     parse_condition,
 )
 from domain.segments.rules import normalise, parse_rule, render_rule
-from tests.strategies import conditions
+from tests.support.strategies import conditions
 
 
 def assert_same(actual: Node, expected: Node) -> None:

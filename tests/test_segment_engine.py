@@ -16,7 +16,7 @@ from domain.members.service import MemberUpsert
 from domain.segments.index import Definition, SegmentIndex, dependency_order
 from domain.segments.rules import parse_rule
 from domain.segments.service import SegmentDraft
-from tests.conftest import new_program
+from tests.support.graphql import new_program
 
 RULES = {
     "visitors": ("count(visit, 7d) >= 3", "regular"),

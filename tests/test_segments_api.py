@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.conftest import GraphQLClient
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient
 
 UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from api.runtime import Services
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.test_challenges import admin_at, move_to, record
 from tests.test_pipeline import VerdictFromProperties
 from tests.test_time_flips import flips_at

@@ -23,9 +23,9 @@ from domain.models import Member, Segment, SegmentChange, SegmentMembership
 from domain.segments.membership import Flip
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
-from tests.backends import Backends
-from tests.conftest import new_program
 from tests.support import ShiftableClock
+from tests.support.backends import Backends
+from tests.support.graphql import new_program
 
 DAY = timedelta(days=1)
 US = timedelta(microseconds=1)

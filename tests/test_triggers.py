@@ -13,8 +13,8 @@ from api.runtime import Services
 from domain.campaigns.triggers import TriggerRunner
 from domain.changes import LoggedChange, SegmentChangeListeners
 from domain.models import Message, OutboxItem, SegmentChange
-from tests.conftest import GraphQLClient, ProgramFixture
 from tests.support import ShiftableClock
+from tests.support.graphql import GraphQLClient, ProgramFixture
 
 UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"
