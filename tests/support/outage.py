@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -50,7 +51,7 @@ class RedisServer:
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._directory = tempfile.mkdtemp(prefix="loyalty-outage-redis-")
+        self.directory = tempfile.mkdtemp(prefix="loyalty-outage-redis-")
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -65,7 +66,7 @@ class RedisServer:
             "--appendonly",
             "no",
             "--dir",
-            self._directory,
+            self.directory,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
@@ -88,6 +89,7 @@ async def redis_server() -> AsyncIterator[RedisServer]:
         yield server
     finally:
         await server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 class Link:
