@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLHTTPResponse
@@ -39,6 +39,8 @@ class TextWebSocket(ASGIWebSocketAdapter):
     """graphql-transport-ws in text frames (browsers' clients expect text), and rejections that say why."""
 
     async def send_json(self, message: object) -> None:
+        if self.ws.application_state == WebSocketState.DISCONNECTED:
+            return  # we closed it (e.g. 4008): strawberry's closing "complete" has nowhere to go
         await self.ws.send_text(orjson.dumps(message).decode())
 
     async def close(self, code: int, reason: str) -> None:

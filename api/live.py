@@ -10,10 +10,12 @@ from starlette.websockets import WebSocket
 from api.context import Info
 from api.types.segments import SegmentChangeEvent
 from domain.auth.scopes import Scope
-from domain.live.bus import SubscriberTooSlow
+from domain.live.bus import SubscriptionInterrupted
 
-#: Close code for a subscriber that fell too far behind (application range 4000-4999).
-CLOSE_TOO_SLOW = 4008
+#: Close code for a subscription the server cannot go on serving in order: it fell too far behind,
+#: or its process missed changes it could not replay. The reason names the cursor to resume from
+#: (application range 4000-4999).
+CLOSE_RESUME = 4008
 
 
 @strawberry.type
@@ -22,8 +24,8 @@ class LiveSubscriptions:
         description=(
             "Segment changes as they commit, in commit order per member; all segments when "
             "segmentKeys is null. `since` (a change's cursor) replays what was missed first. "
-            "A subscriber more than LOYALTY_SUBSCRIBER_QUEUE changes behind is closed with code "
-            "4008 and the cursor to resume from."
+            "A subscriber more than LOYALTY_SUBSCRIBER_QUEUE changes behind, or one whose server "
+            "missed changes it could not replay, is closed with code 4008 and the cursor to resume from."
         )
     )
     async def segment_changes(
@@ -33,7 +35,7 @@ class LiveSubscriptions:
         try:
             async for change in info.context.services.live.stream(program_id, segment_keys, since):
                 yield SegmentChangeEvent.of(change)
-        except SubscriberTooSlow as slow:
+        except SubscriptionInterrupted as interrupted:
             socket = info.context.request
             if isinstance(socket, WebSocket):
-                await socket.close(code=CLOSE_TOO_SLOW, reason=slow.message)
+                await socket.close(code=CLOSE_RESUME, reason=interrupted.message)

@@ -111,7 +111,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     )
     segments = SegmentEngine()
     segments.listener = SegmentChangeListeners(TriggerRunner(segments), SegmentBoards())
-    bus = LiveBus(redis, queue_capacity=settings.subscriber_queue)
+    bus = LiveBus(redis, db, queue_capacity=settings.subscriber_queue)
     db.on_commit = bus.announce
     ledger = LedgerService(db, clock, segments)
     compliance = Compliance(segments)

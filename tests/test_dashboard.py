@@ -161,7 +161,12 @@ async def test_an_admin_sees_sizes_and_a_member_entering_live_then_logs_out(
         (
             4008,
             'too slow: over 5 changes queued; resume with since: "{cursor}"',
-            "The dashboard fell behind the changes; it resumes where it stopped.",
+            "The live stream was interrupted; it resumes where it stopped.",
+        ),
+        (
+            4008,
+            'interrupted: changes were missed while Redis was unreachable; resume with since: "{cursor}"',
+            "The live stream was interrupted; it resumes where it stopped.",
         ),
     ],
 )

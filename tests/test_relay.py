@@ -3,36 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
 
+import httpx
 import pytest
 from redis.asyncio.client import PubSub
+from redis.exceptions import NoPermissionError
 from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.runtime import Services
-from domain.live.messages import LiveChange, decode
+from domain.live.messages import LiveChange, Relayed, decode
 from domain.live.relay import POSITION, ChangeRelay, changes_channel
-from domain.models import RelayPosition, Segment, SegmentChange
+from domain.models import RelayPosition, SegmentChange
+from domain.redis_store import RedisStore
 from tests.support import ShiftableClock
-from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.changelog import log_row, log_rows, member_ids, segment_id
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
+from tests.support.outage import redis_server
 from tests.test_live import join
 from tests.test_segments_api import create
 
 
 @pytest.fixture
-async def listening(services: Services, program: ProgramFixture) -> AsyncIterator[PubSub]:
+async def listening(services: Services) -> AsyncIterator[PubSub]:
     async with services.redis.client.pubsub() as pubsub:
-        await pubsub.subscribe(changes_channel(services.redis, program.id))
+        await pubsub.subscribe(changes_channel(services.redis))
         await pubsub.get_message(timeout=1)  # the subscribe confirmation
         yield pubsub
 
 
-async def published(pubsub: PubSub, wait: float = 0.5) -> list[LiveChange]:
-    found: list[LiveChange] = []
+async def heard(pubsub: PubSub, wait: float = 0.5) -> list[Relayed]:
+    """The relayed messages, until none comes for `wait` seconds."""
+    found: list[Relayed] = []
     while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)) is not None:
-        found.extend(decode(message["data"]))
+        found.append(decode(message["data"]))
     return found
+
+
+async def published(pubsub: PubSub, wait: float = 0.5) -> list[LiveChange]:
+    return [change for message in await heard(pubsub, wait) for change in message.changes]
 
 
 async def relay_until_idle(relay: ChangeRelay) -> None:
@@ -40,40 +53,29 @@ async def relay_until_idle(relay: ChangeRelay) -> None:
         pass
 
 
-def log_row(program: ProgramFixture, segment_id: int, member_id: int, change: str) -> dict[str, object]:
-    return {
-        "program_id": program.id,
-        "segment_id": segment_id,
-        "member_id": member_id,
-        "change": change,
-        "at": datetime.now(UTC),
-    }
+async def flagged_members(
+    services: Services, program: ProgramFixture, admin: GraphQLClient, integration: GraphQLClient, *names: str
+) -> tuple[int, list[int]]:
+    """A "flagged" segment and members with these external ids: the segment's id and theirs, in order."""
+    await create(admin, "flagged", 'has_tag("flagged")')
+    await join(integration, *names)
+    return await segment_id(services, program, "flagged"), await member_ids(services, program)
 
 
-async def log_rows(services: Services, program: ProgramFixture, members: list[int], segment_id: int) -> None:
-    """Commit an ENTERED row per member, as a transaction of the engine would."""
-    async with services.db.unit_of_work() as uow:
-        await uow.session.execute(
-            insert(SegmentChange), [log_row(program, segment_id, m, "ENTERED") for m in members]
-        )
+def skip_unless_gaps_can_form(services: Services) -> None:
+    if services.db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: ids commit in order and gaps cannot form")
 
 
-async def member_ids(services: Services, program: ProgramFixture) -> list[int]:
-    from domain.models import Member
-
-    async with services.db.read() as session:
-        return list(
-            await session.scalars(
-                select(Member.id).where(Member.program_id == program.id).order_by(Member.id)
-            )
-        )
-
-
-async def segment_id(services: Services, program: ProgramFixture, key: str) -> int:
-    async with services.db.read() as session:
-        query = select(Segment.id).where(Segment.program_id == program.id, Segment.key == key)
-        found: int = (await session.scalars(query)).one()
-        return found
+@contextlib.asynccontextmanager
+async def uncommitted(
+    services: Services, program: ProgramFixture, segment: int, member: int, change: str
+) -> AsyncIterator[AsyncSession]:
+    """A transaction that has taken a log id for a change and not committed it yet (the caller does)."""
+    async with services.db.sessions() as session:
+        await session.begin()
+        await session.execute(insert(SegmentChange).values(log_row(program, segment, member, change)))
+        yield session
 
 
 @pytest.fixture
@@ -95,10 +97,10 @@ async def test_rows_are_published_once_in_log_order_in_batches(
     relay: ChangeRelay,
     listening: PubSub,
 ) -> None:
-    await create(admin, "flagged", 'has_tag("flagged")')
-    await join(integration, *(f"r{i}" for i in range(7)))
-    members = await member_ids(services, program)
-    await log_rows(services, program, members, await segment_id(services, program, "flagged"))
+    flagged, members = await flagged_members(
+        services, program, admin, integration, *(f"r{i}" for i in range(7))
+    )
+    await log_rows(services, program, members, flagged)
     assert await relay.run_once() is True  # a full batch of 3: there may be more
     await relay_until_idle(relay)
     got = await published(listening)
@@ -117,10 +119,8 @@ async def test_a_new_relay_resumes_from_the_stored_position_so_a_crash_loses_not
     listening: PubSub,
     clock: ShiftableClock,
 ) -> None:
-    await create(admin, "flagged", 'has_tag("flagged")')
-    await join(integration, "x1", "x2")
-    members = await member_ids(services, program)
-    await log_rows(services, program, members, await segment_id(services, program, "flagged"))
+    flagged, members = await flagged_members(services, program, admin, integration, "x1", "x2")
+    await log_rows(services, program, members, flagged)
     await relay.lease.release()  # the process "crashed" after commit, before publishing
     successor = ChangeRelay(services.db, services.redis, clock, batch=3, gap_timeout=0.3)
     try:
@@ -160,16 +160,10 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     relay: ChangeRelay,
     listening: PubSub,
 ) -> None:
-    if services.db.dialect != "postgresql":
-        pytest.skip("SQLite has one writer: ids commit in order and gaps cannot form")
-    await create(admin, "flagged", 'has_tag("flagged")')
-    await join(integration, "early", "late")
-    early, late = await member_ids(services, program)
-    flagged = await segment_id(services, program, "flagged")
+    skip_unless_gaps_can_form(services)
+    flagged, (early, late) = await flagged_members(services, program, admin, integration, "early", "late")
     # a slow transaction takes an id first and has not committed when a later one does
-    async with services.db.sessions() as slow:
-        await slow.begin()
-        await slow.execute(insert(SegmentChange).values(log_row(program, flagged, early, "ENTERED")))
+    async with uncommitted(services, program, flagged, early, "ENTERED") as slow:
         await log_rows(services, program, [late], flagged)
         await relay_until_idle(relay)
         assert await published(listening, wait=0.1) == []  # "late" waits behind the open gap
@@ -179,9 +173,7 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
 
     # a gap that does not commit within gap_timeout (usually a rollback) is skipped after gap_timeout; if rows appear there
     # afterwards they are still published (a long transaction that committed late)
-    async with services.db.sessions() as long_running:
-        await long_running.begin()
-        await long_running.execute(insert(SegmentChange).values(log_row(program, flagged, early, "LEFT")))
+    async with uncommitted(services, program, flagged, early, "LEFT") as long_running:
         await log_rows(services, program, [late], flagged)
         await relay_until_idle(relay)
         await asyncio.sleep(0.4)
@@ -191,3 +183,142 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     await relay_until_idle(relay)
     got = await published(listening)
     assert [(c.member_external_id, c.change) for c in got] == [("early", "LEFT")]
+
+
+async def stored_position(services: Services) -> int:
+    async with services.db.read() as session:
+        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    assert stored is not None
+    return stored
+
+
+async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    relay: ChangeRelay,
+    listening: PubSub,
+    client: httpx.AsyncClient,
+    clock: ShiftableClock,
+) -> None:
+    # given changes of two programs, interleaved in the log
+    other = await new_program(services)
+    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
+    await join(GraphQLClient(client, other.api_key), "q1")
+    [other_member] = await member_ids(services, other)
+    other_segment = await segment_id(services, other, "vip")
+    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+    start = await stored_position(services)
+    await log_rows(services, program, [first], flagged)
+    await log_rows(services, other, [other_member], other_segment)
+    await log_rows(services, program, [second], flagged)
+
+    # when the relay runs until it is idle, and once more
+    await relay_until_idle(relay)
+    await relay.run_once()
+
+    # then the messages are links of one chain: each starts where the one before ended, the changes
+    # of both programs in log order (batches of 3), and an idle pass sends a heartbeat
+    messages = await heard(listening)
+    assert messages[0].after == start
+    assert all(m.after == previous.through for previous, m in itertools.pairwise(messages))
+    changes = [c for m in messages for c in m.changes]
+    assert [(c.program_id, c.member_external_id) for c in changes] == [
+        (program.id, "p1"),
+        (other.id, "q1"),
+        (program.id, "p2"),
+    ]
+    assert all(m.after < c.id <= m.through for m in messages for c in m.changes)
+    end = await stored_position(services)
+    assert messages[-1] == Relayed(end, end, [])
+    assert end == changes[-1].id
+
+
+@dataclass
+class Isolated:
+    """A relay on a Redis of the test's own (whose ACL the test may change), at the log's end, and a
+    subscription to what it publishes."""
+
+    relay: ChangeRelay
+    store: RedisStore
+    pubsub: PubSub
+
+    async def refuse_publish(self, refused: bool) -> None:
+        """Make Redis answer PUBLISH with NOPERM (a real failure of the command), or accept it again."""
+        command = "-publish" if refused else "+publish"
+        await self.store.client.acl_setuser("default", enabled=True, nopass=True, commands=[command])
+
+
+@pytest.fixture
+async def isolated(services: Services, clock: ShiftableClock) -> AsyncIterator[Isolated]:
+    async with redis_server() as own:
+        store = RedisStore(own.url, services.settings.redis_prefix, services.settings.data_dir)
+        relay = ChangeRelay(services.db, store, clock, gap_timeout=0)
+        try:
+            await relay_until_idle(relay)
+            async with store.client.pubsub() as pubsub:
+                await pubsub.subscribe(changes_channel(store))
+                await pubsub.get_message(timeout=1)
+                yield Isolated(relay, store, pubsub)
+        finally:
+            await relay.lease.release()
+            await store.close()
+
+
+async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_same_changes(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    isolated: Isolated,
+) -> None:
+    # given two new changes
+    flagged, members = await flagged_members(services, program, admin, integration, "f1", "f2")
+    await log_rows(services, program, members, flagged)
+    before = await stored_position(services)
+
+    # when Redis refuses PUBLISH for one pass
+    await isolated.refuse_publish(True)
+    with pytest.raises(NoPermissionError):
+        await isolated.relay.run_once()
+
+    # then the position stays where it was
+    assert await stored_position(services) == before
+
+    # and once PUBLISH works again the next pass publishes the changes, from the same place
+    await isolated.refuse_publish(False)
+    await relay_until_idle(isolated.relay)
+    messages = await heard(isolated.pubsub)
+    assert messages[0].after == before
+    assert [c.member_external_id for m in messages for c in m.changes] == ["f1", "f2"]
+    assert await stored_position(services) == messages[0].through
+
+
+async def test_a_late_commit_whose_publish_failed_is_published_by_the_next_pass(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    isolated: Isolated,
+) -> None:
+    skip_unless_gaps_can_form(services)
+    # given a change the relay skipped as a gap (its transaction was still open), committed late
+    flagged, (slow, quick) = await flagged_members(services, program, admin, integration, "slow", "quick")
+    async with uncommitted(services, program, flagged, slow, "ENTERED") as long_running:
+        await log_rows(services, program, [quick], flagged)
+        await relay_until_idle(isolated.relay)
+        await long_running.commit()
+    assert [c.member_external_id for c in await published(isolated.pubsub)] == ["quick"]
+
+    # when the pass that finds it cannot publish
+    await isolated.refuse_publish(True)
+    with pytest.raises(NoPermissionError):
+        await isolated.relay.run_once()
+
+    # then the next one publishes it
+    await isolated.refuse_publish(False)
+    await relay_until_idle(isolated.relay)
+    late = await heard(isolated.pubsub)
+    assert [c.member_external_id for m in late for c in m.changes] == ["slow"]
+    assert all(c.id <= m.after for m in late for c in m.changes)  # marked late: before the chain's position

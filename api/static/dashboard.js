@@ -8,7 +8,7 @@
   const MAX_ROWS = 200;
   const MAX_DELAY_MS = 30000;
   const CLOSE_REFUSED = 4403;
-  const CLOSE_TOO_SLOW = 4008;
+  const CLOSE_RESUME = 4008; // fell behind, or the server missed changes: resume from a cursor
   const SEGMENTS = "query { segments { key name kind size } }";
   const CHANGES = `subscription($since: String) {
     segmentChanges(since: $since) { cursor segmentKey memberExternalId change at } }`;
@@ -16,7 +16,7 @@
   const $ = (id) => document.getElementById(id);
   const sizes = new Map(); // segment key -> {cell, size}; size null when unknown
   let socket = null; // the current WebSocket; null while signed out or waiting to reconnect
-  let cursor = null; // the last change received: where a reconnect resumes
+  let cursor = null; // the highest change received: where a reconnect resumes
   let loaded = false; // sizes were read and `cursor` continues from them
   let attempt = 0;
   let timer = null;
@@ -59,7 +59,8 @@
   }
 
   function showChange(change) {
-    cursor = change.cursor;
+    // a late commit can carry a lower cursor than one already shown: resume after the highest
+    if (cursor === null || BigInt(change.cursor) > BigInt(cursor)) cursor = change.cursor;
     attempt = 0;
     if (!sizes.has(change.segmentKey)) addSegment(change.segmentKey, "", "", null);
     const segment = sizes.get(change.segmentKey);
@@ -138,8 +139,8 @@
     if (event.code === CLOSE_REFUSED) {
       return signOut(`The server refused the token: ${event.reason || "no reason given"}`);
     }
-    if (event.code === CLOSE_TOO_SLOW) {
-      notify("The dashboard fell behind the changes; it resumes where it stopped.");
+    if (event.code === CLOSE_RESUME) {
+      notify("The live stream was interrupted; it resumes where it stopped.");
       const resume = /since: "([^"]+)"/.exec(event.reason);
       if (cursor === null && resume) cursor = resume[1];
       if (cursor === null) loaded = false;

@@ -2,9 +2,16 @@
 and carries commit announcements between processes.
 
 A subscriber is a bounded queue. The bus never waits on a subscriber: when its
-queue is full it is marked overflowed, and its reader ends the subscription with
-the cursor to resume from. Ingest therefore never slows down for a slow or dead
+queue is full it is ended, and its reader closes the subscription with the
+cursor to resume from. Ingest therefore never slows down for a slow or dead
 connection.
+
+Nothing relayed is lost silently. Each relayed message is a link of the relay's
+chain (`Relayed`); when one arrives whose start lies beyond what this process
+heard (its pub/sub connection was down, or redis-py reconnected it quietly), the
+bus first replays the missed range from the change log to the subscribers it
+had, in log order, then goes on. If that replay fails, those subscribers are
+ended with ChangesMissed and the cursor of the last change they were sent.
 """
 
 from __future__ import annotations
@@ -14,28 +21,54 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import orjson
+from sqlalchemy import ColumnElement, or_
 
+from domain.db.engine import Database
 from domain.errors import DomainError
-from domain.live.messages import LiveChange, decode
-from domain.live.relay import changes_channel
+from domain.live.messages import LiveChange, Relayed, decode
+from domain.live.relay import changes_channel, read_changes, relayed_position
+from domain.live.sequence import Missed, RelayedSequence
+from domain.models import Segment, SegmentChange
 from domain.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
 Wake = Callable[[Iterable[str]], None]
+#: Changes read from the log per query when a missed range is replayed.
+REPLAY_PAGE = 500
 
 
-class SubscriberTooSlow(DomainError):
+class SubscriptionInterrupted(DomainError):
+    """The server ends a subscription that can no longer be served in order; `since` resumes it."""
+
+    def __init__(self, message: str, resume_after: int | None) -> None:
+        cursor = f'since: "{resume_after}"' if resume_after is not None else "no since (nothing was sent yet)"
+        super().__init__(f"{message}; resume with {cursor}")
+        self.resume_after = resume_after
+
+
+class SubscriberTooSlow(SubscriptionInterrupted):
     """A subscriber fell more than its queue's capacity behind."""
 
     code = "SUBSCRIBER_TOO_SLOW"
 
     def __init__(self, capacity: int, resume_after: int | None) -> None:
-        cursor = f'since: "{resume_after}"' if resume_after is not None else "no since (nothing was sent yet)"
-        super().__init__(f"too slow: over {capacity} changes queued; resume with {cursor}")
-        self.resume_after = resume_after
+        super().__init__(f"too slow: over {capacity} changes queued", resume_after)
+
+
+class ChangesMissed(SubscriptionInterrupted):
+    """This process missed relayed changes (Redis was unreachable) and could not replay them from the log."""
+
+    code = "CHANGES_MISSED"
+
+    def __init__(self, resume_after: int | None) -> None:
+        super().__init__("interrupted: changes were missed while Redis was unreachable", resume_after)
+
+
+Interruption = Callable[[int | None], SubscriptionInterrupted]
 
 
 class Subscriber:
@@ -46,34 +79,65 @@ class Subscriber:
         self.keys = keys
         self.capacity = capacity
         self._queue: asyncio.Queue[LiveChange | None] = asyncio.Queue(capacity + 1)
-        self.overflowed = False
+        self._ending: Interruption | None = None
+
+    @property
+    def ended(self) -> bool:
+        return self._ending is not None
 
     def offer(self, change: LiveChange) -> None:
-        if self.overflowed or (self.keys is not None and change.segment_key not in self.keys):
+        if self._ending is not None or (self.keys is not None and change.segment_key not in self.keys):
             return
         if self._queue.qsize() >= self.capacity:
-            self.overflowed = True
-            self._queue.put_nowait(None)  # the one spare slot: wakes the reader to end the subscription
+            self.end(lambda after: SubscriberTooSlow(self.capacity, after))
             return
         self._queue.put_nowait(change)
 
+    def end(self, interruption: Interruption) -> None:
+        """Take no more changes; the reader gets what is queued, then `interruption`."""
+        if self._ending is None:
+            self._ending = interruption
+            self._queue.put_nowait(None)  # the one spare slot: wakes the reader to end the subscription
+
     def reset(self) -> None:
-        """Forget what is queued and the overflow (the reader is catching up from the log instead)."""
+        """Forget what is queued and the end (the reader is catching up from the log instead)."""
         while not self._queue.empty():
             self._queue.get_nowait()
-        self.overflowed = False
+        self._ending = None
 
     async def next(self, resume_after: int | None) -> LiveChange:
         change = await self._queue.get()
         if change is None:
-            raise SubscriberTooSlow(self.capacity, resume_after)
+            assert self._ending is not None
+            raise self._ending(resume_after)
         return change
 
 
+@dataclass
+class BusCounters:
+    """What the bus did since the process started, for /metrics and the logs."""
+
+    #: Relayed messages that started beyond what this process had heard.
+    gaps_detected: int = 0
+    #: Those replayed from the log to the local subscribers they concerned.
+    gaps_replayed: int = 0
+    #: Changes handed out from such replays.
+    changes_replayed: int = 0
+    #: Subscriptions ended (4008) because a missed range could not be replayed.
+    subscribers_closed: int = 0
+    #: Subscriptions ended (4008) because their queue overflowed.
+    subscribers_too_slow: int = 0
+    #: Times the pub/sub connection was lost and opened again by the bus itself.
+    reconnects: int = 0
+
+
 class LiveBus:
-    def __init__(self, redis: RedisStore, *, queue_capacity: int = 1000) -> None:
+    def __init__(self, redis: RedisStore, db: Database, *, queue_capacity: int = 1000) -> None:
         self.redis = redis
+        self.db = db
         self.queue_capacity = queue_capacity
+        self.sequence = RelayedSequence()
+        self.counters = BusCounters()
         self._subscribers: dict[int, set[Subscriber]] = {}
         self._wake: Wake | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -103,8 +167,18 @@ class LiveBus:
 
     # ---------- subscriptions ----------
 
+    async def anchor(self) -> None:
+        """Know where the chain stands before anyone subscribes: the relay's stored position.
+
+        A subscriber registered afterwards is handed every change after the bus's position then.
+        """
+        if self.sequence.position is None:
+            async with self.db.read() as session:
+                self.sequence.anchor(await relayed_position(session))
+
     @contextmanager
     def subscribe(self, program_id: int, keys: frozenset[str] | None) -> Iterator[Subscriber]:
+        """Register a subscriber (after `anchor`): it is offered every change after the bus's position."""
         subscriber = Subscriber(program_id, keys, self.queue_capacity)
         self._subscribers.setdefault(program_id, set()).add(subscriber)
         try:
@@ -122,8 +196,14 @@ class LiveBus:
 
     def dispatch(self, changes: Iterable[LiveChange]) -> None:
         for change in changes:
-            for subscriber in self._subscribers.get(change.program_id, ()):
-                subscriber.offer(change)
+            self._offer(change, self._subscribers.get(change.program_id, ()))
+
+    def _offer(self, change: LiveChange, subscribers: Iterable[Subscriber]) -> None:
+        for subscriber in subscribers:
+            was_ended = subscriber.ended
+            subscriber.offer(change)
+            if subscriber.ended and not was_ended:
+                self.counters.subscribers_too_slow += 1
 
     # ---------- the reader ----------
 
@@ -140,27 +220,104 @@ class LiveBus:
         self._wake = None
 
     async def _read_forever(self) -> None:
-        pattern = changes_channel(self.redis, "*")
         while True:
             try:
+                await self.anchor()
                 async with self.redis.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.wake_channel)
-                    await pubsub.psubscribe(pattern)
+                    await pubsub.subscribe(self.wake_channel, changes_channel(self.redis))
                     if self._wake is not None:  # wakes sent while we were not listening are lost
                         self._wake(["*"])
                     async for message in pubsub.listen():
-                        self._receive(message)
+                        await self._receive(message)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("live bus lost Redis (%s); reconnecting in 1 s", error)
+                self.counters.reconnects += 1
+                log.warning("live bus: lost its connection (%s); reconnecting in 1 s", error)
                 await asyncio.sleep(1)
 
-    def _receive(self, message: dict[str, object]) -> None:
-        kind, data = message.get("type"), message.get("data")
-        if not isinstance(data, str | bytes):
+    async def _receive(self, message: dict[str, object]) -> None:
+        channel, data = message.get("channel"), message.get("data")
+        if message.get("type") != "message" or not isinstance(data, str | bytes):
             return
-        if kind == "pmessage":
-            self.dispatch(decode(data))
-        elif kind == "message" and self._wake is not None:
-            self._wake(orjson.loads(data))
+        if channel == self.wake_channel:
+            if self._wake is not None:
+                self._wake(orjson.loads(data))
+            return
+        await self.receive(decode(data))
+
+    async def receive(self, message: Relayed) -> None:
+        """Hand out a relayed message's changes, after replaying what this process missed before it."""
+        missed, fresh = self.sequence.take(message)
+        if missed is not None:
+            await self.replay(missed)
+        self.dispatch(fresh)
+
+    # ---------- gaps ----------
+
+    async def replay(self, missed: Missed) -> None:
+        """Hand the subscribers registered now the changes of `missed` from the log, in log order;
+        end those it cannot serve with ChangesMissed."""
+        self.counters.gaps_detected += 1
+        targets = {program: list(subscribers) for program, subscribers in self._subscribers.items()}
+        count = sum(len(s) for s in targets.values())
+        if not count:
+            log.info("live bus: missed log ids %d..%d; no local subscriber", missed.after + 1, missed.through)
+            return
+        log.warning(
+            "live bus: missed relayed changes (log ids %d..%d, while not connected to Redis); "
+            "replaying them from the log to %d local subscriptions",
+            missed.after + 1,
+            missed.through,
+            count,
+        )
+        replayed = 0
+        after = missed.after
+        try:
+            while after < missed.through and (where := _wanted(targets)) is not None:
+                page = await self._read(where & SegmentChange.id.between(after + 1, missed.through))
+                for change in page:
+                    self._offer(change, targets[change.program_id])
+                self.sequence.remember(c.id for c in page)
+                replayed += len(page)
+                if len(page) < REPLAY_PAGE:
+                    break
+                after = page[-1].id
+        except Exception as error:
+            closed = 0
+            for subscribers in targets.values():
+                for subscriber in subscribers:
+                    if not subscriber.ended:
+                        subscriber.end(ChangesMissed)
+                        closed += 1
+            self.counters.subscribers_closed += closed
+            log.error(
+                "live bus: could not replay log ids %d..%d (%s); closed %d subscriptions with 4008 "
+                "and the cursor to resume from",
+                missed.after + 1,
+                missed.through,
+                error,
+                closed,
+            )
+            return
+        self.counters.gaps_replayed += 1
+        self.counters.changes_replayed += replayed
+        log.info("live bus: replayed %d missed changes to %d local subscriptions", replayed, count)
+
+    async def _read(self, where: ColumnElement[bool]) -> list[LiveChange]:
+        async with self.db.read() as session:
+            return await read_changes(session, where, REPLAY_PAGE)
+
+
+def _wanted(targets: dict[int, list[Subscriber]]) -> ColumnElement[bool] | None:
+    """What the subscribers still served want: their programs, and only their keys where all filter."""
+    clauses: list[ColumnElement[bool]] = []
+    for program_id, subscribers in targets.items():
+        serving = [s for s in subscribers if not s.ended]
+        if not serving:
+            continue
+        clause = SegmentChange.program_id == program_id
+        if all(s.keys is not None for s in serving):
+            clause &= Segment.key.in_(sorted(set().union(*(s.keys or () for s in serving))))
+        clauses.append(clause)
+    return or_(*clauses) if clauses else None

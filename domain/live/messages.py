@@ -1,4 +1,4 @@
-"""The wire form of a segment change, as relayed through Redis and replayed from the log."""
+"""The wire form of segment changes, as relayed through Redis and replayed from the log."""
 
 from __future__ import annotations
 
@@ -19,15 +19,37 @@ class LiveChange:
     at: datetime
 
 
-def encode(changes: list[LiveChange]) -> bytes:
+@dataclass(frozen=True)
+class Relayed:
+    """One relayed message: a link of the relay's chain over the change log.
+
+    `changes` holds every change the relay publishes for the log range (after, through],
+    in id order, preceded by late ones (id <= after: their transaction committed after the
+    relay had moved past them). The next message's `after` is this one's `through`, so a
+    process that sees `after` beyond the last `through` it heard knows it missed the range
+    between them. A message with no changes is the relay's heartbeat: its position, once per pass.
+    """
+
+    after: int
+    through: int
+    changes: list[LiveChange]
+
+
+def encode(message: Relayed) -> bytes:
     return orjson.dumps(
-        [
-            [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
-            for c in changes
-        ]
+        {
+            "after": message.after,
+            "through": message.through,
+            "changes": [
+                [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
+                for c in message.changes
+            ],
+        }
     )
 
 
-def decode(data: str | bytes) -> list[LiveChange]:
-    rows: list[list[Any]] = orjson.loads(data)
-    return [LiveChange(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5])) for r in rows]
+def decode(data: str | bytes) -> Relayed:
+    body: dict[str, Any] = orjson.loads(data)
+    rows: list[list[Any]] = body["changes"]
+    changes = [LiveChange(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5])) for r in rows]
+    return Relayed(int(body["after"]), int(body["through"]), changes)

@@ -2,8 +2,15 @@
 
 The change log (segment_changes) is the outbox: a change is published only after
 the transaction that wrote it committed, and a crash between commit and publish
-is repaired because the relay resumes from its stored position. One process at a
-time relays (a Redis lease); the others stand by and take over when it lapses.
+is repaired because the relay resumes from its stored position. A pass whose
+PUBLISH fails changes nothing (position, late watches): the next pass publishes
+the same changes again. One process at a time relays (a Redis lease); the others
+stand by and take over when it lapses.
+
+Every message is a link of a chain over the log (`Relayed`: after, through), and
+every pass publishes at least one, a heartbeat when there is nothing new, so a
+process that missed messages while its Redis connection was down notices within
+a pass and replays the missed range from the log (`domain.live.bus`).
 
 Ids are allocated when rows are inserted, not when they commit, so a reader can
 see id 12 before id 11 commits. The relay publishes strictly in id order and waits
@@ -19,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
-from domain.live.messages import LiveChange, encode
+from domain.live.messages import LiveChange, Relayed, encode
 from domain.models import Member, RelayPosition, Segment, SegmentChange
 from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SEGMENT_CHANGES
@@ -37,10 +43,13 @@ from domain.segments.engine import SEGMENT_CHANGES
 log = logging.getLogger(__name__)
 
 POSITION = "segment_changes"
+#: Changes per published message.
+PER_MESSAGE = 200
 
 
-def changes_channel(redis: RedisStore, program_id: int | str) -> str:
-    return redis.key("live", "changes", program_id)
+def changes_channel(redis: RedisStore) -> str:
+    """The one channel of the relayed chain, for every program: each process hears it all, in order."""
+    return redis.key("live", "changes")
 
 
 @dataclass
@@ -90,18 +99,23 @@ class ChangeRelay:
                 self._position = await _load_position(uow.session, self.clock)
             rows = await read_changes(uow.session, SegmentChange.id > self._position, self.batch)
             late = await self._late_rows(uow.session)
-            ready, position = self._advance(rows)
-            await self._publish(late + ready)
+            ready, position, skipped = self._advance(rows)
+            await self._publish(self._position, late, ready)
+            # published: only now does the pass count (a failed PUBLISH leaves everything as it was)
+            for change in late:
+                next(w for w in self._late if w.low <= change.id <= w.high).published.add(change.id)
+            self._late.extend(skipped)
             if position != self._position:
                 await _save_position(uow.session, position, self.clock)
                 self._position = position
         return len(rows) == self.batch and bool(ready)
 
-    def _advance(self, rows: Sequence[LiveChange]) -> tuple[list[LiveChange], int]:
-        """The rows that may be published now, in id order, and the new position."""
+    def _advance(self, rows: Sequence[LiveChange]) -> tuple[list[LiveChange], int, list[_Late]]:
+        """The rows that may be published now, in id order, the new position, and the gaps skipped."""
         assert self._position is not None
         position = self._position
         ready: list[LiveChange] = []
+        skipped: list[_Late] = []
         now = time.monotonic()
         for row in rows:
             if row.id != position + 1:
@@ -113,13 +127,13 @@ class ChangeRelay:
                 log.info(
                     "relay: ids %d..%d not committed after %.1f s", missing, row.id - 1, self.gap_timeout
                 )
-                self._late.append(_Late(missing, row.id - 1, now + self.late_ttl))
-                self._gap = None
+                skipped.append(_Late(missing, row.id - 1, now + self.late_ttl))
             ready.append(row)
             position = row.id
-        return ready, position
+        return ready, position, skipped
 
     async def _late_rows(self, session: AsyncSession) -> list[LiveChange]:
+        """Rows that appeared in skipped gaps and were not published yet."""
         now = time.monotonic()
         self._late = [r for r in self._late if r.until > now]
         if not self._late:
@@ -127,23 +141,26 @@ class ChangeRelay:
         found = await read_changes(
             session, or_(*(SegmentChange.id.between(r.low, r.high) for r in self._late)), self.batch
         )
-        fresh = []
-        for row in found:
-            watch = next(r for r in self._late if r.low <= row.id <= r.high)
-            if row.id not in watch.published:
-                watch.published.add(row.id)
-                fresh.append(row)
-        return fresh
+        return [
+            row
+            for row in found
+            if row.id not in next(r for r in self._late if r.low <= row.id <= r.high).published
+        ]
 
-    async def _publish(self, rows: Sequence[LiveChange]) -> None:
-        by_program: dict[int, list[LiveChange]] = defaultdict(list)
-        for row in rows:
-            by_program[row.program_id].append(row)
-        for program_id, changes in by_program.items():
-            for start in range(0, len(changes), 200):
-                await self.redis.client.publish(
-                    changes_channel(self.redis, program_id), encode(changes[start : start + 200])
-                )
+    async def _publish(self, position: int, late: list[LiveChange], ready: list[LiveChange]) -> None:
+        """The chain's next links after `position`: late rows, then the ready ones; else a heartbeat."""
+        messages = [
+            Relayed(position, position, late[start : start + PER_MESSAGE])
+            for start in range(0, len(late), PER_MESSAGE)
+        ]
+        after = position
+        for start in range(0, len(ready), PER_MESSAGE):
+            chunk = ready[start : start + PER_MESSAGE]
+            messages.append(Relayed(after, chunk[-1].id, chunk))
+            after = chunk[-1].id
+        channel = changes_channel(self.redis)
+        for message in messages or [Relayed(position, position, [])]:
+            await self.redis.client.publish(channel, encode(message))
 
 
 async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
@@ -166,12 +183,23 @@ async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit:
     return [LiveChange(*row) for row in await session.execute(query)]
 
 
+async def log_end(session: AsyncSession) -> int:
+    """The change log's last id (0 when empty)."""
+    return await session.scalar(select(func.coalesce(func.max(SegmentChange.id), 0))) or 0
+
+
+async def relayed_position(session: AsyncSession) -> int:
+    """How far the relay has published (its stored position; the log's end before it ever ran)."""
+    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    return stored if stored is not None else await log_end(session)
+
+
 async def _load_position(session: AsyncSession, clock: Clock) -> int:
     """Where relaying resumes: the stored position, or the log's end the first time."""
     stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
     if stored is not None:
         return stored
-    end = await session.scalar(select(func.coalesce(func.max(SegmentChange.id), 0))) or 0
+    end = await log_end(session)
     await session.execute(
         insert_for(session, RelayPosition.__table__)
         .values(name=POSITION, position=end, updated_at=clock.now())

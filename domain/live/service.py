@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from sqlalchemy import select
 
@@ -10,7 +10,7 @@ from domain.db.engine import Database
 from domain.errors import InvalidInput
 from domain.live.bus import LiveBus, Subscriber
 from domain.live.messages import LiveChange
-from domain.live.relay import read_changes
+from domain.live.relay import log_end, read_changes
 from domain.models import Segment, SegmentChange
 
 REPLAY_PAGE = 500
@@ -25,30 +25,35 @@ class LiveService:
 
     async def stream(
         self, program_id: int, segment_keys: Sequence[str] | None, since: str | None
-    ) -> AsyncIterator[LiveChange]:
+    ) -> AsyncGenerator[LiveChange, None]:
         """Every change of the program's segments (or of `segment_keys`), committed, in log order.
 
         With `since` (a cursor a change carried), the changes after it are replayed
-        from the log first; nothing between the two is lost or repeated. A
-        subscriber that falls too far behind ends with SubscriberTooSlow naming
-        the cursor to resume from.
+        from the log first; nothing between the two is lost or repeated. Without it,
+        the stream starts at the log's end. A subscription that cannot go on in order
+        (it fell too far behind, or this process missed changes and could not replay
+        them) ends with SubscriptionInterrupted naming the cursor to resume from:
+        the highest it was sent, or where it started.
         """
         keys = await self._known_keys(program_id, segment_keys)
         after = parse_cursor(since)
+        await self.bus.anchor()
         with self.bus.subscribe(program_id, keys) as subscriber:
             replayed: set[int] = set()
+            if after is None:
+                after = await self._log_end()
             last = after
-            if after is not None:
+            if since is not None:
                 async for change in self._replay(program_id, keys, after, subscriber):
                     replayed.add(change.id)
                     last = change.id
                     yield change
             while True:
                 change = await subscriber.next(last)
-                if change.id in replayed or (after is not None and change.id <= after):
+                if change.id in replayed or change.id <= after:
                     replayed.discard(change.id)  # delivered already, or before the cursor the client holds
                     continue
-                last = change.id
+                last = max(last, change.id)  # a late commit may carry a lower id than one already sent
                 yield change
 
     async def _replay(
@@ -66,7 +71,7 @@ class LiveService:
                     f"since: more than {MAX_REPLAY} changes happened after this cursor; "
                     "reload the segments and subscribe without since"
                 )
-            if subscriber.overflowed:  # what the queue dropped meanwhile is in the log: read on
+            if subscriber.ended:  # what the queue dropped meanwhile is in the log: read on
                 subscriber.reset()
                 continue
             if len(page) < REPLAY_PAGE:
@@ -78,6 +83,10 @@ class LiveService:
             where &= Segment.key.in_(sorted(keys))
         async with self.db.read() as session:
             return await read_changes(session, where, REPLAY_PAGE)
+
+    async def _log_end(self) -> int:
+        async with self.db.read() as session:
+            return await log_end(session)
 
     async def _known_keys(self, program_id: int, segment_keys: Sequence[str] | None) -> frozenset[str] | None:
         if segment_keys is None:

@@ -9,6 +9,7 @@ import itertools
 import os
 import socket
 import sys
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,11 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
         stderr=asyncio.subprocess.PIPE,
     )
     server = Server(port)
+    # read its log all along: a server whose stderr pipe fills up (a long Redis outage) would block
+    output: deque[bytes] = deque(maxlen=64)
+    reading = asyncio.create_task(_keep(process, output))
     try:
-        await _wait_ready(server, process)
+        await _wait_ready(server, process, reading, output)
         yield server
     finally:
         if process.returncode is None:
@@ -96,14 +100,23 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        await reading
 
 
-async def _wait_ready(server: Server, process: asyncio.subprocess.Process) -> None:
+async def _keep(process: asyncio.subprocess.Process, output: deque[bytes]) -> None:
+    assert process.stderr is not None
+    while chunk := await process.stderr.read(65536):
+        output.append(chunk)
+
+
+async def _wait_ready(
+    server: Server, process: asyncio.subprocess.Process, reading: asyncio.Task[None], output: deque[bytes]
+) -> None:
     async with httpx.AsyncClient(base_url=server.http, timeout=2) as http:
         for _ in range(300):
             if process.returncode is not None:
-                assert process.stderr is not None
-                raise RuntimeError(f"the server exited: {(await process.stderr.read()).decode()[-2000:]}")
+                await asyncio.wait_for(asyncio.shield(reading), 10)  # its output, to the end
+                raise RuntimeError(f"the server exited: {b''.join(output).decode()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get("/readyz")).status_code == 200:
                     return
