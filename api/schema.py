@@ -31,6 +31,7 @@ from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fraud import FraudMutations, FraudQueries
+from api.inputs import InputGuard
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
@@ -133,6 +134,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Factories, not instances: one extension object per request (parse/validation caches are shared).
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,  # first: sees every other extension's errors
+        InputGuard,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ParserCache, maxsize=256),
         partial(ValidationCache, maxsize=256),
