@@ -44,6 +44,7 @@ from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
 from domain.errors import DomainError
 from domain.settings import Settings
+from domain.transient import is_transient
 
 EventBuilder = Callable[[Executor[Any], object], Executor[Any]]
 
@@ -116,7 +117,9 @@ class LoyaltySchema(strawberry.Schema):
         unexpected = [
             e
             for e in errors
-            if e.original_error is not None and not isinstance(e.original_error, (DomainError, GraphQLError))
+            if e.original_error is not None
+            and not isinstance(e.original_error, (DomainError, GraphQLError))
+            and not is_transient(e.original_error)  # api/errors.py logs those as warnings
         ]
         if unexpected:
             super().process_errors(unexpected, execution_context)
