@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import orjson
+from cross_web import HTTPException
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -23,14 +26,16 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from api.context import Context, bearer_from_header, build_context
-from api.errors import classify
+from api.errors import RETRY_AFTER_S, UNAVAILABLE, classify
 from api.runtime import Services, build_services
 from api.schema import build_schema
 from api.static import dashboard_routes
 from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope as AuthScope
 from domain.errors import DomainError
+from domain.inputs import json_kind
 from domain.settings import Settings
+from domain.transient import is_transient
 
 log = logging.getLogger("api")
 
@@ -100,6 +105,25 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
             result.errors = [classify(e) for e in result.errors]
         return await super().process_result(request, result)
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """strawberry's view, with its transport errors (bad JSON, no query, wrong content type, a GET
+        query) answered as JSON with a code instead of plain text."""
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as error:
+            response = _error(error.status_code, _transport_code(error.status_code), error.reason)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> object:
+        parsed = super().parse_json(data)
+        if not isinstance(parsed, dict | list):
+            example = '{"query": "{ program { key } }"}'
+            raise HTTPException(400, f"expected a JSON object such as {example}, got {json_kind(parsed)}")
+        return parsed
+
     def decode_json(self, data: str | bytes) -> object:
         return orjson.loads(data)  # its JSONDecodeError subclasses the stdlib's: bad JSON is still a 400
 
@@ -107,41 +131,82 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
         return orjson.dumps(data)
 
 
-def _error(status: int, code: str, message: str) -> Response:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extensions: object
+) -> Response:
     return Response(
-        orjson.dumps({"errors": [{"message": message, "extensions": {"code": code}}]}),
+        orjson.dumps({"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}),
         status_code=status,
+        headers=headers,
         media_type="application/json",
     )
 
 
-class Guard:
-    """Outermost ASGI layer: caps request bodies and turns any escaped exception into a JSON 503."""
+def _transport_code(status: int) -> str:
+    return {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(status, "BAD_REQUEST")
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+
+async def _http_error(_: Request, error: Exception) -> Response:
+    """Starlette's own refusals (an unknown path, a method a route does not take) as JSON too."""
+    assert isinstance(error, StarletteHTTPException)
+    code = _transport_code(error.status_code)
+    return _error(error.status_code, code, error.detail, dict(error.headers or {}))
+
+
+def _escaped(error: Exception) -> Response:
+    """The answer to an exception no handler caught: retryable for a transient fault, else INTERNAL."""
+    if is_transient(error):
+        log.warning("request failed on a transient fault: %r", error)
+        return _error(
+            503,
+            "SERVICE_UNAVAILABLE",
+            UNAVAILABLE,
+            {"Retry-After": str(RETRY_AFTER_S)},
+            retryAfter=RETRY_AFTER_S,
+        )
+    log.error("request failed outside GraphQL error handling", exc_info=error)
+    return _error(503, "INTERNAL", "Unexpected error.")
+
+
+class Guard:
+    """Every HTTP request: its whole body read first, within a size (413) and a time (408) bound,
+    and any exception that escapes the app answered as JSON (503; never a 500 or a trace)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")(
-                scope, receive, send
-            )
+            await too_large(scope, receive, send)
             return
-        received = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            message = f"request body not received within {self.body_timeout_s:g} s"
+            await _error(408, "REQUEST_TIMEOUT", message, {"Connection": "close"})(scope, receive, send)
+            return
+        except _BodyTooLarge:
+            await too_large(scope, receive, send)
+            return
+        if body is None:  # the client went away
+            return
         started = False
 
-        async def counting_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
-                raise _BodyTooLarge
-            return message
+        async def replay() -> Message:
+            nonlocal body
+            if body is not None:
+                message: Message = {"type": "http.request", "body": body, "more_body": False}
+                body = None
+                return message
+            return await receive()
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -149,18 +214,26 @@ class Guard:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _BodyTooLarge:
+            await self.app(scope, replay, tracking_send)
+        except Exception as error:
+            response = _escaped(error)
             if not started:
-                await _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")(
-                    scope, receive, send
-                )
-        except Exception:
-            log.exception("request failed outside GraphQL error handling")
-            if not started:
-                await _error(503, "UNAVAILABLE", "the service could not handle the request; retry shortly")(
-                    scope, receive, send
-                )
+                await response(scope, receive, send)
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                raise _BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 class _BodyTooLarge(Exception):
@@ -200,7 +273,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
     graphql = LoyaltyGraphQL(settings)
     graphql.services = services
 
-    app = Starlette(
+    return Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -209,8 +282,10 @@ def create_app(services: Services | None = None) -> ASGIApp:
             *dashboard_routes(),
         ],
         lifespan=lifespan,
+        # Inside Starlette's ServerErrorMiddleware, so that the Guard answers before it can send a 500.
+        middleware=[Middleware(Guard, settings.max_body_bytes, settings.body_timeout_s)],
+        exception_handlers={StarletteHTTPException: _http_error},
     )
-    return Guard(app, settings.max_body_bytes)
 
 
 async def _readiness(services: Services) -> dict[str, str]:

@@ -59,6 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_level=args.log_level,
         proxy_headers=True,
+        http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
     )
     return 0
 

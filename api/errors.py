@@ -1,8 +1,10 @@
 """Every error a client sees has a message and an `extensions.code`; nothing unexpected leaks.
 
 Domain errors keep their message and code. GraphQL syntax and validation errors
-are BAD_USER_INPUT, the complexity limits QUERY_TOO_COMPLEX. Anything else is
-logged with its traceback and replaced by "Unexpected error." (code INTERNAL).
+are BAD_USER_INPUT, the complexity limits QUERY_TOO_COMPLEX. A transient fault (the
+database or Redis unreachable or busy, domain/transient.py) is SERVICE_UNAVAILABLE
+with `retryAfter` (seconds). Anything else is logged with its traceback and replaced
+by "Unexpected error." (code INTERNAL): a bug, which retrying will not fix.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from graphql import GraphQLError
 from strawberry.extensions import MaskErrors
 
 from domain.errors import DomainError
+from domain.transient import is_transient
 
 log = logging.getLogger("api.errors")
+
+#: Seconds a client should wait before retrying after SERVICE_UNAVAILABLE (HTTP Retry-After).
+RETRY_AFTER_S = 5
+UNAVAILABLE = f"the service is temporarily unavailable; retry in {RETRY_AFTER_S} s"
 
 _TOO_COMPLEX = re.compile(
     r"exceeds maximum operation depth|more than \d+ tokens|aliases found|query cost", re.IGNORECASE
@@ -32,6 +39,10 @@ def classify(error: GraphQLError) -> GraphQLError:
             return error
         code = "QUERY_TOO_COMPLEX" if _TOO_COMPLEX.search(error.message) else "BAD_USER_INPUT"
         return _with(error, error.message, {"code": code})
+    if is_transient(original):
+        log.warning("transient failure at %s: %r", error.path, original)
+        extensions = {"code": "SERVICE_UNAVAILABLE", "retryAfter": RETRY_AFTER_S}
+        return _with(error, UNAVAILABLE, extensions, keep_original=False)
     log.error("unexpected error at %s", error.path, exc_info=original)
     return _with(error, "Unexpected error.", {"code": "INTERNAL"}, keep_original=False)
 

@@ -13,11 +13,13 @@ from strawberry.types.arguments import InputContext
 from strawberry.types.base import get_object_definition
 
 from api.context import Info
+from api.inputs import checked_per_item
 from api.types.enums import EventStatus
 from domain.auth.scopes import Scope
 from domain.events.validation import EventDraft
 
 
+@checked_per_item  # domain/events/validation.py rejects a bad event alone
 @strawberry.input
 class EventInput:
     external_id: str = strawberry.field(description="Idempotency key: the same externalId twice is one event")

@@ -67,6 +67,14 @@ class ProgramMutations:
             row=await info.context.services.segments.set_lifecycle_thresholds(program_id, thresholds)
         )
 
+    @strawberry.mutation(
+        description="Beyond the contract: recordEvents REJECTS events whose occurredAt is more than "
+        "`days` before now (1 to 36500; default 1826, about 5 years)"
+    )
+    async def set_max_event_age(self, info: Info, days: int) -> Program:
+        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        return Program(row=await info.context.services.programs.set_max_event_age(program_id, days))
+
     @strawberry.mutation
     async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)

@@ -8,7 +8,9 @@ The Decimal scalar: a decimal number serialised as a string.
 
 Input parsing is lenient on purpose: a value that is not a number reaches the
 domain as the raw text, so `recordEvents` can reject that one event with a
-message naming the field instead of failing the whole batch.
+message naming the field instead of failing the whole batch. Text counts as a
+number only when it is a plain decimal (`PLAIN_DECIMAL`: "129.90", not " 5 ",
+"1_000" or "1e3"); a JSON or GraphQL number is taken as it is.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 from graphql import FloatValueNode, IntValueNode, StringValueNode, ValueNode
 from strawberry.types.scalar import ScalarDefinition, scalar
 
+from domain.events.validation import PLAIN_DECIMAL
+
 
 def _serialize(value: Decimal) -> str:
     return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
@@ -28,18 +32,26 @@ def _serialize(value: Decimal) -> str:
 def _parse_value(value: Any) -> Decimal | str:
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, (int, float, str)):
-        try:
-            return Decimal(str(value).strip())
-        except InvalidOperation:
-            return str(value)
+    if isinstance(value, str):
+        return Decimal(value) if PLAIN_DECIMAL.match(value) else value
+    if isinstance(value, (int, float)):
+        return _number(str(value))
     return repr(value)
 
 
 def _parse_literal(node: ValueNode, _variables: Any = None) -> Decimal | str:
-    if isinstance(node, (IntValueNode, FloatValueNode, StringValueNode)):
+    if isinstance(node, (IntValueNode, FloatValueNode)):
+        return _number(node.value)
+    if isinstance(node, StringValueNode):
         return _parse_value(node.value)
     return type(node).__name__
+
+
+def _number(text: str) -> Decimal | str:
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        return text
 
 
 DecimalScalar: ScalarDefinition = scalar(

@@ -31,6 +31,7 @@ from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fraud import FraudMutations, FraudQueries
+from api.inputs import InputGuard
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
@@ -43,6 +44,7 @@ from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
 from domain.errors import DomainError
 from domain.settings import Settings
+from domain.transient import is_transient
 
 EventBuilder = Callable[[Executor[Any], object], Executor[Any]]
 
@@ -115,7 +117,9 @@ class LoyaltySchema(strawberry.Schema):
         unexpected = [
             e
             for e in errors
-            if e.original_error is not None and not isinstance(e.original_error, (DomainError, GraphQLError))
+            if e.original_error is not None
+            and not isinstance(e.original_error, (DomainError, GraphQLError))
+            and not is_transient(e.original_error)  # api/errors.py logs those as warnings
         ]
         if unexpected:
             super().process_errors(unexpected, execution_context)
@@ -133,6 +137,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Factories, not instances: one extension object per request (parse/validation caches are shared).
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,  # first: sees every other extension's errors
+        InputGuard,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ParserCache, maxsize=256),
         partial(ValidationCache, maxsize=256),

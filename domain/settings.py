@@ -36,6 +36,10 @@ class Settings:
     background: bool = True
     #: Database connections each process keeps open (as many again may open briefly under bursts).
     db_pool_size: int = 20
+    #: Seconds a client may take to send a request's head (request line and headers) ...
+    header_timeout_s: int = 10
+    #: ... and its body; a slower client is answered 408 and disconnected.
+    body_timeout_s: int = 30
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -51,6 +55,8 @@ class Settings:
             subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
             background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
             db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
+            header_timeout_s=_positive(env, "LOYALTY_HEADER_TIMEOUT", 10),
+            body_timeout_s=_positive(env, "LOYALTY_BODY_TIMEOUT", 30),
         )
 
     def with_secret(self, secret_key: str) -> Settings:

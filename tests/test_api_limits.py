@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import asyncpg
 import httpx
 import pytest
+import redis.exceptions
+import sqlalchemy.exc
 
 from api.runtime import Services
 from tests.support.graphql import GraphQLClient
@@ -65,12 +70,144 @@ async def test_an_unexpected_failure_is_masked(
     ]
 
 
+@pytest.mark.parametrize(
+    "transient",
+    [
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionRefusedError(111, "Connection refused")),
+        sqlalchemy.exc.TimeoutError("QueuePool limit of size 20 overflow 20 reached"),
+        sqlalchemy.exc.DBAPIError("SELECT 1", {}, asyncpg.exceptions.CannotConnectNowError("starting up")),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
+    ],
+    ids=[
+        "redis-refused",
+        "redis-timeout",
+        "database-refused",
+        "pool-exhausted",
+        "database-starting",
+        "os-error",
+    ],
+)
+async def test_a_transient_fault_is_retryable_and_not_internal(
+    integration: GraphQLClient, services: Services, monkeypatch: pytest.MonkeyPatch, transient: Exception
+) -> None:
+    async def unavailable(*_: object) -> None:
+        raise transient
+
+    monkeypatch.setattr(services.programs, "get", unavailable)
+    body = await integration.execute("{ program { key } }")
+    assert body["errors"] == [
+        {
+            "message": "the service is temporarily unavailable; retry in 5 s",
+            "locations": [{"line": 1, "column": 3}],
+            "path": ["program"],
+            "extensions": {"code": "SERVICE_UNAVAILABLE", "retryAfter": 5},
+        }
+    ]
+
+
+async def test_a_fault_before_graphql_runs_is_a_json_503(
+    integration: GraphQLClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Authentication runs before GraphQL's error handling: a database outage there was a plain 500."""
+
+    async def unreachable(*_: object) -> None:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    monkeypatch.setattr(services.auth, "authenticate", unreachable)
+    response = await integration.http.post(
+        "/graphql",
+        json={"query": "{ program { key } }"},
+        headers={"Authorization": f"Bearer {integration.token}"},
+    )
+    assert (response.status_code, response.headers["retry-after"], response.json()) == (
+        503,
+        "5",
+        {
+            "errors": [
+                {
+                    "message": "the service is temporarily unavailable; retry in 5 s",
+                    "extensions": {"code": "SERVICE_UNAVAILABLE", "retryAfter": 5},
+                }
+            ]
+        },
+    )
+
+    async def broken(*_: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services.auth, "authenticate", broken)
+    response = await integration.http.post(
+        "/graphql",
+        json={"query": "{ program { key } }"},
+        headers={"Authorization": f"Bearer {integration.token}"},
+    )
+    assert (response.status_code, "retry-after" in response.headers, response.json()) == (
+        503,
+        False,
+        {"errors": [{"message": "Unexpected error.", "extensions": {"code": "INTERNAL"}}]},
+    )
+
+
 async def test_a_request_that_is_not_json_gets_a_clear_4xx(client: httpx.AsyncClient) -> None:
     response = await client.post(
         "/graphql", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 400
     assert "JSON" in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [(b"null", "null"), (b"123", "a number"), (b"true", "a boolean"), (b'"string"', "a string")],
+)
+async def test_a_body_that_is_not_a_json_object_is_a_json_400(
+    client: httpx.AsyncClient, body: bytes, kind: str
+) -> None:
+    response = await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert (response.status_code, response.json()) == (
+        400,
+        {
+            "errors": [
+                {
+                    "message": f'expected a JSON object such as {{"query": "{{ program {{ key }} }}"}}, got {kind}',
+                    "extensions": {"code": "BAD_REQUEST"},
+                }
+            ]
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "content_type", "status", "error"),
+    [
+        ("POST", "/graphql", b"{not json", "application/json", 400, "Unable to parse request body as JSON"),
+        ("POST", "/graphql", b"{}", "application/json", 400, "No GraphQL query found in the request"),
+        ("POST", "/graphql", b"{ program { key } }", "text/plain", 400, "Unsupported content type"),
+        ("POST", "/graphql", b"[]", "application/json", 400, "Batching is not enabled"),
+        ("GET", "/graphql?query={program{key}}", b"", "", 400, "queries are not allowed when using GET"),
+        ("PUT", "/graphql", b"", "", 405, "Method Not Allowed"),
+        ("GET", "/nowhere", b"", "", 404, "Not Found"),
+    ],
+)
+async def test_transport_errors_are_json_with_a_code(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    content: bytes,
+    content_type: str,
+    status: int,
+    error: str,
+) -> None:
+    headers = {"content-type": content_type, "accept": "application/json"} if content_type else {}
+    response = await client.request(method, path, content=content, headers=headers)
+    code = {400: "BAD_REQUEST", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}[status]
+    assert (response.status_code, response.headers["content-type"], response.json()) == (
+        status,
+        "application/json",
+        {"errors": [{"message": error, "extensions": {"code": code}}]},
+    )
 
 
 async def test_an_oversize_body_is_refused_before_parsing(client: httpx.AsyncClient) -> None:
@@ -83,6 +220,27 @@ async def test_an_oversize_body_is_refused_before_parsing(client: httpx.AsyncCli
             {"message": "request body exceeds 8388608 bytes", "extensions": {"code": "BAD_USER_INPUT"}}
         ]
     }
+
+
+async def test_an_oversize_chunked_body_is_refused_as_json(client: httpx.AsyncClient) -> None:
+    """Without a Content-Length, the limit tripped inside Starlette, whose error page (a plain 500) won."""
+
+    async def ten_megabytes() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b"x" * (1024 * 1024)
+
+    response = await client.post(
+        "/graphql", content=ten_megabytes(), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert (response.status_code, response.json()) == (
+        413,
+        {
+            "errors": [
+                {"message": "request body exceeds 8388608 bytes", "extensions": {"code": "BAD_USER_INPUT"}}
+            ]
+        },
+    )
 
 
 async def test_batching_is_off(client: httpx.AsyncClient) -> None:

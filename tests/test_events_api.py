@@ -11,6 +11,7 @@ from sqlalchemy import select
 from api.runtime import Services
 from domain.models import EventAggregate, LedgerEntry, Member
 from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
+from tests.support.inputs import nested
 
 RECORD = """
 mutation($events: [EventInput!]!) {
@@ -78,13 +79,29 @@ async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -
         ({"occurredAt": (NOW + timedelta(minutes=10)).isoformat()}, "occurredAt: "),
         ({"amount": "-1"}, "amount: must not be negative, got -1"),
         ({"amount": "twelve"}, "amount: 'twelve' is not a decimal number"),
-        ({"amount": "NaN"}, "amount: 'NaN' is not a finite number"),
+        ({"amount": "NaN"}, "amount: 'NaN' is not a decimal number: digits with an optional fraction"),
         ({"amount": "1.00001"}, "amount: at most 4 decimal places"),
+        ({"amount": "1_000"}, "amount: '1_000' is not a decimal number"),
+        ({"amount": " 5 "}, "amount: ' 5 ' is not a decimal number"),
+        ({"amount": "1e3"}, "amount: '1e3' is not a decimal number"),
+        ({"amount": "+5"}, "amount: '+5' is not a decimal number"),
+        ({"amount": "0x10"}, "amount: '0x10' is not a decimal number"),
+        ({"amount": "Infinity"}, "amount: 'Infinity' is not a decimal number"),
         ({"type": ""}, "type: must not be empty"),
         ({"type": "Purchase!"}, "type: 'Purchase!' does not match"),
         ({"properties": [1, 2]}, "properties: must be a JSON object, got an array"),
         ({"properties": {"blob": "x" * 20_000}}, "properties: 20011 bytes exceeds the limit of 16384"),
         ({"externalId": ""}, "externalId: must not be empty"),
+        # PostgreSQL's text and jsonb refuse NUL: one such event used to fail its whole batch as INTERNAL
+        ({"externalId": "bad\u0000"}, "externalId: contains a NUL character"),
+        ({"memberExternalId": "m1\u0000"}, "memberExternalId: contains a NUL character"),
+        ({"properties": {"note": "a\u0000b"}}, "properties.note: contains a NUL character"),
+        ({"properties": {"items": [{"sku": "\u0000"}]}}, "properties.items[0].sku: contains a NUL character"),
+        ({"properties": {"a\u0000": 1}}, 'properties["a\\u0000"]: contains a NUL character'),
+        ({"properties": nested(500)}, "properties: nested deeper than 32 levels"),
+        # year 1 overflowed in the period arithmetic (INTERNAL); 1900 earned points
+        ({"occurredAt": "0001-01-01T00:00:00+05:00"}, "occurredAt: 0001-01-01T00:00:00+05:00 is older than"),
+        ({"occurredAt": "1900-01-01T00:00:00+00:00"}, "occurredAt: 1900-01-01T00:00:00+00:00 is older than"),
     ],
 )
 async def test_a_bad_event_is_rejected_with_its_field_and_the_good_ones_pass(
@@ -101,6 +118,56 @@ async def test_a_bad_event_is_rejected_with_its_field_and_the_good_ones_pass(
             await session.execute(select(LedgerEntry).where(LedgerEntry.program_id == program.id))
         ).scalars()
         assert sorted(e.idempotency_key for e in entries) == ["event:good-1", "event:good-2"]
+
+
+async def test_a_nul_character_rejects_one_event_of_a_hundred_and_stores_the_rest(
+    members: GraphQLClient, services: Services, program: ProgramFixture
+) -> None:
+    hourly = [(NOW - timedelta(hours=i + 1)).isoformat() for i in range(100)]  # under the velocity rule
+    batch = [event(f"n{i}", amount="1", occurredAt=at) for i, at in enumerate(hourly)]
+    batch[50] = event("n50", amount="1", occurredAt=hourly[50], properties={"note": "poison\u0000"})
+    results = await record(members, *batch)
+    assert results[50] == {
+        "externalId": "n50",
+        "status": "REJECTED",
+        "pointsAwarded": 0,
+        "message": "properties.note: contains a NUL character",
+    }
+    assert [r["status"] for r in results].count("ACCEPTED") == 99
+    assert (await members.data(MEMBER, {"id": "m1"}))["member"]["pointsBalance"] == 99
+
+
+async def test_the_oldest_accepted_event_is_a_program_setting(
+    members: GraphQLClient, admin: GraphQLClient
+) -> None:
+    forty_days_ago = (NOW - timedelta(days=40)).isoformat()
+    program = "{ program { maxEventAgeDays } }"
+    assert (await admin.data(program))["program"] == {"maxEventAgeDays": 1826}  # about 5 years
+    assert [r["status"] for r in await record(members, event("old-1", occurredAt=forty_days_ago))] == [
+        "ACCEPTED"
+    ]
+
+    changed = await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
+    assert changed["setMaxEventAge"] == {"maxEventAgeDays": 30}
+    results = await record(members, event("old-2", occurredAt=forty_days_ago), event("recent"))
+    assert [r["status"] for r in results] == ["REJECTED", "ACCEPTED"]
+    assert results[0]["message"] == (
+        f"occurredAt: {forty_days_ago} is older than the program accepts (maxEventAgeDays: 30)"
+    )
+
+    for days in (0, 36_501):
+        error = await admin.error(f"mutation {{ setMaxEventAge(days: {days}) {{ maxEventAgeDays }} }}")
+        assert (error["extensions"]["code"], error["message"]) == (
+            "BAD_USER_INPUT",
+            f"days: must be between 1 and 36500, got {days}",
+        )
+    refused = await members.error("mutation { setMaxEventAge(days: 3) { maxEventAgeDays } }")
+    assert refused["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_amounts_given_as_json_numbers_are_taken_as_they_are(members: GraphQLClient) -> None:
+    results = await record(members, event("num-1", amount=12), event("num-2", amount=7.5))
+    assert [(r["status"], r["pointsAwarded"]) for r in results] == [("ACCEPTED", 12), ("ACCEPTED", 7)]
 
 
 async def test_more_than_1000_events_is_refused_whole(members: GraphQLClient) -> None:

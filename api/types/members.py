@@ -17,6 +17,7 @@ from domain import models
 from domain.auth.scopes import Scope
 from domain.errors import Forbidden
 from domain.members.service import Page, check_page_size
+from domain.programs.service import ProgramSettings
 from domain.segments.lifecycle import LifecycleThresholds
 from gamification.challenges.definitions import check_event_type
 
@@ -52,6 +53,10 @@ class Program:
     @strawberry.field(description="Events for unknown members create them (beyond the contract)")
     def auto_create_members(self) -> bool:
         return bool(self.row.settings.get("autoCreateMembers", False))
+
+    @strawberry.field(description="recordEvents rejects events older than this many days (beyond contract)")
+    def max_event_age_days(self) -> int:
+        return ProgramSettings.from_json(self.row.settings).max_event_age_days
 
 
 @strawberry.type(description="A B2B dealer company or a B2E department")

@@ -150,13 +150,8 @@ def _award_params(where: str, draft: TriggerDraft) -> dict[str, Any]:
             raise InvalidInput(f"{where}.{name}: only with percentOfLifetimeValue")
         _positive(f"{where}.points", draft.points)
         return {"points": draft.points, "reason": reason}
-    percent = draft.percent_of_lifetime_value
-    assert percent is not None
-    try:
-        valid = percent.is_finite() and 0 < percent <= 100 and percent == percent.quantize(Decimal("0.0001"))
-    except InvalidOperation:
-        valid = False
-    if not valid:
+    percent: object = draft.percent_of_lifetime_value  # the lenient Decimal scalar may hand over raw text
+    if not isinstance(percent, Decimal) or not _is_percent(percent):
         raise InvalidInput(
             f"{where}.percentOfLifetimeValue: must be above 0 and at most 100, with at most 4 decimals"
         )
@@ -170,6 +165,13 @@ def _award_params(where: str, draft: TriggerDraft) -> dict[str, Any]:
     if draft.min_points is not None and draft.max_points is not None and draft.min_points > draft.max_points:
         raise InvalidInput(f"{where}.maxPoints: must not be below minPoints ({draft.min_points})")
     return params
+
+
+def _is_percent(value: Decimal) -> bool:
+    try:
+        return value.is_finite() and 0 < value <= 100 and value == value.quantize(Decimal("0.0001"))
+    except InvalidOperation:
+        return False
 
 
 def _positive(field: str, value: int, *, zero: bool = False) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +25,7 @@ from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind, EventStatus, MemberKind, Verdict
 from domain.errors import InvalidInput, NotFound
 from domain.events.refunds import REFUND_TYPE, Refunded, apply_refunds
-from domain.events.validation import EventDraft, Rejection, ValidEvent, validate_event
+from domain.events.validation import EventDraft, Rejection, ValidEvent, check_age, validate_event
 from domain.events.writes import (
     EventRow,
     add_to_aggregates,
@@ -104,8 +104,10 @@ class EventService:
             program = await session.get(Program, program_id)
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
+            settings = ProgramSettings.from_json(program.settings)
+            _drop_too_old(valid, now, settings.max_event_age, outcomes)
             _drop_known(valid, await existing_event_hashes(session, program_id, _ids(valid)), outcomes)
-            members, created = await _resolve_members(session, program, valid, now, outcomes)
+            members, created = await _resolve_members(session, program, settings, valid, now, outcomes)
             await lock_members(session, {members[e.member_external_id] for e in valid.values()})
             rules = await load_earning_rules(session, program_id)
             order = sorted(valid)
@@ -219,6 +221,17 @@ def _validate_batch(
     return valid
 
 
+def _drop_too_old(
+    valid: dict[int, ValidEvent], now: datetime, max_age: timedelta, outcomes: dict[int, EventOutcome]
+) -> None:
+    for i, event in list(valid.items()):
+        try:
+            check_age(event, now, max_age)
+        except Rejection as rejection:
+            outcomes[i] = EventOutcome(event.external_id, EventStatus.REJECTED, 0, str(rejection))
+            del valid[i]
+
+
 def _ids(valid: dict[int, ValidEvent]) -> list[str]:
     return [event.external_id for event in valid.values()]
 
@@ -272,6 +285,7 @@ def _changes(
 async def _resolve_members(
     session: AsyncSession,
     program: Program,
+    settings: ProgramSettings,
     valid: dict[int, ValidEvent],
     now: datetime,
     outcomes: dict[int, EventOutcome],
@@ -281,7 +295,7 @@ async def _resolve_members(
     members = await member_ids_by_external_id(session, program.id, wanted)
     missing = [external_id for external_id in wanted if external_id not in members]
     created: dict[str, int] = {}
-    if missing and ProgramSettings.from_json(program.settings).auto_create_members:
+    if missing and settings.auto_create_members:
         table = Member.__table__
         await session.execute(
             insert_for(session, table).on_conflict_do_nothing(

@@ -12,12 +12,16 @@ from typing import Any
 import orjson
 
 from domain.db.types import AMOUNT_SCALE
+from domain.inputs import UnsafeInput, check_json, check_text, json_kind
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 MAX_EXTERNAL_ID = 128
 MAX_PROPERTIES_BYTES = 16 * 1024
 MAX_FUTURE = timedelta(minutes=5)
 MAX_AMOUNT = Decimal("1e12")
+#: How an amount may be written as text: digits with an optional fraction (a sign only to say
+#: "negative" clearly). No spaces, underscores, exponents, "+", hex, NaN or Infinity.
+PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,12 @@ def parse_amount(value: object, field: str = "amount") -> Decimal | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (Decimal, int, str, float)):
         raise Rejection(f"{field}: expected a decimal number, got {type(value).__name__}")
+    if isinstance(value, str) and not PLAIN_DECIMAL.match(value):
+        raise Rejection(
+            f"{field}: {value[:40]!r} is not a decimal number: digits with an optional fraction, e.g. 129.90"
+        )
     try:
-        amount = Decimal(str(value).strip())
+        amount = Decimal(str(value))
     except InvalidOperation:
         raise Rejection(f"{field}: {str(value)[:40]!r} is not a decimal number") from None
     if not amount.is_finite():
@@ -69,11 +77,24 @@ def parse_amount(value: object, field: str = "amount") -> Decimal | None:
     return amount
 
 
+def check_age(event: ValidEvent, now: datetime, max_age: timedelta) -> None:
+    """The program's limit on old events (ProgramSettings.max_event_age_days), counted back from `now`."""
+    if event.occurred_at < now - max_age:
+        raise Rejection(
+            f"occurredAt: {event.occurred_at.isoformat()} is older than the program accepts "
+            f"(maxEventAgeDays: {max_age.days})"
+        )
+
+
 def validate_external_id(value: str, field: str) -> str:
     if not value or not value.strip():
         raise Rejection(f"{field}: must not be empty")
     if len(value) > MAX_EXTERNAL_ID:
         raise Rejection(f"{field}: longer than {MAX_EXTERNAL_ID} characters")
+    try:
+        check_text(value, field)
+    except UnsafeInput as unsafe:
+        raise Rejection(str(unsafe)) from None
     return value
 
 
@@ -92,7 +113,11 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
     amount = parse_amount(draft.amount)
     properties = draft.properties if draft.properties is not None else {}
     if not isinstance(properties, dict):
-        raise Rejection(f"properties: must be a JSON object, got {_json_kind(properties)}")
+        raise Rejection(f"properties: must be a JSON object, got {json_kind(properties)}")
+    try:
+        check_json(properties, "properties")
+    except UnsafeInput as unsafe:
+        raise Rejection(str(unsafe)) from None
     encoded = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise Rejection(f"properties: {len(encoded)} bytes exceeds the limit of {MAX_PROPERTIES_BYTES}")
@@ -110,15 +135,3 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
         properties=properties,
         content_hash=digest.hexdigest(),
     )
-
-
-def _json_kind(value: object) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return type(value).__name__

@@ -84,7 +84,7 @@ class MemberService:
             existing = await _organizations_by_external_id(
                 uow.session, program_id, [o.external_id for o in inputs]
             )
-            for org in inputs:
+            for i, org in enumerate(inputs):
                 row = existing.get(org.external_id)
                 if row is None:
                     row = Organization(
@@ -99,6 +99,11 @@ class MemberService:
                 else:
                     row.name = org.name.strip()
                     row.attributes = merge_attributes(row.attributes, org.attributes or {})
+                if attributes_size(row.attributes) > MAX_ATTRIBUTES_BYTES:
+                    raise InvalidInput(
+                        f"organizations[{i}].attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged",
+                        index=i,
+                    )
         return len(inputs)
 
     async def upsert_members(self, program_id: int, inputs: Sequence[MemberUpsert]) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -25,18 +26,34 @@ from domain.ledger.earning import (
 from domain.models import EarningRule, Program
 
 KEY = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+#: Events older than this are REJECTED unless the program sets its own limit (about 5 years).
+DEFAULT_MAX_EVENT_AGE_DAYS = 1826
+MAX_EVENT_AGE_DAYS = 36_500
 
 
 @dataclass(frozen=True)
 class ProgramSettings:
     auto_create_members: bool = False
+    #: The oldest occurredAt recordEvents accepts, in days before now.
+    max_event_age_days: int = DEFAULT_MAX_EVENT_AGE_DAYS
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProgramSettings:
-        return cls(auto_create_members=bool(data.get("autoCreateMembers", False)))
+        return cls(
+            auto_create_members=bool(data.get("autoCreateMembers", False)),
+            max_event_age_days=int(data.get("maxEventAgeDays", DEFAULT_MAX_EVENT_AGE_DAYS)),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"autoCreateMembers": self.auto_create_members}
+        """Stored settings; a default limit is left out, so programs follow the code's default."""
+        data: dict[str, Any] = {"autoCreateMembers": self.auto_create_members}
+        if self.max_event_age_days != DEFAULT_MAX_EVENT_AGE_DAYS:
+            data["maxEventAgeDays"] = self.max_event_age_days
+        return data
+
+    @property
+    def max_event_age(self) -> timedelta:
+        return timedelta(days=self.max_event_age_days)
 
 
 def validate_key(value: str, what: str) -> str:
@@ -76,6 +93,21 @@ class ProgramService:
                     uow.session.add(_rule_row(program.id, rule, now))
         except IntegrityError:
             raise Conflict(f"a program with key {key!r} already exists") from None
+        return program
+
+    async def set_max_event_age(self, program_id: int, days: int) -> Program:
+        """Events whose occurredAt is more than `days` before now are REJECTED from now on."""
+        if not 1 <= days <= MAX_EVENT_AGE_DAYS:
+            raise InvalidInput(f"days: must be between 1 and {MAX_EVENT_AGE_DAYS}, got {days}")
+        async with self.db.unit_of_work() as uow:
+            program = await uow.session.get(Program, program_id, with_for_update=True)
+            if program is None:
+                raise NotFound(f"program {program_id} does not exist")
+            settings = replace(ProgramSettings.from_json(program.settings), max_event_age_days=days)
+            program.settings = {
+                **{k: v for k, v in program.settings.items() if k != "maxEventAgeDays"},
+                **settings.to_json(),
+            }
         return program
 
     async def get(self, program_id: int) -> Program:
