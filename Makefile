@@ -56,12 +56,13 @@ bench: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql
 
-# Newest versions pyproject.toml allows, for Python 3.11, with every hash; then reinstall.
+# Re-resolve requirements.txt from pyproject.toml for Python 3.11, with every hash, keeping the
+# current pins where they still fit (`make lock UPGRADE=1`: the newest versions allowed); then reinstall.
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || \
 		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet $(PIP_TOOLS))
 	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= \
-		$(LOCK_VENV)/bin/pip-compile --quiet --upgrade \
+		$(LOCK_VENV)/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) \
 		--generate-hashes --allow-unsafe --all-build-deps --strip-extras --extra dev --extra predict \
 		--index-url $(PYPI) --no-emit-index-url --output-file $(LOCK) pyproject.toml
 	$(MAKE) $(STAMP)
