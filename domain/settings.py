@@ -23,6 +23,8 @@ class Settings:
     secret_key: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     introspection: bool = True
+    #: LOYALTY_WEBHOOK_ALLOW: non-public webhook destinations the operator allows (destinations.py).
+    webhook_allow: tuple[str, ...] = ()
     max_query_depth: int = 10
     max_query_tokens: int = 5000
     max_query_aliases: int = 30
@@ -48,6 +50,7 @@ class Settings:
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
             data_dir=data_dir,
             introspection=_flag(env.get("LOYALTY_INTROSPECTION", "1")),
+            webhook_allow=_webhook_allow(env.get("LOYALTY_WEBHOOK_ALLOW", "")),
             subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
             background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
             db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
@@ -70,6 +73,17 @@ class Settings:
 
 def _flag(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _webhook_allow(raw: str) -> tuple[str, ...]:
+    from domain.campaigns.destinations import AllowList, split_entries
+
+    entries = tuple(split_entries(raw))
+    try:
+        AllowList.parse(entries)
+    except ValueError as error:
+        raise ConfigurationError(f"LOYALTY_WEBHOOK_ALLOW: {error}") from None
+    return entries
 
 
 def _positive(env: dict[str, str], name: str, default: int) -> int:

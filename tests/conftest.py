@@ -19,6 +19,7 @@ from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
+from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
 hypothesis.settings.register_profile(
@@ -62,6 +63,7 @@ def settings(backends: Backends, migrated_database: str) -> Settings:
         redis_prefix=backends.redis_prefix,
         secret_key=SECRET,
         data_dir=backends.data_dir,
+        webhook_allow=(ALLOWED_HOST,),
     )
 
 
@@ -77,8 +79,16 @@ def clock(session_clock: ShiftableClock) -> Iterator[ShiftableClock]:
 
 
 @pytest.fixture(scope="session")
-async def services(settings: Settings, session_clock: ShiftableClock) -> AsyncIterator[Services]:
-    built = build_services(settings, clock=session_clock)
+def hosts() -> HostsResolver:
+    """The services' DNS: example.com names resolve to a public address; tests may add names."""
+    return HostsResolver({"example.com": [PUBLIC_ADDRESS], "hooks.example.com": [PUBLIC_ADDRESS]})
+
+
+@pytest.fixture(scope="session")
+async def services(
+    settings: Settings, session_clock: ShiftableClock, hosts: HostsResolver
+) -> AsyncIterator[Services]:
+    built = build_services(settings, clock=session_clock, resolver=hosts)
     yield built
     keys = [k async for k in built.redis.client.scan_iter(match=f"{settings.redis_prefix}*")]
     if keys:
