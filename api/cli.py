@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        proxy_headers=True,
+        proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, replace
@@ -25,6 +26,8 @@ class Settings:
     introspection: bool = True
     #: LOYALTY_WEBHOOK_ALLOW: non-public webhook destinations the operator allows (destinations.py).
     webhook_allow: tuple[str, ...] = ()
+    #: LOYALTY_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (none by default).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_query_depth: int = 10
     max_query_tokens: int = 5000
     max_query_aliases: int = 30
@@ -51,6 +54,7 @@ class Settings:
             data_dir=data_dir,
             introspection=_flag(env.get("LOYALTY_INTROSPECTION", "1")),
             webhook_allow=_webhook_allow(env.get("LOYALTY_WEBHOOK_ALLOW", "")),
+            trusted_proxies=_networks(env.get("LOYALTY_TRUSTED_PROXIES", ""), "LOYALTY_TRUSTED_PROXIES"),
             subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
             background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
             db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
@@ -84,6 +88,16 @@ def _webhook_allow(raw: str) -> tuple[str, ...]:
     except ValueError as error:
         raise ConfigurationError(f"LOYALTY_WEBHOOK_ALLOW: {error}") from None
     return entries
+
+
+def _networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigurationError(f"{name}: {entry!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _positive(env: dict[str, str], name: str, default: int) -> int:

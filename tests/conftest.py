@@ -18,7 +18,7 @@ from api.runtime import Services, build_services
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
-from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
 from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
@@ -105,10 +105,7 @@ def app(services: Services) -> ASGIApp:
 async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client with a client IP of its own, so per-IP rate limits don't leak between tests."""
     n = next(_counter)
-    transport = httpx.ASGITransport(
-        app=app, client=(f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}", 5555)
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with http_client(app, f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}") as http:
         yield http
 
 
