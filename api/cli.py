@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(demo=args.demo)
     settings.require_secret()
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
+    if args.demo:  # a local demo shows its schema to everyone; production only to token holders
+        os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
     uvicorn.run(
         "api.app:create_app",
         factory=True,

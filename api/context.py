@@ -29,6 +29,11 @@ class Context:
     connection_params: dict[str, object] | None = None
 
     @property
+    def caller(self) -> Principal | None:
+        """The authenticated caller, or None (no token, or an invalid one)."""
+        return self._principal
+
+    @property
     def principal(self) -> Principal:
         """The authenticated caller; UNAUTHENTICATED when the request carried no valid token."""
         if self._principal is not None:

@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 import migrations
 from api.app import create_app
 from api.runtime import Services, build_services
-from domain.settings import Settings
+from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
@@ -63,6 +63,7 @@ def settings(backends: Backends, migrated_database: str) -> Settings:
         redis_prefix=backends.redis_prefix,
         secret_key=SECRET,
         data_dir=backends.data_dir,
+        introspection=Introspection.ON,
         webhook_allow=(ALLOWED_HOST,),
     )
 
