@@ -34,6 +34,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 #: Ports a public destination may use without being named in the allow-list.
 WEB_PORTS = frozenset({80, 443, 8080, 8443})
+#: A host that has not resolved by then counts as not resolving.
+RESOLVE_TIMEOUT_S = 5.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?\Z")
 _ALLOW_HINT = "unless LOYALTY_WEBHOOK_ALLOW names it"
@@ -163,8 +165,8 @@ class DestinationPolicy:
             addresses = [literal]
         else:
             try:
-                addresses = await self.resolver.resolve(host, port)
-            except (OSError, UnicodeError):
+                addresses = await asyncio.wait_for(self.resolver.resolve(host, port), RESOLVE_TIMEOUT_S)
+            except (OSError, UnicodeError, TimeoutError):
                 addresses = []
             if not addresses:
                 raise DestinationRefused(_unresolved(host))
