@@ -99,6 +99,21 @@ class CampaignMutations:
         created = await info.context.services.campaigns.create_endpoint(program_id, key, url)
         return CreatedWebhookEndpoint(endpoint=WebhookEndpoint.of(created.endpoint), secret=created.secret)
 
+    @strawberry.mutation(
+        description="Stop calling the endpoint: triggers skip it, its queued deliveries become DEAD unsent"
+    )
+    async def deactivate_webhook_endpoint(self, info: Info, key: str) -> WebhookEndpoint:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        return WebhookEndpoint.of(await info.context.services.campaigns.deactivate_endpoint(program_id, key))
+
+    @strawberry.mutation(
+        description="A new signing secret, returned only here; deliveries from now on are signed with it"
+    )
+    async def rotate_webhook_secret(self, info: Info, key: str) -> CreatedWebhookEndpoint:
+        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        rotated = await info.context.services.campaigns.rotate_secret(program_id, key)
+        return CreatedWebhookEndpoint(endpoint=WebhookEndpoint.of(rotated.endpoint), secret=rotated.secret)
+
     @strawberry.mutation(description="Give a DEAD delivery a fresh set of attempts, due now")
     async def retry_delivery(self, info: Info, id: strawberry.ID) -> Delivery:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)

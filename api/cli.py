@@ -51,6 +51,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(demo=args.demo)
     settings.require_secret()
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
+    if args.demo:  # a local demo shows its schema to everyone; production only to token holders
+        os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
     uvicorn.run(
         "api.app:create_app",
         factory=True,
@@ -58,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        proxy_headers=True,
+        proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
         http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
     )
     return 0

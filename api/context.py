@@ -9,6 +9,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from api.client_ip import client_ip
 from api.loaders import Loaders, build_loaders
 from api.runtime import Services
 from domain.auth.principal import Principal
@@ -26,6 +27,11 @@ class Context:
     _auth_error: DomainError | None = None
     #: The graphql-transport-ws connection_init payload (set by strawberry on WebSocket connections).
     connection_params: dict[str, object] | None = None
+
+    @property
+    def caller(self) -> Principal | None:
+        """The authenticated caller, or None (no token, or an invalid one)."""
+        return self._principal
 
     @property
     def principal(self) -> Principal:
@@ -52,7 +58,11 @@ async def build_context(
         loaders=build_loaders(
             services.db, services.members, services.ledger, services.segments, services.tags
         ),
-        client_ip=client.host if client else "unknown",
+        client_ip=client_ip(
+            client.host if client else None,
+            request.headers.getlist("x-forwarded-for"),
+            services.settings.trusted_proxies,
+        ),
     )
     if bearer:
         try:

@@ -41,8 +41,8 @@ def _rule(spec: EarningRuleSpec) -> EarningRule:
 class ProgramQueries:
     @strawberry.field
     async def program(self, info: Info) -> Program:
-        principal = info.context.principal
-        return Program(row=await info.context.services.programs.get(principal.program_id))
+        program_id = info.context.principal.require(Scope.PROGRAM_READ)
+        return Program(row=await info.context.services.programs.get(program_id))
 
     @strawberry.field
     async def earning_rules(self, info: Info) -> list[EarningRule]:

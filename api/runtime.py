@@ -9,9 +9,11 @@ from domain.analytics.segments import SegmentAnalytics
 from domain.auth.service import AuthService
 from domain.background import Loop, Runner
 from domain.campaigns.delivery import OutboxDelivery
+from domain.campaigns.destinations import AllowList, DestinationPolicy, Resolver
 from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.service import CampaignService
 from domain.campaigns.triggers import TriggerRunner
+from domain.campaigns.webhooks import WebhookSender
 from domain.changes import ChangeListeners, SegmentChangeListeners
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
@@ -96,8 +98,12 @@ class Services:
         await self.db.dispose()
 
 
-def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+def build_services(
+    settings: Settings, clock: Clock | None = None, resolver: Resolver | None = None
+) -> Services:
+    """The parts, wired; `clock` and `resolver` (DNS, for webhook destinations) default to the system's."""
     clock = clock or SystemClock()
+    destinations = DestinationPolicy(AllowList.parse(settings.webhook_allow), resolver)
     engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
     db = Database(engine)
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
@@ -133,7 +139,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         ledger=ledger,
         segments=SegmentService(db, clock, segments),
         tags=TagService(db, clock, segments),
-        campaigns=CampaignService(db, clock),
+        campaigns=CampaignService(db, clock, destinations),
         bus=bus,
         live=LiveService(db, bus),
         relay=ChangeRelay(db, redis, clock),
@@ -151,7 +157,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         [
             services.relay,
             TimeFlipScheduler(db, clock, segments),
-            OutboxDelivery(db, clock, LoggingProvider()),
+            OutboxDelivery(db, clock, LoggingProvider(), WebhookSender(destinations)),
             StandingsFeeder(db, redis, clock),
             PeriodCloser(db, clock),
             ComplianceSweeper(db, clock, compliance),

@@ -13,13 +13,11 @@ from graphql import GraphQLError
 from graphql.execution.executor import Executor
 from strawberry.extensions import (
     AddValidationRules,
-    DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -32,10 +30,12 @@ from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fraud import FraudMutations, FraudQueries
 from api.inputs import InputGuard
+from api.introspection import caller_executor, caller_validation
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
 from api.members import MemberMutations, MemberQueries
+from api.operations import RequireOperationName
 from api.points import PointsMutations
 from api.predict import PredictMutations, PredictQueries
 from api.programs import ProgramMutations, ProgramQueries
@@ -140,16 +140,16 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         InputGuard,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ParserCache, maxsize=256),
-        partial(ValidationCache, maxsize=256),
+        RequireOperationName,
+        caller_validation(settings.introspection),  # cached; introspection and suggestions per caller
         partial(AddValidationRules, limit_rules),
     ]
-    if not settings.introspection:
-        extensions.append(DisableIntrospection)
     return LoyaltySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        execution_context_class=caller_executor(settings.introspection),
         scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("var")
@@ -15,6 +17,14 @@ class ConfigurationError(Exception):
     """The environment does not describe a runnable service."""
 
 
+class Introspection(StrEnum):
+    """Who may introspect the schema and see "Did you mean ...?" suggestions in errors."""
+
+    ON = "on"  # everyone (`loyalty demo`, `serve --demo`)
+    AUTHENTICATED = "authenticated"  # admin sessions and API keys (the default of `serve`)
+    OFF = "off"  # nobody
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
@@ -22,7 +32,11 @@ class Settings:
     redis_prefix: str = "loyalty:"
     secret_key: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
-    introspection: bool = True
+    introspection: Introspection = Introspection.AUTHENTICATED
+    #: LOYALTY_WEBHOOK_ALLOW: non-public webhook destinations the operator allows (destinations.py).
+    webhook_allow: tuple[str, ...] = ()
+    #: LOYALTY_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (none by default).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_query_depth: int = 10
     max_query_tokens: int = 5000
     max_query_aliases: int = 30
@@ -51,7 +65,9 @@ class Settings:
             redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
             data_dir=data_dir,
-            introspection=_flag(env.get("LOYALTY_INTROSPECTION", "1")),
+            introspection=_introspection(env.get("LOYALTY_INTROSPECTION", "")),
+            webhook_allow=_webhook_allow(env.get("LOYALTY_WEBHOOK_ALLOW", "")),
+            trusted_proxies=_networks(env.get("LOYALTY_TRUSTED_PROXIES", ""), "LOYALTY_TRUSTED_PROXIES"),
             subscriber_queue=_positive(env, "LOYALTY_SUBSCRIBER_QUEUE", 1000),
             background=_flag(env.get("LOYALTY_BACKGROUND", "1")),
             db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
@@ -76,6 +92,40 @@ class Settings:
 
 def _flag(value: str) -> bool:
     return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _introspection(raw: str) -> Introspection:
+    value = raw.strip().lower()
+    if not value:
+        return Introspection.AUTHENTICATED
+    if value in ("1", "true", "yes", "on"):
+        return Introspection.ON
+    if value in ("0", "false", "no", "off"):
+        return Introspection.OFF
+    if value == "authenticated":
+        return Introspection.AUTHENTICATED
+    raise ConfigurationError(f"LOYALTY_INTROSPECTION must be on, authenticated or off, not {raw!r}")
+
+
+def _webhook_allow(raw: str) -> tuple[str, ...]:
+    from domain.campaigns.destinations import AllowList, split_entries
+
+    entries = tuple(split_entries(raw))
+    try:
+        AllowList.parse(entries)
+    except ValueError as error:
+        raise ConfigurationError(f"LOYALTY_WEBHOOK_ALLOW: {error}") from None
+    return entries
+
+
+def _networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in raw.replace(",", " ").split():
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigurationError(f"{name}: {entry!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _positive(env: dict[str, str], name: str, default: int) -> int:

@@ -15,10 +15,11 @@ from starlette.types import ASGIApp
 import migrations
 from api.app import create_app
 from api.runtime import Services, build_services
-from domain.settings import Settings
+from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
-from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
+from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
 hypothesis.settings.register_profile(
@@ -62,6 +63,8 @@ def settings(backends: Backends, migrated_database: str) -> Settings:
         redis_prefix=backends.redis_prefix,
         secret_key=SECRET,
         data_dir=backends.data_dir,
+        introspection=Introspection.ON,
+        webhook_allow=(ALLOWED_HOST,),
     )
 
 
@@ -77,8 +80,16 @@ def clock(session_clock: ShiftableClock) -> Iterator[ShiftableClock]:
 
 
 @pytest.fixture(scope="session")
-async def services(settings: Settings, session_clock: ShiftableClock) -> AsyncIterator[Services]:
-    built = build_services(settings, clock=session_clock)
+def hosts() -> HostsResolver:
+    """The services' DNS: example.com names resolve to a public address; tests may add names."""
+    return HostsResolver({"example.com": [PUBLIC_ADDRESS], "hooks.example.com": [PUBLIC_ADDRESS]})
+
+
+@pytest.fixture(scope="session")
+async def services(
+    settings: Settings, session_clock: ShiftableClock, hosts: HostsResolver
+) -> AsyncIterator[Services]:
+    built = build_services(settings, clock=session_clock, resolver=hosts)
     yield built
     keys = [k async for k in built.redis.client.scan_iter(match=f"{settings.redis_prefix}*")]
     if keys:
@@ -95,10 +106,7 @@ def app(services: Services) -> ASGIApp:
 async def client(app: ASGIApp) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client with a client IP of its own, so per-IP rate limits don't leak between tests."""
     n = next(_counter)
-    transport = httpx.ASGITransport(
-        app=app, client=(f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}", 5555)
-    )
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with http_client(app, f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}") as http:
         yield http
 
 

@@ -1,4 +1,7 @@
-"""Fixed-window counters in Redis, shared by every worker (Redis >= 6.2, so the embedded server works)."""
+"""Fixed-window counters in Redis, shared by every worker (Redis >= 6.2, so the embedded server works).
+
+Logins are throttled differently (growing delays, reserved before the check): throttle.py.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +20,6 @@ class RateLimiter:
 
     def _key(self, subject: str) -> str:
         return self.store.key("ratelimit", self.name, subject)
-
-    async def check(self, *subjects: str, what: str) -> None:
-        """Refuse with RATE_LIMITED when any subject has used up its window."""
-        keys = [self._key(s) for s in subjects]
-        counts = await self.store.client.mget(keys)
-        for key, count in zip(keys, counts, strict=True):
-            if count is not None and int(count) >= self.limit:
-                await self._refuse(key, what)
-
-    async def hit(self, *subjects: str) -> None:
-        async with self.store.client.pipeline(transaction=True) as pipe:
-            for subject in subjects:
-                self._count(pipe, self._key(subject))
-            await pipe.execute()
 
     def _count(self, pipe: Pipeline, key: str) -> None:
         """Start the window on first use, then count (works on Redis 6.2, which lacks EXPIRE NX)."""
@@ -57,6 +46,3 @@ class RateLimiter:
             f"too many {what}: at most {self.limit} per {window}; try again in {retry_after} s",
             retry_after_s=retry_after,
         )
-
-    async def reset(self, subject: str) -> None:
-        await self.store.client.delete(self._key(subject))

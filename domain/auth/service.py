@@ -15,6 +15,7 @@ from domain.auth import secrets as crypto
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.ratelimit import RateLimiter
 from domain.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES, Scope
+from domain.auth.throttle import ACCOUNT, LoginThrottle, Throttle
 from domain.clock import Clock
 from domain.db.engine import Database, UnitOfWork
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -25,9 +26,9 @@ from domain.redis_store import RedisStore
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 API_KEY_PREFIX = "lk_"
-LOGIN_ATTEMPTS = 5
-LOGIN_WINDOW_S = 15 * 60
 MEMBER_TOKENS_PER_MINUTE = 600
+#: The one answer to every failed login, so that it never tells which part was right.
+WRONG_LOGIN = "email, password or TOTP code is wrong"
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,8 @@ class AuthService:
         self.secret_key = secret_key
         self.admin_session_ttl = admin_session_ttl
         self.member_token_ttl = member_token_ttl
-        self.login_limiter = RateLimiter(store, "login-failures", LOGIN_ATTEMPTS, LOGIN_WINDOW_S)
+        self.login_throttle = LoginThrottle(store, clock)
+        self.totp_throttle = Throttle(store, clock, "totp")
         self.token_limiter = RateLimiter(store, "member-tokens", MEMBER_TOKENS_PER_MINUTE, 60)
 
     # ---- provisioning (CLI) ----
@@ -122,17 +124,15 @@ class AuthService:
     # ---- login ----
 
     async def login(self, email: str, password: str, totp_code: str, client_ip: str) -> IssuedToken:
-        """Password + TOTP; five failures per account or per IP in 15 minutes lock further tries."""
+        """Password + TOTP, throttled per account and per client IP (domain/auth/throttle.py)."""
         email = email.strip().lower()
-        subjects = (f"email:{email}", f"ip:{client_ip}")
-        await self.login_limiter.check(*subjects, what="failed logins")
+        attempt = await self.login_throttle.reserve(email, client_ip)
         async with self.db.read() as session:
             admin = (
                 await session.execute(select(AdminUser).where(AdminUser.email == email))
             ).scalar_one_or_none()
         if not crypto.verify_password(admin.password_hash if admin else None, password) or admin is None:
-            await self.login_limiter.hit(*subjects)
-            raise Unauthenticated("email, password or TOTP code is wrong")
+            raise Unauthenticated(WRONG_LOGIN)
         now = self.clock.now()
         step = crypto.matching_timecode(admin.totp_secret, totp_code.strip(), now.timestamp())
         async with self.db.unit_of_work() as uow:
@@ -146,18 +146,19 @@ class AuthService:
                     )
                 )
         if not accepted:
-            await self.login_limiter.hit(*subjects)
-            raise Unauthenticated("email, password or TOTP code is wrong (a TOTP code works only once)")
-        await self.login_limiter.reset(subjects[0])
+            raise Unauthenticated(WRONG_LOGIN)
+        await self.login_throttle.succeeded(email, client_ip, attempt)
         token = crypto.sign({"typ": "admin", "sid": sid, "exp": int(expires.timestamp())}, self.secret_key)
         return IssuedToken(token, expires)
 
     async def verify_totp(self, principal: Principal, totp_code: str) -> datetime:
-        """Step-up: a fresh (single-use) TOTP code marks the admin's session as just verified."""
+        """Step-up: a fresh (single-use) TOTP code marks the admin's session as just verified.
+
+        Throttled per admin like a login account (5 free failures, then growing delays)."""
         if principal.kind != PrincipalKind.ADMIN or principal.session_id is None:
             raise Forbidden("only an admin session can verify a TOTP code")
-        subjects = (f"totp-admin:{principal.subject_id}",)
-        await self.login_limiter.check(*subjects, what="failed TOTP checks")
+        subject = f"admin:{principal.subject_id}"
+        await self.totp_throttle.reserve([(subject, ACCOUNT)], "failed TOTP checks")
         async with self.db.read() as session:
             admin = await session.get(AdminUser, principal.subject_id)
         if admin is None:
@@ -173,9 +174,8 @@ class AuthService:
                     .values(totp_verified_at=now)
                 )
         if not accepted:
-            await self.login_limiter.hit(*subjects)
             raise Forbidden("totpCode: wrong (a TOTP code works only once)", reason="TOTP_INVALID")
-        await self.login_limiter.reset(subjects[0])
+        await self.totp_throttle.forget(subject)
         return now
 
     async def logout(self, principal: Principal) -> None:

@@ -22,7 +22,7 @@ import orjson
 from sqlalchemy import or_, select, update
 
 from domain.campaigns.messages import MessageProvider, MessageStatus, OutgoingMessage
-from domain.campaigns.outbox import OUTBOX_TOPIC, OutboxKind, OutboxStatus, RetryPolicy
+from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxKind, OutboxStatus, RetryPolicy
 from domain.campaigns.webhooks import WebhookRequest, WebhookSender
 from domain.clock import Clock
 from domain.db.engine import Database
@@ -109,11 +109,15 @@ class OutboxDelivery:
             }
             claimed = []
             for row in rows:
+                endpoint = endpoints[row.endpoint_id] if row.endpoint_id is not None else None
+                if endpoint is not None and not endpoint.active:
+                    # queued by a trigger that committed as the endpoint was being deactivated
+                    row.status, row.last_error = OutboxStatus.DEAD.value, DEACTIVATED
+                    continue
                 row.attempts += 1
                 row.locked_until = now + self.policy.lease
                 webhook = None
-                if row.endpoint_id is not None:
-                    endpoint = endpoints[row.endpoint_id]
+                if endpoint is not None:
                     webhook = WebhookRequest(
                         endpoint.url,
                         endpoint.secret,

@@ -25,6 +25,8 @@ from domain.models import OutboxItem
 
 #: Announced by every transaction that writes outbox rows: the delivery loop wakes on it.
 OUTBOX_TOPIC = "outbox"
+#: last_error of the deliveries a deactivated webhook endpoint still had queued (made DEAD unsent).
+DEACTIVATED = "not sent: the endpoint was deactivated"
 _NAMESPACE = uuid.UUID("5b0c1f8e-6f53-4c52-9d7e-2f1a0c3e9a41")
 
 

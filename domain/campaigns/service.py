@@ -8,10 +8,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.definitions import TriggerAction, TriggerDraft, validate_triggers
+from domain.campaigns.destinations import DestinationPolicy
 from domain.campaigns.messages import MessageStatus
-from domain.campaigns.outbox import OUTBOX_TOPIC, OutboxStatus
+from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxStatus
 from domain.campaigns.webhooks import new_secret, validate_url
 from domain.clock import Clock
 from domain.db.engine import Database, announce
@@ -41,9 +43,11 @@ class MessageView:
 
 
 class CampaignService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, destinations: DestinationPolicy | None = None) -> None:
         self.db = db
         self.clock = clock
+        #: Where webhooks may go; the delivery loop's sender checks the same policy on every attempt.
+        self.destinations = destinations or DestinationPolicy()
 
     # ---------- triggers ----------
 
@@ -107,7 +111,7 @@ class CampaignService:
 
     async def create_endpoint(self, program_id: int, key: str, url: str) -> CreatedEndpoint:
         validate_key(key, "key")
-        validate_url(url)
+        await validate_url(url, self.destinations)
         secret = new_secret()
         try:
             async with self.db.unit_of_work() as uow:
@@ -123,6 +127,34 @@ class CampaignService:
                 await uow.session.flush()
         except IntegrityError:
             raise Conflict(f"key: a webhook endpoint {key!r} already exists") from None
+        return CreatedEndpoint(endpoint, secret)
+
+    async def deactivate_endpoint(self, program_id: int, key: str) -> WebhookEndpoint:
+        """No more calls to this endpoint: triggers skip it, and its queued deliveries become DEAD
+        ("not sent: the endpoint was deactivated") without a request. Deactivating twice is a no-op."""
+        async with self.db.unit_of_work() as uow:
+            endpoint = await _endpoint(uow.session, program_id, key)
+            endpoint.active = False
+            await uow.session.execute(
+                update(OutboxItem)
+                .where(
+                    OutboxItem.endpoint_id == endpoint.id,
+                    OutboxItem.status == OutboxStatus.PENDING.value,
+                )
+                .values(status=OutboxStatus.DEAD.value, last_error=DEACTIVATED, locked_until=None)
+                .execution_options(synchronize_session=False)
+            )
+            await uow.session.flush()
+        return endpoint
+
+    async def rotate_secret(self, program_id: int, key: str) -> CreatedEndpoint:
+        """A new signing secret, returned once; deliveries claimed from now on are signed with it
+        (at most one batch already in flight still carries the old signature)."""
+        secret = new_secret()
+        async with self.db.unit_of_work() as uow:
+            endpoint = await _endpoint(uow.session, program_id, key)
+            endpoint.secret = secret
+            await uow.session.flush()
         return CreatedEndpoint(endpoint, secret)
 
     async def endpoints(self, program_id: int) -> list[WebhookEndpoint]:
@@ -165,6 +197,14 @@ class CampaignService:
                 raise InvalidInput(
                     f"id: delivery {item_id} is {item.status}; only DEAD deliveries are retried"
                 )
+            endpoint_key = None
+            if item.endpoint_id is not None:
+                endpoint = await session.get(WebhookEndpoint, item.endpoint_id)
+                endpoint_key = endpoint.key if endpoint else None
+                if endpoint is not None and not endpoint.active:
+                    raise InvalidInput(
+                        f"id: delivery {item_id} goes to the deactivated endpoint {endpoint.key!r}"
+                    )
             item.status = OutboxStatus.PENDING.value
             item.attempts = 0
             item.next_attempt_at = now
@@ -175,10 +215,6 @@ class CampaignService:
                     .where(Message.id == item.message_id)
                     .values(status=MessageStatus.QUEUED.value, error=None)
                 )
-            endpoint_key = None
-            if item.endpoint_id is not None:
-                endpoint = await session.get(WebhookEndpoint, item.endpoint_id)
-                endpoint_key = endpoint.key if endpoint else None
             await session.flush()
             announce(session, OUTBOX_TOPIC)
         return DeliveryView(item, endpoint_key)
@@ -205,3 +241,16 @@ class CampaignService:
                 query = query.where(Message.member_id == member.id)
             rows = await session.execute(query.order_by(Message.id.desc()).limit(first))
             return [MessageView(message, external_id) for message, external_id in rows]
+
+
+async def _endpoint(session: AsyncSession, program_id: int, key: str) -> WebhookEndpoint:
+    endpoint = (
+        await session.scalars(
+            select(WebhookEndpoint)
+            .where(WebhookEndpoint.program_id == program_id, WebhookEndpoint.key == key)
+            .with_for_update()
+        )
+    ).one_or_none()
+    if endpoint is None:
+        raise NotFound(f"key: no webhook endpoint {key!r} in this program")
+    return endpoint

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from starlette.types import ASGIApp
 
 from domain.auth import secrets as crypto
 from tests.support import ShiftableClock
@@ -17,6 +18,14 @@ if TYPE_CHECKING:
     from api.runtime import Services
 
 _programs = itertools.count(1)
+LOGIN = "mutation($e: String!, $p: String!, $c: String!) { login(email: $e, password: $p, totpCode: $c) { token } }"
+
+
+def http_client(app: ASGIApp, ip: str) -> httpx.AsyncClient:
+    """An HTTP client for the app, calling from `ip` (use it with `async with`)."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=(ip, 5555)), base_url="http://testserver"
+    )
 
 
 @dataclass
@@ -78,8 +87,7 @@ async def admin_token(client: httpx.AsyncClient, program: ProgramFixture, clock:
     clock.shift(timedelta(seconds=crypto.TOTP_STEP_S))
     code = crypto.code_at(program.totp_secret, clock.now().timestamp())
     data = await GraphQLClient(client, None).data(
-        "mutation($e: String!, $p: String!, $c: String!) { login(email: $e, password: $p, totpCode: $c) { token } }",
-        {"e": program.admin_email, "p": program.admin_password, "c": code},
+        LOGIN, {"e": program.admin_email, "p": program.admin_password, "c": code}
     )
     token: str = data["login"]["token"]
     return token
