@@ -12,6 +12,7 @@ from domain.live.bus import LiveBus, Subscriber
 from domain.live.messages import LiveChange
 from domain.live.relay import read_changes
 from domain.models import Segment, SegmentChange
+from domain.ops.retention import pruned_through
 
 REPLAY_PAGE = 500
 MAX_REPLAY = 100_000
@@ -35,6 +36,8 @@ class LiveService:
         """
         keys = await self._known_keys(program_id, segment_keys)
         after = parse_cursor(since)
+        if after is not None:
+            await self._check_retained(after)
         with self.bus.subscribe(program_id, keys) as subscriber:
             replayed: set[int] = set()
             last = after
@@ -78,6 +81,16 @@ class LiveService:
             where &= Segment.key.in_(sorted(keys))
         async with self.db.read() as session:
             return await read_changes(session, where, REPLAY_PAGE)
+
+    async def _check_retained(self, after: int) -> None:
+        """Refuse a cursor whose next changes `loyalty prune` may have deleted: a replay would skip them."""
+        async with self.db.read() as session:
+            pruned = await pruned_through(session)
+        if after < pruned:
+            raise InvalidInput(
+                f"since: the changes after {after} up to {pruned} were pruned (retention); "
+                "reload the segments and subscribe without since"
+            )
 
     async def _known_keys(self, program_id: int, segment_keys: Sequence[str] | None) -> frozenset[str] | None:
         if segment_keys is None:

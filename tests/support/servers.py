@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,8 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     port: int
+    #: Where its stderr goes, when the caller asked for a file (`running_server(stderr_to=...)`).
+    stderr_path: Path | None = None
 
     @property
     def http(self) -> str:
@@ -59,8 +62,18 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Server]:
-    """`loyalty serve` in its own process, on a free port, until the block ends."""
+async def running_server(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    log_level: str = "warning",
+    stderr_to: Path | None = None,
+    **environ: str,
+) -> AsyncIterator[Server]:
+    """`loyalty serve` in its own process, on a free port, until the block ends.
+
+    Its stderr is a pipe read when it fails to start, or the file `stderr_to`.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -71,20 +84,27 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
         "LOYALTY_DATA_DIR": str(settings.data_dir),
         **environ,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    server = Server(port)
+    stderr = stderr_to.open("wb") if stderr_to else None
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "api.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            log_level,
+            "--workers",
+            str(workers),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr or asyncio.subprocess.PIPE,
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()  # the server process has its own descriptor
+    server = Server(port, stderr_to)
     try:
         await _wait_ready(server, process)
         yield server
@@ -102,8 +122,12 @@ async def _wait_ready(server: Server, process: asyncio.subprocess.Process) -> No
     async with httpx.AsyncClient(base_url=server.http, timeout=2) as http:
         for _ in range(300):
             if process.returncode is not None:
-                assert process.stderr is not None
-                raise RuntimeError(f"the server exited: {(await process.stderr.read()).decode()[-2000:]}")
+                if server.stderr_path is not None:
+                    stderr = server.stderr_path.read_bytes()
+                else:
+                    assert process.stderr is not None
+                    stderr = await process.stderr.read()
+                raise RuntimeError(f"the server exited: {stderr.decode()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get("/readyz")).status_code == 200:
                     return
