@@ -72,10 +72,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 @contextmanager
 def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
     """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
-    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end."""
+    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
+    (and those of runs that were killed, at the next start)."""
     if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
+    for left in settings.data_dir.glob("metrics-*"):
+        if not _alive(left.name.removeprefix("metrics-")):
+            shutil.rmtree(left, ignore_errors=True)
     directory = settings.data_dir / f"metrics-{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
@@ -85,6 +89,16 @@ def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
     finally:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -84,7 +85,7 @@ class Services:
         """Serve live: the Redis bus, and the background loops (relay, scheduler, delivery) unless
         the settings turn them off for this process. Logs the risks to table statistics first."""
         try:
-            for warning in await check_statistics(self.db):
+            for warning in await asyncio.wait_for(check_statistics(self.db), timeout=5):
                 log.warning("table statistics: %s", warning)
         except Exception as error:  # a warning's check must never stop a start
             log.warning("table statistics: not checked (%s)", type(error).__name__)

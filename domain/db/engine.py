@@ -108,7 +108,10 @@ class Database:
             async with session.begin():
                 yield uow
             for committed in session.info.pop(_COMMITTED, ()):
-                committed()
+                try:
+                    committed()
+                except Exception:  # bookkeeping: never un-acknowledges a commit
+                    log.exception("commit callback failed")
             announced = session.info.pop(_ANNOUNCED, None)
             if announced and self.on_commit is not None:
                 self.on_commit(announced)
