@@ -1,4 +1,4 @@
-"""The Starlette application: /graphql (GraphiQL, graphql-transport-ws), /healthz, /readyz."""
+"""The Starlette application: /graphql (GraphiQL, graphql-transport-ws), /healthz, /readyz, /metrics."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ from strawberry.types import ExecutionResult
 
 from api.context import Context, bearer_from_header, build_context
 from api.errors import RETRY_AFTER_S, UNAVAILABLE, classify
+from api.metrics import CONTENT_TYPE, exposition, process_exited, refusal
+from api.request_id import RequestId
 from api.runtime import Services, build_services
 from api.schema import build_schema
 from api.static import dashboard_routes
@@ -34,6 +36,7 @@ from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope as AuthScope
 from domain.errors import DomainError
 from domain.inputs import json_kind
+from domain.ops.statistics import check_statistics
 from domain.settings import Settings
 from domain.transient import is_transient
 
@@ -260,23 +263,37 @@ def create_app(services: Services | None = None) -> ASGIApp:
             yield
         finally:
             await graphql.services.close()
+            process_exited()
 
     async def readyz(_: Request) -> Response:
         assert graphql.services is not None
         checks = await _readiness(graphql.services)
         ok = all(v == "ok" for v in checks.values())
         return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503
+            {
+                "status": "ok" if ok else "unavailable",
+                "checks": checks,
+                "warnings": await _warnings(graphql.services) if ok else [],
+            },
+            status_code=200 if ok else 503,
         )
+
+    async def metrics(request: Request) -> Response:
+        assert graphql.services is not None
+        refused = refusal(graphql.services.settings, request.headers.get("authorization"))
+        if refused is not None:
+            return _error(*refused)
+        return Response(await exposition(graphql.services), media_type=CONTENT_TYPE)
 
     settings = services.settings if services else Settings.from_env()
     graphql = LoyaltyGraphQL(settings)
     graphql.services = services
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route("/metrics", metrics),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *dashboard_routes(),
@@ -286,6 +303,15 @@ def create_app(services: Services | None = None) -> ASGIApp:
         middleware=[Middleware(Guard, settings.max_body_bytes, settings.body_timeout_s)],
         exception_handlers={StarletteHTTPException: _http_error},
     )
+    return RequestId(app)
+
+
+async def _warnings(services: Services) -> list[str]:
+    """Risks that do not make the process unready (stale table statistics: domain/ops/statistics.py)."""
+    try:
+        return await asyncio.wait_for(check_statistics(services.db), timeout=2)
+    except Exception as error:
+        return [f"table statistics: not checked ({type(error).__name__})"]
 
 
 async def _readiness(services: Services) -> dict[str, str]:

@@ -9,8 +9,10 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -48,22 +50,58 @@ def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.logs import uvicorn_config
+
     settings = _settings(demo=args.demo)
     settings.require_secret()
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
     if args.demo:  # a local demo shows its schema to everyone; production only to token holders
         os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
-        http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
-    )
+    with _metrics_directory(settings, args.workers):
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            log_config=uvicorn_config(settings.log_format, args.log_level),
+            proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
+            http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
+        )
     return 0
+
+
+@contextmanager
+def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
+    """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
+    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
+    (and those of runs that were killed, at the next start)."""
+    if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    for left in settings.data_dir.glob("metrics-*"):
+        if not _alive(left.name.removeprefix("metrics-")):
+            shutil.rmtree(left, ignore_errors=True)
+    directory = settings.data_dir / f"metrics-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
@@ -226,6 +264,18 @@ def cmd_predict_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """Delete (or with --dry-run count) what the retention settings let go; JSON report on stdout."""
+    from domain.ops.retention import Pruner, report_json
+
+    async def work(services: Any) -> object:
+        pruner = Pruner(services.db, services.clock, services.settings.retention, batch=args.batch)
+        return report_json(args.dry_run, await pruner.run(args.dry_run))
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
@@ -340,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=cmd_predict_train)
 
+    prune = commands.add_parser(
+        "prune", help="delete what the retention settings let go (docs/operations.md, Retention)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="count per table what would go; delete nothing")
+    prune.add_argument("--batch", type=int, default=5000, help="rows per delete transaction")
+    prune.set_defaults(func=cmd_prune)
+
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")
     _server_options(demo)
     demo.add_argument("--no-serve", action="store_true", help="seed and exit")
@@ -354,8 +411,11 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from api.logs import configure
+
     args = build_parser().parse_args(argv)
     try:
+        configure(Settings.from_env().log_format)
         result: int = args.func(args)
     except (DomainError, ConfigurationError) as error:
         code = getattr(error, "code", "CONFIGURATION")

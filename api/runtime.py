@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,6 +26,8 @@ from domain.live.bus import LiveBus
 from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
 from domain.members.service import MemberService
+from domain.ops.metrics import instrument_pool, release_pool
+from domain.ops.statistics import check_statistics
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
 from domain.redis_store import Lease, RedisStore
@@ -43,6 +47,8 @@ from gamification.leaderboards.segment_scope import SegmentBoards
 from gamification.leaderboards.service import LeaderboardService
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.rewards.service import RewardService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,10 +80,17 @@ class Services:
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
+    #: What this process's pool added to loyalty_db_pool_size.
+    _pool_size: int = 0
 
     async def start(self) -> None:
         """Serve live: the Redis bus, and the background loops (relay, scheduler, delivery) unless
-        the settings turn them off for this process."""
+        the settings turn them off for this process. Logs the risks to table statistics first."""
+        try:
+            for warning in await asyncio.wait_for(check_statistics(self.db), timeout=5):
+                log.warning("table statistics: %s", warning)
+        except Exception as error:  # a warning's check must never stop a start
+            log.warning("table statistics: not checked (%s)", type(error).__name__)
         self._runner = Runner(self.loops if self.settings.background else [])
         await self.bus.start(self._runner.wake)
         self._runner.start()
@@ -96,6 +109,8 @@ class Services:
         await self.stop()
         await self.redis.close()
         await self.db.dispose()
+        release_pool(self._pool_size)
+        self._pool_size = 0
 
 
 def build_services(
@@ -152,6 +167,7 @@ def build_services(
         analytics=SegmentAnalytics(db, clock),
         churn=ChurnService(db, clock, segments),
         experiments=ExperimentService(db, clock, segments),
+        _pool_size=instrument_pool(engine),
     )
     services.loops.extend(
         [

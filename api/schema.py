@@ -35,6 +35,7 @@ from api.leaderboards import LeaderboardMutations, LeaderboardQueries
 from api.limits import cost_limit_rule
 from api.live import LiveSubscriptions
 from api.members import MemberMutations, MemberQueries
+from api.metrics import OperationTimer
 from api.operations import RequireOperationName
 from api.points import PointsMutations
 from api.predict import PredictMutations, PredictQueries
@@ -137,6 +138,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     # Factories, not instances: one extension object per request (parse/validation caches are shared).
     extensions: list[type[SchemaExtension] | Callable[[], SchemaExtension]] = [
         ErrorCodes,  # first: sees every other extension's errors
+        OperationTimer,
         InputGuard,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(ParserCache, maxsize=256),

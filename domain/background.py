@@ -5,6 +5,10 @@ be more. The runner calls it again at once while it has work, else waits until
 its interval passes or one of its topics is announced (a commit elsewhere said
 there is news, see `domain.db.engine.announce`). A failing pass is logged and
 retried after the interval: a loop never dies of one bad pass.
+
+Every log line of a pass carries `loop` and `pass_id`, and `caused_by`: the
+request id of the commit in this process that woke it, when one did (a pass
+woken by its interval or by another process's commit has none).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Protocol
+
+from domain.ops import logcontext
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +44,19 @@ class Runner:
         self.loops = list(loops)
         self._events: dict[str, list[asyncio.Event]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: The request whose commit last woke each loop's event (read by that loop's next pass).
+        self._causes: dict[asyncio.Event, str] = {}
 
     def wake(self, topics: Iterable[str]) -> None:
         """Wake the loops listening on `topics` ("*": every loop)."""
+        cause = logcontext.request_id()
         for topic in topics:
             chosen = self._events.values() if topic == "*" else [self._events.get(topic, [])]
             for events in chosen:
                 for event in events:
                     event.set()
+                    if cause is not None:
+                        self._causes[event] = cause
 
     def start(self) -> None:
         for loop in self.loops:
@@ -62,17 +73,22 @@ class Runner:
                 await task
         self._tasks.clear()
         self._events.clear()
+        self._causes.clear()
 
     async def _run(self, loop: Loop, event: asyncio.Event) -> None:
+        passes = 0
         while True:
             event.clear()
-            try:
-                more = await loop.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("background loop %s failed; retrying in %.1f s", loop.name, loop.interval)
-                more = False
+            passes += 1
+            cause = self._causes.pop(event, None)
+            with logcontext.bound(loop=loop.name, pass_id=passes, caused_by=cause):
+                try:
+                    more = await loop.run_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background loop %s failed; retrying in %.1f s", loop.name, loop.interval)
+                    more = False
             if more:
                 await asyncio.sleep(0)
                 continue

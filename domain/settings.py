@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -23,6 +23,49 @@ class Introspection(StrEnum):
     ON = "on"  # everyone (`loyalty demo`, `serve --demo`)
     AUTHENTICATED = "authenticated"  # admin sessions and API keys (the default of `serve`)
     OFF = "off"  # nobody
+
+
+class LogFormat(StrEnum):
+    """LOYALTY_LOG_FORMAT: JSON lines, readable text, or AUTO (JSON unless stderr is a terminal)."""
+
+    AUTO = "auto"
+    JSON = "json"
+    TEXT = "text"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Days `loyalty prune` keeps of the tables that only grow (docs/operations.md, "Retention").
+
+    The minimums protect what the engine still reads: a year of segment analytics
+    (366 days) and the longest `non-compliant` window a program may configure (366
+    days) need the change log, messages and fraud findings of that long.
+    """
+
+    segment_changes_days: int = 400
+    delivered_days: int = 30
+    dead_days: int = 90
+    messages_days: int = 400
+    findings_days: int = 400
+
+    #: variable, attribute, minimum
+    VARIABLES = (
+        ("LOYALTY_RETAIN_SEGMENT_CHANGES_DAYS", "segment_changes_days", 367),
+        ("LOYALTY_RETAIN_DELIVERED_DAYS", "delivered_days", 1),
+        ("LOYALTY_RETAIN_DEAD_DAYS", "dead_days", 7),
+        ("LOYALTY_RETAIN_MESSAGES_DAYS", "messages_days", 367),
+        ("LOYALTY_RETAIN_FINDINGS_DAYS", "findings_days", 367),
+    )
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Retention:
+        days: dict[str, int] = {}
+        for name, attribute, minimum in cls.VARIABLES:
+            value = _positive(env, name, getattr(cls, attribute))
+            if value < minimum:
+                raise ConfigurationError(f"{name} must be at least {minimum} days, not {value}")
+            days[attribute] = value
+        return cls(**days)
 
 
 @dataclass(frozen=True)
@@ -54,6 +97,10 @@ class Settings:
     header_timeout_s: int = 10
     #: ... and its body; a slower client is answered 408 and disconnected.
     body_timeout_s: int = 30
+    log_format: LogFormat = LogFormat.AUTO
+    #: The bearer token GET /metrics requires; unset: /metrics is not served (404).
+    metrics_token: str | None = field(default=None, repr=False)
+    retention: Retention = field(default_factory=Retention)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -73,6 +120,9 @@ class Settings:
             db_pool_size=_positive(env, "LOYALTY_DB_POOL_SIZE", 20),
             header_timeout_s=_positive(env, "LOYALTY_HEADER_TIMEOUT", 10),
             body_timeout_s=_positive(env, "LOYALTY_BODY_TIMEOUT", 30),
+            log_format=_log_format(env, "LOYALTY_LOG_FORMAT"),
+            metrics_token=_token(env, "LOYALTY_METRICS_TOKEN"),
+            retention=Retention.from_env(env),
         )
 
     def with_secret(self, secret_key: str) -> Settings:
@@ -135,6 +185,24 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)
+
+
+def _log_format(env: dict[str, str], name: str) -> LogFormat:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return LogFormat.AUTO
+    try:
+        return LogFormat(raw)
+    except ValueError:
+        allowed = ", ".join(member.value for member in LogFormat)
+        raise ConfigurationError(f"{name} must be one of {allowed}, not {raw!r}") from None
+
+
+def _token(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name) or None
+    if raw is not None and (len(raw) < 16 or not raw.isprintable() or " " in raw):
+        raise ConfigurationError(f"{name} must be at least 16 printable characters without spaces")
+    return raw
 
 
 def local_secret_key(data_dir: Path) -> str:

@@ -222,3 +222,24 @@ def test_the_demo_seeds_once_and_serves_graphql(env: dict[str, str], tmp_path: P
         assert program == {"key": "demo", "name": "Demo Coffee Club", "kind": "B2C"}
         ready = httpx.get(f"{url}/readyz", timeout=5).json()
         assert ready["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_prune_reports_per_table_what_goes_and_refuses_unsafe_periods(env: dict[str, str]) -> None:
+    ok(env, "db", "upgrade")
+    planned = ok(env, "prune", "--dry-run")
+    assert planned["dryRun"] is True
+    assert [(t["table"], t["rows"]) for t in planned["tables"]] == [
+        ("segment_changes", 0),
+        ("outbox", 0),
+        ("outbox", 0),
+        ("messages", 0),
+        ("fraud_findings", 0),
+        ("events", 0),
+    ]
+    assert planned["tables"][-1]["goes"].startswith("never pruned")
+    assert ok(env, "prune")["dryRun"] is False
+    refused = loyalty(env | {"LOYALTY_RETAIN_FINDINGS_DAYS": "30"}, "prune", "--dry-run")
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "loyalty: CONFIGURATION: LOYALTY_RETAIN_FINDINGS_DAYS must be at least 367 days, not 30\n"
+    )

@@ -203,9 +203,9 @@ async def test_the_running_server_ignores_forwarded_for_unless_its_peer_is_a_tru
     program = await new_program(services)
     throttle = Throttle(services.redis, services.clock, "login")
 
-    async def counted_as(**environ: str) -> list[str]:
+    async def counted_as(trusted_proxies: str = "") -> list[str]:
         async with (
-            running_server(settings, **environ) as server,
+            running_server(settings, LOYALTY_TRUSTED_PROXIES=trusted_proxies) as server,
             httpx.AsyncClient(base_url=server.http, timeout=30) as http,
         ):
             await http.post(
@@ -221,4 +221,4 @@ async def test_the_running_server_ignores_forwarded_for_unless_its_peer_is_a_tru
         return found
 
     assert await counted_as() == ["127.0.0.1"]
-    assert await counted_as(LOYALTY_TRUSTED_PROXIES="127.0.0.1") == ["198.51.100.7"]
+    assert await counted_as(trusted_proxies="127.0.0.1") == ["198.51.100.7"]

@@ -135,11 +135,11 @@ class SegmentAnalytics:
         check_goal(goal_event_type, conversion_days)
         async with self.db.read() as session:
             segment = await _segment(session, program_id, key)
-            size = await _size(session, segment.id)
+            size = await segment_size(session, segment.id)
         # The parts read different tables: run them side by side, each in its own read
         # transaction (a report is a set of figures, not one snapshot).
         days, (balance, purchases, amount), conversion, messages = await asyncio.gather(
-            self._part(_daily, segment.id, start, end, size, now),
+            self._part(daily_sizes, segment.id, start, end, size, now),
             self._part(_members_figures, segment.id, size, start, end),
             self._part(_conversion, segment.id, start, end, goal_event_type, conversion_days),
             self._part(_messages, segment.id, start, end, goal_event_type, conversion_days),
@@ -182,7 +182,9 @@ class SegmentAnalytics:
                 )
                 .where(SegmentMembership.segment_id == first.id)
             )
-            return Overlap(a, b, await _size(session, first.id), await _size(session, second.id), both or 0)
+            return Overlap(
+                a, b, await segment_size(session, first.id), await segment_size(session, second.id), both or 0
+            )
 
 
 async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
@@ -194,20 +196,20 @@ async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
     return segment
 
 
-async def _size(session: AsyncSession, segment_id: int) -> int:
+async def segment_size(session: AsyncSession, segment_id: int) -> int:
     count = await session.scalar(
         select(func.count()).select_from(SegmentMembership).where(SegmentMembership.segment_id == segment_id)
     )
     return count or 0
 
 
-async def _daily(
+async def daily_sizes(
     session: AsyncSession, segment_id: int, start: date, end: date, size: int, now: datetime
 ) -> list[DaySize]:
-    """Entries and exits per day from `start` on; sizes walked back from today's size.
-
-    The size at the end of day D is today's size minus what entered after D plus what left after D.
-    """
+    """Entries and exits per day from `start` to `end` (at most today); sizes walked back from
+    today's `size`: the size at the end of day D is today's size minus what entered after D plus
+    what left after D. Only the change log from `start` on is read, so rows older than that may
+    be pruned (domain/ops/retention.py)."""
     day = utc_date(session, SegmentChange.at)
     rows = await session.execute(
         select(

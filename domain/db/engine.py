@@ -68,6 +68,15 @@ def announce(session: AsyncSession, topic: str) -> None:
     session.info.setdefault(_ANNOUNCED, set()).add(topic)
 
 
+_COMMITTED = "loyalty.committed"
+
+
+def when_committed(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` (synchronous and cheap, e.g. a metric) once this session's transaction commits;
+    never when it rolls back."""
+    session.info.setdefault(_COMMITTED, []).append(callback)
+
+
 class UnitOfWork:
     """One transaction. Work registered with `after_commit` runs only once it has committed."""
 
@@ -98,6 +107,11 @@ class Database:
             uow = UnitOfWork(session)
             async with session.begin():
                 yield uow
+            for committed in session.info.pop(_COMMITTED, ()):
+                try:
+                    committed()
+                except Exception:  # bookkeeping: never un-acknowledges a commit
+                    log.exception("commit callback failed")
             announced = session.info.pop(_ANNOUNCED, None)
             if announced and self.on_commit is not None:
                 self.on_commit(announced)

@@ -9,7 +9,7 @@ A rejected event writes nothing; it never stops the good events of its batch.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +38,7 @@ from domain.ledger.earning import points_for_event
 from domain.ledger.service import request_hash
 from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
+from domain.ops.metrics import EVENTS
 from domain.programs.service import ProgramSettings, load_earning_rules
 from domain.standings import mark_standings
 
@@ -141,7 +142,10 @@ class EventService:
                     listener
                 ) in self.listeners:  # derived data: a failure is logged, the batch stays acknowledged
                     uow.after_commit(partial(listener, posted))
-        return [outcomes[i] for i in range(len(drafts))]
+        answered = [outcomes[i] for i in range(len(drafts))]
+        for status, count in Counter(outcome.status.value for outcome in answered).items():
+            EVENTS.labels(status).inc(count)  # committed: counted as answered
+        return answered
 
     async def _apply(
         self,

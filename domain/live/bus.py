@@ -32,6 +32,7 @@ from domain.live.messages import LiveChange, Relayed, decode
 from domain.live.relay import changes_channel, read_changes, relayed_position
 from domain.live.sequence import Missed, RelayedSequence
 from domain.models import Segment, SegmentChange
+from domain.ops.metrics import LIVE_BUS
 from domain.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,11 @@ class BusCounters:
     #: Times the pub/sub connection was lost and opened again by the bus itself.
     reconnects: int = 0
 
+    def add(self, name: str, count: int = 1) -> None:
+        """Count `count` more of `name`, here and in /metrics (loyalty_live_bus_total)."""
+        setattr(self, name, getattr(self, name) + count)
+        LIVE_BUS.labels(name).inc(count)
+
 
 class LiveBus:
     def __init__(self, redis: RedisStore, db: Database, *, queue_capacity: int = 1000) -> None:
@@ -203,7 +209,7 @@ class LiveBus:
             was_ended = subscriber.ended
             subscriber.offer(change)
             if subscriber.ended and not was_ended:
-                self.counters.subscribers_too_slow += 1
+                self.counters.add("subscribers_too_slow")
 
     # ---------- the reader ----------
 
@@ -232,7 +238,7 @@ class LiveBus:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self.counters.reconnects += 1
+                self.counters.add("reconnects")
                 log.warning("live bus: lost its connection (%s); reconnecting in 1 s", error)
                 await asyncio.sleep(1)
 
@@ -258,7 +264,7 @@ class LiveBus:
     async def replay(self, missed: Missed) -> None:
         """Hand the subscribers registered now the changes of `missed` from the log, in log order;
         end those it cannot serve with ChangesMissed."""
-        self.counters.gaps_detected += 1
+        self.counters.add("gaps_detected")
         targets = {program: list(subscribers) for program, subscribers in self._subscribers.items()}
         count = sum(len(s) for s in targets.values())
         if not count:
@@ -290,7 +296,7 @@ class LiveBus:
                     if not subscriber.ended:
                         subscriber.end(ChangesMissed)
                         closed += 1
-            self.counters.subscribers_closed += closed
+            self.counters.add("subscribers_closed", closed)
             log.error(
                 "live bus: could not replay log ids %d..%d (%s); closed %d subscriptions with 4008 "
                 "and the cursor to resume from",
@@ -300,8 +306,8 @@ class LiveBus:
                 closed,
             )
             return
-        self.counters.gaps_replayed += 1
-        self.counters.changes_replayed += replayed
+        self.counters.add("gaps_replayed")
+        self.counters.add("changes_replayed", replayed)
         log.info("live bus: replayed %d missed changes to %d local subscriptions", replayed, count)
 
     async def _read(self, where: ColumnElement[bool]) -> list[LiveChange]:

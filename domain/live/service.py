@@ -12,6 +12,7 @@ from domain.live.bus import LiveBus, Subscriber
 from domain.live.messages import LiveChange
 from domain.live.relay import log_end, read_changes
 from domain.models import Segment, SegmentChange
+from domain.ops.retention import pruned_through
 
 REPLAY_PAGE = 500
 MAX_REPLAY = 100_000
@@ -38,6 +39,8 @@ class LiveService:
         keys = await self._known_keys(program_id, segment_keys)
         after = parse_cursor(since)
         await self.bus.anchor()
+        if after is not None:
+            await self._check_retained(after)
         with self.bus.subscribe(program_id, keys) as subscriber:
             replayed: set[int] = set()
             if after is None:
@@ -87,6 +90,16 @@ class LiveService:
     async def _log_end(self) -> int:
         async with self.db.read() as session:
             return await log_end(session)
+
+    async def _check_retained(self, after: int) -> None:
+        """Refuse a cursor whose next changes `loyalty prune` may have deleted: a replay would skip them."""
+        async with self.db.read() as session:
+            pruned = await pruned_through(session)
+        if after < pruned:
+            raise InvalidInput(
+                f"since: the changes after {after} up to {pruned} were pruned (retention); "
+                "reload the segments and subscribe without since"
+            )
 
     async def _known_keys(self, program_id: int, segment_keys: Sequence[str] | None) -> frozenset[str] | None:
         if segment_keys is None:

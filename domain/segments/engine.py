@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import LoggedChange, MembersChanged, SegmentChangeListener
-from domain.db.engine import announce
+from domain.db.engine import announce, when_committed
 from domain.members.service import lock_members
 from domain.models import Program, Segment
+from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
+from domain.ops.metrics import SEGMENT_EVALUATIONS
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node
 from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
@@ -154,6 +156,7 @@ class SegmentEngine:
             if member is None:
                 continue
             flips.extend(_evaluate_plan(evaluation, plans[member_id], member))
+            SEGMENT_EVALUATIONS.labels("memory").inc(len(plans[member_id]))
             if timed[member_id]:  # only an instant earlier than the stored one changes anything
                 bound = stored.get(member_id)
                 due_at[member_id] = earliest_change(timed[member_id], member, now, lifecycle, bound)
@@ -165,7 +168,10 @@ class SegmentEngine:
         self, session: AsyncSession, program_id: int, flips: Sequence[Flip], now: datetime
     ) -> None:
         """Write flips (membership, log, applied tags) and tell the listener what was logged."""
-        await self._logged(session, program_id, await apply_flips(session, program_id, flips, now), now)
+        logged = await apply_flips(session, program_id, flips, now)
+        entered = sum(change.entered for change in logged)
+        _count_changes(session, entered, len(logged) - entered)
+        await self._logged(session, program_id, logged, now)
 
     async def _logged(
         self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
@@ -215,12 +221,26 @@ class SegmentEngine:
                 now,
                 log_rows=definition.id in watched,
             )
+            SEGMENT_EVALUATIONS.labels("sql").inc()
+            _count_changes(session, done[definition.key].entered, done[definition.key].left)
             if done[definition.key].entered or done[definition.key].left:
                 announce(session, SEGMENT_CHANGES)
             await self._logged(session, program_id, done[definition.key].changes, now)
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
+
+
+def _count_changes(session: AsyncSession, entered: int, left: int) -> None:
+    """Count the changes in the metrics once (and only if) their transaction commits."""
+    if not entered and not left:
+        return
+
+    def count() -> None:
+        CHANGES_COUNTED.labels("ENTERED").inc(entered)
+        CHANGES_COUNTED.labels("LEFT").inc(left)
+
+    when_committed(session, count)
 
 
 def _time_dependent(plan: Sequence[Definition]) -> list[Node]:

@@ -10,13 +10,14 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Date, cast, delete, func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.segments import daily_sizes, segment_size
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import SegmentKind
@@ -345,47 +346,32 @@ class SegmentService:
     async def history(
         self, segment_id: int, since: datetime | None, until: datetime | None
     ) -> list[SizePoint]:
-        """Daily points (UTC days) from the change log: size at the day's end, entered and left that day."""
-        last = (until or self.clock.now()).astimezone(UTC).date()
+        """Daily points (UTC days): size at the day's end, entered and left that day.
+
+        Sizes are walked back from the current size over the change log since `since`
+        (`daily_sizes`), so change-log rows older than the first day are never read.
+        """
+        now = self.clock.now()
+        last = (until or now).astimezone(UTC).date()
         first = since.astimezone(UTC).date() if since is not None else last - timedelta(days=29)
         if first > last:
             raise InvalidInput("since: must not be after until")
         if (last - first).days >= MAX_HISTORY_DAYS:
             raise InvalidInput(f"since: at most {MAX_HISTORY_DAYS} days of history per request")
-        start = datetime.combine(first, time(0), tzinfo=UTC)
         async with self.db.read() as session:
-            postgres = session.get_bind().dialect.name == "postgresql"
-            day = (
-                cast(func.timezone("UTC", SegmentChange.at), Date)
-                if postgres
-                else func.date(SegmentChange.at)
-            )
-            before = await session.execute(
-                select(SegmentChange.change, func.count())
-                .where(SegmentChange.segment_id == segment_id, SegmentChange.at < start)
-                .group_by(SegmentChange.change)
-            )
-            size = sum(n if change == "ENTERED" else -n for change, n in before)
-            rows = await session.execute(
-                select(day.label("day"), SegmentChange.change, func.count())
-                .where(
-                    SegmentChange.segment_id == segment_id,
-                    SegmentChange.at >= start,
-                    SegmentChange.at < start + timedelta(days=(last - first).days + 1),
-                )
-                .group_by(day, SegmentChange.change)
-            )
-            counts: dict[str, dict[str, int]] = {}
-            for on, change, n in rows:
-                counts.setdefault(str(on)[:10], {})[change] = n
-        points = []
-        for offset in range((last - first).days + 1):
-            at = start + timedelta(days=offset)
-            today = counts.get(at.date().isoformat(), {})
-            entered, left = today.get("ENTERED", 0), today.get("LEFT", 0)
-            size += entered - left
-            points.append(SizePoint(at, size, entered, left))
+            size = await segment_size(session, segment_id)
+            days = await daily_sizes(session, segment_id, first, last, size, now.astimezone(UTC))
+        points = [SizePoint(_day_start(d.day), d.size, d.entered, d.left) for d in days]
+        later = max(first, now.astimezone(UTC).date() + timedelta(days=1))
+        points += [  # days still to come: today's size, nothing moved yet
+            SizePoint(_day_start(later + timedelta(days=n)), size, 0, 0)
+            for n in range((last - later).days + 1)
+        ]
         return points
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 async def _next_stamp(session: AsyncSession, program_id: int, now: datetime) -> datetime:

@@ -7,10 +7,13 @@ LOYALTY_TEST_BACKEND=sqlite forces the embedded pair.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +79,23 @@ async def create_pg_database(name: str) -> None:
 
 async def drop_pg_database(name: str) -> None:
     await _run_on_maintenance_database(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_database(backends: Backends, name: str) -> Iterator[str]:
+    """A migrated database of its own, beside the run's (PostgreSQL) or in its data dir (SQLite), for
+    tests that must know every row in it; dropped afterwards. Call it outside the event loop."""
+    import migrations
+
+    pg_database = f"{backends.pg_database}_{name}" if backends.pg_database else None
+    if pg_database:
+        asyncio.run(create_pg_database(pg_database))
+        url = f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{pg_database}"
+    else:
+        url = f"sqlite+aiosqlite:///{backends.data_dir / f'{name}.db'}"
+    try:
+        migrations.upgrade(url)
+        yield url
+    finally:
+        if pg_database:
+            asyncio.run(drop_pg_database(pg_database))

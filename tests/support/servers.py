@@ -12,6 +12,7 @@ import sys
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -34,6 +35,8 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     port: int
+    #: Where its stderr goes, when the caller asked for a file (`running_server(stderr_to=...)`).
+    stderr_path: Path | None = None
 
     @property
     def http(self) -> str:
@@ -60,8 +63,18 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Server]:
-    """`loyalty serve` in its own process, on a free port, until the block ends."""
+async def running_server(
+    settings: Settings,
+    *,
+    workers: int = 1,
+    log_level: str = "warning",
+    stderr_to: Path | None = None,
+    **environ: str,
+) -> AsyncIterator[Server]:
+    """`loyalty serve` in its own process, on a free port, until the block ends.
+
+    Its stderr is a pipe read when it fails to start, or the file `stderr_to`.
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -72,21 +85,28 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
         "LOYALTY_DATA_DIR": str(settings.data_dir),
         **environ,
     }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "api.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    server = Server(port)
-    # read its log all along: a server whose stderr pipe fills up (a long Redis outage) would block
+    stderr = stderr_to.open("wb") if stderr_to else None
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "api.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            log_level,
+            "--workers",
+            str(workers),
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr or asyncio.subprocess.PIPE,
+        )
+    finally:
+        if stderr is not None:
+            stderr.close()  # the server process has its own descriptor
+    server = Server(port, stderr_to)
+    # a piped log is read all along: a server whose stderr pipe fills up (a long Redis outage) would block
     output: deque[bytes] = deque(maxlen=64)
     reading = asyncio.create_task(_keep(process, output))
     try:
@@ -104,7 +124,8 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
 
 
 async def _keep(process: asyncio.subprocess.Process, output: deque[bytes]) -> None:
-    assert process.stderr is not None
+    if process.stderr is None:  # logging to a file
+        return
     while chunk := await process.stderr.read(65536):
         output.append(chunk)
 
@@ -116,7 +137,8 @@ async def _wait_ready(
         for _ in range(300):
             if process.returncode is not None:
                 await asyncio.wait_for(asyncio.shield(reading), 10)  # its output, to the end
-                raise RuntimeError(f"the server exited: {b''.join(output).decode()[-2000:]}")
+                logged = server.stderr_path.read_bytes() if server.stderr_path else b"".join(output)
+                raise RuntimeError(f"the server exited: {logged.decode()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if (await http.get("/readyz")).status_code == 200:
                     return

@@ -1,0 +1,1 @@
+"""What operators need from the engine: log context, metrics, backlog gauges, statistics checks, retention."""
