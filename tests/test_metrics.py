@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -71,7 +71,7 @@ def event(external_id: str, member: str, kind: str = "visit") -> dict[str, Any]:
         "externalId": external_id,
         "memberExternalId": member,
         "type": kind,
-        "occurredAt": "2020-01-01T00:00:00Z",
+        "occurredAt": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
     }
 
 
