@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from redis.asyncio import Redis
 
 from api.runtime import Services
 from domain.db.engine import Database, create_engine
@@ -20,9 +22,11 @@ from domain.live.messages import LiveChange, Relayed
 from domain.live.relay import log_end
 from domain.live.sequence import Missed, RelayedSequence
 from domain.live.service import LiveService
+from domain.redis_store import RedisStore
 from tests.support.changelog import log_rows, member_ids, program_changes, segment_id
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.support.outage import until
+from tests.support.outage import redis_server, until
+from tests.support.proxy import tcp_proxy
 from tests.test_live import join
 from tests.test_segments_api import create
 
@@ -214,3 +218,69 @@ async def test_a_subscription_closed_before_it_was_sent_anything_names_where_it_
 async def end_of_log(services: Services) -> int:
     async with services.db.read() as session:
         return await log_end(session)
+
+
+# ---------- a connection that is open but dead ----------
+
+
+async def test_a_pub_sub_connection_that_falls_silent_is_replaced(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a bus listening through a proxy, with short silence and PING bounds
+    async with redis_server() as redis, tcp_proxy("127.0.0.1", redis.port) as cable:
+        store = RedisStore(cable.redis_url, services.redis.prefix, services.settings.data_dir)
+        bus = LiveBus(store, services.db, silence_s=0.5, ping_timeout_s=0.5)
+        bus.sequence.anchor(0)
+        woken: list[list[str]] = []
+        await bus.start(lambda topics: woken.append(sorted(topics)))
+        try:
+            publisher = Redis.from_url(redis.url)
+            await until(lambda: woken == [["*"]], "the bus subscribed")
+
+            async def hears(topic: str) -> bool:
+                await publisher.publish(bus.wake_channel, orjson.dumps([topic]))
+                await asyncio.sleep(0.05)
+                return [topic] in woken
+
+            await until(lambda: hears("before"), "the bus hears its channel")
+
+            # when the connection stays open but nothing crosses it any more (a half-open connection)
+            with caplog.at_level(logging.WARNING, logger="domain.live.bus"):
+                await cable.stall()
+
+                # then the bus notices from an unanswered PING, connects again and hears what follows
+                await until(lambda: hears("after"), "the bus hears its channel on a new connection")
+            assert bus.counters.reconnects == 1
+            assert "not even the answer to a PING" in caplog.text
+            await publisher.aclose()
+        finally:
+            await bus.stop()
+            await store.close()
+
+
+async def test_a_quiet_but_live_connection_is_kept(services: Services) -> None:
+    # given a bus on a healthy connection of a Redis of its own, where nobody publishes (no relay runs)
+    async with redis_server() as redis:
+        store = RedisStore(redis.url, services.redis.prefix, services.settings.data_dir)
+        bus = LiveBus(store, services.db, silence_s=0.2, ping_timeout_s=0.5)
+        bus.sequence.anchor(0)
+        await bus.start(lambda topics: None)
+        observer = Redis.from_url(redis.url)
+
+        async def pings() -> int:
+            stats = await observer.info("commandstats")
+            return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+        try:
+            # when it stays silent long enough to check its connection three times
+            await until(lambda: _at_least(pings(), 3), "three PINGs on the quiet connection")
+        finally:
+            await bus.stop()
+            await observer.aclose()
+            await store.close()
+    # then each PING was answered, and the connection was never replaced
+    assert bus.counters.reconnects == 0
+
+
+async def _at_least(count: Awaitable[int], floor: int) -> bool:
+    return await count >= floor

@@ -18,7 +18,8 @@ from domain.models import RelayPosition, Segment, SegmentChange
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.support.outage import eventually, link, redis_server, until
+from tests.support.outage import eventually, redis_server, until
+from tests.support.proxy import tcp_proxy
 from tests.support.servers import Server, running_server, subscribe
 from tests.test_live import CHANGES, bearer, join
 from tests.test_segments_api import RECORD, create, event
@@ -121,10 +122,10 @@ async def test_subscribers_lose_nothing_when_redis_goes_down_in_the_middle_of_a_
     # the relay; `cut_off` reaches it through a link the test cuts, has no relay and a queue of 50
     async with (
         redis_server() as redis,
-        link(redis.port) as cable,
+        tcp_proxy("127.0.0.1", redis.port) as cable,
         running_server(settings, LOYALTY_REDIS_URL=redis.url) as relaying,
         running_server(
-            settings, LOYALTY_REDIS_URL=cable.url, LOYALTY_BACKGROUND="0", LOYALTY_SUBSCRIBER_QUEUE="50"
+            settings, LOYALTY_REDIS_URL=cable.redis_url, LOYALTY_BACKGROUND="0", LOYALTY_SUBSCRIBER_QUEUE="50"
         ) as cut_off,
     ):
         followers.extend(
@@ -149,7 +150,7 @@ async def test_subscribers_lose_nothing_when_redis_goes_down_in_the_middle_of_a_
                 return await relayed_through(services) >= end
 
             await until(backlog_published, "the relay published the backlog")
-            await cable.mend()
+            await cable.restore()
 
             # and more changes commit afterwards, through the process that was cut off
             await purchases(cut_off, program, after, clock.now())

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import orjson
+from redis.asyncio.client import PubSub
 from sqlalchemy import ColumnElement, or_
 
 from domain.db.engine import Database
@@ -137,11 +138,27 @@ class BusCounters:
         LIVE_BUS.labels(name).inc(count)
 
 
+class ConnectionSilent(ConnectionError):
+    """The pub/sub connection heard nothing, not even the answer to a PING: it is dead but open."""
+
+
 class LiveBus:
-    def __init__(self, redis: RedisStore, db: Database, *, queue_capacity: int = 1000) -> None:
+    def __init__(
+        self,
+        redis: RedisStore,
+        db: Database,
+        *,
+        queue_capacity: int = 1000,
+        silence_s: float = 10.0,
+        ping_timeout_s: float = 5.0,
+    ) -> None:
         self.redis = redis
         self.db = db
         self.queue_capacity = queue_capacity
+        #: After this long without a message (the relay publishes at least one a second), PING ...
+        self.silence_s = silence_s
+        #: ... and without the answer within this long, drop the connection and open a new one.
+        self.ping_timeout_s = ping_timeout_s
         self.sequence = RelayedSequence()
         self.counters = BusCounters()
         self._subscribers: dict[int, set[Subscriber]] = {}
@@ -233,14 +250,35 @@ class LiveBus:
                     await pubsub.subscribe(self.wake_channel, changes_channel(self.redis))
                     if self._wake is not None:  # wakes sent while we were not listening are lost
                         self._wake(["*"])
-                    async for message in pubsub.listen():
-                        await self._receive(message)
+                    await self._listen(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 self.counters.add("reconnects")
                 log.warning("live bus: lost its connection (%s); reconnecting in 1 s", error)
                 await asyncio.sleep(1)
+
+    async def _listen(self, pubsub: PubSub) -> None:
+        """Receive until the connection fails, or falls silent: a connection that is open but dead
+        (a half-open TCP connection after a failover or a partition) would otherwise hear nothing,
+        for hours, without an error. Silence is checked with a PING on the connection itself, so an
+        idle program (no relay publishing) keeps its connection."""
+        clock = asyncio.get_running_loop().time
+        heard = clock()
+        pinged: float | None = None
+        while True:
+            message = await pubsub.get_message(timeout=min(self.silence_s, self.ping_timeout_s) / 2)
+            now = clock()
+            if message is not None:
+                heard, pinged = now, None
+                await self._receive(message)
+            elif pinged is not None and now - pinged > self.ping_timeout_s:
+                raise ConnectionSilent(
+                    f"nothing heard for {now - heard:.0f} s, not even the answer to a PING"
+                )
+            elif pinged is None and now - heard > self.silence_s:
+                await pubsub.ping()
+                pinged = now
 
     async def _receive(self, message: dict[str, object]) -> None:
         channel, data = message.get("channel"), message.get("data")

@@ -1,5 +1,6 @@
 """Fault drills against real Redis: a redis-server of the test's own that it stops and starts again on
-the same port, and a TCP link that cuts a server process off from Redis while others still reach it."""
+the same port (tests/support/proxy.py cuts one process off from it while others still reach it), and
+bounded polling for what a drill waits on."""
 
 from __future__ import annotations
 
@@ -90,63 +91,3 @@ async def redis_server() -> AsyncIterator[RedisServer]:
     finally:
         await server.stop()
         shutil.rmtree(server.directory, ignore_errors=True)
-
-
-class Link:
-    """A TCP relay from a free local port to `target_port`; `cut` drops every connection through it and
-    refuses new ones until `mend`. A process that reaches Redis through it sees an outage of its own."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._listener: asyncio.Server | None = None
-        self._pipes: set[asyncio.Task[None]] = set()
-
-    async def mend(self) -> None:
-        self._listener = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
-
-    async def cut(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            await self._listener.wait_closed()
-            self._listener = None
-        for pipe in list(self._pipes):
-            pipe.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
-        await until(lambda: refuses(self.port), f"port {self.port} refusing connections")
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._pipes.add(task)
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.close()
-            self._pipes.discard(task)
-            return
-        try:
-            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
-                await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
-        finally:
-            for end in (writer, upstream_writer):
-                end.transport.abort()
-            self._pipes.discard(task)
-
-
-async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-    while data := await source.read(65536):
-        sink.write(data)
-        await sink.drain()
-    sink.transport.abort()  # one side closed: the whole connection goes, as a dropped link would
-
-
-@contextlib.asynccontextmanager
-async def link(target_port: int) -> AsyncIterator[Link]:
-    opened = Link(target_port)
-    await opened.mend()
-    try:
-        yield opened
-    finally:
-        await opened.cut()
