@@ -1,10 +1,12 @@
 """One check of every argument an operation brings, before it runs: no input becomes INTERNAL.
 
-Every string (at any depth of input objects and lists) must hold no NUL character, and
+Every string (at any depth of input objects and lists) must hold no NUL character,
 every JSON argument must satisfy domain/inputs.py (depth, NUL, 64-bit integers, at most
-MAX_JSON_BYTES). A violation refuses the operation with BAD_USER_INPUT naming the argument
-path, e.g. `members[3].attributes.note: contains a NUL character`, the way upsertMembers
-names a bad member.
+MAX_JSON_BYTES), and every DateTime must parse (the scalar lets text that does not through
+as `UnparsedDateTime`, so that an event with a bad occurredAt is REJECTED alone). A
+violation refuses the operation with BAD_USER_INPUT naming the argument path, e.g.
+`members[3].attributes.note: contains a NUL character`, the way upsertMembers names a bad
+member.
 
 Input types whose service checks each item on its own mark themselves `checked_per_item`
 and are skipped here: a bad event in `recordEvents` is REJECTED alone, the others stored.
@@ -37,7 +39,8 @@ from graphql import (
 from graphql.language.visitor import SKIP, VisitorAction
 from strawberry.extensions import SchemaExtension
 
-from domain.inputs import MAX_JSON_BYTES, UnsafeInput, check_json, check_text
+from api.scalars import UnparsedDateTime, parse_datetime
+from domain.inputs import MAX_JSON_BYTES, UnsafeInput, check_json, check_text, not_a_datetime
 
 T = TypeVar("T")
 _PER_ITEM: set[type] = set()
@@ -116,6 +119,9 @@ def _check(type_: GraphQLInputType, value: Any, path: str) -> None:
                     _check(field.type, value[name], f"{path}.{name}")
     elif isinstance(nullable, GraphQLScalarType) and nullable.name == "JSON":
         check_json(value, path, max_bytes=MAX_JSON_BYTES)
+    elif isinstance(nullable, GraphQLScalarType) and nullable.name == "DateTime":
+        if isinstance(parsed := parse_datetime(value), UnparsedDateTime):
+            raise UnsafeInput(not_a_datetime(path, parsed))
     elif isinstance(value, str):
         check_text(value, path)
 

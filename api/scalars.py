@@ -2,7 +2,9 @@
 
 DateTime is ISO 8601 parsed by the standard library's C parser (strawberry's
 default goes through dateutil, several times slower on the ingest path); a
-value without a UTC offset parses, and the domain refuses it by field name.
+value without a UTC offset parses, and the domain refuses it by field name. A
+value that does not parse reaches the API as `UnparsedDateTime`, for the same
+reason as a bad Decimal below.
 
 The Decimal scalar: a decimal number serialised as a string.
 
@@ -63,27 +65,31 @@ DecimalScalar: ScalarDefinition = scalar(
 )
 
 
-def _parse_datetime(value: Any) -> datetime:
+class UnparsedDateTime(str):
+    """A DateTime argument that is not ISO 8601, kept as the client's text rather than failing the
+    whole operation: `recordEvents` REJECTS the one event that carries it, and InputGuard
+    (api/inputs.py) refuses it, naming its path, wherever else it appears."""
+
+
+def parse_datetime(value: Any) -> datetime | UnparsedDateTime:
     if not isinstance(value, str):
-        raise ValueError(f"DateTime cannot represent {value!r}: expected an ISO 8601 string")
+        return UnparsedDateTime(repr(value))
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(
-            f"DateTime cannot represent {value[:40]!r}: expected ISO 8601 with an offset"
-        ) from None
+        return UnparsedDateTime(value)
 
 
-def _parse_datetime_literal(node: ValueNode, _variables: Any = None) -> datetime:
+def _parse_datetime_literal(node: ValueNode, _variables: Any = None) -> datetime | UnparsedDateTime:
     if not isinstance(node, StringValueNode):
-        raise ValueError("DateTime must be a string")
-    return _parse_datetime(node.value)
+        return UnparsedDateTime(getattr(node, "value", type(node).__name__))
+    return parse_datetime(node.value)
 
 
 DateTimeScalar: ScalarDefinition = scalar(
     name="DateTime",
     description="ISO 8601 with offset, e.g. 2026-11-22T10:00:00+00:00",
     serialize=lambda value: value.isoformat(),
-    parse_value=_parse_datetime,
+    parse_value=parse_datetime,
     parse_literal=_parse_datetime_literal,
 )

@@ -76,6 +76,12 @@ def check_json(
         raise UnsafeInput(f"{field}: {size} bytes exceeds the limit of {max_bytes}")
 
 
+def not_a_datetime(field: str, text: str) -> str:
+    """The refusal of a DateTime a client sent that is not ISO 8601 with an offset."""
+    example = "2026-11-22T10:00:00+00:00"
+    return f"{field}: {text[:40]!r} is not an ISO 8601 date-time with a UTC offset, e.g. {example}"
+
+
 def json_kind(value: object) -> str:
     """What a JSON value is, for messages: "an array", "a string", "null"..."""
     if value is None:

@@ -60,6 +60,18 @@ PREVIEW = "query($c: JSON) { previewSegment(condition: $c) { rule } }"
             {"c": {"attr": "city", "op": "eq", "value": "x" * 70_000}},
             "condition: 70036 bytes exceeds the limit of 65536",
         ),
+        # the DateTime scalar lets text that does not parse through (for recordEvents' sake)
+        (
+            UPSERT,
+            {"m": [{"externalId": "ok", "joinedAt": "last spring"}]},
+            "members[0].joinedAt: 'last spring' is not an ISO 8601 date-time with a UTC offset, "
+            "e.g. 2026-11-22T10:00:00+00:00",
+        ),
+        (
+            "{ segments { history(since: 20260101) { size } } }",
+            None,
+            "since: '20260101' is not an ISO 8601 date-time with a UTC offset, e.g. 2026-11-22T10:00:00+00:00",
+        ),
     ],
     ids=[
         "nul-in-attributes",
@@ -71,6 +83,8 @@ PREVIEW = "query($c: JSON) { previewSegment(condition: $c) { rule } }"
         "nul-in-a-query-variable",
         "nul-in-a-variable-default",
         "json-over-64-kib",
+        "unparsed-datetime-variable",
+        "unparsed-datetime-literal",
     ],
 )
 async def test_an_unsafe_argument_is_bad_input_naming_its_path(

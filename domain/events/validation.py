@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from domain.db.types import AMOUNT_SCALE
-from domain.inputs import UnsafeInput, check_json, check_text, json_kind
+from domain.inputs import UnsafeInput, check_json, check_text, json_kind, not_a_datetime
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 MAX_EXTERNAL_ID = 128
@@ -26,12 +26,13 @@ PLAIN_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?\Z")
 
 @dataclass(frozen=True)
 class EventDraft:
-    """An event as a client sent it; `amount` may be anything the client typed."""
+    """An event as a client sent it; `amount` may be anything the client typed, `occurred_at` text
+    that did not parse as a date-time."""
 
     external_id: str
     member_external_id: str
     type: str
-    occurred_at: datetime
+    occurred_at: datetime | str
     amount: object = None
     properties: object = None
 
@@ -106,10 +107,13 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
         raise Rejection("type: must not be empty")
     if not EVENT_TYPE.match(draft.type):
         raise Rejection(f"type: {draft.type[:70]!r} does not match [a-z][a-z0-9_]{{0,63}}")
-    if draft.occurred_at.tzinfo is None:
+    occurred_at = draft.occurred_at
+    if not isinstance(occurred_at, datetime):
+        raise Rejection(not_a_datetime("occurredAt", occurred_at))
+    if occurred_at.tzinfo is None:
         raise Rejection("occurredAt: needs a UTC offset")
-    if draft.occurred_at > now + MAX_FUTURE:
-        raise Rejection(f"occurredAt: {draft.occurred_at.isoformat()} is more than 5 minutes in the future")
+    if occurred_at > now + MAX_FUTURE:
+        raise Rejection(f"occurredAt: {occurred_at.isoformat()} is more than 5 minutes in the future")
     amount = parse_amount(draft.amount)
     properties = draft.properties if draft.properties is not None else {}
     if not isinstance(properties, dict):
@@ -122,7 +126,7 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise Rejection(f"properties: {len(encoded)} bytes exceeds the limit of {MAX_PROPERTIES_BYTES}")
     digest = hashlib.sha256()
-    for part in (draft.member_external_id, draft.type, draft.occurred_at.isoformat(), str(amount)):
+    for part in (draft.member_external_id, draft.type, occurred_at.isoformat(), str(amount)):
         digest.update(part.encode())
         digest.update(b"\x00")
     digest.update(encoded)
@@ -130,7 +134,7 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
         external_id=draft.external_id,
         member_external_id=draft.member_external_id,
         type=draft.type,
-        occurred_at=draft.occurred_at,
+        occurred_at=occurred_at,
         amount=amount,
         properties=properties,
         content_hash=digest.hexdigest(),
