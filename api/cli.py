@@ -1,23 +1,46 @@
 """`loyalty`: serve the API, migrate, print the schema, provision programs, admins and keys.
 
-Machine-readable output is JSON on stdout; errors go to stderr with a non-zero exit code.
+Machine-readable output is JSON on stdout. Every failure is one line on stderr,
+`loyalty: CODE: message`, and exit code 1 (2 for a command line that does not parse); a
+traceback only with --debug.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
+import secrets
+import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 import orjson
 
 from domain.errors import DomainError
 from domain.settings import ConfigurationError, Settings, local_secret_key
 from fraud.backtest import Backtest
+
+#: Seconds a stopping server gives open requests and WebSockets before it cancels them.
+SHUTDOWN_GRACE_S = 5
+
+
+class CommandError(Exception):
+    """A failure the command reports as `loyalty: CODE: message`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Stopped(BaseException):
+    """SIGTERM outside uvicorn's own handling: unwind, run the `finally` blocks, exit 0."""
 
 
 def _print_json(data: object) -> None:
@@ -27,17 +50,26 @@ def _print_json(data: object) -> None:
 def _settings(demo: bool = False) -> Settings:
     settings = Settings.from_env()
     if demo and not settings.secret_key:
-        settings = settings.with_secret(local_secret_key(settings.data_dir))
+        data_dir = settings.require_data_dir("--demo (a generated secret key kept in the data directory)")
+        settings = settings.with_secret(local_secret_key(data_dir))
     return settings
 
 
-def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
-    """Run `work` with the services; without LOYALTY_SECRET_KEY the local (demo) key is used."""
+def _with_services(work: Callable[[Any], Awaitable[object]], settings: Settings | None = None) -> object:
+    """Run `work` with the services, on a migrated database.
+
+    Without LOYALTY_SECRET_KEY a throwaway key is used: these commands sign no token.
+    """
     from api.runtime import build_services
 
+    settings = settings or Settings.from_env()
+    if not settings.secret_key:
+        settings = settings.with_secret(secrets.token_urlsafe(48))
+
     async def run() -> object:
-        services = build_services(_settings(demo=True))
+        services = build_services(settings)
         try:
+            await _require_migrated(services.db.engine)
             return await work(services)
         finally:
             await services.close()
@@ -45,30 +77,121 @@ def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
     return asyncio.run(run())
 
 
+async def _require_migrated(engine: Any) -> None:
+    """The first use of the database: it must be reachable and migrated."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    import migrations
+
+    try:
+        await migrations.require_current(engine)
+    except (OSError, OperationalError, InterfaceError) as error:
+        reason = _first_line(getattr(error, "orig", None) or error)
+        raise CommandError(
+            "UNAVAILABLE", f"the database {_redacted(engine.url.render_as_string())} cannot be used: {reason}"
+        ) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Check everything, bind the port, then start: a busy port fails before anything runs."""
     import uvicorn
+
+    from domain import embedded_redis
+    from domain.db.engine import create_engine
 
     settings = _settings(demo=args.demo)
     settings.require_secret()
+    embedded_dir = None if settings.redis_url else settings.require_data_dir("the embedded Redis server")
+
+    async def check_database() -> None:
+        engine = create_engine(settings.require_database_url(), pool_size=1)
+        try:
+            await _require_migrated(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check_database())
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        proxy_headers=True,
-    )
+    previous = signal.signal(signal.SIGTERM, _stop)
+    listener = _listen(args.host, args.port)
+    embedded = None
+    try:
+        if embedded_dir is not None:  # owned by this process, so workers come and go without it
+            embedded = embedded_redis.acquire(embedded_dir)
+        config = uvicorn.Config(
+            "api.app:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            proxy_headers=True,
+            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+        )
+        _run_uvicorn(config, listener)
+    except (KeyboardInterrupt, _Stopped):
+        pass
+    finally:
+        listener.close()
+        if embedded is not None:
+            embedded_redis.release(embedded)
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stop(signum: int, frame: FrameType | None) -> NoReturn:
+    raise _Stopped
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port is a clear error before start-up."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
+        if error.errno == errno.EADDRINUSE:
+            raise CommandError(
+                "PORT_IN_USE",
+                f"{shown} is already in use; choose another with --port (make demo PORT={port + 1})",
+            ) from None
+        raise CommandError("CANNOT_LISTEN", f"cannot listen on {shown}: {error.strerror or error}") from None
+    listener.set_inheritable(True)  # worker processes serve on it too
+    return listener
+
+
+def _run_uvicorn(config: Any, listener: socket.socket) -> None:
+    """Serve on `listener` until a signal stops the server (uvicorn's graceful shutdown)."""
+    import logging
+
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    logging.getLogger("uvicorn.error").info(
+        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", config.host, config.port
+    )
+    if config.workers > 1:
+        Multiprocess(config, sockets=[listener]).run()
+        return
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[listener])
+    except SystemExit:  # uvicorn's way out of a failed start-up, after logging why
+        server.started = False
+    if not server.started and not server.should_exit:
+        raise CommandError("STARTUP_FAILED", "the server did not start; see the log lines above")
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
     import migrations
 
     settings = Settings.from_env()
-    migrations.upgrade(settings.database_url)
-    _print_json({"database": _redacted(settings.database_url), "revision": "head"})
+    database_url = settings.require_database_url()
+    migrations.upgrade(database_url)
+    _print_json({"database": _redacted(database_url), "revision": "head"})
     return 0
 
 
@@ -197,8 +320,7 @@ def cmd_fraud_backtest(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.params) if args.params else None
     except json.JSONDecodeError as error:
-        sys.stderr.write(f"--params: not JSON ({error})\n")
-        return 2
+        raise DomainError(f"--params: not JSON ({error})") from None
 
     async def work(services: Any) -> object:
         program = await services.programs.get_by_key(args.program)
@@ -227,10 +349,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import seed_demo
 
+    data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
-    migrations.upgrade(settings.database_url)
-    credentials = _with_services(lambda services: seed_demo(services, settings.data_dir))
-    _print_demo_banner(credentials, args.host, args.port)
+    migrations.upgrade(settings.require_database_url())
+    credentials = _with_services(lambda services: seed_demo(services, data_dir), settings)
+    _print_demo_banner(credentials, args.host, args.port, data_dir)
     if args.no_serve:
         return 0
     args.demo = True
@@ -238,21 +361,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
-def _print_demo_banner(credentials: Any, host: str, port: int) -> None:
-    secret = credentials["admin"]["totpSecret"]
+def _print_demo_banner(credentials: Any, host: str, port: int, data_dir: Path) -> None:
+    admin = credentials["admin"]
+    url = f"http://{host}:{port}"
     print(
         f"""
-Demo program {credentials["program"]!r} is ready (SQLite + embedded Redis, data in ./var).
+Demo program {credentials["program"]!r} is ready; its data is in {data_dir}.
 
-  GraphiQL:   http://{host}:{port}/graphql
-  Admin:      {credentials["admin"]["email"]} / {credentials["admin"]["password"]}
-  TOTP code:  .venv/bin/python -c "import pyotp; print(pyotp.TOTP('{secret}').now())"
-              (or add {credentials["admin"]["provisioningUri"]} to an authenticator app)
-  API key:    {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
+  GraphiQL:       {url}/graphql
+  Dashboard:      {url}/dashboard
+  Admin:          {admin["email"]} / {admin["password"]}
+  TOTP code:      {sys.executable} -c "import pyotp; print(pyotp.TOTP('{admin["totpSecret"]}').now())"
+                  (or add {admin["provisioningUri"]} to an authenticator app)
+  API key:        {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
+  Read-only key:  {credentials["readOnlyKey"]}   (segments:read, leaderboards:read; for the dashboard)
 
-  Log in with:  mutation {{ login(email: "{credentials["admin"]["email"]}",
+  Log in with:  mutation {{ login(email: "{admin["email"]}",
                              password: "...", totpCode: "...") {{ token }} }}
-  Credentials are kept in var/demo-credentials.json.
+  Credentials are kept in {data_dir / "demo-credentials.json"}.
 """,
         flush=True,
     )
@@ -264,8 +390,18 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the `loyalty: CODE: message` form too (exit code 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"loyalty: USAGE: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loyalty", description="Loyalty segmentation engine")
+    parser = _Parser(prog="loyalty", description="Loyalty segmentation engine")
+    _common_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(data_dir=None, debug=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the GraphQL API")
@@ -341,7 +477,31 @@ def build_parser() -> argparse.ArgumentParser:
     _server_options(demo)
     demo.add_argument("--no-serve", action="store_true", help="seed and exit")
     demo.set_defaults(func=cmd_demo)
+    for command in _commands(parser):  # before or after the command's name alike
+        _common_options(command, argparse.SUPPRESS)
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="where the embedded SQLite database, the embedded Redis server and the demo's files live "
+        "(LOYALTY_DATA_DIR); commands that need one and have none refuse to run",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="print the traceback of an unexpected error"
+    )
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the runnable commands (the leaves under `parser`)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _commands(child) or [child]
+    return found
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -352,13 +512,53 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.data_dir:  # for this process and the server's workers alike
+        os.environ["LOYALTY_DATA_DIR"] = str(Path(args.data_dir).expanduser().absolute())
     try:
         result: int = args.func(args)
-    except (DomainError, ConfigurationError) as error:
-        code = getattr(error, "code", "CONFIGURATION")
-        sys.stderr.write(f"loyalty: {code}: {error}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write("loyalty: INTERRUPTED: stopped before it finished\n")
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        code, message = _failure(error)
+        sys.stderr.write(f"loyalty: {code}: {message}\n")
         return 1
     return result
+
+
+def _failure(error: Exception) -> tuple[str, str]:
+    """The code and the one-line message of a failed command."""
+    from redis.exceptions import ConnectionError as RedisUnreachable
+    from redis.exceptions import TimeoutError as RedisTimeout
+    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+
+    import migrations
+
+    if isinstance(error, DomainError):
+        return error.code, error.message
+    if isinstance(error, CommandError | migrations.NotMigrated):
+        return error.code, str(error)
+    if isinstance(error, ConfigurationError):
+        return "CONFIGURATION", str(error)
+    if isinstance(error, ArgumentError):  # a database URL SQLAlchemy cannot use
+        return "CONFIGURATION", f"LOYALTY_DATABASE_URL: {_first_line(error)}"
+    if isinstance(error, OperationalError | InterfaceError):
+        return "UNAVAILABLE", f"the database: {_first_line(error.orig or error)}"
+    if isinstance(error, RedisUnreachable | RedisTimeout):
+        return "UNAVAILABLE", f"Redis: {_first_line(error)}"
+    if isinstance(error, OSError):
+        return "UNAVAILABLE", _first_line(error)
+    return "INTERNAL", (
+        f"unexpected {type(error).__name__}: {_first_line(error)} "
+        "(run the command again with --debug for the traceback)"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 if __name__ == "__main__":

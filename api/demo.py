@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from api.runtime import Services
+from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
 from domain.errors import NotFound
 from domain.events.validation import EventDraft
@@ -25,6 +26,8 @@ from gamification.rewards.catalogue import RewardDraft
 from gamification.rewards.windows import WindowSpec
 
 PROGRAM_KEY = "demo"
+#: The key the demo prints for the dashboard: it reads segments and boards, and changes nothing.
+READ_ONLY_SCOPES = frozenset({Scope.SEGMENTS_READ, Scope.LEADERBOARDS_READ})
 ADMIN_EMAIL = "admin@demo.local"
 CITIES = ["Istanbul", "Berlin", "Lisbon", "Austin", "Osaka"]
 
@@ -142,6 +145,7 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
     password = secrets.token_urlsafe(12)
     admin = await services.auth.create_admin(PROGRAM_KEY, ADMIN_EMAIL, password)
     key = await services.auth.create_api_key(PROGRAM_KEY, "demo POS", None)
+    read_only = await services.auth.create_api_key(PROGRAM_KEY, "demo dashboard", READ_ONLY_SCOPES)
     credentials = {
         "program": PROGRAM_KEY,
         "admin": {
@@ -151,6 +155,7 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
             "provisioningUri": admin.provisioning_uri,
         },
         "apiKey": key.key,
+        "readOnlyKey": read_only.key,
         "members": len(members),
         "events": len(events),
     }

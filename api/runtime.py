@@ -98,7 +98,7 @@ class Services:
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     db = Database(engine)
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(

