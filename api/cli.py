@@ -55,8 +55,10 @@ def _settings(demo: bool = False) -> Settings:
     return settings
 
 
-def _with_services(work: Callable[[Any], Awaitable[object]], settings: Settings | None = None) -> object:
-    """Run `work` with the services, on a migrated database.
+def _with_services(
+    work: Callable[[Any], Awaitable[object]], settings: Settings | None = None, clock: Any = None
+) -> object:
+    """Run `work` with the services (on `clock`, the system's by default), on a migrated database.
 
     Without LOYALTY_SECRET_KEY a throwaway key is used: these commands sign no token.
     """
@@ -67,7 +69,7 @@ def _with_services(work: Callable[[Any], Awaitable[object]], settings: Settings 
         settings = settings.with_secret(secrets.token_urlsafe(48))
 
     async def run() -> object:
-        services = build_services(settings)
+        services = build_services(settings, clock)
         try:
             await _require_migrated(services.db.engine)
             return await work(services)
@@ -347,12 +349,13 @@ def cmd_predict_train(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
-    from api.demo import seed_demo
+    from api.demo import ReplayClock, seed_demo
 
     data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
     migrations.upgrade(settings.require_database_url())
-    credentials = _with_services(lambda services: seed_demo(services, data_dir), settings)
+    clock = ReplayClock()
+    credentials = _with_services(lambda services: seed_demo(services, data_dir, clock), settings, clock)
     _print_demo_banner(credentials, args.host, args.port, data_dir)
     if args.no_serve:
         return 0

@@ -1,20 +1,14 @@
-"""The `loyalty` command: JSON on stdout, clear errors on stderr, and the demo end to end."""
+"""The `loyalty` command: JSON on stdout, one-line errors on stderr (the demo: test_demo.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pyotp
 import pytest
 
 BIN = Path(sys.executable).parent / "loyalty"
@@ -243,77 +237,3 @@ def test_serve_refuses_to_start_without_a_secret_key(env: dict[str, str]) -> Non
     result = loyalty({k: v for k, v in env.items() if k != "LOYALTY_SECRET_KEY"}, "serve")
     assert result.returncode == 1
     assert "LOYALTY_SECRET_KEY is not set" in result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextmanager
-def running(env: dict[str, str], *args: str, cwd: Path) -> Iterator[str]:
-    port = _free_port()
-    process = subprocess.Popen(
-        [str(BIN), *args, "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("the server did not start within 90 s")
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def gql(url: str, query: str, variables: dict[str, Any] | None = None, token: str | None = None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    response = httpx.post(
-        f"{url}/graphql", json={"query": query, "variables": variables or {}}, headers=headers, timeout=30
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert "errors" not in body, body
-    return body["data"]
-
-
-@pytest.mark.slow
-def test_the_demo_seeds_once_and_serves_graphql(env: dict[str, str], tmp_path: Path) -> None:
-    """`loyalty demo` (what `make demo` runs): seed, print how to log in, serve; a second run reuses the seed."""
-    demo_env = {k: v for k, v in env.items() if k != "LOYALTY_SECRET_KEY"}
-    first = loyalty(demo_env, "demo", "--no-serve", cwd=tmp_path)
-    assert first.returncode == 0, first.stderr
-    credentials = json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
-    assert f"API key:        {credentials['apiKey']}" in first.stdout
-    second = loyalty(demo_env, "demo", "--no-serve", cwd=tmp_path)
-    assert second.returncode == 0, second.stderr
-    assert credentials == json.loads((tmp_path / "var" / "demo-credentials.json").read_text())
-
-    with running(demo_env, "demo", cwd=tmp_path) as url:
-        admin = credentials["admin"]
-        token = gql(
-            url,
-            "mutation($e: String!, $p: String!, $c: String!) { login(email: $e, password: $p, totpCode: $c) { token } }",
-            {"e": admin["email"], "p": admin["password"], "c": pyotp.TOTP(admin["totpSecret"]).now()},
-        )["login"]["token"]
-        members = gql(url, "{ members(first: 1) { totalCount } }", token=token)["members"]
-        assert members["totalCount"] == credentials["members"] == 60
-        program = gql(url, "{ program { key name kind } }", token=credentials["apiKey"])["program"]
-        assert program == {"key": "demo", "name": "Demo Coffee Club", "kind": "B2C"}
-        ready = httpx.get(f"{url}/readyz", timeout=5).json()
-        assert ready["checks"] == {"database": "ok", "redis": "ok"}
