@@ -9,38 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import json
 import os
 import secrets
-import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import orjson
 
+from api.cli_errors import CommandError, failure, first_line
 from domain.errors import DomainError
-from domain.settings import ConfigurationError, Settings, local_secret_key
+from domain.settings import Settings, local_secret_key
 from fraud.backtest import Backtest
-
-#: Seconds a stopping server gives open requests and WebSockets before it cancels them.
-SHUTDOWN_GRACE_S = 5
-
-
-class CommandError(Exception):
-    """A failure the command reports as `loyalty: CODE: message`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _Stopped(BaseException):
-    """SIGTERM outside uvicorn's own handling: unwind, run the `finally` blocks, exit 0."""
 
 
 def _print_json(data: object) -> None:
@@ -88,16 +71,17 @@ async def _require_migrated(engine: Any) -> None:
     try:
         await migrations.require_current(engine)
     except (OSError, OperationalError, InterfaceError) as error:
-        reason = _first_line(getattr(error, "orig", None) or error)
+        reason = first_line(getattr(error, "orig", None) or error)
         raise CommandError(
             "UNAVAILABLE", f"the database {_redacted(engine.url.render_as_string())} cannot be used: {reason}"
         ) from None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
     """Check everything, bind the port, then start: a busy port fails before anything runs."""
     import uvicorn
 
+    from api import serving
     from domain import embedded_redis
     from domain.db.engine import create_engine
 
@@ -114,77 +98,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     asyncio.run(check_database())
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
-    previous = signal.signal(signal.SIGTERM, _stop)
-    listener = _listen(args.host, args.port)
-    embedded = None
-    try:
-        if embedded_dir is not None:  # owned by this process, so workers come and go without it
-            embedded = embedded_redis.acquire(embedded_dir)
-        config = uvicorn.Config(
-            "api.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            proxy_headers=True,
-            timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
-        )
-        _run_uvicorn(config, listener)
-    except (KeyboardInterrupt, _Stopped):
-        pass
-    finally:
-        listener.close()
-        if embedded is not None:
-            embedded_redis.release(embedded)
-        signal.signal(signal.SIGTERM, previous)
+    with serving.stopped_by_signals():
+        listener = listener or serving.listen(args.host, args.port)
+        embedded = None
+        try:
+            if embedded_dir is not None:  # owned by this process, so workers come and go without it
+                embedded = embedded_redis.acquire(embedded_dir)
+            config = uvicorn.Config(
+                "api.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+                proxy_headers=True,
+                timeout_graceful_shutdown=serving.SHUTDOWN_GRACE_S,
+            )
+            serving.run(config, listener)
+        finally:
+            listener.close()
+            if embedded is not None:
+                embedded_redis.release(embedded)
     return 0
-
-
-def _stop(signum: int, frame: FrameType | None) -> NoReturn:
-    raise _Stopped
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """The listening socket, bound here so that a taken port is a clear error before start-up."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listener.bind((host, port))
-    except OSError as error:
-        listener.close()
-        shown = f"[{host}]:{port}" if family == socket.AF_INET6 else f"{host}:{port}"
-        if error.errno == errno.EADDRINUSE:
-            raise CommandError(
-                "PORT_IN_USE",
-                f"{shown} is already in use; choose another with --port (make demo PORT={port + 1})",
-            ) from None
-        raise CommandError("CANNOT_LISTEN", f"cannot listen on {shown}: {error.strerror or error}") from None
-    listener.set_inheritable(True)  # worker processes serve on it too
-    return listener
-
-
-def _run_uvicorn(config: Any, listener: socket.socket) -> None:
-    """Serve on `listener` until a signal stops the server (uvicorn's graceful shutdown)."""
-    import logging
-
-    import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    logging.getLogger("uvicorn.error").info(
-        "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", config.host, config.port
-    )
-    if config.workers > 1:
-        Multiprocess(config, sockets=[listener]).run()
-        return
-    server = uvicorn.Server(config)
-    try:
-        server.run(sockets=[listener])
-    except SystemExit:  # uvicorn's way out of a failed start-up, after logging why
-        server.started = False
-    if not server.started and not server.should_exit:
-        raise CommandError("STARTUP_FAILED", "the server did not start; see the log lines above")
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:
@@ -350,18 +285,25 @@ def cmd_predict_train(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
     from api.demo import ReplayClock, seed_demo
+    from api.serving import listen
 
     data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
-    migrations.upgrade(settings.require_database_url())
-    clock = ReplayClock()
-    credentials = _with_services(lambda services: seed_demo(services, data_dir, clock), settings, clock)
+    listener = None if args.no_serve else listen(args.host, args.port)  # a taken port: before seeding
+    try:
+        migrations.upgrade(settings.require_database_url())
+        clock = ReplayClock()
+        credentials = _with_services(lambda services: seed_demo(services, data_dir, clock), settings, clock)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
     _print_demo_banner(credentials, args.host, args.port, data_dir)
-    if args.no_serve:
+    if listener is None:
         return 0
     args.demo = True
     args.workers = 1
-    return cmd_serve(args)
+    return cmd_serve(args, listener)
 
 
 def _print_demo_banner(credentials: Any, host: str, port: int, data_dir: Path) -> None:
@@ -525,43 +467,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        code, message = _failure(error)
+        code, message = failure(error)
         sys.stderr.write(f"loyalty: {code}: {message}\n")
         return 1
     return result
-
-
-def _failure(error: Exception) -> tuple[str, str]:
-    """The code and the one-line message of a failed command."""
-    from redis.exceptions import ConnectionError as RedisUnreachable
-    from redis.exceptions import TimeoutError as RedisTimeout
-    from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
-
-    import migrations
-
-    if isinstance(error, DomainError):
-        return error.code, error.message
-    if isinstance(error, CommandError | migrations.NotMigrated):
-        return error.code, str(error)
-    if isinstance(error, ConfigurationError):
-        return "CONFIGURATION", str(error)
-    if isinstance(error, ArgumentError):  # a database URL SQLAlchemy cannot use
-        return "CONFIGURATION", f"LOYALTY_DATABASE_URL: {_first_line(error)}"
-    if isinstance(error, OperationalError | InterfaceError):
-        return "UNAVAILABLE", f"the database: {_first_line(error.orig or error)}"
-    if isinstance(error, RedisUnreachable | RedisTimeout):
-        return "UNAVAILABLE", f"Redis: {_first_line(error)}"
-    if isinstance(error, OSError):
-        return "UNAVAILABLE", _first_line(error)
-    return "INTERNAL", (
-        f"unexpected {type(error).__name__}: {_first_line(error)} "
-        "(run the command again with --debug for the traceback)"
-    )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:300] if text else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -50,14 +50,17 @@ async def server(settings: Settings, mark: Mark) -> AsyncIterator[Server]:
         yield running
 
 
-def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(settings: Settings, mark: Mark) -> None:
+@pytest.mark.parametrize("command", ["serve", "demo"])
+def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(
+    settings: Settings, mark: Mark, command: str
+) -> None:
     # given a port another program listens on
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
 
-        # when the server is started on it
+        # when the server (or the demo, before it seeds anything) is started on it
         env = {
             **os.environ,
             "LOYALTY_DATABASE_URL": settings.database_url,
@@ -65,7 +68,7 @@ def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(settings: Se
             **embedded(mark),
         }
         result = subprocess.run(
-            [str(BIN), "serve", "--port", str(port)],
+            [str(BIN), command, "--port", str(port)],
             env=env,
             capture_output=True,
             text=True,
@@ -73,7 +76,7 @@ def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(settings: Se
         )
 
     # then it exits 1 with one line that names the port and --port, and leaves nothing running
-    assert result.returncode == 1, result.stderr
+    assert (result.returncode, result.stdout) == (1, ""), result.stderr
     assert result.stderr == (
         f"loyalty: PORT_IN_USE: 127.0.0.1:{port} is already in use; "
         f"choose another with --port (make demo PORT={port + 1})\n"
