@@ -29,7 +29,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/loyalty demo --port $(PORT)
+	$(BIN)/loyalty --data-dir $(CURDIR)/var demo --port $(PORT)
 
 test: $(STAMP) lint typecheck pytest
 

@@ -32,6 +32,7 @@ from api.request_id import RequestId
 from api.runtime import Services, build_services
 from api.schema import build_schema
 from api.static import dashboard_routes
+from api.static.graphiql import graphiql_page, graphiql_routes
 from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope as AuthScope
 from domain.errors import DomainError
@@ -69,6 +70,10 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             allow_queries_via_get=False,
         )
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        """Our GraphiQL page, whose scripts this app serves (strawberry's loads them from a CDN)."""
+        return graphiql_page(request)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         assert self.services is not None, "the app's lifespan has not started"
@@ -297,6 +302,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *dashboard_routes(),
+            *graphiql_routes(),
         ],
         lifespan=lifespan,
         # Inside Starlette's ServerErrorMiddleware, so that the Guard answers before it can send a 500.

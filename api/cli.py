@@ -1,6 +1,8 @@
 """`loyalty`: serve the API, migrate, print the schema, provision programs, admins and keys.
 
-Machine-readable output is JSON on stdout; errors go to stderr with a non-zero exit code.
+Machine-readable output is JSON on stdout. Every failure is one line on stderr,
+`loyalty: CODE: message`, and exit code 1 (2 for a command line that does not parse); a
+traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -9,16 +11,21 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import shutil
+import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import orjson
 
+from api.cli_errors import CommandError, failure, first_line
 from domain.errors import DomainError
-from domain.settings import ConfigurationError, Settings, local_secret_key
+from domain.settings import Settings, local_secret_key
 from fraud.backtest import Backtest
 
 
@@ -29,17 +36,28 @@ def _print_json(data: object) -> None:
 def _settings(demo: bool = False) -> Settings:
     settings = Settings.from_env()
     if demo and not settings.secret_key:
-        settings = settings.with_secret(local_secret_key(settings.data_dir))
+        data_dir = settings.require_data_dir("--demo (a generated secret key kept in the data directory)")
+        settings = settings.with_secret(local_secret_key(data_dir))
     return settings
 
 
-def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
-    """Run `work` with the services; without LOYALTY_SECRET_KEY the local (demo) key is used."""
+def _with_services(
+    work: Callable[[Any], Awaitable[object]], settings: Settings | None = None, clock: Any = None
+) -> object:
+    """Run `work` with the services (on `clock`, the system's by default), on a migrated database.
+
+    Without LOYALTY_SECRET_KEY a throwaway key is used: these commands sign no token.
+    """
     from api.runtime import build_services
 
+    settings = settings or Settings.from_env()
+    if not settings.secret_key:
+        settings = settings.with_secret(secrets.token_urlsafe(48))
+
     async def run() -> object:
-        services = build_services(_settings(demo=True))
+        services = build_services(settings, clock)
         try:
+            await _require_migrated(services.db.engine)
             return await work(services)
         finally:
             await services.close()
@@ -47,28 +65,68 @@ def _with_services(work: Callable[[Any], Awaitable[object]]) -> object:
     return asyncio.run(run())
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+async def _require_migrated(engine: Any) -> None:
+    """The first use of the database: it must be reachable and migrated."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    import migrations
+
+    try:
+        await migrations.require_current(engine)
+    except (OSError, OperationalError, InterfaceError) as error:
+        reason = first_line(getattr(error, "orig", None) or error)
+        raise CommandError(
+            "UNAVAILABLE", f"the database {_redacted(engine.url.render_as_string())} cannot be used: {reason}"
+        ) from None
+
+
+def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
+    """Check everything, bind the port, then start: a busy port fails before anything runs."""
     import uvicorn
 
+    from api import serving
     from api.logs import uvicorn_config
+    from domain import embedded_redis
+    from domain.db.engine import create_engine
 
     settings = _settings(demo=args.demo)
     settings.require_secret()
+    embedded_dir = None if settings.redis_url else settings.require_data_dir("the embedded Redis server")
+
+    async def check_database() -> None:
+        engine = create_engine(settings.require_database_url(), pool_size=1)
+        try:
+            await _require_migrated(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(check_database())
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
     if args.demo:  # a local demo shows its schema to everyone; production only to token holders
         os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
-    with _metrics_directory(settings, args.workers):
-        uvicorn.run(
-            "api.app:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            log_config=uvicorn_config(settings.log_format, args.log_level),
-            proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
-            http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
-        )
+    with serving.stopped_by_signals(), _metrics_directory(settings, args.workers):
+        listener = listener or serving.listen(args.host, args.port)
+        embedded = None
+        try:
+            if embedded_dir is not None:  # owned by this process, so workers come and go without it
+                embedded = embedded_redis.acquire(embedded_dir)
+            config = uvicorn.Config(
+                "api.app:create_app",
+                factory=True,
+                host=args.host,
+                port=args.port,
+                workers=args.workers,
+                log_level=args.log_level,
+                log_config=uvicorn_config(settings.log_format, args.log_level),
+                proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
+                http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
+                timeout_graceful_shutdown=serving.SHUTDOWN_GRACE_S,
+            )
+            serving.run(config, listener)
+        finally:
+            listener.close()
+            if embedded is not None:
+                embedded_redis.release(embedded)
     return 0
 
 
@@ -80,10 +138,11 @@ def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
     if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
-    for left in settings.data_dir.glob("metrics-*"):
-        if not _alive(left.name.removeprefix("metrics-")):
+    base = settings.data_dir or Path(tempfile.gettempdir())
+    for left in base.glob("loyalty-metrics-*"):
+        if not _alive(left.name.removeprefix("loyalty-metrics-")):
             shutil.rmtree(left, ignore_errors=True)
-    directory = settings.data_dir / f"metrics-{os.getpid()}"
+    directory = base / f"loyalty-metrics-{os.getpid()}"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
@@ -108,8 +167,9 @@ def cmd_db_upgrade(_: argparse.Namespace) -> int:
     import migrations
 
     settings = Settings.from_env()
-    migrations.upgrade(settings.database_url)
-    _print_json({"database": _redacted(settings.database_url), "revision": "head"})
+    database_url = settings.require_database_url()
+    migrations.upgrade(database_url)
+    _print_json({"database": _redacted(database_url), "revision": "head"})
     return 0
 
 
@@ -238,8 +298,7 @@ def cmd_fraud_backtest(args: argparse.Namespace) -> int:
     try:
         params = json.loads(args.params) if args.params else None
     except json.JSONDecodeError as error:
-        sys.stderr.write(f"--params: not JSON ({error})\n")
-        return 2
+        raise DomainError(f"--params: not JSON ({error})") from None
 
     async def work(services: Any) -> object:
         program = await services.programs.get_by_key(args.program)
@@ -278,34 +337,46 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     import migrations
-    from api.demo import seed_demo
+    from api.demo import ReplayClock, seed_demo
+    from api.serving import listen
 
+    data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
-    migrations.upgrade(settings.database_url)
-    credentials = _with_services(lambda services: seed_demo(services, settings.data_dir))
-    _print_demo_banner(credentials, args.host, args.port)
-    if args.no_serve:
+    listener = None if args.no_serve else listen(args.host, args.port)  # a taken port: before seeding
+    try:
+        migrations.upgrade(settings.require_database_url())
+        clock = ReplayClock()
+        credentials = _with_services(lambda services: seed_demo(services, data_dir, clock), settings, clock)
+    except BaseException:
+        if listener is not None:
+            listener.close()
+        raise
+    _print_demo_banner(credentials, args.host, args.port, data_dir)
+    if listener is None:
         return 0
     args.demo = True
     args.workers = 1
-    return cmd_serve(args)
+    return cmd_serve(args, listener)
 
 
-def _print_demo_banner(credentials: Any, host: str, port: int) -> None:
-    secret = credentials["admin"]["totpSecret"]
+def _print_demo_banner(credentials: Any, host: str, port: int, data_dir: Path) -> None:
+    admin = credentials["admin"]
+    url = f"http://{host}:{port}"
     print(
         f"""
-Demo program {credentials["program"]!r} is ready (SQLite + embedded Redis, data in ./var).
+Demo program {credentials["program"]!r} is ready; its data is in {data_dir}.
 
-  GraphiQL:   http://{host}:{port}/graphql
-  Admin:      {credentials["admin"]["email"]} / {credentials["admin"]["password"]}
-  TOTP code:  .venv/bin/python -c "import pyotp; print(pyotp.TOTP('{secret}').now())"
-              (or add {credentials["admin"]["provisioningUri"]} to an authenticator app)
-  API key:    {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
+  GraphiQL:       {url}/graphql
+  Dashboard:      {url}/dashboard
+  Admin:          {admin["email"]} / {admin["password"]}
+  TOTP code:      {sys.executable} -c "import pyotp; print(pyotp.TOTP('{admin["totpSecret"]}').now())"
+                  (or add {admin["provisioningUri"]} to an authenticator app)
+  API key:        {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
+  Read-only key:  {credentials["readOnlyKey"]}   (segments:read, leaderboards:read; for the dashboard)
 
-  Log in with:  mutation {{ login(email: "{credentials["admin"]["email"]}",
+  Log in with:  mutation {{ login(email: "{admin["email"]}",
                              password: "...", totpCode: "...") {{ token }} }}
-  Credentials are kept in var/demo-credentials.json.
+  Credentials are kept in {data_dir / "demo-credentials.json"}.
 """,
         flush=True,
     )
@@ -317,8 +388,18 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in the `loyalty: CODE: message` form too (exit code 2, as argparse's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"loyalty: USAGE: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loyalty", description="Loyalty segmentation engine")
+    parser = _Parser(prog="loyalty", description="Loyalty segmentation engine")
+    _common_options(parser, argparse.SUPPRESS)
+    parser.set_defaults(data_dir=None, debug=False)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve the GraphQL API")
@@ -401,7 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     _server_options(demo)
     demo.add_argument("--no-serve", action="store_true", help="seed and exit")
     demo.set_defaults(func=cmd_demo)
+    for command in _commands(parser):  # before or after the command's name alike
+        _common_options(command, argparse.SUPPRESS)
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=default,
+        help="where the embedded SQLite database, the embedded Redis server and the demo's files live "
+        "(LOYALTY_DATA_DIR); commands that need one and have none refuse to run",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", default=default, help="print the traceback of an unexpected error"
+    )
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the runnable commands (the leaves under `parser`)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                found += _commands(child) or [child]
+    return found
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -414,12 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     from api.logs import configure
 
     args = build_parser().parse_args(argv)
+    if args.data_dir:  # for this process and the server's workers alike
+        os.environ["LOYALTY_DATA_DIR"] = str(Path(args.data_dir).expanduser().absolute())
     try:
         configure(Settings.from_env().log_format)
         result: int = args.func(args)
-    except (DomainError, ConfigurationError) as error:
-        code = getattr(error, "code", "CONFIGURATION")
-        sys.stderr.write(f"loyalty: {code}: {error}\n")
+    except KeyboardInterrupt:
+        sys.stderr.write("loyalty: INTERRUPTED: stopped before it finished\n")
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        code, message = failure(error)
+        sys.stderr.write(f"loyalty: {code}: {message}\n")
         return 1
     return result
 

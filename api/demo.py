@@ -1,21 +1,31 @@
-"""The demo program behind `make demo`: members, a history of events, an admin and an API key."""
+"""The demo program behind `make demo`: 120 members with 90 days of history, segments that
+moved along it, a few accruals held for review, an admin, an integration key and a read-only key.
+
+The history is replayed day by day with the clock set to each day (ReplayClock): segments
+exist from the start, so their change log, and therefore their size history, is what the
+engine would have recorded had it run all along; the time-flip scheduler runs after each day
+and RFM/ABC are refreshed weekly, as a server and an operator's cron would have.
+"""
 
 from __future__ import annotations
 
 import random
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from api.demo_history import HISTORY_DAYS, DemoMember, day_events, demo_members, held_accruals
 from api.runtime import Services
+from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
 from domain.errors import NotFound
+from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
-from domain.members.service import MemberUpsert
+from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
 from domain.segments.templates import TEMPLATES
 from gamification.challenges.definitions import ChallengeDraft
@@ -26,7 +36,8 @@ from gamification.rewards.windows import WindowSpec
 
 PROGRAM_KEY = "demo"
 ADMIN_EMAIL = "admin@demo.local"
-CITIES = ["Istanbul", "Berlin", "Lisbon", "Austin", "Osaka"]
+#: The key the demo prints for the dashboard: it reads segments and boards, and changes nothing.
+READ_ONLY_SCOPES = frozenset({Scope.SEGMENTS_READ, Scope.LEADERBOARDS_READ})
 
 #: The shipped trigger flows (docs/triggers.md): segment key -> its triggers.
 DEMO_FLOWS: dict[str, list[TriggerDraft]] = {
@@ -56,8 +67,27 @@ DEMO_FLOWS: dict[str, list[TriggerDraft]] = {
 }
 
 
-async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
-    """Seed once; later runs return the credentials kept in data_dir/demo-credentials.json."""
+class ReplayClock:
+    """The system clock, or a moment of the past while the demo replays its history."""
+
+    def __init__(self) -> None:
+        self._at: datetime | None = None
+
+    def now(self) -> datetime:
+        return self._at or datetime.now(UTC)
+
+    def travel_to(self, at: datetime) -> None:
+        self._at = at
+
+    def resume(self) -> None:
+        self._at = None
+
+
+async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> dict[str, Any]:
+    """Seed once; later runs return the credentials kept in data_dir/demo-credentials.json.
+
+    `services` must run on `clock`.
+    """
     path = data_dir / "demo-credentials.json"
     try:
         await services.programs.get_by_key(PROGRAM_KEY)
@@ -66,78 +96,19 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
     else:
         if path.exists():
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
+            if "readOnlyKey" not in stored:  # seeded by an earlier version
+                stored["readOnlyKey"] = await _read_only_key(services)
+                _keep(path, stored)
             return stored
-        raise NotFound(f"the demo program exists but {path} is gone: delete ./var and run `make demo` again")
-
-    program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
-    await services.programs.set_earning_rule(program.id, "login", None, 1)
-    await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
-    rng = random.Random(7)
-    now = services.clock.now()
-    members = [
-        MemberUpsert(
-            external_id=f"cust-{n:03d}",
-            attributes={
-                "city": rng.choice(CITIES),
-                "gender": rng.choice(["F", "M", "X"]),
-                "birthDate": f"{rng.randint(1960, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-                "device": {
-                    "os": rng.choice(["iOS", "Android"]),
-                    "appVersion": rng.choice(["4.2", "4.9", "5.1", "6.0"]),
-                },
-                "preferences": {"push": rng.random() < 0.7},
-            },
-            channels=rng.sample(["PUSH", "EMAIL", "SMS", "IN_APP"], k=2),
-            joined_at=now - timedelta(days=rng.randint(1, 400)),
+        raise NotFound(
+            f"the demo program exists but {path} is gone: delete {data_dir} and run `make demo` again"
         )
-        for n in range(1, 61)
-    ]
-    await services.members.upsert_members(program.id, members)
-    events: list[EventDraft] = []
-    for n, member in enumerate(members):
-        activity = rng.choice([0.02, 0.1, 0.3, 0.95])  # lapsed, occasional, regular, daily
-        for day in range(90, -1, -1):
-            at = now - timedelta(days=day, minutes=rng.randint(0, 600))
-            if rng.random() < activity:
-                events.append(EventDraft(f"demo-v-{n}-{day}", member.external_id, "visit", at, None, {}))
-            if rng.random() < activity:
-                amount = Decimal(rng.randint(8000, 90000)) / 100
-                events.append(
-                    EventDraft(
-                        f"demo-p-{n}-{day}",
-                        member.external_id,
-                        "purchase",
-                        at,
-                        amount,
-                        {"category": rng.choice(["coffee", "beans", "pastry"]), "channel": "POS"},
-                    )
-                )
-            if n % 17 == 0 and day % 30 == 0:  # a few members break the house rules
-                events.append(
-                    EventDraft(f"demo-c-{n}-{day}", member.external_id, "compliance_violation", at, None, {})
-                )
-            if rng.random() < activity * 2:
-                events.append(
-                    EventDraft(f"demo-l-{n}-{day}", member.external_id, "login", at, None, {"os": "app"})
-                )
-    for start in range(0, len(events), 500):
-        await services.events.record_events(program.id, events[start : start + 500])
-    for template in TEMPLATES:
-        if template.audience == "B2C":
-            draft = SegmentDraft(
-                template.key,
-                template.name,
-                template.kind,
-                rule=template.rule,
-                applies_tag=template.applies_tag,
-            )
-            await services.segments.create(program.id, draft)
-    await services.segments.create(
-        program.id, SegmentDraft("new_members", "New members", "DYNAMIC", rule='lifecycle = "NEW"')
-    )
-    for segment_key, triggers in DEMO_FLOWS.items():  # they act on changes from here on
-        await services.campaigns.set_triggers(program.id, segment_key, triggers)
-    await services.segments.recompute(program.id)
+
+    now = clock.now()
+    rng = random.Random(7)
+    members = demo_members(rng, now)
+    program_id = await _replay_history(services, clock, members, rng, now)
+    await _start_now(services, program_id, members)
 
     password = secrets.token_urlsafe(12)
     admin = await services.auth.create_admin(PROGRAM_KEY, ADMIN_EMAIL, password)
@@ -151,18 +122,80 @@ async def seed_demo(services: Services, data_dir: Path) -> dict[str, Any]:
             "provisioningUri": admin.provisioning_uri,
         },
         "apiKey": key.key,
+        "readOnlyKey": await _read_only_key(services),
         "members": len(members),
-        "events": len(events),
     }
-    data_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - CLI start-up, see above
-    path.write_bytes(orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
-    path.chmod(0o600)
+    _keep(path, credentials)
     return credentials
 
 
+async def _replay_history(
+    services: Services, clock: ReplayClock, members: list[DemoMember], rng: random.Random, now: datetime
+) -> int:
+    """The program as it started HISTORY_DAYS ago, then each day's events at the day's end."""
+    clock.travel_to(now - timedelta(days=HISTORY_DAYS + 1))
+    program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
+    await services.programs.set_earning_rule(program.id, "login", None, 1)
+    await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
+    for template in TEMPLATES:
+        if template.audience == "B2C":
+            draft = SegmentDraft(
+                template.key,
+                template.name,
+                template.kind,
+                rule=template.rule,
+                applies_tag=template.applies_tag,
+            )
+            await services.segments.create(program.id, draft)
+    await services.segments.create(
+        program.id, SegmentDraft("new_members", "New members", "DYNAMIC", rule='lifecycle = "NEW"')
+    )
+    scheduler = TimeFlipScheduler(services.db, clock, services.segments.engine)
+    waiting = sorted(members, key=lambda m: m.joined_at)
+    for n_day in range(HISTORY_DAYS, -1, -1):
+        day_end = now - timedelta(days=n_day)
+        clock.travel_to(day_end)
+        joined = [m.upsert for m in waiting if m.joined_at <= day_end]
+        waiting = waiting[len(joined) :]
+        if joined:
+            await services.members.upsert_members(program.id, joined)
+        events = day_events(members, n_day, day_end, rng)
+        for start in range(0, len(events), MAX_BATCH):
+            await services.events.record_events(program.id, events[start : start + MAX_BATCH])
+        while await scheduler.run_once():
+            pass
+        if n_day % 7 == 0:
+            await services.segments.recompute(program.id)
+    clock.resume()
+    return program.id
+
+
+async def _start_now(services: Services, program_id: int, members: list[DemoMember]) -> None:
+    """Today: the trigger flows (they act on changes from here on), the priority window, and the
+    accruals the audit holds."""
+    for segment_key, triggers in DEMO_FLOWS.items():
+        await services.campaigns.set_triggers(program_id, segment_key, triggers)
+    now = services.clock.now()
+    window = WindowSpec("points", PeriodKind.MONTHLY, 10, now, now + timedelta(days=1))
+    await services.rewards.set_window(program_id, "tumbler", window)
+    held: list[EventDraft] = held_accruals(members, now)
+    await services.events.record_events(program_id, held)
+
+
+async def _read_only_key(services: Services) -> str:
+    created = await services.auth.create_api_key(PROGRAM_KEY, "demo dashboard (read-only)", READ_ONLY_SCOPES)
+    return created.key
+
+
+def _keep(path: Path, credentials: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
+    path.chmod(0o600)
+
+
 async def _seed_gamification(services: Services, program_id: int) -> None:
-    """A visits board beside the built-in `points`, a weekly challenge, and two rewards, the
-    tumbler reserved for this month's top 10 during its first day on sale."""
+    """A visits board beside the built-in `points`, a weekly challenge, and two rewards (the
+    tumbler gets its priority window for this month's top 10 today: `_start_now`)."""
     visits = BoardDefinition(
         "visits",
         "Most visits",
@@ -182,6 +215,3 @@ async def _seed_gamification(services: Services, program_id: int) -> None:
     await services.rewards.set_reward(
         program_id, RewardDraft("tumbler", "Club tumbler", "Limited edition", 400, 20, True)
     )
-    now = services.clock.now()
-    window = WindowSpec("points", PeriodKind.MONTHLY, 10, now, now + timedelta(days=1))
-    await services.rewards.set_window(program_id, "tumbler", window)

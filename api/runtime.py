@@ -119,7 +119,7 @@ def build_services(
     """The parts, wired; `clock` and `resolver` (DNS, for webhook destinations) default to the system's."""
     clock = clock or SystemClock()
     destinations = DestinationPolicy(AllowList.parse(settings.webhook_allow), resolver)
-    engine = create_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     db = Database(engine)
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(

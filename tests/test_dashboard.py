@@ -6,36 +6,21 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Locator, Page, WebSocketRoute, async_playwright, expect
+from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
 from domain.settings import Settings
 from tests.support import ShiftableClock
+from tests.support.browser import chromium_page, needs_chromium
 from tests.support.graphql import GraphQLClient
 from tests.support.servers import Server, running_server
 from tests.test_live import SETTLE_S, join
 from tests.test_segments_api import create, event, record
 
-CHROMIUM = Path("/usr/bin/chromium")
-needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's Chromium at /usr/bin/chromium (apt-get install chromium; .ci/run installs it as root)",
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN_KEY = "loyalty.dashboard.token"
 ANY_TIME = re.compile(r"\d")
 
@@ -80,12 +65,8 @@ async def server(settings: Settings) -> AsyncIterator[Server]:
 
 @pytest.fixture
 async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield await browser.new_page()
-        finally:
-            await browser.close()
+    async with chromium_page() as opened:
+        yield opened
 
 
 async def log_in(page: Page, server: Server, token: str) -> None:

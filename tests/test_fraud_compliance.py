@@ -192,8 +192,8 @@ def test_backtest_command_prints_json_and_names_bad_input(tmp_path: Path) -> Non
     assert report["rule"] == "daily_points_cap"
     assert (report["accruals"], report["wouldReview"], report["params"]) == (0, 0, {"maxPoints": 10000})
     failed = loyalty(env, "fraud", "backtest", "--program", "acme", "--rule", "velocity", "--params", "{")
-    assert failed.returncode == 2
-    assert "--params: not JSON" in failed.stderr
+    assert failed.returncode == 1
+    assert failed.stderr.startswith("loyalty: BAD_USER_INPUT: --params: not JSON")
     failed = loyalty(env, "fraud", "backtest", "--program", "acme", "--rule", "speed")
     assert failed.returncode == 1
     assert "BAD_USER_INPUT: rule: 'speed' is not one of" in failed.stderr

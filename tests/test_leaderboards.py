@@ -513,6 +513,19 @@ async def test_the_rebuild_command_restores_flushed_boards(
     assert sorted([k async for k in redis.scan_iter(match=pattern)]) == keys
     assert {k: await redis.zrange(k, 0, -1, withscores=True) for k in keys} == before
 
+    # a board the program does not have is named, as an unknown segment is by `segments recompute`
+    command = ["leaderboards", "rebuild", "--program", program.key, "--board", "nope"]
+    unknown = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "loyalty"), *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (unknown.returncode, unknown.stdout) == (1, "")
+    assert unknown.stderr == "loyalty: NOT_FOUND: board: no leaderboard 'nope' in this program\n"
+
 
 async def test_held_and_blocked_accruals_never_reach_a_board(
     march: ShiftableClock, integration: GraphQLClient, services: Services, program: ProgramFixture

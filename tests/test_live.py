@@ -112,7 +112,7 @@ async def test_a_slow_subscriber_is_closed_with_the_cursor_to_resume_from_and_ne
     await join(integration, *(f"s{i}" for i in range(40)))
     received: list[dict[str, Any]] = []
     async with (
-        running_server(settings, LOYALTY_SUBSCRIBER_QUEUE="5") as server,
+        running_server(settings, {"LOYALTY_SUBSCRIBER_QUEUE": "5"}) as server,
         subscribe(server, bearer(admin.token), CHANGES, {"keys": ["buyers"]}) as changes,
     ):
         await asyncio.sleep(SETTLE_S)

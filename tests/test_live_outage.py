@@ -123,9 +123,14 @@ async def test_subscribers_lose_nothing_when_redis_goes_down_in_the_middle_of_a_
     async with (
         redis_server() as redis,
         tcp_proxy("127.0.0.1", redis.port) as cable,
-        running_server(settings, LOYALTY_REDIS_URL=redis.url) as relaying,
+        running_server(settings, {"LOYALTY_REDIS_URL": redis.url}) as relaying,
         running_server(
-            settings, LOYALTY_REDIS_URL=cable.redis_url, LOYALTY_BACKGROUND="0", LOYALTY_SUBSCRIBER_QUEUE="50"
+            settings,
+            {
+                "LOYALTY_REDIS_URL": cable.redis_url,
+                "LOYALTY_BACKGROUND": "0",
+                "LOYALTY_SUBSCRIBER_QUEUE": "50",
+            },
         ) as cut_off,
     ):
         followers.extend(

@@ -205,7 +205,7 @@ async def test_the_running_server_ignores_forwarded_for_unless_its_peer_is_a_tru
 
     async def counted_as(trusted_proxies: str = "") -> list[str]:
         async with (
-            running_server(settings, LOYALTY_TRUSTED_PROXIES=trusted_proxies) as server,
+            running_server(settings, {"LOYALTY_TRUSTED_PROXIES": trusted_proxies}) as server,
             httpx.AsyncClient(base_url=server.http, timeout=30) as http,
         ):
             await http.post(

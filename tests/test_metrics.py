@@ -262,7 +262,7 @@ def test_operation_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 async def test_any_worker_reports_every_worker_s_counts(settings: Settings, program: ProgramFixture) -> None:
-    async with running_server(settings, workers=2, LOYALTY_METRICS_TOKEN=TOKEN) as server:
+    async with running_server(settings, {"LOYALTY_METRICS_TOKEN": TOKEN}, workers=2) as server:
         async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
             base = await scrape(http)
         for i in range(6):  # a connection each: the workers share them out

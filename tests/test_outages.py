@@ -36,7 +36,7 @@ async def test_a_database_outage_is_a_retryable_503_until_it_ends(
     async with tcp_proxy(PG_HOST, PG_PORT) as database:
         url = f"postgresql+asyncpg://postgres@127.0.0.1:{database.port}/{backends.pg_database}"
         async with (
-            running_server(settings, LOYALTY_DATABASE_URL=url, LOYALTY_BACKGROUND="0") as server,
+            running_server(settings, {"LOYALTY_DATABASE_URL": url, "LOYALTY_BACKGROUND": "0"}) as server,
             httpx.AsyncClient(base_url=server.http, timeout=30) as http,
         ):
             assert (await http.post("/graphql", json=PROGRAM, headers=auth)).status_code == 200
@@ -65,7 +65,7 @@ async def test_a_redis_outage_is_retryable(settings: Settings, backends: Backend
         pytest.skip("the outage is drilled on a Redis server (the embedded one listens on a file)")
     async with (
         tcp_proxy(REDIS_HOST, REDIS_PORT) as redis,
-        running_server(settings, LOYALTY_REDIS_URL=redis.redis_url) as server,
+        running_server(settings, {"LOYALTY_REDIS_URL": redis.redis_url}) as server,
         httpx.AsyncClient(base_url=server.http, timeout=30) as http,
     ):
         await redis.cut()

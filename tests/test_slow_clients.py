@@ -21,7 +21,9 @@ CLOSED_WITHIN_S = 10
 
 @pytest.fixture(scope="module")
 async def server(settings: Settings) -> AsyncIterator[Server]:
-    async with running_server(settings, LOYALTY_HEADER_TIMEOUT="1", LOYALTY_BODY_TIMEOUT="1") as running:
+    async with running_server(
+        settings, {"LOYALTY_HEADER_TIMEOUT": "1", "LOYALTY_BODY_TIMEOUT": "1"}
+    ) as running:
         yield running
 
 

@@ -116,7 +116,7 @@ async def test_the_server_warns_at_start(
     settings: Settings, services: Services, tmp_path: Path, postgres: None
 ) -> None:
     stderr = tmp_path / "server.log"
-    async with running_server(settings, stderr_to=stderr, LOYALTY_LOG_FORMAT="json"):
+    async with running_server(settings, {"LOYALTY_LOG_FORMAT": "json"}, stderr_to=stderr):
         pass
     async with services.db.engine.connect() as connection:
         server_autovacuum = (await connection.execute(text("SHOW autovacuum"))).scalar_one()

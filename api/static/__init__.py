@@ -24,15 +24,29 @@ _TYPES = {
 _HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
-def content_security_policy(host: str | None) -> str:
-    """'self' only; the WebSocket to this host named too, for browsers whose 'self' omits ws:/wss:."""
+def content_security_policy(host: str | None, extra: str = "") -> str:
+    """'self' only; the WebSocket to this host named too, for browsers whose 'self' omits ws:/wss:.
+
+    `extra`: more directives a page needs (GraphiQL's embedded fonts).
+    """
     connect = "'self'"
     if host and _HOST.fullmatch(host):
         connect += f" ws://{host} wss://{host}"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; "
-        f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        f"connect-src {connect}; {extra + '; ' if extra else ''}"
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     )
+
+
+def page_headers(request: Request, extra_policy: str = "") -> dict[str, str]:
+    """The headers of every page and file the app serves to browsers."""
+    return {
+        "Content-Security-Policy": content_security_policy(request.headers.get("host"), extra_policy),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
 
 
 def dashboard_routes() -> list[BaseRoute]:
@@ -42,16 +56,7 @@ def dashboard_routes() -> list[BaseRoute]:
         body = (files(__name__) / name).read_bytes()
 
         async def endpoint(request: Request) -> Response:
-            return Response(
-                body,
-                media_type=_TYPES[name],
-                headers={
-                    "Content-Security-Policy": content_security_policy(request.headers.get("host")),
-                    "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer",
-                    "Cache-Control": "no-cache",
-                },
-            )
+            return Response(body, media_type=_TYPES[name], headers=page_headers(request))
 
         path = "/dashboard" if name == "dashboard.html" else f"/dashboard/{name}"
         return Route(path, endpoint, methods=["GET"])

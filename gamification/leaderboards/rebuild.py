@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.engine import Database
+from domain.errors import NotFound
 from domain.models import Program, StandingsFeed
 from domain.redis_store import Lease, RedisStore
 from gamification.calendar import program_zone
@@ -113,7 +114,12 @@ async def rebuild(
     board_key: str | None = None,
     progress: Progress | None = None,
 ) -> RebuildReport:
-    """Reconstruct boards exactly from the ledger; the feeder pauses meanwhile and catches up after."""
+    """Reconstruct boards exactly from the ledger; the feeder pauses meanwhile and catches up after.
+
+    NotFound when `board_key` names no board of the programs.
+    """
+    if board_key is not None:
+        await _require_board(db, program_ids, board_key)
     lease = feeder_lease(redis, ttl=60.0)
     await lease.take_over()
     report = RebuildReport()
@@ -138,6 +144,16 @@ async def rebuild(
     finally:
         await lease.release()
     return report
+
+
+async def _require_board(db: Database, program_ids: list[int] | None, board_key: str) -> None:
+    async with db.read() as session:
+        ids = program_ids or (await session.scalars(select(Program.id))).all()
+        for program_id in ids:
+            if board_key in await program_boards(session, program_id):
+                return
+    where = "this program" if program_ids else "any program"
+    raise NotFound(f"board: no leaderboard {board_key[:70]!r} in {where}")
 
 
 async def reconcile(

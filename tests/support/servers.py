@@ -10,8 +10,8 @@ import os
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ def free_port() -> int:
 @dataclass(frozen=True)
 class Server:
     port: int
+    #: The `loyalty serve` process (tests that stop it themselves signal it).
+    process: asyncio.subprocess.Process | None = field(default=None, compare=False)
     #: Where its stderr goes, when the caller asked for a file (`running_server(stderr_to=...)`).
     stderr_path: Path | None = None
 
@@ -65,13 +67,14 @@ class Server:
 @contextlib.asynccontextmanager
 async def running_server(
     settings: Settings,
+    environ: Mapping[str, str] | None = None,
     *,
     workers: int = 1,
     log_level: str = "warning",
     stderr_to: Path | None = None,
-    **environ: str,
 ) -> AsyncIterator[Server]:
-    """`loyalty serve` in its own process, on a free port, until the block ends.
+    """`loyalty serve` in its own process, on a free port, until the block ends; `environ` adds to
+    or overrides the environment made from `settings`.
 
     Its stderr is a pipe read when it fails to start, or the file `stderr_to`.
     """
@@ -82,8 +85,8 @@ async def running_server(
         "LOYALTY_REDIS_URL": settings.redis_url or "",
         "LOYALTY_REDIS_PREFIX": settings.redis_prefix,
         "LOYALTY_SECRET_KEY": settings.secret_key or "",
-        "LOYALTY_DATA_DIR": str(settings.data_dir),
-        **environ,
+        "LOYALTY_DATA_DIR": str(settings.data_dir or ""),
+        **(environ or {}),
     }
     stderr = stderr_to.open("wb") if stderr_to else None
     try:
@@ -105,7 +108,7 @@ async def running_server(
     finally:
         if stderr is not None:
             stderr.close()  # the server process has its own descriptor
-    server = Server(port, stderr_to)
+    server = Server(port, process, stderr_to)
     # a piped log is read all along: a server whose stderr pipe fills up (a long Redis outage) would block
     output: deque[bytes] = deque(maxlen=64)
     reading = asyncio.create_task(_keep(process, output))

@@ -1,0 +1,80 @@
+"""The background loop runner: stopping always ends its loops, whatever they were doing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from domain import background
+from domain.background import Runner
+
+
+class IdleLoop:
+    """A loop with nothing to do that sleeps long between passes."""
+
+    name = "idle"
+    interval = 3600.0
+    topics: frozenset[str] = frozenset({"news"})
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    async def run_once(self) -> bool:
+        self.passes += 1
+        return False
+
+
+async def _waiting(runner: Runner, loop: IdleLoop, passes: int) -> None:
+    """Until `loop` has made `passes` passes and waits for its next wake-up (a bounded poll)."""
+    for _ in range(1000):
+        if loop.passes >= passes:
+            await asyncio.sleep(0)
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"the loop made {loop.passes} passes, not {passes}")
+
+
+async def test_stop_ends_a_loop_that_was_woken_just_before() -> None:
+    # given a loop waiting for news
+    loop = IdleLoop()
+    runner = Runner([loop])
+    runner.start()
+    await _waiting(runner, loop, 1)
+
+    # when news arrives and the runner is stopped in the same instant (a commit announced at shutdown)
+    runner.wake(["news"])
+    stopping = asyncio.ensure_future(runner.stop())
+
+    # then the stop completes: the wake-up does not swallow the cancellation
+    done, _ = await asyncio.wait([stopping], timeout=10)
+    assert stopping in done, "Runner.stop() did not return: a loop survived its cancellation"
+
+
+async def test_stop_gives_up_on_a_loop_that_ignores_its_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a pass that swallows cancellation (a misbehaving library) and holds on
+    monkeypatch.setattr(background, "STOP_TIMEOUT_S", 0.5)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class StubbornLoop(IdleLoop):
+        async def run_once(self) -> bool:
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await release.wait()
+            return False
+
+    runner = Runner([StubbornLoop()])
+    runner.start()
+    await asyncio.wait_for(started.wait(), 10)
+    tasks = list(runner._tasks)
+
+    # when the runner is stopped, then it returns after its timeout instead of waiting for ever
+    stopping = asyncio.ensure_future(runner.stop())
+    done, _ = await asyncio.wait([stopping], timeout=10)
+    assert stopping in done, "Runner.stop() waited for ever on a loop that ignored its cancellation"
+    release.set()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=10)
