@@ -65,7 +65,7 @@ async def test_a_redis_outage_is_retryable(settings: Settings, backends: Backend
         pytest.skip("the outage is drilled on a Redis server (the embedded one listens on a file)")
     async with (
         tcp_proxy(REDIS_HOST, REDIS_PORT) as redis,
-        running_server(settings, {"LOYALTY_REDIS_URL": redis.redis_url}) as server,
+        running_server(settings, {"LOYALTY_REDIS_URL": redis.redis_url, "LOYALTY_BACKGROUND": "0"}) as server,
         httpx.AsyncClient(base_url=server.http, timeout=30) as http,
     ):
         await redis.cut()

@@ -80,8 +80,10 @@ async def uncommitted(
 
 @pytest.fixture
 async def relay(services: Services, clock: ShiftableClock) -> AsyncIterator[ChangeRelay]:
-    """A relay that holds the lease (no server process runs in these tests) and starts at the log's end."""
+    """A relay that holds the lease and starts at the log's end. It takes the lease over: a server
+    process of an earlier test that could not release it (its Redis was cut) holds it for 10 s more."""
     relay = ChangeRelay(services.db, services.redis, clock, batch=3, gap_timeout=0.3)
+    await relay.lease.take_over()
     await relay_until_idle(relay)
     await asyncio.sleep(0.35)  # gaps earlier tests' rollbacks left time out
     await relay_until_idle(relay)
