@@ -12,12 +12,9 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import socket
 import sys
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -82,11 +79,7 @@ async def _require_migrated(engine: Any) -> None:
 
 def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
     """Check everything, bind the port, then start: a busy port fails before anything runs."""
-    import uvicorn
-
     from api import serving
-    from api.logs import uvicorn_config
-    from domain import embedded_redis
     from domain.db.engine import create_engine
 
     settings = _settings(demo=args.demo)
@@ -104,63 +97,13 @@ def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -
     os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
     if args.demo:  # a local demo shows its schema to everyone; production only to token holders
         os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
-    with serving.stopped_by_signals(), _metrics_directory(settings, args.workers):
-        listener = listener or serving.listen(args.host, args.port)
-        embedded = None
-        try:
-            if embedded_dir is not None:  # owned by this process, so workers come and go without it
-                embedded = embedded_redis.acquire(embedded_dir)
-            config = uvicorn.Config(
-                "api.app:create_app",
-                factory=True,
-                host=args.host,
-                port=args.port,
-                workers=args.workers,
-                log_level=args.log_level,
-                log_config=uvicorn_config(settings.log_format, args.log_level),
-                proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
-                http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
-                timeout_graceful_shutdown=serving.SHUTDOWN_GRACE_S,
-            )
-            serving.run(config, listener)
-        finally:
-            listener.close()
-            if embedded is not None:
-                embedded_redis.release(embedded)
+    serving.serve(
+        settings,
+        serving.Options(args.host, args.port, args.workers, args.log_level),
+        embedded_dir,
+        listener,
+    )
     return 0
-
-
-@contextmanager
-def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
-    """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
-    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
-    (and those of runs that were killed, at the next start)."""
-    if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        yield
-        return
-    base = settings.data_dir or Path(tempfile.gettempdir())
-    for left in base.glob("loyalty-metrics-*"):
-        if not _alive(left.name.removeprefix("loyalty-metrics-")):
-            shutil.rmtree(left, ignore_errors=True)
-    directory = base / f"loyalty-metrics-{os.getpid()}"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-    try:
-        yield
-    finally:
-        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def cmd_db_upgrade(_: argparse.Namespace) -> int:

@@ -1,7 +1,9 @@
 """A server process's start and stop, for `loyalty serve` and `loyalty demo`.
 
 The listening socket is bound first, so a taken port is a clear error before anything
-starts; uvicorn then serves on it (its workers too). SIGINT and SIGTERM stop the server
+starts; the embedded Redis server (when no LOYALTY_REDIS_URL is set) is started by this
+process, so workers come and go without it; uvicorn then serves on the socket (its workers
+too). SIGINT and SIGTERM stop the server
 gracefully: WebSockets are closed with 1012, requests still running get SHUTDOWN_GRACE_S,
 then the app's lifespan stops the background loops. The caller's `finally` blocks run in
 every case (the embedded Redis server is stopped there).
@@ -11,10 +13,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
@@ -22,9 +29,50 @@ import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 from api.cli_errors import CommandError
+from api.logs import uvicorn_config
+from domain import embedded_redis
+from domain.settings import Settings
 
 #: Seconds a stopping server gives open requests and WebSockets before it cancels them.
 SHUTDOWN_GRACE_S = 5
+
+
+@dataclass(frozen=True)
+class Options:
+    host: str
+    port: int
+    workers: int
+    log_level: str
+
+
+def serve(
+    settings: Settings, options: Options, embedded_dir: Path | None, listener: socket.socket | None = None
+) -> None:
+    """Serve the app until SIGINT or SIGTERM, on `listener` (bound here when None), with the
+    embedded Redis server of `embedded_dir` when given."""
+    with stopped_by_signals(), _metrics_directory(settings, options.workers):
+        listener = listener or listen(options.host, options.port)
+        embedded = None
+        try:
+            if embedded_dir is not None:
+                embedded = embedded_redis.acquire(embedded_dir)
+            config = uvicorn.Config(
+                "api.app:create_app",
+                factory=True,
+                host=options.host,
+                port=options.port,
+                workers=options.workers,
+                log_level=options.log_level,
+                log_config=uvicorn_config(settings.log_format, options.log_level),
+                proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
+                http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+            )
+            run(config, listener)
+        finally:
+            listener.close()
+            if embedded is not None:
+                embedded_redis.release(embedded)
 
 
 class Stopped(BaseException):
@@ -82,3 +130,36 @@ def run(config: uvicorn.Config, listener: socket.socket) -> None:
         server.started = False
     if not server.started and not server.should_exit:
         raise CommandError("STARTUP_FAILED", "the server did not start; see the log lines above")
+
+
+@contextmanager
+def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
+    """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
+    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
+    (and those of runs that were killed, at the next start)."""
+    if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        yield
+        return
+    base = settings.data_dir or Path(tempfile.gettempdir())
+    for left in base.glob("loyalty-metrics-*"):
+        if not _alive(left.name.removeprefix("loyalty-metrics-")):
+            shutil.rmtree(left, ignore_errors=True)
+    directory = base / f"loyalty-metrics-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
