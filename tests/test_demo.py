@@ -166,6 +166,13 @@ def test_the_demo_prints_what_the_readme_says_and_reuses_its_seed(demo: Demo) ->
     assert httpx.get(f"{demo.url}/readyz", timeout=5).json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
+def test_the_demo_shows_its_schema_to_anyone(demo: Demo) -> None:
+    """`serve` alone shows it to token holders only (LOYALTY_INTROSPECTION=authenticated); a local
+    demo is for exploring, in GraphiQL, before any login."""
+    body = demo.post("{ __schema { queryType { name } } }", None)
+    assert body == {"data": {"__schema": {"queryType": {"name": "Query"}}}}
+
+
 def test_churn_training_succeeds_on_the_demo(demo: Demo) -> None:
     result = subprocess.run(
         [str(BIN), "--data-dir", str(demo.data_dir), "predict", "train", "--program", "demo"],
