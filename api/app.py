@@ -17,7 +17,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
@@ -26,7 +26,8 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from api.context import Context, bearer_from_header, build_context
-from api.errors import RETRY_AFTER_S, UNAVAILABLE, classify
+from api.errors import classify
+from api.http_errors import Guard, http_exception, json_error, transport_code
 from api.metrics import CONTENT_TYPE, exposition, process_exited, refusal
 from api.request_id import RequestId
 from api.runtime import Services, build_services
@@ -39,7 +40,6 @@ from domain.errors import DomainError
 from domain.inputs import json_kind
 from domain.ops.statistics import check_statistics
 from domain.settings import Settings
-from domain.transient import is_transient
 
 log = logging.getLogger("api")
 
@@ -122,7 +122,7 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
         try:
             response = await self.run(Request(scope, receive))
         except HTTPException as error:
-            response = _error(error.status_code, _transport_code(error.status_code), error.reason)
+            response = json_error(error.status_code, transport_code(error.status_code), error.reason)
         await response(scope, receive, send)
 
     def parse_json(self, data: str | bytes) -> object:
@@ -137,115 +137,6 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
 
     def encode_json(self, data: object) -> bytes:
         return orjson.dumps(data)
-
-
-def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extensions: object
-) -> Response:
-    return Response(
-        orjson.dumps({"errors": [{"message": message, "extensions": {"code": code, **extensions}}]}),
-        status_code=status,
-        headers=headers,
-        media_type="application/json",
-    )
-
-
-def _transport_code(status: int) -> str:
-    return {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(status, "BAD_REQUEST")
-
-
-async def _http_error(_: Request, error: Exception) -> Response:
-    """Starlette's own refusals (an unknown path, a method a route does not take) as JSON too."""
-    assert isinstance(error, StarletteHTTPException)
-    code = _transport_code(error.status_code)
-    return _error(error.status_code, code, error.detail, dict(error.headers or {}))
-
-
-def _escaped(error: Exception) -> Response:
-    """The answer to an exception no handler caught: retryable for a transient fault, else INTERNAL."""
-    if is_transient(error):
-        log.warning("request failed on a transient fault: %r", error)
-        return _error(
-            503,
-            "SERVICE_UNAVAILABLE",
-            UNAVAILABLE,
-            {"Retry-After": str(RETRY_AFTER_S)},
-            retryAfter=RETRY_AFTER_S,
-        )
-    log.error("request failed outside GraphQL error handling", exc_info=error)
-    return _error(503, "INTERNAL", "Unexpected error.")
-
-
-class Guard:
-    """Every HTTP request: its whole body read first, within a size (413) and a time (408) bound,
-    and any exception that escapes the app answered as JSON (503; never a 500 or a trace)."""
-
-    def __init__(self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-        self.body_timeout_s = body_timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = _error(413, "BAD_USER_INPUT", f"request body exceeds {self.max_body_bytes} bytes")
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await too_large(scope, receive, send)
-            return
-        try:
-            async with asyncio.timeout(self.body_timeout_s):
-                body = await self._read_body(receive)
-        except TimeoutError:
-            message = f"request body not received within {self.body_timeout_s:g} s"
-            await _error(408, "REQUEST_TIMEOUT", message, {"Connection": "close"})(scope, receive, send)
-            return
-        except _BodyTooLarge:
-            await too_large(scope, receive, send)
-            return
-        if body is None:  # the client went away
-            return
-        started = False
-
-        async def replay() -> Message:
-            nonlocal body
-            if body is not None:
-                message: Message = {"type": "http.request", "body": body, "more_body": False}
-                body = None
-                return message
-            return await receive()
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, replay, tracking_send)
-        except Exception as error:
-            response = _escaped(error)
-            if not started:
-                await response(scope, receive, send)
-
-    async def _read_body(self, receive: Receive) -> bytes | None:
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_body_bytes:
-                raise _BodyTooLarge
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def healthz(_: Request) -> Response:
@@ -287,7 +178,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
         assert graphql.services is not None
         refused = refusal(graphql.services.settings, request.headers.get("authorization"))
         if refused is not None:
-            return _error(*refused)
+            return json_error(*refused)
         return Response(await exposition(graphql.services), media_type=CONTENT_TYPE)
 
     settings = services.settings if services else Settings.from_env()
@@ -307,7 +198,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
         lifespan=lifespan,
         # Inside Starlette's ServerErrorMiddleware, so that the Guard answers before it can send a 500.
         middleware=[Middleware(Guard, settings.max_body_bytes, settings.body_timeout_s)],
-        exception_handlers={StarletteHTTPException: _http_error},
+        exception_handlers={StarletteHTTPException: http_exception},
     )
     return RequestId(app)
 
