@@ -17,11 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.runtime import Services
 from domain.live.messages import LiveChange, Relayed, decode
-from domain.live.relay import POSITION, ChangeRelay, changes_channel
-from domain.models import RelayPosition, SegmentChange
+from domain.live.relay import ChangeRelay, changes_channel
+from domain.models import SegmentChange
 from domain.redis_store import RedisStore
 from tests.support import ShiftableClock
-from tests.support.changelog import log_row, log_rows, member_ids, segment_id
+from tests.support.changelog import log_row, log_rows, member_ids, relayed_through, segment_id
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.outage import redis_server
 from tests.test_live import join
@@ -130,9 +130,7 @@ async def test_a_new_relay_resumes_from_the_stored_position_so_a_crash_loses_not
     finally:
         await successor.lease.release()
     assert [c.member_external_id for c in await published(listening)] == ["x1", "x2"]
-    async with services.db.read() as session:
-        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
-    assert stored == max(c.id for c in await _all_rows(services, program))
+    assert await relayed_through(services) == max(c.id for c in await _all_rows(services, program))
 
 
 async def _all_rows(services: Services, program: ProgramFixture) -> list[SegmentChange]:
@@ -187,13 +185,6 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     assert [(c.member_external_id, c.change) for c in got] == [("early", "LEFT")]
 
 
-async def stored_position(services: Services) -> int:
-    async with services.db.read() as session:
-        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
-    assert stored is not None
-    return stored
-
-
 async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     services: Services,
     program: ProgramFixture,
@@ -211,7 +202,7 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     [other_member] = await member_ids(services, other)
     other_segment = await segment_id(services, other, "vip")
     flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
-    start = await stored_position(services)
+    start = await relayed_through(services)
     await log_rows(services, program, [first], flagged)
     await log_rows(services, other, [other_member], other_segment)
     await log_rows(services, program, [second], flagged)
@@ -232,7 +223,7 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
         (program.id, "p2"),
     ]
     assert all(m.after < c.id <= m.through for m in messages for c in m.changes)
-    end = await stored_position(services)
+    end = await relayed_through(services)
     assert messages[-1] == Relayed(end, end, [])
     assert end == changes[-1].id
 
@@ -278,7 +269,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
     # given two new changes
     flagged, members = await flagged_members(services, program, admin, integration, "f1", "f2")
     await log_rows(services, program, members, flagged)
-    before = await stored_position(services)
+    before = await relayed_through(services)
 
     # when Redis refuses PUBLISH for one pass
     await isolated.refuse_publish(True)
@@ -286,7 +277,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
         await isolated.relay.run_once()
 
     # then the position stays where it was
-    assert await stored_position(services) == before
+    assert await relayed_through(services) == before
 
     # and once PUBLISH works again the next pass publishes the changes, from the same place
     await isolated.refuse_publish(False)
@@ -294,7 +285,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
     messages = await heard(isolated.pubsub)
     assert messages[0].after == before
     assert [c.member_external_id for m in messages for c in m.changes] == ["f1", "f2"]
-    assert await stored_position(services) == messages[0].through
+    assert await relayed_through(services) == messages[0].through
 
 
 async def test_a_late_commit_whose_publish_failed_is_published_by_the_next_pass(

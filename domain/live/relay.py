@@ -188,15 +188,20 @@ async def log_end(session: AsyncSession) -> int:
     return await session.scalar(select(func.coalesce(func.max(SegmentChange.id), 0))) or 0
 
 
+async def stored_position(session: AsyncSession) -> int | None:
+    """The relay's stored position: the last change-log id it published (None before it first ran)."""
+    return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+
+
 async def relayed_position(session: AsyncSession) -> int:
     """How far the relay has published (its stored position; the log's end before it ever ran)."""
-    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    stored = await stored_position(session)
     return stored if stored is not None else await log_end(session)
 
 
 async def _load_position(session: AsyncSession, clock: Clock) -> int:
     """Where relaying resumes: the stored position, or the log's end the first time."""
-    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    stored = await stored_position(session)
     if stored is not None:
         return stored
     end = await log_end(session)
@@ -205,7 +210,8 @@ async def _load_position(session: AsyncSession, clock: Clock) -> int:
         .values(name=POSITION, position=end, updated_at=clock.now())
         .on_conflict_do_nothing()
     )
-    return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION)) or end
+    stored = await stored_position(session)  # another process's, if it inserted first
+    return stored if stored is not None else end
 
 
 async def _save_position(session: AsyncSession, position: int, clock: Clock) -> None:
