@@ -19,7 +19,7 @@ from api.runtime import Services
 from domain.db.engine import Database, create_engine
 from domain.live.bus import ChangesMissed, LiveBus
 from domain.live.messages import LiveChange, Relayed
-from domain.live.relay import log_end
+from domain.live.relay import REPLAY_PAGE, log_end
 from domain.live.sequence import Missed, RelayedSequence
 from domain.live.service import LiveService
 from domain.redis_store import RedisStore
@@ -213,6 +213,36 @@ async def test_a_subscription_closed_before_it_was_sent_anything_names_where_it_
     with pytest.raises(ChangesMissed) as missed:
         await waiting
     assert missed.value.resume_after == start
+
+
+async def test_a_replay_of_several_pages_overflowed_by_live_changes_reads_on_from_the_log(
+    services: Services, program: ProgramFixture, admin: GraphQLClient, integration: GraphQLClient
+) -> None:
+    # given more changes after a cursor than one page of the log holds, and a queue of 10
+    await create(admin, "vip", 'has_tag("vip")')
+    await join(integration, "m1")
+    [member] = await member_ids(services, program)
+    vip = await segment_id(services, program, "vip")
+    start = await end_of_log(services)
+    await log_rows(services, program, [member] * (REPLAY_PAGE + 100), vip)
+    bus = LiveBus(services.redis, services.db, queue_capacity=10)
+    bus.sequence.anchor(start)
+    stream = LiveService(services.db, bus).stream(program.id, None, str(start))
+    received = [await anext(stream)]
+
+    # when 30 more commit and are relayed while the replay is on its first page (the queue overflows)
+    await log_rows(services, program, [member] * 30, vip)
+    rows = await program_changes(services, program)
+    await bus.receive(Relayed(start, rows[-1].id, rows))
+
+    # then the subscriber gets every change once, in log order, then the next one relayed
+    received += [await anext(stream) for _ in rows[1:]]
+    assert received == rows
+    await log_rows(services, program, [member], vip)
+    [*_, last] = await program_changes(services, program)
+    await bus.receive(Relayed(rows[-1].id, last.id, [last]))
+    assert await anext(stream) == last
+    await stream.aclose()
 
 
 async def end_of_log(services: Services) -> int:

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 
 import orjson
@@ -30,17 +30,14 @@ from sqlalchemy import ColumnElement, or_
 from domain.db.engine import Database
 from domain.errors import DomainError
 from domain.live.messages import LiveChange, Relayed, decode
-from domain.live.relay import changes_channel, read_changes, relayed_position
+from domain.live.relay import changes_channel, relayed_position, replay_pages, wanted
 from domain.live.sequence import Missed, RelayedSequence
-from domain.models import Segment, SegmentChange
 from domain.ops.metrics import LIVE_BUS
 from domain.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
 Wake = Callable[[Iterable[str]], None]
-#: Changes read from the log per query when a missed range is replayed.
-REPLAY_PAGE = 500
 
 
 class SubscriptionInterrupted(DomainError):
@@ -303,7 +300,11 @@ class LiveBus:
         """Hand the subscribers registered now the changes of `missed` from the log, in log order;
         end those it cannot serve with ChangesMissed."""
         self.counters.add("gaps_detected")
-        targets = {program: list(subscribers) for program, subscribers in self._subscribers.items()}
+        targets = {
+            program: serving
+            for program, subscribers in self._subscribers.items()
+            if (serving := [s for s in subscribers if not s.ended])
+        }
         count = sum(len(s) for s in targets.values())
         if not count:
             log.info("live bus: missed log ids %d..%d; no local subscriber", missed.after + 1, missed.through)
@@ -316,17 +317,17 @@ class LiveBus:
             count,
         )
         replayed = 0
-        after = missed.after
         try:
-            while after < missed.through and (where := _wanted(targets)) is not None:
-                page = await self._read(where & SegmentChange.id.between(after + 1, missed.through))
-                for change in page:
-                    self._offer(change, targets[change.program_id])
-                self.sequence.remember(c.id for c in page)
-                replayed += len(page)
-                if len(page) < REPLAY_PAGE:
-                    break
-                after = page[-1].id
+            async with aclosing(
+                replay_pages(self.db, _wanted(targets), missed.after, missed.through)
+            ) as pages:
+                async for page in pages:
+                    for change in page:
+                        self._offer(change, targets[change.program_id])
+                    self.sequence.remember(c.id for c in page)
+                    replayed += len(page)
+                    if all(s.ended for subscribers in targets.values() for s in subscribers):
+                        break  # each of them ended (too slow): nobody reads on
         except Exception as error:
             closed = 0
             for subscribers in targets.values():
@@ -348,20 +349,13 @@ class LiveBus:
         self.counters.add("changes_replayed", replayed)
         log.info("live bus: replayed %d missed changes to %d local subscriptions", replayed, count)
 
-    async def _read(self, where: ColumnElement[bool]) -> list[LiveChange]:
-        async with self.db.read() as session:
-            return await read_changes(session, where, REPLAY_PAGE)
 
-
-def _wanted(targets: dict[int, list[Subscriber]]) -> ColumnElement[bool] | None:
-    """What the subscribers still served want: their programs, and only their keys where all filter."""
-    clauses: list[ColumnElement[bool]] = []
+def _wanted(targets: dict[int, list[Subscriber]]) -> ColumnElement[bool]:
+    """What the subscribers want: their programs, and only their keys where all of a program's filter."""
+    clauses = []
     for program_id, subscribers in targets.items():
-        serving = [s for s in subscribers if not s.ended]
-        if not serving:
-            continue
-        clause = SegmentChange.program_id == program_id
-        if all(s.keys is not None for s in serving):
-            clause &= Segment.key.in_(sorted(set().union(*(s.keys or () for s in serving))))
-        clauses.append(clause)
-    return or_(*clauses) if clauses else None
+        filtering = all(s.keys is not None for s in subscribers)
+        clauses.append(
+            wanted(program_id, set().union(*(s.keys or () for s in subscribers)) if filtering else None)
+        )
+    return or_(*clauses)

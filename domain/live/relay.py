@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, func, or_, select, update
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 POSITION = "segment_changes"
 #: Changes per published message.
 PER_MESSAGE = 200
+#: Changes read from the log per query when a range is replayed to subscribers.
+REPLAY_PAGE = 500
 
 
 def changes_channel(redis: RedisStore) -> str:
@@ -181,6 +183,32 @@ async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit:
         .limit(limit)
     )
     return [LiveChange(*row) for row in await session.execute(query)]
+
+
+def wanted(program_id: int, keys: Iterable[str] | None) -> ColumnElement[bool]:
+    """The changes a subscription wants: its program's, and only those of `keys` when it names some."""
+    clause = SegmentChange.program_id == program_id
+    if keys is not None:
+        clause &= Segment.key.in_(sorted(keys))
+    return clause
+
+
+async def replay_pages(
+    db: Database, where: ColumnElement[bool], after: int, through: int | None = None
+) -> AsyncGenerator[list[LiveChange], None]:
+    """The changes matching `where` after `after` (up to `through`), from the log, in log order:
+    pages of at most REPLAY_PAGE, each read in a short transaction of its own."""
+    while True:
+        bounds = SegmentChange.id > after
+        if through is not None:
+            bounds &= SegmentChange.id <= through
+        async with db.read() as session:
+            page = await read_changes(session, where & bounds, REPLAY_PAGE)
+        if page:
+            yield page
+        if len(page) < REPLAY_PAGE:
+            return
+        after = page[-1].id
 
 
 async def log_end(session: AsyncSession) -> int:
