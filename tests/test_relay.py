@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
 from redis.asyncio.client import PubSub
 from redis.exceptions import NoPermissionError
@@ -21,7 +22,14 @@ from domain.live.relay import ChangeRelay, changes_channel
 from domain.models import SegmentChange
 from domain.redis_store import RedisStore
 from tests.support import ShiftableClock
-from tests.support.changelog import log_row, log_rows, member_ids, relayed_through, segment_id
+from tests.support.changelog import (
+    log_row,
+    log_rows,
+    member_ids,
+    program_changes,
+    relayed_through,
+    segment_id,
+)
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.outage import redis_server
 from tests.test_live import join
@@ -226,6 +234,50 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     end = await relayed_through(services)
     assert messages[-1] == Relayed(end, end, [])
     assert end == changes[-1].id
+
+
+async def test_for_one_release_the_relay_also_publishes_the_previous_release_s_per_program_messages(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    relay: ChangeRelay,
+    client: httpx.AsyncClient,
+    clock: ShiftableClock,
+) -> None:
+    # given a process of the previous release listening: one channel per program, by pattern
+    other = await new_program(services)
+    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
+    await join(GraphQLClient(client, other.api_key), "q1")
+    [other_member] = await member_ids(services, other)
+    other_segment = await segment_id(services, other, "vip")
+    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+    async with services.redis.client.pubsub() as previous:
+        await previous.psubscribe(f"{services.redis.prefix}live:changes:*")
+        await previous.get_message(timeout=1)  # the subscribe confirmation
+
+        # when changes of two programs are relayed
+        await log_rows(services, program, [first], flagged)
+        await log_rows(services, other, [other_member], other_segment)
+        await log_rows(services, program, [second], flagged)
+        await relay_until_idle(relay)
+        await relay.run_once()  # an idle pass: a heartbeat on the chain, nothing on these channels
+
+        # then it hears each program's changes on that program's channel, as a list of rows
+        heard: dict[str, list[list[object]]] = {}
+        while (
+            message := await previous.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        ) is not None:
+            heard.setdefault(message["channel"], []).extend(orjson.loads(message["data"]))
+    ours, theirs = await program_changes(services, program), await program_changes(services, other)
+    assert heard == {
+        f"{services.redis.prefix}live:changes:{p}": [
+            [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
+            for c in rows
+        ]
+        for p, rows in ((program.id, ours), (other.id, theirs))
+    }
+    assert [c.member_external_id for c in ours + theirs] == ["p1", "p2", "q1"]
 
 
 @dataclass

@@ -48,6 +48,17 @@ def encode(message: Relayed) -> bytes:
     )
 
 
+def encode_legacy(changes: list[LiveChange]) -> bytes:
+    """LEGACY, remove in the next release: the previous release's body, a bare list of one program's
+    changes (`domain.live.relay.legacy_channel`)."""
+    return orjson.dumps(
+        [
+            [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
+            for c in changes
+        ]
+    )
+
+
 def decode(data: str | bytes) -> Relayed:
     """The relayed message `data` holds; ValueError when it holds none (not JSON, or not that shape)."""
     try:

@@ -10,7 +10,8 @@ stand by and take over when it lapses.
 Every message is a link of a chain over the log (`Relayed`: after, through), and
 every pass publishes at least one, a heartbeat when there is nothing new, so a
 process that missed messages while its Redis connection was down notices within
-a pass and replays the missed range from the log (`domain.live.bus`).
+a pass and replays the missed range from the log (`domain.live.bus`). For one release it also
+publishes each pass's changes in the previous release's form (`legacy_channel`).
 
 Ids are allocated when rows are inserted, not when they commit, so a reader can
 see id 12 before id 11 commits. The relay publishes strictly in id order and waits
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -35,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
-from domain.live.messages import LiveChange, Relayed, encode
+from domain.live.messages import LiveChange, Relayed, encode, encode_legacy
 from domain.models import Member, RelayPosition, Segment, SegmentChange
 from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SEGMENT_CHANGES
@@ -52,6 +54,14 @@ REPLAY_PAGE = 500
 def changes_channel(redis: RedisStore) -> str:
     """The one channel of the relayed chain, for every program: each process hears it all, in order."""
     return redis.key("live", "changes")
+
+
+def legacy_channel(redis: RedisStore, program_id: int) -> str:
+    """LEGACY, remove in the next release: the previous release's processes psubscribe to one channel
+    per program (`live:changes:*`) and read a bare list of changes; for one release the relay also
+    publishes there, so their subscribers keep receiving changes while a rolling upgrade runs
+    (docs/operations.md, "Upgrades")."""
+    return redis.key("live", "changes", program_id)
 
 
 @dataclass
@@ -163,6 +173,18 @@ class ChangeRelay:
         channel = changes_channel(self.redis)
         for message in messages or [Relayed(position, position, [])]:
             await self.redis.client.publish(channel, encode(message))
+        await self._publish_legacy(late + ready)
+
+    async def _publish_legacy(self, changes: list[LiveChange]) -> None:
+        """LEGACY, remove in the next release (`legacy_channel`)."""
+        by_program: dict[int, list[LiveChange]] = defaultdict(list)
+        for change in changes:
+            by_program[change.program_id].append(change)
+        for program_id, theirs in by_program.items():
+            for start in range(0, len(theirs), PER_MESSAGE):
+                await self.redis.client.publish(
+                    legacy_channel(self.redis, program_id), encode_legacy(theirs[start : start + PER_MESSAGE])
+                )
 
 
 async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
