@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
@@ -193,6 +193,31 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     assert [(c.member_external_id, c.change) for c in got] == [("early", "LEFT")]
 
 
+async def interleaving(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    client: httpx.AsyncClient,
+    clock: ShiftableClock,
+) -> tuple[ProgramFixture, Callable[[], Awaitable[None]]]:
+    """Another program, and a step that logs changes of both, interleaved: p1 (this program's member),
+    q1 (the other's), p2 (this program's)."""
+    other = await new_program(services)
+    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
+    await join(GraphQLClient(client, other.api_key), "q1")
+    [other_member] = await member_ids(services, other)
+    other_segment = await segment_id(services, other, "vip")
+    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+
+    async def log() -> None:
+        await log_rows(services, program, [first], flagged)
+        await log_rows(services, other, [other_member], other_segment)
+        await log_rows(services, program, [second], flagged)
+
+    return other, log
+
+
 async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     services: Services,
     program: ProgramFixture,
@@ -204,16 +229,9 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     clock: ShiftableClock,
 ) -> None:
     # given changes of two programs, interleaved in the log
-    other = await new_program(services)
-    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
-    await join(GraphQLClient(client, other.api_key), "q1")
-    [other_member] = await member_ids(services, other)
-    other_segment = await segment_id(services, other, "vip")
-    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+    other, log_interleaved = await interleaving(services, program, admin, integration, client, clock)
     start = await relayed_through(services)
-    await log_rows(services, program, [first], flagged)
-    await log_rows(services, other, [other_member], other_segment)
-    await log_rows(services, program, [second], flagged)
+    await log_interleaved()
 
     # when the relay runs until it is idle, and once more
     await relay_until_idle(relay)
@@ -246,31 +264,24 @@ async def test_for_one_release_the_relay_also_publishes_the_previous_release_s_p
     clock: ShiftableClock,
 ) -> None:
     # given a process of the previous release listening: one channel per program, by pattern
-    other = await new_program(services)
-    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
-    await join(GraphQLClient(client, other.api_key), "q1")
-    [other_member] = await member_ids(services, other)
-    other_segment = await segment_id(services, other, "vip")
-    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+    other, log_interleaved = await interleaving(services, program, admin, integration, client, clock)
     async with services.redis.client.pubsub() as previous:
         await previous.psubscribe(f"{services.redis.prefix}live:changes:*")
         await previous.get_message(timeout=1)  # the subscribe confirmation
 
         # when changes of two programs are relayed
-        await log_rows(services, program, [first], flagged)
-        await log_rows(services, other, [other_member], other_segment)
-        await log_rows(services, program, [second], flagged)
+        await log_interleaved()
         await relay_until_idle(relay)
         await relay.run_once()  # an idle pass: a heartbeat on the chain, nothing on these channels
 
         # then it hears each program's changes on that program's channel, as a list of rows
-        heard: dict[str, list[list[object]]] = {}
+        by_channel: dict[str, list[list[object]]] = {}
         while (
             message := await previous.get_message(ignore_subscribe_messages=True, timeout=0.5)
         ) is not None:
-            heard.setdefault(message["channel"], []).extend(orjson.loads(message["data"]))
+            by_channel.setdefault(message["channel"], []).extend(orjson.loads(message["data"]))
     ours, theirs = await program_changes(services, program), await program_changes(services, other)
-    assert heard == {
+    assert by_channel == {
         f"{services.redis.prefix}live:changes:{p}": [
             [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
             for c in rows
