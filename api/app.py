@@ -38,7 +38,6 @@ from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope as AuthScope
 from domain.errors import DomainError
 from domain.inputs import json_kind
-from domain.ops.statistics import check_statistics
 from domain.settings import Settings
 
 log = logging.getLogger("api")
@@ -169,7 +168,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
             {
                 "status": "ok" if ok else "unavailable",
                 "checks": checks,
-                "warnings": await _warnings(graphql.services) if ok else [],
+                "warnings": await graphql.services.statistics.warnings() if ok else [],
             },
             status_code=200 if ok else 503,
         )
@@ -201,14 +200,6 @@ def create_app(services: Services | None = None) -> ASGIApp:
         exception_handlers={StarletteHTTPException: http_exception},
     )
     return RequestId(app)
-
-
-async def _warnings(services: Services) -> list[str]:
-    """Risks that do not make the process unready (stale table statistics: domain/ops/statistics.py)."""
-    try:
-        return await asyncio.wait_for(check_statistics(services.db), timeout=2)
-    except Exception as error:
-        return [f"table statistics: not checked ({type(error).__name__})"]
 
 
 async def _readiness(services: Services) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -27,7 +25,7 @@ from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
 from domain.members.service import MemberService
 from domain.ops.metrics import instrument_pool, release_pool
-from domain.ops.statistics import check_statistics
+from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
 from domain.redis_store import Lease, RedisStore
@@ -47,8 +45,6 @@ from gamification.leaderboards.segment_scope import SegmentBoards
 from gamification.leaderboards.service import LeaderboardService
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.rewards.service import RewardService
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,6 +73,8 @@ class Services:
     analytics: SegmentAnalytics
     churn: ChurnService
     experiments: ExperimentService
+    #: The risks to table statistics, for the log at start and for /readyz.
+    statistics: StatisticsCheck
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -86,11 +84,7 @@ class Services:
     async def start(self) -> None:
         """Serve live: the Redis bus, and the background loops (relay, scheduler, delivery) unless
         the settings turn them off for this process. Logs the risks to table statistics first."""
-        try:
-            for warning in await asyncio.wait_for(check_statistics(self.db), timeout=5):
-                log.warning("table statistics: %s", warning)
-        except Exception as error:  # a warning's check must never stop a start
-            log.warning("table statistics: not checked (%s)", type(error).__name__)
+        await self.statistics.refresh()
         self._runner = Runner(self.loops if self.settings.background else [])
         await self.bus.start(self._runner.wake)
         self._runner.start()
@@ -167,6 +161,7 @@ def build_services(
         analytics=SegmentAnalytics(db, clock),
         churn=ChurnService(db, clock, segments),
         experiments=ExperimentService(db, clock, segments),
+        statistics=StatisticsCheck(db, clock),
         _pool_size=instrument_pool(engine),
     )
     services.loops.extend(

@@ -70,14 +70,22 @@ class Runner:
             self._tasks.append(asyncio.create_task(self._run(loop, event), name=f"loop:{loop.name}"))
 
     async def stop(self) -> None:
-        """Cancel every loop and wait (at most STOP_TIMEOUT_S) for them to end."""
+        """Cancel every loop and wait (at most STOP_TIMEOUT_S) for them to end.
+
+        A loop still running then is logged and kept (an unreferenced task may be destroyed
+        while it runs); a later `stop` cancels it again."""
+        pending: set[asyncio.Task[None]] = set()
         for task in self._tasks:
             task.cancel()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
             for task in pending:
-                log.error("background task %s did not stop within %.0f s", task.get_name(), STOP_TIMEOUT_S)
-        self._tasks.clear()
+                log.error(
+                    "background task %s did not stop within %.1f s; it is left running",
+                    task.get_name(),
+                    STOP_TIMEOUT_S,
+                )
+        self._tasks = list(pending)
         self._events.clear()
         self._causes.clear()
 

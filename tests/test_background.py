@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 
 import pytest
 
@@ -51,30 +53,43 @@ async def test_stop_ends_a_loop_that_was_woken_just_before() -> None:
     assert stopping in done, "Runner.stop() did not return: a loop survived its cancellation"
 
 
-async def test_stop_gives_up_on_a_loop_that_ignores_its_cancellation(monkeypatch: pytest.MonkeyPatch) -> None:
-    # given a pass that swallows cancellation (a misbehaving library) and holds on
+async def test_stop_gives_up_on_a_loop_that_ignores_its_cancellation_and_keeps_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a pass that swallows cancellation (a misbehaving library) and then waits on something
+    # only it can reach, until it is cancelled once more
     monkeypatch.setattr(background, "STOP_TIMEOUT_S", 0.5)
-    started, release = asyncio.Event(), asyncio.Event()
+    started, ended = asyncio.Event(), asyncio.Event()
 
     class StubbornLoop(IdleLoop):
+        name = "stubborn"
+
         async def run_once(self) -> bool:
             started.set()
             try:
-                await asyncio.Event().wait()
+                await asyncio.sleep(3600)
             except asyncio.CancelledError:
-                await release.wait()
+                try:
+                    await asyncio.get_running_loop().create_future()
+                finally:
+                    ended.set()
             return False
 
     runner = Runner([StubbornLoop()])
     runner.start()
     await asyncio.wait_for(started.wait(), 10)
-    tasks = list(runner._tasks)
 
-    # when the runner is stopped, then it returns after its timeout instead of waiting for ever
-    stopping = asyncio.ensure_future(runner.stop())
-    done, _ = await asyncio.wait([stopping], timeout=10)
+    # when the runner is stopped, and the garbage collector runs
+    with caplog.at_level(logging.ERROR):
+        stopping = asyncio.ensure_future(runner.stop())
+        done, _ = await asyncio.wait([stopping], timeout=10)
+        gc.collect()
+
+    # then it returned after its timeout instead of waiting for ever, and logged the loop, which
+    # still runs (referenced: not destroyed by the collector) until the next stop ends it
     assert stopping in done, "Runner.stop() waited for ever on a loop that ignored its cancellation"
-    release.set()
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks, timeout=10)
+    assert "background task loop:stubborn did not stop within 0.5 s; it is left running" in caplog.text
+    assert "Task was destroyed but it is pending" not in caplog.text
+    assert not ended.is_set()
+    await runner.stop()
+    assert ended.is_set()

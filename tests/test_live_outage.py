@@ -9,14 +9,14 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pytest
-from sqlalchemy import select
 from websockets.exceptions import ConnectionClosed
 
 from api.runtime import Services
-from domain.live.relay import POSITION, read_changes
-from domain.models import RelayPosition, Segment, SegmentChange
+from domain.live.relay import read_changes
+from domain.models import Segment, SegmentChange
 from domain.settings import Settings
 from tests.support import ShiftableClock
+from tests.support.changelog import relayed_through
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.outage import eventually, redis_server, until
 from tests.support.proxy import tcp_proxy
@@ -76,12 +76,6 @@ async def logged(services: Services, program: ProgramFixture, keys: Sequence[str
     async with services.db.read() as session:
         rows = await read_changes(session, where, 100_000)
     return [(str(r.id), r.segment_key, r.member_external_id, r.change) for r in rows]
-
-
-async def relayed_through(services: Services) -> int:
-    async with services.db.read() as session:
-        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
-    return stored or 0
 
 
 async def purchases(server: Server, program: ProgramFixture, members: Sequence[str], at: datetime) -> None:

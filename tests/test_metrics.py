@@ -6,15 +6,17 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.pool import QueuePool
 
 from api.app import create_app
 from api.runtime import Services
+from domain.db.engine import create_engine
 from domain.live.relay import ChangeRelay
 from domain.models import Member, OutboxItem, Segment, SegmentChange, StandingsFeed
 from domain.ops import metrics
@@ -22,6 +24,7 @@ from domain.segments.membership import Flip
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.outage import until
 from tests.support.servers import running_server
 
 TOKEN = "metrics-token-" + "t" * 24
@@ -262,11 +265,25 @@ def test_operation_names_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.slow
 async def test_any_worker_reports_every_worker_s_counts(settings: Settings, program: ProgramFixture) -> None:
-    async with running_server(settings, {"LOYALTY_METRICS_TOKEN": TOKEN}, workers=2) as server:
-        async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
-            base = await scrape(http)
-        for i in range(6):  # a connection each: the workers share them out
+    # given `loyalty serve --workers 2`, each worker with a pool of `pool` connections
+    pool = cast(QueuePool, create_engine(settings.database_url, pool_size=3).sync_engine.pool).size()
+    environ = {"LOYALTY_METRICS_TOKEN": TOKEN, "LOYALTY_DB_POOL_SIZE": "3"}
+    async with running_server(settings, environ, workers=2) as server:
+
+        async def scraped() -> Samples:
+            async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:  # the workers share
+                return await scrape(http)  # connections out: a new one may reach either
+
+        # then a scrape, whichever worker answers it, adds up both workers' pools: two processes
+        # contributed to it (the second worker may still be starting: a bounded poll)
+        async def both_pools() -> bool:
+            return value(await scraped(), "loyalty_db_pool_size") == 2 * pool
+
+        await until(both_pools, "a scrape that reports both workers' pools")
+
+        # and every scrape reports every event ingested, whichever worker took it
+        base = await scraped()
+        for i in range(6):
             await server.graphql(program.api_key, INGEST, {"e": [{**event(f"w{i}", "nobody")}]})
         for _ in range(6):
-            async with httpx.AsyncClient(base_url=server.http, timeout=30) as http:
-                assert moved(base, await scrape(http), "loyalty_events_total", status="REJECTED") == 6
+            assert moved(base, await scraped(), "loyalty_events_total", status="REJECTED") == 6

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx
+import orjson
 import pytest
 from redis.asyncio.client import PubSub
 from redis.exceptions import NoPermissionError
@@ -17,11 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.runtime import Services
 from domain.live.messages import LiveChange, Relayed, decode
-from domain.live.relay import POSITION, ChangeRelay, changes_channel
-from domain.models import RelayPosition, SegmentChange
+from domain.live.relay import ChangeRelay, changes_channel
+from domain.models import SegmentChange
 from domain.redis_store import RedisStore
 from tests.support import ShiftableClock
-from tests.support.changelog import log_row, log_rows, member_ids, segment_id
+from tests.support.changelog import (
+    log_row,
+    log_rows,
+    member_ids,
+    program_changes,
+    relayed_through,
+    segment_id,
+)
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.outage import redis_server
 from tests.test_live import join
@@ -130,9 +138,7 @@ async def test_a_new_relay_resumes_from_the_stored_position_so_a_crash_loses_not
     finally:
         await successor.lease.release()
     assert [c.member_external_id for c in await published(listening)] == ["x1", "x2"]
-    async with services.db.read() as session:
-        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
-    assert stored == max(c.id for c in await _all_rows(services, program))
+    assert await relayed_through(services) == max(c.id for c in await _all_rows(services, program))
 
 
 async def _all_rows(services: Services, program: ProgramFixture) -> list[SegmentChange]:
@@ -187,11 +193,29 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     assert [(c.member_external_id, c.change) for c in got] == [("early", "LEFT")]
 
 
-async def stored_position(services: Services) -> int:
-    async with services.db.read() as session:
-        stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
-    assert stored is not None
-    return stored
+async def interleaving(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    client: httpx.AsyncClient,
+    clock: ShiftableClock,
+) -> tuple[ProgramFixture, Callable[[], Awaitable[None]]]:
+    """Another program, and a step that logs changes of both, interleaved: p1 (this program's member),
+    q1 (the other's), p2 (this program's)."""
+    other = await new_program(services)
+    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
+    await join(GraphQLClient(client, other.api_key), "q1")
+    [other_member] = await member_ids(services, other)
+    other_segment = await segment_id(services, other, "vip")
+    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
+
+    async def log() -> None:
+        await log_rows(services, program, [first], flagged)
+        await log_rows(services, other, [other_member], other_segment)
+        await log_rows(services, program, [second], flagged)
+
+    return other, log
 
 
 async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
@@ -205,16 +229,9 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     clock: ShiftableClock,
 ) -> None:
     # given changes of two programs, interleaved in the log
-    other = await new_program(services)
-    await create(GraphQLClient(client, await admin_token(client, other, clock)), "vip", 'has_tag("vip")')
-    await join(GraphQLClient(client, other.api_key), "q1")
-    [other_member] = await member_ids(services, other)
-    other_segment = await segment_id(services, other, "vip")
-    flagged, (first, second) = await flagged_members(services, program, admin, integration, "p1", "p2")
-    start = await stored_position(services)
-    await log_rows(services, program, [first], flagged)
-    await log_rows(services, other, [other_member], other_segment)
-    await log_rows(services, program, [second], flagged)
+    other, log_interleaved = await interleaving(services, program, admin, integration, client, clock)
+    start = await relayed_through(services)
+    await log_interleaved()
 
     # when the relay runs until it is idle, and once more
     await relay_until_idle(relay)
@@ -232,9 +249,46 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
         (program.id, "p2"),
     ]
     assert all(m.after < c.id <= m.through for m in messages for c in m.changes)
-    end = await stored_position(services)
+    end = await relayed_through(services)
     assert messages[-1] == Relayed(end, end, [])
     assert end == changes[-1].id
+
+
+async def test_for_one_release_the_relay_also_publishes_the_previous_release_s_per_program_messages(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    relay: ChangeRelay,
+    client: httpx.AsyncClient,
+    clock: ShiftableClock,
+) -> None:
+    # given a process of the previous release listening: one channel per program, by pattern
+    other, log_interleaved = await interleaving(services, program, admin, integration, client, clock)
+    async with services.redis.client.pubsub() as previous:
+        await previous.psubscribe(f"{services.redis.prefix}live:changes:*")
+        await previous.get_message(timeout=1)  # the subscribe confirmation
+
+        # when changes of two programs are relayed
+        await log_interleaved()
+        await relay_until_idle(relay)
+        await relay.run_once()  # an idle pass: a heartbeat on the chain, nothing on these channels
+
+        # then it hears each program's changes on that program's channel, as a list of rows
+        by_channel: dict[str, list[list[object]]] = {}
+        while (
+            message := await previous.get_message(ignore_subscribe_messages=True, timeout=0.5)
+        ) is not None:
+            by_channel.setdefault(message["channel"], []).extend(orjson.loads(message["data"]))
+    ours, theirs = await program_changes(services, program), await program_changes(services, other)
+    assert by_channel == {
+        f"{services.redis.prefix}live:changes:{p}": [
+            [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
+            for c in rows
+        ]
+        for p, rows in ((program.id, ours), (other.id, theirs))
+    }
+    assert [c.member_external_id for c in ours + theirs] == ["p1", "p2", "q1"]
 
 
 @dataclass
@@ -278,7 +332,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
     # given two new changes
     flagged, members = await flagged_members(services, program, admin, integration, "f1", "f2")
     await log_rows(services, program, members, flagged)
-    before = await stored_position(services)
+    before = await relayed_through(services)
 
     # when Redis refuses PUBLISH for one pass
     await isolated.refuse_publish(True)
@@ -286,7 +340,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
         await isolated.relay.run_once()
 
     # then the position stays where it was
-    assert await stored_position(services) == before
+    assert await relayed_through(services) == before
 
     # and once PUBLISH works again the next pass publishes the changes, from the same place
     await isolated.refuse_publish(False)
@@ -294,7 +348,7 @@ async def test_a_failed_publish_moves_nothing_and_the_next_pass_publishes_the_sa
     messages = await heard(isolated.pubsub)
     assert messages[0].after == before
     assert [c.member_external_id for m in messages for c in m.changes] == ["f1", "f2"]
-    assert await stored_position(services) == messages[0].through
+    assert await relayed_through(services) == messages[0].through
 
 
 async def test_a_late_commit_whose_publish_failed_is_published_by_the_next_pass(

@@ -20,8 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import aclosing, contextmanager
 
 import orjson
 from redis.asyncio.client import PubSub
@@ -30,17 +29,21 @@ from sqlalchemy import ColumnElement, or_
 from domain.db.engine import Database
 from domain.errors import DomainError
 from domain.live.messages import LiveChange, Relayed, decode
-from domain.live.relay import changes_channel, read_changes, relayed_position
+from domain.live.relay import changes_channel, relayed_position, replay_pages, wanted
 from domain.live.sequence import Missed, RelayedSequence
-from domain.models import Segment, SegmentChange
-from domain.ops.metrics import LIVE_BUS
+from domain.ops.metrics import (
+    LIVE_CHANGES_REPLAYED,
+    LIVE_GAPS_DETECTED,
+    LIVE_GAPS_REPLAYED,
+    LIVE_RECONNECTS,
+    LIVE_SUBSCRIBERS_CLOSED,
+    LIVE_SUBSCRIBERS_TOO_SLOW,
+)
 from domain.redis_store import RedisStore
 
 log = logging.getLogger(__name__)
 
 Wake = Callable[[Iterable[str]], None]
-#: Changes read from the log per query when a missed range is replayed.
-REPLAY_PAGE = 500
 
 
 class SubscriptionInterrupted(DomainError):
@@ -115,29 +118,6 @@ class Subscriber:
         return change
 
 
-@dataclass
-class BusCounters:
-    """What the bus did since the process started, for /metrics and the logs."""
-
-    #: Relayed messages that started beyond what this process had heard.
-    gaps_detected: int = 0
-    #: Those replayed from the log to the local subscribers they concerned.
-    gaps_replayed: int = 0
-    #: Changes handed out from such replays.
-    changes_replayed: int = 0
-    #: Subscriptions ended (4008) because a missed range could not be replayed.
-    subscribers_closed: int = 0
-    #: Subscriptions ended (4008) because their queue overflowed.
-    subscribers_too_slow: int = 0
-    #: Times the pub/sub connection was lost and opened again by the bus itself.
-    reconnects: int = 0
-
-    def add(self, name: str, count: int = 1) -> None:
-        """Count `count` more of `name`, here and in /metrics (loyalty_live_bus_total)."""
-        setattr(self, name, getattr(self, name) + count)
-        LIVE_BUS.labels(name).inc(count)
-
-
 class ConnectionSilent(ConnectionError):
     """The pub/sub connection heard nothing, not even the answer to a PING: it is dead but open."""
 
@@ -160,7 +140,6 @@ class LiveBus:
         #: ... and without the answer within this long, drop the connection and open a new one.
         self.ping_timeout_s = ping_timeout_s
         self.sequence = RelayedSequence()
-        self.counters = BusCounters()
         self._subscribers: dict[int, set[Subscriber]] = {}
         self._wake: Wake | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -226,7 +205,7 @@ class LiveBus:
             was_ended = subscriber.ended
             subscriber.offer(change)
             if subscriber.ended and not was_ended:
-                self.counters.add("subscribers_too_slow")
+                LIVE_SUBSCRIBERS_TOO_SLOW.inc()
 
     # ---------- the reader ----------
 
@@ -235,12 +214,16 @@ class LiveBus:
         self._reader = asyncio.create_task(self._read_forever(), name="live-bus")
 
     async def stop(self) -> None:
+        """Stop reading, and cancel the announcements still being published (before Redis closes)."""
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
             self._reader = None
         self._wake = None
+        for task in self._publishes:
+            task.cancel()
+        await asyncio.gather(*self._publishes, return_exceptions=True)
 
     async def _read_forever(self) -> None:
         while True:
@@ -254,7 +237,7 @@ class LiveBus:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                self.counters.add("reconnects")
+                LIVE_RECONNECTS.inc()
                 log.warning("live bus: lost its connection (%s); reconnecting in 1 s", error)
                 await asyncio.sleep(1)
 
@@ -281,14 +264,19 @@ class LiveBus:
                 pinged = now
 
     async def _receive(self, message: dict[str, object]) -> None:
+        """One pub/sub message; a malformed one is logged and skipped (the connection stays)."""
         channel, data = message.get("channel"), message.get("data")
         if message.get("type") != "message" or not isinstance(data, str | bytes):
             return
-        if channel == self.wake_channel:
-            if self._wake is not None:
-                self._wake(orjson.loads(data))
+        try:
+            body = _topics(data) if channel == self.wake_channel else decode(data)
+        except ValueError as error:
+            log.warning("live bus: skipped a malformed message on %s: %s", channel, error)
             return
-        await self.receive(decode(data))
+        if isinstance(body, Relayed):
+            await self.receive(body)
+        elif self._wake is not None:
+            self._wake(body)
 
     async def receive(self, message: Relayed) -> None:
         """Hand out a relayed message's changes, after replaying what this process missed before it."""
@@ -302,8 +290,12 @@ class LiveBus:
     async def replay(self, missed: Missed) -> None:
         """Hand the subscribers registered now the changes of `missed` from the log, in log order;
         end those it cannot serve with ChangesMissed."""
-        self.counters.add("gaps_detected")
-        targets = {program: list(subscribers) for program, subscribers in self._subscribers.items()}
+        LIVE_GAPS_DETECTED.inc()
+        targets = {
+            program: serving
+            for program, subscribers in self._subscribers.items()
+            if (serving := [s for s in subscribers if not s.ended])
+        }
         count = sum(len(s) for s in targets.values())
         if not count:
             log.info("live bus: missed log ids %d..%d; no local subscriber", missed.after + 1, missed.through)
@@ -316,17 +308,17 @@ class LiveBus:
             count,
         )
         replayed = 0
-        after = missed.after
         try:
-            while after < missed.through and (where := _wanted(targets)) is not None:
-                page = await self._read(where & SegmentChange.id.between(after + 1, missed.through))
-                for change in page:
-                    self._offer(change, targets[change.program_id])
-                self.sequence.remember(c.id for c in page)
-                replayed += len(page)
-                if len(page) < REPLAY_PAGE:
-                    break
-                after = page[-1].id
+            async with aclosing(
+                replay_pages(self.db, _wanted(targets), missed.after, missed.through)
+            ) as pages:
+                async for page in pages:
+                    for change in page:
+                        self._offer(change, targets[change.program_id])
+                    self.sequence.remember(c.id for c in page)
+                    replayed += len(page)
+                    if all(s.ended for subscribers in targets.values() for s in subscribers):
+                        break  # each of them ended (too slow): nobody reads on
         except Exception as error:
             closed = 0
             for subscribers in targets.values():
@@ -334,7 +326,7 @@ class LiveBus:
                     if not subscriber.ended:
                         subscriber.end(ChangesMissed)
                         closed += 1
-            self.counters.add("subscribers_closed", closed)
+            LIVE_SUBSCRIBERS_CLOSED.inc(closed)
             log.error(
                 "live bus: could not replay log ids %d..%d (%s); closed %d subscriptions with 4008 "
                 "and the cursor to resume from",
@@ -344,24 +336,25 @@ class LiveBus:
                 closed,
             )
             return
-        self.counters.add("gaps_replayed")
-        self.counters.add("changes_replayed", replayed)
+        LIVE_GAPS_REPLAYED.inc()
+        LIVE_CHANGES_REPLAYED.inc(replayed)
         log.info("live bus: replayed %d missed changes to %d local subscriptions", replayed, count)
 
-    async def _read(self, where: ColumnElement[bool]) -> list[LiveChange]:
-        async with self.db.read() as session:
-            return await read_changes(session, where, REPLAY_PAGE)
+
+def _topics(data: str | bytes) -> list[str]:
+    """The topics a commit announcement names (`announce`); ValueError when it is not a list of them."""
+    topics = orjson.loads(data)
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        raise ValueError(f"not a list of topics: {str(data)[:100]}")
+    return topics
 
 
-def _wanted(targets: dict[int, list[Subscriber]]) -> ColumnElement[bool] | None:
-    """What the subscribers still served want: their programs, and only their keys where all filter."""
-    clauses: list[ColumnElement[bool]] = []
+def _wanted(targets: dict[int, list[Subscriber]]) -> ColumnElement[bool]:
+    """What the subscribers want: their programs, and only their keys where all of a program's filter."""
+    clauses = []
     for program_id, subscribers in targets.items():
-        serving = [s for s in subscribers if not s.ended]
-        if not serving:
-            continue
-        clause = SegmentChange.program_id == program_id
-        if all(s.keys is not None for s in serving):
-            clause &= Segment.key.in_(sorted(set().union(*(s.keys or () for s in serving))))
-        clauses.append(clause)
-    return or_(*clauses) if clauses else None
+        filtering = all(s.keys is not None for s in subscribers)
+        clauses.append(
+            wanted(program_id, set().union(*(s.keys or () for s in subscribers)) if filtering else None)
+        )
+    return or_(*clauses)

@@ -48,8 +48,23 @@ def encode(message: Relayed) -> bytes:
     )
 
 
+def encode_legacy(changes: list[LiveChange]) -> bytes:
+    """LEGACY, remove in the next release: the previous release's body, a bare list of one program's
+    changes (`domain.live.relay.legacy_channel`)."""
+    return orjson.dumps(
+        [
+            [c.id, c.program_id, c.segment_key, c.member_external_id, c.change, c.at.isoformat()]
+            for c in changes
+        ]
+    )
+
+
 def decode(data: str | bytes) -> Relayed:
-    body: dict[str, Any] = orjson.loads(data)
-    rows: list[list[Any]] = body["changes"]
-    changes = [LiveChange(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5])) for r in rows]
-    return Relayed(int(body["after"]), int(body["through"]), changes)
+    """The relayed message `data` holds; ValueError when it holds none (not JSON, or not that shape)."""
+    try:
+        body: dict[str, Any] = orjson.loads(data)
+        rows: list[list[Any]] = body["changes"]
+        changes = [LiveChange(r[0], r[1], r[2], r[3], r[4], datetime.fromisoformat(r[5])) for r in rows]
+        return Relayed(int(body["after"]), int(body["through"]), changes)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise ValueError(f"not a relayed message ({type(error).__name__}: {error})") from error

@@ -10,7 +10,8 @@ stand by and take over when it lapses.
 Every message is a link of a chain over the log (`Relayed`: after, through), and
 every pass publishes at least one, a heartbeat when there is nothing new, so a
 process that missed messages while its Redis connection was down notices within
-a pass and replays the missed range from the log (`domain.live.bus`).
+a pass and replays the missed range from the log (`domain.live.bus`). For one release it also
+publishes each pass's changes in the previous release's form (`legacy_channel`).
 
 Ids are allocated when rows are inserted, not when they commit, so a reader can
 see id 12 before id 11 commits. The relay publishes strictly in id order and waits
@@ -26,7 +27,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import ColumnElement, func, or_, select, update
@@ -35,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
-from domain.live.messages import LiveChange, Relayed, encode
+from domain.live.messages import LiveChange, Relayed, encode, encode_legacy
 from domain.models import Member, RelayPosition, Segment, SegmentChange
 from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SEGMENT_CHANGES
@@ -45,11 +47,21 @@ log = logging.getLogger(__name__)
 POSITION = "segment_changes"
 #: Changes per published message.
 PER_MESSAGE = 200
+#: Changes read from the log per query when a range is replayed to subscribers.
+REPLAY_PAGE = 500
 
 
 def changes_channel(redis: RedisStore) -> str:
     """The one channel of the relayed chain, for every program: each process hears it all, in order."""
     return redis.key("live", "changes")
+
+
+def legacy_channel(redis: RedisStore, program_id: int) -> str:
+    """LEGACY, remove in the next release: the previous release's processes psubscribe to one channel
+    per program (`live:changes:*`) and read a bare list of changes; for one release the relay also
+    publishes there, so their subscribers keep receiving changes while a rolling upgrade runs
+    (docs/operations.md, "Upgrades")."""
+    return redis.key("live", "changes", program_id)
 
 
 @dataclass
@@ -161,6 +173,18 @@ class ChangeRelay:
         channel = changes_channel(self.redis)
         for message in messages or [Relayed(position, position, [])]:
             await self.redis.client.publish(channel, encode(message))
+        await self._publish_legacy(late + ready)
+
+    async def _publish_legacy(self, changes: list[LiveChange]) -> None:
+        """LEGACY, remove in the next release (`legacy_channel`)."""
+        by_program: dict[int, list[LiveChange]] = defaultdict(list)
+        for change in changes:
+            by_program[change.program_id].append(change)
+        for program_id, theirs in by_program.items():
+            for start in range(0, len(theirs), PER_MESSAGE):
+                await self.redis.client.publish(
+                    legacy_channel(self.redis, program_id), encode_legacy(theirs[start : start + PER_MESSAGE])
+                )
 
 
 async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit: int) -> list[LiveChange]:
@@ -183,20 +207,51 @@ async def read_changes(session: AsyncSession, where: ColumnElement[bool], limit:
     return [LiveChange(*row) for row in await session.execute(query)]
 
 
+def wanted(program_id: int, keys: Iterable[str] | None) -> ColumnElement[bool]:
+    """The changes a subscription wants: its program's, and only those of `keys` when it names some."""
+    clause = SegmentChange.program_id == program_id
+    if keys is not None:
+        clause &= Segment.key.in_(sorted(keys))
+    return clause
+
+
+async def replay_pages(
+    db: Database, where: ColumnElement[bool], after: int, through: int | None = None
+) -> AsyncGenerator[list[LiveChange], None]:
+    """The changes matching `where` after `after` (up to `through`), from the log, in log order:
+    pages of at most REPLAY_PAGE, each read in a short transaction of its own."""
+    while True:
+        bounds = SegmentChange.id > after
+        if through is not None:
+            bounds &= SegmentChange.id <= through
+        async with db.read() as session:
+            page = await read_changes(session, where & bounds, REPLAY_PAGE)
+        if page:
+            yield page
+        if len(page) < REPLAY_PAGE:
+            return
+        after = page[-1].id
+
+
 async def log_end(session: AsyncSession) -> int:
     """The change log's last id (0 when empty)."""
     return await session.scalar(select(func.coalesce(func.max(SegmentChange.id), 0))) or 0
 
 
+async def stored_position(session: AsyncSession) -> int | None:
+    """The relay's stored position: the last change-log id it published (None before it first ran)."""
+    return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+
+
 async def relayed_position(session: AsyncSession) -> int:
     """How far the relay has published (its stored position; the log's end before it ever ran)."""
-    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    stored = await stored_position(session)
     return stored if stored is not None else await log_end(session)
 
 
 async def _load_position(session: AsyncSession, clock: Clock) -> int:
     """Where relaying resumes: the stored position, or the log's end the first time."""
-    stored = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    stored = await stored_position(session)
     if stored is not None:
         return stored
     end = await log_end(session)
@@ -205,7 +260,8 @@ async def _load_position(session: AsyncSession, clock: Clock) -> int:
         .values(name=POSITION, position=end, updated_at=clock.now())
         .on_conflict_do_nothing()
     )
-    return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION)) or end
+    stored = await stored_position(session)  # another process's, if it inserted first
+    return stored if stored is not None else end
 
 
 async def _save_position(session: AsyncSession, position: int, clock: Clock) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import aclosing
 
 from sqlalchemy import select
 
@@ -10,11 +11,10 @@ from domain.db.engine import Database
 from domain.errors import InvalidInput
 from domain.live.bus import LiveBus, Subscriber
 from domain.live.messages import LiveChange
-from domain.live.relay import log_end, read_changes
-from domain.models import Segment, SegmentChange
+from domain.live.relay import log_end, replay_pages, wanted
+from domain.models import Segment
 from domain.ops.retention import pruned_through
 
-REPLAY_PAGE = 500
 MAX_REPLAY = 100_000
 MAX_KEYS = 100
 
@@ -64,28 +64,20 @@ class LiveService:
     ) -> AsyncIterator[LiveChange]:
         count = 0
         while True:
-            page = await self._page(program_id, keys, after)
-            for change in page:
-                after = change.id
-                yield change
-            count += len(page)
-            if count > MAX_REPLAY:
-                raise InvalidInput(
-                    f"since: more than {MAX_REPLAY} changes happened after this cursor; "
-                    "reload the segments and subscribe without since"
-                )
-            if subscriber.ended:  # what the queue dropped meanwhile is in the log: read on
-                subscriber.reset()
-                continue
-            if len(page) < REPLAY_PAGE:
+            async with aclosing(replay_pages(self.db, wanted(program_id, keys), after)) as pages:
+                async for page in pages:
+                    for change in page:
+                        after = change.id
+                        yield change
+                    count += len(page)
+                    if count > MAX_REPLAY:
+                        raise InvalidInput(
+                            f"since: more than {MAX_REPLAY} changes happened after this cursor; "
+                            "reload the segments and subscribe without since"
+                        )
+            if not subscriber.ended:
                 return
-
-    async def _page(self, program_id: int, keys: frozenset[str] | None, after: int) -> list[LiveChange]:
-        where = (SegmentChange.program_id == program_id) & (SegmentChange.id > after)
-        if keys is not None:
-            where &= Segment.key.in_(sorted(keys))
-        async with self.db.read() as session:
-            return await read_changes(session, where, REPLAY_PAGE)
+            subscriber.reset()  # what its queue dropped meanwhile is in the log: read on
 
     async def _log_end(self) -> int:
         async with self.db.read() as session:

@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.outbox import OutboxStatus
 from domain.db.engine import Database
-from domain.live.relay import POSITION
-from domain.models import Member, OutboxItem, RelayPosition, SegmentChange, StandingsFeed
+from domain.live.relay import stored_position
+from domain.models import Member, OutboxItem, SegmentChange, StandingsFeed
 
 #: Counts stop here: a gauge at the cap means "at least this many".
 COUNT_CAP = 100_000
@@ -52,7 +52,7 @@ async def read_backlogs(db: Database, now: datetime) -> Backlogs:
 
 
 async def _read(session: AsyncSession, now: datetime) -> Backlogs:
-    position = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+    position = await stored_position(session)
     if position is None:  # the relay has not run yet; it starts at the log's end
         relay_changes, relay_oldest = 0, None
     else:

@@ -57,6 +57,12 @@ LIVE_BUS = Counter(
     "reconnects",
     ["event"],
 )
+LIVE_GAPS_DETECTED = LIVE_BUS.labels("gaps_detected")
+LIVE_GAPS_REPLAYED = LIVE_BUS.labels("gaps_replayed")
+LIVE_CHANGES_REPLAYED = LIVE_BUS.labels("changes_replayed")
+LIVE_SUBSCRIBERS_CLOSED = LIVE_BUS.labels("subscribers_closed")
+LIVE_SUBSCRIBERS_TOO_SLOW = LIVE_BUS.labels("subscribers_too_slow")
+LIVE_RECONNECTS = LIVE_BUS.labels("reconnects")
 
 #: Distinct (operation name, root field) pairs one process labels by name; later names become "other".
 MAX_OPERATION_NAMES = 100

@@ -38,7 +38,7 @@ from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import EventStatus
-from domain.live.relay import POSITION
+from domain.live.relay import stored_position
 from domain.models import Event, FraudFinding, Message, OutboxItem, RelayPosition, SegmentChange
 from domain.settings import Retention
 
@@ -197,7 +197,7 @@ async def _boundary(session: AsyncSession, rule: Rule) -> int:
     if first_kept is None:
         first_kept = (await session.scalar(select(func.max(rule.id))) or 0) + 1
     if rule.id is SegmentChange.id:  # only what the relay has published
-        relayed = await session.scalar(select(RelayPosition.position).where(RelayPosition.name == POSITION))
+        relayed = await stored_position(session)
         first_kept = min(first_kept, (relayed or 0) + 1)
     return int(first_kept)
 

@@ -1,23 +1,32 @@
-"""Warns when PostgreSQL's table statistics can go stale: ingest then slows down by orders of magnitude.
+"""Warns when PostgreSQL's table statistics go stale: ingest then slows down by orders of magnitude.
 
 Without current statistics the planner takes a big table for a tiny one and
 turns the pipeline's `IN (...)` lookups into scans of a program's rows: a drill
 saw ingest go from p50 119 ms to 3-6 s within minutes, until a manual ANALYZE
-(docs/benchmarks.md, "Findings"). Autovacuum's analyze keeps them current; this
-module names the risk when it is off (for the server or a hot table) and when a
-hot table has changed a lot since it was last analysed. /readyz lists the
-warnings and `loyalty serve` logs them at start; docs/operations.md says what to set.
-SQLite has no such risk here: nothing to check.
+(docs/benchmarks.md, "Findings"). Autovacuum's analyze keeps them current, or a
+scheduled ANALYZE does. This module names two risks: a hot table whose
+statistics are stale now (with "autovacuum is off" as the cause when it is), and
+a hot table on which autovacuum is disabled. `StatisticsCheck` checks at start
+and then at most once a minute; /readyz shows which risks there are (no table
+names or figures: /readyz is public), the log the details.
+docs/operations.md ("Table statistics") says what to set. SQLite has no such
+risk here: nothing to check.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
+from domain.clock import Clock
 from domain.db.engine import Database
+
+log = logging.getLogger(__name__)
 
 #: The tables ingest, segments and the loops read per request or per pass.
 HOT_TABLES = (
@@ -36,45 +45,82 @@ HOT_TABLES = (
 #: (autovacuum's own default trigger is 50 rows + 10 %).
 STALE_ROWS = 1000
 STALE_FRACTION = 0.2
+#: How long a check's result is served before the next request checks again.
+CHECK_EVERY = timedelta(minutes=1)
+#: Longest a check may take; beyond it the statistics count as not checked.
+CHECK_TIMEOUT_S = 2.0
 HELP = 'see docs/operations.md, "Table statistics"'
+
+#: The public names of the risks (what /readyz lists).
+STALE = (
+    f"table statistics are stale: ingest slows down by orders of magnitude until they are analysed ({HELP})"
+)
+DISABLED = f"autovacuum is disabled on a hot table: its statistics will go stale ({HELP})"
+NOT_CHECKED = "table statistics could not be checked (see the server's log)"
 
 
 @dataclass(frozen=True)
 class TableStatistics:
     name: str
-    #: autovacuum_enabled=false is set on the table
+    #: autovacuum_enabled is set to false on the table (in any of the spellings PostgreSQL accepts)
     autovacuum_disabled: bool
     analysed: bool
     modified_since_analyse: int
     live_rows: int
 
 
-def statistics_warnings(server_autovacuum: bool, tables: Sequence[TableStatistics]) -> list[str]:
-    """What to tell the operator, one sentence each (empty when statistics are looked after)."""
-    warnings = []
-    if not server_autovacuum:
-        warnings.append(
-            "autovacuum is off: nothing analyses the tables, their statistics go stale and ingest "
-            f"slows down by orders of magnitude within minutes; turn it on or ANALYZE periodically ({HELP})"
-        )
-    disabled = [t.name for t in tables if t.autovacuum_disabled]
-    if disabled:
-        warnings.append(
-            f"autovacuum is disabled on {', '.join(disabled)}: their statistics go stale and ingest "
-            f"slows down; re-enable it (ALTER TABLE ... RESET (autovacuum_enabled)) ({HELP})"
-        )
+@dataclass(frozen=True)
+class Risk:
+    #: Which risk, for anyone (STALE or DISABLED).
+    public: str
+    #: Where and how much, and what to do: for the operator's log.
+    detail: str
+
+
+def statistics_risks(server_autovacuum: bool, tables: Sequence[TableStatistics]) -> list[Risk]:
+    """The risks to the hot tables' statistics now (none when they are looked after).
+
+    Autovacuum off for the whole server is no risk by itself (a scheduled ANALYZE
+    may look after the statistics): it is named as the cause of a stale table.
+    """
+    risks = []
     for table in tables:
+        if table.autovacuum_disabled:
+            risks.append(
+                Risk(
+                    DISABLED,
+                    f"autovacuum is disabled on {table.name}: its statistics go stale and ingest slows down; "
+                    f"re-enable it (ALTER TABLE {table.name} RESET (autovacuum_enabled)) ({HELP})",
+                )
+            )
         if table.modified_since_analyse > STALE_ROWS + STALE_FRACTION * table.live_rows:
             when = "since its last analyse" if table.analysed else "and it was never analysed"
-            warnings.append(
-                f"statistics of {table.name} are stale: {table.modified_since_analyse} rows changed {when}; "
-                f"run ANALYZE {table.name} ({HELP})"
+            cause = (
+                ""
+                if server_autovacuum
+                else "; autovacuum is off: turn it on or ANALYZE the hot tables on a schedule"
             )
-    return warnings
+            risks.append(
+                Risk(
+                    STALE,
+                    f"statistics of {table.name} are stale: {table.modified_since_analyse} rows changed "
+                    f"{when}; run ANALYZE {table.name}{cause} ({HELP})",
+                )
+            )
+    return risks
 
 
-async def check_statistics(db: Database) -> list[str]:
-    """The warnings for this database (PostgreSQL; always none on SQLite)."""
+def autovacuum_off(value: str | None) -> bool:
+    """Whether a table's autovacuum_enabled option, as PostgreSQL stored it (as written), is false:
+    a prefix of "false" or "no", "of", "off" or "0", in any case."""
+    if value is None:
+        return False
+    word = value.strip().lower()
+    return bool(word) and ("false".startswith(word) or "no".startswith(word) or word in ("of", "off", "0"))
+
+
+async def read_risks(db: Database) -> list[Risk]:
+    """The risks for this database (PostgreSQL; always none on SQLite)."""
     if db.dialect != "postgresql":
         return []
     async with db.engine.connect() as connection:
@@ -82,7 +128,8 @@ async def check_statistics(db: Database) -> list[str]:
         rows = await connection.execute(
             text(
                 "SELECT s.relname,"
-                " coalesce('autovacuum_enabled=false' = ANY(c.reloptions), false),"
+                " (SELECT o.option_value FROM pg_options_to_table(c.reloptions) o"
+                "  WHERE o.option_name = 'autovacuum_enabled'),"
                 " s.last_analyze IS NOT NULL OR s.last_autoanalyze IS NOT NULL,"
                 " s.n_mod_since_analyze, s.n_live_tup"
                 " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
@@ -92,7 +139,47 @@ async def check_statistics(db: Database) -> list[str]:
             {"tables": list(HOT_TABLES)},
         )
         tables = [
-            TableStatistics(name, bool(off), bool(analysed), mods, live)
-            for name, off, analysed, mods, live in rows
+            TableStatistics(name, autovacuum_off(enabled), bool(analysed), mods, live)
+            for name, enabled, analysed, mods, live in rows
         ]
-    return statistics_warnings(autovacuum, tables)
+    return statistics_risks(autovacuum, tables)
+
+
+class StatisticsCheck:
+    """The process's view of the risks: checked at start (`refresh`), then again when a reader asks
+    (`warnings`) and the last check is older than CHECK_EVERY, so frequent probes cost one query a minute."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+        self._checked_at: datetime | None = None
+        self._warnings: list[str] = []
+        self._lock = asyncio.Lock()
+
+    async def warnings(self) -> list[str]:
+        """The risks' public names, from a check at most CHECK_EVERY old."""
+        async with self._lock:
+            now = self.clock.now()
+            if self._checked_at is None or not self._checked_at <= now < self._checked_at + CHECK_EVERY:
+                await self._check(now)
+            return list(self._warnings)
+
+    async def refresh(self) -> list[str]:
+        """Check now (at start); the risks' public names."""
+        async with self._lock:
+            await self._check(self.clock.now())
+            return list(self._warnings)
+
+    async def _check(self, now: datetime) -> None:
+        """Check, and log the details when the risks differ from the last check's (and at the first)."""
+        try:
+            risks = await asyncio.wait_for(read_risks(self.db), timeout=CHECK_TIMEOUT_S)
+        except Exception as error:  # a warning's check must never fail a start or a probe
+            risks = [Risk(NOT_CHECKED, f"not checked ({type(error).__name__}: {error})")]
+        warnings = list(dict.fromkeys(r.public for r in risks))
+        if self._checked_at is None or warnings != self._warnings:
+            for risk in risks:
+                log.warning("table statistics: %s", risk.detail)
+            if not risks and self._checked_at is not None:
+                log.info("table statistics: no risk left")
+        self._checked_at, self._warnings = now, warnings

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import insert, select
 
 from domain.live.messages import LiveChange
-from domain.live.relay import read_changes
+from domain.live.relay import read_changes, stored_position
 from domain.models import Member, Segment, SegmentChange
 
 if TYPE_CHECKING:
@@ -55,3 +55,9 @@ async def program_changes(services: Services, program: ProgramFixture) -> list[L
     """The program's change log, in log order, as it goes on the wire."""
     async with services.db.read() as session:
         return await read_changes(session, SegmentChange.program_id == program.id, 100_000)
+
+
+async def relayed_through(services: Services) -> int:
+    """The relay's stored position (0 before it first ran)."""
+    async with services.db.read() as session:
+        return await stored_position(session) or 0
