@@ -455,7 +455,7 @@ async def test_bad_windows_name_the_field(admin: GraphQLClient, clock: Shiftable
         (
             window_vars(clock, s="2031-01-01T00:00:00", e="2031-01-02T00:00:00+00:00"),
             "BAD_USER_INPUT",
-            "startsAt: needs a UTC offset, e.g. 2026-12-01T00:00:00+00:00",
+            "startsAt: needs a UTC offset, e.g. 2026-11-22T10:00:00+00:00",
         ),
         (
             base | {"s": (clock.now() + timedelta(minutes=30)).isoformat()},
