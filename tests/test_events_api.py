@@ -175,6 +175,45 @@ async def test_the_oldest_accepted_event_is_a_program_setting(
     assert refused["extensions"]["code"] == "FORBIDDEN"
 
 
+async def test_a_recorded_event_sent_again_is_duplicate_even_when_now_too_old(
+    members: GraphQLClient, admin: GraphQLClient
+) -> None:
+    forty_days_ago = (NOW - timedelta(days=40)).isoformat()
+    assert [r["status"] for r in await record(members, event("kept", occurredAt=forty_days_ago))] == [
+        "ACCEPTED"
+    ]
+    # when an admin lowers the limit and the client re-sends the batch
+    await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
+    [again] = await record(members, event("kept", occurredAt=forty_days_ago))
+    # then it learns that the event arrived (it was REJECTED, as if it had been lost)
+    assert (again["status"], again["message"]) == ("DUPLICATE", "externalId already recorded")
+
+
+async def test_a_rejected_copy_does_not_claim_its_external_id_in_the_batch(
+    members: GraphQLClient, admin: GraphQLClient
+) -> None:
+    await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
+    old = (NOW - timedelta(days=40)).isoformat()
+    results = await record(
+        members,
+        event("x1", occurredAt=old),  # rejected: the next copy is judged on its own
+        event("x1", amount="5"),
+        event("x2", member="ghost"),
+        event("x2", amount="6"),
+        event("x3", amount="7"),  # recorded: a later copy is a duplicate, whatever it holds
+        event("x3", occurredAt=old),
+    )
+    assert [(r["externalId"], r["status"]) for r in results] == [
+        ("x1", "REJECTED"),
+        ("x1", "ACCEPTED"),
+        ("x2", "REJECTED"),
+        ("x2", "ACCEPTED"),
+        ("x3", "ACCEPTED"),
+        ("x3", "DUPLICATE"),
+    ]
+    assert (await members.data(MEMBER, {"id": "m1"}))["member"]["pointsBalance"] == 18
+
+
 async def test_amounts_given_as_json_numbers_are_taken_as_they_are(members: GraphQLClient) -> None:
     results = await record(members, event("num-1", amount=12), event("num-2", amount=7.5))
     assert [(r["status"], r["pointsAwarded"]) for r in results] == [("ACCEPTED", 12), ("ACCEPTED", 7)]
