@@ -147,9 +147,8 @@ class EventService:
                     listener
                 ) in self.listeners:  # derived data: a failure is logged, the batch stays acknowledged
                     uow.after_commit(partial(listener, posted))
-        answered = [outcomes[i] for i in range(len(drafts))]
-        for status, count in Counter(outcome.status.value for outcome in answered).items():
-            EVENTS.labels(status).inc(count)  # committed: counted as answered
+            answered = [outcomes[i] for i in range(len(drafts))]
+            uow.after_commit(partial(_count, answered))
         return answered
 
     async def _apply(
@@ -207,6 +206,12 @@ class EventService:
         await add_to_aggregates(session, program_id, accepted)
         await mark_standings(session, program_id, ((m, e.occurred_at) for m, e in accepted))
         return BatchPosted(program_id, tuple(accruals))
+
+
+async def _count(answered: Sequence[EventOutcome]) -> None:
+    """The events metric, by status, once the batch has committed."""
+    for status, count in Counter(outcome.status.value for outcome in answered).items():
+        EVENTS.labels(status).inc(count)
 
 
 def _validate_batch(

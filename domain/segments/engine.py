@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import LoggedChange, MembersChanged, SegmentChangeListener
-from domain.db.engine import announce, when_committed
+from domain.db.engine import after_commit, announce
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
@@ -236,11 +236,11 @@ def _count_changes(session: AsyncSession, entered: int, left: int) -> None:
     if not entered and not left:
         return
 
-    def count() -> None:
+    async def count() -> None:
         CHANGES_COUNTED.labels("ENTERED").inc(entered)
         CHANGES_COUNTED.labels("LEFT").inc(left)
 
-    when_committed(session, count)
+    after_commit(session, count)
 
 
 def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
