@@ -20,7 +20,6 @@ from domain.campaigns.destinations import (
     DestinationPolicy,
     DestinationRefused,
     SystemResolver,
-    split_entries,
 )
 from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.outbox import DEACTIVATED
@@ -28,7 +27,7 @@ from domain.campaigns.service import CampaignService
 from domain.campaigns.webhooks import NO_ANSWER, WebhookRequest, WebhookSender
 from domain.errors import InvalidInput
 from domain.models import WebhookEndpoint
-from domain.settings import ConfigurationError, Settings
+from domain.settings import ConfigurationError, Settings, split_entries
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.webhooks import (
@@ -385,4 +384,4 @@ def test_a_malformed_allow_list_stops_the_start() -> None:
     ):
         Settings.from_env({"LOYALTY_WEBHOOK_ALLOW": "10.0.0.0/8, hooks.internal:http"})
     settings = Settings.from_env({"LOYALTY_WEBHOOK_ALLOW": "10.0.0.0/8, hooks.internal:8080"})
-    assert settings.webhook_allow == ("10.0.0.0/8", "hooks.internal:8080")
+    assert settings.webhook_allow == AllowList.parse(["10.0.0.0/8", "hooks.internal:8080"])

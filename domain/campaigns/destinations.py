@@ -121,11 +121,6 @@ class AllowList:
         return any(e.covers(address, port) for e in self.entries)
 
 
-def split_entries(text: str) -> list[str]:
-    """The entries of a comma- or whitespace-separated list (LOYALTY_WEBHOOK_ALLOW)."""
-    return [e for e in re.split(r"[,\s]+", text.strip()) if e]
-
-
 def _allow_entry(raw: str) -> AllowEntry:
     text = raw.strip().lower()
     port: int | None = None
