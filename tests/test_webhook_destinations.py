@@ -339,6 +339,17 @@ async def test_a_rotated_secret_signs_the_deliveries_that_follow(
     )
 
 
+@pytest.mark.parametrize("mutation", [DEACTIVATE, ROTATE], ids=["deactivate", "rotate"])
+async def test_a_key_that_cannot_exist_is_refused_without_echoing_it(
+    admin: GraphQLClient, mutation: str
+) -> None:
+    error = await admin.error(mutation, {"k": "k" * 10_000})
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        f"key: {'k' * 70!r} does not match [A-Za-z0-9_-]{{1,64}}",
+    )
+
+
 async def test_managing_endpoints_needs_segments_write(integration: GraphQLClient) -> None:
     for mutation in (DEACTIVATE, ROTATE):
         error = await integration.error(mutation, {"k": "crm"})
