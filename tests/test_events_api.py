@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.runtime import Services
 from domain.models import EventAggregate, LedgerEntry, Member
+from domain.programs.service import ProgramSettings
 from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
 from tests.support.inputs import nested
 
@@ -173,6 +174,17 @@ async def test_the_oldest_accepted_event_is_a_program_setting(
         )
     refused = await members.error("mutation { setMaxEventAge(days: 3) { maxEventAgeDays } }")
     assert refused["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_program_settings_replace_their_own_keys_only() -> None:
+    stored = {"autoCreateMembers": False, "maxEventAgeDays": 30, "timezone": "Europe/Istanbul"}
+    assert ProgramSettings(max_event_age_days=90).apply_to(stored) == {
+        "autoCreateMembers": False,
+        "maxEventAgeDays": 90,
+        "timezone": "Europe/Istanbul",  # another service's setting
+    }
+    # a limit back at the default is not stored: the program follows the code's default
+    assert ProgramSettings().apply_to(stored) == {"autoCreateMembers": False, "timezone": "Europe/Istanbul"}
 
 
 async def test_a_recorded_event_sent_again_is_duplicate_even_when_now_too_old(
