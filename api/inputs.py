@@ -3,7 +3,8 @@
 Every string (at any depth of input objects and lists) must hold no NUL character,
 every JSON argument must satisfy domain/inputs.py (depth, NUL, 64-bit integers, at most
 MAX_JSON_BYTES), and every DateTime must parse (the scalar lets text that does not through
-as `UnparsedDateTime`, so that an event with a bad occurredAt is REJECTED alone). A
+as `UnparsedDateTime`, so that an event with a bad occurredAt is REJECTED alone), carry a UTC
+offset and lie within domain/inputs.py's years, which no service then needs to check again. A
 violation refuses the operation with BAD_USER_INPUT naming the argument path, e.g.
 `members[3].attributes.note: contains a NUL character`, the way upsertMembers names a bad
 member.
@@ -40,7 +41,14 @@ from graphql.language.visitor import SKIP, VisitorAction
 from strawberry.extensions import SchemaExtension
 
 from api.scalars import UnparsedDateTime, parse_datetime
-from domain.inputs import MAX_JSON_BYTES, UnsafeInput, check_json, check_text, not_a_datetime
+from domain.inputs import (
+    MAX_JSON_BYTES,
+    UnsafeInput,
+    check_datetime,
+    check_json,
+    check_text,
+    not_a_datetime,
+)
 
 T = TypeVar("T")
 _PER_ITEM: set[type] = set()
@@ -122,6 +130,7 @@ def _check(type_: GraphQLInputType, value: Any, path: str) -> None:
     elif isinstance(nullable, GraphQLScalarType) and nullable.name == "DateTime":
         if isinstance(parsed := parse_datetime(value), UnparsedDateTime):
             raise UnsafeInput(not_a_datetime(path, parsed))
+        check_datetime(parsed, path)
     elif isinstance(value, str):
         check_text(value, path)
 

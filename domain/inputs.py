@@ -7,6 +7,9 @@
   range; PostgreSQL and SQLite store them as numbers), their floats are finite; a JSON
   argument of the API is at most MAX_JSON_BYTES as compact JSON (fields with a tighter
   limit of their own, such as event properties, check it themselves).
+- A DateTime carries a UTC offset and falls, in UTC, within the years MIN_YEAR to MAX_YEAR:
+  far enough from the ends of Python's range that converting it to UTC or shifting it by a
+  period cannot overflow, wide enough for any date a loyalty program keeps.
 
 A violation is an `UnsafeInput` whose message names the path of the offending value, e.g.
 `properties.note: contains a NUL character`. Callers turn it into their own error: a
@@ -17,12 +20,15 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 MAX_JSON_DEPTH = 32
 MAX_JSON_BYTES = 64 * 1024
+MIN_YEAR, MAX_YEAR = 1900, 2999
+_DATETIME_EXAMPLE = "2026-11-22T10:00:00+00:00"
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
@@ -76,10 +82,22 @@ def check_json(
         raise UnsafeInput(f"{field}: {size} bytes exceeds the limit of {max_bytes}")
 
 
+def check_datetime(value: datetime, field: str) -> None:
+    """Raise UnsafeInput for a date-time without a UTC offset, or one outside the years MIN_YEAR
+    to MAX_YEAR once in UTC (year 1 at +14:00 is not even representable in UTC)."""
+    if value.utcoffset() is None:
+        raise UnsafeInput(f"{field}: needs a UTC offset, e.g. {_DATETIME_EXAMPLE}")
+    try:
+        year = value.astimezone(UTC).year
+    except OverflowError:
+        year = value.year
+    if not MIN_YEAR <= year <= MAX_YEAR:
+        raise UnsafeInput(f"{field}: {value.isoformat()} is outside the years {MIN_YEAR} to {MAX_YEAR} (UTC)")
+
+
 def not_a_datetime(field: str, text: str) -> str:
     """The refusal of a DateTime a client sent that is not ISO 8601 with an offset."""
-    example = "2026-11-22T10:00:00+00:00"
-    return f"{field}: {text[:40]!r} is not an ISO 8601 date-time with a UTC offset, e.g. {example}"
+    return f"{field}: {text[:40]!r} is not an ISO 8601 date-time with a UTC offset, e.g. {_DATETIME_EXAMPLE}"
 
 
 def json_kind(value: object) -> str:

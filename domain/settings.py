@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+
+from domain.campaigns.destinations import AllowList
 
 #: The embedded database inside the data directory, when LOYALTY_DATABASE_URL is not set.
 SQLITE_FILE = "loyalty.db"
@@ -79,7 +82,7 @@ class Settings:
     data_dir: Path | None = None
     introspection: Introspection = Introspection.AUTHENTICATED
     #: LOYALTY_WEBHOOK_ALLOW: non-public webhook destinations the operator allows (destinations.py).
-    webhook_allow: tuple[str, ...] = ()
+    webhook_allow: AllowList = field(default_factory=AllowList)
     #: LOYALTY_TRUSTED_PROXIES: peers whose X-Forwarded-For names the client (none by default).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     max_query_depth: int = 10
@@ -177,20 +180,22 @@ def _introspection(raw: str) -> Introspection:
     raise ConfigurationError(f"LOYALTY_INTROSPECTION must be on, authenticated or off, not {raw!r}")
 
 
-def _webhook_allow(raw: str) -> tuple[str, ...]:
-    from domain.campaigns.destinations import AllowList, split_entries
+def split_entries(text: str) -> list[str]:
+    """The entries of a comma- or whitespace-separated list: the one syntax of LOYALTY_WEBHOOK_ALLOW
+    and LOYALTY_TRUSTED_PROXIES."""
+    return [e for e in re.split(r"[,\s]+", text.strip()) if e]
 
-    entries = tuple(split_entries(raw))
+
+def _webhook_allow(raw: str) -> AllowList:
     try:
-        AllowList.parse(entries)
+        return AllowList.parse(split_entries(raw))
     except ValueError as error:
         raise ConfigurationError(f"LOYALTY_WEBHOOK_ALLOW: {error}") from None
-    return entries
 
 
 def _networks(raw: str, name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     networks = []
-    for entry in raw.replace(",", " ").split():
+    for entry in split_entries(raw):
         try:
             networks.append(ipaddress.ip_network(entry, strict=False))
         except ValueError:

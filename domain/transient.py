@@ -26,7 +26,8 @@ _REDIS = (
 
 
 def is_transient(error: BaseException) -> bool:
-    """True when `error`, or an exception it wraps or was raised from, is a transient fault."""
+    """True when `error`, or an exception it wraps or was raised from (explicitly, or while handling
+    it unless the context is suppressed), is a transient fault."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
     while pending:
@@ -36,7 +37,8 @@ def is_transient(error: BaseException) -> bool:
         seen.add(id(current))
         if _transient_itself(current):
             return True
-        pending += [current.__cause__, current.__context__]
+        # `raise ... from None` hides the context: a bug raised while handling an outage stays a bug
+        pending += [current.__cause__, None if current.__suppress_context__ else current.__context__]
         if isinstance(current, sqlalchemy.exc.DBAPIError) and isinstance(current.orig, BaseException):
             pending.append(current.orig)
     return False

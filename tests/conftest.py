@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 import migrations
 from api.app import create_app
 from api.runtime import Services, build_services
+from domain.campaigns.destinations import AllowList
 from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
@@ -64,7 +65,7 @@ def settings(backends: Backends, migrated_database: str) -> Settings:
         secret_key=SECRET,
         data_dir=backends.data_dir,
         introspection=Introspection.ON,
-        webhook_allow=(ALLOWED_HOST,),
+        webhook_allow=AllowList.parse([ALLOWED_HOST]),
     )
 
 

@@ -11,6 +11,7 @@ import redis.exceptions
 import sqlalchemy.exc
 
 from api.runtime import Services
+from domain.transient import is_transient
 from tests.support.graphql import GraphQLClient
 
 
@@ -105,6 +106,40 @@ async def test_a_transient_fault_is_retryable_and_not_internal(
             "extensions": {"code": "SERVICE_UNAVAILABLE", "retryAfter": 5},
         }
     ]
+
+
+async def test_a_bug_raised_while_handling_a_transient_fault_is_internal(
+    integration: GraphQLClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`raise ... from None` in an except block hides the outage: retrying would only repeat the bug."""
+
+    async def buggy_fallback(*_: object) -> None:
+        try:
+            raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+        except redis.exceptions.ConnectionError:
+            raise KeyError("a bug in the fallback") from None
+
+    monkeypatch.setattr(services.programs, "get", buggy_fallback)
+    body = await integration.execute("{ program { key } }")
+    assert [error["extensions"] for error in body["errors"]] == [{"code": "INTERNAL"}]
+
+
+def wrap_outage(explicit: bool) -> None:
+    """Raise RuntimeError from a Redis outage (`raise ... from`), or while handling it."""
+    outage = redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+    try:
+        raise outage
+    except redis.exceptions.ConnectionError:
+        if explicit:
+            raise RuntimeError("wrapped") from outage
+        raise RuntimeError("wrapped")  # noqa: B904 - the implicit context is what is tested
+
+
+@pytest.mark.parametrize("explicit", [True, False], ids=["raised-from", "raised-while-handling"])
+def test_an_error_raised_from_or_while_handling_an_outage_is_transient(explicit: bool) -> None:
+    with pytest.raises(RuntimeError) as wrapped:
+        wrap_outage(explicit)
+    assert is_transient(wrapped.value)
 
 
 async def test_a_fault_before_graphql_runs_is_a_json_503(

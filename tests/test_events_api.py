@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.runtime import Services
 from domain.models import EventAggregate, LedgerEntry, Member
+from domain.programs.service import ProgramSettings
 from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
 from tests.support.inputs import nested
 
@@ -106,7 +107,11 @@ async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -
         ({"properties": {"a\u0000": 1}}, 'properties["a\\u0000"]: contains a NUL character'),
         ({"properties": nested(500)}, "properties: nested deeper than 32 levels"),
         # year 1 overflowed in the period arithmetic (INTERNAL); 1900 earned points
-        ({"occurredAt": "0001-01-01T00:00:00+05:00"}, "occurredAt: 0001-01-01T00:00:00+05:00 is older than"),
+        (
+            {"occurredAt": "0001-01-01T00:00:00+05:00"},
+            "occurredAt: 0001-01-01T00:00:00+05:00 is outside the years 1900 to 2999 (UTC)",
+        ),
+        ({"occurredAt": "2026-01-01T00:00:00"}, "occurredAt: needs a UTC offset"),
         ({"occurredAt": "1900-01-01T00:00:00+00:00"}, "occurredAt: 1900-01-01T00:00:00+00:00 is older than"),
     ],
 )
@@ -171,6 +176,56 @@ async def test_the_oldest_accepted_event_is_a_program_setting(
     assert refused["extensions"]["code"] == "FORBIDDEN"
 
 
+def test_program_settings_replace_their_own_keys_only() -> None:
+    stored = {"autoCreateMembers": False, "maxEventAgeDays": 30, "timezone": "Europe/Istanbul"}
+    assert ProgramSettings(max_event_age_days=90).apply_to(stored) == {
+        "autoCreateMembers": False,
+        "maxEventAgeDays": 90,
+        "timezone": "Europe/Istanbul",  # another service's setting
+    }
+    # a limit back at the default is not stored: the program follows the code's default
+    assert ProgramSettings().apply_to(stored) == {"autoCreateMembers": False, "timezone": "Europe/Istanbul"}
+
+
+async def test_a_recorded_event_sent_again_is_duplicate_even_when_now_too_old(
+    members: GraphQLClient, admin: GraphQLClient
+) -> None:
+    forty_days_ago = (NOW - timedelta(days=40)).isoformat()
+    assert [r["status"] for r in await record(members, event("kept", occurredAt=forty_days_ago))] == [
+        "ACCEPTED"
+    ]
+    # when an admin lowers the limit and the client re-sends the batch
+    await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
+    [again] = await record(members, event("kept", occurredAt=forty_days_ago))
+    # then it learns that the event arrived (it was REJECTED, as if it had been lost)
+    assert (again["status"], again["message"]) == ("DUPLICATE", "externalId already recorded")
+
+
+async def test_a_rejected_copy_does_not_claim_its_external_id_in_the_batch(
+    members: GraphQLClient, admin: GraphQLClient
+) -> None:
+    await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
+    old = (NOW - timedelta(days=40)).isoformat()
+    results = await record(
+        members,
+        event("x1", occurredAt=old),  # rejected: the next copy is judged on its own
+        event("x1", amount="5"),
+        event("x2", member="ghost"),
+        event("x2", amount="6"),
+        event("x3", amount="7"),  # recorded: a later copy is a duplicate, whatever it holds
+        event("x3", occurredAt=old),
+    )
+    assert [(r["externalId"], r["status"]) for r in results] == [
+        ("x1", "REJECTED"),
+        ("x1", "ACCEPTED"),
+        ("x2", "REJECTED"),
+        ("x2", "ACCEPTED"),
+        ("x3", "ACCEPTED"),
+        ("x3", "DUPLICATE"),
+    ]
+    assert (await members.data(MEMBER, {"id": "m1"}))["member"]["pointsBalance"] == 18
+
+
 async def test_amounts_given_as_json_numbers_are_taken_as_they_are(members: GraphQLClient) -> None:
     results = await record(members, event("num-1", amount=12), event("num-2", amount=7.5))
     assert [(r["status"], r["pointsAwarded"]) for r in results] == [("ACCEPTED", 12), ("ACCEPTED", 7)]
@@ -183,7 +238,7 @@ async def test_more_than_1000_events_is_refused_whole(members: GraphQLClient) ->
 
 
 async def test_accepted_events_fill_daily_buckets(members: GraphQLClient, services: Services) -> None:
-    day = datetime(2026, 3, 1, 9, tzinfo=UTC)
+    day = (NOW - timedelta(days=30)).replace(hour=9, minute=0, second=0)  # within maxEventAgeDays
     await record(
         members,
         event("a", amount="10.5", occurredAt=day.isoformat()),
@@ -216,10 +271,11 @@ async def test_accepted_events_fill_daily_buckets(members: GraphQLClient, servic
     summary = [
         (r.event_type, r.day.isoformat(), r.count, r.amount_sum, r.amount_min, r.amount_max) for r in rows
     ]
+    first, second = day.date().isoformat(), (day + timedelta(days=1)).date().isoformat()
     assert summary == [
-        ("login", "2026-03-01", 1, 0, None, None),
-        ("purchase", "2026-03-01", 3, 425_000, 20_000, 300_000),
-        ("purchase", "2026-03-02", 1, 70_000, 70_000, 70_000),
+        ("login", first, 1, 0, None, None),
+        ("purchase", first, 3, 425_000, 20_000, 300_000),
+        ("purchase", second, 1, 70_000, 70_000, 70_000),
     ]
     purchase_day = rows[1]
     assert purchase_day.first_at == day

@@ -1,7 +1,7 @@
 """Every argument of every operation is checked before it runs (api/inputs.py): a NUL character,
 JSON nested too deep, an integer beyond 64 bits or an oversized JSON value is BAD_USER_INPUT naming
 the argument path, never INTERNAL (PostgreSQL's text and jsonb refuse NUL; the JSON encoder stops at
-255 levels and 64-bit integers)."""
+255 levels and 64-bit integers; a DateTime must have an offset and a UTC form in a sane year)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,28 @@ PREVIEW = "query($c: JSON) { previewSegment(condition: $c) { rule } }"
             None,
             "since: '20260101' is not an ISO 8601 date-time with a UTC offset, e.g. 2026-11-22T10:00:00+00:00",
         ),
+        # year 1 at +14:00 has no UTC form: the column's bind (and segments' astimezone) overflowed
+        (
+            UPSERT,
+            {"m": [{"externalId": "old", "joinedAt": "0001-01-01T00:00:00+14:00"}]},
+            "members[0].joinedAt: 0001-01-01T00:00:00+14:00 is outside the years 1900 to 2999 (UTC)",
+        ),
+        (
+            '{ segments { history(since: "0001-01-01T00:00:00+14:00") { size } } }',
+            None,
+            "since: 0001-01-01T00:00:00+14:00 is outside the years 1900 to 2999 (UTC)",
+        ),
+        (
+            '{ segments { changes(since: "9999-12-31T23:00:00-05:00") { at } } }',
+            None,
+            "since: 9999-12-31T23:00:00-05:00 is outside the years 1900 to 2999 (UTC)",
+        ),
+        # history read a date-time without an offset as the server's local time
+        (
+            '{ segments { history(since: "2026-01-01T00:00:00") { size } } }',
+            None,
+            "since: needs a UTC offset, e.g. 2026-11-22T10:00:00+00:00",
+        ),
     ],
     ids=[
         "nul-in-attributes",
@@ -85,6 +107,10 @@ PREVIEW = "query($c: JSON) { previewSegment(condition: $c) { rule } }"
         "json-over-64-kib",
         "unparsed-datetime-variable",
         "unparsed-datetime-literal",
+        "datetime-without-utc-form",
+        "datetime-before-the-years",
+        "datetime-after-the-years",
+        "datetime-without-offset",
     ],
 )
 async def test_an_unsafe_argument_is_bad_input_naming_its_path(

@@ -19,6 +19,7 @@ from typing import Any, cast
 import pytest
 
 from api.runtime import Services
+from domain.errors import NotFound
 from domain.events.service import EventService
 from domain.events.validation import EventDraft
 from gamification.leaderboards.feeder import StandingsFeeder
@@ -27,7 +28,8 @@ from gamification.leaderboards.scores import MAX_POINTS, TIE_SPAN, decode, encod
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.leaderboards.store import board_pattern
 from tests.support import ShiftableClock
-from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
+from tests.test_members_api import counting_statements
 
 # A Wednesday: its week opened on Monday 2027-03-08, its month on 2027-03-01.
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
@@ -525,6 +527,18 @@ async def test_the_rebuild_command_restores_flushed_boards(
     )
     assert (unknown.returncode, unknown.stdout) == (1, "")
     assert unknown.stderr == "loyalty: NOT_FOUND: board: no leaderboard 'nope' in this program\n"
+
+
+async def test_checking_a_board_key_over_every_program_is_one_query(
+    services: Services, program: ProgramFixture
+) -> None:
+    await new_program(services)  # two programs at least: it used to read each program's boards
+    with counting_statements(services) as statements, pytest.raises(NotFound) as unknown:
+        await services.leaderboards.rebuild(None, "nope")
+    assert (len(statements), unknown.value.message) == (1, "board: no leaderboard 'nope' in any program")
+    with pytest.raises(NotFound) as unknown:  # one program: its boards, as every other caller reads them
+        await services.leaderboards.rebuild([program.id], "nope")
+    assert unknown.value.message == "board: no leaderboard 'nope' in this program"
 
 
 async def test_held_and_blocked_accruals_never_reach_a_board(

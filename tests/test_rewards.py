@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -412,7 +412,11 @@ async def test_windows_are_listed_on_the_reward_and_replaced_by_start(
     await admin.data(SET_REWARD, {"i": reward_input()})
     first = window_vars(clock)
     await admin.data(SET_WINDOW, first)
-    later = window_vars(clock, s="2031-01-01T00:00:00+01:00", e="2031-01-02T00:00:00+01:00", p="DAILY")
+    # a year on, at midnight in UTC+1: stored and answered in UTC
+    starts = (clock.now() + timedelta(days=365)).astimezone(timezone(timedelta(hours=1)))
+    starts = starts.replace(hour=0, minute=0, second=0, microsecond=0)
+    in_utc = starts.astimezone(UTC).isoformat()
+    later = window_vars(clock, s=starts.isoformat(), e=(starts + timedelta(days=1)).isoformat(), p="DAILY")
     await admin.data(SET_WINDOW, later)
     replaced = (await admin.data(SET_WINDOW, first | {"n": 7}))["setRewardWindow"]
     assert replaced["windows"] == [
@@ -428,13 +432,13 @@ async def test_windows_are_listed_on_the_reward_and_replaced_by_start(
             "boardKey": "points",
             "period": "DAILY",
             "topN": 2,
-            "startsAt": "2030-12-31T23:00:00+00:00",
-            "endsAt": "2031-01-01T23:00:00+00:00",
+            "startsAt": in_utc,
+            "endsAt": (starts + timedelta(days=1)).astimezone(UTC).isoformat(),
             "frozen": False,
         },
     ]
     removed = await admin.data(REMOVE_WINDOW, {"r": "mug", "s": first["s"]})
-    assert removed["removeRewardWindow"]["windows"] == [{"startsAt": "2030-12-31T23:00:00+00:00"}]
+    assert removed["removeRewardWindow"]["windows"] == [{"startsAt": in_utc}]
     error = await admin.error(REMOVE_WINDOW, {"r": "mug", "s": first["s"]})
     assert (error["extensions"]["code"], error["message"]) == (
         "NOT_FOUND",
@@ -455,7 +459,7 @@ async def test_bad_windows_name_the_field(admin: GraphQLClient, clock: Shiftable
         (
             window_vars(clock, s="2031-01-01T00:00:00", e="2031-01-02T00:00:00+00:00"),
             "BAD_USER_INPUT",
-            "startsAt: needs a UTC offset, e.g. 2026-12-01T00:00:00+00:00",
+            "startsAt: needs a UTC offset, e.g. 2026-11-22T10:00:00+00:00",
         ),
         (
             base | {"s": (clock.now() + timedelta(minutes=30)).isoformat()},

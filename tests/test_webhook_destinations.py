@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import ipaddress
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -18,14 +19,15 @@ from domain.campaigns.destinations import (
     AllowList,
     DestinationPolicy,
     DestinationRefused,
-    split_entries,
+    SystemResolver,
 )
 from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.outbox import DEACTIVATED
 from domain.campaigns.service import CampaignService
-from domain.campaigns.webhooks import NO_ANSWER, WebhookSender
+from domain.campaigns.webhooks import NO_ANSWER, WebhookRequest, WebhookSender
+from domain.errors import InvalidInput
 from domain.models import WebhookEndpoint
-from domain.settings import ConfigurationError, Settings
+from domain.settings import ConfigurationError, Settings, split_entries
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.webhooks import (
@@ -66,7 +68,10 @@ def delivery(
         ),
         ("http://[::1]/hook", f"url: ::1 is not a public address {HINT}"),
         ("http://2130706433/hook", f"url: 2130706433 (127.0.0.1) is not a public address {HINT}"),
-        ("http://0177.0.0.1/hook", f"url: 0177.0.0.1 (127.0.0.1) is not a public address {HINT}"),
+        # httpx cannot send to this octal form, so it is refused before any address check
+        ("http://0177.0.0.1/hook", "url: 'http://0177.0.0.1/hook' is not a valid URL"),
+        # urlsplit raised ValueError here: the creation answered INTERNAL
+        ("http://[::1", "url: 'http://[::1' is not a valid URL"),
         ("http://0x7f.1/hook", f"url: 0x7f.1 (127.0.0.1) is not a public address {HINT}"),
         ("http://127.1:6379/", f"url: 127.1 (127.0.0.1) is not a public address {HINT}"),
         ("http://[::ffff:127.0.0.1]/hook", f"url: ::ffff:127.0.0.1 is not a public address {HINT}"),
@@ -230,6 +235,59 @@ async def test_the_sender_connects_to_the_address_it_checked(
     assert (row["status"], row["lastError"]) == ("DELIVERED", None)
 
 
+def hook(url: str, delivery_id: str = "d-1") -> WebhookRequest:
+    return WebhookRequest(url, "secret", delivery_id, "test", b"{}")
+
+
+async def test_the_next_checked_address_is_tried_when_one_refuses() -> None:
+    async with Receiver() as receiver:  # on 127.0.0.2: 127.0.0.3 refuses connections to its port
+        dns = HostsResolver({"multi.example.com": ["127.0.0.3", ALLOWED_HOST]})
+        sender = WebhookSender(DestinationPolicy(AllowList.parse(["127.0.0.3", ALLOWED_HOST]), dns))
+        async with sender.open() as webhooks:
+            await webhooks.send(hook(f"http://multi.example.com:{receiver.port}/hook"), 0)
+    [request] = receiver.received
+    assert request.headers["host"] == f"multi.example.com:{receiver.port}"
+
+
+async def test_a_pass_resolves_each_host_once() -> None:
+    async with Receiver() as receiver:
+        dns = HostsResolver({"once.example.com": [ALLOWED_HOST]})
+        sender = WebhookSender(DestinationPolicy(AllowList.parse([ALLOWED_HOST]), dns))
+        url = f"http://once.example.com:{receiver.port}/hook"
+        async with sender.open() as webhooks:  # three deliveries at once, as the delivery loop sends them
+            await asyncio.gather(*(webhooks.send(hook(url, f"d-{i}"), 0) for i in range(3)))
+        assert (len(receiver.received), dns.lookups) == (3, ["once.example.com"])
+        # the next pass looks it up again: a changed answer is checked before it is used
+        async with sender.open() as webhooks:
+            await webhooks.send(hook(url), 0)
+    assert (len(receiver.received), dns.lookups) == (4, ["once.example.com"] * 2)
+
+
+def test_lookups_never_take_the_event_loops_default_executor() -> None:
+    """getaddrinfo holds its thread until the OS answers, even after the wait for it timed out: slow
+    DNS must not fill the executor that the rest of the process shares."""
+
+    class Refusing(ThreadPoolExecutor):
+        def submit(self, *_: object, **__: object) -> None:  # type: ignore[override]
+            raise AssertionError("the default executor was used")
+
+    async def lookup() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        asyncio.get_running_loop().set_default_executor(Refusing())
+        return await SystemResolver().resolve("127.0.0.1", 80)
+
+    assert asyncio.run(lookup()) == [ipaddress.ip_address("127.0.0.1")]
+
+
+async def test_a_malformed_url_is_refused_before_any_lookup(
+    services: Services, program: ProgramFixture, clock: ShiftableClock
+) -> None:
+    dns = HostsResolver({"hooks.example.com": [PUBLIC_ADDRESS]})
+    campaigns = CampaignService(services.db, clock, DestinationPolicy(AllowList(), dns))
+    with pytest.raises(InvalidInput, match=r"^url: 'http://hooks.example.com/\\x7f' is not a valid URL$"):
+        await campaigns.create_endpoint(program.id, "crm", "http://hooks.example.com/\x7f")
+    assert dns.lookups == []
+
+
 async def test_a_deactivated_endpoint_gets_no_deliveries(
     admin: GraphQLClient, services: Services, clock: ShiftableClock
 ) -> None:
@@ -281,6 +339,17 @@ async def test_a_rotated_secret_signs_the_deliveries_that_follow(
     )
 
 
+@pytest.mark.parametrize("mutation", [DEACTIVATE, ROTATE], ids=["deactivate", "rotate"])
+async def test_a_key_that_cannot_exist_is_refused_without_echoing_it(
+    admin: GraphQLClient, mutation: str
+) -> None:
+    error = await admin.error(mutation, {"k": "k" * 10_000})
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        f"key: {'k' * 70!r} does not match [A-Za-z0-9_-]{{1,64}}",
+    )
+
+
 async def test_managing_endpoints_needs_segments_write(integration: GraphQLClient) -> None:
     for mutation in (DEACTIVATE, ROTATE):
         error = await integration.error(mutation, {"k": "crm"})
@@ -326,4 +395,4 @@ def test_a_malformed_allow_list_stops_the_start() -> None:
     ):
         Settings.from_env({"LOYALTY_WEBHOOK_ALLOW": "10.0.0.0/8, hooks.internal:http"})
     settings = Settings.from_env({"LOYALTY_WEBHOOK_ALLOW": "10.0.0.0/8, hooks.internal:8080"})
-    assert settings.webhook_allow == ("10.0.0.0/8", "hooks.internal:8080")
+    assert settings.webhook_allow == AllowList.parse(["10.0.0.0/8", "hooks.internal:8080"])

@@ -65,13 +65,6 @@ class Backoff:
     cap: timedelta
     memory: timedelta
 
-    def wait_after(self, failures: int) -> timedelta:
-        """How long the subject waits after its `failures`-th failure in a row."""
-        if failures < self.free:
-            return timedelta()
-        wait: timedelta = min(self.base * 2 ** min(failures - self.free, 40), self.cap)
-        return wait
-
     def args(self) -> list[int]:
         return [self.free, *(int(d.total_seconds() * 1000) for d in (self.base, self.cap, self.memory))]
 

@@ -140,13 +140,13 @@ class OutboxDelivery:
 
     async def deliver(self, claimed: list[Claimed]) -> list[Outcome]:
         """Attempt each delivery once, concurrently; no database transaction is open here."""
-        async with self.sender.client() as http:
+        async with self.sender.open() as webhooks:
 
             async def attempt(item: Claimed) -> Outcome:
                 try:
                     if item.webhook is not None:
                         timestamp = int(self.clock.now().timestamp())
-                        await self.sender.send(http, item.webhook, timestamp)
+                        await webhooks.send(item.webhook, timestamp)
                     else:
                         assert item.message_id is not None
                         await self.provider.send(_message(item))

@@ -6,8 +6,12 @@ delivery. The check resolves the host once (numeric forms such as
 and accepts the destination only when every address it resolves to is public
 (`is_global`, not multicast, reserved or unspecified; IPv4 addresses embedded
 in IPv6 ones are checked too) or covered by the allow-list. The sender then
-connects to the address that was checked, so a DNS answer that changes between
-check and connect (rebinding) cannot redirect it.
+connects only to the addresses that were checked, so a DNS answer that changes
+between check and connect (rebinding) cannot redirect it. Lookups run on a few
+threads of their own (`getaddrinfo` blocks its thread until the OS answers, even
+after the wait for it has timed out), so slow DNS cannot fill the event loop's
+default executor that other code shares; the delivery loop resolves each host once
+per pass (`resolving_once`).
 
 Public destinations may use ports 80, 443, 8080 and 8443 only. The allow-list
 (`LOYALTY_WEBHOOK_ALLOW`, comma- or space-separated) lifts both rules:
@@ -25,7 +29,9 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -36,6 +42,8 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 WEB_PORTS = frozenset({80, 443, 8080, 8443})
 #: A host that has not resolved by then counts as not resolving.
 RESOLVE_TIMEOUT_S = 5.0
+#: Threads for getaddrinfo: lookups beyond this many wait (and time out) in their queue.
+RESOLVER_THREADS = 4
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?\Z")
 _ALLOW_HINT = "unless LOYALTY_WEBHOOK_ALLOW names it"
@@ -51,17 +59,37 @@ class Resolver(Protocol):
         ...
 
 
+_LOOKUPS = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="webhook-dns")
+
+
 class SystemResolver:
-    """The operating system's resolver (getaddrinfo), without blocking the event loop."""
+    """The operating system's resolver (getaddrinfo), on the lookup threads, never the event loop."""
 
     async def resolve(self, host: str, port: int) -> list[Address]:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        lookup = partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().run_in_executor(_LOOKUPS, lookup)
         found: list[Address] = []
         for *_, sockaddr in infos:
             address = ipaddress.ip_address(str(sockaddr[0]).partition("%")[0])  # drop an IPv6 scope id
             if address not in found:
                 found.append(address)
         return found
+
+
+class OnceResolver:
+    """Resolves each (host, port) once and shares the answer, or the failure, with every caller,
+    including concurrent ones: one pass of the delivery loop looks each webhook host up once."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self.resolver = resolver
+        self._lookups: dict[tuple[str, int], asyncio.Task[list[Address]]] = {}
+
+    async def resolve(self, host: str, port: int) -> list[Address]:
+        lookup = self._lookups.get((host, port))
+        if lookup is None:
+            lookup = self._lookups[(host, port)] = asyncio.create_task(self.resolver.resolve(host, port))
+        # a caller that stops waiting (its timeout) leaves the lookup running for the others
+        return list(await asyncio.shield(lookup))
 
 
 @dataclass(frozen=True)
@@ -93,11 +121,6 @@ class AllowList:
         return any(e.covers(address, port) for e in self.entries)
 
 
-def split_entries(text: str) -> list[str]:
-    """The entries of a comma- or whitespace-separated list (LOYALTY_WEBHOOK_ALLOW)."""
-    return [e for e in re.split(r"[,\s]+", text.strip()) if e]
-
-
 def _allow_entry(raw: str) -> AllowEntry:
     text = raw.strip().lower()
     port: int | None = None
@@ -126,16 +149,16 @@ def _port(raw: str, text: str) -> int:
 
 @dataclass(frozen=True)
 class Destination:
-    """A checked URL and the address to connect to for it."""
+    """A checked URL and the addresses it may connect to, in the resolver's order."""
 
     url: str
     host: str
     port: int
-    address: Address
+    addresses: tuple[Address, ...]
 
     @property
-    def address_text(self) -> str:
-        return str(self.address)
+    def address(self) -> Address:
+        return self.addresses[0]
 
 
 class DestinationPolicy:
@@ -151,9 +174,16 @@ class DestinationPolicy:
         self.resolver = resolver or SystemResolver()
         self.ports = ports
 
+    def resolving_once(self) -> DestinationPolicy:
+        """This policy, looking each host up once however often it is asked (one delivery pass)."""
+        return DestinationPolicy(self.allow, OnceResolver(self.resolver), self.ports)
+
     async def check(self, url: str) -> Destination:
         """The destination to connect to; DestinationRefused when the URL may not be called."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise DestinationRefused(f"{url[:80]!r} is not a valid URL") from None
         host = (parts.hostname or "").rstrip(".")
         try:
             port = parts.port or _DEFAULT_PORTS[parts.scheme]
@@ -182,7 +212,7 @@ class DestinationPolicy:
                 raise DestinationRefused(
                     f"port {port} is not allowed (public destinations use ports {allowed}, {_ALLOW_HINT})"
                 )
-        return Destination(url, host, port, addresses[0])
+        return Destination(url, host, port, tuple(addresses))
 
 
 def _unresolved(host: str) -> str:

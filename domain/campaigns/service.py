@@ -244,6 +244,7 @@ class CampaignService:
 
 
 async def _endpoint(session: AsyncSession, program_id: int, key: str) -> WebhookEndpoint:
+    validate_key(key, "key")  # a key that cannot exist is named, not looked up and echoed whole
     endpoint = (
         await session.scalars(
             select(WebhookEndpoint)

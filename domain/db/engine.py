@@ -61,20 +61,21 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 _ANNOUNCED = "loyalty.announced"
+_AFTER_COMMIT = "loyalty.after_commit"
 
 
 def announce(session: AsyncSession, topic: str) -> None:
-    """Say, once this session's transaction commits, that `topic` has news (wakes relays and workers)."""
+    """Say, once this session's transaction commits, that `topic` has news (wakes relays and workers).
+    A commit's topics go out together, in one wake-up, before its `after_commit` callbacks run."""
     session.info.setdefault(_ANNOUNCED, set()).add(topic)
 
 
-_COMMITTED = "loyalty.committed"
-
-
-def when_committed(session: AsyncSession, callback: Callable[[], None]) -> None:
-    """Run `callback` (synchronous and cheap, e.g. a metric) once this session's transaction commits;
-    never when it rolls back."""
-    session.info.setdefault(_COMMITTED, []).append(callback)
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once this session's transaction commits (in the order registered), never when it
+    rolls back: metrics, and derived data (leaderboards). A failure is logged and never un-acknowledges
+    the commit. The one registry of post-commit work besides `announce`; code that holds only the
+    session uses it as code that holds the unit of work does."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 class UnitOfWork:
@@ -82,10 +83,9 @@ class UnitOfWork:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self._after_commit: list[AfterCommit] = []
 
     def after_commit(self, callback: AfterCommit) -> None:
-        self._after_commit.append(callback)
+        after_commit(self.session, callback)
 
 
 class Database:
@@ -107,18 +107,13 @@ class Database:
             uow = UnitOfWork(session)
             async with session.begin():
                 yield uow
-            for committed in session.info.pop(_COMMITTED, ()):
-                try:
-                    committed()
-                except Exception:  # bookkeeping: never un-acknowledges a commit
-                    log.exception("commit callback failed")
             announced = session.info.pop(_ANNOUNCED, None)
             if announced and self.on_commit is not None:
                 self.on_commit(announced)
-            for callback in uow._after_commit:
+            for callback in session.info.pop(_AFTER_COMMIT, ()):
                 try:
                     await callback()
-                except Exception:  # derived data: repaired by rebuilds, never un-acknowledges a commit
+                except Exception:  # metrics, derived data: never un-acknowledges a commit
                     log.exception("after-commit callback failed")
 
     @asynccontextmanager

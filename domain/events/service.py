@@ -5,6 +5,10 @@ fraud/ fills), 5 post / hold / reject the accrual and fold accepted events into
 the daily aggregates, 6 after commit: tell the listeners (leaderboards, live
 segment changes) what was posted.
 A rejected event writes nothing; it never stops the good events of its batch.
+An event whose externalId is recorded is DUPLICATE whatever else is wrong with it
+now (a lowered maxEventAgeDays, a member erased since): a client re-sending a
+batch learns that it arrived. A copy that is rejected claims nothing: a later
+copy in the same batch is judged as it would be in the next batch.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -106,9 +110,10 @@ class EventService:
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
             settings = ProgramSettings.from_json(program.settings)
-            _drop_too_old(valid, now, settings.max_event_age, outcomes)
             _drop_known(valid, await existing_event_hashes(session, program_id, _ids(valid)), outcomes)
-            members, created = await _resolve_members(session, program, settings, valid, now, outcomes)
+            members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
+            _admit(valid, partial(_refusal, now, settings, members), outcomes)
+            created = await _create_members(session, program, valid, members, now)
             await lock_members(session, {members[e.member_external_id] for e in valid.values()})
             rules = await load_earning_rules(session, program_id)
             order = sorted(valid)
@@ -142,9 +147,8 @@ class EventService:
                     listener
                 ) in self.listeners:  # derived data: a failure is logged, the batch stays acknowledged
                     uow.after_commit(partial(listener, posted))
-        answered = [outcomes[i] for i in range(len(drafts))]
-        for status, count in Counter(outcome.status.value for outcome in answered).items():
-            EVENTS.labels(status).inc(count)  # committed: counted as answered
+            answered = [outcomes[i] for i in range(len(drafts))]
+            uow.after_commit(partial(_count, answered))
         return answered
 
     async def _apply(
@@ -204,40 +208,65 @@ class EventService:
         return BatchPosted(program_id, tuple(accruals))
 
 
+async def _count(answered: Sequence[EventOutcome]) -> None:
+    """The events metric, by status, once the batch has committed."""
+    for status, count in Counter(outcome.status.value for outcome in answered).items():
+        EVENTS.labels(status).inc(count)
+
+
 def _validate_batch(
     drafts: Sequence[EventDraft], now: datetime, outcomes: dict[int, EventOutcome]
 ) -> dict[int, ValidEvent]:
+    """The well-formed events by their index in the batch (in batch order); the others REJECTED."""
     valid: dict[int, ValidEvent] = {}
-    seen: set[str] = set()
     for i, draft in enumerate(drafts):
         try:
-            event = validate_event(draft, now)
+            valid[i] = validate_event(draft, now)
         except Rejection as rejection:
             outcomes[i] = EventOutcome(draft.external_id, EventStatus.REJECTED, 0, str(rejection))
-            continue
-        if event.external_id in seen:
-            outcomes[i] = EventOutcome(
-                event.external_id, EventStatus.DUPLICATE, 0, "externalId repeated earlier in this batch"
-            )
-            continue
-        seen.add(event.external_id)
-        valid[i] = event
     return valid
 
 
-def _drop_too_old(
-    valid: dict[int, ValidEvent], now: datetime, max_age: timedelta, outcomes: dict[int, EventOutcome]
+def _admit(
+    valid: dict[int, ValidEvent],
+    refusal: Callable[[ValidEvent], str | None],
+    outcomes: dict[int, EventOutcome],
 ) -> None:
+    """Keep the first copy of each externalId that `refusal` lets through; copies after it are
+    DUPLICATE whatever they hold, copies before it REJECTED with their reason."""
+    kept: set[str] = set()
     for i, event in list(valid.items()):
-        try:
-            check_age(event, now, max_age)
-        except Rejection as rejection:
-            outcomes[i] = EventOutcome(event.external_id, EventStatus.REJECTED, 0, str(rejection))
-            del valid[i]
+        if event.external_id in kept:
+            outcomes[i] = EventOutcome(
+                event.external_id, EventStatus.DUPLICATE, 0, "externalId repeated earlier in this batch"
+            )
+        elif (reason := refusal(event)) is not None:
+            outcomes[i] = EventOutcome(event.external_id, EventStatus.REJECTED, 0, reason)
+        else:
+            kept.add(event.external_id)
+            continue
+        del valid[i]
+
+
+def _refusal(
+    now: datetime, settings: ProgramSettings, members: dict[str, int], event: ValidEvent
+) -> str | None:
+    """Why the program refuses a well-formed event: too old, or its member unknown (and not created)."""
+    try:
+        check_age(event, now, settings.max_event_age)
+    except Rejection as rejection:
+        return str(rejection)
+    if event.member_external_id not in members and not settings.auto_create_members:
+        return f"memberExternalId: no member {event.member_external_id!r} in this program"
+    return None
 
 
 def _ids(valid: dict[int, ValidEvent]) -> list[str]:
-    return [event.external_id for event in valid.values()]
+    return list(dict.fromkeys(event.external_id for event in valid.values()))
+
+
+def _member_ids(valid: dict[int, ValidEvent]) -> list[str]:
+    return sorted({event.member_external_id for event in valid.values()})
 
 
 def _drop_known(
@@ -286,53 +315,43 @@ def _changes(
     )
 
 
-async def _resolve_members(
+async def _create_members(
     session: AsyncSession,
     program: Program,
-    settings: ProgramSettings,
     valid: dict[int, ValidEvent],
+    members: dict[str, int],
     now: datetime,
-    outcomes: dict[int, EventOutcome],
-) -> tuple[dict[str, int], frozenset[int]]:
-    """Member ids by externalId and the ids created; unknown members are rejected (or created)."""
-    wanted = sorted({event.member_external_id for event in valid.values()})
-    members = await member_ids_by_external_id(session, program.id, wanted)
-    missing = [external_id for external_id in wanted if external_id not in members]
-    created: dict[str, int] = {}
-    if missing and settings.auto_create_members:
-        table = Member.__table__
-        await session.execute(
-            insert_for(session, table).on_conflict_do_nothing(
-                index_elements=[table.c.program_id, table.c.external_id]
-            ),
-            [
-                {
-                    "program_id": program.id,
-                    "external_id": external_id,
-                    "kind": MemberKind.CUSTOMER.value,
-                    "attributes": {},
-                    "channels": [],
-                    "joined_at": now,
-                    "created_at": now,
-                    "updated_at": now,
-                    "points_balance": 0,
-                    "pending_points": 0,
-                }
-                for external_id in missing
-            ],
-        )
-        created = await member_ids_by_external_id(session, program.id, missing)
-        members.update(created)
-    for i, event in list(valid.items()):
-        if event.member_external_id not in members:
-            outcomes[i] = EventOutcome(
-                event.external_id,
-                EventStatus.REJECTED,
-                0,
-                f"memberExternalId: no member {event.member_external_id!r} in this program",
-            )
-            del valid[i]
-    return members, frozenset(created.values())
+) -> frozenset[int]:
+    """Create the members the admitted events name that do not exist yet (the program's
+    autoCreateMembers; `_refusal` rejected their events otherwise), add them to `members`, and
+    return their ids."""
+    missing = [external_id for external_id in _member_ids(valid) if external_id not in members]
+    if not missing:
+        return frozenset()
+    table = Member.__table__
+    await session.execute(
+        insert_for(session, table).on_conflict_do_nothing(
+            index_elements=[table.c.program_id, table.c.external_id]
+        ),
+        [
+            {
+                "program_id": program.id,
+                "external_id": external_id,
+                "kind": MemberKind.CUSTOMER.value,
+                "attributes": {},
+                "channels": [],
+                "joined_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "points_balance": 0,
+                "pending_points": 0,
+            }
+            for external_id in missing
+        ],
+    )
+    created = await member_ids_by_external_id(session, program.id, missing)
+    members.update(created)
+    return frozenset(created.values())
 
 
 def _row(proposal: ProposedAccrual, outcome: AuditOutcome) -> EventRow:

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from domain.db.types import AMOUNT_SCALE
-from domain.inputs import UnsafeInput, check_json, check_text, json_kind, not_a_datetime
+from domain.inputs import UnsafeInput, check_datetime, check_json, check_text, json_kind, not_a_datetime
 
 EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]{0,63}\Z")
 MAX_EXTERNAL_ID = 128
@@ -110,8 +110,10 @@ def validate_event(draft: EventDraft, now: datetime) -> ValidEvent:
     occurred_at = draft.occurred_at
     if not isinstance(occurred_at, datetime):
         raise Rejection(not_a_datetime("occurredAt", occurred_at))
-    if occurred_at.tzinfo is None:
-        raise Rejection("occurredAt: needs a UTC offset")
+    try:
+        check_datetime(occurred_at, "occurredAt")
+    except UnsafeInput as unsafe:
+        raise Rejection(str(unsafe)) from None
     if occurred_at > now + MAX_FUTURE:
         raise Rejection(f"occurredAt: {occurred_at.isoformat()} is more than 5 minutes in the future")
     amount = parse_amount(draft.amount)

@@ -51,6 +51,12 @@ class ProgramSettings:
             data["maxEventAgeDays"] = self.max_event_age_days
         return data
 
+    def apply_to(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """A program's stored settings with these in place; the keys other settings keep there stay."""
+        kept = dict(stored)
+        kept.pop("maxEventAgeDays", None)  # to_json leaves out a limit back at the default
+        return kept | self.to_json()
+
     @property
     def max_event_age(self) -> timedelta:
         return timedelta(days=self.max_event_age_days)
@@ -104,10 +110,7 @@ class ProgramService:
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
             settings = replace(ProgramSettings.from_json(program.settings), max_event_age_days=days)
-            program.settings = {
-                **{k: v for k, v in program.settings.items() if k != "maxEventAgeDays"},
-                **settings.to_json(),
-            }
+            program.settings = settings.apply_to(program.settings)
         return program
 
     async def get(self, program_id: int) -> Program:

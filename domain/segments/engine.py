@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import LoggedChange, MembersChanged, SegmentChangeListener
-from domain.db.engine import announce, when_committed
+from domain.db.engine import after_commit, announce
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
@@ -35,6 +35,9 @@ Progress = Callable[[str, Recomputed], None]
 
 #: Announced by every transaction that logs a membership change (the live relay wakes on it).
 SEGMENT_CHANGES = "segment_changes"
+#: The evaluation counters, bound once: the accrual pipeline adds to them once per pass.
+_EVALUATED_IN_MEMORY = SEGMENT_EVALUATIONS.labels("memory")
+_RECOMPUTED_IN_SQL = SEGMENT_EVALUATIONS.labels("sql")
 
 
 @dataclass(frozen=True)
@@ -151,15 +154,17 @@ class SegmentEngine:
         timed = {member_id: _time_dependent(plan) for member_id, plan in plans.items()}
         stored = {} if exact or not any(timed.values()) else await stored_due_times(session, member_ids)
         due_at: dict[int, datetime | None] = dict.fromkeys(member_ids) if exact else {}
+        evaluated = 0
         for member_id in member_ids:
             member = facts.get(member_id)
             if member is None:
                 continue
             flips.extend(_evaluate_plan(evaluation, plans[member_id], member))
-            SEGMENT_EVALUATIONS.labels("memory").inc(len(plans[member_id]))
+            evaluated += len(plans[member_id])
             if timed[member_id]:  # only an instant earlier than the stored one changes anything
                 bound = stored.get(member_id)
                 due_at[member_id] = earliest_change(timed[member_id], member, now, lifecycle, bound)
+        _EVALUATED_IN_MEMORY.inc(evaluated)
         await self.apply(session, program_id, flips, now)
         await write_due_times(session, due_at, due)
         return flips
@@ -221,7 +226,7 @@ class SegmentEngine:
                 now,
                 log_rows=definition.id in watched,
             )
-            SEGMENT_EVALUATIONS.labels("sql").inc()
+            _RECOMPUTED_IN_SQL.inc()
             _count_changes(session, done[definition.key].entered, done[definition.key].left)
             if done[definition.key].entered or done[definition.key].left:
                 announce(session, SEGMENT_CHANGES)
@@ -236,11 +241,11 @@ def _count_changes(session: AsyncSession, entered: int, left: int) -> None:
     if not entered and not left:
         return
 
-    def count() -> None:
+    async def count() -> None:
         CHANGES_COUNTED.labels("ENTERED").inc(entered)
         CHANGES_COUNTED.labels("LEFT").inc(left)
 
-    when_committed(session, count)
+    after_commit(session, count)
 
 
 def _time_dependent(plan: Sequence[Definition]) -> list[Node]:

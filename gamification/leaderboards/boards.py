@@ -120,10 +120,13 @@ async def program_boards(session: AsyncSession, program_id: int) -> dict[str, Bo
     return dict(sorted(boards.items()))
 
 
-async def board_by_key(session: AsyncSession, program_id: int, key: str) -> BoardDefinition:
+async def board_by_key(
+    session: AsyncSession, program_id: int, key: str, field: str = "key"
+) -> BoardDefinition:
+    """The program's board `key`; NotFound names `field`, the argument that gave the key."""
     board = (await program_boards(session, program_id)).get(key)
     if board is None:
-        raise NotFound(f"key: no leaderboard {key[:70]!r} in this program")
+        raise NotFound(f"{field}: no leaderboard {key[:70]!r} in this program")
     return board
 
 

@@ -22,10 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.engine import Database
 from domain.errors import NotFound
-from domain.models import Program, StandingsFeed
+from domain.models import Leaderboard, Program, StandingsFeed
 from domain.redis_store import Lease, RedisStore
 from gamification.calendar import program_zone
-from gamification.leaderboards.boards import BoardDefinition, program_boards
+from gamification.leaderboards.boards import POINTS_BOARD, BoardDefinition, board_by_key, program_boards
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import Window, compute_standings
 from gamification.leaderboards.store import BoardKey, Update, apply_updates, board_pattern, feeder_lease
@@ -147,13 +147,18 @@ async def rebuild(
 
 
 async def _require_board(db: Database, program_ids: list[int] | None, board_key: str) -> None:
+    """NotFound unless the one program given has the board, or else any of the programs does."""
     async with db.read() as session:
-        ids = program_ids or (await session.scalars(select(Program.id))).all()
-        for program_id in ids:
-            if board_key in await program_boards(session, program_id):
-                return
-    where = "this program" if program_ids else "any program"
-    raise NotFound(f"board: no leaderboard {board_key[:70]!r} in {where}")
+        if program_ids is not None and len(program_ids) == 1:
+            await board_by_key(session, program_ids[0], board_key, field="board")
+            return
+        if board_key == POINTS_BOARD.key:  # built in: every program has it
+            return
+        query = select(Leaderboard.id).where(Leaderboard.key == board_key).limit(1)
+        if program_ids:  # none or [] stand for every program, as in `rebuild`
+            query = query.where(Leaderboard.program_id.in_(program_ids))
+        if await session.scalar(query) is None:
+            raise NotFound(f"board: no leaderboard {board_key[:70]!r} in any program")
 
 
 async def reconcile(

@@ -121,11 +121,13 @@ class HostsResolver:
     def __init__(self, names: Mapping[str, list[str]] | None = None) -> None:
         self.names: dict[str, list[str]] = dict(names or {})
         self.system = SystemResolver()
+        self.lookups: list[str] = []  # every host asked for, in order
 
     def set(self, host: str, *addresses: str) -> None:
         self.names[host] = list(addresses)
 
     async def resolve(self, host: str, port: int) -> list[Address]:
+        self.lookups.append(host)
         if host in self.names:
             return [ipaddress.ip_address(a) for a in self.names[host]]
         return await self.system.resolve(host, port)
