@@ -23,15 +23,22 @@ mutation {
     return undefined;
   }
 
-  function isSubscription(params) {
-    const text = String(params.query || "");
-    const named = params.operationName
-      ? new RegExp(`subscription\\s+${params.operationName}\\b`).test(text)
-      : /^\s*subscription\b/m.test(text.replace(/#[^\n]*/g, ""));
-    return named;
+  // Whether GraphiQL runs a subscription: the operation it names (or the only one) in its parsed
+  // document, as GraphiQL's own fetcher decides.
+  function isSubscription(params, documentAST) {
+    const operations = ((documentAST && documentAST.definitions) || []).filter(
+      (definition) => definition.kind === "OperationDefinition",
+    );
+    const chosen = params.operationName
+      ? operations.find((operation) => operation.name && operation.name.value === params.operationName)
+      : operations.length === 1 && operations[0];
+    return Boolean(chosen) && chosen.operation === "subscription";
   }
 
-  // One graphql-transport-ws connection per subscription, as an async iterator of results.
+  // One graphql-transport-ws connection per subscription, as an async iterator of results. The
+  // socket is closed as soon as the subscription ends: completed, failed, or stopped by the user.
+  // (GraphiQL's built-in graphql-ws client would retry a rejected connection_init for ~40 s
+  // before showing why; this one shows the server's close reason at once.)
   function subscribe(params, headers) {
     const queue = [];
     let wake = null;
@@ -39,6 +46,10 @@ mutation {
     const push = (item) => {
       queue.push(item);
       if (wake) wake();
+    };
+    const end = () => {
+      push({ end: true });
+      if (socket.readyState <= WebSocket.OPEN) socket.close(1000);
     };
     const socket = new WebSocket(socketUrl, "graphql-transport-ws");
     socket.onopen = () => {
@@ -55,9 +66,9 @@ mutation {
         push({ value: message.payload });
       } else if (message.type === "error") {
         push({ value: { errors: message.payload } });
-        push({ end: true });
+        end();
       } else if (message.type === "complete") {
-        push({ end: true });
+        end();
       }
     };
     socket.onclose = (event) => {
@@ -81,14 +92,14 @@ mutation {
       },
       async return() {
         done = true;
-        socket.close(1000);
+        end();
         return { done: true, value: undefined };
       },
     };
   }
 
   function fetcher(params, options) {
-    if (isSubscription(params)) return subscribe(params, options && options.headers);
+    if (isSubscription(params, options && options.documentAST)) return subscribe(params, options && options.headers);
     return http(params, options);
   }
 
