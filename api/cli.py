@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import orjson
 
-from api.cli_errors import CommandError, failure, first_line
+from api.cli_errors import failure
 from domain.errors import DomainError
 from domain.settings import Settings, local_secret_key
 from fraud.backtest import Backtest
@@ -63,18 +63,15 @@ def _with_services(
 
 
 async def _require_migrated(engine: Any) -> None:
-    """The first use of the database: it must be reachable and migrated."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
+    """The first use of the database: it must be reachable and migrated. What fails here is about
+    this database, so the error is noted with its URL (`failure` names it; the code is its own)."""
     import migrations
 
     try:
         await migrations.require_current(engine)
-    except (OSError, OperationalError, InterfaceError) as error:
-        reason = first_line(getattr(error, "orig", None) or error)
-        raise CommandError(
-            "UNAVAILABLE", f"the database {_redacted(engine.url.render_as_string())} cannot be used: {reason}"
-        ) from None
+    except Exception as error:
+        error.add_note(f"the database {_redacted(engine.url.render_as_string())}")
+        raise
 
 
 def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.backends import PG_HOST, PG_PORT, reachable
+
 BIN = Path(sys.executable).parent / "loyalty"
 
 
@@ -192,17 +194,29 @@ def test_the_data_directory_is_given_explicitly_and_may_be_relative(tmp_path: Pa
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (
+        (  # transient (domain/transient.py), as the API's SERVICE_UNAVAILABLE: worth a retry
             "postgresql+asyncpg://postgres:secret@127.0.0.1:1/nothing",
-            "loyalty: UNAVAILABLE: the database postgresql+asyncpg://postgres:***@127.0.0.1:1/nothing "
-            "cannot be used: ",
+            "loyalty: SERVICE_UNAVAILABLE: the database postgresql+asyncpg://postgres:***@127.0.0.1:1/nothing: "
+            "[Errno 111] ",
+        ),
+        (  # not transient: retrying will not help
+            "sqlite+aiosqlite:///{tmp_path}",
+            "loyalty: DATABASE_ERROR: the database sqlite+aiosqlite:///{tmp_path}: unable to open database file",
+        ),
+        pytest.param(
+            f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/loyalty_no_such_database",
+            f"loyalty: DATABASE_ERROR: the database postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/"
+            'loyalty_no_such_database: database "loyalty_no_such_database" does not exist',
+            marks=pytest.mark.skipif(not reachable(PG_HOST, PG_PORT), reason="PostgreSQL is not reachable"),
         ),
         ("nosuchdb://x", "loyalty: CONFIGURATION: LOYALTY_DATABASE_URL: "),
     ],
+    ids=["unreachable", "a-directory", "no-such-database", "not-a-url"],
 )
 def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
-    env: dict[str, str], url: str, message: str
+    env: dict[str, str], tmp_path: Path, url: str, message: str
 ) -> None:
+    url, message = url.format(tmp_path=tmp_path), message.format(tmp_path=tmp_path)
     result = loyalty(env | {"LOYALTY_DATABASE_URL": url}, "segments", "recompute", "--program", "a")
     assert result.returncode == 1
     assert result.stderr.startswith(message)
