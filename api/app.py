@@ -200,7 +200,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
         middleware=[Middleware(Guard, settings.max_body_bytes, settings.body_timeout_s)],
         exception_handlers={StarletteHTTPException: http_exception},
     )
-    return RequestId(app)
+    return RequestId(app, settings.trusted_proxies)
 
 
 async def _warnings(services: Services) -> list[str]:
