@@ -15,6 +15,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +23,7 @@ import orjson
 
 from api.cli_errors import failure
 from domain.errors import DomainError
-from domain.settings import Settings, local_secret_key
+from domain.settings import Introspection, Settings, local_secret_key
 from fraud.backtest import Backtest
 
 
@@ -31,10 +32,14 @@ def _print_json(data: object) -> None:
 
 
 def _settings(demo: bool = False) -> Settings:
+    """The environment's settings; a demo's also get a generated secret key and show their schema to
+    everyone (LOYALTY_INTROSPECTION=on), unless the environment sets those."""
     settings = Settings.from_env()
     if demo and not settings.secret_key:
         data_dir = settings.require_data_dir("--demo (a generated secret key kept in the data directory)")
         settings = settings.with_secret(local_secret_key(data_dir))
+    if demo and not os.environ.get("LOYALTY_INTROSPECTION"):
+        settings = replace(settings, introspection=Introspection.ON)
     return settings
 
 
@@ -91,9 +96,6 @@ def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -
             await engine.dispose()
 
     asyncio.run(check_database())
-    os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
-    if args.demo:  # a local demo shows its schema to everyone; production only to token holders
-        os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
     serving.serve(
         settings,
         serving.Options(args.host, args.port, args.workers, args.log_level),
@@ -345,7 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the GraphQL API")
     _server_options(serve)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--demo", action="store_true", help="use a generated local secret key if none is set")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="a local demo: generate a secret key in the data directory if LOYALTY_SECRET_KEY is not set, "
+        "and show the schema to callers without a token unless LOYALTY_INTROSPECTION is set",
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = commands.add_parser("db", help="database migrations").add_subparsers(

@@ -7,6 +7,11 @@ too). SIGINT and SIGTERM stop the server
 gracefully: WebSockets are closed with 1012, requests still running get SHUTDOWN_GRACE_S,
 then the app's lifespan stops the background loops. The caller's `finally` blocks run in
 every case (the embedded Redis server is stopped there).
+
+uvicorn builds the app (and its HTTP protocol) in each worker from the environment
+(`Settings.from_env()`), so `serve` first writes into it what the command decided beyond
+the environment (`loyalty demo`'s generated secret key and its introspection): the
+`settings` it is given are the ones the workers run with.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -31,7 +36,7 @@ from uvicorn.supervisors import Multiprocess
 from api.cli_errors import CommandError
 from api.logs import uvicorn_config
 from domain import embedded_redis
-from domain.settings import Settings
+from domain.settings import ConfigurationError, Settings
 
 #: Seconds a stopping server gives open requests and WebSockets before it cancels them.
 SHUTDOWN_GRACE_S = 5
@@ -50,6 +55,7 @@ def serve(
 ) -> None:
     """Serve the app until SIGINT or SIGTERM, on `listener` (bound here when None), with the
     embedded Redis server of `embedded_dir` when given."""
+    _export(settings)
     with stopped_by_signals(), _metrics_directory(settings, options.workers):
         listener = listener or listen(options.host, options.port)
         embedded = None
@@ -73,6 +79,19 @@ def serve(
             listener.close()
             if embedded is not None:
                 embedded_redis.release(embedded)
+
+
+def _export(settings: Settings) -> None:
+    """Write `settings` where the workers read theirs: the variables the command may have decided
+    itself; every other setting already comes from this environment (checked)."""
+    os.environ["LOYALTY_SECRET_KEY"] = settings.require_secret()
+    os.environ["LOYALTY_INTROSPECTION"] = settings.introspection.value
+    read = Settings.from_env()
+    differing = [f.name for f in fields(Settings) if getattr(read, f.name) != getattr(settings, f.name)]
+    if differing:
+        raise ConfigurationError(
+            f"the server's settings differ from its environment in {', '.join(differing)}"
+        )
 
 
 class Stopped(BaseException):

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+import migrations
+from domain.settings import Introspection, Settings, sqlite_url
 from tests.support.backends import PG_HOST, PG_PORT, reachable
 
 BIN = Path(sys.executable).parent / "loyalty"
@@ -272,3 +274,38 @@ def test_prune_reports_per_table_what_goes_and_refuses_unsafe_periods(env: dict[
     assert refused.stderr == (
         "loyalty: CONFIGURATION: LOYALTY_RETAIN_FINDINGS_DAYS must be at least 367 days, not 30\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("introspection", "expected"), [(None, Introspection.ON), ("off", Introspection.OFF)]
+)
+def test_serve_demo_hands_the_server_the_settings_its_workers_run_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, introspection: str | None, expected: Introspection
+) -> None:
+    """`serve --demo` decides two settings itself (a generated secret key; introspection on unless the
+    environment says otherwise): the settings given to serving.serve carry them, and are what the
+    workers read from their environment."""
+    from api import cli, serving
+
+    for name in [*os.environ, "LOYALTY_SECRET_KEY", "LOYALTY_INTROSPECTION", "LOYALTY_DATA_DIR"]:
+        if name.startswith("LOYALTY_"):
+            monkeypatch.delenv(name, raising=False)  # and restored after the test
+    if introspection is not None:
+        monkeypatch.setenv("LOYALTY_INTROSPECTION", introspection)
+    monkeypatch.setenv("LOYALTY_REDIS_URL", "redis://127.0.0.1:1/0")  # not started, not reached
+    migrations.upgrade(sqlite_url(tmp_path))
+    given: list[Settings] = []
+    read_by_workers: list[Settings] = []
+    serve = serving.serve
+
+    def serve_spy(settings: Settings, *rest: Any) -> None:
+        given.append(settings)
+        serve(settings, *rest)
+
+    monkeypatch.setattr(serving, "serve", serve_spy)
+    monkeypatch.setattr(serving, "run", lambda *_: read_by_workers.append(Settings.from_env()))
+
+    assert cli.main(["--data-dir", str(tmp_path), "serve", "--demo", "--port", "0"]) == 0
+
+    assert given == read_by_workers
+    assert (given[0].introspection, given[0].secret_key) == (expected, (tmp_path / "secret_key").read_text())
