@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -40,8 +39,6 @@ from domain.errors import DomainError
 from domain.inputs import json_kind
 from domain.ops.statistics import check_statistics
 from domain.settings import Settings
-
-log = logging.getLogger("api")
 
 
 class TextWebSocket(ASGIWebSocketAdapter):
