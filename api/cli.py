@@ -284,7 +284,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
-    listener = None if args.no_serve else listen(args.host, args.port)  # a taken port: before seeding
+    # a taken port fails before seeding; `make demo` runs this command, so its way out is named too
+    make_hint = f" (make demo PORT={args.port + 1})"
+    listener = None if args.no_serve else listen(args.host, args.port, make_hint)
     try:
         migrations.upgrade(settings.require_database_url())
         clock = ReplayClock()

@@ -98,8 +98,8 @@ class Stopped(BaseException):
     """SIGTERM outside uvicorn's own handling (before it started, or re-raised after it stopped)."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket; PORT_IN_USE (naming the port and --port) when another program has it."""
+def listen(host: str, port: int, hint: str = "") -> socket.socket:
+    """The listening socket; PORT_IN_USE (naming the port, --port and `hint`) when another program has it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -111,7 +111,7 @@ def listen(host: str, port: int) -> socket.socket:
         if error.errno == errno.EADDRINUSE:
             raise CommandError(
                 "PORT_IN_USE",
-                f"{shown} is already in use; choose another with --port (make demo PORT={port + 1})",
+                f"{shown} is already in use; choose another with --port{hint}",
             ) from None
         raise CommandError("CANNOT_LISTEN", f"cannot listen on {shown}: {error.strerror or error}") from None
     listener.set_inheritable(True)  # worker processes serve on it too
