@@ -56,7 +56,7 @@ def serve(
     """Serve the app until SIGINT or SIGTERM, on `listener` (bound here when None), with the
     embedded Redis server of `embedded_dir` when given."""
     _export(settings)
-    with stopped_by_signals(), _metrics_directory(settings, options.workers):
+    with stopped_by_signals(), _metrics_directory(options.workers):
         listener = listener or listen(options.host, options.port)
         embedded = None
         try:
@@ -152,33 +152,18 @@ def run(config: uvicorn.Config, listener: socket.socket) -> None:
 
 
 @contextmanager
-def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
+def _metrics_directory(workers: int) -> Iterator[None]:
     """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
-    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
-    (and those of runs that were killed, at the next start)."""
+    (prometheus-client's multiprocess mode): a fresh directory of this run's own in the system's
+    temporary directory (never one another host or container could share), removed at the end.
+    A killed run leaves its directory to the system's temporary-file cleaning."""
     if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
-    base = settings.data_dir or Path(tempfile.gettempdir())
-    for left in base.glob("loyalty-metrics-*"):
-        if not _alive(left.name.removeprefix("loyalty-metrics-")):
-            shutil.rmtree(left, ignore_errors=True)
-    directory = base / f"loyalty-metrics-{os.getpid()}"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    directory = tempfile.mkdtemp(prefix="loyalty-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
         yield
     finally:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
