@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,12 +85,16 @@ def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(
     assert marked(mark) == {}
 
 
-def test_make_demo_passes_port_and_an_explicit_data_directory() -> None:
+def test_make_demo_passes_port_and_an_explicit_data_directory(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
+    checkout = tmp_path / "a checkout"  # a space in its path, as in "~/My Projects/loyalty"
+    checkout.mkdir()
+    for name in ("Makefile", "pyproject.toml", "requirements.txt"):
+        shutil.copy(root / name, checkout / name)
     plan = subprocess.run(
-        ["make", "-n", "demo", "PORT=8001"], cwd=root, capture_output=True, text=True, check=True
+        ["make", "-n", "demo", "PORT=8001"], cwd=checkout, capture_output=True, text=True, check=True
     ).stdout
-    assert f".venv/bin/loyalty --data-dir {root}/var demo --port 8001\n" in plan
+    assert f'.venv/bin/loyalty --data-dir "{checkout}/var" demo --port 8001\n' in plan
 
 
 @pytest.mark.slow
