@@ -1,7 +1,8 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Both install exactly the locked set (requirements.txt, Python 3.11, hashes checked);
 # `make lock` refreshes it from pyproject.toml (docs/dependencies.md).
-PYTHON ?= python3
+# The lock is for Python 3.11: python3.11 when the PATH has one, else python3 (checked below).
+PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),python3)
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
