@@ -202,8 +202,8 @@ def test_the_data_directory_is_given_explicitly_and_may_be_relative(tmp_path: Pa
             "[Errno 111] ",
         ),
         (  # not transient: retrying will not help
-            "sqlite+aiosqlite:///{tmp_path}",
-            "loyalty: DATABASE_ERROR: the database sqlite+aiosqlite:///{tmp_path}: unable to open database file",
+            "sqlite+aiosqlite:///{tmp_path}/garbage.db",
+            "loyalty: DATABASE_ERROR: the database sqlite+aiosqlite:///{tmp_path}/garbage.db: file is not a database",
         ),
         pytest.param(
             f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/loyalty_no_such_database",
@@ -213,12 +213,13 @@ def test_the_data_directory_is_given_explicitly_and_may_be_relative(tmp_path: Pa
         ),
         ("nosuchdb://x", "loyalty: CONFIGURATION: LOYALTY_DATABASE_URL: "),
     ],
-    ids=["unreachable", "a-directory", "no-such-database", "not-a-url"],
+    ids=["unreachable", "not-a-database", "no-such-database", "not-a-url"],
 )
 def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
     env: dict[str, str], tmp_path: Path, url: str, message: str
 ) -> None:
     url, message = url.format(tmp_path=tmp_path), message.format(tmp_path=tmp_path)
+    (tmp_path / "garbage.db").write_bytes(b"not a database\n" * 100)
     result = loyalty(env | {"LOYALTY_DATABASE_URL": url}, "segments", "recompute", "--program", "a")
     assert result.returncode == 1
     assert result.stderr.startswith(message)
