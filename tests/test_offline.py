@@ -162,11 +162,13 @@ async def test_graphiql_runs_queries_and_subscriptions_with_the_token_of_its_hea
 
     # a subscription over graphql-transport-ws, authorised by the same header (from the log's
     # start, so that the change counts whether it commits before or after the subscription starts)
-    await run_in_graphiql(
-        page,
-        'subscription { segmentChanges(since: "0") { segmentKey memberExternalId change } }',
-        {"Authorization": f"Bearer {admin.token}"},
-    )
+    async with page.expect_websocket() as opened:  # not over HTTP (GraphiQL's fetcher offers multipart)
+        await run_in_graphiql(
+            page,
+            'subscription { segmentChanges(since: "0") { segmentKey memberExternalId change } }',
+            {"Authorization": f"Bearer {admin.token}"},
+        )
+    assert (await opened.value).url == server.ws
     await expect(page.locator(".graphiql-execute-button")).to_have_attribute("aria-label", re.compile("Stop"))
     await record(integration, [event("ana", "purchase", clock.now(), "5")])
     await expect(page.locator(".graphiql-response")).to_contain_text('"memberExternalId": "ana"')
