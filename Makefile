@@ -1,7 +1,8 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
 # Both install exactly the locked set (requirements.txt, Python 3.11, hashes checked);
 # `make lock` refreshes it from pyproject.toml (docs/dependencies.md).
-PYTHON ?= python3
+# The lock is for Python 3.11: python3.11 when the PATH has one, else python3 (checked below).
+PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),python3)
 PORT ?= 8000
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,6 +13,8 @@ LOCK := requirements.txt
 PYPI := https://pypi.org/simple
 PIP_TOOLS := pip-tools==7.7.0
 LOCK_VENV := .venv-lock
+# Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
+LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
 .PHONY: demo test lint typecheck pytest bench schema lock clean
 
@@ -29,7 +32,7 @@ $(STAMP): $(LOCK) pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/loyalty --data-dir $(CURDIR)/var demo --port $(PORT)
+	$(BIN)/loyalty --data-dir "$(CURDIR)/var" demo --port $(PORT)
 
 test: $(STAMP) lint typecheck pytest
 
@@ -58,14 +61,18 @@ schema: $(STAMP)
 
 # Re-resolve requirements.txt from pyproject.toml for Python 3.11, with every hash, keeping the
 # current pins where they still fit (`make lock UPGRADE=1`: the newest versions allowed); then reinstall.
-lock:
-	test -x $(LOCK_VENV)/bin/pip-compile || \
-		($(PYTHON) -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/python -m pip install --quiet $(PIP_TOOLS))
+lock: $(LOCK_STAMP)
 	CUSTOM_COMPILE_COMMAND="make lock" PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= PIP_CONSTRAINT= \
 		$(LOCK_VENV)/bin/pip-compile --quiet $(if $(UPGRADE),--upgrade) \
 		--generate-hashes --allow-unsafe --all-build-deps --strip-extras --extra dev --extra predict \
 		--index-url $(PYPI) --no-emit-index-url --output-file $(LOCK) pyproject.toml
 	$(MAKE) $(STAMP)
+
+$(LOCK_STAMP):
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet $(PIP_TOOLS)
+	touch $@
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) var .mypy_cache .pytest_cache .ruff_cache

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,8 +38,6 @@ from domain.auth.scopes import Scope as AuthScope
 from domain.errors import DomainError
 from domain.inputs import json_kind
 from domain.settings import Settings
-
-log = logging.getLogger("api")
 
 
 class TextWebSocket(ASGIWebSocketAdapter):
@@ -199,7 +196,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
         middleware=[Middleware(Guard, settings.max_body_bytes, settings.body_timeout_s)],
         exception_handlers={StarletteHTTPException: http_exception},
     )
-    return RequestId(app)
+    return RequestId(app, settings.trusted_proxies)
 
 
 async def _readiness(services: Services) -> dict[str, str]:

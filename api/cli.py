@@ -15,14 +15,15 @@ import secrets
 import socket
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import orjson
 
-from api.cli_errors import CommandError, failure, first_line
+from api.cli_errors import failure
 from domain.errors import DomainError
-from domain.settings import Settings, local_secret_key
+from domain.settings import Introspection, Settings, local_secret_key
 from fraud.backtest import Backtest
 
 
@@ -31,10 +32,14 @@ def _print_json(data: object) -> None:
 
 
 def _settings(demo: bool = False) -> Settings:
+    """The environment's settings; a demo's also get a generated secret key and show their schema to
+    everyone (LOYALTY_INTROSPECTION=on), unless the environment sets those."""
     settings = Settings.from_env()
     if demo and not settings.secret_key:
         data_dir = settings.require_data_dir("--demo (a generated secret key kept in the data directory)")
         settings = settings.with_secret(local_secret_key(data_dir))
+    if demo and not os.environ.get("LOYALTY_INTROSPECTION"):
+        settings = replace(settings, introspection=Introspection.ON)
     return settings
 
 
@@ -63,18 +68,15 @@ def _with_services(
 
 
 async def _require_migrated(engine: Any) -> None:
-    """The first use of the database: it must be reachable and migrated."""
-    from sqlalchemy.exc import InterfaceError, OperationalError
-
+    """The first use of the database: it must be reachable and migrated. What fails here is about
+    this database, so the error is noted with its URL (`failure` names it; the code is its own)."""
     import migrations
 
     try:
         await migrations.require_current(engine)
-    except (OSError, OperationalError, InterfaceError) as error:
-        reason = first_line(getattr(error, "orig", None) or error)
-        raise CommandError(
-            "UNAVAILABLE", f"the database {_redacted(engine.url.render_as_string())} cannot be used: {reason}"
-        ) from None
+    except Exception as error:
+        error.add_note(f"the database {_redacted(engine.url.render_as_string())}")
+        raise
 
 
 def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -> int:
@@ -94,9 +96,6 @@ def cmd_serve(args: argparse.Namespace, listener: socket.socket | None = None) -
             await engine.dispose()
 
     asyncio.run(check_database())
-    os.environ["LOYALTY_SECRET_KEY"] = settings.secret_key or ""
-    if args.demo:  # a local demo shows its schema to everyone; production only to token holders
-        os.environ.setdefault("LOYALTY_INTROSPECTION", "on")
     serving.serve(
         settings,
         serving.Options(args.host, args.port, args.workers, args.log_level),
@@ -285,7 +284,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     data_dir = Settings.from_env().require_data_dir("the demo")
     settings = _settings(demo=True)
-    listener = None if args.no_serve else listen(args.host, args.port)  # a taken port: before seeding
+    # a taken port fails before seeding; `make demo` runs this command, so its way out is named too
+    make_hint = f" (make demo PORT={args.port + 1})"
+    listener = None if args.no_serve else listen(args.host, args.port, make_hint)
     try:
         migrations.upgrade(settings.require_database_url())
         clock = ReplayClock()
@@ -348,7 +349,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve the GraphQL API")
     _server_options(serve)
     serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--demo", action="store_true", help="use a generated local secret key if none is set")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="a local demo: generate a secret key in the data directory if LOYALTY_SECRET_KEY is not set, "
+        "and show the schema to callers without a token unless LOYALTY_INTROSPECTION is set",
+    )
     serve.set_defaults(func=cmd_serve)
 
     db = commands.add_parser("db", help="database migrations").add_subparsers(

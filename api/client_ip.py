@@ -4,7 +4,8 @@ Only peers in LOYALTY_TRUSTED_PROXIES (none by default) may name the client.
 Their X-Forwarded-For is read from the right: each trusted proxy appends the
 address it received the request from, so the right-most address that is not a
 trusted proxy is the client; everything to its left is whatever the client sent.
-The app resolves the address itself, once (uvicorn runs without --proxy-headers).
+The app resolves the address itself, once per request, in its outermost layer
+(api/request_id.py; uvicorn runs without --proxy-headers).
 """
 
 from __future__ import annotations

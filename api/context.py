@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
-from api.client_ip import client_ip
+from api.client_ip import UNKNOWN
 from api.loaders import Loaders, build_loaders
 from api.runtime import Services
 from domain.auth.principal import Principal
@@ -50,7 +50,7 @@ async def build_context(
     response: Response | WebSocket | None,
     bearer: str | None,
 ) -> Context:
-    client = request.client
+    client = request.client  # the client's address, resolved by api/request_id.py
     context = Context(
         request=request,
         response=response,
@@ -58,11 +58,7 @@ async def build_context(
         loaders=build_loaders(
             services.db, services.members, services.ledger, services.segments, services.tags
         ),
-        client_ip=client_ip(
-            client.host if client else None,
-            request.headers.getlist("x-forwarded-for"),
-            services.settings.trusted_proxies,
-        ),
+        client_ip=client.host if client else UNKNOWN,
     )
     if bearer:
         try:

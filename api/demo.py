@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from api.cli_errors import CommandError
 from api.demo_history import HISTORY_DAYS, DemoMember, day_events, demo_members, held_accruals
 from api.runtime import Services
 from domain.auth.scopes import Scope
@@ -25,6 +26,7 @@ from domain.campaigns.definitions import TriggerDraft
 from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
+from domain.private_files import write_private
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
 from domain.segments.templates import TEMPLATES
@@ -84,7 +86,8 @@ class ReplayClock:
 
 
 async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> dict[str, Any]:
-    """Seed once; later runs return the credentials kept in data_dir/demo-credentials.json.
+    """Seed once; later runs return the credentials kept in data_dir/demo-credentials.json, which
+    seeding writes last (DEMO_INCOMPLETE when the program exists without them).
 
     `services` must run on `clock`.
     """
@@ -100,8 +103,10 @@ async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> d
                 stored["readOnlyKey"] = await _read_only_key(services)
                 _keep(path, stored)
             return stored
-        raise NotFound(
-            f"the demo program exists but {path} is gone: delete {data_dir} and run `make demo` again"
+        raise CommandError(  # seeding takes up to a minute: Ctrl-C leaves a program without credentials
+            "DEMO_INCOMPLETE",
+            f"the demo in {data_dir} is incomplete (its seeding was interrupted, or {path.name} was "
+            f"deleted): delete {data_dir} and run the demo again",
         )
 
     now = clock.now()
@@ -188,9 +193,7 @@ async def _read_only_key(services: Services) -> str:
 
 
 def _keep(path: Path, credentials: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
-    path.chmod(0o600)
+    write_private(path, orjson.dumps(credentials, option=orjson.OPT_INDENT_2))
 
 
 async def _seed_gamification(services: Services, program_id: int) -> None:

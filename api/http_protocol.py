@@ -5,7 +5,10 @@ request line and headers slowly (or never) holds the connection open for as long
 likes. Here the head must be complete within LOYALTY_HEADER_TIMEOUT seconds of the
 connection opening (or of the first byte of a later request on it); otherwise the client is
 answered 408 (when it had begun a request) and disconnected. The body's bound is the
-Guard's (api/app.py), which sees the body arrive.
+Guard's (api/http_errors.py), which sees the body arrive.
+
+uvicorn builds this protocol in each worker, without the app's settings: the timeout is read
+from that worker's environment, once (api/serving.py writes the command's settings there).
 """
 
 from __future__ import annotations

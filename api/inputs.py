@@ -25,6 +25,7 @@ from graphql import (
     GraphQLInputObjectType,
     GraphQLInputType,
     GraphQLList,
+    GraphQLNamedType,
     GraphQLScalarType,
     GraphQLSchema,
     OperationDefinitionNode,
@@ -101,7 +102,7 @@ class _Arguments(Visitor):
 
     def enter_argument(self, node: ArgumentNode, *_: object) -> VisitorAction:
         argument = self.type_info.get_argument()
-        if argument is not None:
+        if argument is not None and not _per_item(get_named_type(argument.type)):  # not even converted
             try:
                 _check(argument.type, value_from_ast_untyped(node.value, self.variables), node.name.value)
             except UnsafeInput as unsafe:
@@ -112,8 +113,7 @@ class _Arguments(Visitor):
 def _check(type_: GraphQLInputType, value: Any, path: str) -> None:
     if value is None or value is Undefined:
         return
-    named = get_named_type(type_)
-    if isinstance(named, GraphQLInputObjectType) and _per_item(named):
+    if _per_item(get_named_type(type_)):
         return
     nullable = get_nullable_type(type_)
     if isinstance(nullable, GraphQLList):
@@ -135,6 +135,6 @@ def _check(type_: GraphQLInputType, value: Any, path: str) -> None:
         check_text(value, path)
 
 
-def _per_item(input_type: GraphQLInputObjectType) -> bool:
-    definition = input_type.extensions.get("strawberry-definition")
+def _per_item(named: GraphQLNamedType) -> bool:
+    definition = named.extensions.get("strawberry-definition")
     return getattr(definition, "origin", None) in _PER_ITEM

@@ -12,7 +12,6 @@ itself sent.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
 from typing import Any
 
 from graphql import ASTValidationRule, DocumentNode, GraphQLError, GraphQLSchema, validate
@@ -23,11 +22,13 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from api.context import Context
+from api.document_cache import CACHED_DOCUMENTS, Lru, cacheable
 from domain.auth.principal import PrincipalKind
 from domain.settings import Introspection
 
-#: Validation results kept (per document, rule set and exposure), as strawberry's ValidationCache did.
-CACHED_VALIDATIONS = 256
+#: Validation results by schema, query text, rules and exposure (api/document_cache.py).
+_validations: Lru[tuple[GraphQLSchema, str, tuple[type[ASTValidationRule], ...], bool], list[GraphQLError]]
+_validations = Lru(CACHED_DOCUMENTS)
 
 
 def may_see_schema(mode: Introspection, context: object) -> bool:
@@ -46,19 +47,23 @@ def caller_validation(mode: Introspection) -> type[SchemaExtension]:
         def on_validate(self) -> Iterator[None]:
             context = self.execution_context
             if context.pre_execution_errors is None:  # another extension may have refused it already
-                assert context.graphql_document is not None
-                context.pre_execution_errors = _validate(
-                    context.schema._schema,
-                    context.graphql_document,
-                    context.validation_rules,
-                    not may_see_schema(mode, context.context),
+                schema, query, document = context.schema._schema, context.query, context.graphql_document
+                assert document is not None
+                rules, hidden = context.validation_rules, not may_see_schema(mode, context.context)
+
+                def validated() -> list[GraphQLError]:
+                    return _validate(schema, document, rules, hidden)
+
+                context.pre_execution_errors = (
+                    _validations.get((schema, query, rules, hidden), validated)
+                    if cacheable(query)
+                    else validated()
                 )
             yield
 
     return CallerValidation
 
 
-@lru_cache(maxsize=CACHED_VALIDATIONS)
 def _validate(
     schema: GraphQLSchema,
     document: DocumentNode,

@@ -2,8 +2,8 @@
 
 Configured once per process (`configure`, or uvicorn's `log_config` from
 `uvicorn_config`, which its worker processes apply too). Every line carries the
-context fields of domain/ops/logcontext.py: `request_id` for an HTTP request or
-a WebSocket connection, `loop`, `pass_id` and `caused_by` for a background pass.
+context fields of domain/ops/logcontext.py: `request_id` and `client_ip` for an
+HTTP request or a WebSocket connection, `loop`, `pass_id` and `caused_by` for a background pass.
 
 A JSON line is one object: `time` (UTC, ISO 8601), `level`, `logger`, `message`,
 the context fields, the record's extras, and `exception` (the traceback as text)

@@ -10,6 +10,7 @@ from api.context import Info
 from api.types.members import Program
 from domain.auth.scopes import Scope
 from domain.ledger.earning import EarningRuleSpec
+from domain.programs.service import DEFAULT_MAX_EVENT_AGE_DAYS, MAX_EVENT_AGE_DAYS
 from domain.segments.lifecycle import LifecycleThresholds
 
 
@@ -69,7 +70,8 @@ class ProgramMutations:
 
     @strawberry.mutation(
         description="Beyond the contract: recordEvents REJECTS events whose occurredAt is more than "
-        "`days` before now (1 to 36500; default 1826, about 5 years)"
+        f"`days` before now (1 to {MAX_EVENT_AGE_DAYS}; default {DEFAULT_MAX_EVENT_AGE_DAYS}, "
+        f"about {round(DEFAULT_MAX_EVENT_AGE_DAYS / 365.25)} years)"
     )
     async def set_max_event_age(self, info: Info, days: int) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)

@@ -15,7 +15,6 @@ from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
 )
@@ -25,6 +24,7 @@ from api.analytics import AnalyticsQueries
 from api.auth import AuthMutations
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
+from api.document_cache import SmallQueryParserCache
 from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
@@ -141,7 +141,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         OperationTimer,
         InputGuard,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(ParserCache, maxsize=256),
+        SmallQueryParserCache,  # cached by text, small queries only
         RequireOperationName,
         caller_validation(settings.introspection),  # cached; introspection and suggestions per caller
         partial(AddValidationRules, limit_rules),

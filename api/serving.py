@@ -7,6 +7,11 @@ too). SIGINT and SIGTERM stop the server
 gracefully: WebSockets are closed with 1012, requests still running get SHUTDOWN_GRACE_S,
 then the app's lifespan stops the background loops. The caller's `finally` blocks run in
 every case (the embedded Redis server is stopped there).
+
+uvicorn builds the app (and its HTTP protocol) in each worker from the environment
+(`Settings.from_env()`), so `serve` first writes into it what the command decided beyond
+the environment (`loyalty demo`'s generated secret key and its introspection): the
+`settings` it is given are the ones the workers run with.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn
@@ -31,7 +36,7 @@ from uvicorn.supervisors import Multiprocess
 from api.cli_errors import CommandError
 from api.logs import uvicorn_config
 from domain import embedded_redis
-from domain.settings import Settings
+from domain.settings import ConfigurationError, Settings
 
 #: Seconds a stopping server gives open requests and WebSockets before it cancels them.
 SHUTDOWN_GRACE_S = 5
@@ -50,7 +55,8 @@ def serve(
 ) -> None:
     """Serve the app until SIGINT or SIGTERM, on `listener` (bound here when None), with the
     embedded Redis server of `embedded_dir` when given."""
-    with stopped_by_signals(), _metrics_directory(settings, options.workers):
+    _export(settings)
+    with stopped_by_signals(), _metrics_directory(options.workers):
         listener = listener or listen(options.host, options.port)
         embedded = None
         try:
@@ -75,12 +81,25 @@ def serve(
                 embedded_redis.release(embedded)
 
 
+def _export(settings: Settings) -> None:
+    """Write `settings` where the workers read theirs: the variables the command may have decided
+    itself; every other setting already comes from this environment (checked)."""
+    os.environ["LOYALTY_SECRET_KEY"] = settings.require_secret()
+    os.environ["LOYALTY_INTROSPECTION"] = settings.introspection.value
+    read = Settings.from_env()
+    differing = [f.name for f in fields(Settings) if getattr(read, f.name) != getattr(settings, f.name)]
+    if differing:
+        raise ConfigurationError(
+            f"the server's settings differ from its environment in {', '.join(differing)}"
+        )
+
+
 class Stopped(BaseException):
     """SIGTERM outside uvicorn's own handling (before it started, or re-raised after it stopped)."""
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The listening socket; PORT_IN_USE (naming the port and --port) when another program has it."""
+def listen(host: str, port: int, hint: str = "") -> socket.socket:
+    """The listening socket; PORT_IN_USE (naming the port, --port and `hint`) when another program has it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -92,7 +111,7 @@ def listen(host: str, port: int) -> socket.socket:
         if error.errno == errno.EADDRINUSE:
             raise CommandError(
                 "PORT_IN_USE",
-                f"{shown} is already in use; choose another with --port (make demo PORT={port + 1})",
+                f"{shown} is already in use; choose another with --port{hint}",
             ) from None
         raise CommandError("CANNOT_LISTEN", f"cannot listen on {shown}: {error.strerror or error}") from None
     listener.set_inheritable(True)  # worker processes serve on it too
@@ -133,33 +152,18 @@ def run(config: uvicorn.Config, listener: socket.socket) -> None:
 
 
 @contextmanager
-def _metrics_directory(settings: Settings, workers: int) -> Iterator[None]:
+def _metrics_directory(workers: int) -> Iterator[None]:
     """Under --workers N, the workers' metrics live in files a scrape of any of them adds up
-    (prometheus-client's multiprocess mode): a fresh directory per run, removed at the end
-    (and those of runs that were killed, at the next start)."""
+    (prometheus-client's multiprocess mode): a fresh directory of this run's own in the system's
+    temporary directory (never one another host or container could share), removed at the end.
+    A killed run leaves its directory to the system's temporary-file cleaning."""
     if workers <= 1 or "PROMETHEUS_MULTIPROC_DIR" in os.environ:
         yield
         return
-    base = settings.data_dir or Path(tempfile.gettempdir())
-    for left in base.glob("loyalty-metrics-*"):
-        if not _alive(left.name.removeprefix("loyalty-metrics-")):
-            shutil.rmtree(left, ignore_errors=True)
-    directory = base / f"loyalty-metrics-{os.getpid()}"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    directory = tempfile.mkdtemp(prefix="loyalty-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     try:
         yield
     finally:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _alive(pid: str) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True

@@ -11,6 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from domain.campaigns.destinations import AllowList
+from domain.private_files import write_private
 
 #: The embedded database inside the data directory, when LOYALTY_DATABASE_URL is not set.
 SQLITE_FILE = "loyalty.db"
@@ -240,8 +241,6 @@ def local_secret_key(data_dir: Path) -> str:
     path = data_dir / "secret_key"
     if path.exists():
         return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = secrets.token_urlsafe(48)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_private(path, key.encode())
     return key

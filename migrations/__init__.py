@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 ROOT = Path(__file__).resolve().parent
+
+log = logging.getLogger(__name__)
 
 
 class NotMigrated(Exception):
@@ -41,7 +44,10 @@ def check(database_url: str) -> None:
 
 
 async def require_current(engine: AsyncEngine) -> None:
-    """Raise NotMigrated unless the database is at the newest revision this version knows."""
+    """Raise NotMigrated when the database has no revision or is behind the newest one this version
+    knows. A revision this version does not know is a newer release's: every revision only adds
+    (docs/operations.md, "Upgrades"), so this version runs on it, with a warning, as an old process
+    does while a rolling upgrade runs or after a rollback."""
 
     def revisions(connection: Connection) -> set[str]:
         return set(MigrationContext.configure(connection).get_current_heads())
@@ -56,10 +62,13 @@ async def require_current(engine: AsyncEngine) -> None:
         raise NotMigrated("the database is not migrated: run `loyalty db upgrade`")
     known = {revision.revision for revision in script.walk_revisions()}
     if current - known:
-        raise NotMigrated(
-            f"the database is at revision {', '.join(sorted(current - known))}, which this version of "
-            "loyalty does not know: run the newer version, or restore a matching backup"
+        log.warning(
+            "the database is at revision %s, newer than this version of loyalty knows (%s): "
+            "running on it, as during a rolling upgrade",
+            ", ".join(sorted(current - known)),
+            ", ".join(sorted(heads)),
         )
+        return
     raise NotMigrated(
         f"the database is at revision {', '.join(sorted(current))}, not the newest "
         f"({', '.join(sorted(heads))}): run `loyalty db upgrade`"

@@ -11,6 +11,10 @@ from typing import Any
 
 import pytest
 
+import migrations
+from domain.settings import Introspection, Settings, sqlite_url
+from tests.support.backends import PG_HOST, PG_PORT, reachable
+
 BIN = Path(sys.executable).parent / "loyalty"
 
 
@@ -192,17 +196,30 @@ def test_the_data_directory_is_given_explicitly_and_may_be_relative(tmp_path: Pa
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        (
+        (  # transient (domain/transient.py), as the API's SERVICE_UNAVAILABLE: worth a retry
             "postgresql+asyncpg://postgres:secret@127.0.0.1:1/nothing",
-            "loyalty: UNAVAILABLE: the database postgresql+asyncpg://postgres:***@127.0.0.1:1/nothing "
-            "cannot be used: ",
+            "loyalty: SERVICE_UNAVAILABLE: the database postgresql+asyncpg://postgres:***@127.0.0.1:1/nothing: "
+            "[Errno 111] ",
+        ),
+        (  # not transient: retrying will not help
+            "sqlite+aiosqlite:///{tmp_path}/garbage.db",
+            "loyalty: DATABASE_ERROR: the database sqlite+aiosqlite:///{tmp_path}/garbage.db: file is not a database",
+        ),
+        pytest.param(
+            f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/loyalty_no_such_database",
+            f"loyalty: DATABASE_ERROR: the database postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/"
+            'loyalty_no_such_database: database "loyalty_no_such_database" does not exist',
+            marks=pytest.mark.skipif(not reachable(PG_HOST, PG_PORT), reason="PostgreSQL is not reachable"),
         ),
         ("nosuchdb://x", "loyalty: CONFIGURATION: LOYALTY_DATABASE_URL: "),
     ],
+    ids=["unreachable", "not-a-database", "no-such-database", "not-a-url"],
 )
 def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
-    env: dict[str, str], url: str, message: str
+    env: dict[str, str], tmp_path: Path, url: str, message: str
 ) -> None:
+    url, message = url.format(tmp_path=tmp_path), message.format(tmp_path=tmp_path)
+    (tmp_path / "garbage.db").write_bytes(b"not a database\n" * 100)
     result = loyalty(env | {"LOYALTY_DATABASE_URL": url}, "segments", "recompute", "--program", "a")
     assert result.returncode == 1
     assert result.stderr.startswith(message)
@@ -258,3 +275,38 @@ def test_prune_reports_per_table_what_goes_and_refuses_unsafe_periods(env: dict[
     assert refused.stderr == (
         "loyalty: CONFIGURATION: LOYALTY_RETAIN_FINDINGS_DAYS must be at least 367 days, not 30\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("introspection", "expected"), [(None, Introspection.ON), ("off", Introspection.OFF)]
+)
+def test_serve_demo_hands_the_server_the_settings_its_workers_run_with(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, introspection: str | None, expected: Introspection
+) -> None:
+    """`serve --demo` decides two settings itself (a generated secret key; introspection on unless the
+    environment says otherwise): the settings given to serving.serve carry them, and are what the
+    workers read from their environment."""
+    from api import cli, serving
+
+    for name in [*os.environ, "LOYALTY_SECRET_KEY", "LOYALTY_INTROSPECTION", "LOYALTY_DATA_DIR"]:
+        if name.startswith("LOYALTY_"):
+            monkeypatch.delenv(name, raising=False)  # and restored after the test
+    if introspection is not None:
+        monkeypatch.setenv("LOYALTY_INTROSPECTION", introspection)
+    monkeypatch.setenv("LOYALTY_REDIS_URL", "redis://127.0.0.1:1/0")  # not started, not reached
+    migrations.upgrade(sqlite_url(tmp_path))
+    given: list[Settings] = []
+    read_by_workers: list[Settings] = []
+    serve = serving.serve
+
+    def serve_spy(settings: Settings, *rest: Any) -> None:
+        given.append(settings)
+        serve(settings, *rest)
+
+    monkeypatch.setattr(serving, "serve", serve_spy)
+    monkeypatch.setattr(serving, "run", lambda *_: read_by_workers.append(Settings.from_env()))
+
+    assert cli.main(["--data-dir", str(tmp_path), "serve", "--demo", "--port", "0"]) == 0
+
+    assert given == read_by_workers
+    assert (given[0].introspection, given[0].secret_key) == (expected, (tmp_path / "secret_key").read_text())

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from importlib.metadata import PackageNotFoundError, requires
 from pathlib import Path
@@ -118,3 +122,47 @@ setuptools==84.2.1 \\
         "pyproject.toml asks for pytest>=99, the lock pins pytest==9.2.0",
         "the lock pins oldpkg for loyalty-engine, which no longer asks for it",
     ]
+
+
+def make_plan(checkout: Path, *args: str, path: str | None = None) -> list[str]:
+    """What `make` would run in `checkout` (a copy of the Makefile and the lock's inputs), without
+    running it; `path`: the PATH it runs with."""
+    for name in ("Makefile", "pyproject.toml", "requirements.txt"):
+        shutil.copy(ROOT / name, checkout / name)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"} | ({"PATH": path} if path else {})
+    plan = subprocess.run(
+        ["make", "-n", *args], cwd=checkout, capture_output=True, text=True, check=True, env=env
+    )
+    return plan.stdout.splitlines()
+
+
+def test_make_lock_builds_its_virtualenv_again_when_pip_tools_changes(tmp_path: Path) -> None:
+    # given a lock virtualenv built for the Makefile's pip-tools (its stamp is what make looks at)
+    (stamp,) = [
+        line.split()[1] for line in make_plan(tmp_path, "lock") if line.startswith("touch .venv-lock/")
+    ]
+    (tmp_path / stamp).parent.mkdir()
+    (tmp_path / stamp).touch()
+
+    # then `make lock` uses it as it is, and builds another for another version
+    installs = [line for line in make_plan(tmp_path, "lock") if "pip install" in line and "pip-tools" in line]
+    assert installs == []
+    installs = [
+        line
+        for line in make_plan(tmp_path, "lock", "PIP_TOOLS=pip-tools==7.6.0")
+        if "pip install" in line and "pip-tools" in line
+    ]
+    assert installs == [".venv-lock/bin/python -m pip install --quiet pip-tools==7.6.0"]
+
+
+def test_make_uses_python3_11_when_the_path_has_one(tmp_path: Path) -> None:
+    """On an image whose python3 is another version, `make test` and `make demo` still work."""
+    # given a PATH whose python3.11 is not python3
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3.11").symlink_to(sys.executable)
+    path = f"{bin_dir}:{os.environ['PATH']}"
+
+    # then the virtualenv is built with it
+    venv = [line for line in make_plan(tmp_path, ".venv/.installed", path=path) if " -m venv .venv" in line]
+    assert venv == [f"{bin_dir}/python3.11 -m venv .venv"]

@@ -8,7 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from graphql import ValueNode, parse, print_ast, value_from_ast_untyped
 
+from api import inputs
+from api.schema import build_schema
 from tests.support.graphql import GraphQLClient
 from tests.support.inputs import nested
 
@@ -146,3 +149,22 @@ async def test_safe_arguments_pass_the_check(integration: GraphQLClient) -> None
         "query($id: String!) { member(externalId: $id) { attributes } }", {"id": "fine"}
     )
     assert data["member"]["attributes"] == attributes
+
+
+def test_an_argument_checked_per_item_is_not_even_converted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """recordEvents checks each event itself: the guard leaves its literal batch alone instead of
+    converting it to Python for nothing (3-4 ms per 1,000 events, on the ingest path)."""
+    converted: list[str] = []
+
+    def spy(node: ValueNode, variables: dict[str, Any] | None = None) -> Any:
+        converted.append(print_ast(node))
+        return value_from_ast_untyped(node, variables)
+
+    monkeypatch.setattr(inputs, "value_from_ast_untyped", spy)
+    document = parse(
+        'mutation { recordEvents(events: [{externalId: "e1", memberExternalId: "m1", type: "visit", '
+        'occurredAt: "2026-01-01T00:00:00+00:00"}]) { results { status } } '
+        'upsertMembers(members: [{externalId: "m1"}]) { upserted } }'
+    )
+    inputs.check_arguments(build_schema()._schema, document, None, None)
+    assert converted == ['[{ externalId: "m1" }]']  # upsertMembers' argument only

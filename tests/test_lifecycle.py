@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -77,19 +78,23 @@ def test_a_taken_port_fails_at_once_naming_the_port_and_the_way_out(
 
     # then it exits 1 with one line that names the port and --port, and leaves nothing running
     assert (result.returncode, result.stdout) == (1, ""), result.stderr
+    make_hint = f" (make demo PORT={port + 1})" if command == "demo" else ""  # `make demo` runs the demo
     assert result.stderr == (
-        f"loyalty: PORT_IN_USE: 127.0.0.1:{port} is already in use; "
-        f"choose another with --port (make demo PORT={port + 1})\n"
+        f"loyalty: PORT_IN_USE: 127.0.0.1:{port} is already in use; choose another with --port{make_hint}\n"
     )
     assert marked(mark) == {}
 
 
-def test_make_demo_passes_port_and_an_explicit_data_directory() -> None:
+def test_make_demo_passes_port_and_an_explicit_data_directory(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
+    checkout = tmp_path / "a checkout"  # a space in its path, as in "~/My Projects/loyalty"
+    checkout.mkdir()
+    for name in ("Makefile", "pyproject.toml", "requirements.txt"):
+        shutil.copy(root / name, checkout / name)
     plan = subprocess.run(
-        ["make", "-n", "demo", "PORT=8001"], cwd=root, capture_output=True, text=True, check=True
+        ["make", "-n", "demo", "PORT=8001"], cwd=checkout, capture_output=True, text=True, check=True
     ).stdout
-    assert f".venv/bin/loyalty --data-dir {root}/var demo --port 8001\n" in plan
+    assert f'.venv/bin/loyalty --data-dir "{checkout}/var" demo --port 8001\n' in plan
 
 
 @pytest.mark.slow

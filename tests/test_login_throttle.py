@@ -40,13 +40,13 @@ def bad(program: ProgramFixture) -> dict[str, str]:
 
 
 async def attempt(app: ASGIApp, ip: str, variables: dict[str, str]) -> dict[str, Any]:
-    """One login from `ip`: {"ok": True} or the error's code and retry_after_s."""
+    """One login from `ip`: {"ok": True} or the error's code and retryAfter."""
     async with http_client(app, ip) as http:
         body = await GraphQLClient(http, None).execute(LOGIN, variables)
     if "errors" not in body:
         return {"ok": True}
     extensions = body["errors"][0]["extensions"]
-    return {k: v for k, v in extensions.items() if k in ("code", "retry_after_s")}
+    return {k: v for k, v in extensions.items() if k in ("code", "retryAfter")}
 
 
 async def test_failures_slow_an_account_down_with_growing_delays_and_its_owner_gets_in(
@@ -57,13 +57,13 @@ async def test_failures_slow_an_account_down_with_growing_delays_and_its_owner_g
     assert [await attempt(app, ip, bad(program)) for _ in range(5)] == [{"code": "UNAUTHENTICATED"}] * 5
     # then each try waits: 2 s, 4 s, 8 s (refused tries count nothing)
     for wait in (2, 4, 8):
-        refused = {"code": "RATE_LIMITED", "retry_after_s": wait}
+        refused = {"code": "RATE_LIMITED", "retryAfter": wait}
         assert await attempt(app, ip, good(program, clock)) == refused
         assert await attempt(app, ip, bad(program)) == refused
         clock.shift(timedelta(seconds=wait))
         assert await attempt(app, ip, bad(program)) == {"code": "UNAUTHENTICATED"}
     # the owner who waits gets in, and that clears the account's failures
-    assert (await attempt(app, ip, good(program, clock)))["retry_after_s"] == 16
+    assert (await attempt(app, ip, good(program, clock)))["retryAfter"] == 16
     clock.shift(timedelta(seconds=16))
     assert await attempt(app, ip, good(program, clock)) == {"ok": True}
     assert await attempt(app, ip, bad(program)) == {"code": "UNAUTHENTICATED"}
@@ -105,7 +105,7 @@ async def test_a_stranger_cannot_keep_the_owner_out(
     for _ in range(6):
         await attempt(app, stranger, bad(program))
     refused = await attempt(app, travelling, good(program, clock))
-    assert refused == {"code": "RATE_LIMITED", "retry_after_s": 2}
+    assert refused == {"code": "RATE_LIMITED", "retryAfter": 2}
     clock.shift(timedelta(seconds=crypto.TOTP_STEP_S))  # more than the 2 s, and a fresh TOTP code
     assert await attempt(app, travelling, good(program, clock)) == {"ok": True}
 
@@ -135,7 +135,7 @@ async def test_an_ip_is_throttled_after_a_hundred_failures_across_accounts(
         )
     assert (refused.value.message, refused.value.details) == (
         "too many failed logins: try again in 2 s",
-        {"retry_after_s": 2},
+        {"retryAfter": 2},
     )
     # a success hands its attempt back but keeps the other failures
     await throttle.refund("ip:192.0.2.1")
@@ -172,7 +172,7 @@ async def test_step_up_totp_checks_are_throttled_like_logins(
         session = GraphQLClient(http, await admin_token(http, program, clock))
         codes = [(await session.error(VERIFY, {"c": "000000"}))["extensions"] for _ in range(6)]
         assert [c["code"] for c in codes] == ["FORBIDDEN"] * 5 + ["RATE_LIMITED"]
-        assert codes[-1]["retry_after_s"] == 2
+        assert codes[-1]["retryAfter"] == 2
         clock.shift(timedelta(seconds=crypto.TOTP_STEP_S))
         fresh = crypto.code_at(program.totp_secret, clock.now().timestamp())
         assert (await session.data(VERIFY, {"c": fresh}))["verifyTotp"] is True

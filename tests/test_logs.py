@@ -154,9 +154,11 @@ async def test_a_background_pass_logs_its_loop_its_pass_and_the_request_that_wok
 @pytest.mark.slow
 async def test_the_server_logs_json_lines_with_each_request_s_id(settings: Settings, tmp_path: Path) -> None:
     stderr = tmp_path / "server.log"
-    async with running_server(settings, log_level="info", stderr_to=stderr) as server:
+    trusted = {"LOYALTY_TRUSTED_PROXIES": "127.0.0.1"}  # the test's requests come through a "proxy"
+    async with running_server(settings, trusted, log_level="info", stderr_to=stderr) as server:
         async with httpx.AsyncClient(base_url=server.http) as http:
             answered = await http.get("/healthz", headers={"X-Request-ID": "probe-1"})
+            await http.get("/healthz", headers={"X-Request-ID": "proxied", "X-Forwarded-For": "198.51.100.7"})
         assert answered.headers["x-request-id"] == "probe-1"
         async with connect(
             server.ws,
@@ -171,6 +173,12 @@ async def test_the_server_logs_json_lines_with_each_request_s_id(settings: Setti
     assert [(line["request_id"], line["status"]) for line in access if line["request_id"] == "probe-1"] == [
         ("probe-1", 200)
     ]
+    # the client a trusted proxy names, not the proxy, in the access line and in the context
+    clients = {
+        line["request_id"]: (line["message"].split()[0], line["client"], line["client_ip"]) for line in access
+    }
+    assert clients["proxied"] == ("198.51.100.7:0", "198.51.100.7:0", "198.51.100.7")
+    assert clients["probe-1"][2] == "127.0.0.1"  # no X-Forwarded-For: the peer
     accepted = [
         line for line in lines if "WebSocket /graphql" in line["message"] and "[accepted]" in line["message"]
     ]

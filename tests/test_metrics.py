@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -14,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.pool import QueuePool
 
+from api import serving
 from api.app import create_app
 from api.runtime import Services
 from domain.db.engine import create_engine
@@ -287,3 +290,26 @@ async def test_any_worker_reports_every_worker_s_counts(settings: Settings, prog
             await server.graphql(program.api_key, INGEST, {"e": [{**event(f"w{i}", "nobody")}]})
         for _ in range(6):
             assert moved(base, await scraped(), "loyalty_events_total", status="REJECTED") == 6
+
+
+@pytest.mark.parametrize("pid", [os.getpid(), 999_999_999], ids=["our-pid", "a-pid-not-alive-here"])
+def test_serve_s_metrics_directory_is_its_own_and_leaves_others_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pid: int
+) -> None:
+    """Two containers sharing a data directory both run as PID 1, or see each other's PIDs as dead:
+    a directory named by PID would be reused or swept while the other still writes to it."""
+    # given another serve's live metrics directory where this one might look (its data directory)
+    monkeypatch.setenv("LOYALTY_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    theirs = tmp_path / f"loyalty-metrics-{pid}"
+    theirs.mkdir()
+    (theirs / "counter_7.db").write_bytes(b"their counts")
+
+    # when serve --workers 2 sets up its own, then it is fresh, and removed when serve ends
+    with serving._metrics_directory(workers=2):
+        ours = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        assert list(ours.iterdir()) == []
+    assert "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    assert not ours.exists()
+    # and the other's is untouched
+    assert (theirs / "counter_7.db").read_bytes() == b"their counts"

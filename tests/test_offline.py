@@ -22,6 +22,7 @@ from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.browser import chromium_page, needs_chromium
 from tests.support.graphql import GraphQLClient
+from tests.support.outage import eventually
 from tests.support.servers import Server, running_server
 from tests.test_live import join
 from tests.test_segments_api import create, event, record
@@ -161,13 +162,41 @@ async def test_graphiql_runs_queries_and_subscriptions_with_the_token_of_its_hea
 
     # a subscription over graphql-transport-ws, authorised by the same header (from the log's
     # start, so that the change counts whether it commits before or after the subscription starts)
-    await run_in_graphiql(
-        page,
-        'subscription { segmentChanges(since: "0") { segmentKey memberExternalId change } }',
-        {"Authorization": f"Bearer {admin.token}"},
-    )
+    async with page.expect_websocket() as opened:  # not over HTTP (GraphiQL's fetcher offers multipart)
+        await run_in_graphiql(
+            page,
+            'subscription { segmentChanges(since: "0") { segmentKey memberExternalId change } }',
+            {"Authorization": f"Bearer {admin.token}"},
+        )
+    assert (await opened.value).url == server.ws
     await expect(page.locator(".graphiql-execute-button")).to_have_attribute("aria-label", re.compile("Stop"))
     await record(integration, [event("ana", "purchase", clock.now(), "5")])
     await expect(page.locator(".graphiql-response")).to_contain_text('"memberExternalId": "ana"')
     assert '"change": "ENTERED"' in await graphiql_result(page)
     assert errors == []
+
+
+@needs_chromium
+async def test_a_subscription_that_ends_closes_its_socket_and_a_refused_one_says_why_at_once(
+    server: Server, offline: tuple[Page, list[str], list[str]], admin: GraphQLClient
+) -> None:
+    page, _, _ = offline
+    await page.goto(f"{server.http}/graphql")
+    await expect(page.locator(".graphiql-query-editor .CodeMirror")).to_be_visible()
+
+    # a subscription the server ends with an error (a bad cursor): the page closes its socket
+    async with page.expect_websocket() as opened:
+        await run_in_graphiql(
+            page,
+            'subscription { segmentChanges(since: "nope") { segmentKey } }',
+            {"Authorization": f"Bearer {admin.token}"},
+        )
+    socket = await opened.value
+    await expect(page.locator(".graphiql-response")).to_contain_text("is not a change cursor")
+    assert await eventually(socket.is_closed, within=5), "the finished subscription's socket is still open"
+
+    # a connection the server refuses (no token): its reason shows at once, not after retries
+    await run_in_graphiql(page, "subscription { segmentChanges { segmentKey } }", {})
+    await expect(page.locator(".graphiql-response")).to_contain_text(
+        "4403 connection_init needs a payload", timeout=5000
+    )

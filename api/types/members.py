@@ -52,7 +52,7 @@ class Program:
 
     @strawberry.field(description="Events for unknown members create them (beyond the contract)")
     def auto_create_members(self) -> bool:
-        return bool(self.row.settings.get("autoCreateMembers", False))
+        return ProgramSettings.from_json(self.row.settings).auto_create_members
 
     @strawberry.field(description="recordEvents rejects events older than this many days (beyond contract)")
     def max_event_age_days(self) -> int:

@@ -44,5 +44,5 @@ class RateLimiter:
         )
         raise RateLimited(
             f"too many {what}: at most {self.limit} per {window}; try again in {retry_after} s",
-            retry_after_s=retry_after,
+            retryAfter=retry_after,
         )

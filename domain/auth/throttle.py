@@ -97,7 +97,7 @@ class Throttle:
         wait_ms = int(await self.store.client.eval(_RESERVE, len(keys), *keys, *args))
         if wait_ms > 0:
             seconds = math.ceil(wait_ms / 1000)
-            raise RateLimited(f"too many {what}: try again in {seconds} s", retry_after_s=seconds)
+            raise RateLimited(f"too many {what}: try again in {seconds} s", retryAfter=seconds)
 
     async def forget(self, subject: str) -> None:
         """The subject succeeded: its failures no longer count."""

@@ -1,7 +1,7 @@
 """The fields every log line of the current task carries: a request's id, or a background pass's.
 
-The API binds `request_id` for each HTTP request and WebSocket connection
-(api/request_id.py); the background runner binds `loop`, `pass_id` and, when
+The API binds `request_id` and `client_ip` for each HTTP request and WebSocket
+connection (api/request_id.py); the background runner binds `loop`, `pass_id` and, when
 a request's commit woke the pass, `caused_by` (domain/background.py). The log
 formatters (api/logs.py) add them to every line. Context variables are copied
 into tasks created meanwhile, so work a request spawns keeps its id.
