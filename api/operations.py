@@ -1,15 +1,24 @@
-"""A document with several operations must say which one to run.
+"""Which operation a request may run.
 
-GraphQL over HTTP requires `operationName` then; strawberry would run the
-first operation instead, so a client could run something other than it meant.
+- A document with several operations must say which one to run: GraphQL over HTTP
+  requires `operationName` then; strawberry would run the first operation instead,
+  so a client could run something other than it meant.
+- A subscription runs over the WebSocket only: over HTTP it would run without a
+  stream to deliver its events on.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from graphql import GraphQLError, OperationDefinitionNode
+from graphql import GraphQLError, OperationDefinitionNode, OperationType
+from graphql.utilities import get_operation_ast
+from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
+
+OVER_HTTP = (
+    "subscriptions run over a WebSocket on /graphql (the graphql-transport-ws protocol), not over HTTP"
+)
 
 
 class RequireOperationName(SchemaExtension):
@@ -31,4 +40,10 @@ class RequireOperationName(SchemaExtension):
                     extensions={"code": "BAD_USER_INPUT"},
                 )
             ]
+        elif document is not None and isinstance(getattr(context.context, "request", None), Request):
+            operation = get_operation_ast(document, context._provided_operation_name)
+            if operation is not None and operation.operation == OperationType.SUBSCRIPTION:
+                context.pre_execution_errors = [
+                    GraphQLError(OVER_HTTP, extensions={"code": "BAD_USER_INPUT"})
+                ]
         yield

@@ -149,3 +149,12 @@ async def test_a_document_with_several_operations_must_name_one(
         headers={"Authorization": f"Bearer {program.api_key}"},
     )
     assert response.json() == {"data": {"upsertMembers": {"upserted": 1}}}
+
+
+async def test_a_subscription_sent_over_http_is_told_where_subscriptions_run(admin: GraphQLClient) -> None:
+    """It used to run and fail as INTERNAL ("Cannot return null for non-nullable field ...")."""
+    error = await admin.error("subscription { segmentChanges { segmentKey } }")
+    assert (error["extensions"], error["message"]) == (
+        {"code": "BAD_USER_INPUT"},
+        "subscriptions run over a WebSocket on /graphql (the graphql-transport-ws protocol), not over HTTP",
+    )
