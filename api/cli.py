@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import secrets
 import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -464,10 +466,18 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="info")
 
 
+def _thread_failed(failed: threading.ExceptHookArgs) -> None:
+    """A worker thread that fails prints no traceback (aiosqlite's can, racing a connection that
+    failed, after the command reported that failure itself): one log line; --debug shows all."""
+    logging.getLogger("api.cli").debug("thread %s failed", failed.thread, exc_info=failed.exc_value)
+
+
 def main(argv: list[str] | None = None) -> int:
     from api.logs import configure
 
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        threading.excepthook = _thread_failed
     if args.data_dir:  # for this process and the server's workers alike
         os.environ["LOYALTY_DATA_DIR"] = str(Path(args.data_dir).expanduser().absolute())
     try:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,24 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     )
     with pytest.raises(RuntimeError, match="something nobody expected"):
         cli.main(["--debug", "schema"])
+
+
+def test_a_failing_worker_thread_prints_no_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """aiosqlite's worker thread could print one after a connection that failed (a race)."""
+    from api import cli
+
+    def failing_thread(_: object) -> int:
+        worker = threading.Thread(target=lambda: 1 / 0, name="worker")
+        worker.start()
+        worker.join()
+        return 0
+
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored afterwards
+    monkeypatch.setattr(cli, "cmd_schema", failing_thread)
+    assert cli.main(["schema"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_schema_prints_the_sdl(env: dict[str, str]) -> None:
