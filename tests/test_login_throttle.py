@@ -80,7 +80,7 @@ async def test_the_delays_are_capped_so_no_account_is_ever_locked(
             await throttle.reserve(account, "failed logins")
             waits.append(0)
         except RateLimited as refused:
-            wait = refused.details["retry_after_s"]
+            wait = refused.details["retryAfter"]
             assert isinstance(wait, int)
             waits.append(wait)
             clock.shift(timedelta(seconds=wait))
