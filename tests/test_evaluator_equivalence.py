@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from domain.db.engine import Database, create_engine
 from domain.enums import EventStatus
 from domain.events.validation import ValidEvent
-from domain.events.writes import add_to_aggregates
+from domain.ledger.rows import add_to_aggregates
 from domain.models import Event, Member, MemberTag, Organization, Program, Segment, SegmentMembership
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node, parse_condition

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import ChangeListener, MembersChanged, NoListener
+from domain.changes import MembersChanged
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
@@ -63,10 +63,9 @@ def check_page_size(first: int) -> None:
 
 
 class MemberService:
-    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self.listener = listener or NoListener()
 
     async def upsert_organizations(self, program_id: int, inputs: Sequence[OrganizationUpsert]) -> int:
         _check_batch(len(inputs), "organizations")
@@ -154,9 +153,9 @@ class MemberService:
             await session.flush()
             ids = {row.id for row in existing.values()}
             change = MembersChanged(
-                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known)
+                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known), at=now
             )
-            await self.listener.members_changed(session, change, now)
+            uow.collect(change)  # the segment engine re-evaluates them before the commit
         return len(inputs)
 
     async def get(self, program_id: int, external_id: str) -> Member | None:
