@@ -25,6 +25,7 @@ from datetime import datetime
 from functools import partial
 from typing import Protocol
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.audit import Auditor, AuditOutcome, ProposedAccrual, store_findings
@@ -106,15 +107,15 @@ class EventService:
         valid, rejected = _validate_batch(drafts, now)
         async with self.db.unit_of_work() as uow:
             session = uow.session
-            program = await session.get(Program, program_id)
-            if program is None:
+            stored = (await session.execute(select(Program.settings).where(Program.id == program_id))).first()
+            if stored is None:
                 raise NotFound(f"program {program_id} does not exist")
-            settings = ProgramSettings.from_json(program.settings)
+            settings = ProgramSettings.from_json(stored.settings)
             # 2. deduplicate, and admit what the program accepts (creating members it may create)
             known = await existing_event_hashes(session, program_id, _ids(valid))
             members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
             admitted, refused = _admit(valid, known, partial(_refusal, now, settings, members))
-            created = await _create_members(session, program, admitted, members, now)
+            created = await _create_members(session, program_id, admitted, members, now)
             await lock_members(session, {members[e.member_external_id] for e in admitted.values()})
             # 3. earn
             rules = await load_earning_rules(session, program_id)
@@ -249,7 +250,7 @@ def _member_ids(valid: Mapping[int, ValidEvent]) -> list[str]:
 
 async def _create_members(
     session: AsyncSession,
-    program: Program,
+    program_id: int,
     admitted: Mapping[int, ValidEvent],
     members: dict[str, int],
     now: datetime,
@@ -267,7 +268,7 @@ async def _create_members(
         ),
         [
             {
-                "program_id": program.id,
+                "program_id": program_id,
                 "external_id": external_id,
                 "kind": MemberKind.CUSTOMER.value,
                 "attributes": {},
@@ -281,7 +282,7 @@ async def _create_members(
             for external_id in missing
         ],
     )
-    created = await member_ids_by_external_id(session, program.id, missing)
+    created = await member_ids_by_external_id(session, program_id, missing)
     members.update(created)
     return frozenset(created.values())
 

@@ -2,7 +2,10 @@
 
 Only the posting module calls these (and test fixtures that build history directly).
 Each writes a whole batch in one statement, in a stable order (balances by member
-id, buckets by key), so concurrent batches lock rows in one order.
+id, buckets by key), so concurrent batches lock rows in one order. On PostgreSQL
+the inserts are one `unnest` statement with one array bind per column; balances stay
+an executemany in member-id order (an UPDATE joined to an array would not promise
+that lock order); SQLite uses executemany throughout.
 """
 
 from __future__ import annotations
@@ -14,9 +17,23 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, cast
 
-from sqlalchemy import CursorResult, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    CursorResult,
+    Date,
+    DateTime,
+    String,
+    Table,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
+from domain.db.arrays import on_postgres, unnest
 from domain.db.dialect import greatest, insert_for, least
 from domain.db.types import amount_to_units
 from domain.enums import EntryKind, EventStatus
@@ -38,13 +55,34 @@ class Occurrence(Protocol):
     def amount(self) -> Decimal | None: ...
 
 
+_ENTRY_COLUMNS: tuple[tuple[str, TypeEngine[Any]], ...] = (
+    ("program_id", BigInteger()),
+    ("member_id", BigInteger()),
+    ("points", BigInteger()),
+    ("status", String()),
+    ("kind", String()),
+    ("reason", String()),
+    ("event_id", BigInteger()),
+    ("idempotency_key", String()),
+    ("request_hash", String()),
+    ("created_at", DateTime(timezone=True)),
+)
+
+
 async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Insert event accruals in one statement; returns each entry's id by its event id."""
+    """Insert event accruals in one statement (`unnest` on PostgreSQL, executemany on SQLite);
+    returns each entry's id by its event id. Core only: no ORM bookkeeping per row."""
     if not entries:
         return {}
     table = cast(Table, LedgerEntry.__table__)
-    connection = await session.connection()  # Core executemany: no ORM bookkeeping per row
-    result = await connection.execute(insert(table).returning(table.c.event_id, table.c.id), list(entries))
+    connection = await session.connection()
+    if on_postgres(session):
+        rows = unnest([(name, kind, [e[name] for e in entries]) for name, kind in _ENTRY_COLUMNS])
+        statement = insert(table).from_select([name for name, _ in _ENTRY_COLUMNS], select(*rows.c))
+        result = await connection.execute(statement.returning(table.c.event_id, table.c.id))
+    else:
+        statement = insert(table).returning(table.c.event_id, table.c.id)
+        result = await connection.execute(statement, list(entries))
     return {event_id: entry_id for event_id, entry_id in result}  # noqa: C416 - rows are Row objects
 
 
@@ -121,8 +159,28 @@ async def add_to_aggregates(
         buckets[(member_id, event.type, day_of(event.occurred_at))].add(event)
     if not buckets:
         return
-    table = EventAggregate.__table__
+    table = cast(Table, EventAggregate.__table__)
+    ordered = sorted(buckets.items())
+    values = [
+        {
+            "member_id": member_id,
+            "event_type": event_type,
+            "day": day,
+            "program_id": program_id,
+            "count": b.count,
+            "amount_count": b.amount_count,
+            "amount_sum": b.amount_sum,
+            "amount_min": b.amount_min,
+            "amount_max": b.amount_max,
+            "first_at": b.first_at,
+            "last_at": b.last_at,
+        }
+        for (member_id, event_type, day), b in ordered
+    ]
     statement = insert_for(session, table)
+    if on_postgres(session):
+        rows = unnest([(name, kind, [v[name] for v in values]) for name, kind in _BUCKET_COLUMNS])
+        statement = statement.from_select([name for name, _ in _BUCKET_COLUMNS], select(*rows.c))
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
         index_elements=[table.c.member_id, table.c.event_type, table.c.day],
@@ -136,25 +194,25 @@ async def add_to_aggregates(
             "last_at": greatest(table.c.last_at, excluded.last_at),
         },
     )
-    await session.execute(
-        statement,
-        [
-            {
-                "member_id": member_id,
-                "event_type": event_type,
-                "day": day,
-                "program_id": program_id,
-                "count": b.count,
-                "amount_count": b.amount_count,
-                "amount_sum": b.amount_sum,
-                "amount_min": b.amount_min,
-                "amount_max": b.amount_max,
-                "first_at": b.first_at,
-                "last_at": b.last_at,
-            }
-            for (member_id, event_type, day), b in sorted(buckets.items())
-        ],
-    )
+    if on_postgres(session):
+        await session.execute(statement)
+    else:
+        await session.execute(statement, values)
+
+
+_BUCKET_COLUMNS: tuple[tuple[str, TypeEngine[Any]], ...] = (
+    ("member_id", BigInteger()),
+    ("event_type", String()),
+    ("day", Date()),
+    ("program_id", BigInteger()),
+    ("count", BigInteger()),
+    ("amount_count", BigInteger()),
+    ("amount_sum", BigInteger()),
+    ("amount_min", BigInteger()),
+    ("amount_max", BigInteger()),
+    ("first_at", DateTime(timezone=True)),
+    ("last_at", DateTime(timezone=True)),
+)
 
 
 def utc(at: datetime) -> datetime:

@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, String, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
 from domain.clock import Clock
+from domain.db.arrays import any_of
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import Channel, MemberKind
@@ -252,7 +253,10 @@ async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> None
     ids = sorted(set(member_ids))
     if ids and session.get_bind().dialect.name == "postgresql":
         await session.execute(
-            select(Member.id).where(Member.id.in_(ids)).order_by(Member.id).with_for_update()
+            select(Member.id)
+            .where(any_of(session, Member.id, ids, BigInteger()))
+            .order_by(Member.id)
+            .with_for_update()
         )
 
 
@@ -264,7 +268,8 @@ async def member_ids_by_external_id(
         return {}
     rows = await session.execute(
         select(Member.external_id, Member.id).where(
-            Member.program_id == program_id, Member.external_id.in_(set(external_ids))
+            Member.program_id == program_id,
+            any_of(session, Member.external_id, sorted(set(external_ids)), String()),
         )
     )
     return {external_id: member_id for external_id, member_id in rows}  # noqa: C416 - rows are Row objects
