@@ -7,8 +7,9 @@ batch) and admit what the program accepts; 3. earn (pure earning rules); 4. audi
 6. post (`domain.ledger.posting`: entries, balances, buckets, feed), then refunds;
 7. store the findings, linked to their entries; 8. settle compliance (the `non-compliant`
 tag of members this batch blocked); 9. evaluate each touched member's segments once (the
-first round of the message bus merges the changes of steps 6-8); 10. dispatch what follows
-(triggers, challenges, their cascades); 11. commit; 12. announce, then after-commit handlers.
+first round of the message bus merges the changes of steps 6-8 into one `MembersChanged`,
+which the challenge awarder also counts); 10. dispatch what follows, round by round
+(triggers, bonuses, their cascades); 11. commit; 12. announce, then after-commit handlers.
 A rejected event writes nothing; it never stops the good events of its batch.
 An event whose externalId is recorded is DUPLICATE whatever else is wrong with it
 now (a lowered maxEventAgeDays, a member erased since): a client re-sending a
@@ -116,6 +117,8 @@ class EventService:
             members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
             admitted, refused = _admit(valid, known, partial(_refusal, now, settings, members))
             created = await _create_members(session, program_id, admitted, members, now)
+            if created:  # every condition is new to them
+                uow.collect(MembersChanged(program_id, created=created, at=now))
             await lock_members(session, {members[e.member_external_id] for e in admitted.values()})
             # 3. earn
             rules = await load_earning_rules(session, program_id)
@@ -159,11 +162,9 @@ class EventService:
             )
             if blocked and self.compliance is not None:
                 await self.compliance.settle(session, program_id, now, member_ids=blocked)
-            if created:
-                uow.collect(MembersChanged(program_id, created=created, at=now))
-            # 9. evaluate each touched member's segments once: the changes of steps 6-8, merged
+            # 9. evaluate each touched member's segments once: the changes of steps 2-8, merged
             await uow.dispatch(rounds=1)
-            # 10. dispatch what followed: triggers, challenges, their cascades
+            # 10. dispatch what followed, round by round: triggers, bonuses, their cascades
             await uow.dispatch()
             answered = _answers(
                 drafts,
