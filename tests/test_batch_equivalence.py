@@ -42,9 +42,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -53,6 +53,7 @@ from hypothesis import strategies as st
 
 from api.runtime import Services
 from domain.campaigns.definitions import TriggerDraft
+from domain.db.types import amount_to_units
 from domain.events.refunds import REFUND_OF, REFUND_TYPE
 from domain.events.service import EventOutcome
 from domain.events.validation import EventDraft
@@ -187,10 +188,56 @@ async def assert_equivalent(
     state_a, state_b = await read_state(services, batched), await read_state(services, single)
     differences = state_a.differences(state_b)
     assert not differences, "batched (first) and one at a time (second) differ in " + "\n".join(differences)
+    # and what they hold adds up: balances are the ledger's sums, buckets the accepted events'
+    assert state_a.balances == ledger_sums(state_a)
+    assert state_a.aggregates == folded_events(state_a)
     # and once the feed is drained, the boards rank the same members with the same scores
     await drain_feed(services)
     assert await read_boards(services, batched) == await read_boards(services, single)
     return outcomes_a, state_a
+
+
+def ledger_sums(state: ProgramState) -> dict[str, tuple[int, int]]:
+    """Per member: (sum of POSTED points, sum of PENDING_REVIEW points)."""
+    sums = dict.fromkeys(state.balances, (0, 0))
+    for member, entries in state.ledger.items():
+        posted = sum(points for _, status, points, *_ in entries if status == "POSTED")
+        pending = sum(points for _, status, points, *_ in entries if status == "PENDING_REVIEW")
+        sums[member] = (posted, pending)
+    return sums
+
+
+def folded_events(state: ProgramState) -> list[tuple[object, ...]]:
+    """The daily buckets the accepted events that were not refunded make, as `aggregates` lists them."""
+    refunded = {
+        reversed_event
+        for entries in state.ledger.values()
+        for kind, *_, reversed_event, _ in entries
+        if kind == "REVERSAL"
+    }
+    days: dict[tuple[str, str, date], list[tuple[datetime, Decimal | None]]] = defaultdict(list)
+    for external_id, (member, event_type, status, _, _, at, amount) in state.events.items():
+        if status == "ACCEPTED" and external_id not in refunded:
+            days[(member, event_type, at.date())].append((at, amount))
+    buckets = []
+    for (member, event_type, day), events in days.items():
+        units = [amount_to_units(amount) for _, amount in events if amount is not None]
+        times = [at for at, _ in events]
+        buckets.append(
+            (
+                member,
+                event_type,
+                day,
+                len(events),
+                len(units),
+                sum(units),
+                min(units, default=None),
+                max(units, default=None),
+                min(times),
+                max(times),
+            )
+        )
+    return sorted(buckets, key=repr)
 
 
 @settings(

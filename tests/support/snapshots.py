@@ -51,7 +51,7 @@ class ProgramState:
     balances: dict[str, tuple[int, int]]
     #: member -> sorted (kind, status, points, reason, event, reversed event, decided by)
     ledger: dict[str, list[Row]]
-    #: event -> (member, type, status, pointsAwarded, message)
+    #: event -> (member, type, status, pointsAwarded, message, occurredAt, amount)
     events: dict[str, Row]
     #: sorted (event, rule, verdict, detail, shadow)
     findings: list[Row]
@@ -158,7 +158,14 @@ async def _ledger(session: AsyncSession, program_id: int, names: dict[int, str])
 async def _events(session: AsyncSession, program_id: int, names: dict[int, str]) -> dict[str, Row]:
     rows = await session.execute(
         select(
-            Event.external_id, Event.member_id, Event.type, Event.status, Event.points_awarded, Event.message
+            Event.external_id,
+            Event.member_id,
+            Event.type,
+            Event.status,
+            Event.points_awarded,
+            Event.message,
+            Event.occurred_at,
+            Event.amount,
         ).where(Event.program_id == program_id)
     )
     return {external_id: (names[m], *rest) for external_id, m, *rest in rows}
