@@ -6,8 +6,8 @@ points and tags, a daily challenge with a bonus, a segment-scoped board, fraud
 rules that hold purchases above 50 points and block reused receipts and a
 non-compliant threshold of one block) get the same generated script of
 purchases, visits, logins and refunds on one frozen clock: program A in a few
-batches, program B one event per call. Then a reviewer approves or rejects the
-same held accruals in both. Compared, by externalId and key: every event's
+batches, program B one event per call. After each of A's batches (and after the
+same events in B) a reviewer approves or rejects the same held accruals in both. Compared, by externalId and key: every event's
 outcome; balances and pending points; ledger entries (kind, status, points,
 reason, event, reversed event, decider); events; fraud findings; daily
 aggregates; memberships; tags with their sources; the segment change log (in
@@ -133,6 +133,8 @@ async def open_program(services: Services, members: int, triggers: Triggers = TR
 
 async def decide(services: Services, program_id: int, decisions: Sequence[tuple[str, str]]) -> None:
     """Approve or reject, in order, the held accruals of the named events (others are not held)."""
+    if not decisions:
+        return
     held = {r.event_external_id: r.entry_id for r in await services.review.review_queue(program_id, 500)}
     for external_id, decision in decisions:
         entry_id = held.get(external_id)
@@ -152,7 +154,9 @@ async def run_both(
     decisions: Sequence[tuple[str, str]] = (),
     triggers: Triggers = TRIGGERS,
 ) -> tuple[list[EventOutcome], list[EventOutcome], int, int]:
-    """Program A records `drafts` in `batches`, program B one at a time; then both decide alike.
+    """Program A records `drafts` in `batches`, program B one at a time; after each of A's batches
+    (and after the same events in B) a reviewer decides, alike in both, on the held accruals of the
+    batch's events that `decisions` names (externalId, approve | reject), in that order.
 
     Returns both programs' outcomes (in the order the events were sent) and their ids.
     """
@@ -160,13 +164,15 @@ async def run_both(
         open_program(services, members, triggers), open_program(services, members, triggers)
     )
     outcomes_a: list[EventOutcome] = []
+    outcomes_b: list[EventOutcome] = []
     for batch in batches:
         outcomes_a += await services.events.record_events(batched, [drafts[i] for i in batch])
-    outcomes_b: list[EventOutcome] = []
-    for draft in drafts:
-        outcomes_b += await services.events.record_events(single, [draft])
-    await decide(services, batched, decisions)
-    await decide(services, single, decisions)
+        for i in batch:
+            outcomes_b += await services.events.record_events(single, [drafts[i]])
+        sent = {drafts[i].external_id for i in batch}
+        now = [(external_id, decision) for external_id, decision in decisions if external_id in sent]
+        await decide(services, batched, now)
+        await decide(services, single, now)
     return outcomes_a, outcomes_b, batched, single
 
 
@@ -256,6 +262,7 @@ def test_a_batch_has_the_effect_of_its_events_one_at_a_time(
     clock.at = datetime.now(UTC)  # boards expire closed periods by the real clock (Redis)
     drafts = script.drafts(clock.at)
     # when A records them in those batches, B one by one, and a reviewer decides alike in both
+    # after each of A's batches
     # then everything both programs hold is the same
     outcomes, state = harness.run(
         assert_equivalent(harness.services, script.members, drafts, batches, script.decisions())

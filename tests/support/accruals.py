@@ -78,7 +78,7 @@ class Script:
         return EventDraft(external_id, member, step.kind, at)
 
     def decisions(self) -> list[tuple[str, str]]:
-        """(externalId, approve | reject) of the events a reviewer decides, if they are held."""
+        """(externalId, approve | reject) of the events a reviewer decides if they are held, in order."""
         return [(self.external_id(i), s.decision) for i, s in enumerate(self.steps) if s.decision]
 
 
