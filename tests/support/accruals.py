@@ -1,9 +1,10 @@
 """Hypothesis strategies for scripts of events sent to the accrual pipeline, and the drafts they make.
 
 A `Script` is what a POS would send over a few days, in the order it sends it:
-purchases (some above a review cap, some reusing a receipt), visits, logins and
-refunds of earlier events, each with a review decision for when it is held.
-Events come in occurredAt order, ties in externalId order (`e01`, `e02`, ...),
+purchases (some above a review cap, some reusing a receipt), visits, logins,
+refunds of earlier events and earlier events sent again, each with a review
+decision for when it is held.
+New events come in occurredAt order, ties in externalId order (`e01`, `e02`, ...),
 the order the fraud audit judges a batch in, so that the audit sees one history
 however the script is split into batches. Which events end up held or blocked is
 the program's business (its fraud rules); the script only makes both likely.
@@ -31,7 +32,8 @@ AMOUNTS = tuple(Decimal(a) for a in ("0.5", "5", "12", "25", "40", "55", "80"))
 RECEIPTS = (None, None, None, "r1", "r2")
 #: How far back a script reaches: today, yesterday and the day before, in minutes.
 SPAN_MINUTES = 3 * 24 * 60
-KINDS = ("purchase",) * 5 + ("visit",) * 3 + ("login", "refund")
+#: `resend` sends an earlier event again, as it was (a client retrying): DUPLICATE.
+KINDS = ("purchase",) * 5 + ("visit",) * 3 + ("login", "refund", "resend")
 DECISIONS = (None, None, "approve", "approve", "reject")
 
 
@@ -67,6 +69,8 @@ class Script:
         member = MEMBERS[step.member]
         at = now - timedelta(minutes=step.minutes_ago)
         external_id = self.external_id(i)
+        if step.kind == "resend" and i:
+            return self.draft(step.pick % i, now)
         if step.kind == "refund":
             # an earlier purchase, else any earlier event (the first event refunds an unknown one)
             earlier = [j for j in range(i) if self.steps[j].kind == "purchase"] or list(range(i))
@@ -75,7 +79,7 @@ class Script:
         if step.kind == "purchase":
             properties = {"receiptId": step.receipt} if step.receipt else {}
             return EventDraft(external_id, member, "purchase", at, step.amount, properties)
-        return EventDraft(external_id, member, step.kind, at)
+        return EventDraft(external_id, member, "visit" if step.kind == "resend" else step.kind, at)
 
     def decisions(self) -> list[tuple[str, str]]:
         """(externalId, approve | reject) of the events a reviewer decides if they are held, in order."""
