@@ -3,8 +3,8 @@
 Two programs with one set-up (earning rules, dynamic segments that read event
 counts, a window, the balance, other segments and tags, triggers that award
 points and tags, a daily challenge with a bonus, a segment-scoped board, fraud
-rules that hold purchases above 50 points and block reused receipts and a
-non-compliant threshold of one block) get the same generated script of
+rules that hold purchases above 50 points, block reused receipts and tag a
+member non-compliant at a second block) get the same generated script of
 purchases, visits, logins, refunds and resent events on one frozen clock:
 program A in a few batches, program B one event per call. After each of A's
 batches (and after the same events in B) a reviewer approves or rejects the
@@ -104,11 +104,8 @@ BOARD = BoardDefinition(
 #: Held: a purchase above 50 points; blocked: a reused receipt; tagged non-compliant: a second block.
 FRAUD_RULES = {"single_accrual_cap": {"maxPoints": 50}, "non_compliant": {"maxBlocks": 1}}
 REVIEWER = "admin:reviewer@example.com"
-#: Each example sets up two programs and runs up to 12 events twice: one to four seconds.
+#: Each example sets up two programs and runs up to 12 events twice (about 1.5 s of CPU).
 EXAMPLES = int(os.environ.get("BATCH_EQUIVALENCE_EXAMPLES", "15"))
-KNOWN_DIFFERENCE = pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason="a finding: see the docstring"
-)
 
 
 @pytest.fixture
