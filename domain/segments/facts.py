@@ -1,7 +1,11 @@
 """Loading `MemberFacts` for a set of members: a fixed number of queries, whatever the conditions.
 
-`Needs` says which event types' buckets and raw events the conditions read and how
-far back; `load_facts` reads exactly that for many members at once.
+`Needs` says which event types' buckets and raw events the conditions read, how
+far back, and which raw events a `where` filter leaves out; `load_facts` reads
+exactly that for many members at once: five plain column SELECTs (member rows,
+tags, memberships, buckets, raw events), the keys as one array on PostgreSQL
+(`domain.db.arrays`), no ORM entities. Raw events carry their properties only
+for the types whose metrics read them (`where`, a property field).
 """
 
 from __future__ import annotations
@@ -10,15 +14,34 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Table,
+    and_,
+    case,
+    false,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.db.types import amount_to_units
+from domain.db.arrays import dialect_of, in_values
 from domain.events.refunds import not_refunded
 from domain.models import Event, EventAggregate, Member, MemberTag, Organization, Segment, SegmentMembership
-from domain.segments.conditions import AttrCompare, MetricCompare, Node, walk
+from domain.segments.conditions import AttrCompare, MetricCompare, Node, Scalar, walk
 from domain.segments.evaluate import Bucket, EventFact, MemberFacts
+from domain.segments.sqljson import JsonPath
+
+_events = cast(Table, Event.__table__)
+#: Per event type, the `where` filters of the metrics reading its raw events; None: all of them.
+Filters = dict[str, set[tuple[tuple[str, Scalar], ...]] | None]
 
 
 @dataclass
@@ -26,6 +49,10 @@ class Needs:
     bucket_types: set[str] = field(default_factory=set)
     #: Raw events by type: how many seconds back, None for the whole history.
     event_lookback: dict[str, int | None] = field(default_factory=dict)
+    #: Raw events by type: the `where` filters that select them (None: every event of the type).
+    event_filters: Filters = field(default_factory=dict)
+    #: Types whose raw events' properties a metric reads (a `where` or a property field).
+    property_types: set[str] = field(default_factory=set)
 
     def add(self, node: Node) -> None:
         for part in walk(node):
@@ -42,6 +69,11 @@ class Needs:
                 known = self.event_lookback[metric.event]
                 reach = None if known is None or reach is None else max(known, reach)
             self.event_lookback[metric.event] = reach
+            filters = self.event_filters.get(metric.event, set())
+            if filters is not None:
+                self.event_filters[metric.event] = {*filters, metric.where} if metric.where else None
+            if metric.where or metric.field not in (None, "amount"):
+                self.property_types.add(metric.event)
 
     @classmethod
     def of(cls, nodes: Iterable[Node]) -> Needs:
@@ -54,41 +86,61 @@ class Needs:
 async def load_facts(
     session: AsyncSession, program_id: int, member_ids: Sequence[int], needs: Needs, now: datetime
 ) -> dict[int, MemberFacts]:
+    """The facts of the program's members among `member_ids` (members of other programs are left out)."""
     if not member_ids:
         return {}
     ids = sorted(set(member_ids))
+    dialect = dialect_of(session)
+    organization = (
+        select(Organization.external_id).where(Organization.id == Member.organization_id).scalar_subquery()
+    )
     rows = await session.execute(
-        select(Member, Organization.external_id)
-        .outerjoin(Organization, Organization.id == Member.organization_id)
-        .where(Member.program_id == program_id, Member.id.in_(ids))
-        .execution_options(populate_existing=True)  # balances move by Core UPDATEs in the same session
+        select(
+            Member.id,
+            Member.external_id,
+            Member.kind,
+            organization,
+            Member.attributes,
+            Member.points_balance,
+            Member.created_at,
+            Member.joined_at,
+            Member.rfm_r,
+            Member.rfm_f,
+            Member.rfm_m,
+            Member.rfm_label,
+            Member.abc_class,
+            Member.churn_risk_7d,
+        ).where(Member.program_id == program_id, in_values(Member.id, ids, dialect))
     )
     facts: dict[int, MemberFacts] = {}
-    for member, organization in rows:
-        scores = member.rfm_r, member.rfm_f, member.rfm_m, member.rfm_label
-        facts[member.id] = MemberFacts(
-            member_id=member.id,
-            external_id=member.external_id,
-            kind=member.kind,
-            organization=organization,
-            attributes=member.attributes,
-            points_balance=member.points_balance,
-            created_at=member.created_at,
-            joined_at=member.joined_at,
-            rfm=None if member.rfm_r is None else scores,  # type: ignore[arg-type]
-            abc_class=member.abc_class,
-            churn_risk_7d=member.churn_risk_7d,
+    for row in rows:
+        (member_id, external_id, kind, org, attributes, balance, created_at, joined_at, *scores) = row
+        r, f, m, label, abc_class, churn_risk_7d = scores
+        facts[member_id] = MemberFacts(
+            member_id=member_id,
+            external_id=external_id,
+            kind=kind,
+            organization=org,
+            attributes=attributes,
+            points_balance=balance,
+            created_at=created_at,
+            joined_at=joined_at,
+            rfm=None if r is None else (r, f, m, label),
+            abc_class=abc_class,
+            churn_risk_7d=churn_risk_7d,
             buckets={},
             events={},
         )
     for member_id, key, source in await session.execute(
-        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(MemberTag.member_id.in_(ids))
+        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(
+            in_values(MemberTag.member_id, ids, dialect)
+        )
     ):
         facts[member_id].tag_sources.setdefault(key, set()).add(source)
     for member_id, key in await session.execute(
         select(SegmentMembership.member_id, Segment.key)
         .join(Segment, Segment.id == SegmentMembership.segment_id)
-        .where(SegmentMembership.member_id.in_(ids))
+        .where(in_values(SegmentMembership.member_id, ids, dialect))
     ):
         facts[member_id].segments.add(key)
     for member_facts in facts.values():
@@ -98,11 +150,18 @@ async def load_facts(
     return facts
 
 
+def _instants(column: Any, dialect: str) -> Any:
+    """A UTC timestamp column as asyncpg returns it (aware, UTC) on PostgreSQL, skipping the
+    per-value conversion of `UtcDateTime`; SQLite needs that conversion."""
+    return type_coerce(column, DateTime(timezone=True)) if dialect == "postgresql" else column
+
+
 async def _load_buckets(
     session: AsyncSession, ids: list[int], needs: Needs, facts: dict[int, MemberFacts]
 ) -> None:
     if not needs.bucket_types:
         return
+    dialect = dialect_of(session)
     found: dict[int, dict[str, list[Bucket]]] = defaultdict(lambda: defaultdict(list))
     table = EventAggregate
     rows = await session.execute(
@@ -115,14 +174,31 @@ async def _load_buckets(
             table.amount_sum,
             table.amount_min,
             table.amount_max,
-            table.first_at,
-            table.last_at,
-        ).where(table.member_id.in_(ids), table.event_type.in_(sorted(needs.bucket_types)))
+            _instants(table.first_at, dialect),
+            _instants(table.last_at, dialect),
+        ).where(
+            in_values(table.member_id, ids, dialect),
+            in_values(table.event_type, sorted(needs.bucket_types), dialect),
+        )
     )
-    for member_id, event_type, *values in rows:  # plain rows: no ORM identity bookkeeping per bucket
+    for member_id, event_type, *values in rows:
         found[member_id][event_type].append(Bucket(*values))
     for member_id, by_type in found.items():
-        facts[member_id].buckets = dict(by_type)
+        if member_id in facts:
+            facts[member_id].buckets = dict(by_type)
+
+
+def _where(dialect: str, filters: set[tuple[tuple[str, Scalar], ...]] | None) -> ColumnElement[bool]:
+    """Events that at least one of the filters selects (the evaluator applies each metric's own)."""
+    if filters is None:
+        return true()
+    return or_(
+        false(),
+        *(
+            and_(*(JsonPath(dialect, _events.c.properties, name).equals(value) for name, value in where))
+            for where in sorted(filters, key=repr)
+        ),
+    )
 
 
 async def _load_events(
@@ -135,24 +211,34 @@ async def _load_events(
 ) -> None:
     if not needs.event_lookback:
         return
-    reach = [
-        Event.type == event_type
-        if seconds is None
-        else (Event.type == event_type) & (Event.occurred_at > now - timedelta(seconds=seconds))
-        for event_type, seconds in sorted(needs.event_lookback.items(), key=lambda item: item[0])
-    ]
+    dialect = dialect_of(session)
+    reach = []
+    for event_type, seconds in sorted(needs.event_lookback.items(), key=lambda item: item[0]):
+        recent = true() if seconds is None else Event.occurred_at > now - timedelta(seconds=seconds)
+        reach.append(
+            and_(Event.type == event_type, recent, _where(dialect, needs.event_filters.get(event_type)))
+        )
+    readers = sorted(needs.property_types)  # the other types' properties stay in the database
+    properties: Any = case((Event.type.in_(readers), Event.properties)) if readers else null()
     found: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
     rows = await session.execute(
-        select(Event.member_id, Event.type, Event.occurred_at, Event.amount, Event.properties).where(
+        select(
+            Event.member_id,
+            Event.type,
+            _instants(Event.occurred_at, dialect),
+            type_coerce(Event.amount, BigInteger),  # the stored units, not a Decimal
+            properties,
+        ).where(
             Event.program_id == program_id,
-            Event.member_id.in_(ids),
+            in_values(Event.member_id, ids, dialect),
             Event.status == "ACCEPTED",
             not_refunded(Event),
             or_(*reach),
         )
     )
-    for member_id, event_type, occurred_at, amount, properties in rows:
-        units = None if amount is None else amount_to_units(amount)
-        found[member_id][event_type].append(EventFact(occurred_at, units, properties))
+    empty: dict[str, Any] = {}  # shared: nothing writes to an event's properties
+    for member_id, event_type, occurred_at, units, props in rows:
+        found[member_id][event_type].append(EventFact(occurred_at, units, empty if props is None else props))
     for member_id, by_type in found.items():
-        facts[member_id].events = dict(by_type)
+        if member_id in facts:
+            facts[member_id].events = dict(by_type)
