@@ -20,6 +20,7 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     DateTime,
+    Executable,
     Table,
     and_,
     case,
@@ -30,7 +31,7 @@ from sqlalchemy import (
     true,
     type_coerce,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.db.arrays import dialect_of, in_values
 from domain.events.refunds import not_refunded
@@ -40,8 +41,8 @@ from domain.segments.evaluate import Bucket, EventFact, MemberFacts
 from domain.segments.sqljson import JsonPath
 
 _events = cast(Table, Event.__table__)
-#: Per event type, the `where` filters of the metrics reading its raw events; None: all of them.
-Filters = dict[str, set[tuple[tuple[str, Scalar], ...]] | None]
+#: A metric's `where` filter: () selects every event.
+Where = tuple[tuple[str, Scalar], ...]
 
 
 @dataclass
@@ -49,10 +50,11 @@ class Needs:
     bucket_types: set[str] = field(default_factory=set)
     #: Raw events by type: how many seconds back, None for the whole history.
     event_lookback: dict[str, int | None] = field(default_factory=dict)
-    #: Raw events by type: the `where` filters that select them (None: every event of the type).
-    event_filters: Filters = field(default_factory=dict)
-    #: Types whose raw events' properties a metric reads (a `where` or a property field).
-    property_types: set[str] = field(default_factory=set)
+    #: Raw events by type: each reading metric's (seconds back or None, `where` filter).
+    selections: dict[str, set[tuple[int | None, Where]]] = field(default_factory=dict)
+    #: Raw events by type whose properties a metric reads: those its `where` filters select,
+    #: or None: all of them (a property field).
+    properties: dict[str, set[Where] | None] = field(default_factory=dict)
 
     def add(self, node: Node) -> None:
         for part in walk(node):
@@ -65,15 +67,15 @@ class Needs:
                 self.bucket_types.add(metric.event)
                 continue
             reach = None if metric.window is None else metric.window.seconds
+            self.selections.setdefault(metric.event, set()).add((reach, metric.where))
             if metric.event in self.event_lookback:
                 known = self.event_lookback[metric.event]
                 reach = None if known is None or reach is None else max(known, reach)
             self.event_lookback[metric.event] = reach
-            filters = self.event_filters.get(metric.event, set())
-            if filters is not None:
-                self.event_filters[metric.event] = {*filters, metric.where} if metric.where else None
-            if metric.where or metric.field not in (None, "amount"):
-                self.property_types.add(metric.event)
+            if metric.field not in (None, "amount"):
+                self.properties[metric.event] = None
+            elif metric.where and (read := self.properties.get(metric.event, set())) is not None:
+                self.properties[metric.event] = {*read, metric.where}
 
     @classmethod
     def of(cls, nodes: Iterable[Node]) -> Needs:
@@ -91,10 +93,13 @@ async def load_facts(
         return {}
     ids = sorted(set(member_ids))
     dialect = dialect_of(session)
+    await session.flush()  # what follows reads through the connection: Core rows, no ORM layer
+    connection = await session.connection()
     organization = (
         select(Organization.external_id).where(Organization.id == Member.organization_id).scalar_subquery()
     )
-    rows = await session.execute(
+    rows = await _rows(
+        connection,
         select(
             Member.id,
             Member.external_id,
@@ -110,7 +115,7 @@ async def load_facts(
             Member.rfm_label,
             Member.abc_class,
             Member.churn_risk_7d,
-        ).where(Member.program_id == program_id, in_values(Member.id, ids, dialect))
+        ).where(Member.program_id == program_id, in_values(Member.id, ids, dialect)),
     )
     facts: dict[int, MemberFacts] = {}
     for row in rows:
@@ -131,23 +136,31 @@ async def load_facts(
             buckets={},
             events={},
         )
-    for member_id, key, source in await session.execute(
+    for member_id, key, source in await _rows(
+        connection,
         select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(
             in_values(MemberTag.member_id, ids, dialect)
-        )
+        ),
     ):
         facts[member_id].tag_sources.setdefault(key, set()).add(source)
-    for member_id, key in await session.execute(
+    for member_id, key in await _rows(
+        connection,
         select(SegmentMembership.member_id, Segment.key)
         .join(Segment, Segment.id == SegmentMembership.segment_id)
-        .where(in_values(SegmentMembership.member_id, ids, dialect))
+        .where(in_values(SegmentMembership.member_id, ids, dialect)),
     ):
         facts[member_id].segments.add(key)
     for member_facts in facts.values():
         member_facts.tags = frozenset(member_facts.tag_sources)
-    await _load_buckets(session, ids, needs, facts)
-    await _load_events(session, program_id, ids, needs, now, facts)
+    await _load_buckets(connection, ids, needs, facts)
+    await _load_events(connection, program_id, ids, needs, now, facts)
     return facts
+
+
+async def _rows(connection: AsyncConnection, statement: Executable) -> Sequence[Any]:
+    """All rows at once (one fetch, not one call per row)."""
+    rows: Sequence[Any] = (await connection.execute(statement)).all()
+    return rows
 
 
 def _instants(column: Any, dialect: str) -> Any:
@@ -157,14 +170,15 @@ def _instants(column: Any, dialect: str) -> Any:
 
 
 async def _load_buckets(
-    session: AsyncSession, ids: list[int], needs: Needs, facts: dict[int, MemberFacts]
+    connection: AsyncConnection, ids: list[int], needs: Needs, facts: dict[int, MemberFacts]
 ) -> None:
     if not needs.bucket_types:
         return
-    dialect = dialect_of(session)
+    dialect = connection.dialect.name
     found: dict[int, dict[str, list[Bucket]]] = defaultdict(lambda: defaultdict(list))
     table = EventAggregate
-    rows = await session.execute(
+    rows = await _rows(
+        connection,
         select(
             table.member_id,
             table.event_type,
@@ -179,7 +193,7 @@ async def _load_buckets(
         ).where(
             in_values(table.member_id, ids, dialect),
             in_values(table.event_type, sorted(needs.bucket_types), dialect),
-        )
+        ),
     )
     for member_id, event_type, *values in rows:
         found[member_id][event_type].append(Bucket(*values))
@@ -188,21 +202,45 @@ async def _load_buckets(
             facts[member_id].buckets = dict(by_type)
 
 
-def _where(dialect: str, filters: set[tuple[tuple[str, Scalar], ...]] | None) -> ColumnElement[bool]:
-    """Events that at least one of the filters selects (the evaluator applies each metric's own)."""
-    if filters is None:
-        return true()
+def _where(dialect: str, where: Where) -> ColumnElement[bool]:
+    """The events a metric's `where` selects, with the evaluator's type-strict equality."""
+    return and_(
+        true(), *(JsonPath(dialect, _events.c.properties, name).equals(value) for name, value in where)
+    )
+
+
+def _selected(dialect: str, needs: Needs, now: datetime) -> ColumnElement[bool]:
+    """The raw events some metric reads: of its type, inside its window, passing its `where`."""
     return or_(
         false(),
         *(
-            and_(*(JsonPath(dialect, _events.c.properties, name).equals(value) for name, value in where))
-            for where in sorted(filters, key=repr)
+            and_(
+                Event.type == event_type,
+                true() if seconds is None else Event.occurred_at > now - timedelta(seconds=seconds),
+                _where(dialect, where),
+            )
+            for event_type, chosen in sorted(needs.selections.items())
+            for seconds, where in sorted(chosen, key=repr)
         ),
     )
 
 
+def _properties(dialect: str, needs: Needs) -> Any:
+    """The properties column where a metric reads it, NULL elsewhere (nothing to decode)."""
+    read = [
+        and_(
+            Event.type == event_type,
+            true()
+            if filters is None
+            else or_(false(), *(_where(dialect, w) for w in sorted(filters, key=repr))),
+        )
+        for event_type, filters in sorted(needs.properties.items())
+    ]
+    return case((or_(*read), Event.properties)) if read else null()
+
+
 async def _load_events(
-    session: AsyncSession,
+    connection: AsyncConnection,
     program_id: int,
     ids: list[int],
     needs: Needs,
@@ -211,30 +249,23 @@ async def _load_events(
 ) -> None:
     if not needs.event_lookback:
         return
-    dialect = dialect_of(session)
-    reach = []
-    for event_type, seconds in sorted(needs.event_lookback.items(), key=lambda item: item[0]):
-        recent = true() if seconds is None else Event.occurred_at > now - timedelta(seconds=seconds)
-        reach.append(
-            and_(Event.type == event_type, recent, _where(dialect, needs.event_filters.get(event_type)))
-        )
-    readers = sorted(needs.property_types)  # the other types' properties stay in the database
-    properties: Any = case((Event.type.in_(readers), Event.properties)) if readers else null()
+    dialect = connection.dialect.name
     found: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
-    rows = await session.execute(
+    rows = await _rows(
+        connection,
         select(
             Event.member_id,
             Event.type,
             _instants(Event.occurred_at, dialect),
             type_coerce(Event.amount, BigInteger),  # the stored units, not a Decimal
-            properties,
+            _properties(dialect, needs),
         ).where(
             Event.program_id == program_id,
             in_values(Event.member_id, ids, dialect),
             Event.status == "ACCEPTED",
             not_refunded(Event),
-            or_(*reach),
-        )
+            _selected(dialect, needs, now),
+        ),
     )
     empty: dict[str, Any] = {}  # shared: nothing writes to an event's properties
     for member_id, event_type, occurred_at, units, props in rows:
