@@ -74,7 +74,7 @@ def predicate(node: Node) -> Predicate:
         return found[1]
     if len(_predicates) >= _PREDICATES_KEPT:
         _predicates.clear()
-    compiled = compile_condition(node)
+    compiled = _compile(node)
     _predicates[id(node)] = (node, compiled)
     return compiled
 
@@ -85,7 +85,11 @@ def holds(node: Node, member: MemberFacts, evaluation: Evaluation) -> bool:
 
 
 def compile_condition(node: Node) -> Predicate:
-    """The closure of any condition tree (not kept: for trees made on the fly)."""
+    """The closure of a tree made on the fly: its branches compiled afresh, its leaves' closures kept."""
+    return _compile(node) if isinstance(node, (All, AnyOf, Not)) else predicate(node)
+
+
+def _compile(node: Node) -> Predicate:
     match node:
         case All(children):
             parts = tuple(compile_condition(c) for c in children)

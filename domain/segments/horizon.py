@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator
-from copy import copy
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
 from domain.segments.closures import Context, compile_condition, predicate
@@ -132,7 +131,6 @@ def _leaf_flips(
     leaf: Node, member: MemberFacts, now: datetime, end: datetime, lifecycle: LifecycleThresholds
 ) -> Iterator[datetime]:
     """The instants in (now, end], in order, where the leaf's truth changes."""
-    member = _leaf_view(leaf, member, now)
     check = predicate(leaf)
     truth = check(Context(member, Evaluation(now, lifecycle)))
     for instant in sorted({t for t in _leaf_instants(leaf, member, now, lifecycle) if now < t <= end}):
@@ -157,19 +155,6 @@ def _leaf_instants(
     return ()
 
 
-def _leaf_view(leaf: Node, member: MemberFacts, now: datetime) -> MemberFacts:
-    """The member with only the raw events a metric leaf can still count from `now` on."""
-    if not isinstance(leaf, MetricCompare) or not leaf.metric.reads_raw_events:
-        return member
-    metric, kept = leaf.metric, _selected(leaf.metric, member)
-    if metric.window is not None:
-        low = now - timedelta(seconds=metric.window.seconds)
-        kept = [e for e in kept if e.occurred_at > low]
-    view = copy(member)  # a shallow copy: cheaper than dataclasses.replace, and only `events` differs
-    view.events = {metric.event: kept}
-    return view
-
-
 # ---------- metrics ----------
 
 
@@ -185,11 +170,11 @@ def _metric_instants(metric: Metric, value: Value, member: MemberFacts, now: dat
     return [t for e in _selected(metric, member) for t in (e.occurred_at, e.occurred_at + width)]
 
 
-def _selected(metric: Metric, member: MemberFacts) -> list[EventFact]:
+def _selected(metric: Metric, member: MemberFacts) -> Sequence[EventFact]:
     """The member's raw events of the metric's type that its `where` keeps, whatever their time."""
     events = member.events.get(metric.event, ())
     if not metric.where:
-        return list(events)
+        return events
     return [e for e in events if all(same(e.properties.get(name), value) for name, value in metric.where)]
 
 
