@@ -35,3 +35,13 @@ def in_values(
         return column.in_(chosen)
     kind = _STRINGS if isinstance(column.type, String) else _INTEGERS
     return column == any_(bindparam(None, chosen, type_=kind))
+
+
+def in_parameter(
+    column: ColumnElement[Any] | QueryableAttribute[Any], name: str, dialect: str
+) -> ColumnElement[bool]:
+    """`column` is one of the list bound later as `name`: for statements built once and reused."""
+    if dialect != "postgresql":
+        return column.in_(bindparam(name, expanding=True))
+    kind = _STRINGS if isinstance(column.type, String) else _INTEGERS
+    return column == any_(bindparam(name, type_=kind))

@@ -3,46 +3,33 @@
 `Needs` says which event types' buckets and raw events the conditions read, how
 far back, and which raw events a `where` filter leaves out; `load_facts` reads
 exactly that for many members at once: five plain column SELECTs (member rows,
-tags, memberships, buckets, raw events), the keys as one array on PostgreSQL
-(`domain.db.arrays`), no ORM entities. Raw events carry their properties only
-for the types whose metrics read them (`where`, a property field).
+tags, memberships, buckets, raw events; built once and reused, `fact_queries.py`),
+the member ids as one array on PostgreSQL (`domain.db.arrays`), no ORM entities.
+Raw events carry their properties only where a metric reads them (`where`, a
+property field).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    DateTime,
-    Executable,
-    Table,
-    and_,
-    case,
-    false,
-    null,
-    or_,
-    select,
-    true,
-    type_coerce,
-)
+from sqlalchemy import Executable
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from domain.db.arrays import dialect_of, in_values
-from domain.events.refunds import not_refunded
-from domain.models import Event, EventAggregate, Member, MemberTag, Organization, Segment, SegmentMembership
-from domain.segments.conditions import AttrCompare, MetricCompare, Node, Scalar, walk
+from domain.db.arrays import dialect_of
+from domain.segments import fact_queries as queries
+from domain.segments.conditions import AttrCompare, MetricCompare, Node, walk
 from domain.segments.evaluate import Bucket, EventFact, MemberFacts
-from domain.segments.sqljson import JsonPath
+from domain.segments.fact_queries import Shape, Where
 
-_events = cast(Table, Event.__table__)
-#: A metric's `where` filter: () selects every event.
-Where = tuple[tuple[str, Scalar], ...]
+
+def _longest(reach: int | None) -> float:
+    return math.inf if reach is None else reach
 
 
 @dataclass
@@ -67,7 +54,7 @@ class Needs:
                 self.bucket_types.add(metric.event)
                 continue
             reach = None if metric.window is None else metric.window.seconds
-            self.selections.setdefault(metric.event, set()).add((reach, metric.where))
+            self._select(metric.event, reach, metric.where)
             if metric.event in self.event_lookback:
                 known = self.event_lookback[metric.event]
                 reach = None if known is None or reach is None else max(known, reach)
@@ -76,6 +63,28 @@ class Needs:
                 self.properties[metric.event] = None
             elif metric.where and (read := self.properties.get(metric.event, set())) is not None:
                 self.properties[metric.event] = {*read, metric.where}
+
+    def _select(self, event_type: str, reach: int | None, where: Where) -> None:
+        """Add a selection; keep per filter the longest reach, and no filtered one the unfiltered covers."""
+        longest: dict[Where, float] = {where: _longest(reach)}
+        for known, filtered in self.selections.get(event_type, ()):
+            longest[filtered] = max(longest.get(filtered, -1.0), _longest(known))
+        covered = longest.get((), -1.0)
+        self.selections[event_type] = {
+            (None if seconds == math.inf else int(seconds), filtered)
+            for filtered, seconds in longest.items()
+            if not filtered or seconds > covered
+        }
+
+    def shape(self) -> Shape:
+        """The raw-event reads as a hashable value (the key of their statement)."""
+        return (
+            tuple((t, tuple(sorted(chosen, key=repr))) for t, chosen in sorted(self.selections.items())),
+            tuple(
+                (t, None if read is None else tuple(sorted(read, key=repr)))
+                for t, read in sorted(self.properties.items())
+            ),
+        )
 
     @classmethod
     def of(cls, nodes: Iterable[Node]) -> Needs:
@@ -95,30 +104,9 @@ async def load_facts(
     dialect = dialect_of(session)
     await session.flush()  # what follows reads through the connection: Core rows, no ORM layer
     connection = await session.connection()
-    organization = (
-        select(Organization.external_id).where(Organization.id == Member.organization_id).scalar_subquery()
-    )
-    rows = await _rows(
-        connection,
-        select(
-            Member.id,
-            Member.external_id,
-            Member.kind,
-            organization,
-            Member.attributes,
-            Member.points_balance,
-            Member.created_at,
-            Member.joined_at,
-            Member.rfm_r,
-            Member.rfm_f,
-            Member.rfm_m,
-            Member.rfm_label,
-            Member.abc_class,
-            Member.churn_risk_7d,
-        ).where(Member.program_id == program_id, in_values(Member.id, ids, dialect)),
-    )
+    keys = {"program_id": program_id, "ids": ids}
     facts: dict[int, MemberFacts] = {}
-    for row in rows:
+    for row in await _rows(connection, queries.members(dialect), keys):
         (member_id, external_id, kind, org, attributes, balance, created_at, joined_at, *scores) = row
         r, f, m, label, abc_class, churn_risk_7d = scores
         facts[member_id] = MemberFacts(
@@ -136,139 +124,55 @@ async def load_facts(
             buckets={},
             events={},
         )
-    for member_id, key, source in await _rows(
-        connection,
-        select(MemberTag.member_id, MemberTag.key, MemberTag.source).where(
-            in_values(MemberTag.member_id, ids, dialect)
-        ),
-    ):
-        facts[member_id].tag_sources.setdefault(key, set()).add(source)
-    for member_id, key in await _rows(
-        connection,
-        select(SegmentMembership.member_id, Segment.key)
-        .join(Segment, Segment.id == SegmentMembership.segment_id)
-        .where(in_values(SegmentMembership.member_id, ids, dialect)),
-    ):
-        facts[member_id].segments.add(key)
+    for member_id, key, source in await _rows(connection, queries.tags(dialect), keys):
+        if member_id in facts:
+            facts[member_id].tag_sources.setdefault(key, set()).add(source)
+    for member_id, key in await _rows(connection, queries.memberships(dialect), keys):
+        if member_id in facts:
+            facts[member_id].segments.add(key)
     for member_facts in facts.values():
         member_facts.tags = frozenset(member_facts.tag_sources)
-    await _load_buckets(connection, ids, needs, facts)
-    await _load_events(connection, program_id, ids, needs, now, facts)
+    if needs.bucket_types:
+        await _load_buckets(connection, {**keys, "types": sorted(needs.bucket_types)}, facts)
+    if needs.selections:
+        reaches = {
+            seconds for chosen in needs.selections.values() for seconds, _ in chosen if seconds is not None
+        }
+        windows = {queries.since(seconds): now - timedelta(seconds=seconds) for seconds in reaches}
+        await _load_events(connection, queries.events(dialect, needs.shape()), {**keys, **windows}, facts)
     return facts
 
 
-async def _rows(connection: AsyncConnection, statement: Executable) -> Sequence[Any]:
+async def _rows(
+    connection: AsyncConnection, statement: Executable, parameters: Mapping[str, Any]
+) -> Sequence[Any]:
     """All rows at once (one fetch, not one call per row)."""
-    rows: Sequence[Any] = (await connection.execute(statement)).all()
+    rows: Sequence[Any] = (await connection.execute(statement, dict(parameters))).all()
     return rows
 
 
-def _instants(column: Any, dialect: str) -> Any:
-    """A UTC timestamp column as asyncpg returns it (aware, UTC) on PostgreSQL, skipping the
-    per-value conversion of `UtcDateTime`; SQLite needs that conversion."""
-    return type_coerce(column, DateTime(timezone=True)) if dialect == "postgresql" else column
-
-
 async def _load_buckets(
-    connection: AsyncConnection, ids: list[int], needs: Needs, facts: dict[int, MemberFacts]
+    connection: AsyncConnection, parameters: Mapping[str, Any], facts: dict[int, MemberFacts]
 ) -> None:
-    if not needs.bucket_types:
-        return
-    dialect = connection.dialect.name
     found: dict[int, dict[str, list[Bucket]]] = defaultdict(lambda: defaultdict(list))
-    table = EventAggregate
-    rows = await _rows(
-        connection,
-        select(
-            table.member_id,
-            table.event_type,
-            table.day,
-            table.count,
-            table.amount_count,
-            table.amount_sum,
-            table.amount_min,
-            table.amount_max,
-            _instants(table.first_at, dialect),
-            _instants(table.last_at, dialect),
-        ).where(
-            in_values(table.member_id, ids, dialect),
-            in_values(table.event_type, sorted(needs.bucket_types), dialect),
-        ),
-    )
-    for member_id, event_type, *values in rows:
+    for member_id, event_type, *values in await _rows(
+        connection, queries.buckets(connection.dialect.name), parameters
+    ):
         found[member_id][event_type].append(Bucket(*values))
     for member_id, by_type in found.items():
         if member_id in facts:
             facts[member_id].buckets = dict(by_type)
 
 
-def _where(dialect: str, where: Where) -> ColumnElement[bool]:
-    """The events a metric's `where` selects, with the evaluator's type-strict equality."""
-    return and_(
-        true(), *(JsonPath(dialect, _events.c.properties, name).equals(value) for name, value in where)
-    )
-
-
-def _selected(dialect: str, needs: Needs, now: datetime) -> ColumnElement[bool]:
-    """The raw events some metric reads: of its type, inside its window, passing its `where`."""
-    return or_(
-        false(),
-        *(
-            and_(
-                Event.type == event_type,
-                true() if seconds is None else Event.occurred_at > now - timedelta(seconds=seconds),
-                _where(dialect, where),
-            )
-            for event_type, chosen in sorted(needs.selections.items())
-            for seconds, where in sorted(chosen, key=repr)
-        ),
-    )
-
-
-def _properties(dialect: str, needs: Needs) -> Any:
-    """The properties column where a metric reads it, NULL elsewhere (nothing to decode)."""
-    read = [
-        and_(
-            Event.type == event_type,
-            true()
-            if filters is None
-            else or_(false(), *(_where(dialect, w) for w in sorted(filters, key=repr))),
-        )
-        for event_type, filters in sorted(needs.properties.items())
-    ]
-    return case((or_(*read), Event.properties)) if read else null()
-
-
 async def _load_events(
     connection: AsyncConnection,
-    program_id: int,
-    ids: list[int],
-    needs: Needs,
-    now: datetime,
+    statement: Executable,
+    parameters: Mapping[str, Any],
     facts: dict[int, MemberFacts],
 ) -> None:
-    if not needs.event_lookback:
-        return
-    dialect = connection.dialect.name
     found: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
-    rows = await _rows(
-        connection,
-        select(
-            Event.member_id,
-            Event.type,
-            _instants(Event.occurred_at, dialect),
-            type_coerce(Event.amount, BigInteger),  # the stored units, not a Decimal
-            _properties(dialect, needs),
-        ).where(
-            Event.program_id == program_id,
-            in_values(Event.member_id, ids, dialect),
-            Event.status == "ACCEPTED",
-            not_refunded(Event),
-            _selected(dialect, needs, now),
-        ),
-    )
     empty: dict[str, Any] = {}  # shared: nothing writes to an event's properties
-    for member_id, event_type, occurred_at, units, props in rows:
+    for member_id, event_type, occurred_at, units, props in await _rows(connection, statement, parameters):
         found[member_id][event_type].append(EventFact(occurred_at, units, empty if props is None else props))
     for member_id, by_type in found.items():
         if member_id in facts:
