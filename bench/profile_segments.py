@@ -6,11 +6,13 @@ and a second program with a copy of the members and no segments. Each run then r
 `--events-per-run` fresh events (the ingest mix of bench/segments.py) in batches of `--batch`
 through `EventService.record_events` (AllowAll auditor, no HTTP) into both programs, alternating,
 and reports events/s and this process's CPU per event for each; with `--profile FILE` the
-segment runs are also recorded by cProfile (the top functions go to stderr).
+segment runs are also recorded by cProfile (the top functions go to stderr); `--timers` prints
+the CPU per batch of each engine step; `--settle` first runs the time-flip scheduler until nobody
+is due (exact due times, as in production); `--incremental N` times N single-member calls instead.
 
 Limits: one process and one connection at a time; wall times include PostgreSQL, CPU times are
 this (Python) process only. `--drop` removes the database.
-Usage: .venv/bin/python bench/profile_segments.py [--rounds 3] [--profile out.prof]
+Usage: .venv/bin/python -m bench.profile_segments [--rounds 3] [--timers] [--profile out.prof]
 """
 
 from __future__ import annotations
