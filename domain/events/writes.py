@@ -14,7 +14,7 @@ from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.db.arrays import any_of, on_postgres, unnest
+from domain.db.arrays import dialect_of, in_values, on_postgres, unnest
 from domain.db.types import amount_to_units
 from domain.enums import AccrualStatus, EventStatus
 from domain.events.validation import ValidEvent
@@ -40,7 +40,7 @@ async def existing_event_hashes(
         return {}
     rows = await session.execute(
         select(Event.external_id, Event.content_hash).where(
-            Event.program_id == program_id, any_of(session, Event.external_id, external_ids, String())
+            Event.program_id == program_id, in_values(Event.external_id, external_ids, dialect_of(session))
         )
     )
     return {external_id: content_hash for external_id, content_hash in rows}  # noqa: C416 - rows are Row objects

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
 from domain.clock import Clock
-from domain.db.arrays import any_of
+from domain.db.arrays import dialect_of, in_values
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import Channel, MemberKind
@@ -251,10 +251,10 @@ async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> None
     the locks up front (PostgreSQL; SQLite has one writer) serializes per member.
     """
     ids = sorted(set(member_ids))
-    if ids and session.get_bind().dialect.name == "postgresql":
+    if ids and dialect_of(session) == "postgresql":
         await session.execute(
             select(Member.id)
-            .where(any_of(session, Member.id, ids, BigInteger()))
+            .where(in_values(Member.id, ids, "postgresql"))
             .order_by(Member.id)
             .with_for_update()
         )
@@ -269,7 +269,7 @@ async def member_ids_by_external_id(
     rows = await session.execute(
         select(Member.external_id, Member.id).where(
             Member.program_id == program_id,
-            any_of(session, Member.external_id, sorted(set(external_ids)), String()),
+            in_values(Member.external_id, sorted(set(external_ids)), dialect_of(session)),
         )
     )
     return {external_id: member_id for external_id, member_id in rows}  # noqa: C416 - rows are Row objects

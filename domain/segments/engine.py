@@ -23,6 +23,7 @@ from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
 from domain.ops.metrics import SEGMENT_EVALUATIONS
+from domain.segments.closures import Context, predicate
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node
 from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
@@ -254,9 +255,10 @@ def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
 def _evaluate_plan(evaluation: Evaluation, plan: Sequence[Definition], member: MemberFacts) -> list[Flip]:
     """The member's flips over `plan` (in dependency order); each updates the facts the next one reads."""
     flips: list[Flip] = []
+    context = Context(member, evaluation)  # each metric measured once, whichever definitions read it
     for definition in plan:
         assert definition.condition is not None
-        holds = evaluation.holds(definition.condition, member)
+        holds = predicate(definition.condition)(context)
         if holds == (definition.key in member.segments):
             continue
         flips.append(Flip(definition.id, definition.key, member.member_id, holds, definition.applies_tag))
