@@ -10,7 +10,7 @@ the engine shares one per member across its definitions).
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 
 from hypothesis import given, settings
@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from domain.segments.closures import Context, comparator, compile_condition, holds, predicate
 from domain.segments.conditions import Node, Op, parse_condition
-from domain.segments.evaluate import Evaluation, compare_measure
+from domain.segments.evaluate import Evaluation, EventFact, MemberFacts, compare_measure
+from domain.segments.facts import Needs
 from tests.test_evaluator_equivalence import CONDITIONS, NUMBERS
 from tests.test_horizon_properties import TREES, Case, cases
 
@@ -63,3 +64,24 @@ def test_a_comparator_compares_like_compare_measure(
     measure = None if units is None else Fraction(units, scale)
 
     assert comparator(op, value, scale)(units) == compare_measure(measure, op, value)  # type: ignore[arg-type]
+
+
+def test_a_where_on_true_is_not_a_where_on_1() -> None:
+    # given two metrics that differ only by true against 1, and a member whose event has qty = true
+    metric = {"event": "purchase", "agg": "count"}
+    on_1 = {"metric": {**metric, "where": {"qty": 1}}, "op": "gte", "value": 1}
+    on_true = {"metric": {**metric, "where": {"qty": True}}, "op": "gte", "value": 1}
+    now = datetime(2026, 3, 15, tzinfo=UTC)
+    member = MemberFacts(
+        1, "m", "CUSTOMER", None, {}, 0, now, now, events={"purchase": [EventFact(now, None, {"qty": True})]}
+    )
+    evaluation = Evaluation(now)
+
+    # when both are measured in one context, and their raw events are planned for loading
+    shared = Context(member, evaluation)
+    found = [predicate(parse_condition(c))(shared) for c in (on_1, on_true)]
+    needs = Needs.of(parse_condition(c) for c in (on_1, on_true))
+
+    # then each keeps its own filter
+    assert found == [False, True]
+    assert len(needs.selections["purchase"]) == 2

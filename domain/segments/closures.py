@@ -37,6 +37,7 @@ from domain.segments.conditions import (
     Op,
     Value,
     cast_list,
+    typed_where,
 )
 from domain.segments.evaluate import DAY, Evaluation, EventFact, MemberFacts, compare_value, same, streak
 
@@ -64,7 +65,8 @@ Measurer = Callable[[Context], Measure]
 #: Predicates of the definitions seen, by node identity (the node is kept, so the id stays its own).
 _predicates: dict[int, tuple[Node, Predicate]] = {}
 _PREDICATES_KEPT = 20_000
-_measurers: dict[Metric, Measurer] = {}
+#: One measurer per distinct metric (by `_metric_key`: True and 1 differ in a `where`).
+_measurers: dict[tuple[object, ...], Measurer] = {}
 
 
 def predicate(node: Node) -> Predicate:
@@ -188,7 +190,8 @@ def measurer(metric: Metric) -> tuple[Measurer, int]:
 
 def _shared(metric: Metric, fresh: Measurer) -> Measurer:
     """One measurer per distinct metric, so that every definition reading it shares its measure."""
-    return _measurers.setdefault(metric, fresh)
+    key = (metric.event, metric.agg, metric.field, metric.window, typed_where(metric.where))
+    return _measurers.setdefault(key, fresh)
 
 
 def _over_buckets(metric: Metric) -> Measurer:

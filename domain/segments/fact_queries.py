@@ -38,8 +38,8 @@ from domain.segments.conditions import Scalar
 from domain.segments.sqljson import JsonPath
 
 _events = cast(Table, Event.__table__)
-#: A metric's `where` filter: () selects every event.
-Where = tuple[tuple[str, Scalar], ...]
+#: A metric's `where` filter as `typed_where` gives it: () selects every event.
+Where = tuple[tuple[str, str, Scalar], ...]
 #: Raw events to read: per type, (seconds back or None, filter) pairs; then per type the filters
 #: whose events' properties are read (None: all of them).
 Shape = tuple[
@@ -118,7 +118,7 @@ def since(seconds: int) -> str:
 def _where(dialect: str, where: Where) -> ColumnElement[bool]:
     """The events a metric's `where` selects, with the evaluator's type-strict equality."""
     return and_(
-        true(), *(JsonPath(dialect, _events.c.properties, name).equals(value) for name, value in where)
+        true(), *(JsonPath(dialect, _events.c.properties, name).equals(value) for name, _, value in where)
     )
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.db.arrays import dialect_of
 from domain.segments import fact_queries as queries
-from domain.segments.conditions import AttrCompare, MetricCompare, Node, walk
+from domain.segments.conditions import AttrCompare, MetricCompare, Node, typed_where, walk
 from domain.segments.evaluate import Bucket, EventFact, MemberFacts
 from domain.segments.fact_queries import Shape, Where
 
@@ -54,15 +54,16 @@ class Needs:
                 self.bucket_types.add(metric.event)
                 continue
             reach = None if metric.window is None else metric.window.seconds
-            self._select(metric.event, reach, metric.where)
+            where = typed_where(metric.where)  # a key: True and 1 must stay apart
+            self._select(metric.event, reach, where)
             if metric.event in self.event_lookback:
                 known = self.event_lookback[metric.event]
                 reach = None if known is None or reach is None else max(known, reach)
             self.event_lookback[metric.event] = reach
             if metric.field not in (None, "amount"):
                 self.properties[metric.event] = None
-            elif metric.where and (read := self.properties.get(metric.event, set())) is not None:
-                self.properties[metric.event] = {*read, metric.where}
+            elif where and (read := self.properties.get(metric.event, set())) is not None:
+                self.properties[metric.event] = {*read, where}
 
     def _select(self, event_type: str, reach: int | None, where: Where) -> None:
         """Add a selection; keep per filter the longest reach, and no filtered one the unfiltered covers."""
