@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.recording import record_conversions
 from domain.audit import Finding
 from domain.auth.principal import Principal, PrincipalKind
 from domain.changes import MembersChanged
@@ -139,6 +140,7 @@ class ReviewService:
                 now,
             )
             await mark_standings(session, program_id, [(member_id, event.occurred_at)])
+            await record_conversions(session, program_id, [(member_id, valid)])
         return entry
 
     async def reject(self, program_id: int, entry_id: int, decided_by: str, reason: str) -> LedgerEntry:

@@ -21,6 +21,7 @@ from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.recording import record_conversions
 from domain.audit import Auditor, AuditOutcome, ProposedAccrual, store_findings
 from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
@@ -142,6 +143,7 @@ class EventService:
             await self.in_transaction.members_changed(
                 session, _changes(program_id, rows, inserted, created, refunded), now
             )
+            await record_conversions(session, program_id, ((r.member_id, r.event) for r in rows.values()))
             if posted.accruals:
                 for (
                     listener
