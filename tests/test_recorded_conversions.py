@@ -23,7 +23,7 @@ from sqlalchemy import ColumnElement, String, case, cast, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics.conversion import goal_within
-from domain.analytics.recording import CLICKED, OPENED, STORED_GOAL, fill_conversions
+from domain.analytics.recording import CLICKED, OPENED, STORED_GOAL, fill_conversions, record_history
 from domain.analytics.segments import Conversion, MessageStats, SegmentAnalytics, day_start
 from domain.audit import AuditOutcome, Finding, ProposedAccrual
 from domain.db.dialect import plus_days
@@ -348,3 +348,46 @@ def test_the_report_probes_other_goal_types(harness: Harness) -> None:
     )
     assert (report.conversion.entered, report.conversion.converted) == (1, 1)
     assert [(m.created, m.converted) for m in report.messages] == [(1, 1)]
+
+
+def test_record_history_records_unrecorded_rows_and_repairs_stale_ones(harness: Harness) -> None:
+    # given m0's unrecorded entry and message, and m1's entry marked recorded but stale (no purchase
+    # after it, though m1 bought 5 hours later: as when an older release wrote the purchase)
+    world = harness.run(_world(harness))
+    harness.run(_step(world, ("enter", "m0", 0, 0)))
+    harness.run(_record(world, "p1", "m1", "purchase", world.base + timedelta(hours=5), "10", {}))
+
+    async def log_stale_entry() -> None:
+        async with world.harness.services.db.unit_of_work() as uow:
+            uow.session.add(
+                SegmentChange(
+                    program_id=world.program_id,
+                    segment_id=world.segment_id,
+                    member_id=world.members["m1"],
+                    change="ENTERED",
+                    at=world.base,
+                    first_goal_at=None,
+                    goal_known=True,
+                )
+            )
+
+    harness.run(log_stale_entry())
+    db = world.harness.services.db
+
+    async def recorded() -> list[bool]:
+        async with db.read() as session:
+            rows = await session.scalars(
+                select(SegmentChange.goal_known)
+                .where(SegmentChange.program_id == world.program_id)
+                .order_by(SegmentChange.id)
+            )
+            return list(rows)
+
+    # when the history is recorded, then the unrecorded entry is, but the stale one still disagrees
+    assert harness.run(record_history(db, world.program_id)) == 1
+    assert harness.run(recorded()) == [True, True]
+    assert [what for what, _, _ in harness.run(_disagreements(world))] == ["entry"] * len(DAYS)
+    # and recomputing everything repairs it
+    assert harness.run(record_history(db, world.program_id, everything=True)) == 2
+    assert harness.run(_disagreements(world)) == []
+    harness.run(_same_report(world))

@@ -18,7 +18,8 @@ What is stored (migration 0011), for the goal type STORED_GOAL only:
 Limits: exact only while every write of the goal buckets (accepted events, approvals, refunds)
 calls `record_conversions` in its transaction, under the members' locks (the pipeline and the
 review queue do). A process of an older release writes events without it: after running one on
-this schema, `fill_conversions(..., everything=True)` makes the stored figures current again.
+this schema, `record_history(..., everything=True)` (`loyalty analytics record --all`) makes the
+stored figures current again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol, cast
 from sqlalchemy import (
     BigInteger,
     ColumnElement,
+    Select,
     String,
     Table,
     and_,
@@ -40,13 +42,16 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.dialect import utc_date
+from domain.db.engine import Database
 from domain.events.refunds import REFUND_OF, REFUND_TYPE
+from domain.members.service import lock_members
 from domain.models import Event, EventAggregate, Message, SegmentChange
 
 #: The goal type whose conversions are stored; reports for other goal types probe the buckets.
@@ -107,24 +112,74 @@ async def record_conversions(
     await _refresh_messages(session, _messages_due(session, program_id, members, goal_days, reactions))
 
 
-async def fill_conversions(session: AsyncSession, program_id: int, *, everything: bool = False) -> None:
-    """Record the program's unknown rows (or, with `everything`, recompute all of them).
+async def fill_conversions(
+    session: AsyncSession,
+    program_id: int,
+    member_ids: Sequence[int] | None = None,
+    *,
+    everything: bool = False,
+) -> None:
+    """Record the program's unknown rows (or, with `everything`, recompute all of them), of the
+    members `member_ids` (default: every member).
 
-    For history and repairs: run it offline (as the migration and bench/analytics.py do), or
-    while no batch writes the program's events, since it holds no member locks.
+    Without `member_ids` it holds no member locks: run it offline (as bench/analytics.py does for
+    its generated history); `record_history` runs it online, member by member under their locks.
     """
     known_ok = true() if everything else false()
+    ids = None if member_ids is None else list(member_ids)
+    change_members = true() if ids is None else _among(session, changes.c.member_id, ids)
+    message_members = true() if ids is None else _among(session, messages.c.member_id, ids)
     await _refresh_changes(
         session,
         and_(
             changes.c.program_id == program_id,
             changes.c.change == ENTERED,
+            change_members,
             or_(~changes.c.goal_known, known_ok),
         ),
     )
     await _refresh_messages(
-        session, and_(messages.c.program_id == program_id, or_(~messages.c.stats_known, known_ok))
+        session,
+        and_(messages.c.program_id == program_id, message_members, or_(~messages.c.stats_known, known_ok)),
     )
+
+
+async def record_history(
+    db: Database, program_id: int, *, everything: bool = False, chunk: int = 1000
+) -> int:
+    """Record the program's unknown rows (with `everything`: recompute every row) while it runs:
+    `chunk` members per transaction, under their locks as the pipeline takes them. Rows the segment
+    scheduler logs stay unknown until their member's next batch; this records them at once, and
+    `everything` repairs the figures after a release without recording (an older one) wrote events.
+    Returns the number of members visited."""
+    after, visited = 0, 0
+    while True:
+        async with db.read() as session:
+            found = await session.execute(_members_with_rows(program_id, after, everything).limit(chunk))
+            ids = [int(row[0]) for row in found]
+        if not ids:
+            return visited
+        async with db.unit_of_work() as uow:
+            await lock_members(uow.session, ids)
+            await fill_conversions(uow.session, program_id, ids, everything=everything)
+        after, visited = ids[-1], visited + len(ids)
+
+
+def _members_with_rows(program_id: int, after: int, everything: bool) -> Select[Any]:
+    known_ok = true() if everything else false()
+    entries = select(changes.c.member_id.label("member_id")).where(
+        changes.c.program_id == program_id,
+        changes.c.change == ENTERED,
+        changes.c.member_id > after,
+        or_(~changes.c.goal_known, known_ok),
+    )
+    sent = select(messages.c.member_id.label("member_id")).where(
+        messages.c.program_id == program_id,
+        messages.c.member_id > after,
+        or_(~messages.c.stats_known, known_ok),
+    )
+    found = union(entries, sent).subquery()
+    return select(found.c.member_id).order_by(found.c.member_id)
 
 
 def first_goal(session: AsyncSession, member: Any, since: Any) -> ColumnElement[Any]:
