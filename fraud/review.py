@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.recording import record_conversions
 from domain.audit import Finding
 from domain.auth.principal import Principal, PrincipalKind
 from domain.clock import Clock
@@ -104,6 +105,7 @@ class ReviewService:
             event.status = EventStatus.ACCEPTED.value
             event.points_awarded = entry.points
             await approve_held(session, program_id, entry, event, now)
+            await record_conversions(session, program_id, [(entry.member_id, event)])
         return entry
 
     async def reject(self, program_id: int, entry_id: int, decided_by: str, reason: str) -> LedgerEntry:

@@ -29,6 +29,7 @@ from typing import Protocol
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.recording import record_conversions
 from domain.audit import Auditor, AuditOutcome, ProposedAccrual, store_findings
 from domain.changes import MembersChanged
 from domain.clock import Clock
@@ -154,6 +155,7 @@ class EventService:
                 now,
             )
             refunds = {i: EventOutcome(r.external_id, r.status, 0, r.message) for i, r in refunded.items()}
+            await record_conversions(session, program_id, ((r.member_id, r.event) for r in recorded.values()))
             # 7. store the findings, linked to the entries they judged
             await store_findings(uow, proposals, verdicts, inserted, entries, now)
             # 8. settle compliance for the members this batch blocked
