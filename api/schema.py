@@ -28,6 +28,7 @@ from api.document_cache import SmallQueryParserCache
 from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
+from api.fanout import shared_events
 from api.fraud import FraudMutations, FraudQueries
 from api.inputs import InputGuard
 from api.introspection import caller_executor, caller_validation
@@ -151,7 +152,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=caller_executor(settings.introspection),
+        # a live change's payload executed once per process and selection (api/fanout.py)
+        execution_context_class=shared_events(caller_executor(settings.introspection)),
         scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     )
 
