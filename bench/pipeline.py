@@ -559,7 +559,7 @@ async def run(options: Options) -> dict[str, Any]:
         log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}")
     if options.py_spy and options.profile_out.exists():
         figures["profile"] = summarize(options.profile_out)
-        for share, name in figures["profile"]["modules"][:15]:
+        for share, name in figures["profile"]["areas"]:
             log(f"profile: {share:5.1f}%  {name}")
     return figures
 

@@ -3,8 +3,13 @@
 `py-spy record --format raw` writes one line per distinct stack, `frame;frame;...;leaf COUNT`, each
 frame `function (path:line)`; with `--subprocesses` the outermost frame names the process. Idle
 frames are left out by py-spy unless `--idle`, so the samples are where the processes ran.
-Shares are of all samples: "self" counts a sample for its innermost frame only, "inclusive" for
-every distinct module or function on its stack. Modules are this repository's files by path
+Some waits still show up as samples: the uvicorn supervisor blocked on its workers' pipes, threads
+waiting on a condition, and uvloop's loop in C (its epoll wait, seen as `Runner.run` with nothing
+above it). They are counted as idle (`IDLE`) and left out; shares are of the remaining (busy)
+samples: "self" counts a sample for its innermost frame only, "inclusive" for every distinct module
+or function on its stack, "areas" for the stacks that pass through given frames. SQLAlchemy runs
+its synchronous core in greenlets, whose stacks do not show the coroutine that awaits them: that
+work appears under no request or loop (the "unattributed" area). Modules are this repository's files by path
 (`domain/segments/engine.py`), third-party packages by name (`sqlalchemy`), the standard
 library as `stdlib:NAME`.
 Usage: .venv/bin/python bench/profile.py FILE [--top N]
@@ -22,6 +27,45 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<function>.*?) \((?P<path>[^()]*?):\d+\)$")
 _REPO_PACKAGES = ("api/", "domain/", "fraud/", "gamification/", "migrations/", "bench/")
+IDLE = frozenset(
+    {
+        "Connection._recv (stdlib:multiprocessing)",
+        "Runner.run (stdlib:asyncio)",
+        "Condition.wait (stdlib:threading)",
+        "Event.wait (stdlib:threading)",
+    }
+)
+#: (area, frames it passes through, frames it must not pass through): substrings of "function (module)".
+AREAS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("recordEvents", ("EventService.record_events",), ()),
+    ("  segment engine", ("EventService.record_events", "SegmentEngine."), ()),
+    (
+        "    time-flip due times (horizon.earliest_change)",
+        ("EventService.record_events", "earliest_change"),
+        (),
+    ),
+    ("    loading facts (segments/facts.py)", ("EventService.record_events", "domain/segments/facts.py"), ()),
+    ("  audit (fraud/)", ("EventService.record_events", "(fraud/"), ()),
+    (
+        "  the rest (validation, writes, ledger, ...)",
+        ("EventService.record_events",),
+        ("SegmentEngine.", "(fraud/"),
+    ),
+    ("HTTP and GraphQL outside the resolver", ("run_asgi",), ("EventService.record_events",)),
+    ("background loops", ("domain/background.py",), ()),
+    ("  time-flip scheduler", ("domain/segments/scheduler.py",), ()),
+    ("  leaderboard feeder", ("leaderboards/feeder.py",), ()),
+    ("  change relay", ("domain/live/relay.py",), ()),
+    (
+        "unattributed (SQLAlchemy greenlets, live bus, ...)",
+        (),
+        ("EventService.record_events", "run_asgi", "domain/background.py"),
+    ),
+    ("any frame: sqlalchemy", ("(sqlalchemy)",), ()),
+    ("any frame: asyncpg", ("(asyncpg)",), ()),
+    ("any frame: fractions", ("(stdlib:fractions)",), ()),
+    ("any frame: dataclasses.replace", ("replace (stdlib:dataclasses)",), ()),
+)
 
 
 def module_of(path: str) -> str:
@@ -58,8 +102,10 @@ def parse(path: Path) -> list[tuple[list[tuple[str, str]], int]]:
 
 def summarize(path: Path, top: int = 25) -> dict[str, Any]:
     """Shares in % of all samples: modules by self and inclusive time, functions by inclusive time."""
-    stacks = parse(path)
+    everything = parse(path)
+    stacks = [(frames, count) for frames, count in everything if frames[-1][1] not in IDLE]
     total = sum(count for _, count in stacks) or 1
+    idle = sum(count for _, count in everything) - total
     self_modules: Counter[str] = Counter()
     inclusive_modules: Counter[str] = Counter()
     inclusive_functions: Counter[str] = Counter()
@@ -75,8 +121,18 @@ def summarize(path: Path, top: int = 25) -> dict[str, Any]:
     def shares(counter: Counter[str]) -> list[tuple[float, str]]:
         return [(round(100 * n / total, 1), name) for name, n in counter.most_common(top)]
 
+    areas: Counter[str] = Counter()
+    for frames, count in stacks:
+        names = [function for _, function in frames]
+        for area, through, avoiding in AREAS:
+            if all(any(part in name for name in names) for part in through) and not any(
+                part in name for name in names for part in avoiding
+            ):
+                areas[area] += count
     return {
         "samples": total,
+        "idle_samples": idle,
+        "areas": [(round(100 * areas[area] / total, 1), area) for area, _, _ in AREAS],
         "modules": shares(self_modules),
         "modules_inclusive": shares(inclusive_modules),
         "functions_self": shares(self_functions),
@@ -90,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
     summary = summarize(args.file, args.top)
-    sys.stdout.write(f"{summary['samples']} samples\n")
-    for title in ("modules", "modules_inclusive", "functions_self", "functions_inclusive"):
+    sys.stdout.write(f"{summary['samples']} busy samples ({summary['idle_samples']} idle left out)\n")
+    for title in ("areas", "modules", "modules_inclusive", "functions_self", "functions_inclusive"):
         sys.stdout.write(f"\n{title}\n")
         for share, name in summary[title]:
             sys.stdout.write(f"{share:6.1f}%  {name}\n")
