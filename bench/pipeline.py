@@ -239,10 +239,13 @@ def profiled(executable: str, output: Path, rate: int = 50) -> Around:
 
 @dataclass
 class Windows:
-    """Events recorded per fixed window of wall time since the clock started."""
+    """Events recorded per fixed window of wall time since the clock started, and the server's and
+    PostgreSQL's CPU at each window's end (per event, it does not depend on what else the machine
+    runs the way events/s does)."""
 
     seconds: float
     events: Counter[int] = field(default_factory=Counter)
+    cpu_marks: list[dict[str, float]] = field(default_factory=list)
 
     def add(self, at: float, count: int) -> None:
         self.events[int(at // self.seconds)] += count
@@ -251,6 +254,23 @@ class Windows:
         """events/s of each complete window (a last partial one is dropped)."""
         full = int(elapsed // self.seconds)
         return [self.events.get(i, 0) / self.seconds for i in range(full)]
+
+    async def mark_cpu(self, meter: CpuMeter, started: float) -> None:
+        """Read `meter` at the end of each window, until cancelled."""
+        while True:
+            due = started + (len(self.cpu_marks) + 1) * self.seconds
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            self.cpu_marks.append(meter.stop())
+
+    def cpu_per_event(self, name: str, windows: int) -> list[float | None]:
+        """µs of `name` (e.g. "postgres_cpu_s") per event recorded, per complete window."""
+        out: list[float | None] = []
+        before = 0.0
+        for i, mark in enumerate(self.cpu_marks[:windows]):
+            events = self.events.get(i, 0)
+            out.append(round((mark.get(name, 0.0) - before) / events * 1e6) if events else None)
+            before = mark.get(name, 0.0)
+        return out
 
 
 async def stale_phase(
@@ -297,15 +317,24 @@ async def stale_phase(
         meter = CpuMeter(api.server.process.pid, database)
         started = time.perf_counter()
         deadline = started + options.stale_minutes * 60
-        result.seconds, result.latencies_ms = await run_concurrently(
-            workload.batches, options.concurrency, send, f"recordEvents ({label})", deadline=deadline
-        )
+        marks = asyncio.create_task(windows.mark_cpu(meter, started))
+        try:
+            result.seconds, result.latencies_ms = await run_concurrently(
+                workload.batches, options.concurrency, send, f"recordEvents ({label})", deadline=deadline
+            )
+        finally:
+            marks.cancel()
         result.cpu = meter.stop()
         result.events = sum(result.statuses.values())
         analyzed = await never_analyzed(pg, database)
     rates = windows.rates(result.seconds)
+    postgres = windows.cpu_per_event("postgres_cpu_s", len(rates))
+    server = windows.cpu_per_event("server_cpu_s", len(rates))
     for i, rate in enumerate(rates):
-        log(f"{label}: window {i + 1} ({options.window_s:.0f}s): {rate:,.0f} events/s")
+        log(
+            f"{label}: window {i + 1} ({options.window_s:.0f}s): {rate:,.0f} events/s, "
+            f"CPU per event: server {server[i]} µs, PostgreSQL {postgres[i]} µs"
+        )
     first, last = (rates[0], rates[-1]) if rates else (0.0, 0.0)
     ratio = last / first if first else None
     return {
@@ -317,12 +346,23 @@ async def stale_phase(
         "last_window_per_s": round(last),
         "last_over_first": round(ratio, 3) if ratio is not None else None,
         "goal_met": ratio is not None and ratio >= 1 - GOAL_STALE_DEGRADATION,
+        "windows_server_cpu_us_per_event": server,
+        "windows_postgres_cpu_us_per_event": postgres,
+        # the same comparison in CPU per event (server + PostgreSQL), which other work on the
+        # machine disturbs less: > 1 is more CPU per event in the last window than in the first
+        "cpu_last_over_first": cpu_growth(server, postgres),
         "ran_out_of_events": result.events >= workload.events,
         "never_analyzed": analyzed,
         **phase_figures(result),
         **per_event(result),
         **setup,
     }
+
+
+def cpu_growth(server: Sequence[float | None], postgres: Sequence[float | None]) -> float | None:
+    """(server + PostgreSQL CPU per event) of the last window over the first's."""
+    totals = [a + b for a, b in zip(server, postgres, strict=True) if a is not None and b is not None]
+    return round(totals[-1] / totals[0], 3) if len(totals) > 1 and totals[0] else None
 
 
 async def never_analyzed(pg: PgServer, database: str) -> bool:
