@@ -32,7 +32,9 @@ count and a 90-day spread of `occurredAt` keep rule trips rare (the amount outli
 few); the figures count HELD_FOR_REVIEW and BLOCKED events per phase and findings per rule.
 
 When the PostgreSQL server runs with autovacuum off, the bench does autoanalyze's work itself
-(see AutoAnalyze). Progress goes to stderr; the last line on stdout is one JSON object with the figures.
+(see AutoAnalyze). The harness (server, databases, CPU accounting) is bench/harness.py; the
+workload, the end-to-end phase and the floor here are reused by bench/pipeline.py.
+Progress goes to stderr; the last line on stdout is one JSON object with the figures.
 Usage: .venv/bin/python bench/ingest.py [--quick] [--events N] [--members N] [--batch N] ...
 """
 
