@@ -23,8 +23,9 @@ Statistics: autovacuum is off on this machine's PostgreSQL. `--analyze auto` (th
 does autovacuum's ANALYZEs itself while the clock runs (bench/ingest.py's `AutoAnalyze`: once after
 the members, then every table that changed by 50 rows + 10%), so both phases see the statistics
 a default server would have. `--stale-minutes M` measures the opposite (issue 15, item 5): one
-phase with autovacuum off on every table of its database and no ANALYZE at all, run for M
-minutes; it reports events/s per window and the last window against the first.
+phase (0 segments unless `--stale-segments 20`) with autovacuum off on every table of its
+database and no ANALYZE at all, run for M minutes; it reports events/s and the server's and
+PostgreSQL's CPU per event per window, and the last window against the first.
 
 Reports events/s, batch p50/p99, server and PostgreSQL CPU per event, the segments / 0-segments
 ratio and the goals. `--py-spy PATH` records the server's processes with py-spy during the
