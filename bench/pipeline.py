@@ -492,7 +492,7 @@ async def run(options: Options) -> dict[str, Any]:
         "batch": workload.batch,
         "workers": options.workers,
         "concurrency": options.concurrency,
-        "segments": len(SEGMENTS),
+        "segments": options.stale_segments if options.stale_minutes else len(SEGMENTS),
     }
     if options.stale_minutes:
         database = f"loyalty_bench_{run_id}_stale"
