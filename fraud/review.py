@@ -105,6 +105,7 @@ class ReviewService:
             event.status = EventStatus.ACCEPTED.value
             event.points_awarded = entry.points
             await approve_held(session, program_id, entry, event, now)
+            await uow.dispatch()  # the entries the approval logs get their stored conversions too
             await record_conversions(session, program_id, [(entry.member_id, event)])
         return entry
 

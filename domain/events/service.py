@@ -155,7 +155,6 @@ class EventService:
                 now,
             )
             refunds = {i: EventOutcome(r.external_id, r.status, 0, r.message) for i, r in refunded.items()}
-            await record_conversions(session, program_id, ((r.member_id, r.event) for r in recorded.values()))
             # 7. store the findings, linked to the entries they judged
             await store_findings(uow, proposals, verdicts, inserted, entries, now)
             # 8. settle compliance for the members this batch blocked
@@ -168,6 +167,8 @@ class EventService:
             await uow.dispatch(rounds=1)
             # 10. dispatch what followed, round by round: triggers, bonuses, their cascades
             await uow.dispatch()
+            # (stored conversions: after the entries and messages this batch logged)
+            await record_conversions(session, program_id, ((r.member_id, r.event) for r in recorded.values()))
             answered = _answers(
                 drafts,
                 rejected | refused | raced | {i: _recorded(row) for i, row in accruals.items()} | refunds,
