@@ -16,7 +16,7 @@ LOCK_VENV := .venv-lock
 # Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
 LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
-.PHONY: demo test lint typecheck pytest bench schema lock clean
+.PHONY: demo test lint typecheck pytest bench bench-pipeline schema lock clean
 
 # A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
 # nothing else; pip checks every hash and refuses a package the lock does not pin.
@@ -55,6 +55,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/realtime.py
 	$(BIN)/python bench/leaderboards.py
 	$(BIN)/python bench/analytics.py
+	$(BIN)/python bench/pipeline.py
+
+# The accrual pipeline alone (issue 15): 20 segments vs 0 vs the raw floor; options through ARGS,
+# e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.
+bench-pipeline: $(STAMP)
+	$(BIN)/python bench/pipeline.py $(ARGS)
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 import orjson
 
 from api.cli_errors import failure
+from domain.analytics.recording import record_history
 from domain.errors import DomainError
 from domain.settings import Introspection, Settings, local_secret_key
 from fraud.backtest import Backtest
@@ -195,6 +196,18 @@ def cmd_segments_recompute(args: argparse.Namespace) -> int:
         members = await services.segments.recompute(program.id, keys, progress)
         sys.stderr.write("\n")
         return {"program": args.program, "members": members, "segments": done}
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_analytics_record(args: argparse.Namespace) -> int:
+    """Record the conversions and reactions segment analytics count (domain/analytics/recording.py)."""
+
+    async def work(services: Any) -> object:
+        program = await services.programs.get_by_key(args.program)
+        members = await record_history(services.db, program.id, everything=args.all)
+        return {"program": args.program, "members": members, "all": args.all}
 
     _print_json(_with_services(work))
     return 0
@@ -393,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--program", required=True, help="program key")
     recompute.add_argument("--keys", help="comma-separated segment keys (default: all)")
     recompute.set_defaults(func=cmd_segments_recompute)
+
+    analytics = commands.add_parser("analytics").add_subparsers(dest="analytics_command", required=True)
+    record = analytics.add_parser("record", help="record the conversions and reactions reports count")
+    record.add_argument("--program", required=True, help="program key")
+    record.add_argument("--all", action="store_true", help="recompute every row, not only unrecorded ones")
+    record.set_defaults(func=cmd_analytics_record)
 
     boards = commands.add_parser("leaderboards").add_subparsers(dest="leaderboards_command", required=True)
     rebuild = boards.add_parser("rebuild", help="rebuild the Redis boards exactly from the ledger")

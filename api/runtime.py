@@ -14,22 +14,23 @@ from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.service import CampaignService
 from domain.campaigns.triggers import TriggerRunner
 from domain.campaigns.webhooks import WebhookSender
-from domain.changes import ChangeListeners, SegmentChangeListeners
+from domain.changes import MembersChanged, SegmentsChanged
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
-from domain.events.service import EventService
+from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
 from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
 from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
 from domain.members.service import MemberService
+from domain.messagebus import MessageBus
 from domain.ops.metrics import instrument_pool, release_pool
 from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
 from domain.redis_store import Lease, RedisStore
-from domain.segments.engine import SegmentEngine
+from domain.segments.engine import SegmentEngine, count_changes
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
@@ -107,6 +108,18 @@ class Services:
         self._pool_size = 0
 
 
+def wire_handlers(bus: MessageBus, segments: SegmentEngine) -> None:
+    """The message bus's handlers (domain/messagebus.py), in the order they run for one event."""
+    triggers, boards = TriggerRunner(), SegmentBoards()
+    segments.watchers = (triggers, boards)
+    bus.handle(MembersChanged, segments.handle, name="segment engine")
+    bus.handle(MembersChanged, ChallengeAwarder().members_changed, name="challenges")
+    bus.handle(SegmentsChanged, triggers.segments_changed, cascades=True, name="trigger")
+    bus.handle(SegmentsChanged, boards.segments_changed, name="segment-scoped boards")
+    bus.after_commit(SegmentsChanged, count_changes)
+    bus.after_commit(EventsRecorded, count_events)
+
+
 def build_services(
     settings: Settings, clock: Clock | None = None, resolver: Resolver | None = None
 ) -> Services:
@@ -125,17 +138,12 @@ def build_services(
         member_token_ttl=timedelta(seconds=settings.member_token_ttl_s),
     )
     segments = SegmentEngine()
-    segments.listener = SegmentChangeListeners(TriggerRunner(segments), SegmentBoards())
+    wire_handlers(db.bus, segments)
     bus = LiveBus(redis, db, queue_capacity=settings.subscriber_queue)
     db.on_commit = bus.announce
-    ledger = LedgerService(db, clock, segments)
-    compliance = Compliance(segments)
-    events = EventService(
-        db,
-        clock,
-        default_auditor(clock, compliance),
-        in_transaction=ChangeListeners(segments, ChallengeAwarder(segments)),
-    )
+    ledger = LedgerService(db, clock)
+    compliance = Compliance()
+    events = EventService(db, clock, default_auditor(clock), compliance)
     services = Services(
         settings=settings,
         db=db,
@@ -143,11 +151,11 @@ def build_services(
         clock=clock,
         auth=auth,
         programs=ProgramService(db, clock),
-        members=MemberService(db, clock, segments),
+        members=MemberService(db, clock),
         events=events,
         ledger=ledger,
         segments=SegmentService(db, clock, segments),
-        tags=TagService(db, clock, segments),
+        tags=TagService(db, clock),
         campaigns=CampaignService(db, clock, destinations),
         bus=bus,
         live=LiveService(db, bus),
@@ -155,12 +163,12 @@ def build_services(
         leaderboards=LeaderboardService(db, redis, clock),
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
-        review=ReviewService(db, clock, events, compliance),
+        review=ReviewService(db, clock, compliance),
         fraud_settings=FraudSettingsService(db, clock),
         compliance=compliance,
         analytics=SegmentAnalytics(db, clock),
         churn=ChurnService(db, clock, segments),
-        experiments=ExperimentService(db, clock, segments),
+        experiments=ExperimentService(db, clock),
         statistics=StatisticsCheck(db, clock),
         _pool_size=instrument_pool(engine),
     )

@@ -18,7 +18,11 @@ from strawberry.extensions import (
     QueryDepthLimiter,
     SchemaExtension,
 )
+from strawberry.extensions.context import StreamResultContextManager
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import StreamExecutionResult
+from strawberry.utils.await_maybe import await_maybe
 
 from api.analytics import AnalyticsQueries
 from api.auth import AuthMutations
@@ -28,6 +32,7 @@ from api.document_cache import SmallQueryParserCache
 from api.errors import ErrorCodes
 from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
+from api.fanout import shared_events
 from api.fraud import FraudMutations, FraudQueries
 from api.inputs import InputGuard
 from api.introspection import caller_executor, caller_validation
@@ -110,7 +115,38 @@ class Subscription(LiveSubscriptions):
     pass
 
 
+class PerResultHooks(SchemaExtensionsRunner):
+    """strawberry's runner, with the extensions that act on each result (`on_stream_result`,
+    `get_results`) picked once per operation instead of once per result: a live subscription
+    asks for them at every change it delivers, and only ErrorCodes has a stream hook and none of
+    ours has results, so the per-result work no longer grows with the list of extensions."""
+
+    def __init__(self, execution_context: ExecutionContext, extensions: list[SchemaExtension]) -> None:
+        super().__init__(execution_context, extensions)
+        self._streaming = [e for e in self.extensions if _overrides(e, "on_stream_result")]
+        self._reporting = [e for e in self.extensions if _overrides(e, "get_results")]
+
+    def on_stream_result(self, result: StreamExecutionResult) -> StreamResultContextManager:
+        return StreamResultContextManager(self._streaming, result)
+
+    async def get_extensions_results(self, ctx: ExecutionContext) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for extension in self._reporting:
+            data.update(await await_maybe(extension.get_results()))
+        data.update(ctx.extensions_results)
+        return data
+
+
+def _overrides(extension: SchemaExtension, hook: str) -> bool:
+    return getattr(type(extension), hook) is not getattr(SchemaExtension, hook)
+
+
 class LoyaltySchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        return PerResultHooks(execution_context, extensions)
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -151,7 +187,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=caller_executor(settings.introspection),
+        # a live change's payload executed once per process and selection (api/fanout.py)
+        execution_context_class=shared_events(caller_executor(settings.introspection)),
         scalar_overrides={Decimal: DecimalScalar, datetime: DateTimeScalar},
     )
 

@@ -32,7 +32,9 @@ count and a 90-day spread of `occurredAt` keep rule trips rare (the amount outli
 few); the figures count HELD_FOR_REVIEW and BLOCKED events per phase and findings per rule.
 
 When the PostgreSQL server runs with autovacuum off, the bench does autoanalyze's work itself
-(see AutoAnalyze). Progress goes to stderr; the last line on stdout is one JSON object with the figures.
+(see AutoAnalyze). The harness (server, databases, CPU accounting) is bench/harness.py; the
+workload, the end-to-end phase and the floor here are reused by bench/pipeline.py.
+Progress goes to stderr; the last line on stdout is one JSON object with the figures.
 Usage: .venv/bin/python bench/ingest.py [--quick] [--events N] [--members N] [--batch N] ...
 """
 
@@ -46,37 +48,76 @@ import math
 import os
 import random
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import orjson
-from sqlalchemy.engine import URL, make_url
 
-import migrations
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` when run as a script
 
-REPO = Path(__file__).resolve().parent.parent
-_SCRIPT = Path(sys.executable).parent / "loyalty"
-#: The `loyalty` CLI of this interpreter's environment (the module when the script is not there).
-LOYALTY = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "api.cli"]
-DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-#: 2 cores are shared by the server workers, PostgreSQL and this client: see docs/benchmarks.md.
-DEFAULT_WORKERS = 2
-DEFAULT_CONCURRENCY = 4
+from bench.harness import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    DEFAULT_WORKERS,
+    REPO,
+    Api,
+    AutoAnalyze,
+    CpuMeter,
+    PgServer,
+    PhaseResult,
+    Server,
+    _children,
+    _machine_busy_s,
+    _pids_with,
+    _proc_cpu_s,
+    analyze,
+    autovacuum_on,
+    checkpoint,
+    clear_redis,
+    cli,
+    free_port,
+    graphql,
+    log,
+    run_concurrently,
+    serving,
+    start_server,
+    wait_healthy,
+)
+
+#: The harness names the other benches imported from here before bench/harness.py existed stay
+#: importable from here (new code imports them from bench.harness).
+__all__ = [
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_REDIS_URL",
+    "DEFAULT_WORKERS",
+    "REPO",
+    "CpuMeter",
+    "PgServer",
+    "Server",
+    "_children",
+    "_machine_busy_s",
+    "_pids_with",
+    "_proc_cpu_s",
+    "clear_redis",
+    "cli",
+    "free_port",
+    "graphql",
+    "log",
+    "start_server",
+    "wait_healthy",
+]
+
 MEMBERS_PER_CALL = 1000
 AMOUNT_UNITS_PER_CENT = 100  # domain.db.types: amounts are stored x 10^4
 HISTORY = timedelta(days=90)
@@ -101,11 +142,6 @@ RECORD = (
 UPSERT = "mutation($members: [MemberInput!]!) { upsertMembers(members: $members) { upserted } }"
 SET_RULE = "mutation($rule: String!) { setFraudRule(rule: $rule, enabled: false) { name enabled } }"
 RULES = "{ fraudRules { name enabled shadow } }"
-
-
-def log(message: str) -> None:
-    sys.stderr.write(f"[bench {time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -141,10 +177,11 @@ class Workload:
     batch: int
     run_id: str
     now: datetime
-    #: "stream": occurredAt follows the event order over the 90 days, with a few minutes of
-    #: jitter (a POS feed replayed in order); "random": spread at random over the 90 days (a
+    #: "stream": occurredAt follows the event order over the `history` (90 days), with a few
+    #: minutes of jitter (a POS feed replayed in order); "random": spread at random over it (a
     #: backfill: every batch touches the whole history of its members).
     times: str = "stream"
+    history: timedelta = HISTORY
     seed: int = 20_240_601
 
     @property
@@ -170,7 +207,7 @@ class Workload:
         for i in range(first, min(first + self.batch, self.events)):
             # a tenth of the members (the regulars) produce about 37% of the events
             member = rng.randrange(frequent) if rng.random() < 0.3 else rng.randrange(self.members)
-            span = HISTORY.total_seconds()
+            span = self.history.total_seconds()
             if self.times == "stream":
                 back = span * (1 - (i + 0.5) / self.events) + rng.uniform(60, 300)
             else:
@@ -212,246 +249,6 @@ class Workload:
             }
             for i in range(start, stop)
         ]
-
-
-# ------------------------------------------------------------------------------------------ figures
-
-
-@dataclass
-class PhaseResult:
-    events: int
-    seconds: float
-    latencies_ms: list[float] = field(default_factory=list)
-    statuses: Counter[str] = field(default_factory=Counter)
-    points: int = 0
-    expected_points: int = 0
-    cpu: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def per_s(self) -> float:
-        return self.events / self.seconds if self.seconds else 0.0
-
-    def percentile(self, q: float) -> float:
-        """Nearest-rank percentile of the batch latencies, in ms."""
-        if not self.latencies_ms:
-            return 0.0
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
-async def run_concurrently(
-    count: int, concurrency: int, work: Callable[[int], Awaitable[float]], label: str
-) -> tuple[float, list[float]]:
-    """Run work(0..count-1) with `concurrency` in flight; returns wall seconds and each latency (ms)."""
-    numbers = iter(range(count))
-    latencies: list[float] = [0.0] * count
-    done = 0
-    step = max(1, count // 10)
-
-    async def worker() -> None:
-        nonlocal done
-        for number in numbers:
-            latencies[number] = await work(number)
-            done += 1
-            if done % step == 0:
-                log(f"{label}: {done}/{count} batches, {time.perf_counter() - started:.1f}s")
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return time.perf_counter() - started, latencies
-
-
-# ------------------------------------------------------------------------------- CPU accounting
-
-
-def _proc_cpu_s(pid: int) -> float:
-    """utime + stime of one process in seconds (Linux /proc), 0 when it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def _machine_busy_s() -> float:
-    """Busy CPU seconds of the whole machine so far (all cores, /proc/stat)."""
-    try:
-        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0.0
-    idle = values[3] + (values[4] if len(values) > 4 else 0)
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def _pids_with(marker: str) -> list[int]:
-    """Processes whose command line contains `marker` (PostgreSQL backends show their database)."""
-    found: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
-class CpuMeter:
-    """CPU seconds over a phase: this client, the server's process tree, the PostgreSQL backends of
-    one database, and the whole machine (the rest is other work on the machine, e.g. WAL writer)."""
-
-    def __init__(self, server_pid: int | None, database: str) -> None:
-        self.database = database
-        self.server_pids = [server_pid, *_children(server_pid)] if server_pid else []
-        self.client = time.process_time()
-        self.server = self._sum(self.server_pids)
-        self.backends = {pid: _proc_cpu_s(pid) for pid in _pids_with(f" {database} ")}
-        self.machine = _machine_busy_s()
-
-    @staticmethod
-    def _sum(pids: Sequence[int]) -> float:
-        return sum(_proc_cpu_s(pid) for pid in pids)
-
-    def stop(self) -> dict[str, float]:
-        client = time.process_time() - self.client
-        machine = _machine_busy_s() - self.machine
-        server = self._sum(self.server_pids) - self.server if self.server_pids else 0.0
-        pids = set(self.backends) | set(_pids_with(f" {self.database} "))
-        postgres = sum(_proc_cpu_s(pid) - self.backends.get(pid, 0.0) for pid in pids)
-        figures = {"client_cpu_s": client, "postgres_cpu_s": postgres}
-        if self.server_pids:
-            figures["server_cpu_s"] = server
-        figures["other_cpu_s"] = machine - client - server - postgres
-        figures["machine_busy_cpu_s"] = machine
-        return {name: round(value, 2) for name, value in figures.items()}
-
-
-# ------------------------------------------------------------------------------------- databases
-
-
-@dataclass(frozen=True)
-class PgServer:
-    url: URL
-
-    @classmethod
-    def parse(cls, database_url: str) -> PgServer:
-        url = make_url(database_url)
-        if url.get_backend_name() != "postgresql":
-            raise SystemExit(f"--database-url: a PostgreSQL server is needed, got {url.get_backend_name()}")
-        return cls(url.set(drivername="postgresql+asyncpg"))
-
-    def database_url(self, name: str) -> str:
-        return self.url.set(database=name).render_as_string(hide_password=False)
-
-    async def connect(self, name: str) -> Any:
-        return await asyncpg.connect(
-            host=self.url.host or "127.0.0.1",
-            port=self.url.port or 5432,
-            user=self.url.username or "postgres",
-            password=self.url.password,
-            database=name,
-        )
-
-    async def create(self, name: str) -> str:
-        connection = await self.connect("postgres")
-        try:
-            await connection.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await connection.close()
-        url = self.database_url(name)
-        await asyncio.to_thread(migrations.upgrade, url)  # alembic runs its own event loop
-        return url
-
-    async def drop(self, name: str) -> None:
-        connection = await self.connect("postgres")
-        try:
-            await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await connection.close()
-
-
-class AutoAnalyze:
-    """ANALYZE each table that has changed by 50 rows + 10% (autovacuum's default trigger).
-
-    Used when the server runs with autovacuum off (as the dev/CI PostgreSQL here does): without
-    statistics the planner believes a growing table is tiny and the pipeline's lookups degrade
-    to scans (the externalId lookup to a scan of all the program's events per batch, see
-    docs/benchmarks.md). Like autovacuum it looks at every table: besides `events`, the audit
-    reads `ledger_entries`, `fraud_receipts` and `fraud_devices` while they grow (members are
-    analyzed once after they are loaded). Only the end-to-end phases need it: the floor makes no
-    reads. The ANALYZE work runs on the same machine while the clock runs, as autovacuum's would.
-    """
-
-    INTERVAL_S = 5.0
-
-    def __init__(self, pg: PgServer, database: str) -> None:
-        self.pg = pg
-        self.database = database
-        self.runs = 0
-        self.seconds = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def analyze_due(self, connection: Any) -> None:
-        due = await connection.fetch(
-            """
-            SELECT s.relname FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-            WHERE s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
-            """
-        )
-        for (table,) in due:
-            started = time.perf_counter()
-            await connection.execute(f'ANALYZE "{table}"')
-            self.seconds += time.perf_counter() - started
-            self.runs += 1
-
-    async def _loop(self) -> None:
-        connection = await self.pg.connect(self.database)
-        try:
-            while True:
-                await asyncio.sleep(self.INTERVAL_S)
-                await self.analyze_due(connection)
-        finally:
-            await connection.close()
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> dict[str, float]:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        return {"analyze_runs": self.runs, "analyze_s": round(self.seconds, 2)}
-
-
-async def autovacuum_on(pg: PgServer) -> bool:
-    connection = await pg.connect("postgres")
-    try:
-        return bool(await connection.fetchval("SELECT current_setting('autovacuum')::boolean"))
-    finally:
-        await connection.close()
-
-
-async def analyze(pg: PgServer, database: str) -> None:
-    connection = await pg.connect(database)
-    try:
-        await connection.execute("ANALYZE")
-    finally:
-        await connection.close()
 
 
 @dataclass(frozen=True)
@@ -521,116 +318,6 @@ async def audit_totals(pg: PgServer, name: str) -> AuditTotals:
     )
 
 
-async def checkpoint(pg: PgServer, database: str) -> None:
-    """Flush the dirty pages of earlier work before a clock starts (untimed; needs superuser)."""
-    connection = await pg.connect(database)
-    try:
-        await connection.execute("CHECKPOINT")
-    except asyncpg.PostgresError as error:
-        log(f"CHECKPOINT skipped: {error}")
-    finally:
-        await connection.close()
-
-
-# ---------------------------------------------------------------------------------- end to end
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
-    log_path: Path
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGINT)  # uvicorn's supervisor stops its workers
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-async def cli(env: dict[str, str], *args: str) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        *LOYALTY,
-        *args,
-        env=env,
-        cwd=str(REPO),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await process.communicate()
-    if process.returncode != 0:
-        raise RuntimeError(f"loyalty {' '.join(args)} failed: {stderr.decode(errors='replace')}")
-    result: dict[str, Any] = orjson.loads(stdout)
-    return result
-
-
-def start_server(env: dict[str, str], workers: int, data_dir: Path) -> Server:
-    port = free_port()
-    log_path = data_dir / "server.log"
-    with log_path.open("wb") as sink:
-        process = subprocess.Popen(
-            [
-                *LOYALTY,
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            cwd=str(REPO),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
-    return Server(process, f"http://127.0.0.1:{port}", log_path)
-
-
-async def wait_healthy(server: Server, http: httpx.AsyncClient, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited with {server.process.returncode}:\n{server.tail()}")
-        try:
-            if (await http.get(f"{server.base_url}/healthz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"the server did not become healthy in {timeout_s:.0f}s:\n{server.tail()}")
-
-
-async def graphql(http: httpx.AsyncClient, url: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    response = await http.post(url, content=body, headers=headers)
-    if response.status_code != 200:
-        raise RuntimeError(f"POST /graphql: HTTP {response.status_code}: {response.text[:500]}")
-    payload: dict[str, Any] = orjson.loads(response.content)
-    if payload.get("errors"):
-        raise RuntimeError(f"POST /graphql: {orjson.dumps(payload['errors'][:3]).decode()}")
-    data: dict[str, Any] = payload["data"]
-    return data
-
-
 def encode_batch(events: Sequence[BenchEvent], workload: Workload) -> bytes:
     items = []
     for e in events:
@@ -647,6 +334,13 @@ def encode_batch(events: Sequence[BenchEvent], workload: Workload) -> bytes:
     return orjson.dumps({"query": RECORD, "variables": {"events": items}})
 
 
+#: Work done on the running server after the members went in and before the clock starts
+#: (e.g. bench/pipeline.py's segments); returns set-up figures.
+Prepare = Callable[[Api], Awaitable[dict[str, Any]]]
+#: Wrapped around the timed part, given the server (e.g. a profiler attached to its processes).
+Around = Callable[[Server], AbstractAsyncContextManager[None]]
+
+
 async def end_to_end(
     pg: PgServer,
     database: str,
@@ -656,108 +350,96 @@ async def end_to_end(
     concurrency: int,
     emulate_autoanalyze: bool,
     rules: bool,
-) -> tuple[PhaseResult, dict[str, float]]:
+    *,
+    label: str | None = None,
+    scopes: str = API_KEY_SCOPES,
+    prepare: Prepare | None = None,
+    around: Around | None = None,
+) -> tuple[PhaseResult, dict[str, Any]]:
     """One end-to-end phase; `rules` False switches every audit rule off before the members go in."""
-    label = "rules on" if rules else "rules off"
-    url = await pg.create(database)
-    data_dir = Path(tempfile.mkdtemp(prefix=f"loyalty-bench-{workload.run_id}-"))
-    redis_prefix = f"bench:{workload.run_id}:{'on' if rules else 'off'}:"
-    env = {
-        **os.environ,
-        "LOYALTY_DATABASE_URL": url,
-        "LOYALTY_REDIS_URL": redis_url,
-        "LOYALTY_REDIS_PREFIX": redis_prefix,
-        "LOYALTY_SECRET_KEY": secrets.token_urlsafe(48),
-        "LOYALTY_DATA_DIR": str(data_dir),
-    }
-    server: Server | None = None
-    try:
-        await cli(env, "program", "create", "--key", "bench", "--name", "Bench", "--kind", "B2C")
-        created = await cli(
-            env, "apikey", "create", "--program", "bench", "--name", "bench", "--scopes", API_KEY_SCOPES
-        )
-        api_key = created["key"]
-        server = start_server(env, workers, data_dir)
-        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(300.0)) as http:
-            await wait_healthy(server, http)
-            log(f"{label}: server up at {server.base_url} with {workers} worker(s)")
-            endpoint = f"{server.base_url}/graphql"
-            headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
-            await configure_rules(http, endpoint, headers, rules)
-            setup = await upsert_members(http, endpoint, headers, workload, concurrency)
-            if emulate_autoanalyze:
-                await analyze(pg, database)  # what autovacuum does after the member load
+    label = label or ("rules on" if rules else "rules off")
+    redis_label = label.replace(" ", "-")
+    async with serving(
+        pg,
+        database,
+        redis_url,
+        workload.run_id,
+        redis_label,
+        workers=workers,
+        concurrency=concurrency,
+        scopes=scopes,
+    ) as api:
+        await configure_rules(api, rules)
+        setup: dict[str, Any] = await upsert_members(api, workload, concurrency)
+        if prepare is not None:
+            setup.update(await prepare(api))
+        if emulate_autoanalyze:
+            await analyze(pg, database)  # what autovacuum does after the member load
 
-            started = time.perf_counter()
-            bodies: list[bytes] = []
-            sizes: list[int] = []
-            expected_points = 0
-            for events in workload.all_batches():
-                bodies.append(encode_batch(events, workload))
-                sizes.append(len(events))
-                expected_points += sum(e.points for e in events)
-            setup["encode_s"] = round(time.perf_counter() - started, 2)
-            log(f"{len(bodies)} request bodies encoded ({sum(map(len, bodies)) / 1e6:.0f} MB)")
-            await checkpoint(pg, database)
-            result = PhaseResult(events=workload.events, seconds=0.0, expected_points=expected_points)
+        started = time.perf_counter()
+        bodies: list[bytes] = []
+        sizes: list[int] = []
+        expected_points = 0
+        for events in workload.all_batches():
+            bodies.append(encode_batch(events, workload))
+            sizes.append(len(events))
+            expected_points += sum(e.points for e in events)
+        setup["encode_s"] = round(time.perf_counter() - started, 2)
+        log(f"{len(bodies)} request bodies encoded ({sum(map(len, bodies)) / 1e6:.0f} MB)")
+        await checkpoint(pg, database)
+        result = PhaseResult(events=workload.events, seconds=0.0, expected_points=expected_points)
 
-            async def send(number: int) -> float:
-                t0 = time.perf_counter()
-                data = await graphql(http, endpoint, headers, bodies[number])
-                elapsed = (time.perf_counter() - t0) * 1000
-                outcomes = data["recordEvents"]["results"]
-                if len(outcomes) != sizes[number]:
-                    raise RuntimeError(f"batch {number}: {len(outcomes)} results for {sizes[number]} events")
-                for outcome in outcomes:
-                    result.statuses[outcome["status"]] += 1
-                    result.points += outcome["pointsAwarded"]
-                return elapsed
+        async def send(number: int) -> float:
+            t0 = time.perf_counter()
+            data = await graphql(api.http, api.endpoint, api.headers, bodies[number])
+            elapsed = (time.perf_counter() - t0) * 1000
+            count_outcomes(result, data, sizes[number], number)
+            return elapsed
 
-            autoanalyze = AutoAnalyze(pg, database)
-            if emulate_autoanalyze:
-                autoanalyze.start()
-            try:
-                meter = CpuMeter(server.process.pid, database)
+        autoanalyze = AutoAnalyze(pg, database)
+        if emulate_autoanalyze:
+            autoanalyze.start()
+        try:
+            async with around(api.server) if around is not None else contextlib.nullcontext():
+                meter = CpuMeter(api.server.process.pid, database)
                 result.seconds, result.latencies_ms = await run_concurrently(
                     workload.batches, concurrency, send, f"recordEvents ({label})"
                 )
                 result.cpu = meter.stop()
-            finally:
-                setup.update(await autoanalyze.stop())
-        return result, setup
-    finally:
-        if server is not None:
-            server.stop()
-        await clear_redis(redis_url, redis_prefix)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        finally:
+            setup.update(await autoanalyze.stop())
+    return result, setup
 
 
-async def configure_rules(
-    http: httpx.AsyncClient, endpoint: str, headers: dict[str, str], rules: bool
-) -> None:
+def count_outcomes(result: PhaseResult, data: dict[str, Any], size: int, number: int) -> None:
+    """Add one `recordEvents` answer's statuses and points to `result` (its size checked)."""
+    outcomes = data["recordEvents"]["results"]
+    if len(outcomes) != size:
+        raise RuntimeError(f"batch {number}: {len(outcomes)} results for {size} events")
+    for outcome in outcomes:
+        result.statuses[outcome["status"]] += 1
+        result.points += outcome["pointsAwarded"]
+
+
+async def configure_rules(api: Api, rules: bool) -> None:
     """Leave the defaults (all rules on) or switch every audit rule off; then check what is set."""
     if not rules:
         for rule in AUDIT_RULES:
-            body = orjson.dumps({"query": SET_RULE, "variables": {"rule": rule}})
-            await graphql(http, endpoint, headers, body)
-    data = await graphql(http, endpoint, headers, orjson.dumps({"query": RULES}))
+            await api.call(SET_RULE, {"rule": rule})
+    data = await api.call(RULES)
     state = {r["name"]: r["enabled"] and not r["shadow"] for r in data["fraudRules"]}
     wrong = [rule for rule in AUDIT_RULES if state.get(rule) is not rules]
     if wrong:
         raise RuntimeError(f"fraud rules not {'on' if rules else 'off'}: {wrong}")
 
 
-async def upsert_members(
-    http: httpx.AsyncClient, endpoint: str, headers: dict[str, str], workload: Workload, concurrency: int
-) -> dict[str, float]:
+async def upsert_members(api: Api, workload: Workload, concurrency: int) -> dict[str, Any]:
     calls = math.ceil(workload.members / MEMBERS_PER_CALL)
 
     async def call(number: int) -> float:
         start = number * MEMBERS_PER_CALL
         members = workload.member_inputs(start, min(start + MEMBERS_PER_CALL, workload.members))
-        body = orjson.dumps({"query": UPSERT, "variables": {"members": members}})
-        data = await graphql(http, endpoint, headers, body)
+        data = await api.call(UPSERT, {"members": members})
         if data["upsertMembers"]["upserted"] != len(members):
             raise RuntimeError(f"upsertMembers: {data} for {len(members)} members")
         return 0.0
@@ -765,20 +447,6 @@ async def upsert_members(
     seconds, _ = await run_concurrently(calls, concurrency, call, "upsertMembers")
     log(f"{workload.members} members upserted in {seconds:.1f}s ({workload.members / seconds:.0f}/s)")
     return {"members_upsert_s": round(seconds, 2)}
-
-
-async def clear_redis(redis_url: str, prefix: str) -> None:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await client.delete(*keys)
-    except Exception as error:  # derived data only; a failed clean-up must not hide the figures
-        log(f"redis clean-up skipped: {error}")
-    finally:
-        await client.aclose()
 
 
 # --------------------------------------------------------------------------------------- floor

@@ -57,7 +57,7 @@ from websockets.typing import Subprotocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` when run as a script
 
-from bench.ingest import (
+from bench.harness import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     DEFAULT_WORKERS,

@@ -1122,7 +1122,8 @@ async def run(options: Options) -> dict[str, Any]:
             )
             for d in none_drafts
         ]
-        service = EventService(db, clock, AllowAll(), in_transaction=SegmentEngine())
+        db.bus.handle(MembersChanged, SegmentEngine().handle)  # segments evaluated in the pipeline
+        service = EventService(db, clock, AllowAll())
         none_s = await ingest(service, bare_id, none_drafts, options.batch)
         log(f"ingest, no segments: {len(none_drafts) / none_s:,.0f} events/s ({none_s:.1f}s)")
         with_s = await ingest(service, program_id, with_drafts, options.batch)

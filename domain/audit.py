@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert
 
 from domain.db.engine import UnitOfWork
 from domain.enums import Verdict
 from domain.events.validation import ValidEvent
-from domain.models import FraudFinding, LedgerEntry
+from domain.models import FraudFinding
 
 
 @dataclass(frozen=True)
@@ -62,40 +62,27 @@ async def store_findings(
     accruals: Sequence[ProposedAccrual],
     outcomes: Sequence[AuditOutcome],
     inserted: Mapping[str, int],
+    entries: Mapping[int, int],
     now: datetime,
 ) -> None:
-    """Keep every non-ALLOW finding of the events this batch inserted (after their ledger entries)."""
-    found = [
-        (accrual, finding)
+    """Keep every non-ALLOW finding of the events this batch inserted, linked to the ledger entry
+    it judged (`entries`: entry id by event id, from posting)."""
+    rows = [
+        {
+            "program_id": accrual.program_id,
+            "event_id": inserted[accrual.event.external_id],
+            "member_id": accrual.member_id,
+            "ledger_entry_id": entries.get(inserted[accrual.event.external_id]),
+            "rule": finding.rule[:64],
+            "verdict": finding.verdict.value,
+            "detail": finding.detail[:500],
+            "shadow": finding.shadow,
+            "at": now,
+        }
         for accrual, outcome in zip(accruals, outcomes, strict=True)
         if accrual.event.external_id in inserted
         for finding in outcome.findings
         if finding.verdict != Verdict.ALLOW
     ]
-    if not found:
-        return
-    session = uow.session
-    event_ids = sorted({inserted[a.event.external_id] for a, _ in found})
-    result = await session.execute(
-        select(LedgerEntry.event_id, LedgerEntry.id).where(
-            LedgerEntry.program_id == found[0][0].program_id, LedgerEntry.event_id.in_(event_ids)
-        )
-    )
-    entries: dict[int | None, int] = {event_id: entry_id for event_id, entry_id in result}  # noqa: C416
-    rows = []
-    for accrual, finding in found:
-        event_id = inserted[accrual.event.external_id]
-        rows.append(
-            {
-                "program_id": accrual.program_id,
-                "event_id": event_id,
-                "member_id": accrual.member_id,
-                "ledger_entry_id": entries.get(event_id),
-                "rule": finding.rule[:64],
-                "verdict": finding.verdict.value,
-                "detail": finding.detail[:500],
-                "shadow": finding.shadow,
-                "at": now,
-            }
-        )
-    await session.execute(insert(FraudFinding), rows)
+    if rows:
+        await uow.session.execute(insert(FraudFinding), rows)

@@ -1,17 +1,30 @@
-"""What a unit of work changed about members, told to in-transaction listeners (the segment engine).
+"""The domain events of member and segment changes, collected by the unit of work (domain/messagebus.py).
 
-Services that move member data (events, upserts, balances) report it here, inside
-their transaction, so that segment membership commits together with its cause.
+Services that move member data (events, upserts, balances, tags) collect a
+`MembersChanged` inside their transaction; the message bus hands it to the
+segment engine (and challenges) before the commit, so that segment membership
+commits together with its cause. The engine answers with `SegmentsChanged`,
+what it logged, which triggers and segment-scoped boards handle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _union(a: Mapping[K, frozenset[V]], b: Mapping[K, frozenset[V]]) -> dict[K, frozenset[V]]:
+    out = dict(a)
+    for key, values in b.items():
+        out[key] = out.get(key, frozenset()) | values
+    return out
 
 
 @dataclass(frozen=True)
@@ -27,30 +40,30 @@ class MembersChanged:
     balances: frozenset[int] = frozenset()
     #: Members created in this unit of work: every condition is new to them.
     created: frozenset[int] = frozenset()
+    #: Per member, the tags added to or taken off it.
+    tags: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    #: When it changed: the instant segments are evaluated at.
+    at: datetime | None = field(default=None, kw_only=True)
+    depth: int = field(default=0, kw_only=True)
 
     @property
     def member_ids(self) -> set[int]:
-        return set(self.event_types) | self.profiles | self.balances | self.created
+        return set(self.event_types) | self.profiles | self.balances | self.created | set(self.tags)
 
-
-class ChangeListener(Protocol):
-    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None: ...
-
-
-class NoListener:
-    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
-        return None
-
-
-class ChangeListeners:
-    """Several listeners told in order, e.g. the segment engine, then what builds on its results."""
-
-    def __init__(self, *listeners: ChangeListener) -> None:
-        self.listeners = listeners
-
-    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
-        for listener in self.listeners:
-            await listener.members_changed(session, change, now)
+    def merge(self, other: MembersChanged) -> MembersChanged:
+        """Both changes as one (same program); the segment engine evaluates each member once."""
+        assert other.program_id == self.program_id
+        return MembersChanged(
+            self.program_id,
+            _union(self.event_types, other.event_types),
+            _union(self.occurred, other.occurred),
+            self.profiles | other.profiles,
+            self.balances | other.balances,
+            self.created | other.created,
+            _union(self.tags, other.tags),
+            at=self.at,
+            depth=self.depth,
+        )
 
 
 @dataclass(frozen=True)
@@ -64,32 +77,23 @@ class LoggedChange:
     entered: bool
 
 
-class SegmentChangeListener(Protocol):
-    """Told, inside the transaction, of every membership change the segment engine logs (triggers)."""
+@dataclass(frozen=True)
+class SegmentsChanged:
+    """Membership changes the segment engine wrote in this transaction (triggers act on them).
 
-    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
-        """The segments whose changes the listener wants (batch recomputes list only those)."""
-        ...
+    `changes` are the logged rows; a batch recompute lists only those of watched segments
+    (`SegmentWatcher`), while `entered` and `left` count them all (the metrics).
+    """
 
-    async def segments_changed(
-        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
-    ) -> None: ...
+    program_id: int
+    changes: tuple[LoggedChange, ...]
+    at: datetime
+    entered: int
+    left: int
+    depth: int = field(default=0, kw_only=True)
 
 
-class SegmentChangeListeners:
-    """Several segment-change listeners (triggers, segment-scoped leaderboards), told in order."""
+class SegmentWatcher(Protocol):
+    """A handler of `SegmentsChanged` that names the segments it acts on (batch recomputes log only those)."""
 
-    def __init__(self, *listeners: SegmentChangeListener) -> None:
-        self.listeners = listeners
-
-    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
-        watched: frozenset[int] = frozenset()
-        for listener in self.listeners:
-            watched |= await listener.watched(session, program_id)
-        return watched
-
-    async def segments_changed(
-        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
-    ) -> None:
-        for listener in self.listeners:
-            await listener.segments_changed(session, program_id, changes, now)
+    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]: ...

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -276,6 +277,10 @@ class SegmentChange(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     change: Mapped[str] = mapped_column(String(8))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: ENTERED rows: when the member's first goal event after `at` may be (domain/analytics/recording.py).
+    first_goal_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: first_goal_at is current; rows are logged unknown and recorded with the member's next batch.
+    goal_known: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class MemberTag(Base):
@@ -399,6 +404,12 @@ class Message(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The member's reactions and goal events, recorded as they arrive (domain/analytics/recording.py).
+    first_goal_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    opened: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    clicked: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: first_goal_at, opened and clicked are current; rows are written unknown (see recording.py).
+    stats_known: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class OutboxItem(Base):

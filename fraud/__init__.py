@@ -8,8 +8,7 @@ from __future__ import annotations
 from domain.audit import Auditor
 from domain.clock import Clock
 from fraud.auditor import RuleAuditor
-from fraud.compliance import Compliance
 
 
-def default_auditor(clock: Clock, compliance: Compliance) -> Auditor:
-    return RuleAuditor(clock, compliance)
+def default_auditor(clock: Clock) -> Auditor:
+    return RuleAuditor(clock)

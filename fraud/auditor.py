@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 from domain.audit import ALLOW, AuditOutcome, ProposedAccrual
 from domain.clock import Clock
 from domain.db.engine import UnitOfWork
-from domain.enums import Verdict
 from domain.events.refunds import REFUND_TYPE
-from fraud.compliance import Compliance
 from fraud.config import load_config
 from fraud.history import Candidate
 from fraud.loading import load_history, record_device_uses
@@ -36,12 +33,12 @@ class RuleAuditor:
     Every event of the batch (refunds aside) claims its receipt and records its
     device, so the rules also see events that earn nothing; only accruals
     (points > 0) are judged, since only they have something to hold or block.
+    The judgement itself is pure (`Judge` over a `History`); the non-compliant tag
+    is settled later in the pass, from the stored findings (fraud/compliance.py).
     """
 
-    def __init__(self, clock: Clock, compliance: Compliance | None = None) -> None:
+    def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        #: Tags members non-compliant as their blocks pass the threshold (None: tagging off).
-        self.compliance = compliance
 
     async def audit(self, uow: UnitOfWork, accruals: Sequence[ProposedAccrual]) -> list[AuditOutcome]:
         # In occurredAt order, ties by externalId (an order the backtest can replay): a history
@@ -63,14 +60,4 @@ class RuleAuditor:
             outcomes[candidate.external_id] = outcome
             history.record(candidate, outcome.verdict)
         await record_device_uses(session, program_id, audited)
-        blocks = Counter(c.member_id for c in audited if outcomes[c.external_id].verdict == Verdict.BLOCK)
-        if blocks and self.compliance is not None:
-            await self.compliance.settle(
-                session,
-                program_id,
-                self.clock.now(),
-                member_ids=list(blocks),
-                unstored_blocks=blocks,
-                config=config,
-            )
         return [outcomes.get(a.event.external_id, ALLOW) for a in accruals]

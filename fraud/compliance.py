@@ -2,28 +2,29 @@
 
 Blocks are counted from the stored findings: distinct events with a BLOCK finding
 that acted (not shadow) within the window, a reviewer's rejection included. The tag
-(source `fraud`) is set in the transaction that records the block, so segment
-conditions on `has_tag("non-compliant")` follow at once; `ComplianceSweeper` takes
+(source `fraud`) is set in the transaction that records the block (the pipeline's
+step "settle compliance", after the findings are stored), so segment conditions on
+`has_tag("non-compliant")` follow in that transaction; `ComplianceSweeper` takes
 it off when old blocks leave the window (and applies a changed threshold).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import delete, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import MembersChanged
 from domain.clock import Clock
 from domain.db.dialect import insert_for
-from domain.db.engine import Database
+from domain.db.engine import Database, collect
 from domain.enums import Verdict
 from domain.models import FraudFinding, MemberTag, Program
 from domain.segments.tags import FRAUD
-from fraud.config import FraudConfig, load_config
+from fraud.config import load_config
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +32,8 @@ NON_COMPLIANT = "non-compliant"
 SOURCE = FRAUD
 
 
-class TagsChanged(Protocol):
-    """The segment engine's hook: re-evaluate segments whose conditions read these tags."""
-
-    async def tags_changed(
-        self,
-        session: AsyncSession,
-        program_id: int,
-        member_ids: Sequence[int],
-        tags: Sequence[str],
-        now: datetime,
-    ) -> None: ...
-
-
 class Compliance:
-    def __init__(self, segments: TagsChanged) -> None:
-        self.segments = segments
+    """Implements the pipeline's `Compliance` port (domain/events/service.py); the sweeper uses it too."""
 
     async def settle(
         self,
@@ -55,19 +42,13 @@ class Compliance:
         now: datetime,
         *,
         member_ids: Sequence[int] | None = None,
-        unstored_blocks: Mapping[int, int] | None = None,
-        config: FraudConfig | None = None,
     ) -> tuple[list[int], list[int]]:
-        """Tag the members over the threshold and untag the others (all of the program's, or `member_ids`).
-
-        `unstored_blocks` counts blocks of the current transaction not yet written as findings.
-        Returns (tagged, untagged) member ids.
-        """
-        config = config or await load_config(session, program_id)
+        """Tag the members over the threshold and untag the others (all of the program's, or `member_ids`),
+        counting the stored findings. Returns (tagged, untagged) member ids; the segment engine hears of
+        them through the message bus."""
+        config = await load_config(session, program_id)
         settings = config["non_compliant"]
         blocks = await _blocks(session, program_id, now - timedelta(days=settings["days"]), member_ids)
-        for member_id, count in (unstored_blocks or {}).items():
-            blocks[member_id] = blocks.get(member_id, 0) + count
         over = (
             {m for m, count in blocks.items() if count > settings["maxBlocks"]} if settings.enabled else set()
         )
@@ -97,7 +78,8 @@ class Compliance:
                 )
             )
         if add or remove:
-            await self.segments.tags_changed(session, program_id, add + remove, [NON_COMPLIANT], now)
+            tag = frozenset({NON_COMPLIANT})
+            collect(session, MembersChanged(program_id, tags=dict.fromkeys(add + remove, tag), at=now))
         return add, remove
 
 

@@ -1,8 +1,8 @@
 """The review queue: held accruals (PENDING_REVIEW) and the admin decisions on them.
 
-Approval posts the entry and runs the rest of the pipeline for its event as of the
-approval (aggregates, the in-transaction listeners: segments, tags, challenges;
-the leaderboard standings feed). Rejection only releases the pending points.
+Approval posts the entry as of the approval (`posting.approve_held`: balances,
+aggregates, the standings feed, and the change the message bus hands to segments and
+challenges before the commit). Rejection only releases the pending points.
 Both happen in one unit of work, under the member's and the entry's row locks,
 and record who decided when (and, for a rejection, why). A second decision is CONFLICT.
 """
@@ -16,19 +16,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.analytics.recording import record_conversions
 from domain.audit import Finding
 from domain.auth.principal import Principal, PrincipalKind
-from domain.changes import MembersChanged
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind, EventStatus, Verdict
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from domain.events.service import EventService
-from domain.events.validation import ValidEvent
-from domain.events.writes import add_to_aggregates, add_to_balances
+from domain.ledger.posting import approve_held, release_held
 from domain.members.service import lock_members
 from domain.models import Event, FraudFinding, LedgerEntry, Member
-from domain.standings import mark_standings
 from fraud.compliance import Compliance
 
 MAX_QUEUE = 500
@@ -62,13 +59,9 @@ def require_step_up(principal: Principal, now: datetime) -> None:
 
 
 class ReviewService:
-    def __init__(
-        self, db: Database, clock: Clock, events: EventService, compliance: Compliance | None = None
-    ) -> None:
+    def __init__(self, db: Database, clock: Clock, compliance: Compliance | None = None) -> None:
         self.db = db
         self.clock = clock
-        #: The pipeline whose in-transaction listeners an approval tells (segments, challenges).
-        self.events = events
         #: A rejection counts as a block towards the non-compliant tag (None: tagging off).
         self.compliance = compliance
 
@@ -107,38 +100,13 @@ class ReviewService:
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)
-            member_id = entry.member_id
-            entry.status = AccrualStatus.POSTED.value
             entry.decided_at = now
             entry.decided_by = decided_by[:200]
             event.status = EventStatus.ACCEPTED.value
             event.points_awarded = entry.points
-            await session.flush()
-            await add_to_balances(session, {member_id: entry.points}, {member_id: -entry.points})
-            member_external_id = await session.scalar(
-                select(Member.external_id).where(Member.id == member_id)
-            )
-            valid = ValidEvent(
-                event.external_id,
-                member_external_id or "",
-                event.type,
-                event.occurred_at,
-                event.amount,
-                event.properties,
-                event.content_hash,
-            )
-            await add_to_aggregates(session, program_id, [(member_id, valid)])
-            await self.events.in_transaction.members_changed(
-                session,
-                MembersChanged(
-                    program_id,
-                    {member_id: frozenset({event.type})},
-                    {(member_id, event.type): frozenset({event.occurred_at})},
-                    balances=frozenset({member_id}),
-                ),
-                now,
-            )
-            await mark_standings(session, program_id, [(member_id, event.occurred_at)])
+            await approve_held(session, program_id, entry, event, now)
+            await uow.dispatch()  # the entries the approval logs get their stored conversions too
+            await record_conversions(session, program_id, [(entry.member_id, event)])
         return entry
 
     async def reject(self, program_id: int, entry_id: int, decided_by: str, reason: str) -> LedgerEntry:
@@ -151,15 +119,13 @@ class ReviewService:
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)
-            entry.status = AccrualStatus.REJECTED.value
             entry.decided_at = now
             entry.decided_by = decided_by[:200]
             entry.decision_reason = reason
             event.status = EventStatus.BLOCKED.value
             event.points_awarded = 0
             event.message = f"rejected by reviewer: {reason}"
-            await session.flush()
-            await add_to_balances(session, {}, {entry.member_id: -entry.points})
+            await release_held(session, entry)
             session.add(
                 FraudFinding(
                     program_id=program_id,

@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from domain.db.engine import Database, create_engine
 from domain.enums import EventStatus
 from domain.events.validation import ValidEvent
-from domain.events.writes import add_to_aggregates
+from domain.ledger.rows import add_to_aggregates
 from domain.models import Event, Member, MemberTag, Organization, Program, Segment, SegmentMembership
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node, parse_condition
@@ -694,3 +694,17 @@ def test_held_and_blocked_events_do_not_count(harness: Harness) -> None:
     for window in ("all", "7d"):
         count = {"metric": {"event": "purchase", "agg": "count", "window": window}, "op": "eq", "value": 1}
         assert holds(harness, history, count) == [False, True]
+
+
+def test_a_where_on_true_is_not_a_where_on_1(harness: Harness) -> None:
+    history = History(NOW, (member(purchase(NOW - DAY, qty=True)), member(purchase(NOW - DAY, qty=1))))
+
+    def counted(qty: object) -> Json:
+        return {
+            "metric": {"event": "purchase", "agg": "count", "where": {"qty": qty}},
+            "op": "gte",
+            "value": 1,
+        }
+
+    assert holds(harness, history, {"all": [counted(True), {"not": counted(1)}]}) == [True, False]
+    assert holds(harness, history, {"all": [counted(1), {"not": counted(True)}]}) == [False, True]

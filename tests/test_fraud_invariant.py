@@ -157,14 +157,8 @@ class Harness:
 def harness(settings: Settings) -> Iterator[Harness]:
     with private_services(settings) as opened:
         services = opened.services
-        events = EventService(
-            services.db,
-            services.clock,
-            VerdictFromProperties(),
-            services.events.listeners,
-            in_transaction=services.events.in_transaction,
-        )
-        yield Harness(opened.loop, services, events, ReviewService(services.db, services.clock, events))
+        events = EventService(services.db, services.clock, VerdictFromProperties())
+        yield Harness(opened.loop, services, events, ReviewService(services.db, services.clock))
 
 
 @settings(

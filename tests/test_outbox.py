@@ -226,6 +226,7 @@ async def test_no_outbox_row_survives_a_rolled_back_transaction(
             await engine.apply(
                 uow.session, program.id, [Flip(segment.id, "hooked", ann.id, True, None)], clock.now()
             )
+            await uow.dispatch()  # the trigger runs as the bus dispatches the change, before the commit
             written = await uow.session.scalar(
                 select(func.count()).where(OutboxItem.program_id == program.id)
             )

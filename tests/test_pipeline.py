@@ -1,4 +1,4 @@
-"""The pipeline's audit step and after-commit listeners, with a stand-in auditor.
+"""The pipeline's audit step and its domain events after commit, with a stand-in auditor.
 
 Until fraud/ has rules the API allows everything; these tests drive the
 REVIEW and BLOCK paths through the same `EventService` the API uses.
@@ -14,9 +14,10 @@ from sqlalchemy import select
 
 from api.runtime import Services
 from domain.audit import AuditOutcome, Finding, ProposedAccrual
+from domain.changes import MembersChanged
 from domain.db.engine import UnitOfWork
 from domain.enums import EventStatus, Verdict
-from domain.events.service import BatchPosted, EventOutcome, EventService
+from domain.events.service import EventOutcome, EventService
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import EventAggregate, LedgerEntry, Member
@@ -40,20 +41,20 @@ class VerdictFromProperties:
 async def test_held_and_blocked_accruals_move_nothing_but_pending(
     services: Services, program: ProgramFixture
 ) -> None:
-    # given a pipeline whose audit holds or blocks on request, and a listener that reads committed state
-    seen: list[tuple[BatchPosted, int]] = []
+    # given a pipeline whose audit holds or blocks on request, and an after-commit handler of the
+    # member changes that reads committed state
+    seen: list[tuple[MembersChanged, dict[int, int]]] = []
 
-    async def listener(batch: BatchPosted) -> None:
+    async def handler(change: MembersChanged) -> None:
         async with services.db.read() as session:
-            balance = (
-                await session.execute(
-                    select(Member.points_balance).where(Member.id == batch.accruals[0].member_id)
-                )
-            ).scalar_one()
-        seen.append((batch, balance))
+            balances = await session.execute(
+                select(Member.id, Member.points_balance).where(Member.id.in_(change.member_ids))
+            )
+            seen.append((change, {member_id: balance for member_id, balance in balances}))  # noqa: C416
 
-    pipeline = EventService(services.db, services.clock, VerdictFromProperties(), [listener])
+    pipeline = EventService(services.db, services.clock, VerdictFromProperties())
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
+    services.db.bus.after_commit(MembersChanged, handler)
     at = datetime.now(UTC) - timedelta(hours=1)
 
     # when three purchases are recorded: allowed, held and blocked
@@ -97,38 +98,50 @@ async def test_held_and_blocked_accruals_move_nothing_but_pending(
     ]
     assert [tuple(b) for b in buckets] == [(1, 100_000)]
 
-    # and the listener heard of the posted accrual only, after it was committed
+    # and the handler heard of the accepted purchase only (the balance it moved), after it was committed
     assert len(seen) == 1
-    batch, committed_balance = seen[0]
-    assert [(a.event_type, a.points) for a in batch.accruals] == [("purchase", 10)]
-    assert committed_balance == 10
+    change, committed = seen[0]
+    assert (change.program_id, dict(change.event_types), change.balances) == (
+        program.id,
+        {member.id: frozenset({"purchase"})},
+        frozenset({member.id}),
+    )
+    assert dict(change.occurred) == {(member.id, "purchase"): frozenset({at})}
+    assert committed == {member.id: 10}
 
 
-async def test_a_batch_with_nothing_posted_notifies_no_one(
+async def test_a_batch_with_nothing_accepted_notifies_no_one(
     services: Services, program: ProgramFixture
 ) -> None:
-    calls: list[BatchPosted] = []
+    calls: list[MembersChanged] = []
 
-    async def listener(batch: BatchPosted) -> None:
-        calls.append(batch)
+    async def handler(change: MembersChanged) -> None:
+        calls.append(change)
 
-    pipeline = EventService(services.db, services.clock, VerdictFromProperties(), [listener])
+    pipeline = EventService(services.db, services.clock, VerdictFromProperties())
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
+    services.db.bus.after_commit(MembersChanged, handler)
     at = datetime.now(UTC) - timedelta(hours=1)
     await pipeline.record_events(
-        program.id, [EventDraft("l1", "m1", "login", at), EventDraft("bad", "nobody", "visit", at)]
+        program.id,
+        [
+            EventDraft("held", "m1", "purchase", at, Decimal(20), {"verdict": "REVIEW"}),
+            EventDraft("blocked", "m1", "purchase", at, Decimal(30), {"verdict": "BLOCK"}),
+            EventDraft("bad", "nobody", "visit", at),
+        ],
     )
     assert calls == []
 
 
-async def test_a_failing_listener_does_not_fail_the_acknowledged_batch(
+async def test_a_failing_after_commit_handler_does_not_fail_the_acknowledged_batch(
     services: Services, program: ProgramFixture
 ) -> None:
-    async def broken(_: BatchPosted) -> None:
+    async def broken(_: MembersChanged) -> None:
         raise ConnectionError("redis is down")
 
-    pipeline = EventService(services.db, services.clock, VerdictFromProperties(), [broken])
+    pipeline = EventService(services.db, services.clock, VerdictFromProperties())
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
+    services.db.bus.after_commit(MembersChanged, broken)
     at = datetime.now(UTC) - timedelta(hours=1)
     outcomes = await pipeline.record_events(program.id, [EventDraft("v1", "m1", "visit", at)])
     assert outcomes == [EventOutcome("v1", EventStatus.ACCEPTED, 10, None)]

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from api.runtime import Services
 from domain.campaigns.triggers import TriggerRunner
-from domain.changes import LoggedChange, SegmentChangeListeners
+from domain.changes import LoggedChange, SegmentsChanged
 from domain.models import Message, OutboxItem, SegmentChange
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient, ProgramFixture
@@ -91,9 +91,7 @@ async def test_enter_awards_the_bonus_once_per_entry_and_a_replay_pays_nothing(
         {"points": 50, "kind": "ADJUSTMENT", "reason": "gold welcome (gold)"},
     ]
     # and replaying the latest ENTERED change (same change-log row) writes nothing more
-    listeners = services.segments.engine.listener
-    assert isinstance(listeners, SegmentChangeListeners)
-    (runner,) = [listener for listener in listeners.listeners if isinstance(listener, TriggerRunner)]
+    runner = TriggerRunner()
     async with services.db.unit_of_work() as uow:
         row = (
             await uow.session.scalars(
@@ -104,7 +102,7 @@ async def test_enter_awards_the_bonus_once_per_entry_and_a_replay_pays_nothing(
         ).first()
         assert row is not None
         change = LoggedChange(row.id, row.segment_id, "gold", row.member_id, True)
-        await runner.segments_changed(uow.session, program.id, [change], row.at)
+        await runner.segments_changed(uow.session, SegmentsChanged(program.id, (change,), row.at, 1, 0))
     assert (await member(admin, "ann"))["pointsBalance"] == 100
     async with services.db.read() as session:
         messages = await session.scalar(select(func.count()).where(Message.program_id == program.id))

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from api.context import Info
+from api.fanout import SharedEvent
 from api.pagination import decode_cursor, page_size
 from api.types.campaigns import SegmentTrigger
 from api.types.enums import MembershipChange, SegmentKind
@@ -42,7 +43,7 @@ class ChangeRow(Protocol):
 
 
 @strawberry.type(description="One member entering or leaving one segment")
-class SegmentChangeEvent:
+class SegmentChangeEvent(SharedEvent):
     cursor: str = strawberry.field(
         description="Position in the program's change log: pass it as `since` to resume after this change"
     )
@@ -60,6 +61,10 @@ class SegmentChangeEvent:
             change=MembershipChange(view.change),
             at=view.at,
         )
+
+    def shared_key(self) -> tuple[str, str, str, MembershipChange, datetime]:
+        """Every field: live subscribers of one selection share the payload (api/fanout.py)."""
+        return (self.cursor, self.segment_key, self.member_external_id, self.change, self.at)
 
 
 @strawberry.type

@@ -14,17 +14,18 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, exists, func, select, text
+from sqlalchemy import ColumnElement, and_, case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics.conversion import goal_within
+from domain.analytics.recording import CLICKED, OPENED, STORED_GOAL, reacted
 from domain.clock import Clock
-from domain.db.dialect import utc_date
+from domain.db.dialect import plus_days, utc_date
 from domain.db.engine import Database
 from domain.db.types import units_to_amount
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import EVENT_TYPE
-from domain.models import Event, EventAggregate, Member, Message, Segment, SegmentChange, SegmentMembership
+from domain.models import EventAggregate, Member, Message, Segment, SegmentChange, SegmentMembership
 
 T = TypeVar("T")
 MAX_DAYS = 366
@@ -277,10 +278,18 @@ async def _conversion(
 ) -> Conversion:
     """Members who entered in the range, and those of them with a goal event within `days` after entering.
 
-    A member who entered several times counts once, from their first entry in the range.
+    A member who entered several times counts once, from their first entry in the range. For the
+    stored goal the recorded `first_goal_at` answers when all the member's entries in the range are
+    recorded (it is least at the first entry); otherwise the daily buckets are probed.
     """
+    stored = goal == STORED_GOAL
     first_entry = (
-        select(SegmentChange.member_id, func.min(SegmentChange.at).label("at"))
+        select(
+            SegmentChange.member_id,
+            func.min(SegmentChange.at).label("at"),
+            func.min(SegmentChange.first_goal_at).label("first_goal_at"),
+            func.min(case((SegmentChange.goal_known, 1), else_=0)).label("known"),
+        )
         .where(
             SegmentChange.segment_id == segment_id,
             SegmentChange.change == ENTERED,
@@ -290,7 +299,12 @@ async def _conversion(
         .group_by(SegmentChange.member_id)
         .subquery()
     )
-    goal_event = goal_within(session, first_entry.c.member_id, first_entry.c.at, goal, days)
+    entry = first_entry.c
+    goal_event = goal_within(session, entry.member_id, entry.at, goal, days)
+    if stored:
+        goal_event = case(
+            (entry.known == 1, entry.first_goal_at <= plus_days(session, entry.at, days)), else_=goal_event
+        )
     entered, converted = (
         await session.execute(
             select(func.count(), func.coalesce(func.sum(case((goal_event, 1), else_=0)), 0)).select_from(
@@ -301,37 +315,34 @@ async def _conversion(
     return Conversion(goal, days, entered or 0, int(converted or 0))
 
 
-OPENED = "message_opened"
-CLICKED = "message_clicked"
-
-
 async def _messages(
     session: AsyncSession, segment_id: int, start: date, end: date, goal: str, days: int
 ) -> list[MessageStats]:
     """Per template and channel: created, SENT, opened and clicked (events `message_opened` /
     `message_clicked` of the member whose properties.messageId is the message's id), and
-    converted (a goal event within `days` after the message was created)."""
+    converted (a goal event within `days` after the message was created). Recorded messages
+    answer from their row (opened, clicked, first_goal_at for the stored goal); the others probe."""
+    known = Message.stats_known
 
-    def reaction(event_type: str) -> ColumnElement[bool]:
-        return exists().where(
-            Event.member_id == Message.member_id,
-            Event.type == event_type,
-            Event.occurred_at >= Message.created_at,
-            cast(Event.properties["messageId"].as_string(), String) == cast(Message.id, String),
-        )
+    def reaction(event_type: str, recorded: Any) -> ColumnElement[bool]:
+        probe = reacted(Message.member_id, Message.id, Message.created_at, event_type)
+        return case((known, recorded), else_=probe)
 
     def counted(condition: ColumnElement[bool]) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
     converted = goal_within(session, Message.member_id, Message.created_at, goal, days)
+    if goal == STORED_GOAL:
+        until = plus_days(session, Message.created_at, days)
+        converted = case((known, Message.first_goal_at <= until), else_=converted)
     rows = await session.execute(
         select(
             Message.template,
             Message.channel,
             func.count(),
             counted(Message.status == "SENT"),
-            counted(reaction(OPENED)),
-            counted(reaction(CLICKED)),
+            counted(reaction(OPENED, Message.opened)),
+            counted(reaction(CLICKED, Message.clicked)),
             counted(converted),
         )
         .where(

@@ -1,19 +1,19 @@
-"""The trigger runner: the segment engine's in-transaction listener that acts on ENTER / LEAVE.
+"""The trigger runner: the message bus's handler of `SegmentsChanged` that acts on ENTER / LEAVE.
 
 Every action happens in the transaction of the membership change: bonuses are
-ledger entries (idempotent per trigger and change-log row), tags are member_tags
-rows, messages and webhook calls are outbox rows delivered after commit. Points
-and tags feed back into the engine (a bonus moves the balance, a tag is read by
-`has_tag`), which may log more changes and re-enter the runner: past
-`max_depth` nested rounds the runner logs and stops acting, so triggers that
-feed each other cannot loop.
+ledger entries (posted by `domain.ledger.posting`, idempotent per trigger and
+change-log row), tags are member_tags rows, messages and webhook calls are outbox
+rows delivered after commit. Points and tags feed back into the engine (a bonus
+moves the balance, a tag is read by `has_tag`) as a `MembersChanged` one level
+deeper, which may log more changes: the bus is registered with the runner as a
+cascading handler and stops running it past `MAX_DEPTH` rounds (logged), so
+triggers that feed each other cannot loop.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -24,19 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.campaigns.definitions import TriggerAction, bonus_points
 from domain.campaigns.messages import MessageStatus, preferred_channel
 from domain.campaigns.outbox import OutboxKind, Pending, delivery_id, enqueue, existing_deliveries
-from domain.changes import LoggedChange, MembersChanged
+from domain.changes import LoggedChange, MembersChanged, SegmentsChanged
 from domain.db.dialect import insert_for
-from domain.ledger.service import Bonus, post_bonuses
+from domain.db.engine import collect
+from domain.ledger.posting import Bonus, post_bonuses
 from domain.models import EventAggregate, Member, MemberTag, Message, SegmentTrigger, WebhookEndpoint
-from domain.segments.engine import SegmentEngine
 from domain.segments.tags import MANUAL
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 3
 #: Lifetime value = the accepted amount of this event type (whole history).
 LIFETIME_EVENT_TYPE = "purchase"
-_DEPTH = "loyalty.trigger_depth"
 
 
 def tag_source(segment_key: str) -> str:
@@ -71,11 +69,9 @@ class Fired:
 
 
 class TriggerRunner:
-    """Implements `domain.changes.SegmentChangeListener`; wired as `SegmentEngine.listener`."""
+    """Handles `SegmentsChanged` (a cascading handler of the bus) and is a `SegmentWatcher`."""
 
-    def __init__(self, engine: SegmentEngine, max_depth: int = MAX_DEPTH) -> None:
-        self.engine = engine
-        self.max_depth = max_depth
+    def __init__(self) -> None:
         #: program id -> ((count, max id), triggers): reloaded when the stamp moves (ids are never reused)
         self._cache: dict[int, tuple[tuple[int, int | None], ProgramTriggers]] = {}
 
@@ -97,34 +93,18 @@ class TriggerRunner:
     async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
         return (await self.triggers(session, program_id)).segment_ids
 
-    async def segments_changed(
-        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
-    ) -> None:
+    async def segments_changed(self, session: AsyncSession, changed: SegmentsChanged) -> None:
+        program_id = changed.program_id
         triggers = await self.triggers(session, program_id)
         if not triggers.by_change:
             return
         fired = [
             Fired(trigger, change)
-            for change in changes
+            for change in changed.changes
             for trigger in triggers.by_change.get((change.segment_id, change.entered), ())
         ]
-        if not fired:
-            return
-        depth: int = session.info.get(_DEPTH, 0)
-        if depth >= self.max_depth:
-            log.warning(
-                "trigger cascade stopped at depth %d in program %d: %d actions not run (segments %s)",
-                depth,
-                program_id,
-                len(fired),
-                ", ".join(sorted({f.change.segment_key for f in fired})),
-            )
-            return
-        session.info[_DEPTH] = depth + 1
-        try:
-            await self._run(session, program_id, fired, now)
-        finally:
-            session.info[_DEPTH] = depth
+        if fired:
+            await self._run(session, program_id, fired, changed.at)
 
     async def _run(self, session: AsyncSession, program_id: int, fired: list[Fired], now: datetime) -> None:
         by_action: dict[TriggerAction, list[Fired]] = defaultdict(list)
@@ -136,12 +116,10 @@ class TriggerRunner:
         tagged = await _change_tags(
             session, program_id, by_action[TriggerAction.ADD_TAG], by_action[TriggerAction.REMOVE_TAG], now
         )
-        credited = await _award(session, program_id, by_action[TriggerAction.AWARD_POINTS], now)
-        # what the actions changed may move members between segments (and fire triggers again)
-        if credited:
-            await self.engine.members_changed(session, MembersChanged(program_id, balances=credited), now)
-        for tag, member_ids in sorted(tagged.items()):
-            await self.engine.tags_changed(session, program_id, sorted(member_ids), [tag], now)
+        await _award(session, program_id, by_action[TriggerAction.AWARD_POINTS], now)
+        # the tags may move members between segments (and fire triggers again): one level deeper
+        if tagged:
+            collect(session, MembersChanged(program_id, tags=tagged, at=now))
 
 
 async def _load(session: AsyncSession, program_id: int) -> ProgramTriggers:
@@ -175,9 +153,10 @@ def _event(change: LoggedChange) -> str:
     return "segment.entered" if change.entered else "segment.left"
 
 
-async def _award(session: AsyncSession, program_id: int, fired: list[Fired], now: datetime) -> frozenset[int]:
+async def _award(session: AsyncSession, program_id: int, fired: list[Fired], now: datetime) -> None:
+    """Post the bonuses (posting collects the balance change for the segment engine)."""
     if not fired:
-        return frozenset()
+        return
     sized = {f.change.member_id for f in fired if "points" not in f.trigger.params}
     lifetime: dict[int, int] = {}
     if sized:
@@ -198,15 +177,14 @@ async def _award(session: AsyncSession, program_id: int, fired: list[Fired], now
         )
         for f in fired
     ]
-    posted = await post_bonuses(session, program_id, bonuses, now)
-    return frozenset(b.member_id for b in posted)
+    await post_bonuses(session, program_id, bonuses, now)
 
 
 async def _change_tags(
     session: AsyncSession, program_id: int, adds: list[Fired], removes: list[Fired], now: datetime
-) -> dict[str, set[int]]:
-    """Add and remove trigger tags; returns the members whose tags may have changed, per tag."""
-    touched: dict[str, set[int]] = defaultdict(set)
+) -> dict[int, frozenset[str]]:
+    """Add and remove trigger tags; returns the tags that may have changed, per member."""
+    touched: dict[int, set[str]] = defaultdict(set)
     if adds:
         rows = {
             (f.change.member_id, f.trigger.params["tag"], tag_source(f.change.segment_key)): f for f in adds
@@ -219,7 +197,7 @@ async def _change_tags(
             ],
         )
         for member_id, tag, _ in rows:
-            touched[tag].add(member_id)
+            touched[member_id].add(tag)
     for f in removes:  # few per change: one statement each keeps the condition simple
         tag = f.trigger.params["tag"]
         await session.execute(
@@ -229,8 +207,8 @@ async def _change_tags(
                 or_(MemberTag.source == MANUAL, MemberTag.source.like("trigger:%")),
             )
         )
-        touched[tag].add(f.change.member_id)
-    return touched
+        touched[f.change.member_id].add(tag)
+    return {member_id: frozenset(tags) for member_id, tags in touched.items()}
 
 
 async def _send_messages(

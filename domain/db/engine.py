@@ -1,10 +1,10 @@
-"""The async engine and the unit of work (one transaction, one commit)."""
+"""The async engine and the unit of work (one transaction, its domain events, one commit)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-log = logging.getLogger(__name__)
-
-AfterCommit = Callable[[], Awaitable[None]]
+from domain.messagebus import DomainEvent, MessageBus
 
 
 def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -60,40 +58,77 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
-_ANNOUNCED = "loyalty.announced"
-_AFTER_COMMIT = "loyalty.after_commit"
+_UOW = "loyalty.unit_of_work"
+
+
+class UnitOfWork:
+    """One transaction, and what it collected: domain events for the message bus, announce topics.
+
+    `collect` queues a domain event; `dispatch` (run by `Database.unit_of_work` before the
+    commit, or earlier by a service that wants its cascade at a given step) drains the queue
+    through the bus. Once committed, the announced topics go out, then the handled events'
+    after-commit handlers run.
+    """
+
+    def __init__(self, session: AsyncSession, bus: MessageBus) -> None:
+        self.session = session
+        self.bus = bus
+        self.queued: list[DomainEvent] = []
+        #: The events dispatched so far, in order: what the after-commit handlers see.
+        self.handled: list[DomainEvent] = []
+        self.announced: set[str] = set()
+        self._depth = 0
+        session.info[_UOW] = self
+
+    @staticmethod
+    def of(session: AsyncSession) -> UnitOfWork:
+        """The unit of work that owns `session` (every writing session has one)."""
+        uow = session.info.get(_UOW)
+        if not isinstance(uow, UnitOfWork):
+            raise RuntimeError("this session has no unit of work: open it with Database.unit_of_work()")
+        return uow
+
+    def collect(self, event: DomainEvent) -> None:
+        """Queue a domain event; raised while a handler runs, it gets the depth the bus assigned."""
+        if event.depth != self._depth:
+            event = replace(event, depth=self._depth)  # type: ignore[type-var]
+        self.queued.append(event)
+
+    def take(self) -> list[DomainEvent]:
+        taken, self.queued = self.queued, []
+        return taken
+
+    @contextmanager
+    def raising_at(self, depth: int) -> Iterator[None]:
+        """Events collected inside get `depth` (the bus sets it around each handler)."""
+        outer, self._depth = self._depth, depth
+        try:
+            yield
+        finally:
+            self._depth = outer
+
+    async def dispatch(self, *, rounds: int | None = None) -> None:
+        await self.bus.dispatch(self, rounds=rounds)
+
+
+def collect(session: AsyncSession, event: DomainEvent) -> None:
+    """Queue a domain event in the unit of work of `session` (code that holds only the session)."""
+    UnitOfWork.of(session).collect(event)
 
 
 def announce(session: AsyncSession, topic: str) -> None:
     """Say, once this session's transaction commits, that `topic` has news (wakes relays and workers).
-    A commit's topics go out together, in one wake-up, before its `after_commit` callbacks run."""
-    session.info.setdefault(_ANNOUNCED, set()).add(topic)
-
-
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
-    """Run `callback` once this session's transaction commits (in the order registered), never when it
-    rolls back: metrics, and derived data (leaderboards). A failure is logged and never un-acknowledges
-    the commit. The one registry of post-commit work besides `announce`; code that holds only the
-    session uses it as code that holds the unit of work does."""
-    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
-
-
-class UnitOfWork:
-    """One transaction. Work registered with `after_commit` runs only once it has committed."""
-
-    def __init__(self, session: AsyncSession) -> None:
-        self.session = session
-
-    def after_commit(self, callback: AfterCommit) -> None:
-        after_commit(self.session, callback)
+    A commit's topics go out together, in one wake-up, before its after-commit handlers run."""
+    UnitOfWork.of(session).announced.add(topic)
 
 
 class Database:
-    """Owns the engine; hands out units of work and read sessions."""
+    """Owns the engine and the message bus; hands out units of work and read sessions."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, bus: MessageBus | None = None) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
+        self.bus = bus or MessageBus()
         #: Called after a commit with the topics its transaction announced (see `announce`).
         self.on_commit: Callable[[set[str]], None] | None = None
 
@@ -104,17 +139,13 @@ class Database:
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[UnitOfWork]:
         async with self.sessions() as session:
-            uow = UnitOfWork(session)
+            uow = UnitOfWork(session, self.bus)
             async with session.begin():
                 yield uow
-            announced = session.info.pop(_ANNOUNCED, None)
-            if announced and self.on_commit is not None:
-                self.on_commit(announced)
-            for callback in session.info.pop(_AFTER_COMMIT, ()):
-                try:
-                    await callback()
-                except Exception:  # metrics, derived data: never un-acknowledges a commit
-                    log.exception("after-commit callback failed")
+                await uow.dispatch()
+            if uow.announced and self.on_commit is not None:
+                self.on_commit(set(uow.announced))
+            await self.bus.committed(uow.handled)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

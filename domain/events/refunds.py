@@ -1,44 +1,34 @@
 """Refunds: an event of type `refund` whose `properties.refundOf` names an earlier event.
 
 Runs inside the batch's transaction, after the batch's accruals are posted (so a
-refund may follow its purchase in the same batch). A refund posts a REVERSAL of the
-original event's POSTED accrual (event_id = the original event, so leaderboards
-count it in the original period), moves the balance (never below zero), rebuilds
-the original event's daily bucket without it and marks the member's standings.
+refund may follow its purchase in the same batch). This module checks a refund;
+`domain.ledger.posting.post_refund` posts it: a REVERSAL of the original event's
+POSTED accrual (event_id = the original event, so leaderboards count it in the
+original period), the balance moved (never below zero), the original event's daily
+bucket rebuilt without it and the member's standings marked.
 The original event stays ACCEPTED; its reversal entry (idempotency key
 `refund:<externalId>`) is the refund link. See docs/ledger.md, "Refunds".
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, exists, insert, literal, select, update
+from sqlalchemy import ColumnElement, Table, exists, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.db.types import amount_to_units
 from domain.enums import AccrualStatus, EntryKind, EventStatus
-from domain.events.writes import EventRow, add_to_aggregates, day_of
-from domain.ledger.service import move_balance, request_hash
-from domain.models import Event, EventAggregate, LedgerEntry, Member
-from domain.standings import mark_standings
+from domain.events.writes import EventRow
+from domain.ledger.posting import Accrual, Refund, post_accruals, post_refund
+from domain.ledger.rows import REFUND_KEY_PREFIX
+from domain.models import Event, LedgerEntry, Member
 
 REFUND_TYPE = "refund"
 #: The property naming the refunded event's externalId (exactly this key).
 REFUND_OF = "refundOf"
-REFUND_KEY_PREFIX = "refund:"
-
-
-@dataclass(frozen=True)
-class Refunded:
-    """What a refund changed: the original event's member, type and occurredAt."""
-
-    member_id: int
-    event_type: str
-    occurred_at: datetime
 
 
 @dataclass(frozen=True)
@@ -55,43 +45,39 @@ class RefundRejected(Exception):
 async def apply_refunds(
     session: AsyncSession,
     program_id: int,
-    rows: dict[int, EventRow],
-    inserted: dict[str, int],
+    rows: Mapping[int, EventRow],
+    inserted: Mapping[str, int],
     now: datetime,
-) -> tuple[dict[int, RefundOutcome], list[Refunded]]:
-    """Apply the batch's refund events in batch order; rejected ones become REJECTED in `rows`."""
+) -> dict[int, RefundOutcome]:
+    """Check and post the batch's refund events in batch order; returns each one's answer.
+
+    A refund that passes its checks posts its reversal at once (`posting.post_refund`), so a
+    later refund in the batch sees the moved balance. The accepted refund events then count
+    as accepted events (0 points) through `posting.post_accruals`.
+    """
     outcomes: dict[int, RefundOutcome] = {}
-    refunded: list[Refunded] = []
-    accepted: list[tuple[int, Any]] = []
+    accepted: list[Accrual] = []
     for i in sorted(rows):
         row = rows[i]
         event = row.event
-        event_id = inserted.get(event.external_id)
-        if event_id is None:  # a concurrent batch recorded it first
-            outcomes[i] = RefundOutcome(
-                event.external_id, EventStatus.DUPLICATE, "externalId already recorded"
-            )
-            continue
+        event_id = inserted[event.external_id]
         if row.status != EventStatus.ACCEPTED:
-            outcomes[i] = RefundOutcome(event.external_id, EventStatus(row.status), row.message)
+            outcomes[i] = RefundOutcome(event.external_id, row.status, row.message)
             continue
         try:
-            change, points, original = await _refund(session, program_id, row, now)
+            refund = await _checked(session, program_id, row)
         except RefundRejected as rejection:
             message = str(rejection)
             await _set_event(session, event_id, EventStatus.REJECTED, message)
-            rows[i] = replace(row, status=EventStatus.REJECTED.value, message=message)
             outcomes[i] = RefundOutcome(event.external_id, EventStatus.REJECTED, message)
             continue
-        message = f"refunded {original}: -{points} points"
+        await post_refund(session, program_id, refund, now)
+        message = f"refunded {refund.refunded}: -{refund.points} points"
         await _set_event(session, event_id, EventStatus.ACCEPTED, message)
-        rows[i] = replace(row, message=message)
         outcomes[i] = RefundOutcome(event.external_id, EventStatus.ACCEPTED, message)
-        accepted.append((row.member_id, event))
-        refunded.append(change)
-    await add_to_aggregates(session, program_id, accepted)
-    await mark_standings(session, program_id, ((m, e.occurred_at) for m, e in accepted))
-    return outcomes, refunded
+        accepted.append(Accrual(row.member_id, event, event_id, 0, AccrualStatus.POSTED))
+    await post_accruals(session, program_id, accepted, now)
+    return outcomes
 
 
 async def _set_event(session: AsyncSession, event_id: int, status: EventStatus, message: str) -> None:
@@ -101,9 +87,8 @@ async def _set_event(session: AsyncSession, event_id: int, status: EventStatus, 
     )
 
 
-async def _refund(
-    session: AsyncSession, program_id: int, row: EventRow, now: datetime
-) -> tuple[Refunded, int, str]:
+async def _checked(session: AsyncSession, program_id: int, row: EventRow) -> Refund:
+    """The refund `row` asks for, once checked; RefundRejected says why it cannot be."""
     event = row.event
     of = event.properties.get(REFUND_OF) if isinstance(event.properties, dict) else None
     if not isinstance(of, str) or not of:
@@ -143,81 +128,15 @@ async def _refund(
     )
     if balance < points:
         raise RefundRejected(f"refund of {of} would take {points} points but the balance is {balance}")
-    await move_balance(session, row.member_id, -points, what="refund")
-    reason = f"refund {event.external_id}"[:500]
-    await session.execute(
-        insert(ledger).values(
-            program_id=program_id,
-            member_id=row.member_id,
-            points=-points,
-            status=AccrualStatus.POSTED.value,
-            kind=EntryKind.REVERSAL.value,
-            reason=reason,
-            event_id=original.id,
-            reverses_entry_id=accrual.id,
-            idempotency_key=f"{REFUND_KEY_PREFIX}{of}"[:200],
-            request_hash=request_hash(EntryKind.REVERSAL, accrual.id, reason),
-            created_at=now,
-        )
-    )
-    occurred_at = _utc(original.occurred_at)
-    await rebuild_bucket(session, program_id, row.member_id, original.type, day_of(occurred_at))
-    await mark_standings(session, program_id, [(row.member_id, occurred_at)])
-    return Refunded(row.member_id, original.type, occurred_at), points, of
-
-
-def _utc(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-
-
-async def rebuild_bucket(
-    session: AsyncSession, program_id: int, member_id: int, event_type: str, day: date
-) -> None:
-    """Recompute one member x type x day bucket exactly from its ACCEPTED, unrefunded events."""
-    start = datetime.combine(day, time.min, tzinfo=UTC)
-    events = cast(Table, Event.__table__)
-    ledger = cast(Table, LedgerEntry.__table__)
-    refunded = select(ledger.c.event_id).where(
-        ledger.c.member_id == member_id,
-        ledger.c.kind == EntryKind.REVERSAL.value,
-        ledger.c.idempotency_key.like(f"{REFUND_KEY_PREFIX}%"),
-        ledger.c.event_id.is_not(None),
-    )
-    result = await session.execute(
-        select(events.c.occurred_at, events.c.amount).where(
-            events.c.program_id == program_id,
-            events.c.member_id == member_id,
-            events.c.type == event_type,
-            events.c.status == EventStatus.ACCEPTED.value,
-            events.c.occurred_at >= start,
-            events.c.occurred_at < start + timedelta(days=1),
-            events.c.id.not_in(refunded),
-        )
-    )
-    found: Sequence[Any] = result.all()
-    aggregates = cast(Table, EventAggregate.__table__)
-    where = (
-        aggregates.c.member_id == member_id,
-        aggregates.c.event_type == event_type,
-        aggregates.c.day == day,
-    )
-    if not found:
-        await session.execute(delete(aggregates).where(*where))
-        return
-    units = [amount_to_units(amount) for _, amount in found if amount is not None]
-    times = [_utc(at) for at, _ in found]
-    await session.execute(
-        update(aggregates)
-        .where(*where)
-        .values(
-            count=len(found),
-            amount_count=len(units),
-            amount_sum=sum(units),
-            amount_min=min(units) if units else None,
-            amount_max=max(units) if units else None,
-            first_at=min(times),
-            last_at=max(times),
-        )
+    return Refund(
+        row.member_id,
+        points,
+        int(accrual.id),
+        int(original.id),
+        str(original.type),
+        original.occurred_at,
+        of,
+        f"refund {event.external_id}",
     )
 
 

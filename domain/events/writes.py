@@ -1,28 +1,33 @@
-"""Set-based writes of an accepted batch: events, ledger entries, balances, aggregates."""
+"""Set-based writes of the events of a batch (what posting writes is in domain/ledger/)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
+from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+import orjson
+from sqlalchemy import BigInteger, DateTime, Select, String, Table, Text, literal, select
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.db.dialect import greatest, insert_for, least
+from domain.db.arrays import dialect_of, in_values, on_postgres, unnest
 from domain.db.types import amount_to_units
+from domain.enums import AccrualStatus, EventStatus
 from domain.events.validation import ValidEvent
-from domain.models import Event, EventAggregate, LedgerEntry, Member
+from domain.models import Event
 
 
 @dataclass(frozen=True)
 class EventRow:
     event: ValidEvent
     member_id: int
-    status: str  # EventStatus
-    entry_status: str  # AccrualStatus of its ledger entry, when it earns points
+    status: EventStatus
+    #: The status of its ledger entry, when it earns points.
+    entry_status: AccrualStatus
     points: int
     message: str | None
 
@@ -30,11 +35,12 @@ class EventRow:
 async def existing_event_hashes(
     session: AsyncSession, program_id: int, external_ids: Sequence[str]
 ) -> dict[str, str]:
+    """The content hash of each of `external_ids` already recorded (one `= ANY` lookup on the unique key)."""
     if not external_ids:
         return {}
     rows = await session.execute(
         select(Event.external_id, Event.content_hash).where(
-            Event.program_id == program_id, Event.external_id.in_(external_ids)
+            Event.program_id == program_id, in_values(Event.external_id, external_ids, dialect_of(session))
         )
     )
     return {external_id: content_hash for external_id, content_hash in rows}  # noqa: C416 - rows are Row objects
@@ -43,130 +49,94 @@ async def existing_event_hashes(
 async def insert_events(
     session: AsyncSession, program_id: int, rows: Sequence[EventRow], now: datetime
 ) -> dict[str, int]:
-    """Insert in externalId order (a stable lock order); returns the ids of those that were new."""
+    """Insert in externalId order (a stable lock order), `ON CONFLICT DO NOTHING`; returns the ids of
+    those that were new. One `unnest` statement on PostgreSQL, executemany on SQLite."""
     if not rows:
         return {}
-    table = Event.__table__
-    statement = (
-        insert_for(session, table)
-        .on_conflict_do_nothing(index_elements=[table.c.program_id, table.c.external_id])
-        .returning(table.c.id, table.c.external_id)
-    )
-    params = [
-        {
-            "program_id": program_id,
-            "external_id": r.event.external_id,
-            "member_id": r.member_id,
-            "type": r.event.type,
-            "occurred_at": r.event.occurred_at,
-            "amount": r.event.amount,
-            "properties": r.event.properties,
-            "status": r.status,
-            "points_awarded": r.points if r.status == "ACCEPTED" else 0,
-            "message": r.message,
-            "content_hash": r.event.content_hash,
-            "received_at": now,
-        }
-        for r in sorted(rows, key=lambda r: r.event.external_id)
-    ]
-    result = await session.execute(statement, params)
+    ordered = sorted(rows, key=lambda r: r.event.external_id)
+    table = cast(Table, Event.__table__)
+    if on_postgres(session):
+        statement: Any = postgresql.insert(table).from_select(_COLUMNS, _unnested(program_id, ordered, now))
+    else:
+        statement = sqlite.insert(table)
+    statement = statement.on_conflict_do_nothing(
+        index_elements=[table.c.program_id, table.c.external_id]
+    ).returning(table.c.id, table.c.external_id)
+    if on_postgres(session):
+        result = await session.execute(statement)
+    else:
+        result = await session.execute(statement, [_params(program_id, r, now) for r in ordered])
     return {external_id: event_id for event_id, external_id in result}
 
 
-async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
-    if entries:
-        connection = await session.connection()  # Core executemany: no ORM bookkeeping per row
-        await connection.execute(insert(cast(Table, LedgerEntry.__table__)), list(entries))
+_COLUMNS = [
+    "program_id",
+    "external_id",
+    "member_id",
+    "type",
+    "occurred_at",
+    "amount",
+    "properties",
+    "status",
+    "points_awarded",
+    "message",
+    "content_hash",
+    "received_at",
+]
 
 
-async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending: dict[int, int]) -> None:
-    """Move cached balances in member-id order, so concurrent batches lock rows in one order."""
-    member_ids = sorted(set(posted) | set(pending))
-    if not member_ids:
-        return
-    table = cast(Table, Member.__table__)
-    statement = (
-        update(table)
-        .where(table.c.id == bindparam("member_id"))
-        .values(
-            points_balance=table.c.points_balance + bindparam("posted"),
-            pending_points=table.c.pending_points + bindparam("pending"),
-        )
-    )
-    connection = await session.connection()
-    await connection.execute(
-        statement,
-        [{"member_id": m, "posted": posted.get(m, 0), "pending": pending.get(m, 0)} for m in member_ids],
-    )
+def _points_awarded(row: EventRow) -> int:
+    return row.points if row.status == EventStatus.ACCEPTED else 0
 
 
-@dataclass
-class _Bucket:
-    count: int = 0
-    amount_count: int = 0
-    amount_sum: int = 0
-    amount_min: int | None = None
-    amount_max: int | None = None
-    first_at: datetime | None = None
-    last_at: datetime | None = None
-
-    def add(self, event: ValidEvent) -> None:
-        self.count += 1
-        if event.amount is not None:
-            units = amount_to_units(event.amount)
-            self.amount_count += 1
-            self.amount_sum += units
-            self.amount_min = units if self.amount_min is None else min(self.amount_min, units)
-            self.amount_max = units if self.amount_max is None else max(self.amount_max, units)
-        at = event.occurred_at
-        self.first_at = at if self.first_at is None else min(self.first_at, at)
-        self.last_at = at if self.last_at is None else max(self.last_at, at)
+def _params(program_id: int, r: EventRow, now: datetime) -> dict[str, Any]:
+    return {
+        "program_id": program_id,
+        "external_id": r.event.external_id,
+        "member_id": r.member_id,
+        "type": r.event.type,
+        "occurred_at": r.event.occurred_at,
+        "amount": r.event.amount,
+        "properties": r.event.properties,
+        "status": r.status.value,
+        "points_awarded": _points_awarded(r),
+        "message": r.message,
+        "content_hash": r.event.content_hash,
+        "received_at": now,
+    }
 
 
-def day_of(at: datetime) -> date:
-    return at.date()  # occurredAt is normalised to UTC by the time it gets here
-
-
-async def add_to_aggregates(
-    session: AsyncSession, program_id: int, accepted: Iterable[tuple[int, ValidEvent]]
-) -> None:
-    """Fold accepted events into per member x type x UTC-day buckets (one upsert per bucket)."""
-    buckets: dict[tuple[int, str, date], _Bucket] = defaultdict(_Bucket)
-    for member_id, event in accepted:
-        buckets[(member_id, event.type, day_of(event.occurred_at))].add(event)
-    if not buckets:
-        return
-    table = EventAggregate.__table__
-    statement = insert_for(session, table)
-    excluded = statement.excluded
-    statement = statement.on_conflict_do_update(
-        index_elements=[table.c.member_id, table.c.event_type, table.c.day],
-        set_={
-            "count": table.c.count + excluded.count,
-            "amount_count": table.c.amount_count + excluded.amount_count,
-            "amount_sum": table.c.amount_sum + excluded.amount_sum,
-            "amount_min": least(table.c.amount_min, excluded.amount_min),
-            "amount_max": greatest(table.c.amount_max, excluded.amount_max),
-            "first_at": least(table.c.first_at, excluded.first_at),
-            "last_at": greatest(table.c.last_at, excluded.last_at),
-        },
-    )
-    await session.execute(
-        statement,
+def _unnested(program_id: int, rows: Sequence[EventRow], now: datetime) -> Select[Any]:
+    """The rows as one SELECT over column arrays (amounts as scaled units, properties as JSON text)."""
+    u = unnest(
         [
-            {
-                "member_id": member_id,
-                "event_type": event_type,
-                "day": day,
-                "program_id": program_id,
-                "count": b.count,
-                "amount_count": b.amount_count,
-                "amount_sum": b.amount_sum,
-                "amount_min": b.amount_min,
-                "amount_max": b.amount_max,
-                "first_at": b.first_at,
-                "last_at": b.last_at,
-            }
-            for (member_id, event_type, day), b in sorted(buckets.items())
-        ],
+            ("external_id", String(), [r.event.external_id for r in rows]),
+            ("member_id", BigInteger(), [r.member_id for r in rows]),
+            ("type", String(), [r.event.type for r in rows]),
+            ("occurred_at", DateTime(timezone=True), [r.event.occurred_at for r in rows]),
+            ("amount", BigInteger(), [_units(r.event.amount) for r in rows]),
+            ("properties", Text(), [orjson.dumps(r.event.properties).decode() for r in rows]),
+            ("status", String(), [r.status.value for r in rows]),
+            ("points_awarded", BigInteger(), [_points_awarded(r) for r in rows]),
+            ("message", Text(), [r.message for r in rows]),
+            ("content_hash", String(), [r.event.content_hash for r in rows]),
+        ]
     )
+    return select(
+        literal(program_id, BigInteger()),
+        u.c.external_id,
+        u.c.member_id,
+        u.c.type,
+        u.c.occurred_at,
+        u.c.amount,
+        sql_cast(u.c.properties, postgresql.JSONB()),
+        u.c.status,
+        u.c.points_awarded,
+        u.c.message,
+        u.c.content_hash,
+        literal(now, DateTime(timezone=True)),
+    )
+
+
+def _units(amount: Decimal | None) -> int | None:
+    return None if amount is None else amount_to_units(amount)

@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.messages import MessageStatus, preferred_channel
 from domain.campaigns.outbox import OutboxKind, Pending, enqueue
-from domain.changes import ChangeListener, MembersChanged
 from domain.db.dialect import insert_for
 from domain.experiments.assignment import HOLDOUT, assign
 from domain.experiments.definitions import ActionType, Variant
-from domain.ledger.service import Bonus, post_bonuses
+from domain.ledger.posting import Bonus, post_bonuses
 from domain.models import Experiment, ExperimentExposure, Message
 
 _NAMESPACE = uuid.UUID("0f6e3b0a-52f4-4d39-8a55-6f3c1e7a9b21")
@@ -55,7 +54,6 @@ async def expose(
     experiment: Experiment,
     candidates: Sequence[Candidate],
     now: datetime,
-    listener: ChangeListener,
 ) -> dict[int, str]:
     """Record the first exposure of each candidate and run its variant's action.
 
@@ -98,10 +96,7 @@ async def expose(
         for c, v in acting
         if v.action.type == ActionType.BONUS_POINTS
     ]
-    posted = await post_bonuses(session, experiment.program_id, bonuses, now)
-    if posted:  # the balances moved: the segment engine may move those members
-        credited = frozenset(b.member_id for b in posted)
-        await listener.members_changed(session, MembersChanged(experiment.program_id, balances=credited), now)
+    await post_bonuses(session, experiment.program_id, bonuses, now)  # the segment engine hears of it
     return {c.member_id: arms[c.member_id] for c in fresh}
 
 

@@ -8,7 +8,6 @@ from datetime import datetime
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import ChangeListener, NoListener
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -41,11 +40,9 @@ class SegmentExposure:
 
 
 class ExperimentService:
-    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        #: Told of the balances exposure bonuses moved (the segment engine).
-        self.listener = listener or NoListener()
 
     async def create_experiment(self, program_id: int, draft: ExperimentDraft) -> Experiment:
         """A new experiment; its key must be new in the program (CONFLICT otherwise)."""
@@ -131,7 +128,7 @@ class ExperimentService:
             if not in_segment:
                 return None
             candidate = Candidate(member.id, member.external_id, list(member.channels or []))
-            new = await expose(session, experiment, [candidate], now, self.listener)
+            new = await expose(session, experiment, [candidate], now)
             recorded = await session.get(
                 ExperimentExposure, (experiment.id, member.id), populate_existing=True
             )
@@ -151,7 +148,7 @@ class ExperimentService:
                         f"key: the segment {experiment.segment_key!r} of this experiment was deleted"
                     )
                 candidates = await _unexposed(session, experiment, after)
-                newly += len(await expose(session, experiment, candidates, self.clock.now(), self.listener))
+                newly += len(await expose(session, experiment, candidates, self.clock.now()))
             if len(candidates) < EXPOSE_CHUNK:
                 break
             after = candidates[-1].member_id

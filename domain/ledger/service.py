@@ -5,33 +5,29 @@ Invariants (tested as a state machine in tests/test_ledger_properties.py):
 - members.pending_points == sum(points of PENDING_REVIEW entries);
 - an idempotency key names one request: replaying it returns the first entry,
   reusing it for different content is a CONFLICT.
-Balances move with a conditional UPDATE (`... WHERE points_balance >= n`), so
-concurrent redemptions serialise on the member row and cannot overdraw.
+Entries are written by `domain.ledger.posting` (balances move with a conditional
+UPDATE, `... WHERE points_balance >= n`, so concurrent redemptions serialise on the
+member row and cannot overdraw); this service adds idempotency and the reads.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import ChangeListener, MembersChanged, NoListener
 from domain.clock import Clock
-from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from domain.ledger.posting import MAX_REASON, post_entry, request_hash
 from domain.members.service import check_page_size, members_by_external_id
-from domain.models import Event, LedgerEntry, Member
-from domain.standings import mark_standings
+from domain.models import LedgerEntry
 
-MAX_REASON = 500
 MAX_IDEMPOTENCY_KEY = 200
 MAX_POINTS = 10**12
 #: Ledger idempotency keys of reward redemptions (gamification/rewards) start with it.
@@ -54,23 +50,10 @@ class LedgerPage:
     has_next: bool
 
 
-def request_hash(*parts: object) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(str(part).encode())
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
 class LedgerService:
-    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self.listener = listener or NoListener()
-
-    async def _balance_moved(self, session: AsyncSession, program_id: int, member_id: int) -> None:
-        change = MembersChanged(program_id, balances=frozenset({member_id}))
-        await self.listener.members_changed(session, change, self.clock.now())
 
     async def redeem(
         self, program_id: int, member_external_id: str, points: int, reason: str, idempotency_key: str
@@ -108,9 +91,7 @@ class LedgerService:
         Beyond the balance is BAD_USER_INPUT. For callers that spend points as part of
         a larger change (a reward redemption) under `once`.
         """
-        await move_balance(session, member_id, -points, what="redemption")
-        await self._balance_moved(session, program_id, member_id)
-        return self._entry(
+        return await post_entry(
             session,
             program_id,
             member_id,
@@ -119,6 +100,7 @@ class LedgerService:
             reason,
             idempotency_key,
             fingerprint,
+            self.clock.now(),
         )
 
     async def reverse(self, program_id: int, entry_id: int, reason: str, idempotency_key: str) -> LedgerEntry:
@@ -141,9 +123,7 @@ class LedgerService:
             )
             if already.first() is not None:
                 raise Conflict(f"id: entry {entry_id} has already been reversed")
-            await move_balance(session, original.member_id, -original.points, what="reversal")
-            await self._balance_moved(session, program_id, original.member_id)
-            entry = self._entry(
+            return await post_entry(
                 session,
                 program_id,
                 original.member_id,
@@ -152,14 +132,9 @@ class LedgerService:
                 reason,
                 idempotency_key,
                 fingerprint,
+                self.clock.now(),
+                reverses=original,
             )
-            entry.reverses_entry_id = original.id
-            entry.event_id = original.event_id
-            counts_at = await session.scalar(select(Event.occurred_at).where(Event.id == original.event_id))
-            await mark_standings(
-                session, program_id, [(original.member_id, counts_at or original.created_at)]
-            )
-            return entry
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
 
@@ -174,31 +149,6 @@ class LedgerService:
                 (await session.execute(query.order_by(LedgerEntry.id.desc()).limit(first + 1))).scalars()
             )
         return LedgerPage(rows[:first], len(rows) > first)
-
-    def _entry(
-        self,
-        session: AsyncSession,
-        program_id: int,
-        member_id: int,
-        points: int,
-        kind: EntryKind,
-        reason: str,
-        idempotency_key: str,
-        fingerprint: str,
-    ) -> LedgerEntry:
-        entry = LedgerEntry(
-            program_id=program_id,
-            member_id=member_id,
-            points=points,
-            status=AccrualStatus.POSTED.value,
-            kind=kind.value,
-            reason=reason,
-            idempotency_key=idempotency_key,
-            request_hash=fingerprint,
-            created_at=self.clock.now(),
-        )
-        session.add(entry)
-        return entry
 
     async def _idempotent(
         self,
@@ -263,68 +213,6 @@ class LedgerService:
             if existing.request_hash != fingerprint:
                 raise Conflict(f"idempotencyKey: {shown_key!r} was already used for a different request")
             return await replay(session, existing)
-
-
-@dataclass(frozen=True)
-class Bonus:
-    """Points a trigger grants a member; `idempotency_key` makes a replay a no-op."""
-
-    member_id: int
-    points: int
-    reason: str
-    idempotency_key: str
-
-
-async def post_bonuses(
-    session: AsyncSession, program_id: int, bonuses: Sequence[Bonus], now: datetime
-) -> list[Bonus]:
-    """Post bonuses as POSTED ADJUSTMENT entries inside the caller's transaction.
-
-    An idempotency key already in the ledger is skipped (`ON CONFLICT DO NOTHING`),
-    so replaying a bonus never pays twice. Returns the bonuses actually posted; the
-    caller tells the segment engine that those members' balances moved.
-    """
-    wanted = [b for b in bonuses if b.points > 0]
-    if not wanted:
-        return []
-    table = LedgerEntry.__table__
-    statement = insert_for(session, table).on_conflict_do_nothing().returning(table.c.idempotency_key)
-    rows = [
-        {
-            "program_id": program_id,
-            "member_id": b.member_id,
-            "points": b.points,
-            "status": AccrualStatus.POSTED.value,
-            "kind": EntryKind.ADJUSTMENT.value,
-            "reason": b.reason[:MAX_REASON],
-            "idempotency_key": b.idempotency_key,
-            "request_hash": request_hash(EntryKind.ADJUSTMENT, b.member_id, b.points, b.reason),
-            "created_at": now,
-        }
-        for b in wanted
-    ]
-    posted_keys = set((await session.scalars(statement, rows)).all())
-    posted = [b for b in wanted if b.idempotency_key in posted_keys]
-    for bonus in sorted(posted, key=lambda b: b.member_id):  # member-id order: see lock_members
-        await move_balance(session, bonus.member_id, bonus.points, what="bonus")
-    await mark_standings(session, program_id, ((b.member_id, now) for b in posted))
-    return posted
-
-
-async def move_balance(session: AsyncSession, member_id: int, delta: int, *, what: str) -> None:
-    """Add `delta` to the member's posted balance; refuse to go below zero."""
-    statement = (
-        update(Member).where(Member.id == member_id).values(points_balance=Member.points_balance + delta)
-    )
-    if delta < 0:
-        statement = statement.where(Member.points_balance >= -delta)
-    result = await session.execute(statement.execution_options(synchronize_session=False))
-    assert isinstance(result, CursorResult)
-    if result.rowcount == 0:
-        balance = (
-            await session.execute(select(Member.points_balance).where(Member.id == member_id))
-        ).scalar()
-        raise InvalidInput(f"points: the {what} of {-delta} exceeds the balance of {balance}")
 
 
 async def _the_entry(_session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:

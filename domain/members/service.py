@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import ChangeListener, MembersChanged, NoListener
+from domain.changes import MembersChanged
 from domain.clock import Clock
+from domain.db.arrays import dialect_of, in_values
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.enums import Channel, MemberKind
@@ -63,10 +64,9 @@ def check_page_size(first: int) -> None:
 
 
 class MemberService:
-    def __init__(self, db: Database, clock: Clock, listener: ChangeListener | None = None) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self.listener = listener or NoListener()
 
     async def upsert_organizations(self, program_id: int, inputs: Sequence[OrganizationUpsert]) -> int:
         _check_batch(len(inputs), "organizations")
@@ -154,9 +154,9 @@ class MemberService:
             await session.flush()
             ids = {row.id for row in existing.values()}
             change = MembersChanged(
-                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known)
+                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known), at=now
             )
-            await self.listener.members_changed(session, change, now)
+            uow.collect(change)  # the segment engine re-evaluates them before the commit
         return len(inputs)
 
     async def get(self, program_id: int, external_id: str) -> Member | None:
@@ -251,9 +251,12 @@ async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> None
     the locks up front (PostgreSQL; SQLite has one writer) serializes per member.
     """
     ids = sorted(set(member_ids))
-    if ids and session.get_bind().dialect.name == "postgresql":
+    if ids and dialect_of(session) == "postgresql":
         await session.execute(
-            select(Member.id).where(Member.id.in_(ids)).order_by(Member.id).with_for_update()
+            select(Member.id)
+            .where(in_values(Member.id, ids, "postgresql"))
+            .order_by(Member.id)
+            .with_for_update()
         )
 
 
@@ -265,7 +268,8 @@ async def member_ids_by_external_id(
         return {}
     rows = await session.execute(
         select(Member.external_id, Member.id).where(
-            Member.program_id == program_id, Member.external_id.in_(set(external_ids))
+            Member.program_id == program_id,
+            in_values(Member.external_id, sorted(set(external_ids)), dialect_of(session)),
         )
     )
     return {external_id: member_id for external_id, member_id in rows}  # noqa: C416 - rows are Row objects

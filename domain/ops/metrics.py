@@ -63,6 +63,14 @@ LIVE_CHANGES_REPLAYED = LIVE_BUS.labels("changes_replayed")
 LIVE_SUBSCRIBERS_CLOSED = LIVE_BUS.labels("subscribers_closed")
 LIVE_SUBSCRIBERS_TOO_SLOW = LIVE_BUS.labels("subscribers_too_slow")
 LIVE_RECONNECTS = LIVE_BUS.labels("reconnects")
+LIVE_PAYLOADS = Counter(
+    "loyalty_live_payloads",
+    "Subscription payloads (api/fanout.py), by outcome: executed (the first subscriber of a selection "
+    "in this process to take a change), shared (handed the result another subscriber executed)",
+    ["outcome"],
+)
+LIVE_PAYLOADS_EXECUTED = LIVE_PAYLOADS.labels("executed")
+LIVE_PAYLOADS_SHARED = LIVE_PAYLOADS.labels("shared")
 
 #: Distinct (operation name, root field) pairs one process labels by name; later names become "other".
 MAX_OPERATION_NAMES = 100

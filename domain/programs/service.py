@@ -177,10 +177,12 @@ async def program_by_key(session: AsyncSession, key: str) -> Program | None:
 
 
 async def load_earning_rules(session: AsyncSession, program_id: int) -> dict[str, EarningRuleSpec]:
-    rows = await session.execute(select(EarningRule).where(EarningRule.program_id == program_id))
-    return {
-        r.event_type: EarningRuleSpec(r.event_type, r.points_per_unit, r.fixed_points) for r in rows.scalars()
-    }
+    rows = await session.execute(  # columns, not ORM rows: the accrual pipeline reads this per batch
+        select(EarningRule.event_type, EarningRule.points_per_unit, EarningRule.fixed_points).where(
+            EarningRule.program_id == program_id
+        )
+    )
+    return {event_type: EarningRuleSpec(event_type, per_unit, fixed) for event_type, per_unit, fixed in rows}
 
 
 def _rule_row(program_id: int, rule: EarningRuleSpec, now: Any) -> EarningRule:

@@ -57,6 +57,7 @@ from domain.segments.conditions import (
     Value,
     cast_list,
     is_number,
+    typed_where,
 )
 from domain.segments.evaluate import UNITS
 from domain.segments.lifecycle import LifecycleThresholds
@@ -277,7 +278,8 @@ class Compilation:
         return where
 
     def event_table(self, metric: Metric) -> Subquery:
-        if metric not in self.joins:
+        key = _metric_key(metric)
+        if key not in self.joins:
             name = metric.field or "amount"
             if name == "amount":
                 measured = type_coerce(events.c.amount, BigInteger)  # the stored units, not Decimal
@@ -296,13 +298,13 @@ class Compilation:
                 Agg.DAYS_SINCE_FIRST: [func.min(events.c.occurred_at).label("first_at")],
                 Agg.DAYS_SINCE_LAST: [func.max(events.c.occurred_at).label("last_at")],
             }[metric.agg]  # only what the metric reads: a distinct count costs a sort
-            self.joins[metric] = (
+            self.joins[key] = (
                 select(events.c.member_id, *columns)
                 .where(*self.matching_events(metric))
                 .group_by(events.c.member_id)
                 .alias(f"e{len(self.joins)}")
             )
-        return self.joins[metric]
+        return self.joins[key]
 
     def streak_table(self, metric: Metric, reach: int) -> Subquery:
         """Consecutive days up to today (or yesterday), counted up to `reach`: gaps and islands.
@@ -310,7 +312,7 @@ class Compilation:
         Only the last `reach` days are read: a streak longer than that compares with the
         thresholds like one of exactly `reach` days (see `_streak_reach`).
         """
-        key = ("streak", metric, reach)
+        key = ("streak", _metric_key(metric), reach)
         if key in self.joins:
             return self.joins[key]
         today = (self.now.date() - EPOCH).days
@@ -359,6 +361,11 @@ class Compilation:
         if self.dialect == "postgresql":
             return day - literal(EPOCH, Date)
         return cast(func.julianday(day) - 2440587.5, Integer)
+
+
+def _metric_key(metric: Metric) -> tuple[object, ...]:
+    """A metric as a key of derived tables: its `where` typed (True and 1 are equal in Python only)."""
+    return (metric.event, metric.agg, metric.field, metric.window, typed_where(metric.where))
 
 
 def _streak_reach(value: Value) -> int:

@@ -109,6 +109,14 @@ class Metric:
         return self.window is not None and self.agg not in WINDOWLESS_AGGS
 
 
+def typed_where(where: tuple[tuple[str, Scalar], ...]) -> tuple[tuple[str, str, Scalar], ...]:
+    """A `where` filter with each value's type: Python has True == 1, a condition does not.
+
+    Use it (not the filter itself) as a key of sets and caches.
+    """
+    return tuple((name, type(value).__name__, value) for name, value in where)
+
+
 @dataclass(frozen=True)
 class All:
     children: tuple[Node, ...]

@@ -13,6 +13,7 @@ from enum import StrEnum
 from sqlalchemy import case, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.db.arrays import dialect_of, in_values
 from domain.db.types import UtcDateTime
 from domain.models import Member
 
@@ -42,7 +43,7 @@ async def write_due_times(
         value = new if mode == DueTimes.EXACT else case((stored <= new, stored), else_=new)
         await session.execute(
             update(Member)
-            .where(Member.id.in_([member_id for member_id, _ in chunk]))
+            .where(in_values(Member.id, [member_id for member_id, _ in chunk], dialect_of(session)))
             .values(segments_due_at=value)
             .execution_options(synchronize_session=False)
         )
@@ -50,7 +51,9 @@ async def write_due_times(
 
 async def stored_due_times(session: AsyncSession, member_ids: Sequence[int]) -> dict[int, datetime | None]:
     """The members' stored due times."""
-    rows = await session.execute(select(Member.id, Member.segments_due_at).where(Member.id.in_(member_ids)))
+    rows = await session.execute(
+        select(Member.id, Member.segments_due_at).where(in_values(Member.id, member_ids, dialect_of(session)))
+    )
     return {member_id: due_at for member_id, due_at in rows}  # noqa: C416 - rows are Row objects
 
 

@@ -1,9 +1,11 @@
 """Keeps membership current: per member after each change (in memory), per segment in batch (SQL).
 
-`members_changed` runs inside the transaction of the change that caused it, so a
-membership flip commits with its cause: it re-evaluates, in dependency order,
-only the DYNAMIC segments that read what changed, for the members it changed.
-`recompute` refreshes whole segments with one compiled statement each.
+`members_changed` (the message bus's handler of `MembersChanged`) runs inside the
+transaction of the change that caused it, so a membership flip commits with its
+cause: it re-evaluates, in dependency order, only the DYNAMIC segments that read
+what changed, for the members it changed. `recompute` refreshes whole segments
+with one compiled statement each. What either wrote is collected as one
+`SegmentsChanged` for the bus (triggers, segment-scoped boards, metrics).
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import LoggedChange, MembersChanged, SegmentChangeListener
-from domain.db.engine import after_commit, announce
+from domain.changes import LoggedChange, MembersChanged, SegmentsChanged, SegmentWatcher
+from domain.db.engine import announce, collect
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
 from domain.ops.metrics import SEGMENT_EVALUATIONS
+from domain.segments.closures import Context, predicate
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node
 from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
@@ -56,8 +59,8 @@ class ProgramView:
 
 class SegmentEngine:
     def __init__(self) -> None:
-        #: Told of every logged change inside its transaction (triggers); set when services are wired.
-        self.listener: SegmentChangeListener | None = None
+        #: The handlers of `SegmentsChanged` that act on named segments; set when services are wired.
+        self.watchers: Sequence[SegmentWatcher] = ()
         self._parsed: dict[tuple[int, datetime], Definition] = {}
         #: program id -> ((segment count, newest updated_at), index): reloaded when the stamp moves
         self._indexes: dict[int, tuple[tuple[int, datetime | None], SegmentIndex]] = {}
@@ -93,6 +96,7 @@ class SegmentEngine:
         return SegmentIndex.build(definitions)
 
     async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
+        """Re-evaluate the segments that read what changed, for the members it changed."""
         if not change.member_ids:
             return
         index = await self.index(session, change.program_id)
@@ -104,24 +108,23 @@ class SegmentEngine:
                 change.event_types.get(member_id, ()),
                 profile=member_id in change.profiles,
                 balance=member_id in change.balances,
+                tags=change.tags.get(member_id, ()),
                 everything=member_id in change.created,
             )
             if affected:
                 plans[member_id] = affected
         await self.reevaluate(session, change.program_id, plans, now)
 
-    async def tags_changed(
-        self,
-        session: AsyncSession,
-        program_id: int,
-        member_ids: Sequence[int],
-        tags: Sequence[str],
-        now: datetime,
-    ) -> None:
-        index = await self.index(session, program_id)
-        affected = index.affected(tags=tags)
-        if affected:
-            await self.reevaluate(session, program_id, dict.fromkeys(member_ids, affected), now)
+    async def handle(self, session: AsyncSession, change: MembersChanged) -> None:
+        """The message bus's handler: evaluate at the instant of the change."""
+        assert change.at is not None, "a collected MembersChanged says when it happened"
+        await self.members_changed(session, change, change.at)
+
+    async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
+        found: frozenset[int] = frozenset()
+        for watcher in self.watchers:
+            found |= await watcher.watched(session, program_id)
+        return found
 
     async def reevaluate(
         self,
@@ -172,20 +175,10 @@ class SegmentEngine:
     async def apply(
         self, session: AsyncSession, program_id: int, flips: Sequence[Flip], now: datetime
     ) -> None:
-        """Write flips (membership, log, applied tags) and tell the listener what was logged."""
+        """Write flips (membership, log, applied tags) and collect what was logged."""
         logged = await apply_flips(session, program_id, flips, now)
         entered = sum(change.entered for change in logged)
-        _count_changes(session, entered, len(logged) - entered)
-        await self._logged(session, program_id, logged, now)
-
-    async def _logged(
-        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
-    ) -> None:
-        if not changes:
-            return
-        announce(session, SEGMENT_CHANGES)
-        if self.listener is not None:
-            await self.listener.segments_changed(session, program_id, changes, now)
+        _changed(session, program_id, logged, entered, len(logged) - entered, now)
 
     async def recompute(
         self,
@@ -213,7 +206,7 @@ class SegmentEngine:
         if any(d.kind == "DYNAMIC" and d.time_dependent for d in chosen):
             await mark_program_due(session, program_id, now)
         compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
-        watched = await self.listener.watched(session, program_id) if self.listener else frozenset()
+        watched = await self.watched(session, program_id)
         for definition in chosen:
             assert definition.condition is not None
             done[definition.key] = await replace_members(
@@ -227,25 +220,32 @@ class SegmentEngine:
                 log_rows=definition.id in watched,
             )
             _RECOMPUTED_IN_SQL.inc()
-            _count_changes(session, done[definition.key].entered, done[definition.key].left)
-            if done[definition.key].entered or done[definition.key].left:
-                announce(session, SEGMENT_CHANGES)
-            await self._logged(session, program_id, done[definition.key].changes, now)
+            result = done[definition.key]
+            _changed(session, program_id, result.changes, result.entered, result.left, now)
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
 
 
-def _count_changes(session: AsyncSession, entered: int, left: int) -> None:
-    """Count the changes in the metrics once (and only if) their transaction commits."""
+def _changed(
+    session: AsyncSession,
+    program_id: int,
+    logged: Sequence[LoggedChange],
+    entered: int,
+    left: int,
+    now: datetime,
+) -> None:
+    """Announce and collect the changes written (nothing when there were none)."""
     if not entered and not left:
         return
+    announce(session, SEGMENT_CHANGES)
+    collect(session, SegmentsChanged(program_id, tuple(logged), now, entered, left))
 
-    async def count() -> None:
-        CHANGES_COUNTED.labels("ENTERED").inc(entered)
-        CHANGES_COUNTED.labels("LEFT").inc(left)
 
-    after_commit(session, count)
+async def count_changes(changes: SegmentsChanged) -> None:
+    """After commit: the segment-change metrics (an after-commit handler of the bus)."""
+    CHANGES_COUNTED.labels("ENTERED").inc(changes.entered)
+    CHANGES_COUNTED.labels("LEFT").inc(changes.left)
 
 
 def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
@@ -255,9 +255,10 @@ def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
 def _evaluate_plan(evaluation: Evaluation, plan: Sequence[Definition], member: MemberFacts) -> list[Flip]:
     """The member's flips over `plan` (in dependency order); each updates the facts the next one reads."""
     flips: list[Flip] = []
+    context = Context(member, evaluation)  # each metric measured once, whichever definitions read it
     for definition in plan:
         assert definition.condition is not None
-        holds = evaluation.holds(definition.condition, member)
+        holds = predicate(definition.condition)(context)
         if holds == (definition.key in member.segments):
             continue
         flips.append(Flip(definition.id, definition.key, member.member_id, holds, definition.applies_tag))

@@ -164,7 +164,7 @@ class Evaluation:
             low = self.now - timedelta(seconds=metric.window.seconds)
             if not low < event.occurred_at <= self.now:
                 return False
-        return all(_same(event.properties.get(name), value) for name, value in metric.where)
+        return all(same(event.properties.get(name), value) for name, value in metric.where)
 
     def over_buckets(self, metric: Metric, buckets: Sequence[Bucket]) -> Fraction | None:
         match metric.agg:
@@ -256,7 +256,7 @@ def _kind(value: Any) -> str | None:
     return None
 
 
-def _same(actual: Any, expected: Scalar) -> bool:
+def same(actual: Any, expected: Scalar) -> bool:
     """Equality that never equates values of different JSON types (true is not 1)."""
     kind = _kind(actual)
     return kind is not None and kind == _kind(expected) and _number(actual) == _number(expected)
@@ -293,14 +293,14 @@ def compare_value(actual: Any, op: Op, value: Value) -> bool:
         return False
     match op:
         case Op.EQ:
-            return _same(actual, value)  # type: ignore[arg-type]
+            return same(actual, value)  # type: ignore[arg-type]
         case Op.NE:
-            return _kind(actual) is not None and _kind(actual) == _kind(value) and not _same(actual, value)  # type: ignore[arg-type]
+            return _kind(actual) is not None and _kind(actual) == _kind(value) and not same(actual, value)  # type: ignore[arg-type]
         case Op.IN:
-            return any(_same(actual, v) for v in value)  # type: ignore[union-attr]
+            return any(same(actual, v) for v in value)  # type: ignore[union-attr]
         case Op.NOT_IN:
             return _kind(actual) is not None and all(
-                _kind(actual) == _kind(v) and not _same(actual, v)
+                _kind(actual) == _kind(v) and not same(actual, v)
                 for v in value  # type: ignore[union-attr]
             )
         case Op.BETWEEN:
@@ -309,7 +309,7 @@ def compare_value(actual: Any, op: Op, value: Value) -> bool:
         case Op.CONTAINS:
             if isinstance(actual, str):
                 return isinstance(value, str) and value in actual
-            return isinstance(actual, list) and any(_same(item, value) for item in actual)  # type: ignore[arg-type]
+            return isinstance(actual, list) and any(same(item, value) for item in actual)  # type: ignore[arg-type]
     return _ordered(actual, op, value)  # type: ignore[arg-type]
 
 

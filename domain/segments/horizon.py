@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 
+from domain.segments.closures import Context, compile_condition, predicate
 from domain.segments.conditions import (
     WINDOWLESS_AGGS,
     Agg,
@@ -38,7 +38,7 @@ from domain.segments.conditions import (
     Value,
     walk,
 )
-from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts
+from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, same
 from domain.segments.lifecycle import LifecycleThresholds
 
 #: How far ahead candidates are looked for.
@@ -46,8 +46,6 @@ LIMIT = timedelta(days=36_600)
 US = timedelta(microseconds=1)
 #: Built-in attributes whose value moves with the clock.
 TIMED_PATHS = frozenset({"createdAt", "age", "lifecycle"})
-#: Any instant: without a window, `Evaluation.selects` applies only the metric's `where`.
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def is_time_dependent(condition: Node) -> bool:
@@ -80,14 +78,14 @@ def next_change(
     end = now + LIMIT if until is None else min(until - US, now + LIMIT)
     if end <= now:
         return None
-    evaluation = Evaluation(now, lifecycle)
-    moving = _fold_constants(condition, member, evaluation)
+    moving = _fold_constants(condition, Context(member, Evaluation(now, lifecycle)))
     if isinstance(moving, bool):
         return None
-    before = evaluation.holds(moving, member)
+    check = compile_condition(moving)
+    before = check(Context(member, Evaluation(now, lifecycle)))
     leaves = [node for node in walk(moving) if _moves_with_time(node)]
     for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle) for leaf in leaves)):
-        if Evaluation(instant, lifecycle).holds(moving, member) != before:
+        if check(Context(member, Evaluation(instant, lifecycle))) != before:
             return instant
     return None
 
@@ -108,14 +106,14 @@ def earliest_change(
     return found
 
 
-def _fold_constants(node: Node, member: MemberFacts, evaluation: Evaluation) -> Node | bool:
+def _fold_constants(node: Node, context: Context) -> Node | bool:
     """The condition with each part time cannot change replaced by its truth now; a bool if nothing moves."""
     match node:
         case All(children) | AnyOf(children):
             absorbing = isinstance(node, AnyOf)  # true decides an `any`, false an `all`
             kept: list[Node] = []
             for child in children:
-                folded = _fold_constants(child, member, evaluation)
+                folded = _fold_constants(child, context)
                 if folded is absorbing:
                     return absorbing
                 if not isinstance(folded, bool):
@@ -124,19 +122,19 @@ def _fold_constants(node: Node, member: MemberFacts, evaluation: Evaluation) -> 
                 return not absorbing
             return AnyOf(tuple(kept)) if absorbing else All(tuple(kept))
         case Not(child):
-            folded = _fold_constants(child, member, evaluation)
+            folded = _fold_constants(child, context)
             return (not folded) if isinstance(folded, bool) else Not(folded)
-    return node if _moves_with_time(node) else evaluation.holds(node, member)
+    return node if _moves_with_time(node) else predicate(node)(context)
 
 
 def _leaf_flips(
     leaf: Node, member: MemberFacts, now: datetime, end: datetime, lifecycle: LifecycleThresholds
 ) -> Iterator[datetime]:
     """The instants in (now, end], in order, where the leaf's truth changes."""
-    member = _leaf_view(leaf, member, now)
-    truth = Evaluation(now, lifecycle).holds(leaf, member)
+    check = predicate(leaf)
+    truth = check(Context(member, Evaluation(now, lifecycle)))
     for instant in sorted({t for t in _leaf_instants(leaf, member, now, lifecycle) if now < t <= end}):
-        holds = Evaluation(instant, lifecycle).holds(leaf, member)
+        holds = check(Context(member, Evaluation(instant, lifecycle)))
         if holds != truth:
             truth = holds
             yield instant
@@ -157,17 +155,6 @@ def _leaf_instants(
     return ()
 
 
-def _leaf_view(leaf: Node, member: MemberFacts, now: datetime) -> MemberFacts:
-    """The member with only the raw events a metric leaf can still count from `now` on."""
-    if not isinstance(leaf, MetricCompare) or not leaf.metric.reads_raw_events:
-        return member
-    metric, kept = leaf.metric, _selected(leaf.metric, member)
-    if metric.window is not None:
-        low = now - timedelta(seconds=metric.window.seconds)
-        kept = [e for e in kept if e.occurred_at > low]
-    return replace(member, events={metric.event: kept})
-
-
 # ---------- metrics ----------
 
 
@@ -183,10 +170,12 @@ def _metric_instants(metric: Metric, value: Value, member: MemberFacts, now: dat
     return [t for e in _selected(metric, member) for t in (e.occurred_at, e.occurred_at + width)]
 
 
-def _selected(metric: Metric, member: MemberFacts) -> list[EventFact]:
+def _selected(metric: Metric, member: MemberFacts) -> Sequence[EventFact]:
     """The member's raw events of the metric's type that its `where` keeps, whatever their time."""
-    timeless, anytime = replace(metric, window=None), Evaluation(_EPOCH)
-    return [e for e in member.events.get(metric.event, ()) if anytime.selects(timeless, e)]
+    events = member.events.get(metric.event, ())
+    if not metric.where:
+        return events
+    return [e for e in events if all(same(e.properties.get(name), value) for name, value in metric.where)]
 
 
 def _event_days(metric: Metric, member: MemberFacts) -> set[date]:

@@ -70,7 +70,7 @@ async def replace_members(
 ) -> Recomputed:
     """Make the segment's members exactly those `chosen` selects, logging every change.
 
-    With `log_rows` the logged changes come back too (for trigger listeners).
+    With `log_rows` the logged changes come back too (for the handlers of `SegmentsChanged`).
     """
     postgres = session.get_bind().dialect.name == "postgresql"
     await session.execute(text("DROP TABLE IF EXISTS segment_eval"))

@@ -10,14 +10,14 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import MembersChanged
 from domain.clock import Clock
 from domain.db.dialect import insert_for
-from domain.db.engine import Database
+from domain.db.engine import Database, collect
 from domain.errors import InvalidInput, NotFound
 from domain.members.service import members_by_external_id
 from domain.models import Member, MemberTag, Segment, SegmentMembership
 from domain.programs.service import validate_key
-from domain.segments.engine import SegmentEngine
 
 MANUAL = "manual"
 #: The source of `non-compliant` (fraud/compliance.py).
@@ -32,10 +32,9 @@ class TagView:
 
 
 class TagService:
-    def __init__(self, db: Database, clock: Clock, engine: SegmentEngine) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
-        self.engine = engine
 
     async def add_tag(self, program_id: int, member_external_id: str, tag: str) -> Member:
         """Tag a member by hand; adding a tag it already carries by hand changes nothing."""
@@ -56,7 +55,7 @@ class TagService:
                     }
                 ],
             )
-            await self.engine.tags_changed(uow.session, program_id, [member.id], [tag], now)
+            collect(uow.session, MembersChanged(program_id, tags={member.id: frozenset({tag})}, at=now))
         return member
 
     async def remove_tag(self, program_id: int, member_external_id: str, tag: str) -> Member:
@@ -89,7 +88,7 @@ class TagService:
                     MemberTag.member_id == member.id, MemberTag.key == tag, MemberTag.source == MANUAL
                 )
             )
-            await self.engine.tags_changed(uow.session, program_id, [member.id], [tag], now)
+            collect(uow.session, MembersChanged(program_id, tags={member.id: frozenset({tag})}, at=now))
         return member
 
     async def tags_of(self, member_ids: Sequence[int]) -> dict[int, list[TagView]]:

@@ -1,13 +1,13 @@
 """Completing challenges inside the transaction of the events that complete them.
 
-`ChallengeAwarder` is an in-transaction `ChangeListener` (domain/changes.py), told
-after the segment engine. For each member and event type a batch accepted it
+`ChallengeAwarder` is a message-bus handler of `MembersChanged` (domain/changes.py),
+registered after the segment engine. For each member and event type a batch accepted it
 counts the periods those events fall in (backdated events count in their own
 period), and for each period that reached the target it inserts the completion
 (`ON CONFLICT DO NOTHING`) and posts the bonus under the idempotency key
 `challenge:<challenge id>:<member id>:<period start>`: a replay, a re-send or a
-concurrent batch pays once. Credited members go back to the segment engine, whose
-balance conditions may now hold.
+concurrent batch pays once. Posting the bonuses collects the balance change for the
+segment engine, whose balance conditions may now hold.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import ChangeListener, MembersChanged
+from domain.changes import MembersChanged
 from domain.db.dialect import insert_for
-from domain.ledger.service import Bonus, post_bonuses
+from domain.ledger.posting import Bonus, post_bonuses
 from domain.models import Challenge, ChallengeCompletion
 from gamification.calendar import program_zone
 from gamification.challenges.definitions import ChallengePeriod, Window, completion_key, window_of
@@ -37,15 +37,13 @@ class Completed:
 
 
 class ChallengeAwarder:
-    """Implements `domain.changes.ChangeListener`; wired after the segment engine in EventService."""
+    """Handles `MembersChanged` with accepted events; registered after the segment engine."""
 
-    def __init__(self, segments: ChangeListener) -> None:
-        #: Told of the balances the bonuses moved (the segment engine).
-        self.segments = segments
-
-    async def members_changed(self, session: AsyncSession, change: MembersChanged, now: datetime) -> None:
+    async def members_changed(self, session: AsyncSession, change: MembersChanged) -> None:
         if not change.event_types:
             return
+        assert change.at is not None
+        now = change.at
         types = set().union(*change.event_types.values())
         challenges = await active_challenges(session, change.program_id, types)
         if not challenges:
@@ -72,11 +70,7 @@ class ChallengeAwarder:
             for challenge in by_window[window].values()
             if counts.get((member_id, window), 0) >= challenge.target
         ]
-        credited = await award(session, change.program_id, reached, now, tz)
-        if credited:
-            await self.segments.members_changed(
-                session, MembersChanged(change.program_id, balances=credited), now
-            )
+        await award(session, change.program_id, reached, now, tz)
 
 
 def _candidate_order(candidate: tuple[int, Window]) -> tuple[int, str, datetime, datetime]:

@@ -1,20 +1,17 @@
 """Keeps SEGMENT-scoped boards to the segment's current members.
 
-Told of every membership change inside its transaction (domain/changes.py), it
-marks the members who entered or left a segment that scopes a board, so the
+A message-bus handler of `SegmentsChanged` (domain/changes.py), inside the
+transaction of the change, it marks the members who entered or left a segment that scopes a board, so the
 feeder adds them to (or drops them from) that board's open periods. Closed
 periods keep whom they ranked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import datetime
-
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import LoggedChange
+from domain.changes import SegmentsChanged
 from domain.models import Leaderboard, Segment
 from domain.standings import mark_standings
 from gamification.leaderboards.boards import BoardScope
@@ -33,10 +30,12 @@ class SegmentBoards:
         )
         return frozenset(rows.all())
 
-    async def segments_changed(
-        self, session: AsyncSession, program_id: int, changes: Sequence[LoggedChange], now: datetime
-    ) -> None:
-        scoping = await self.watched(session, program_id)
+    async def segments_changed(self, session: AsyncSession, changed: SegmentsChanged) -> None:
+        if not changed.changes:
+            return
+        scoping = await self.watched(session, changed.program_id)
         await mark_standings(
-            session, program_id, [(c.member_id, now) for c in changes if c.segment_id in scoping]
+            session,
+            changed.program_id,
+            [(c.member_id, changed.at) for c in changed.changes if c.segment_id in scoping],
         )

@@ -18,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.enums import EntryKind
 from domain.errors import InvalidInput, NotFound
-from domain.ledger.service import MAX_IDEMPOTENCY_KEY, MAX_REASON, REWARD_KEY_PREFIX, request_hash
+from domain.ledger.posting import MAX_REASON, request_hash
+from domain.ledger.service import MAX_IDEMPOTENCY_KEY, REWARD_KEY_PREFIX
 from domain.models import LedgerEntry, Member, Reward, RewardRedemption
 from gamification.rewards.catalogue import CatalogueItem, catalogue, out_of_stock
 

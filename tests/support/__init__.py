@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     from api.runtime import Services
+    from domain.clock import Clock
     from domain.settings import Settings
 
 T = TypeVar("T")
@@ -32,6 +33,16 @@ class ShiftableClock:
         self.offset = timedelta()
 
 
+class FrozenClock:
+    """A clock that stands still at `at` until a test moves it: two runs of the same work see one `now`."""
+
+    def __init__(self, at: datetime | None = None) -> None:
+        self.at = at or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+
 @dataclass
 class Harness:
     """Services on a private event loop: hypothesis cannot re-enter pytest-asyncio's session loop."""
@@ -44,11 +55,12 @@ class Harness:
 
 
 @contextmanager
-def private_services(settings: Settings) -> Iterator[Harness]:
+def private_services(settings: Settings, clock: Clock | None = None) -> Iterator[Harness]:
+    """Services on a loop of their own, with `clock` (default: a `ShiftableClock`)."""
     from api.runtime import build_services
 
     loop = asyncio.new_event_loop()
-    services = build_services(settings, clock=ShiftableClock())
+    services = build_services(settings, clock=clock or ShiftableClock())
     try:
         yield Harness(loop, services)
     finally:

@@ -1,0 +1,619 @@
+"""Accrual pipeline benchmark (issue 15): `recordEvents` with 20 dynamic segments, next to 0 segments
+and to the raw-write floor, in one run.
+
+Three phases on one workload, each on its own fresh PostgreSQL database (bench/harness.py):
+
+* 0 segments: `loyalty serve --workers 2` (background loops on), the default fraud rules, members
+  upserted through `upsertMembers`, then every event through `recordEvents` in batches of 500
+  with 4 requests in flight (bench/ingest.py's `end_to_end`, unchanged);
+* 20 segments: the same, on a program that has the 20 DYNAMIC segments of `SEGMENTS` (the café
+  tiers, the seeds' templates, coffee and tea lovers, a city, spend windows, distinct days,
+  `in_segment`), created through `createSegment` after the members went in (untimed);
+* floor: the same events written straight with asyncpg (bench/ingest.py's `floor`).
+
+The 0-segment phase runs first: whatever the second phase inherits from the first (a warmer,
+busier machine) counts against the segments, the conservative direction for a ratio goal.
+
+Workload: bench/ingest.py's POS-like stream (80% purchases with receipt, device and cashier ids,
+12% visits, 8% logins; a tenth of the members produce about 37% of the events), with `occurredAt`
+streaming over 60 days in event order, and purchases carrying a `category` (each member leans to
+coffee, tea or neither) for the `where` filters.
+
+Statistics: autovacuum is off on this machine's PostgreSQL. `--analyze auto` (the default) then
+does autovacuum's ANALYZEs itself while the clock runs (bench/ingest.py's `AutoAnalyze`: once after
+the members, then every table that changed by 50 rows + 10%), so both phases see the statistics
+a default server would have. `--stale-minutes M` measures the opposite (issue 15, item 5): one
+phase (0 segments unless `--stale-segments 20`) with autovacuum off on every table of its
+database and no ANALYZE at all, run for M minutes; it reports events/s and the server's and
+PostgreSQL's CPU per event per window, and the last window against the first.
+
+Reports events/s, batch p50/p99, server and PostgreSQL CPU per event, the segments / 0-segments
+ratio and the goals. `--py-spy PATH` records the server's processes with py-spy during the
+20-segment phase and prints where the time goes. Progress goes to stderr; the LAST line on stdout
+is one JSON object with the figures; the exit status is 1 if a consistency check failed.
+Usage: .venv/bin/python bench/pipeline.py [--quick] [--members N] [--events N] [--stale-minutes M] ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import os
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` when run as a script
+
+from bench.harness import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_REDIS_URL,
+    DEFAULT_WORKERS,
+    Api,
+    CpuMeter,
+    PgServer,
+    PhaseResult,
+    Server,
+    autovacuum_on,
+    graphql,
+    log,
+    run_concurrently,
+    serving,
+)
+from bench.ingest import (
+    API_KEY_SCOPES,
+    Around,
+    BenchEvent,
+    Workload,
+    audit_totals,
+    configure_rules,
+    count_outcomes,
+    encode_batch,
+    end_to_end,
+    floor,
+    phase_checks,
+    phase_figures,
+    totals,
+    upsert_members,
+)
+from bench.profile import summarize
+
+HISTORY = timedelta(days=60)
+SCOPES = f"{API_KEY_SCOPES},segments:read,segments:write"
+CREATE_SEGMENT = "mutation($input: SegmentInput!) { createSegment(input: $input) { key } }"
+CATEGORIES = ("coffee", "tea", "pastry", "sandwich", "juice")
+#: Goals on 2 cores (issue 15).
+GOAL_EVENTS_PER_S = 4_000
+GOAL_SEGMENT_RATIO = 1.5
+GOAL_STALE_DEGRADATION = 0.20
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    key: str
+    rule: str
+    applies_tag: str | None = None
+
+
+#: The 20 DYNAMIC segments, written in the rule language from the seeds (domain/segments/templates.py,
+#: /work/shared/segment-conditions.md); `in_segment` ones come after the segments they read.
+SEGMENTS = (
+    # the café tiers: spend thresholds over a year
+    SegmentSpec("tier_bronze", "sum(purchase.amount, 365d) < 100"),
+    SegmentSpec("tier_silver", "sum(purchase.amount, 365d) >= 100 and sum(purchase.amount, 365d) < 300"),
+    SegmentSpec("tier_gold", "sum(purchase.amount, 365d) >= 300 and sum(purchase.amount, 365d) < 1000"),
+    SegmentSpec("tier_platinum", "sum(purchase.amount, 365d) >= 1000"),
+    # the seeds' templates, verbatim
+    SegmentSpec("vip", "count(visit, 30d) >= 25 and avg(purchase.amount, 30d) >= 400", "VIP"),
+    SegmentSpec("loyal", "count(visit, 30d) > 10 and avg(purchase.amount, 30d) >= 200"),
+    SegmentSpec("potential_loyal", "count(purchase) = 1 and days_since_first(purchase) >= 7"),
+    SegmentSpec("at_risk", "days_since_last(purchase) >= 20 and days_since_last(purchase) < 40"),
+    SegmentSpec("lost", "days_since_last(purchase) >= 40"),
+    SegmentSpec("win_back", "days_since_last(purchase) >= 30"),
+    SegmentSpec("active", "streak(login) >= 3", "active"),
+    SegmentSpec("coffee_lovers", 'count(purchase, 90d where category = "coffee") >= 3'),
+    SegmentSpec("tea_lovers", 'count(purchase, 90d where category = "tea") >= 3'),
+    # an attribute, spend windows, distinct days
+    SegmentSpec("city_c07", 'city = "c07"'),
+    SegmentSpec("spend_30d", "sum(purchase.amount, 30d) >= 150"),
+    SegmentSpec("spend_90d", "sum(purchase.amount, 90d) >= 400"),
+    SegmentSpec("regular", "distinct_days(visit, 30d) >= 3"),
+    SegmentSpec("local_regular", 'city in ["c01", "c02", "c03"] and count(visit, 30d) >= 2'),
+    # segments of segments
+    SegmentSpec("loyal_not_vip", 'in_segment("loyal") and not in_segment("vip")'),
+    SegmentSpec("gold_at_risk", 'in_segment("tier_gold") and in_segment("at_risk")'),
+)
+
+
+@dataclass(frozen=True)
+class PipelineWorkload(Workload):
+    """bench/ingest.py's workload over 60 days, purchases with a `category`: a third of the members
+    lean to coffee, a third to tea (70% of their purchases), the rest buy anything."""
+
+    history: timedelta = HISTORY
+
+    def batch_events(self, number: int) -> list[BenchEvent]:
+        out: list[BenchEvent] = []
+        for event in super().batch_events(number):
+            if event.type == "purchase":
+                roll = int.from_bytes(hashlib.blake2b(event.external_id.encode(), digest_size=4).digest())
+                leaning = event.member % 3
+                if leaning < 2 and roll % 10 < 7:
+                    category = CATEGORIES[leaning]
+                else:
+                    category = CATEGORIES[roll % len(CATEGORIES)]
+                properties = {**event.properties, "category": category}
+                event = BenchEvent(
+                    event.external_id,
+                    event.member,
+                    event.type,
+                    event.occurred_at,
+                    event.amount_cents,
+                    properties,
+                )
+            out.append(event)
+        return out
+
+
+async def create_segments(api: Api) -> dict[str, Any]:
+    """Create the 20 segments (each computes its membership at once); untimed set-up."""
+    started = time.perf_counter()
+    for spec in SEGMENTS:
+        segment: dict[str, Any] = {"key": spec.key, "name": spec.key, "kind": "DYNAMIC", "rule": spec.rule}
+        if spec.applies_tag:
+            segment["appliesTag"] = spec.applies_tag
+        await api.call(CREATE_SEGMENT, {"input": segment})
+    seconds = time.perf_counter() - started
+    log(f"{len(SEGMENTS)} segments created in {seconds:.1f}s")
+    return {"segments_create_s": round(seconds, 2)}
+
+
+async def segment_sizes(pg: PgServer, database: str) -> dict[str, Any]:
+    """Members per segment and change-log rows at the end of a phase (untimed)."""
+    connection = await pg.connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT s.key, count(m.member_id) FROM segments s "
+            "LEFT JOIN segment_memberships m ON m.segment_id = s.id GROUP BY s.key ORDER BY s.key"
+        )
+        changes = await connection.fetchval("SELECT count(*) FROM segment_changes")
+    finally:
+        await connection.close()
+    return {"members": {key: int(n) for key, n in rows}, "changes": int(changes)}
+
+
+# ------------------------------------------------------------------------------------------ py-spy
+
+
+def profiled(executable: str, output: Path, rate: int = 50) -> Around:
+    """An `around` hook for `end_to_end`: py-spy records the server and its workers while the
+    clock runs (raw collapsed stacks, idle frames left out, to `output`)."""
+
+    @contextlib.asynccontextmanager
+    async def around(server: Server) -> AsyncIterator[None]:
+        process = await asyncio.create_subprocess_exec(
+            executable,
+            "record",
+            "--pid",
+            str(server.process.pid),
+            "--subprocesses",
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--full-filenames",
+            "--output",
+            str(output),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        log(f"py-spy recording the server ({server.process.pid}) into {output}")
+        try:
+            yield
+        finally:
+            process.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            try:
+                _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+            except TimeoutError:
+                process.kill()
+                _, stderr = await process.communicate()
+            if process.returncode not in (0, -signal.SIGINT, 130):
+                log(f"py-spy exited with {process.returncode}: {stderr.decode(errors='replace')[-500:]}")
+
+    return around
+
+
+# ------------------------------------------------------------------------------------ stale mode
+
+
+@dataclass
+class Windows:
+    """Events recorded per fixed window of wall time since the clock started, and the server's and
+    PostgreSQL's CPU at each window's end (per event, it does not depend on what else the machine
+    runs the way events/s does)."""
+
+    seconds: float
+    events: Counter[int] = field(default_factory=Counter)
+    cpu_marks: list[dict[str, float]] = field(default_factory=list)
+
+    def add(self, at: float, count: int) -> None:
+        self.events[int(at // self.seconds)] += count
+
+    def rates(self, elapsed: float) -> list[float]:
+        """events/s of each complete window (a last partial one is dropped)."""
+        full = int(elapsed // self.seconds)
+        return [self.events.get(i, 0) / self.seconds for i in range(full)]
+
+    async def mark_cpu(self, meter: CpuMeter, started: float) -> None:
+        """Read `meter` at the end of each window, until cancelled."""
+        while True:
+            due = started + (len(self.cpu_marks) + 1) * self.seconds
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            self.cpu_marks.append(meter.stop())
+
+    def cpu_per_event(self, name: str, windows: int) -> list[float | None]:
+        """µs of `name` (e.g. "postgres_cpu_s") per event recorded, per complete window."""
+        out: list[float | None] = []
+        before = 0.0
+        for i, mark in enumerate(self.cpu_marks[:windows]):
+            events = self.events.get(i, 0)
+            out.append(round((mark.get(name, 0.0) - before) / events * 1e6) if events else None)
+            before = mark.get(name, 0.0)
+        return out
+
+
+async def stale_phase(
+    pg: PgServer, options: Options, workload: PipelineWorkload, database: str
+) -> dict[str, Any]:
+    """Issue 15 item 5: autovacuum off on every table of the database, no ANALYZE at all, events
+    through `recordEvents` for `stale_minutes`; events/s per window, first against last."""
+    label = f"stale {options.stale_segments} segments"
+    async with serving(
+        pg,
+        database,
+        options.redis_url,
+        workload.run_id,
+        "stale",
+        workers=options.workers,
+        concurrency=options.concurrency,
+        scopes=SCOPES,
+    ) as api:
+        connection = await pg.connect(database)
+        try:
+            tables = await connection.fetch("SELECT relname FROM pg_stat_user_tables")
+            for (table,) in tables:
+                await connection.execute(f'ALTER TABLE "{table}" SET (autovacuum_enabled = false)')
+        finally:
+            await connection.close()
+        await configure_rules(api, True)
+        setup: dict[str, Any] = await upsert_members(api, workload, options.concurrency)
+        if options.stale_segments:
+            setup.update(await create_segments(api))
+        result = PhaseResult(events=0, seconds=0.0)
+        windows = Windows(options.window_s)
+        started = 0.0
+
+        async def send(number: int) -> float:
+            events = workload.batch_events(number)
+            body = encode_batch(events, workload)
+            t0 = time.perf_counter()
+            data = await graphql(api.http, api.endpoint, api.headers, body)
+            t1 = time.perf_counter()
+            count_outcomes(result, data, len(events), number)
+            windows.add(t1 - started, len(events))
+            return (t1 - t0) * 1000
+
+        meter = CpuMeter(api.server.process.pid, database)
+        started = time.perf_counter()
+        deadline = started + options.stale_minutes * 60
+        marks = asyncio.create_task(windows.mark_cpu(meter, started))
+        try:
+            result.seconds, result.latencies_ms = await run_concurrently(
+                workload.batches, options.concurrency, send, f"recordEvents ({label})", deadline=deadline
+            )
+        finally:
+            marks.cancel()
+        result.cpu = meter.stop()
+        result.events = sum(result.statuses.values())
+        analyzed = await never_analyzed(pg, database)
+    rates = windows.rates(result.seconds)
+    postgres = windows.cpu_per_event("postgres_cpu_s", len(rates))
+    server = windows.cpu_per_event("server_cpu_s", len(rates))
+    for i, rate in enumerate(rates):
+        log(
+            f"{label}: window {i + 1} ({options.window_s:.0f}s): {rate:,.0f} events/s, "
+            f"CPU per event: server {server[i]} µs, PostgreSQL {postgres[i]} µs"
+        )
+    first, last = (rates[0], rates[-1]) if rates else (0.0, 0.0)
+    ratio = last / first if first else None
+    growth = cpu_growth(server, postgres)
+    return {
+        "minutes": options.stale_minutes,
+        "segments": options.stale_segments,
+        "window_s": options.window_s,
+        "windows_events_per_s": [round(r) for r in rates],
+        "first_window_per_s": round(first),
+        "last_window_per_s": round(last),
+        "last_over_first": round(ratio, 3) if ratio is not None else None,
+        "goal_met": ratio is not None and ratio >= 1 - GOAL_STALE_DEGRADATION,
+        "windows_server_cpu_us_per_event": server,
+        "windows_postgres_cpu_us_per_event": postgres,
+        # the same comparison in CPU per event (server + PostgreSQL), which other work on the
+        # machine disturbs less: > 1 is more CPU per event in the last window than in the first
+        "cpu_last_over_first": growth,
+        # CPU-bound, 20% fewer events/s is 25% more CPU per event
+        "cpu_goal_met": growth is not None and growth <= 1 / (1 - GOAL_STALE_DEGRADATION),
+        "ran_out_of_events": result.events >= workload.events,
+        "never_analyzed": analyzed,
+        **phase_figures(result),
+        **per_event(result),
+        **setup,
+    }
+
+
+def cpu_growth(server: Sequence[float | None], postgres: Sequence[float | None]) -> float | None:
+    """(server + PostgreSQL CPU per event) of the last window over the first's."""
+    totals = [a + b for a, b in zip(server, postgres, strict=True) if a is not None and b is not None]
+    return round(totals[-1] / totals[0], 3) if len(totals) > 1 and totals[0] else None
+
+
+async def never_analyzed(pg: PgServer, database: str) -> bool:
+    """True when no table of the database was analyzed (by hand or by autovacuum) during the phase."""
+    connection = await pg.connect(database)
+    try:
+        count = await connection.fetchval(
+            "SELECT count(*) FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL "
+            "OR last_autoanalyze IS NOT NULL"
+        )
+    finally:
+        await connection.close()
+    return int(count) == 0
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+@dataclass(frozen=True)
+class Options:
+    events: int
+    members: int
+    batch: int
+    database_url: str
+    redis_url: str
+    workers: int
+    concurrency: int
+    quick: bool
+    analyze: str
+    skip_floor: bool
+    py_spy: str | None
+    profile_out: Path
+    stale_minutes: float
+    stale_segments: int
+    window_s: float
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--events", type=int, help="events (default 1,000,000; --quick 5,000)")
+    parser.add_argument("--members", type=int, help="members (default 100,000; --quick 1,000)")
+    parser.add_argument("--batch", type=int, default=500, help="events per recordEvents call (<= 1000)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="the PostgreSQL server to create the fresh bench databases on",
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("LOYALTY_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
+    parser.add_argument("--quick", action="store_true", help="5k events / 1k members, same code path")
+    parser.add_argument(
+        "--analyze",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="emulate autovacuum's ANALYZEs: auto = only when the server's autovacuum is off",
+    )
+    parser.add_argument("--skip-floor", action="store_true", help="no raw-write floor phase")
+    parser.add_argument("--py-spy", help="a py-spy executable: profile the server in the 20-segment phase")
+    parser.add_argument(
+        "--profile-out", type=Path, default=Path("/tmp/pipeline-profile.txt"), help="py-spy's raw output"
+    )
+    parser.add_argument(
+        "--stale-minutes",
+        type=float,
+        default=0,
+        help="instead of the phases: run this long on never-analyzed tables and report throughput per window",
+    )
+    parser.add_argument(
+        "--stale-segments", type=int, choices=(0, 20), default=0, help="segments in stale mode (0 or 20)"
+    )
+    parser.add_argument("--window-s", type=float, default=60.0, help="stale mode's window length, seconds")
+    args = parser.parse_args(argv)
+    if args.stale_minutes:
+        # enough events for the whole duration at 1,000 events/s; the run stops at the deadline
+        events = args.events or int(1_000 * 60 * args.stale_minutes)
+        members = args.members or 20_000
+    else:
+        events = args.events if args.events is not None else (5_000 if args.quick else 1_000_000)
+        members = args.members if args.members is not None else (1_000 if args.quick else 100_000)
+    if events < 1 or members < 1 or not 1 <= args.batch <= 1000:
+        parser.error("--events and --members must be positive, --batch between 1 and 1000")
+    if args.workers < 1 or args.concurrency < 1 or args.window_s <= 0 or args.stale_minutes < 0:
+        parser.error("--workers, --concurrency and --window-s must be positive")
+    return Options(
+        events,
+        members,
+        args.batch,
+        args.database_url,
+        args.redis_url,
+        args.workers,
+        args.concurrency,
+        args.quick,
+        args.analyze,
+        args.skip_floor,
+        args.py_spy,
+        args.profile_out,
+        args.stale_minutes,
+        args.stale_segments,
+        args.window_s,
+    )
+
+
+def per_event(result: PhaseResult) -> dict[str, float | None]:
+    """Server and PostgreSQL CPU per event, in µs."""
+    if not result.events:
+        return {"server_cpu_us_per_event": None, "postgres_cpu_us_per_event": None}
+    return {
+        "server_cpu_us_per_event": round(result.cpu.get("server_cpu_s", 0.0) / result.events * 1e6),
+        "postgres_cpu_us_per_event": round(result.cpu.get("postgres_cpu_s", 0.0) / result.events * 1e6),
+    }
+
+
+async def run(options: Options) -> dict[str, Any]:
+    pg = PgServer.parse(options.database_url)
+    run_id = secrets.token_hex(4)
+    workload = PipelineWorkload(options.events, options.members, options.batch, run_id, datetime.now(UTC))
+    base: dict[str, Any] = {
+        "bench": "pipeline",
+        "quick": options.quick,
+        "events": workload.events,
+        "members": workload.members,
+        "batch": workload.batch,
+        "workers": options.workers,
+        "concurrency": options.concurrency,
+        "segments": options.stale_segments if options.stale_minutes else len(SEGMENTS),
+    }
+    if options.stale_minutes:
+        database = f"loyalty_bench_{run_id}_stale"
+        log(
+            f"stale statistics: {options.stale_minutes:g} min, {workload.members} members, "
+            f"{options.stale_segments} segments, no ANALYZE; database {database}"
+        )
+        try:
+            stale = await stale_phase(pg, options, workload, database)
+        finally:
+            await pg.drop(database)
+        return {**base, "mode": "stale", "stale": stale, "checks_ok": stale["never_analyzed"]}
+
+    if options.analyze == "auto":
+        emulate = not await autovacuum_on(pg)
+        if emulate:
+            log("autovacuum is off on this server: the bench runs autoanalyze's ANALYZEs itself")
+    else:
+        emulate = options.analyze == "on"
+    databases = {
+        "zero": f"loyalty_bench_{run_id}_zero",
+        "segments": f"loyalty_bench_{run_id}_segments",
+        "floor": f"loyalty_bench_{run_id}_floor",
+    }
+    log(
+        f"{workload.events} events, {workload.members} members, batches of {workload.batch}; "
+        f"{options.workers} server worker(s), {options.concurrency} in flight; fraud rules on; "
+        f"0 segments, then {len(SEGMENTS)}, then the floor"
+    )
+    results: dict[str, PhaseResult] = {}
+    figures: dict[str, Any] = {**base, "mode": "phases", "autoanalyze_emulated": emulate}
+    checks: dict[str, bool] = {}
+    created: list[str] = []
+    try:
+        for phase in ("zero", "segments"):
+            database = databases[phase]
+            created.append(database)
+            with_segments = phase == "segments"
+            around = (
+                profiled(options.py_spy, options.profile_out, 50)
+                if with_segments and options.py_spy
+                else None
+            )
+            label = f"{len(SEGMENTS)} segments" if with_segments else "0 segments"
+            result, setup = await end_to_end(
+                pg,
+                database,
+                options.redis_url,
+                workload,
+                options.workers,
+                options.concurrency,
+                emulate,
+                rules=True,
+                label=label,
+                scopes=SCOPES,
+                prepare=create_segments if with_segments else None,
+                around=around,
+            )
+            log(
+                f"{label}: {result.per_s:,.0f} events/s ({result.seconds:.1f}s), "
+                f"p50 {result.percentile(50):.0f} ms, p99 {result.percentile(99):.0f} ms, "
+                f"statuses {dict(result.statuses)}, cpu {result.cpu}"
+            )
+            results[phase] = result
+            stored, audit = await totals(pg, database), await audit_totals(pg, database)
+            checks.update(
+                {f"{name}_{phase}": ok for name, ok in phase_checks(result, workload, stored, audit).items()}
+            )
+            figures[phase] = {**phase_figures(result), **per_event(result), **setup}
+            if with_segments:
+                figures[phase]["segment_sizes"] = await segment_sizes(pg, database)
+            await pg.drop(database)  # the next phase starts without this one's files around
+        if not options.skip_floor:
+            created.append(databases["floor"])
+            floor_result, floor_setup = await floor(
+                pg, databases["floor"], workload, options.concurrency, emulate
+            )
+            floor_rate = f"{floor_result.per_s:,.0f} events/s ({floor_result.seconds:.1f}s)"
+            log(f"floor: {floor_rate}, cpu {floor_result.cpu}")
+            figures["floor"] = {**phase_figures(floor_result), **per_event(floor_result), **floor_setup}
+    finally:
+        for name in created:
+            await pg.drop(name)
+        log(f"dropped {', '.join(created)}")
+
+    zero, seg = results["zero"], results["segments"]
+    ratio = zero.per_s / seg.per_s if seg.per_s else None
+    busy_zero = zero.cpu.get("server_cpu_s", 0.0) + zero.cpu["postgres_cpu_s"]
+    busy_seg = seg.cpu.get("server_cpu_s", 0.0) + seg.cpu["postgres_cpu_s"]
+    figures.update(
+        {
+            "events_per_s": round(seg.per_s),
+            "p50_ms": round(seg.percentile(50), 1),
+            "p99_ms": round(seg.percentile(99), 1),
+            "events_per_s_0_segments": round(zero.per_s),
+            "floor_events_per_s": figures["floor"]["events_per_s"] if "floor" in figures else None,
+            "segments_ratio": round(ratio, 2) if ratio else None,
+            "segments_cpu_ratio": round(busy_seg / busy_zero, 2) if busy_zero else None,
+            # the audit judges the same events; a hold may move between them with the batches' order
+            "same_statuses": zero.statuses == seg.statuses,
+            "goal_events_per_s_met": seg.per_s >= GOAL_EVENTS_PER_S,
+            "goal_segments_ratio_met": ratio is not None and ratio <= GOAL_SEGMENT_RATIO,
+            "checks": checks,
+            "checks_ok": all(checks.values()),
+        }
+    )
+    if not figures["checks_ok"]:
+        log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}")
+    if options.py_spy and options.profile_out.exists():
+        figures["profile"] = summarize(options.profile_out)
+        for share, name in figures["profile"]["areas"]:
+            log(f"profile: {share:5.1f}%  {name}")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    figures = asyncio.run(run(options))
+    sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+    return 0 if figures["checks_ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

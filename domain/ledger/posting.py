@@ -1,0 +1,289 @@
+"""Posting: the one place that turns approved points into ledger rows and everything that follows.
+
+An event accrual (posted, held or rejected by the audit), the approval or rejection of a held
+one, a refund, a bonus (triggers, challenges, experiments), a redemption and a reversal all
+go through here, inside the caller's unit of work. Posting writes:
+- the ledger rows (append-only; idempotency keys make replays no-ops where the caller asks);
+- the cached balances (`points_balance`, `pending_points`), in member-id order;
+- the daily aggregate buckets of accepted events (a refund rebuilds its event's bucket);
+- the leaderboard feed (`mark_standings`);
+and collects one `MembersChanged` per call for the message bus: the segment engine
+re-evaluates those members before the commit (and challenges count accepted events).
+
+Batch calls (`post_accruals`, `post_bonuses`) are a fixed number of statements whatever their
+size. Single-entry calls (refunds, redemptions, reversals) move the balance with a
+conditional UPDATE, so they never overdraw under concurrency (BAD_USER_INPUT instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from domain.changes import MembersChanged
+from domain.db.dialect import insert_for
+from domain.db.engine import collect
+from domain.enums import AccrualStatus, EntryKind
+from domain.events.validation import ValidEvent
+from domain.ledger.rows import (
+    REFUND_KEY_PREFIX,
+    Occurrence,
+    add_to_aggregates,
+    add_to_balances,
+    day_of,
+    insert_ledger_entries,
+    move_balance,
+    rebuild_bucket,
+    utc,
+)
+from domain.models import Event, LedgerEntry
+from domain.standings import mark_standings
+
+MAX_REASON = 500
+
+
+def request_hash(*parts: object) -> str:
+    """The fingerprint of a request stored with its entry: the same key for other content is CONFLICT."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(str(part).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Accrual:
+    """An event's accrual as the audit decided it: POSTED (the event is accepted), PENDING_REVIEW or
+    REJECTED. An accepted event that earns 0 points writes no entry but still counts."""
+
+    member_id: int
+    event: ValidEvent
+    event_id: int
+    points: int
+    status: AccrualStatus
+
+
+async def post_accruals(
+    session: AsyncSession, program_id: int, accruals: Sequence[Accrual], now: datetime
+) -> dict[int, int]:
+    """The batch's event accruals: entries, balances, buckets and feed of the accepted ones.
+    Returns the entry id of each event that earned points, by event id."""
+    entries: list[dict[str, object]] = []
+    posted: dict[int, int] = defaultdict(int)
+    pending: dict[int, int] = defaultdict(int)
+    accepted: list[tuple[int, ValidEvent]] = []
+    for accrual in accruals:
+        event = accrual.event
+        if accrual.status == AccrualStatus.POSTED:
+            accepted.append((accrual.member_id, event))
+        if accrual.points == 0:
+            continue
+        entries.append(
+            {
+                "program_id": program_id,
+                "member_id": accrual.member_id,
+                "points": accrual.points,
+                "status": accrual.status.value,
+                "kind": EntryKind.ACCRUAL.value,
+                "reason": f"{event.type} {event.external_id}"[:MAX_REASON],
+                "event_id": accrual.event_id,
+                "idempotency_key": f"event:{event.external_id}",
+                "request_hash": request_hash(EntryKind.ACCRUAL, event.content_hash),
+                "created_at": now,
+            }
+        )
+        if accrual.status == AccrualStatus.POSTED:
+            posted[accrual.member_id] += accrual.points
+        elif accrual.status == AccrualStatus.PENDING_REVIEW:
+            pending[accrual.member_id] += accrual.points
+    ids = await insert_ledger_entries(session, entries)
+    await add_to_balances(session, posted, pending)
+    await _count_accepted(session, program_id, accepted, set(posted), now)
+    return ids
+
+
+async def approve_held(
+    session: AsyncSession, program_id: int, entry: LedgerEntry, event: Event, now: datetime
+) -> None:
+    """A reviewer approved a PENDING_REVIEW accrual: it posts as of now (the entry row is locked)."""
+    entry.status = AccrualStatus.POSTED.value
+    await session.flush()
+    member_id = entry.member_id
+    await add_to_balances(session, {member_id: entry.points}, {member_id: -entry.points})
+    await _count_accepted(session, program_id, [(member_id, event)], {member_id}, now)
+
+
+async def release_held(session: AsyncSession, entry: LedgerEntry) -> None:
+    """A reviewer rejected a PENDING_REVIEW accrual: its points leave `pending_points`, nothing else."""
+    entry.status = AccrualStatus.REJECTED.value
+    await session.flush()
+    await add_to_balances(session, {}, {entry.member_id: -entry.points})
+
+
+async def _count_accepted(
+    session: AsyncSession,
+    program_id: int,
+    accepted: Sequence[tuple[int, Occurrence]],
+    balances: set[int],
+    now: datetime,
+) -> None:
+    """Accepted events count: day buckets, the leaderboard feed, and the segment engine's change."""
+    await add_to_aggregates(session, program_id, accepted)
+    await mark_standings(session, program_id, ((m, e.occurred_at) for m, e in accepted))
+    types: dict[int, set[str]] = defaultdict(set)
+    occurred: dict[tuple[int, str], set[datetime]] = defaultdict(set)
+    for member_id, event in accepted:
+        types[member_id].add(event.type)
+        occurred[(member_id, event.type)].add(event.occurred_at)
+    if types or balances:
+        collect(
+            session,
+            MembersChanged(
+                program_id,
+                {m: frozenset(t) for m, t in types.items()},
+                {key: frozenset(times) for key, times in occurred.items()},
+                balances=frozenset(balances),
+                at=now,
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Refund:
+    """A checked refund: the POSTED accrual it reverses and the event that accrual belongs to."""
+
+    member_id: int
+    points: int
+    accrual_id: int
+    event_id: int
+    event_type: str
+    occurred_at: datetime
+    #: The refunded event's externalId: the reversal's key is `refund:<it>`.
+    refunded: str
+    reason: str
+
+
+async def post_refund(session: AsyncSession, program_id: int, refund: Refund, now: datetime) -> None:
+    """A REVERSAL of the refunded accrual; its event leaves its day bucket and its board period."""
+    await move_balance(session, refund.member_id, -refund.points, what="refund")
+    await session.execute(
+        insert(LedgerEntry).values(
+            program_id=program_id,
+            member_id=refund.member_id,
+            points=-refund.points,
+            status=AccrualStatus.POSTED.value,
+            kind=EntryKind.REVERSAL.value,
+            reason=refund.reason[:MAX_REASON],
+            event_id=refund.event_id,
+            reverses_entry_id=refund.accrual_id,
+            idempotency_key=f"{REFUND_KEY_PREFIX}{refund.refunded}"[:200],
+            request_hash=request_hash(EntryKind.REVERSAL, refund.accrual_id, refund.reason[:MAX_REASON]),
+            created_at=now,
+        )
+    )
+    occurred_at = utc(refund.occurred_at)
+    await rebuild_bucket(session, program_id, refund.member_id, refund.event_type, day_of(occurred_at))
+    await mark_standings(session, program_id, [(refund.member_id, occurred_at)])
+    collect(
+        session,
+        MembersChanged(
+            program_id,
+            {refund.member_id: frozenset({refund.event_type})},
+            {(refund.member_id, refund.event_type): frozenset({occurred_at})},
+            balances=frozenset({refund.member_id}),
+            at=now,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Bonus:
+    """Points the system grants (a trigger, a challenge, an experiment); its key makes a replay a no-op."""
+
+    member_id: int
+    points: int
+    reason: str
+    idempotency_key: str
+
+
+async def post_bonuses(
+    session: AsyncSession, program_id: int, bonuses: Sequence[Bonus], now: datetime
+) -> list[Bonus]:
+    """POSTED ADJUSTMENT entries; a key already in the ledger is skipped (`ON CONFLICT DO NOTHING`),
+    so replaying a bonus never pays twice. Returns the bonuses actually posted."""
+    wanted = [b for b in bonuses if b.points > 0]
+    if not wanted:
+        return []
+    table = LedgerEntry.__table__
+    statement = insert_for(session, table).on_conflict_do_nothing().returning(table.c.idempotency_key)
+    rows = [
+        {
+            "program_id": program_id,
+            "member_id": b.member_id,
+            "points": b.points,
+            "status": AccrualStatus.POSTED.value,
+            "kind": EntryKind.ADJUSTMENT.value,
+            "reason": b.reason[:MAX_REASON],
+            "idempotency_key": b.idempotency_key,
+            "request_hash": request_hash(EntryKind.ADJUSTMENT, b.member_id, b.points, b.reason),
+            "created_at": now,
+        }
+        for b in wanted
+    ]
+    posted_keys = set((await session.scalars(statement, rows)).all())
+    posted = [b for b in wanted if b.idempotency_key in posted_keys]
+    credit: dict[int, int] = defaultdict(int)
+    for bonus in posted:
+        credit[bonus.member_id] += bonus.points
+    await add_to_balances(session, credit, {})
+    await mark_standings(session, program_id, ((b.member_id, now) for b in posted))
+    if credit:
+        collect(session, MembersChanged(program_id, balances=frozenset(credit), at=now))
+    return posted
+
+
+async def post_entry(
+    session: AsyncSession,
+    program_id: int,
+    member_id: int,
+    points: int,
+    kind: EntryKind,
+    reason: str,
+    idempotency_key: str,
+    fingerprint: str,
+    now: datetime,
+    *,
+    reverses: LedgerEntry | None = None,
+) -> LedgerEntry:
+    """One POSTED entry of an admin or member request (a redemption, a reversal), not yet flushed.
+
+    A debit beyond the balance is BAD_USER_INPUT. A reversal takes the event of the entry it
+    reverses, and its standings count when that event occurred.
+    """
+    what = "reversal" if kind == EntryKind.REVERSAL else kind.value.lower()
+    await move_balance(session, member_id, points, what=what)
+    entry = LedgerEntry(
+        program_id=program_id,
+        member_id=member_id,
+        points=points,
+        status=AccrualStatus.POSTED.value,
+        kind=kind.value,
+        reason=reason,
+        idempotency_key=idempotency_key,
+        request_hash=fingerprint,
+        created_at=now,
+    )
+    session.add(entry)
+    collect(session, MembersChanged(program_id, balances=frozenset({member_id}), at=now))
+    if reverses is not None:
+        entry.reverses_entry_id = reverses.id
+        entry.event_id = reverses.event_id
+        counts_at = await session.scalar(select(Event.occurred_at).where(Event.id == reverses.event_id))
+        await mark_standings(session, program_id, [(member_id, counts_at or reverses.created_at)])
+    return entry

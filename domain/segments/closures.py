@@ -1,0 +1,283 @@
+"""Conditions compiled to Python closures: the in-memory evaluator without walking the tree. Pure.
+
+`predicate(node)` answers exactly what `Evaluation.holds` answers (the reference,
+evaluate.py; tests/test_closures.py checks both agree), but the tree is matched
+once per definition, not once per member and node. A `Context` is one member at
+one instant: each distinct metric is measured once in it, whichever definitions
+read it. Measures are integers where they can be (counts, days, amounts in units
+of 10^-4) and thresholds are scaled to the same units once, so comparing is an
+integer (or, for averages, fraction) comparison with no conversion per member.
+
+Limits: attribute comparisons and metrics over a numeric property (not `amount`)
+go through `Evaluation` as they are; a `Context` must not outlive a change of its
+member's events or buckets (segments and tags may change: no metric reads them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+from domain.db.types import AMOUNT_SCALE
+from domain.segments.conditions import (
+    Agg,
+    All,
+    AnyOf,
+    AttrCompare,
+    HasTag,
+    InOrganization,
+    InSegment,
+    KindIs,
+    Metric,
+    MetricCompare,
+    Node,
+    Not,
+    Op,
+    Value,
+    cast_list,
+    typed_where,
+)
+from domain.segments.evaluate import DAY, Evaluation, EventFact, MemberFacts, compare_value, same, streak
+
+#: A measure in its scaled units (count, days or amount units), None when absent.
+Measure = int | Fraction | None
+UNITS = 10**AMOUNT_SCALE
+_WINDOWLESS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
+
+
+class Context:
+    """One member at one instant, with the measures taken so far."""
+
+    __slots__ = ("evaluation", "measures", "member", "now")
+
+    def __init__(self, member: MemberFacts, evaluation: Evaluation) -> None:
+        self.member = member
+        self.evaluation = evaluation
+        self.now: datetime = evaluation.now
+        self.measures: dict[object, Measure] = {}
+
+
+Predicate = Callable[[Context], bool]
+Measurer = Callable[[Context], Measure]
+
+#: Predicates of the definitions seen, by node identity (the node is kept, so the id stays its own).
+_predicates: dict[int, tuple[Node, Predicate]] = {}
+_PREDICATES_KEPT = 20_000
+#: One measurer per distinct metric (by `_metric_key`: True and 1 differ in a `where`).
+_measurers: dict[tuple[object, ...], Measurer] = {}
+
+
+def predicate(node: Node) -> Predicate:
+    """The closure of a long-lived condition (a definition's), compiled once and kept."""
+    found = _predicates.get(id(node))
+    if found is not None and found[0] is node:
+        return found[1]
+    if len(_predicates) >= _PREDICATES_KEPT:
+        _predicates.clear()
+    compiled = _compile(node)
+    _predicates[id(node)] = (node, compiled)
+    return compiled
+
+
+def holds(node: Node, member: MemberFacts, evaluation: Evaluation) -> bool:
+    """`evaluation.holds(node, member)`, through the kept closure of `node`."""
+    return predicate(node)(Context(member, evaluation))
+
+
+def compile_condition(node: Node) -> Predicate:
+    """The closure of a tree made on the fly: its branches compiled afresh, its leaves' closures kept."""
+    return _compile(node) if isinstance(node, (All, AnyOf, Not)) else predicate(node)
+
+
+def _compile(node: Node) -> Predicate:
+    match node:
+        case All(children):
+            parts = tuple(compile_condition(c) for c in children)
+            return lambda context: all(part(context) for part in parts)
+        case AnyOf(children):
+            parts = tuple(compile_condition(c) for c in children)
+            return lambda context: any(part(context) for part in parts)
+        case Not(child):
+            inner = compile_condition(child)
+            return lambda context: not inner(context)
+        case AttrCompare(path, op, value):
+            return lambda context: compare_value(
+                context.evaluation.attribute(path, context.member), op, value
+            )
+        case MetricCompare(metric, op, value):
+            return _metric_predicate(metric, op, value)
+        case InSegment(key):
+            return lambda context: key in context.member.segments
+        case HasTag(key):
+            return lambda context: key in context.member.tags
+        case KindIs(kind):
+            wanted = kind.value
+            return lambda context: context.member.kind == wanted
+        case InOrganization(external_id):
+            return lambda context: context.member.organization == external_id
+    raise AssertionError(node)
+
+
+def _metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
+    measure, scale = measurer(metric)
+    compare = comparator(op, value, scale)
+
+    def holds_for(context: Context) -> bool:
+        measures = context.measures
+        if measure in measures:
+            return compare(measures[measure])
+        found = measures[measure] = measure(context)
+        return compare(found)
+
+    return holds_for
+
+
+# ---------- comparisons ----------
+
+
+def _exact(number: Any, scale: int) -> int | Fraction:
+    """A threshold in the measure's units, exactly (a float by its shortest decimal, as evaluate.py)."""
+    scaled = (Fraction(str(number)) if isinstance(number, float) else Fraction(number)) * scale
+    return scaled.numerator if scaled.denominator == 1 else scaled
+
+
+def comparator(op: Op, value: Value, scale: int) -> Callable[[Measure], bool]:
+    """`measure / scale OP value` with the absent-value rules of `compare_value` (metrics compare numbers)."""
+    if op == Op.EXISTS:
+        wanted = bool(value)
+        return lambda x: (x is not None) == wanted
+    if op == Op.CONTAINS:
+        return lambda x: False
+    if op in (Op.IN, Op.NOT_IN):
+        chosen = frozenset(_exact(v, scale) for v in cast_list(value))  # ints and fractions hash alike
+        if op == Op.IN:
+            return lambda x: x is not None and x in chosen
+        return lambda x: x is not None and x not in chosen
+    if op == Op.BETWEEN:
+        low, high = (_exact(v, scale) for v in cast_list(value))
+        return lambda x: x is not None and low <= x <= high
+    t = _exact(value, scale)
+    match op:
+        case Op.EQ:
+            return lambda x: x is not None and x == t
+        case Op.NE:
+            return lambda x: x is not None and x != t
+        case Op.GT:
+            return lambda x: x is not None and x > t
+        case Op.GTE:
+            return lambda x: x is not None and x >= t
+        case Op.LT:
+            return lambda x: x is not None and x < t
+        case Op.LTE:
+            return lambda x: x is not None and x <= t
+    raise AssertionError(op)
+
+
+# ---------- measures ----------
+
+
+def measurer(metric: Metric) -> tuple[Measurer, int]:
+    """The function measuring `metric` in a context, and the scale of its units (kept per metric)."""
+    scale = UNITS if metric.agg in (Agg.SUM, Agg.AVG, Agg.MIN, Agg.MAX) else 1
+    if metric.field not in (None, "amount"):  # a numeric property: exact fractions, as evaluate.py
+        return _shared(metric, lambda context: context.evaluation.measure(metric, context.member)), 1
+    if metric.reads_raw_events:
+        return _shared(metric, _over_events(metric)), scale
+    return _shared(metric, _over_buckets(metric)), scale
+
+
+def _shared(metric: Metric, fresh: Measurer) -> Measurer:
+    """One measurer per distinct metric, so that every definition reading it shares its measure."""
+    key = (metric.event, metric.agg, metric.field, metric.window, typed_where(metric.where))
+    return _measurers.setdefault(key, fresh)
+
+
+def _over_buckets(metric: Metric) -> Measurer:
+    event, agg = metric.event, metric.agg
+    if agg == Agg.COUNT:
+        return lambda c: sum(b.count for b in c.member.buckets.get(event, ()))
+    if agg == Agg.SUM:
+        return lambda c: sum(b.amount_sum for b in c.member.buckets.get(event, ()))
+    if agg == Agg.DISTINCT_DAYS:
+        return lambda c: len(c.member.buckets.get(event, ()))
+    if agg == Agg.AVG:
+
+        def average(c: Context) -> Measure:
+            buckets = c.member.buckets.get(event, ())
+            n = sum(b.amount_count for b in buckets)
+            return Fraction(sum(b.amount_sum for b in buckets), n) if n else None
+
+        return average
+    if agg in (Agg.MIN, Agg.MAX):
+        pick = min if agg == Agg.MIN else max
+
+        def extreme(c: Context) -> Measure:
+            buckets = c.member.buckets.get(event, ())
+            found = [b.amount_min if agg == Agg.MIN else b.amount_max for b in buckets]
+            present = [v for v in found if v is not None]
+            return pick(present) if present else None
+
+        return extreme
+    if agg == Agg.STREAK:
+        return lambda c: streak({b.day for b in c.member.buckets.get(event, ())}, c.now.date())
+    newest = agg == Agg.DAYS_SINCE_LAST
+
+    def days_since(c: Context) -> Measure:
+        buckets = c.member.buckets.get(event, ())
+        if not buckets:
+            return None
+        origin = max(b.last_at for b in buckets) if newest else min(b.first_at for b in buckets)
+        return (c.now - origin) // DAY
+
+    return days_since
+
+
+def _over_events(metric: Metric) -> Measurer:
+    event, agg, where = metric.event, metric.agg, metric.where
+    seconds = None if metric.window is None or agg in _WINDOWLESS else metric.window.seconds
+
+    def selected(c: Context) -> Sequence[EventFact]:
+        events = c.member.events.get(event, ())
+        if seconds is not None:
+            now = c.now
+            low = now - timedelta(seconds=seconds)
+            events = [e for e in events if low < e.occurred_at <= now]
+        if where:
+            events = [e for e in events if all(same(e.properties.get(n), v) for n, v in where)]
+        return events
+
+    if agg == Agg.COUNT:
+        return lambda c: len(selected(c))
+    if agg == Agg.DISTINCT_DAYS:
+        return lambda c: len({e.occurred_at.date() for e in selected(c)})
+    if agg == Agg.STREAK:
+        return lambda c: streak({e.occurred_at.date() for e in selected(c)}, c.now.date())
+    if agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+        pick_time = max if agg == Agg.DAYS_SINCE_LAST else min
+
+        def days_since(c: Context) -> Measure:
+            times = [e.occurred_at for e in selected(c)]
+            return (c.now - pick_time(times)) // DAY if times else None
+
+        return days_since
+
+    def amounts(c: Context) -> list[int]:
+        return [e.amount_units for e in selected(c) if e.amount_units is not None]
+
+    match agg:
+        case Agg.SUM:
+            return lambda c: sum(amounts(c))
+        case Agg.AVG:
+
+            def average(c: Context) -> Measure:
+                found = amounts(c)
+                return Fraction(sum(found), len(found)) if found else None
+
+            return average
+        case Agg.MIN:
+            return lambda c: min(amounts(c), default=None)
+        case Agg.MAX:
+            return lambda c: max(amounts(c), default=None)
+    raise AssertionError(agg)
