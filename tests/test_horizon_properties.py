@@ -1,7 +1,7 @@
 """`horizon.next_change` is exact: truth is constant on [now, next_change) and differs at next_change.
 
 Pure tests (no database): generated condition trees (tests/support/strategies.py and the small
-vocabulary of tests/test_evaluator_equivalence.py, weighted towards leaves that move with
+vocabulary of tests/support/vocabulary.py, weighted towards leaves that move with
 time) over generated member histories (events on window edges, at midnight and up to five
 minutes ahead, birthdays, lifecycle thresholds). `next_change` sees only the facts
 `load_facts` would read as of `now`; truth is checked against the member's whole history,
@@ -24,7 +24,7 @@ from domain.segments.facts import Needs
 from domain.segments.horizon import LIMIT, earliest_change, is_time_dependent, next_change
 from domain.segments.lifecycle import LifecycleThresholds
 from tests.support import strategies
-from tests.test_evaluator_equivalence import (
+from tests.support.vocabulary import (
     CONDITIONS,
     EVENT_TYPES,
     NOWS,
