@@ -11,9 +11,9 @@ from api.runtime import Services
 from domain.campaigns.delivery import OutboxDelivery
 from domain.campaigns.messages import LoggingProvider
 from tests.support import ShiftableClock
+from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient
-from tests.test_segments_api import RECORD, UPSERT, create
-from tests.test_triggers import set_triggers
+from tests.support.segments import create, set_triggers
 
 MESSAGES = "query($id: String) { messages(memberExternalId: $id) { id status } }"
 

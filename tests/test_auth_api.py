@@ -11,11 +11,11 @@ from api.runtime import Services
 from domain.auth import secrets as crypto
 from domain.auth.scopes import Scope
 from tests.support import ShiftableClock
+from tests.support.events import UPSERT
 from tests.support.graphql import LOGIN, GraphQLClient, ProgramFixture, admin_token, new_program
 
 PROGRAM = "{ program { key kind } }"
 ISSUE = "mutation($m: String!) { issueMemberToken(memberExternalId: $m) { token expiresAt } }"
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 
 
 def code(program: ProgramFixture, clock: ShiftableClock) -> str:

@@ -11,17 +11,17 @@ import pytest
 
 from api.runtime import Services
 from domain.models import Program
-from tests.support import ShiftableClock
-from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
-from tests.test_members_api import counting_statements
-from tests.test_pipeline import VerdictFromProperties
+from tests.support import ShiftableClock, move_to
+from tests.support.audit import VerdictFromProperties
+from tests.support.events import UPSERT, record_for
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_at
+from tests.support.statements import counting_statements
 
 SET = """
 mutation($i: ChallengeInput!) { setChallenge(input: $i) { key name eventType target period points } }"""
 DELETE = "mutation($k: String!) { deleteChallenge(key: $k) }"
 LIST = "{ challenges { key name eventType target period points } }"
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status } } }"
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 MEMBER = """
 query($id: String!) {
   member(externalId: $id) {
@@ -41,46 +41,11 @@ TRAININGS = {
 }
 
 
-def move_to(clock: ShiftableClock, instant: datetime) -> None:
-    """Set the clock to `instant` (it keeps running from there)."""
-    clock.shift(instant - clock.now())
-
-
-async def admin_at(
-    client: httpx.AsyncClient, program: ProgramFixture, clock: ShiftableClock, instant: datetime
-) -> GraphQLClient:
-    """The admin, logged in at `instant` (the login moves the clock one TOTP step on: 30 s)."""
-    move_to(clock, instant - timedelta(seconds=30))
-    return GraphQLClient(client, await admin_token(client, program, clock))
-
-
 async def set_timezone(services: Services, program: ProgramFixture, timezone: str) -> None:
     async with services.db.unit_of_work() as uow:
         row = await uow.session.get(Program, program.id)
         assert row is not None
         row.settings = {**row.settings, "timezone": timezone}
-
-
-async def record(
-    client: GraphQLClient, member: str, events: list[tuple[str, datetime]], **extra: Any
-) -> list[str]:
-    """Record training_completed events (externalId, occurredAt) for `member`; returns their statuses."""
-    data = await client.data(
-        RECORD,
-        {
-            "e": [
-                {
-                    "externalId": external_id,
-                    "memberExternalId": member,
-                    "type": extra.get("type", "training_completed"),
-                    "occurredAt": at.isoformat(),
-                    **({"properties": extra["properties"]} if "properties" in extra else {}),
-                }
-                for external_id, at in events
-            ]
-        },
-    )
-    return [r["status"] for r in data["recordEvents"]["results"]]
 
 
 async def member(client: GraphQLClient, external_id: str) -> dict[str, Any]:
@@ -102,7 +67,7 @@ async def test_progress_counts_and_completion_pays_once_however_often_events_are
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
 
     # when ana completes two trainings
-    assert await record(
+    assert await record_for(
         integration, "ana", [("t1", now - timedelta(hours=2)), ("t2", now - timedelta(hours=1))]
     ) == [
         "ACCEPTED",
@@ -128,7 +93,7 @@ async def test_progress_counts_and_completion_pays_once_however_often_events_are
     assert (ana["pointsBalance"], ana["badges"]) == (100, [])
 
     # when the third training arrives, then the challenge is completed and paid
-    await record(integration, "ana", [("t3", now - timedelta(minutes=30))])
+    await record_for(integration, "ana", [("t3", now - timedelta(minutes=30))])
     ana = await member(integration, "ana")
     progress = ana["challenges"][0]
     assert (progress["count"], progress["completed"]) == (3, True)
@@ -154,7 +119,7 @@ async def test_progress_counts_and_completion_pays_once_however_often_events_are
     ]
 
     # when the same events are sent again and a fourth training follows
-    replayed = await record(
+    replayed = await record_for(
         integration,
         "ana",
         [
@@ -164,7 +129,7 @@ async def test_progress_counts_and_completion_pays_once_however_often_events_are
         ],
     )
     assert replayed == ["DUPLICATE", "DUPLICATE", "DUPLICATE"]
-    await record(integration, "ana", [("t4", now)])
+    await record_for(integration, "ana", [("t4", now)])
 
     # then the count goes on but nothing more is paid
     ana = await member(integration, "ana")
@@ -188,7 +153,7 @@ async def test_a_month_rolls_over_at_local_midnight_and_a_backdated_event_comple
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
 
     # when ana trains twice on the evening of 30 November, local time
-    await record(
+    await record_for(
         integration,
         "ana",
         [
@@ -205,7 +170,7 @@ async def test_a_month_rolls_over_at_local_midnight_and_a_backdated_event_comple
 
     # when local midnight passes and she trains ten minutes into December
     move_to(clock, datetime(2026, 11, 30, 21, 20, tzinfo=UTC))
-    await record(integration, "ana", [("dec-1", datetime(2026, 11, 30, 21, 10, tzinfo=UTC))])
+    await record_for(integration, "ana", [("dec-1", datetime(2026, 11, 30, 21, 10, tzinfo=UTC))])
 
     # then December starts from 1 and November stays at 2, unpaid
     ana = await member(integration, "ana")
@@ -219,7 +184,7 @@ async def test_a_month_rolls_over_at_local_midnight_and_a_backdated_event_comple
     assert (ana["pointsBalance"], ana["badges"]) == (150, [])
 
     # when a training from 23:50 local on 30 November arrives late
-    await record(integration, "ana", [("nov-3", datetime(2026, 11, 30, 20, 50, tzinfo=UTC))])
+    await record_for(integration, "ana", [("nov-3", datetime(2026, 11, 30, 20, 50, tzinfo=UTC))])
 
     # then November is completed and paid once; December is untouched
     ana = await member(integration, "ana")
@@ -229,7 +194,7 @@ async def test_a_month_rolls_over_at_local_midnight_and_a_backdated_event_comple
     assert [b["reason"] for b in bonuses(ana)] == ["challenge trainings completed (MONTHLY from 2026-11-01)"]
 
     # when another late November training arrives, then nothing more is paid
-    await record(integration, "ana", [("nov-4", datetime(2026, 11, 30, 20, 55, tzinfo=UTC))])
+    await record_for(integration, "ana", [("nov-4", datetime(2026, 11, 30, 20, 55, tzinfo=UTC))])
     ana = await member(integration, "ana")
     assert (len(ana["badges"]), ana["pointsBalance"]) == (1, 5 * 50 + 100)
 
@@ -256,7 +221,7 @@ async def test_a_quarter_rolls_over_at_local_midnight_across_daylight_saving(
     await integration.data(UPSERT, {"m": [{"externalId": "ben"}]})
 
     # when ben submits ideas at 23:30 on 30 December, 23:59 on 31 December and 00:00 on 1 January, local time
-    await record(
+    await record_for(
         integration,
         "ben",
         [
@@ -300,10 +265,10 @@ async def test_held_blocked_and_rejected_events_do_not_count(
 
     # when two trainings are accepted, one held, one blocked and one rejected (an hour in the future)
     statuses = [
-        *await record(integration, "ana", [("ok-1", now), ("ok-2", now)]),
-        *await record(integration, "ana", [("held", now)], properties={"verdict": "REVIEW"}),
-        *await record(integration, "ana", [("blocked", now)], properties={"verdict": "BLOCK"}),
-        *await record(integration, "ana", [("future", now + timedelta(hours=1))]),
+        *await record_for(integration, "ana", [("ok-1", now), ("ok-2", now)]),
+        *await record_for(integration, "ana", [("held", now)], properties={"verdict": "REVIEW"}),
+        *await record_for(integration, "ana", [("blocked", now)], properties={"verdict": "BLOCK"}),
+        *await record_for(integration, "ana", [("future", now + timedelta(hours=1))]),
     ]
     assert statuses == ["ACCEPTED", "ACCEPTED", "HELD_FOR_REVIEW", "BLOCKED", "REJECTED"]
 
@@ -367,7 +332,7 @@ async def test_a_completion_moves_the_balance_segments_see_in_the_same_transacti
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
 
     # when three trainings (150 points) complete the challenge (100 points)
-    await record(integration, "ana", [(f"t{i}", now) for i in range(3)])
+    await record_for(integration, "ana", [(f"t{i}", now) for i in range(3)])
 
     # then the bonus put her in the segment
     found = await integration.data('{ member(externalId: "ana") { pointsBalance segments { key } } }')
@@ -392,8 +357,8 @@ async def test_all_time_challenges_complete_once_ever_and_zero_points_earn_only_
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
 
     # when ana logs in twice a year apart, then once more
-    await record(integration, "ana", [("l1", now - timedelta(days=365)), ("l2", now)], type="login")
-    await record(integration, "ana", [("l3", now)], type="login")
+    await record_for(integration, "ana", [("l1", now - timedelta(days=365)), ("l2", now)], type="login")
+    await record_for(integration, "ana", [("l3", now)], type="login")
 
     # then she has one badge with no period and no ledger entry
     ana = await member(integration, "ana")
@@ -416,7 +381,7 @@ async def test_updating_and_deleting_a_challenge(
     admin = await admin_at(client, program, clock, now)
     await admin.data(SET, {"i": TRAININGS})
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
-    await record(integration, "ana", [(f"t{i}", now) for i in range(3)])
+    await record_for(integration, "ana", [(f"t{i}", now) for i in range(3)])
 
     # when the same key is set again with a new name and target
     updated = {**TRAININGS, "name": "Five trainings a month", "target": 5}
@@ -437,7 +402,7 @@ async def test_updating_and_deleting_a_challenge(
 
     # then it is no longer listed nor counted, and the badge stays
     assert (await admin.data(LIST))["challenges"] == []
-    await record(integration, "ana", [("t9", now)])
+    await record_for(integration, "ana", [("t9", now)])
     ana = await member(integration, "ana")
     assert (ana["challenges"], [b["challengeKey"] for b in ana["badges"]]) == ([], ["trainings"])
     again = await admin.error(DELETE, {"k": "trainings"})

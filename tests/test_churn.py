@@ -34,9 +34,9 @@ from domain.segments.evaluate import Evaluation
 from domain.segments.facts import Needs, load_facts
 from domain.segments.rules import parse_rule
 from domain.segments.service import SegmentDraft
+from tests.support.cli import BIN, cli_environment, loyalty, ok
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_cli import BIN, cli_environment, loyalty, ok
-from tests.test_segments_api import UPSERT
 
 HISTORY_DAYS = 150
 UNITS = 10_000

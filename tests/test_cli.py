@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,33 +13,12 @@ import pytest
 import migrations
 from domain.settings import Introspection, Settings, sqlite_url
 from tests.support.backends import PG_HOST, PG_PORT, reachable
-
-BIN = Path(sys.executable).parent / "loyalty"
+from tests.support.cli import cli_environment, loyalty, ok
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
     return cli_environment(tmp_path)
-
-
-def cli_environment(tmp_path: Path) -> dict[str, str]:
-    """The command's environment: a fresh SQLite database in `tmp_path`, nothing from the caller's LOYALTY_*."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
-    return base | {
-        "LOYALTY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
-        "LOYALTY_DATA_DIR": str(tmp_path / "var"),
-        "LOYALTY_SECRET_KEY": "cli-test-secret-" + "s" * 32,
-    }
-
-
-def loyalty(env: dict[str, str], *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN), *args], env=env, capture_output=True, text=True, timeout=120, cwd=cwd)
-
-
-def ok(env: dict[str, str], *args: str) -> Any:
-    result = loyalty(env, *args)
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
 
 
 def test_provisioning_prints_json(env: dict[str, str]) -> None:

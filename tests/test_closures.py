@@ -20,8 +20,8 @@ from domain.segments.closures import Context, comparator, compile_condition, hol
 from domain.segments.conditions import Node, Op, parse_condition
 from domain.segments.evaluate import Evaluation, EventFact, MemberFacts, compare_measure
 from domain.segments.facts import Needs
-from tests.test_evaluator_equivalence import CONDITIONS, NUMBERS
-from tests.test_horizon_properties import TREES, Case, cases
+from tests.support.histories import TREES, Case, cases
+from tests.support.vocabulary import CONDITIONS, NUMBERS
 
 EXAMPLES = int(os.environ.get("CLOSURE_EXAMPLES", "400"))
 LATER = st.sampled_from([timedelta(0), timedelta(microseconds=1), timedelta(hours=13), timedelta(days=31)])

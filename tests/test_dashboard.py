@@ -16,10 +16,11 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.browser import chromium_page, needs_chromium
+from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient
+from tests.support.live import SETTLE_S
+from tests.support.segments import create
 from tests.support.servers import Server, running_server
-from tests.test_live import SETTLE_S, join
-from tests.test_segments_api import create, event, record
 
 TOKEN_KEY = "loyalty.dashboard.token"
 ANY_TIME = re.compile(r"\d")
@@ -91,7 +92,7 @@ async def test_an_admin_sees_sizes_and_a_member_entering_live_then_logs_out(
     await create(admin, "buyers", "count(purchase) >= 1")
     await create(admin, "big", "sum(purchase.amount) >= 100")
     await join(integration, "ana", "<b>bo</b>")
-    await record(integration, [event("ana", "purchase", clock.now(), "5")])
+    await record_accepted(integration, [event("ana", "purchase", clock.now(), "5")])
 
     # when the admin logs in with the session token
     assert admin.token is not None
@@ -110,7 +111,7 @@ async def test_an_admin_sees_sizes_and_a_member_entering_live_then_logs_out(
 
     # when a member whose id looks like markup makes a big purchase
     await asyncio.sleep(SETTLE_S)
-    await record(integration, [event("<b>bo</b>", "purchase", clock.now(), "150")])
+    await record_accepted(integration, [event("<b>bo</b>", "purchase", clock.now(), "150")])
 
     # then both changes appear, newest first, as text, and both sizes go up by one
     await expect(change_rows(page)).to_have_count(2)
@@ -184,7 +185,7 @@ async def test_after_a_dropped_connection_the_page_resumes_from_its_last_change(
     await log_in(page, server, admin.token)
     await expect(page.locator("#status")).to_have_attribute("data-state", "live")
     await asyncio.sleep(SETTLE_S)
-    await record(integration, [event("a", "purchase", clock.now(), "1")])
+    await record_accepted(integration, [event("a", "purchase", clock.now(), "1")])
     await expect(change_rows(page)).to_have_count(1)
     cursor = (await admin.data('{ segment(key: "buyers") { changes { cursor } } }'))["segment"]["changes"][0][
         "cursor"
@@ -192,7 +193,7 @@ async def test_after_a_dropped_connection_the_page_resumes_from_its_last_change(
 
     # when the connection drops and b and c enter meanwhile
     await sockets[0].close(code=code, reason=reason.format(cursor=cursor))
-    await record(integration, [event(m, "purchase", clock.now(), "1") for m in ("b", "c")])
+    await record_accepted(integration, [event(m, "purchase", clock.now(), "1") for m in ("b", "c")])
 
     # then the page reconnects from its last change: b and c once each, a not again
     await expect(change_rows(page)).to_have_count(3)

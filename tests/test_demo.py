@@ -17,7 +17,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,12 +30,12 @@ import pytest
 from playwright.async_api import expect
 
 from tests.support.browser import chromium_page, needs_chromium
+from tests.support.cli import BIN
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent / "loyalty"
 #: Seeding and starting on a busy 2-core machine; the demo's budget is under a minute.
 START_WITHIN_S = 120
 BLOCK = re.compile(r"^```graphql\n(.*?)^```", re.S | re.M)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -11,32 +11,11 @@ from sqlalchemy import select
 from api.runtime import Services
 from domain.models import EventAggregate, LedgerEntry, Member
 from domain.programs.service import ProgramSettings
+from tests.support.events import NOW, RECORD_WITH_POINTS, UPSERT, event_with_id, record_results
 from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
 from tests.support.inputs import nested
 
-RECORD = """
-mutation($events: [EventInput!]!) {
-  recordEvents(events: $events) { results { externalId status pointsAwarded message } }
-}"""
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 MEMBER = "query($id: String!) { member(externalId: $id) { pointsBalance pendingPoints } }"
-NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def event(external_id: str, member: str = "m1", type_: str = "purchase", **extra: Any) -> dict[str, Any]:
-    return {
-        "externalId": external_id,
-        "memberExternalId": member,
-        "type": type_,
-        "occurredAt": extra.pop("occurredAt", (NOW - timedelta(hours=1)).isoformat()),
-        **extra,
-    }
-
-
-async def record(client: GraphQLClient, *events: dict[str, Any]) -> list[dict[str, Any]]:
-    data = await client.data(RECORD, {"events": list(events)})
-    results: list[dict[str, Any]] = data["recordEvents"]["results"]
-    return results
 
 
 @pytest.fixture
@@ -46,7 +25,9 @@ async def members(integration: GraphQLClient) -> GraphQLClient:
 
 
 async def test_purchase_earns_floored_points_per_currency_unit(members: GraphQLClient) -> None:
-    results = await record(members, event("e1", amount="129.90"), event("e2", type_="visit"))
+    results = await record_results(
+        members, event_with_id("e1", amount="129.90"), event_with_id("e2", type_="visit")
+    )
     assert results == [
         {"externalId": "e1", "status": "ACCEPTED", "pointsAwarded": 129, "message": None},
         {"externalId": "e2", "status": "ACCEPTED", "pointsAwarded": 10, "message": None},
@@ -55,11 +36,14 @@ async def test_purchase_earns_floored_points_per_currency_unit(members: GraphQLC
 
 
 async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -> None:
-    first = await record(members, event("dup", amount="10"))
-    again = await record(
-        members, event("dup", amount="10"), event("dup2", amount="5"), event("dup2", amount="5")
+    first = await record_results(members, event_with_id("dup", amount="10"))
+    again = await record_results(
+        members,
+        event_with_id("dup", amount="10"),
+        event_with_id("dup2", amount="5"),
+        event_with_id("dup2", amount="5"),
     )
-    changed = await record(members, event("dup", amount="99"))
+    changed = await record_results(members, event_with_id("dup", amount="99"))
     assert first[0]["status"] == "ACCEPTED"
     assert [r["status"] for r in again] == ["DUPLICATE", "ACCEPTED", "DUPLICATE"]
     assert again[0]["message"] == "externalId already recorded"
@@ -118,8 +102,11 @@ async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -
 async def test_a_bad_event_is_rejected_with_its_field_and_the_good_ones_pass(
     members: GraphQLClient, services: Services, program: ProgramFixture, bad: dict[str, Any], message: str
 ) -> None:
-    results = await record(
-        members, event("good-1", amount="10"), event("bad", **bad), event("good-2", amount="5")
+    results = await record_results(
+        members,
+        event_with_id("good-1", amount="10"),
+        event_with_id("bad", **bad),
+        event_with_id("good-2", amount="5"),
     )
     assert [r["status"] for r in results] == ["ACCEPTED", "REJECTED", "ACCEPTED"]
     assert results[1]["pointsAwarded"] == 0
@@ -135,9 +122,9 @@ async def test_a_nul_character_rejects_one_event_of_a_hundred_and_stores_the_res
     members: GraphQLClient, services: Services, program: ProgramFixture
 ) -> None:
     hourly = [(NOW - timedelta(hours=i + 1)).isoformat() for i in range(100)]  # under the velocity rule
-    batch = [event(f"n{i}", amount="1", occurredAt=at) for i, at in enumerate(hourly)]
-    batch[50] = event("n50", amount="1", occurredAt=hourly[50], properties={"note": "poison\u0000"})
-    results = await record(members, *batch)
+    batch = [event_with_id(f"n{i}", amount="1", occurredAt=at) for i, at in enumerate(hourly)]
+    batch[50] = event_with_id("n50", amount="1", occurredAt=hourly[50], properties={"note": "poison\u0000"})
+    results = await record_results(members, *batch)
     assert results[50] == {
         "externalId": "n50",
         "status": "REJECTED",
@@ -154,13 +141,15 @@ async def test_the_oldest_accepted_event_is_a_program_setting(
     forty_days_ago = (NOW - timedelta(days=40)).isoformat()
     program = "{ program { maxEventAgeDays } }"
     assert (await admin.data(program))["program"] == {"maxEventAgeDays": 1826}  # about 5 years
-    assert [r["status"] for r in await record(members, event("old-1", occurredAt=forty_days_ago))] == [
-        "ACCEPTED"
-    ]
+    assert [
+        r["status"] for r in await record_results(members, event_with_id("old-1", occurredAt=forty_days_ago))
+    ] == ["ACCEPTED"]
 
     changed = await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
     assert changed["setMaxEventAge"] == {"maxEventAgeDays": 30}
-    results = await record(members, event("old-2", occurredAt=forty_days_ago), event("recent"))
+    results = await record_results(
+        members, event_with_id("old-2", occurredAt=forty_days_ago), event_with_id("recent")
+    )
     assert [r["status"] for r in results] == ["REJECTED", "ACCEPTED"]
     assert results[0]["message"] == (
         f"occurredAt: {forty_days_ago} is older than the program accepts (maxEventAgeDays: 30)"
@@ -191,12 +180,12 @@ async def test_a_recorded_event_sent_again_is_duplicate_even_when_now_too_old(
     members: GraphQLClient, admin: GraphQLClient
 ) -> None:
     forty_days_ago = (NOW - timedelta(days=40)).isoformat()
-    assert [r["status"] for r in await record(members, event("kept", occurredAt=forty_days_ago))] == [
-        "ACCEPTED"
-    ]
+    assert [
+        r["status"] for r in await record_results(members, event_with_id("kept", occurredAt=forty_days_ago))
+    ] == ["ACCEPTED"]
     # when an admin lowers the limit and the client re-sends the batch
     await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
-    [again] = await record(members, event("kept", occurredAt=forty_days_ago))
+    [again] = await record_results(members, event_with_id("kept", occurredAt=forty_days_ago))
     # then it learns that the event arrived (it was REJECTED, as if it had been lost)
     assert (again["status"], again["message"]) == ("DUPLICATE", "externalId already recorded")
 
@@ -206,14 +195,14 @@ async def test_a_rejected_copy_does_not_claim_its_external_id_in_the_batch(
 ) -> None:
     await admin.data("mutation { setMaxEventAge(days: 30) { maxEventAgeDays } }")
     old = (NOW - timedelta(days=40)).isoformat()
-    results = await record(
+    results = await record_results(
         members,
-        event("x1", occurredAt=old),  # rejected: the next copy is judged on its own
-        event("x1", amount="5"),
-        event("x2", member="ghost"),
-        event("x2", amount="6"),
-        event("x3", amount="7"),  # recorded: a later copy is a duplicate, whatever it holds
-        event("x3", occurredAt=old),
+        event_with_id("x1", occurredAt=old),  # rejected: the next copy is judged on its own
+        event_with_id("x1", amount="5"),
+        event_with_id("x2", member="ghost"),
+        event_with_id("x2", amount="6"),
+        event_with_id("x3", amount="7"),  # recorded: a later copy is a duplicate, whatever it holds
+        event_with_id("x3", occurredAt=old),
     )
     assert [(r["externalId"], r["status"]) for r in results] == [
         ("x1", "REJECTED"),
@@ -227,26 +216,30 @@ async def test_a_rejected_copy_does_not_claim_its_external_id_in_the_batch(
 
 
 async def test_amounts_given_as_json_numbers_are_taken_as_they_are(members: GraphQLClient) -> None:
-    results = await record(members, event("num-1", amount=12), event("num-2", amount=7.5))
+    results = await record_results(
+        members, event_with_id("num-1", amount=12), event_with_id("num-2", amount=7.5)
+    )
     assert [(r["status"], r["pointsAwarded"]) for r in results] == [("ACCEPTED", 12), ("ACCEPTED", 7)]
 
 
 async def test_more_than_1000_events_is_refused_whole(members: GraphQLClient) -> None:
-    error = await members.error(RECORD, {"events": [event(f"e{i}") for i in range(1001)]})
+    error = await members.error(RECORD_WITH_POINTS, {"events": [event_with_id(f"e{i}") for i in range(1001)]})
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["message"] == "events: at most 1000 per call, got 1001"
 
 
 async def test_accepted_events_fill_daily_buckets(members: GraphQLClient, services: Services) -> None:
     day = (NOW - timedelta(days=30)).replace(hour=9, minute=0, second=0)  # within maxEventAgeDays
-    await record(
+    await record_results(
         members,
-        event("a", amount="10.5", occurredAt=day.isoformat()),
-        event("b", amount="2", occurredAt=(day + timedelta(hours=5)).isoformat()),
-        event("c", amount="7", occurredAt=(day + timedelta(days=1)).isoformat()),
-        event("d", type_="login", occurredAt=day.isoformat()),
+        event_with_id("a", amount="10.5", occurredAt=day.isoformat()),
+        event_with_id("b", amount="2", occurredAt=(day + timedelta(hours=5)).isoformat()),
+        event_with_id("c", amount="7", occurredAt=(day + timedelta(days=1)).isoformat()),
+        event_with_id("d", type_="login", occurredAt=day.isoformat()),
     )
-    await record(members, event("e", amount="30", occurredAt=(day + timedelta(hours=1)).isoformat()))
+    await record_results(
+        members, event_with_id("e", amount="30", occurredAt=(day + timedelta(hours=1)).isoformat())
+    )
     async with services.db.read() as session:
         member_id = (
             (
@@ -285,7 +278,7 @@ async def test_accepted_events_fill_daily_buckets(members: GraphQLClient, servic
 async def test_unknown_members_are_created_when_the_program_says_so(services: Services, client: Any) -> None:
     program = await new_program(services, auto_create=True)
     integration = GraphQLClient(client, program.api_key)
-    results = await record(integration, event("x1", member="walk-in", amount="3"))
+    results = await record_results(integration, event_with_id("x1", member="walk-in", amount="3"))
     assert results[0]["status"] == "ACCEPTED"
     assert (await integration.data(MEMBER, {"id": "walk-in"}))["member"]["pointsBalance"] == 3
 
@@ -299,7 +292,7 @@ async def test_earning_rules_are_editable(
     )
     assert rule["setEarningRule"] == {"eventType": "purchase", "pointsPerUnit": "2.5", "fixedPoints": 5}
     await admin.data(UPSERT, {"m": [{"externalId": "m1"}]})
-    results = await record(admin, event("r1", amount="3.99"))
+    results = await record_results(admin, event_with_id("r1", amount="3.99"))
     assert results[0]["pointsAwarded"] == 14  # floor(3.99 * 2.5) + 5
     rules = (await admin.data("{ earningRules { eventType pointsPerUnit fixedPoints } }"))["earningRules"]
     assert {"eventType": "visit", "pointsPerUnit": None, "fixedPoints": 10} in rules

@@ -16,10 +16,9 @@ from domain.experiments.exposure import exposure_delivery_id
 from domain.experiments.stats import compare
 from domain.models import Experiment, Member, OutboxItem
 from tests.support import ShiftableClock
+from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
-RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"
 SEGMENT = "mutation($i: SegmentInput!) { createSegment(input: $i) { key size } }"
 FIELDS = """key name segmentKey goalEventType conversionDays holdoutPercent controlVariant
   variants { key weight action { type points template channel rewardKey } }"""

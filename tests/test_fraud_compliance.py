@@ -20,9 +20,9 @@ from domain.models import Event, FraudFinding, LedgerEntry, MemberTag
 from fraud.backtest import Backtest
 from fraud.compliance import NON_COMPLIANT, ComplianceSweeper
 from tests.support import ShiftableClock
+from tests.support.cli import cli_environment, loyalty, ok
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_cli import cli_environment, loyalty, ok
-from tests.test_segments_api import create, members_of
+from tests.support.segments import create, members_of
 
 TAGS = "query($id: String!) { member(externalId: $id) { pointsBalance tags { key source } } }"
 

@@ -9,7 +9,7 @@ review decisions, refunds and redemptions keep, for every member and after every
 - membership of dynamic segments over purchases and the balance == what an oracle
   computes from the purchases that were accepted (at once or on approval) and not refunded.
 
-The audit is `VerdictFromProperties` (tests/test_pipeline.py) inside a pipeline wired like
+The audit is `VerdictFromProperties` (tests/support/audit.py) inside a pipeline wired like
 `Services.events` (the same in-transaction listeners: the segment engine, challenges), and
 the review queue decides on that pipeline. Like tests/test_leaderboard_properties.py this is
 a sync test with a private event loop and services: hypothesis cannot re-enter
@@ -44,8 +44,8 @@ from domain.segments.service import SegmentDraft
 from domain.settings import Settings
 from fraud.review import ReviewService
 from tests.support import private_services
+from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import new_program
-from tests.test_pipeline import VerdictFromProperties
 
 T = TypeVar("T")
 MEMBERS = ["ana", "bob", "cem"]

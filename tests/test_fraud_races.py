@@ -14,8 +14,7 @@ from sqlalchemy import func, select
 from api.runtime import Services
 from domain.enums import AccrualStatus, EntryKind
 from domain.models import Event, LedgerEntry, Member
-from tests.support.graphql import ProgramFixture
-from tests.test_fraud_rules import (
+from tests.support.fraud import (
     ACCEPTED,
     BLOCKED,
     DAY,
@@ -25,9 +24,10 @@ from tests.test_fraud_rules import (
     enrol,
     points,
     purchase,
-    record,
+    record_drafts,
     stored_findings,
 )
+from tests.support.graphql import ProgramFixture
 
 
 async def test_parallel_batches_cannot_overshoot_the_daily_cap(
@@ -39,7 +39,7 @@ async def test_parallel_batches_cannot_overshoot_the_daily_cap(
 
     # when 20 batches of one 100-point purchase each race (5 minutes apart: velocity stays quiet)
     results = await asyncio.gather(
-        *(record(services, program, purchase(f"p{i}", "m1", at(10, 5 * i), 100)) for i in range(20))
+        *(record_drafts(services, program, purchase(f"p{i}", "m1", at(10, 5 * i), 100)) for i in range(20))
     )
 
     # then exactly 1000 points were posted that day and the other ten are held
@@ -74,7 +74,10 @@ async def test_parallel_batches_with_one_receipt_accept_it_once(
 
     # when each sends receipt R-1 in its own batch, all at once
     results = await asyncio.gather(
-        *(record(services, program, purchase(f"p-{m}", m, at(10), 30, {"receiptId": "R-1"})) for m in members)
+        *(
+            record_drafts(services, program, purchase(f"p-{m}", m, at(10), 30, {"receiptId": "R-1"}))
+            for m in members
+        )
     )
 
     # then exactly one is accepted and the others are blocked as its duplicates

@@ -10,84 +10,34 @@ one batch are judged like the same events sent one by one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from typing import Any
-
-from sqlalchemy import select
+from datetime import datetime, timedelta
 
 from api.runtime import Services
 from domain.enums import AccrualStatus, EventStatus
 from domain.events.service import EventOutcome
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
-from domain.models import Event, FraudFinding, LedgerEntry
+from tests.support.fraud import (
+    ACCEPTED,
+    BLOCKED,
+    DAY,
+    HELD,
+    at,
+    configure,
+    enrol,
+    points,
+    purchase,
+    record_drafts,
+    stored_findings,
+)
 from tests.support.graphql import ProgramFixture
 
-ACCEPTED = EventStatus.ACCEPTED
-HELD = EventStatus.HELD_FOR_REVIEW
-BLOCKED = EventStatus.BLOCKED
-#: Midnight UTC two days ago: every scenario's events fall on this calendar day unless said otherwise.
-DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
 DATE = DAY.date().isoformat()
-
-#: (event externalId, rule, verdict, detail, shadow, status of the finding's ledger entry)
-Stored = tuple[str, str, str, str, bool, str | None]
-
-
-def at(hours: float = 10, minutes: float = 0, seconds: float = 0) -> datetime:
-    return DAY + timedelta(hours=hours, minutes=minutes, seconds=seconds)
-
-
-def purchase(
-    external_id: str, member: str, when: datetime, amount: int | str, properties: dict[str, Any] | None = None
-) -> EventDraft:
-    """A purchase earning 1 point per whole unit (the default earning rule)."""
-    return EventDraft(external_id, member, "purchase", when, Decimal(amount), properties)
 
 
 def referral(external_id: str, referrer: str, referee: str, when: datetime | None = None) -> EventDraft:
     """A referral earning the default 100 points."""
     return EventDraft(external_id, referrer, "referral", when or at(12), None, {"refereeExternalId": referee})
-
-
-async def enrol(services: Services, program: ProgramFixture, *members: str | MemberUpsert) -> None:
-    upserts = [m if isinstance(m, MemberUpsert) else MemberUpsert(m) for m in members]
-    await services.members.upsert_members(program.id, upserts)
-
-
-async def record(services: Services, program: ProgramFixture, *drafts: EventDraft) -> list[EventOutcome]:
-    return await services.events.record_events(program.id, list(drafts))
-
-
-async def points(services: Services, program: ProgramFixture, member: str) -> tuple[int, int]:
-    """(pointsBalance, pendingPoints) of the member."""
-    found = await services.members.get(program.id, member)
-    assert found is not None
-    return found.points_balance, found.pending_points
-
-
-async def stored_findings(services: Services, program: ProgramFixture) -> list[Stored]:
-    async with services.db.read() as session:
-        rows = await session.execute(
-            select(
-                Event.external_id,
-                FraudFinding.rule,
-                FraudFinding.verdict,
-                FraudFinding.detail,
-                FraudFinding.shadow,
-                LedgerEntry.status,
-            )
-            .join(Event, Event.id == FraudFinding.event_id)
-            .outerjoin(LedgerEntry, LedgerEntry.id == FraudFinding.ledger_entry_id)
-            .where(FraudFinding.program_id == program.id)
-            .order_by(FraudFinding.id)
-        )
-        return [tuple(row) for row in rows]  # type: ignore[misc]
-
-
-async def configure(services: Services, program: ProgramFixture, rule: str, **params: float) -> None:
-    await services.fraud_settings.set_rule(program.id, rule, params=params, by="test")
 
 
 def statuses(outcomes: Sequence[EventOutcome]) -> list[EventStatus]:
@@ -100,7 +50,7 @@ def statuses(outcomes: Sequence[EventOutcome]) -> list[EventStatus]:
 async def test_a_receipt_used_again_is_blocked(services: Services, program: ProgramFixture) -> None:
     # given a purchase on receipt 1001 (sent as a number) and one on receipt R-2
     await enrol(services, program, "m1", "m2")
-    first = await record(
+    first = await record_drafts(
         services,
         program,
         purchase("p1", "m1", at(10), 50, {"receiptId": 1001}),
@@ -109,7 +59,7 @@ async def test_a_receipt_used_again_is_blocked(services: Services, program: Prog
     assert first == [EventOutcome("p1", ACCEPTED, 50), EventOutcome("p2", ACCEPTED, 30)]
 
     # when another member's later batch claims receipt "1001" again, and a new receipt R-3
-    outcomes = await record(
+    outcomes = await record_drafts(
         services,
         program,
         purchase("p3", "m2", at(12), 70, {"receiptId": " 1001 "}),
@@ -140,7 +90,7 @@ async def test_a_receipt_repeated_within_one_batch_is_blocked(
     # given one member
     await enrol(services, program, "m1")
     # when one batch carries receipt R-1 twice
-    outcomes = await record(
+    outcomes = await record_drafts(
         services,
         program,
         purchase("p1", "m1", at(10), 40, {"receiptId": "R-1"}),
@@ -164,12 +114,12 @@ async def test_velocity_holds_the_21st_event_in_an_hour_sent_in_separate_batches
     # given 20 purchases within 38 minutes, sent in two batches: 20 is not above reviewAbove
     await enrol(services, program, "m1")
     drafts = [purchase(f"p{i}", "m1", at(10, 2 * i), 5) for i in range(1, 21)]
-    assert statuses(await record(services, program, *drafts[:10])) == [ACCEPTED] * 10
-    assert statuses(await record(services, program, *drafts[10:])) == [ACCEPTED] * 10
+    assert statuses(await record_drafts(services, program, *drafts[:10])) == [ACCEPTED] * 10
+    assert statuses(await record_drafts(services, program, *drafts[10:])) == [ACCEPTED] * 10
     assert await stored_findings(services, program) == []
 
     # when the 21st arrives in a third batch, within the same hour
-    outcomes = await record(services, program, purchase("p21", "m1", at(10, 50), 7))
+    outcomes = await record_drafts(services, program, purchase("p21", "m1", at(10, 50), 7))
 
     # then it is held, its points pending
     detail = "21 point-earning events in 60 minutes (review above 20)"
@@ -191,7 +141,7 @@ async def test_velocity_counts_occurred_at_in_one_batch_not_arrival(
     assert at(10, seconds=59 * 3 * 20) - at(10) == timedelta(minutes=59)
 
     # when both arrive together
-    outcomes = await record(services, program, *spread, *burst)
+    outcomes = await record_drafts(services, program, *spread, *burst)
 
     # then the spread one never has more than 20 in an hour; the burst holds its 21st
     detail = "21 point-earning events in 60 minutes (review above 20)"
@@ -212,18 +162,20 @@ async def test_the_velocity_window_is_half_open_and_late_arrivals_count_by_occur
     await enrol(services, program, "m1")
     assert (
         statuses(
-            await record(services, program, *[purchase(f"p{i}", "m1", at(10, 3 * i), 2) for i in range(20)])
+            await record_drafts(
+                services, program, *[purchase(f"p{i}", "m1", at(10, 3 * i), 2) for i in range(20)]
+            )
         )
         == [ACCEPTED] * 20
     )
 
     # when one occurs at 11:00 sharp, 60 minutes after the first
-    sharp = await record(services, program, purchase("at-11", "m1", at(11), 2))
+    sharp = await record_drafts(services, program, purchase("at-11", "m1", at(11), 2))
     # then no window [s, s + 60 min) holds 21 of them
     assert sharp == [EventOutcome("at-11", ACCEPTED, 2)]
 
     # when a late-arriving event occurred at 10:59
-    late = await record(services, program, purchase("at-10-59", "m1", at(10, 59), 2))
+    late = await record_drafts(services, program, purchase("at-10-59", "m1", at(10, 59), 2))
     # then [10:00, 11:00) now holds 21: it is held
     assert late == [
         EventOutcome("at-10-59", HELD, 0, "velocity: 21 point-earning events in 60 minutes (review above 20)")
@@ -232,10 +184,12 @@ async def test_the_velocity_window_is_half_open_and_late_arrivals_count_by_occur
 
     # given 21 events of m2 at 10:00 sharp (judged by externalId at equal times: q20 is the 21st, held)
     await enrol(services, program, "m2")
-    burst = await record(services, program, *[purchase(f"q{i:02d}", "m2", at(10), 1) for i in range(21)])
+    burst = await record_drafts(
+        services, program, *[purchase(f"q{i:02d}", "m2", at(10), 1) for i in range(21)]
+    )
     assert statuses(burst) == [ACCEPTED] * 20 + [HELD]
     # when one occurs at 11:00 sharp
-    after = await record(services, program, purchase("q-11", "m2", at(11), 1))
+    after = await record_drafts(services, program, purchase("q-11", "m2", at(11), 1))
     # then the window [10:00, 11:00) does not contain it: it is accepted
     assert after == [EventOutcome("q-11", ACCEPTED, 1)]
 
@@ -245,7 +199,7 @@ async def test_velocity_blocks_the_61st_event_in_an_hour(services: Services, pro
     await enrol(services, program, "m1")
     # when 61 purchases of 2 points occur within 59 minutes (one history batch)
     drafts = [purchase(f"p{i}", "m1", at(10, seconds=59 * i), 2) for i in range(1, 62)]
-    outcomes = await record(services, program, *drafts)
+    outcomes = await record_drafts(services, program, *drafts)
 
     # then 20 are accepted, the 21st to the 60th (60 is not above blockAbove) held, the 61st blocked
     assert outcomes[:20] == [EventOutcome(f"p{i}", ACCEPTED, 2) for i in range(1, 21)]
@@ -272,7 +226,7 @@ async def test_one_accrual_above_the_cap_is_held(services: Services, program: Pr
     # given the default cap of 5000 points per accrual
     await enrol(services, program, "m1")
     # when a purchase earns exactly 5000 and, the day before (under the daily cap), another 5001
-    outcomes = await record(
+    outcomes = await record_drafts(
         services, program, purchase("p1", "m1", at(9), 5000), purchase("p2", "m1", at(-14), 5001)
     )
     # then the first posts and the second is held
@@ -303,21 +257,21 @@ async def test_the_accrual_that_passes_the_daily_cap_is_held(
     await configure(services, program, "daily_points_cap", maxPoints=100)
     await enrol(services, program, "m1")
     assert statuses(
-        await record(
+        await record_drafts(
             services,
             program,
             purchase("p1", "m1", at(8), 60, {"receiptId": "R"}),
             purchase("p1-again", "m1", at(9), 40, {"receiptId": "R"}),
         )
     ) == [ACCEPTED, BLOCKED]
-    assert await record(services, program, purchase("p2", "m1", at(20), 40)) == [
+    assert await record_drafts(services, program, purchase("p2", "m1", at(20), 40)) == [
         EventOutcome("p2", ACCEPTED, 40)
     ]
 
     # when one more point is earned that day, then one the next day, then another that day
-    held = await record(services, program, purchase("p3", "m1", at(23, 59), 1))
-    next_day = await record(services, program, purchase("p4", "m1", at(24), 100))
-    again = await record(services, program, purchase("p5", "m1", at(0, 1), 2))
+    held = await record_drafts(services, program, purchase("p3", "m1", at(23, 59), 1))
+    next_day = await record_drafts(services, program, purchase("p4", "m1", at(24), 100))
+    again = await record_drafts(services, program, purchase("p5", "m1", at(0, 1), 2))
 
     # then the day's extra points are held (held points count towards the cap), the next day's post
     assert held == [
@@ -347,8 +301,8 @@ async def test_the_daily_cap_counts_days_in_the_program_timezone(
     await configure(services, program, "daily_points_cap", maxPoints=100)
     await enrol(services, program, "m1")
     # when 100 points are earned at 20:00 UTC (05:00 the next day in Tokyo) and 1 at 10:00 UTC the next day
-    first = await record(services, program, purchase("p1", "m1", at(20), 100))
-    second = await record(services, program, purchase("p2", "m1", at(34), 1))
+    first = await record_drafts(services, program, purchase("p1", "m1", at(20), 100))
+    second = await record_drafts(services, program, purchase("p2", "m1", at(34), 1))
     # then both fall on the same Tokyo day, so the second is held
     tokyo_day = (DAY + timedelta(days=1)).date().isoformat()
     assert first == [EventOutcome("p1", ACCEPTED, 100)]
@@ -361,7 +315,7 @@ async def test_the_daily_cap_counts_days_in_the_program_timezone(
         )
     ]
     # and an accrual at 14:59 UTC (23:59 Tokyo, the first day) posts: that day had nothing
-    assert await record(services, program, purchase("p0", "m1", at(14, 59), 100)) == [
+    assert await record_drafts(services, program, purchase("p0", "m1", at(14, 59), 100)) == [
         EventOutcome("p0", ACCEPTED, 100)
     ]
     assert await points(services, program, "m1") == (200, 1)
@@ -380,10 +334,10 @@ async def test_an_amount_far_above_the_members_mean_is_held(
         for m, count in (("m1", 10), ("m2", 10), ("m3", 9))
         for i in range(count)
     ]
-    assert statuses(await record(services, program, *history)) == [ACCEPTED] * 29
+    assert statuses(await record_drafts(services, program, *history)) == [ACCEPTED] * 29
 
     # when m1 spends 14 (4 standard deviations: the std of 0 is floored at minStd 1), m2 15, m3 100
-    outcomes = await record(
+    outcomes = await record_drafts(
         services,
         program,
         purchase("m1-big", "m1", at(12), 14),
@@ -392,7 +346,7 @@ async def test_an_amount_far_above_the_members_mean_is_held(
         purchase("m2-again", "m2", at(13), "14.5"),
     )
     # and m2 spends 14.5 again in a later batch
-    later = await record(services, program, purchase("m2-later", "m2", at(14), "14.5"))
+    later = await record_drafts(services, program, purchase("m2-later", "m2", at(14), "14.5"))
 
     # then only m2's, 5 deviations above its mean, is held; m3 has fewer than minSamples (10) amounts
     detail = (
@@ -431,16 +385,16 @@ async def test_a_device_used_by_a_fourth_member_within_a_day_is_held(
     # given three members who used device d1 within three hours, each in its own batch
     await enrol(services, program, "m1", "m2", "m3", "m4")
     for i, member in enumerate(["m1", "m2", "m3"]):
-        assert await record(
+        assert await record_drafts(
             services, program, purchase(f"p{i}", member, at(8 + i), 20, {"deviceId": "d1"})
         ) == [EventOutcome(f"p{i}", ACCEPTED, 20)]
     # and m1 using it again (still three members)
     assert statuses(
-        await record(services, program, purchase("p1b", "m1", at(11), 5, {"deviceId": "d1"}))
+        await record_drafts(services, program, purchase("p1b", "m1", at(11), 5, {"deviceId": "d1"}))
     ) == [ACCEPTED]
 
     # when a fourth member uses it
-    outcomes = await record(services, program, purchase("p3", "m4", at(12), 20, {"deviceId": "d1"}))
+    outcomes = await record_drafts(services, program, purchase("p3", "m4", at(12), 20, {"deviceId": "d1"}))
 
     # then that accrual is held
     detail = "deviceId d1 used by 4 members within 24 h (limit 3)"
@@ -461,7 +415,7 @@ async def test_shared_device_windows_follow_occurred_at_in_one_batch(
     drafts.append(purchase("p-late", "m5", at(25), 20, {"deviceId": "d2"}))
 
     # when the batch is recorded
-    outcomes = await record(services, program, *drafts)
+    outcomes = await record_drafts(services, program, *drafts)
 
     # then it is judged as it happened: m4's, at hour 30, is the fourth member in that window and held
     detail = "deviceId d2 used by 4 members within 24 h (limit 3)"
@@ -502,12 +456,12 @@ async def test_a_referral_between_members_sharing_a_device_phone_or_email_is_blo
     )
     # and the first referrer once used the referee's device (a purchase on phone-7)
     assert statuses(
-        await record(services, program, purchase("buy", "dev-a", at(9), 10, {"deviceId": "phone-7"}))
+        await record_drafts(services, program, purchase("buy", "dev-a", at(9), 10, {"deviceId": "phone-7"}))
     ) == [ACCEPTED]
 
     # when each referrer refers its referee, each in its own batch, and one refers itself
     outcomes = [
-        (await record(services, program, referral(f"ref-{a}", a, b)))[0]
+        (await record_drafts(services, program, referral(f"ref-{a}", a, b)))[0]
         for a, b in (
             ("dev-a", "dev-b"),
             ("tel-a", "tel-b"),
@@ -559,19 +513,21 @@ async def test_the_11th_accrual_by_one_cashier_for_one_member_in_a_day_is_held(
         purchase("c2-0", "m1", at(21), 10, {"cashierId": "c2"}),
         purchase("c1-next", "m1", at(25), 10, {"cashierId": "c1"}),
     ]
-    assert statuses(await record(services, program, *nine, *others)) == [ACCEPTED] * 9 + [
+    assert statuses(await record_drafts(services, program, *nine, *others)) == [ACCEPTED] * 9 + [
         BLOCKED,
         ACCEPTED,
         ACCEPTED,
     ]
 
     # when c1 credits m1 a 10th time that day (the blocked one does not count)
-    tenth = await record(services, program, purchase("c1-9", "m1", at(19), 10, {"cashierId": "c1"}))
+    tenth = await record_drafts(services, program, purchase("c1-9", "m1", at(19), 10, {"cashierId": "c1"}))
     # then it is accepted
     assert tenth == [EventOutcome("c1-9", ACCEPTED, 10)]
 
     # when c1 credits m1 an 11th time that day
-    outcomes = await record(services, program, purchase("c1-10", "m1", at(23), 10, {"cashierId": "c1"}))
+    outcomes = await record_drafts(
+        services, program, purchase("c1-10", "m1", at(23), 10, {"cashierId": "c1"})
+    )
 
     # then it is held
     detail = f"cashierId c1 credited this member 11 times on {DATE} (limit 10)"
@@ -592,7 +548,7 @@ async def test_a_rule_in_shadow_mode_records_its_finding_and_changes_nothing(
     await services.fraud_settings.set_rule(program.id, "single_accrual_cap", shadow=True, by="test")
     await enrol(services, program, "m1")
     # when an accrual passes the cap
-    outcomes = await record(services, program, purchase("p1", "m1", at(10), 6000))
+    outcomes = await record_drafts(services, program, purchase("p1", "m1", at(10), 6000))
     # then it posts without a message, and the finding is stored marked shadow
     assert outcomes == [EventOutcome("p1", ACCEPTED, 6000, None)]
     assert await points(services, program, "m1") == (6000, 0)
@@ -614,9 +570,9 @@ async def test_a_shadowed_block_beside_an_acting_review_only_holds(
     # given duplicate_receipt in shadow mode and a used receipt
     await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=True, by="test")
     await enrol(services, program, "m1")
-    await record(services, program, purchase("p1", "m1", at(9), 10, {"receiptId": "R"}))
+    await record_drafts(services, program, purchase("p1", "m1", at(9), 10, {"receiptId": "R"}))
     # when an accrual above the single cap reuses the receipt
-    outcomes = await record(services, program, purchase("p2", "m1", at(10), 5001, {"receiptId": "R"}))
+    outcomes = await record_drafts(services, program, purchase("p2", "m1", at(10), 5001, {"receiptId": "R"}))
     # then only the acting rule decides and names itself in the message
     assert outcomes == [
         EventOutcome("p2", HELD, 0, "single_accrual_cap: 5001 points in one accrual (cap 5000)")
@@ -634,7 +590,7 @@ async def test_a_disabled_rule_records_nothing(services: Services, program: Prog
     assert (view.enabled, view.shadow) == (False, False)
     await enrol(services, program, "m1")
     # when an accrual passes the cap
-    outcomes = await record(services, program, purchase("p1", "m1", at(10), 6000))
+    outcomes = await record_drafts(services, program, purchase("p1", "m1", at(10), 6000))
     # then it posts and nothing is found
     assert outcomes == [EventOutcome("p1", ACCEPTED, 6000, None)]
     assert await points(services, program, "m1") == (6000, 0)
@@ -646,9 +602,11 @@ async def test_the_most_severe_verdict_wins_and_every_finding_is_kept(
 ) -> None:
     # given a used receipt
     await enrol(services, program, "m1")
-    await record(services, program, purchase("p1", "m1", at(9), 10, {"receiptId": "R-9"}))
+    await record_drafts(services, program, purchase("p1", "m1", at(9), 10, {"receiptId": "R-9"}))
     # when an accrual above the single cap (REVIEW) reuses it (BLOCK)
-    outcomes = await record(services, program, purchase("p2", "m1", at(10), 5001, {"receiptId": "R-9"}))
+    outcomes = await record_drafts(
+        services, program, purchase("p2", "m1", at(10), 5001, {"receiptId": "R-9"})
+    )
     # then it is blocked, the message names both rules, and both findings are stored
     assert outcomes == [
         EventOutcome(
@@ -687,12 +645,12 @@ async def test_refunded_points_leave_the_daily_cap(services: Services, program: 
     # given a daily cap of 100 and a purchase of 100 that was then refunded
     await configure(services, program, "daily_points_cap", maxPoints=100)
     await enrol(services, program, "m1")
-    assert statuses(await record(services, program, purchase("p1", "m1", at(8), 100))) == [ACCEPTED]
+    assert statuses(await record_drafts(services, program, purchase("p1", "m1", at(8), 100))) == [ACCEPTED]
     refund = EventDraft("r1", "m1", "refund", at(9), None, {"refundOf": "p1"})
-    assert statuses(await record(services, program, refund)) == [ACCEPTED]
+    assert statuses(await record_drafts(services, program, refund)) == [ACCEPTED]
     assert await points(services, program, "m1") == (0, 0)
     # when the member earns 50 that day
-    outcomes = await record(services, program, purchase("p2", "m1", at(10), 50))
+    outcomes = await record_drafts(services, program, purchase("p2", "m1", at(10), 50))
     # then nothing posted or held that day reaches the cap: 50 posts
     assert outcomes == [EventOutcome("p2", ACCEPTED, 50)]
 
@@ -704,9 +662,9 @@ async def test_with_min_std_0_a_constant_history_flags_any_higher_amount(
     await configure(services, program, "amount_outlier", minStd=0)
     await enrol(services, program, "m1")
     history = [purchase(f"p{i}", "m1", at(8, i), 10) for i in range(10)]
-    assert statuses(await record(services, program, *history)) == [ACCEPTED] * 10
+    assert statuses(await record_drafts(services, program, *history)) == [ACCEPTED] * 10
     # when the member spends 1000
-    outcomes = await record(services, program, purchase("big", "m1", at(12), 1000))
+    outcomes = await record_drafts(services, program, purchase("big", "m1", at(12), 1000))
     # then the accrual is held by amount_outlier
     assert outcomes[0].status == HELD
     assert [f[1] for f in await stored_findings(services, program)] == ["amount_outlier"]
@@ -721,7 +679,7 @@ async def test_a_referral_sent_from_the_referees_device_is_blocked(
     referral_from_b_phone = EventDraft(
         "ref-1", "a", "referral", at(12), None, {"refereeExternalId": "b", "deviceId": "phone-9"}
     )
-    outcomes = await record(services, program, referral_from_b_phone)
+    outcomes = await record_drafts(services, program, referral_from_b_phone)
     # then it is blocked: referrer and referee share deviceId phone-9
     assert outcomes == [
         EventOutcome("ref-1", BLOCKED, 0, "self_referral: referrer and referee b share deviceId phone-9")

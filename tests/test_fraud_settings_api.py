@@ -9,8 +9,8 @@ import httpx
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.events.service import EventOutcome
+from tests.support.fraud import HELD, at, enrol, purchase, record_drafts
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_fraud_rules import HELD, at, enrol, purchase, record
 
 RULES = "{ fraudRules { name enabled shadow params defaults updatedBy } }"
 SET = """
@@ -76,7 +76,9 @@ async def test_set_fraud_rule_changes_thresholds_for_the_next_batch(
     assert listed["daily_points_cap"]["shadow"] is True
     # and the pipeline applies them: the third event in an hour is held
     await enrol(services, program, "m1")
-    outcomes = await record(services, program, *[purchase(f"p{i}", "m1", at(10, i), 1) for i in range(3)])
+    outcomes = await record_drafts(
+        services, program, *[purchase(f"p{i}", "m1", at(10, i), 1) for i in range(3)]
+    )
     assert outcomes[2] == EventOutcome(
         "p2", HELD, 0, "velocity: 3 point-earning events in 60 minutes (review above 2)"
     )

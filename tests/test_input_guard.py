@@ -12,10 +12,10 @@ from graphql import ValueNode, parse, print_ast, value_from_ast_untyped
 
 from api import inputs
 from api.schema import build_schema
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient
 from tests.support.inputs import nested
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 ORGS = "mutation($o: [OrganizationInput!]!) { upsertOrganizations(organizations: $o) { upserted } }"
 SEGMENT = "mutation($s: SegmentInput!) { createSegment(input: $s) { key } }"
 MEMBER = "query($id: String!) { member(externalId: $id) { externalId } }"

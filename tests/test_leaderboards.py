@@ -22,27 +22,18 @@ from api.runtime import Services
 from domain.errors import NotFound
 from domain.events.service import EventService
 from domain.events.validation import EventDraft
-from gamification.leaderboards.feeder import StandingsFeeder
 from gamification.leaderboards.rebuild import rebuild, reconcile
 from gamification.leaderboards.scores import MAX_POINTS, TIE_SPAN, decode, encode
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.leaderboards.store import board_pattern
 from tests.support import ShiftableClock
+from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
-from tests.test_members_api import counting_statements
+from tests.support.leaderboards import board, feed, ranking
+from tests.support.statements import counting_statements
 
 # A Wednesday: its week opened on Monday 2027-03-08, its month on 2027-03-01.
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
-
-BOARD = """
-query($key: String!, $period: LeaderboardPeriod!, $start: DateTime, $member: String!, $radius: Int) {
-  leaderboard(key: $key, period: $period, periodStart: $start) {
-    key period periodStart size frozen
-    top(first: 10) { rank score member { externalId } }
-    around(memberExternalId: $member, radius: $radius) { rank score member { externalId } }
-    entry(memberExternalId: $member) { rank score }
-  }
-}"""
 
 
 def at(clock: ShiftableClock, when: datetime) -> None:
@@ -61,14 +52,6 @@ def march(clock: ShiftableClock) -> ShiftableClock:
 async def boss(march: ShiftableClock, client: Any, program: ProgramFixture) -> GraphQLClient:
     """The program's admin, logged in at NOW."""
     return GraphQLClient(client, await admin_token(client, program, march))
-
-
-async def feed(services: Services) -> None:
-    """Drain the standings feed here (a server process another test ran may still hold the lease)."""
-    feeder = next(loop for loop in services.loops if isinstance(loop, StandingsFeeder))
-    await feeder.lease.take_over()
-    while await feeder.run_once():
-        pass
 
 
 async def members(client: GraphQLClient, *ids: str, organization: str | None = None) -> None:
@@ -96,29 +79,6 @@ async def purchases(client: GraphQLClient, *rows: tuple[str, str, datetime, str]
         },
     )
     return [r["status"] for r in data["recordEvents"]["results"]]
-
-
-async def board(
-    client: GraphQLClient,
-    member: str = "nobody",
-    period: str = "ALL_TIME",
-    start: datetime | None = None,
-    radius: int = 1,
-    key: str = "points",
-) -> dict[str, Any]:
-    variables = {
-        "key": key,
-        "period": period,
-        "start": start and start.isoformat(),
-        "member": member,
-        "radius": radius,
-    }
-    data: dict[str, Any] = (await client.data(BOARD, variables))["leaderboard"]
-    return data
-
-
-def ranking(entries: list[dict[str, Any]]) -> list[tuple[int, str, int]]:
-    return [(e["rank"], e["member"]["externalId"], e["score"]) for e in entries]
 
 
 async def test_ties_go_to_who_reached_the_score_first(
@@ -544,8 +504,6 @@ async def test_checking_a_board_key_over_every_program_is_one_query(
 async def test_held_and_blocked_accruals_never_reach_a_board(
     march: ShiftableClock, integration: GraphQLClient, services: Services, program: ProgramFixture
 ) -> None:
-    from tests.test_pipeline import VerdictFromProperties
-
     # given the pipeline with an audit that holds or blocks on request
     pipeline = EventService(services.db, services.clock, VerdictFromProperties())
     await members(integration, "ana", "bob", "cem")

@@ -14,26 +14,11 @@ from websockets.exceptions import ConnectionClosed
 
 from domain.settings import Settings
 from tests.support import ShiftableClock
+from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.live import CHANGES, SETTLE_S, bearer
+from tests.support.segments import create
 from tests.support.servers import PROTOCOL, Server, running_server, subscribe
-from tests.test_segments_api import UPSERT, create, event, record
-
-CHANGES = """
-subscription($keys: [String!], $since: String) {
-  segmentChanges(segmentKeys: $keys, since: $since) { cursor segmentKey memberExternalId change at }
-}"""
-
-
-async def join(integration: GraphQLClient, *external_ids: str) -> None:
-    await integration.data(UPSERT, {"m": [{"externalId": e} for e in external_ids]})
-
-
-def bearer(token: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"}
-
-
-#: Time for a subscribe message to reach the server's bus before the test causes changes.
-SETTLE_S = 0.5
 
 
 @pytest.fixture
@@ -50,7 +35,7 @@ async def test_a_subscriber_sees_a_recorded_event_move_a_member_in_and_out(
     await join(integration, "ana")
     async with subscribe(server, bearer(admin.token), CHANGES, {"keys": ["big"]}) as changes:
         await asyncio.sleep(SETTLE_S)
-        await record(integration, [event("ana", "purchase", clock.now(), "150")])
+        await record_accepted(integration, [event("ana", "purchase", clock.now(), "150")])
         got = (await changes.next())["segmentChanges"]
         assert (got["segmentKey"], got["memberExternalId"], got["change"]) == ("big", "ana", "ENTERED")
         # "buyers" changed too, but this subscription asked for "big" only: nothing else arrives
@@ -91,17 +76,17 @@ async def test_since_replays_what_a_reconnecting_subscriber_missed_then_goes_liv
 ) -> None:
     await create(admin, "buyers", "count(purchase) >= 1")
     await join(integration, "a", "b", "c", "d")
-    await record(integration, [event("a", "purchase", clock.now(), "1")])
+    await record_accepted(integration, [event("a", "purchase", clock.now(), "1")])
     history = await admin.data('{ segment(key: "buyers") { changes { cursor memberExternalId } } }')
     first = history["segment"]["changes"][0]
-    await record(integration, [event(m, "purchase", clock.now(), "1") for m in ("b", "c")])
+    await record_accepted(integration, [event(m, "purchase", clock.now(), "1") for m in ("b", "c")])
     async with subscribe(
         server, bearer(admin.token), CHANGES, {"keys": ["buyers"], "since": first["cursor"]}
     ) as changes:
         replayed = [(await changes.next())["segmentChanges"]["memberExternalId"] for _ in range(2)]
         assert replayed == ["b", "c"]
         await asyncio.sleep(SETTLE_S)
-        await record(integration, [event("d", "purchase", clock.now(), "1")])
+        await record_accepted(integration, [event("d", "purchase", clock.now(), "1")])
         assert (await changes.next())["segmentChanges"]["memberExternalId"] == "d"
 
 
@@ -117,7 +102,7 @@ async def test_a_slow_subscriber_is_closed_with_the_cursor_to_resume_from_and_ne
     ):
         await asyncio.sleep(SETTLE_S)
         # the client reads nothing while 40 members enter: its queue (5) overflows
-        await record(integration, [event(f"s{i}", "purchase", clock.now(), "1") for i in range(40)])
+        await record_accepted(integration, [event(f"s{i}", "purchase", clock.now(), "1") for i in range(40)])
         with pytest.raises(ConnectionClosed) as closed:
             await changes.drain(received)
     received = [r["segmentChanges"] for r in received]
@@ -189,7 +174,7 @@ async def test_time_alone_moves_a_member_within_a_minute_on_the_running_server(
     await join(integration, "t1")
     clock.reset()  # real time, as the server sees it
     edge = clock.now() + timedelta(seconds=3)
-    await record(integration, [event("t1", "purchase", edge - timedelta(days=30), "1")])
+    await record_accepted(integration, [event("t1", "purchase", edge - timedelta(days=30), "1")])
     member = '{ member(externalId: "t1") { segments { key } } }'
     assert (await admin.data(member))["member"]["segments"] == []
     async with subscribe(server, bearer(admin.token), CHANGES, {"keys": ["lapsed"]}) as changes:

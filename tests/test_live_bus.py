@@ -25,11 +25,11 @@ from domain.live.sequence import Missed, RelayedSequence
 from domain.live.service import LiveService
 from domain.redis_store import RedisStore
 from tests.support.changelog import log_rows, member_ids, program_changes, segment_id
+from tests.support.events import join
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.outage import redis_server, until
 from tests.support.proxy import tcp_proxy
-from tests.test_live import join
-from tests.test_segments_api import create
+from tests.support.segments import create
 
 AT = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -17,12 +17,13 @@ from domain.models import Segment, SegmentChange
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.changelog import relayed_through
+from tests.support.events import RECORD, event, join
 from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.live import CHANGES, bearer
 from tests.support.outage import eventually, redis_server, until
 from tests.support.proxy import tcp_proxy
+from tests.support.segments import create
 from tests.support.servers import Server, running_server, subscribe
-from tests.test_live import CHANGES, bearer, join
-from tests.test_segments_api import RECORD, create, event
 
 RESUME = re.compile(r'since: "(\d+)"')
 Change = tuple[str, str, str, str]  # cursor, segment key, member, ENTERED/LEFT

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from api.runtime import Services
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient
+from tests.support.statements import counting_statements
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 ORGS = "mutation($o: [OrganizationInput!]!) { upsertOrganizations(organizations: $o) { upserted } }"
 MEMBER = """
 query($id: String!) {
@@ -140,22 +138,6 @@ async def test_filtering_by_an_unknown_segment_is_not_found(integration: GraphQL
         "NOT_FOUND",
         "segmentKey: no segment 'vip' in this program",
     )
-
-
-@contextmanager
-def counting_statements(services: Services) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if not statement.startswith("BEGIN"):  # SQLite's explicit transaction starts are not queries
-            statements.append(statement)
-
-    engine = services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 async def test_a_page_of_members_costs_a_fixed_number_of_queries(

@@ -26,12 +26,12 @@ from domain.ops import metrics
 from domain.segments.membership import Flip
 from domain.settings import Settings
 from tests.support import ShiftableClock
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.outage import until
 from tests.support.servers import running_server
 
 TOKEN = "metrics-token-" + "t" * 24
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 CREATE = "mutation($i: SegmentInput!) { createSegment(input: $i) { key } }"
 INGEST = """
 mutation Ingest($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status } } }"""

@@ -21,11 +21,11 @@ from starlette.types import ASGIApp
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.browser import chromium_page, needs_chromium
+from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient
 from tests.support.outage import eventually
+from tests.support.segments import create
 from tests.support.servers import Server, running_server
-from tests.test_live import join
-from tests.test_segments_api import create, event, record
 
 #: References in HTML that make a browser load something.
 HTML_REFERENCE = re.compile(
@@ -170,7 +170,7 @@ async def test_graphiql_runs_queries_and_subscriptions_with_the_token_of_its_hea
         )
     assert (await opened.value).url == server.ws
     await expect(page.locator(".graphiql-execute-button")).to_have_attribute("aria-label", re.compile("Stop"))
-    await record(integration, [event("ana", "purchase", clock.now(), "5")])
+    await record_accepted(integration, [event("ana", "purchase", clock.now(), "5")])
     await expect(page.locator(".graphiql-response")).to_contain_text('"memberExternalId": "ana"')
     assert '"change": "ENTERED"' in await graphiql_result(page)
     assert errors == []

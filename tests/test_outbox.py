@@ -20,6 +20,7 @@ from domain.campaigns.webhooks import WebhookSender
 from domain.models import Member, OutboxItem, Segment, SegmentChange
 from domain.segments.membership import Flip
 from tests.support import ShiftableClock
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.webhooks import (
     ADD,
@@ -28,7 +29,6 @@ from tests.support.webhooks import (
     ENDPOINT,
     RETRY,
     SET_TRIGGERS,
-    UPSERT,
     Receiver,
     deliveries,
     drain,

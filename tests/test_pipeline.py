@@ -6,36 +6,20 @@ REVIEW and BLOCK paths through the same `EventService` the API uses.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
 
 from api.runtime import Services
-from domain.audit import AuditOutcome, Finding, ProposedAccrual
 from domain.changes import MembersChanged
-from domain.db.engine import UnitOfWork
-from domain.enums import EventStatus, Verdict
+from domain.enums import EventStatus
 from domain.events.service import EventOutcome, EventService
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import EventAggregate, LedgerEntry, Member
+from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import ProgramFixture
-
-
-class VerdictFromProperties:
-    """Returns the verdict an event carries in properties.verdict (ALLOW when absent)."""
-
-    async def audit(self, uow: UnitOfWork, accruals: Sequence[ProposedAccrual]) -> list[AuditOutcome]:
-        outcomes = []
-        for accrual in accruals:
-            verdict = Verdict(accrual.event.properties.get("verdict", "ALLOW"))
-            findings = (
-                () if verdict == Verdict.ALLOW else (Finding("test_rule", verdict, f"{verdict} on request"),)
-            )
-            outcomes.append(AuditOutcome(verdict, findings))
-        return outcomes
 
 
 async def test_held_and_blocked_accruals_move_nothing_but_pending(

@@ -12,9 +12,9 @@ from api.runtime import Services
 from domain.db.types import amount_to_units
 from domain.models import EventAggregate, Member
 from domain.segments.service import SegmentDraft
+from tests.support.events import UPSERT, event_with_id, record_results
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_events_api import UPSERT, event, record
-from tests.test_leaderboards import board, feed, ranking
+from tests.support.leaderboards import board, feed, ranking
 
 LEDGER = """
 query($id: String!) {
@@ -28,7 +28,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def refund(external_id: str, of: str, member: str = "m1", **extra: Any) -> dict[str, Any]:
-    return event(external_id, member, "refund", properties={"refundOf": of}, **extra)
+    return event_with_id(external_id, member, "refund", properties={"refundOf": of}, **extra)
 
 
 async def member(client: GraphQLClient, external_id: str = "m1") -> dict[str, Any]:
@@ -44,8 +44,8 @@ async def test_a_refund_reverses_the_purchase_points(
     integration: GraphQLClient, services: Services, program: ProgramFixture
 ) -> None:
     await setup(integration)
-    await record(integration, event("p1", amount="120"), event("p2", amount="30"))
-    results = await record(integration, refund("r1", "p1"))
+    await record_results(integration, event_with_id("p1", amount="120"), event_with_id("p2", amount="30"))
+    results = await record_results(integration, refund("r1", "p1"))
     assert results == [
         {"externalId": "r1", "status": "ACCEPTED", "pointsAwarded": 0, "message": "refunded p1: -120 points"}
     ]
@@ -87,17 +87,20 @@ async def test_a_refund_reverses_the_purchase_points(
 
 async def test_rejected_refunds_name_their_reason(integration: GraphQLClient) -> None:
     await setup(integration)
-    await record(
-        integration, event("p1", amount="50"), event("p2", "m2", amount="40"), event("l1", type_="login")
+    await record_results(
+        integration,
+        event_with_id("p1", amount="50"),
+        event_with_id("p2", "m2", amount="40"),
+        event_with_id("l1", type_="login"),
     )
-    await record(integration, refund("r0", "p1"))
-    results = await record(
+    await record_results(integration, refund("r0", "p1"))
+    results = await record_results(
         integration,
         refund("r1", "nope"),
         refund("r2", "p2"),
         refund("r3", "p1"),
         refund("r4", "l1"),
-        event("r5", type_="refund"),
+        event_with_id("r5", type_="refund"),
     )
     assert [(r["status"], r["message"]) for r in results] == [
         ("REJECTED", "refundOf: no event 'nope' in this program"),
@@ -106,7 +109,7 @@ async def test_rejected_refunds_name_their_reason(integration: GraphQLClient) ->
         ("REJECTED", "refundOf: event 'l1' earned no points to refund"),
         ("REJECTED", "properties.refundOf: the externalId of the refunded event is required"),
     ]
-    again = await record(integration, refund("r0", "p1"))
+    again = await record_results(integration, refund("r0", "p1"))
     assert again[0]["status"] == "DUPLICATE"
     assert (await member(integration))["pointsBalance"] == 0
 
@@ -115,9 +118,9 @@ async def test_a_refund_of_spent_points_is_rejected(
     integration: GraphQLClient, services: Services, program: ProgramFixture
 ) -> None:
     await setup(integration)
-    await record(integration, event("p1", amount="100"))
+    await record_results(integration, event_with_id("p1", amount="100"))
     await services.ledger.redeem(program.id, "m1", 60, "coffee", "spend-1")
-    results = await record(integration, refund("r1", "p1"))
+    results = await record_results(integration, refund("r1", "p1"))
     assert results[0]["status"] == "REJECTED"
     assert results[0]["message"] == "refund of p1 would take 100 points but the balance is 40"
     assert (await member(integration))["pointsBalance"] == 40
@@ -125,8 +128,8 @@ async def test_a_refund_of_spent_points_is_rejected(
 
 async def test_a_refund_in_the_same_batch_as_its_purchase(integration: GraphQLClient) -> None:
     await setup(integration)
-    results = await record(
-        integration, event("p1", amount="25"), refund("r1", "p1"), event("v1", type_="visit")
+    results = await record_results(
+        integration, event_with_id("p1", amount="25"), refund("r1", "p1"), event_with_id("v1", type_="visit")
     )
     assert [(r["status"], r["pointsAwarded"]) for r in results] == [
         ("ACCEPTED", 25),
@@ -148,17 +151,17 @@ async def test_the_leaderboard_and_the_segment_lose_the_refunded_purchase(
         SegmentDraft("tea", "tea", "DYNAMIC", rule='count(purchase, 30d where category = "tea") >= 1'),
     )
     await setup(integration)
-    await record(
+    await record_results(
         integration,
-        event("p1", amount="80", properties={"category": "tea"}),
-        event("p2", amount="30"),
-        event("p3", "m2", amount="50"),
+        event_with_id("p1", amount="80", properties={"category": "tea"}),
+        event_with_id("p2", amount="30"),
+        event_with_id("p3", "m2", amount="50"),
     )
     await feed(services)
     assert ranking((await board(integration))["top"]) == [(1, "m1", 110), (2, "m2", 50)]
     assert sorted(s["key"] for s in (await member(integration))["segments"]) == ["big", "tea"]
 
-    await record(integration, refund("r1", "p1"))
+    await record_results(integration, refund("r1", "p1"))
     await feed(services)
     assert ranking((await board(integration))["top"]) == [(1, "m2", 50), (2, "m1", 30)]
     assert (await member(integration))["segments"] == []

@@ -30,10 +30,10 @@ from tests.support.changelog import (
     relayed_through,
     segment_id,
 )
+from tests.support.events import join
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.outage import redis_server
-from tests.test_live import join
-from tests.test_segments_api import create
+from tests.support.segments import create
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from api.runtime import Services
 from domain.auth import secrets as crypto
 from domain.models import FraudFinding
 from tests.support import ShiftableClock
+from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_leaderboards import feed
-from tests.test_pipeline import VerdictFromProperties
-from tests.test_segments_api import create, members_of
+from tests.support.leaderboards import feed
+from tests.support.segments import create, members_of
 
 RECORD = """
 mutation($e: [EventInput!]!) {

@@ -3,61 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from tests.support import ShiftableClock
+from tests.support.events import UPSERT, event, record_accepted
 from tests.support.graphql import GraphQLClient
+from tests.support.segments import CREATE, create, members_of
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
-RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"
-CREATE = (
-    "mutation($i: SegmentInput!) { createSegment(input: $i) { key kind rule condition appliesTag size } }"
-)
 UPDATE = "mutation($i: SegmentInput!) { updateSegment(input: $i) { key rule size } }"
-SEGMENT = """
-query($k: String!) {
-  segment(key: $k) { key size members(first: 100) { totalCount edges { node { externalId } } } }
-}"""
 MEMBER = """
 query($id: String!) {
   member(externalId: $id) {
     tags { key source } segments { key } lifecycle rfm { r f m label } abcClass
   }
 }"""
-
-_ids = iter(range(1_000_000))
-
-
-def event(
-    member: str, kind: str, at: datetime, amount: str | None = None, **properties: Any
-) -> dict[str, Any]:
-    return {
-        "externalId": f"ev-{next(_ids)}",
-        "memberExternalId": member,
-        "type": kind,
-        "occurredAt": at.isoformat(),
-        "amount": amount,
-        "properties": properties or None,
-    }
-
-
-async def record(integration: GraphQLClient, events: list[dict[str, Any]]) -> None:
-    results = (await integration.data(RECORD, {"e": events}))["recordEvents"]["results"]
-    assert {r["status"] for r in results} == {"ACCEPTED"}, results
-
-
-async def members_of(admin: GraphQLClient, key: str) -> list[str]:
-    segment = (await admin.data(SEGMENT, {"k": key}))["segment"]
-    found = sorted(edge["node"]["externalId"] for edge in segment["members"]["edges"])
-    assert segment["size"] == segment["members"]["totalCount"] == len(found)
-    return found
-
-
-async def create(admin: GraphQLClient, key: str, rule: str, **extra: Any) -> dict[str, Any]:
-    segment: dict[str, Any] = (
-        await admin.data(CREATE, {"i": {"key": key, "name": key, "kind": "DYNAMIC", "rule": rule, **extra}})
-    )["createSegment"]
-    return segment
 
 
 async def test_cafe_tiers_hold_exactly_the_members_the_rules_describe(
@@ -71,7 +29,7 @@ async def test_cafe_tiers_hold_exactly_the_members_the_rules_describe(
     await integration.data(
         UPSERT, {"m": [{"externalId": e} for e in ("vip", "loyal", "new1", "risk", "gone", "idle")]}
     )
-    await record(
+    await record_accepted(
         integration,
         [event("vip", "visit", ago(1 + i % 29)) for i in range(26)]
         + [event("vip", "purchase", ago(2), "450"), event("vip", "purchase", ago(3), "400")]
@@ -126,7 +84,7 @@ async def test_b2b_dealers_and_b2e_employees(
     events += [event("d-trained", "training_completed", now - timedelta(days=d)) for d in (3, 4)]
     events += [event("e-ideas", "suggestion_submitted", now - timedelta(days=d)) for d in (1, 5, 9)]
     events += [event("e-quiet", "suggestion_submitted", now - timedelta(days=d)) for d in (1, 40, 50)]
-    await record(integration, events)
+    await record_accepted(integration, events)
     await create(
         admin,
         "dealers_low_training",
@@ -154,9 +112,9 @@ async def test_events_move_members_in_and_tags_follow(
     assert created["appliesTag"] == "regular"
     await create(admin, "tagged_regulars", 'has_tag("regular") and in_segment("regulars")')
 
-    await record(integration, [event("m1", "visit", now - timedelta(hours=h)) for h in (1, 2)])
+    await record_accepted(integration, [event("m1", "visit", now - timedelta(hours=h)) for h in (1, 2)])
     assert await members_of(admin, "regulars") == []
-    await record(integration, [event("m1", "visit", now - timedelta(minutes=5))])
+    await record_accepted(integration, [event("m1", "visit", now - timedelta(minutes=5))])
     assert await members_of(admin, "regulars") == ["m1"]
     assert await members_of(admin, "tagged_regulars") == ["m1"]
     member = (await admin.data(MEMBER, {"id": "m1"}))["member"]
@@ -269,7 +227,7 @@ async def test_recompute_scores_rfm_and_abc(
     await integration.data(
         UPSERT, {"m": [{"externalId": "big"}, {"externalId": "small"}, {"externalId": "none"}]}
     )
-    await record(
+    await record_accepted(
         integration,
         [
             event("big", "purchase", now - timedelta(days=1), "900"),
@@ -294,7 +252,7 @@ async def test_lifecycle_thresholds_are_per_program_and_move_segments_that_read_
     now = clock.now()
     joined = (now - timedelta(days=200)).isoformat()
     await integration.data(UPSERT, {"m": [{"externalId": "l1", "joinedAt": joined}]})
-    await record(integration, [event("l1", "purchase", now - timedelta(days=25), "10")])
+    await record_accepted(integration, [event("l1", "purchase", now - timedelta(days=25), "10")])
     await create(admin, "at_risk_stage", 'lifecycle = "AT_RISK"')
     assert (await admin.data(MEMBER, {"id": "l1"}))["member"]["lifecycle"] == "ACTIVE"
     assert await members_of(admin, "at_risk_stage") == []
@@ -313,7 +271,7 @@ async def test_a_preview_counts_members_and_stores_nothing(
 ) -> None:
     now = clock.now()
     await integration.data(UPSERT, {"m": [{"externalId": "p1"}, {"externalId": "p2"}]})
-    await record(integration, [event("p1", "visit", now - timedelta(hours=1))])
+    await record_accepted(integration, [event("p1", "visit", now - timedelta(hours=1))])
     query = "query($r: String) { previewSegment(rule: $r) { rule condition size } }"
     rule = 'COUNT(visit, 7D) >= 1 AND not has_tag("x")'
     preview = (await admin.data(query, {"r": rule}))["previewSegment"]

@@ -9,13 +9,12 @@ import httpx
 import pytest
 
 from api.runtime import Services
-from tests.support import ShiftableClock
-from tests.support.graphql import GraphQLClient, ProgramFixture
-from tests.test_challenges import admin_at, move_to, record
-from tests.test_pipeline import VerdictFromProperties
-from tests.test_time_flips import flips_at
+from tests.support import ShiftableClock, move_to
+from tests.support.audit import VerdictFromProperties
+from tests.support.events import UPSERT, record_for
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_at
+from tests.support.scheduler import flips_at
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 STREAKS = """{ members(first: 50) { edges { node {
     externalId streak(eventType: "login") purchases: streak(eventType: "purchase") segments { key } } } } }"""
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -53,7 +52,7 @@ async def test_member_streaks_and_a_streak_segment_agree(
     for name, (days, _) in HISTORIES.items():
         if days:
             events = [(f"{name}-{d}", NOW - d * DAY) for d in days]
-            await record(integration, name, events, type="login")
+            await record_for(integration, name, events, type="login")
 
     # when the segment `streak(login) >= 3` is created (computed in SQL)
     await admin.data(
@@ -67,7 +66,7 @@ async def test_member_streaks_and_a_streak_segment_agree(
     }
 
     # when ben logs in today (evaluated in memory, inside the event's transaction)
-    await record(integration, "ben", [("ben-today", NOW)], type="login")
+    await record_for(integration, "ben", [("ben-today", NOW)], type="login")
 
     # then his streak is 3 and he is in the segment
     assert (await streaks(integration))["ben"] == (3, 0, True)
@@ -94,7 +93,7 @@ async def test_a_streak_counts_utc_days_and_only_accepted_events(
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
 
     # when ana logs in at 23:59 and 00:01 UTC across two nights, and a held login fills the gap before
-    await record(
+    await record_for(
         integration,
         "ana",
         [
@@ -104,14 +103,14 @@ async def test_a_streak_counts_utc_days_and_only_accepted_events(
         ],
         type="login",
     )
-    await record(
+    await record_for(
         integration,
         "ana",
         [("held", datetime(2026, 11, 17, 9, 0, tzinfo=UTC))],
         type="login",
         properties={"verdict": "REVIEW"},
     )
-    await record(integration, "ana", [("older", datetime(2026, 11, 16, 9, 0, tzinfo=UTC))], type="login")
+    await record_for(integration, "ana", [("older", datetime(2026, 11, 16, 9, 0, tzinfo=UTC))], type="login")
 
     # then the streak is the 18th, 19th and 20th: the held login does not bridge to the 16th
     assert (await streaks(integration))["ana"] == (3, 0, False)
@@ -134,7 +133,7 @@ async def test_a_member_token_reads_its_own_streak(
 ) -> None:
     move_to(clock, NOW)
     await integration.data(UPSERT, {"m": [{"externalId": "ana"}]})
-    await record(integration, "ana", [("yesterday", NOW - DAY), ("today", NOW)], type="login")
+    await record_for(integration, "ana", [("yesterday", NOW - DAY), ("today", NOW)], type="login")
     token = (await integration.data('mutation { issueMemberToken(memberExternalId: "ana") { token } }'))[
         "issueMemberToken"
     ]["token"]

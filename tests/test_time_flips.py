@@ -9,7 +9,6 @@ this test's program only.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
@@ -20,34 +19,15 @@ from api.runtime import Services
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import Member, Segment, SegmentChange, SegmentMembership
-from domain.segments.membership import Flip
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
 from tests.support import ShiftableClock
 from tests.support.backends import Backends
 from tests.support.graphql import new_program
+from tests.support.scheduler import PinnedClock, flips_at
 
 DAY = timedelta(days=1)
 US = timedelta(microseconds=1)
-
-
-@dataclass
-class PinnedClock:
-    at: datetime
-
-    def now(self) -> datetime:
-        return self.at
-
-
-async def flips_at(services: Services, at: datetime, batch: int = 500) -> list[Flip]:
-    """Run scheduler passes as of `at` until nothing is due; the flips they wrote."""
-    scheduler = TimeFlipScheduler(services.db, PinnedClock(at), services.segments.engine, batch=batch)
-    flips: list[Flip] = []
-    while True:
-        claimed, written = await scheduler.pass_once()
-        flips += written
-        if not claimed:
-            return flips
 
 
 async def segments_of(services: Services, program_id: int, external_id: str) -> set[str]:

@@ -14,17 +14,11 @@ from domain.campaigns.triggers import TriggerRunner
 from domain.changes import LoggedChange, SegmentsChanged
 from domain.models import Message, OutboxItem, SegmentChange
 from tests.support import ShiftableClock
+from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.segments import SET_TRIGGERS, set_triggers
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
-RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"
 CREATE = "mutation($i: SegmentInput!) { createSegment(input: $i) { key } }"
-SET_TRIGGERS = """
-mutation($k: String!, $t: [SegmentTriggerInput!]!) {
-  setSegmentTriggers(segmentKey: $k, triggers: $t) {
-    id on action points percentOfLifetimeValue minPoints maxPoints reason tag template fallbackChannel webhookKey
-  }
-}"""
 CHANGE = """
 mutation($k: String!, $add: [String!], $remove: [String!]) {
   changeStaticSegment(key: $k, addMemberExternalIds: $add, removeMemberExternalIds: $remove) { key size }
@@ -48,14 +42,6 @@ async def static(admin: GraphQLClient, key: str) -> None:
 
 async def dynamic(admin: GraphQLClient, key: str, rule: str) -> None:
     await admin.data(CREATE, {"i": {"key": key, "name": key, "kind": "DYNAMIC", "rule": rule}})
-
-
-async def set_triggers(
-    admin: GraphQLClient, key: str, triggers: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    data = await admin.data(SET_TRIGGERS, {"k": key, "t": triggers})
-    result: list[dict[str, Any]] = data["setSegmentTriggers"]
-    return result
 
 
 async def member(admin: GraphQLClient, external_id: str) -> dict[str, Any]:

@@ -43,6 +43,11 @@ class FrozenClock:
         return self.at
 
 
+def move_to(clock: ShiftableClock, instant: datetime) -> None:
+    """Set the clock to `instant` (it keeps running from there)."""
+    clock.shift(instant - clock.now())
+
+
 @dataclass
 class Harness:
     """Services on a private event loop: hypothesis cannot re-enter pytest-asyncio's session loop."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from starlette.types import ASGIApp
 
 from domain.auth import secrets as crypto
-from tests.support import ShiftableClock
+from tests.support import ShiftableClock, move_to
 from tests.support.backends import RUN_ID
 
 if TYPE_CHECKING:
@@ -91,3 +91,11 @@ async def admin_token(client: httpx.AsyncClient, program: ProgramFixture, clock:
     )
     token: str = data["login"]["token"]
     return token
+
+
+async def admin_at(
+    client: httpx.AsyncClient, program: ProgramFixture, clock: ShiftableClock, instant: datetime
+) -> GraphQLClient:
+    """The admin, logged in at `instant` (the login moves the clock one TOTP step on: 30 s)."""
+    move_to(clock, instant - timedelta(seconds=30))
+    return GraphQLClient(client, await admin_token(client, program, clock))

@@ -16,6 +16,7 @@ from typing import Any
 
 from domain.campaigns.delivery import OutboxDelivery
 from domain.campaigns.destinations import Address, SystemResolver
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient
 
 #: The one loopback address the tests' allow-list names.
@@ -23,7 +24,6 @@ ALLOWED_HOST = "127.0.0.2"
 #: A public address that DNS names resolve to in tests (nothing listens there for us: never called).
 PUBLIC_ADDRESS = "93.184.215.14"
 
-UPSERT = "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }"
 CREATE_STATIC = "mutation($k: String!) { createSegment(input: {key: $k, name: $k, kind: STATIC}) { key } }"
 SET_TRIGGERS = """
 mutation($k: String!, $t: [SegmentTriggerInput!]!) { setSegmentTriggers(segmentKey: $k, triggers: $t) { id } }"""
