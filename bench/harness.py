@@ -11,6 +11,7 @@ bench/leaderboards.py build on it. Linux only (CPU comes from /proc).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
@@ -45,6 +46,19 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: 2 cores are shared by the server workers, PostgreSQL and this client: see docs/benchmarks.md.
 DEFAULT_WORKERS = 2
 DEFAULT_CONCURRENCY = 4
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every HTTP bench shares: batch size, the services, workers and requests in flight."""
+    parser.add_argument("--batch", type=int, default=500, help="events per recordEvents call (<= 1000)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="the PostgreSQL server to create the fresh bench databases on",
+    )
+    parser.add_argument("--redis-url", default=os.environ.get("LOYALTY_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
 
 
 def log(message: str) -> None:

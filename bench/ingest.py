@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import hashlib
 import math
-import os
 import random
 import secrets
 import sys
@@ -80,6 +79,7 @@ from bench.harness import (
     _machine_busy_s,
     _pids_with,
     _proc_cpu_s,
+    add_server_arguments,
     analyze,
     autovacuum_on,
     checkpoint,
@@ -670,15 +670,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--events", type=int, help="events to record (default 1,000,000; --quick 20,000)")
     parser.add_argument("--members", type=int, help="members (default 100,000; --quick 2,000)")
-    parser.add_argument("--batch", type=int, default=500, help="events per recordEvents call (<= 1000)")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="the PostgreSQL server to create the fresh bench databases on",
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("LOYALTY_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
+    add_server_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="20k events / 2k members, same code path")
     parser.add_argument("--skip-floor", action="store_true", help="end to end only (for profiling)")
     parser.add_argument(

@@ -40,7 +40,6 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
-import os
 import secrets
 import signal
 import sys
@@ -57,15 +56,12 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` when run as a script
 
 from bench.harness import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DATABASE_URL,
-    DEFAULT_REDIS_URL,
-    DEFAULT_WORKERS,
     Api,
     CpuMeter,
     PgServer,
     PhaseResult,
     Server,
+    add_server_arguments,
     autovacuum_on,
     graphql,
     log,
@@ -408,15 +404,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--events", type=int, help="events (default 1,000,000; --quick 5,000)")
     parser.add_argument("--members", type=int, help="members (default 100,000; --quick 1,000)")
-    parser.add_argument("--batch", type=int, default=500, help="events per recordEvents call (<= 1000)")
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
-        help="the PostgreSQL server to create the fresh bench databases on",
-    )
-    parser.add_argument("--redis-url", default=os.environ.get("LOYALTY_BENCH_REDIS_URL", DEFAULT_REDIS_URL))
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="server worker processes")
-    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="requests in flight")
+    add_server_arguments(parser)
     parser.add_argument("--quick", action="store_true", help="5k events / 1k members, same code path")
     parser.add_argument(
         "--analyze",
