@@ -37,6 +37,7 @@ import migrations
 from bench.segments import (
     DEFAULT_DATABASE_URL,
     FLOOR_TABLES,
+    bare_copy,
     create_segments,
     definitions,
     generate,
@@ -142,19 +143,7 @@ async def prepare(url: str, server: object, members: int, events: int) -> None:
     try:
         program_id, _ = await generate(connection, members, events, now, True)
         await connection.execute(FLOOR_TABLES)
-        bare_id = await connection.fetchval(
-            "INSERT INTO programs (key, name, kind, settings, created_at) "
-            "VALUES ('bare', 'No segments', 'B2C', '{}'::jsonb, $1) RETURNING id",
-            now,
-        )
-        await connection.execute(
-            "INSERT INTO members (program_id, external_id, kind, organization_id, attributes, channels, "
-            "joined_at, created_at, updated_at, points_balance, pending_points) "
-            "SELECT $2, external_id, kind, organization_id, attributes, channels, joined_at, created_at, "
-            "updated_at, 0, 0 FROM members WHERE program_id = $1 ORDER BY id",
-            program_id,
-            bare_id,
-        )
+        await bare_copy(connection, program_id, now)
         await connection.execute("ANALYZE")
     finally:
         await connection.close()

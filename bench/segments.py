@@ -63,7 +63,7 @@ from domain.events.service import EventService
 from domain.events.validation import EventDraft
 from domain.models import Segment
 from domain.segments import compile as segments_compile
-from domain.segments import facts as segments_facts
+from domain.segments import fact_queries as segments_fact_queries
 from domain.segments.compile import Compilation
 from domain.segments.conditions import condition_to_json
 from domain.segments.engine import SegmentEngine
@@ -95,7 +95,7 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------------- refund filter
 
 #: The segment modules that bound `domain.events.refunds.not_refunded` at import time.
-REFUND_FILTER_USERS = (segments_compile, segments_facts)
+REFUND_FILTER_USERS = (segments_compile, segments_fact_queries)
 REFUND_FILTER = "not_refunded"
 
 
@@ -108,6 +108,7 @@ def refund_filter(enabled: bool) -> Iterator[None]:
     """Benchmark baseline: with `enabled` False the segment engine's raw-event reads (compiled
     SQL and member facts) leave out the refund probe. Patches the names in this process only."""
     saved = [(module, getattr(module, REFUND_FILTER)) for module in REFUND_FILTER_USERS]
+    segments_fact_queries.events.cache_clear()  # its statements are built once: with the filter in force
     try:
         if not enabled:
             for module, _ in saved:
@@ -116,6 +117,7 @@ def refund_filter(enabled: bool) -> Iterator[None]:
     finally:
         for module, original in saved:
             setattr(module, REFUND_FILTER, original)
+        segments_fact_queries.events.cache_clear()
 
 
 # ------------------------------------------------------------------------------------ definitions
@@ -433,6 +435,24 @@ async def drop_secondary_indexes(connection: Any, table: str) -> list[str]:
         await connection.execute(f'DROP INDEX "{name}"')
         restore.append(definition)
     return restore
+
+
+async def bare_copy(connection: asyncpg.Connection, program_id: int, now: datetime) -> int:
+    """A program 'bare' with a copy of `program_id`'s members and no segments: the baseline's program."""
+    bare_id: int = await connection.fetchval(
+        "INSERT INTO programs (key, name, kind, settings, created_at) "
+        "VALUES ('bare', 'No segments', 'B2C', '{}'::jsonb, $1) RETURNING id",
+        now,
+    )
+    await connection.execute(
+        "INSERT INTO members (program_id, external_id, kind, organization_id, attributes, channels, "
+        "joined_at, created_at, updated_at, points_balance, pending_points) "
+        "SELECT $2, external_id, kind, organization_id, attributes, channels, joined_at, created_at, "
+        "updated_at, 0, 0 FROM members WHERE program_id = $1 ORDER BY id",
+        program_id,
+        bare_id,
+    )
+    return bare_id
 
 
 async def generate(
@@ -1091,19 +1111,7 @@ async def run(options: Options) -> dict[str, Any]:
         # ---- ingest: a second program with a copy of the members and no segments, then the real one
         connection = await connect(name)
         try:
-            bare_id: int = await connection.fetchval(
-                "INSERT INTO programs (key, name, kind, settings, created_at) "
-                "VALUES ('bare', 'No segments', 'B2C', '{}'::jsonb, $1) RETURNING id",
-                now,
-            )
-            await connection.execute(
-                "INSERT INTO members (program_id, external_id, kind, organization_id, attributes, channels, "
-                "joined_at, created_at, updated_at, points_balance, pending_points) "
-                "SELECT $2, external_id, kind, organization_id, attributes, channels, joined_at, created_at, "
-                "updated_at, 0, 0 FROM members WHERE program_id = $1 ORDER BY id",
-                program_id,
-                bare_id,
-            )
+            bare_id = await bare_copy(connection, program_id, now)
             await connection.execute("ANALYZE")
         finally:
             await connection.close()
