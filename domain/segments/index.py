@@ -156,7 +156,7 @@ def dependency_order(definitions: Sequence[Definition]) -> list[Definition]:
         state[key] = 2
         order.append(by_key[key])
 
-    for d in definitions:
+    for d in sorted(definitions, key=lambda d: d.key):  # by key: the same order on every load
         visit(d.key, [])
     return order
 
