@@ -25,9 +25,22 @@ class RewardInput:
     stock: int = strawberry.field(description="0 to 10^9 units; set as given (restockReward adds)")
     description: str = ""
     active: bool = True
+    segment_keys: list[str] | None = strawberry.field(
+        default=None,
+        description='Only members of one of these segments (tiers included, e.g. "tier-gold") may redeem; '
+        "null or empty: everyone. Others get FORBIDDEN with reason NOT_ELIGIBLE",
+    )
 
     def draft(self) -> RewardDraft:
-        return RewardDraft(self.key, self.name, self.description, self.cost_points, self.stock, self.active)
+        return RewardDraft(
+            self.key,
+            self.name,
+            self.description,
+            self.cost_points,
+            self.stock,
+            self.active,
+            tuple(self.segment_keys or ()),
+        )
 
 
 def _reader(info: Info) -> tuple[int, bool]:
@@ -95,7 +108,8 @@ class RewardMutations:
 
     @strawberry.mutation(
         description="Spend the reward's cost and take one unit, once per idempotencyKey. Out of stock: "
-        "CONFLICT; beyond the balance: BAD_USER_INPUT; outside the top N in a priority window: FORBIDDEN "
+        "CONFLICT; beyond the balance: BAD_USER_INPUT; not in a segment the reward is for: FORBIDDEN "
+        "(reason NOT_ELIGIBLE); outside the top N in a priority window: FORBIDDEN "
         "(extensions reason PRIORITY_WINDOW, retryAt). A member token redeems only for itself"
     )
     async def redeem_reward(

@@ -567,6 +567,18 @@ class Reward(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RewardSegment(Base):
+    """A segment whose members may redeem the reward; a reward listing none is for everyone.
+
+    Keyed by the segment's key, not its id: a tier ladder replaced or a segment recreated
+    keeps its rewards (a key that names no segment admits nobody)."""
+
+    __tablename__ = "reward_segments"
+    __table_args__ = (Index("ix_reward_segments_key", "segment_key"),)
+    reward_id: Mapped[int] = mapped_column(ForeignKey("rewards.id", ondelete="CASCADE"), primary_key=True)
+    segment_key: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class RewardWindow(Base):
     """During [starts_at, ends_at) only the top `top_n` of a board (as of starts_at) may redeem the reward."""
 

@@ -72,6 +72,10 @@ class Reward:
     def active(self) -> bool:
         return self.item.reward.active
 
+    @strawberry.field(description="Segments (tiers included) whose members alone may redeem; empty: everyone")
+    def segment_keys(self) -> list[str]:
+        return self.item.segment_keys
+
     @strawberry.field(description="Priority windows, earliest first, past ones included")
     def windows(self) -> list[RewardWindow]:
         return [RewardWindow(row=w) for w in self.item.windows]

@@ -29,6 +29,8 @@ from domain.models import (
     Member,
     MemberTag,
     Program,
+    Reward,
+    RewardSegment,
     Segment,
     SegmentChange,
     SegmentMembership,
@@ -165,6 +167,11 @@ class SegmentService:
             readers = sorted(d.key for d in index.ordered if key in d.segments)
             if readers:
                 raise Conflict(f"key: segment {key!r} is read by {', '.join(readers)}; change those first")
+            rewards = await _rewards_for(uow.session, program_id, key)
+            if rewards:
+                raise Conflict(
+                    f"key: segment {key!r} is what rewards {', '.join(rewards)} are for; change those first"
+                )
             dependents = [d.key for d in index.dependents(key)]
             if row.applies_tag:
                 await _retag(uow.session, program_id, row, row.applies_tag, self.clock.now(), keep=False)
@@ -467,3 +474,14 @@ def _read_csv(text: str) -> tuple[dict[int, str], list[tuple[int, str]]]:
         except Rejection as rejection:
             rejected.append((number, str(rejection)))
     return wanted, rejected
+
+
+async def _rewards_for(session: AsyncSession, program_id: int, key: str) -> list[str]:
+    """The keys of the rewards that list the segment (rewards by segment), in key order."""
+    rows = await session.scalars(
+        select(Reward.key)
+        .join(RewardSegment, RewardSegment.reward_id == Reward.id)
+        .where(Reward.program_id == program_id, RewardSegment.segment_key == key)
+        .order_by(Reward.key)
+    )
+    return list(rows.all())

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.models import Reward, RewardWindow
 from domain.programs.service import validate_key
+from gamification.rewards.eligibility import checked_keys, listed_segments, store_segments
 
 MAX_COST = 10**9
 MAX_STOCK = 10**9
@@ -34,14 +35,17 @@ class RewardDraft:
     cost_points: int
     stock: int
     active: bool
+    #: Segments (tiers included) whose members alone may redeem it; empty: everyone.
+    segment_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class CatalogueItem:
-    """A reward with its priority windows, earliest first."""
+    """A reward with its priority windows, earliest first, and the segments it is for."""
 
     reward: Reward
     windows: list[RewardWindow]
+    segment_keys: list[str]
 
 
 def validate_draft(draft: RewardDraft) -> RewardDraft:
@@ -57,7 +61,13 @@ def validate_draft(draft: RewardDraft) -> RewardDraft:
     if not 0 <= draft.stock <= MAX_STOCK:
         raise InvalidInput(f"stock: must be between 0 and {MAX_STOCK}, got {draft.stock}")
     return RewardDraft(
-        draft.key, name, draft.description.strip(), draft.cost_points, draft.stock, draft.active
+        draft.key,
+        name,
+        draft.description.strip(),
+        draft.cost_points,
+        draft.stock,
+        draft.active,
+        checked_keys(draft.segment_keys),
     )
 
 
@@ -77,6 +87,7 @@ async def store_reward(session: AsyncSession, program_id: int, draft: RewardDraf
     reward.active = draft.active
     reward.updated_at = now
     await session.flush()
+    await store_segments(session, program_id, reward, draft.segment_keys)
     return reward
 
 
@@ -148,4 +159,5 @@ async def catalogue(
         )
         for window in rows:
             windows[window.reward_id].append(window)
-    return [CatalogueItem(reward, windows[reward.id]) for reward in rewards]
+    segments = await listed_segments(session, [r.id for r in rewards])
+    return [CatalogueItem(reward, windows[reward.id], segments[reward.id]) for reward in rewards]

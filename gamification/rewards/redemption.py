@@ -22,6 +22,7 @@ from domain.ledger.posting import MAX_REASON, request_hash
 from domain.ledger.service import MAX_IDEMPOTENCY_KEY, REWARD_KEY_PREFIX
 from domain.models import LedgerEntry, Member, Reward, RewardRedemption
 from gamification.rewards.catalogue import CatalogueItem, catalogue, out_of_stock
+from gamification.rewards.eligibility import check_eligible, listed_segments
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,8 @@ class RedemptionRequest:
 
 
 async def redeemable(session: AsyncSession, request: RedemptionRequest) -> tuple[Member, Reward]:
-    """The member and the reward, if the reward can be redeemed at all (priority windows aside)."""
+    """The member and the reward, if the reward can be redeemed at all by this member (priority windows
+    aside): NOT_FOUND, inactive, not for the member's segments (FORBIDDEN NOT_ELIGIBLE), out of stock."""
     member = await session.scalar(
         select(Member).where(
             Member.program_id == request.program_id, Member.external_id == request.member_external_id
@@ -72,6 +74,8 @@ async def redeemable(session: AsyncSession, request: RedemptionRequest) -> tuple
         raise NotFound(f"rewardKey: no reward {request.reward_key[:70]!r} in this program")
     if not reward.active:
         raise InvalidInput(f"rewardKey: reward {reward.key!r} is not active")
+    listed = (await listed_segments(session, [reward.id]))[reward.id]
+    await check_eligible(session, reward, listed, member)
     if reward.stock <= 0:
         raise out_of_stock(reward.key)  # a cheap early answer; take_one decides under the row lock
     return member, reward
