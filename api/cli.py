@@ -182,7 +182,7 @@ def cmd_segments_recompute(args: argparse.Namespace) -> int:
         total = (
             len(keys)
             if keys
-            else sum(s.kind != "STATIC" for s in await services.segments.list_segments(program.id))
+            else sum(s.condition is not None for s in await services.segments.list_segments(program.id))
         )
         done = 0
 

@@ -230,7 +230,7 @@ class SegmentEngine:
         """Write flips (membership, log, applied tags) and collect what was logged."""
         logged = await apply_flips(session, program_id, flips, now)
         entered = sum(change.entered for change in logged)
-        _changed(session, program_id, logged, entered, len(logged) - entered, now)
+        changed(session, program_id, logged, entered, len(logged) - entered, now)
 
     async def recompute(
         self,
@@ -273,13 +273,13 @@ class SegmentEngine:
             )
             _RECOMPUTED_IN_SQL.inc()
             result = done[definition.key]
-            _changed(session, program_id, result.changes, result.entered, result.left, now)
+            changed(session, program_id, result.changes, result.entered, result.left, now)
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
 
 
-def _changed(
+def changed(
     session: AsyncSession,
     program_id: int,
     logged: Sequence[LoggedChange],
