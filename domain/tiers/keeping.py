@@ -59,7 +59,7 @@ class TierPass:
                 continue
             flips.append(Flip(self.segment_ids[i], tier.segment_key, member.member_id, holds, None))
             (member.segments.add if holds else member.segments.discard)(tier.segment_key)
-        return flips
+        return sorted(flips, key=lambda flip: flip.entered)  # the tier left, then the one entered
 
     def due_conditions(self, member_id: int) -> list[Node]:
         """The conditions whose flip by time alone can move the member's tier: reaching the held

