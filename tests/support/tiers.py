@@ -64,9 +64,7 @@ async def held(services: Services, program_id: int, external_id: str) -> Held:
                 .order_by(Segment.key)
             )
         ).scalars()
-        return Held(
-            None if state is None else state[0], None if state is None else state[1], tuple(segments)
-        )
+        return Held(None if state is None else state[0], None if state is None else state[1], tuple(segments))
 
 
 async def tier_changes(services: Services, program_id: int) -> list[tuple[str, str, str]]:
