@@ -5,14 +5,19 @@ read by user segments and triggers, parallel batches, and the set-based placemen
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
 
 from api.runtime import Services
 from domain.events.validation import EventDraft
+from domain.campaigns.definitions import TriggerDraft
 from domain.members.service import MemberUpsert
+from domain.models import Member, Segment, SegmentMembership
+from domain.segments.service import SegmentDraft
 from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
 from tests.support.tiers import Held, held, spend_ladder, tier_changes
@@ -156,3 +161,86 @@ async def test_requalifying_inside_the_grace_clears_it(services: Services) -> No
     assert in_grace == Held("gold", bought + 40 * DAY, ("tier-gold",))
     assert requalified == Held("gold", None, ("tier-gold",))
     assert await held(services, program_id, "g") == Held("gold", None, ("tier-gold",))
+
+
+async def test_the_earn_multiplier_is_the_tier_held_before_the_event_floored(services: Services) -> None:
+    # given Gold at 1.5x, and a member one purchase short of it
+    program = await new_program(services)
+    await services.fraud_settings.set_rule(
+        program.id, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+    )
+    await services.tiers.set_ladder(program.id, spend_ladder(gold_multiplier=Decimal("1.5")))
+    await services.members.upsert_members(program.id, [MemberUpsert("m")])
+    now = services.clock.now()
+
+    # when it buys for 500 (reaching Gold), then for 15
+    lifting = await buy(services, program.id, "m", 500, now - SECOND)
+    after = await buy(services, program.id, "m", 15, now - SECOND)
+
+    # then the lifting purchase earns at Bronze and the next at Gold, floored: 15 x 1.5 -> 22
+    assert (lifting, after) == ([500], [22])
+
+
+async def test_a_user_segment_reads_the_new_tier_and_a_trigger_pays_on_entering_gold(
+    services: Services,
+) -> None:
+    # given a ladder, a segment of gold members who visited, and a welcome bonus on entering gold
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.segments.create(
+        program.id,
+        SegmentDraft(
+            "gold_visitors", "Gold visitors", "DYNAMIC", rule='in_segment("tier-gold") and count(visit) >= 1'
+        ),
+    )
+    await services.campaigns.set_triggers(
+        program.id, "tier-gold", [TriggerDraft("ENTER", "AWARD_POINTS", points=100, reason="welcome to Gold")]
+    )
+    await services.members.upsert_members(program.id, [MemberUpsert("m")])
+    now = services.clock.now()
+    outcomes = await services.events.record_events(
+        program.id, [EventDraft(f"v-{next(_ids)}", "m", "visit", now - SECOND, None, {})]
+    )
+    assert [o.status for o in outcomes] == ["ACCEPTED"]
+
+    # when one purchase lifts the member to gold
+    await buy(services, program.id, "m", 500, now - SECOND)
+
+    # then in the same pass it is in the user segment, and the bonus is paid once
+    async with services.db.read() as session:
+        member = (
+            await session.execute(
+                select(Member).where(Member.program_id == program.id, Member.external_id == "m")
+            )
+        ).scalar_one()
+        keys = set(
+            (
+                await session.execute(
+                    select(Segment.key)
+                    .join(SegmentMembership, SegmentMembership.segment_id == Segment.id)
+                    .where(SegmentMembership.member_id == member.id)
+                )
+            ).scalars()
+        )
+    assert keys == {"tier-gold", "gold_visitors"}
+    assert member.points_balance == 10 + 500 + 100
+
+
+@pytest.mark.skipif(os.environ.get("LOYALTY_TEST_BACKEND") == "sqlite", reason="SQLite has one writer")
+async def test_parallel_batches_lift_a_member_once(services: Services) -> None:
+    # given a member and a ladder
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.members.upsert_members(program.id, [MemberUpsert("p")])
+    now = services.clock.now()
+
+    # when eight batches of 100 each arrive at once
+    await asyncio.gather(*(buy(services, program.id, "p", 100, now - SECOND) for _ in range(8)))
+
+    # then the member ends at gold, in exactly one TIER segment, each change logged once
+    assert await held(services, program.id, "p") == Held("gold", None, ("tier-gold",))
+    changes = await tier_changes(services, program.id)
+    assert changes.count(("tier-gold", "p", "ENTERED")) == 1
+    assert changes.count(("tier-silver", "p", "ENTERED")) == 1
+    assert changes.count(("tier-bronze", "p", "LEFT")) == 1
+    assert len(changes) == 5
