@@ -8,16 +8,20 @@ import asyncio
 import os
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from api.runtime import Services
-from domain.events.validation import EventDraft
 from domain.campaigns.definitions import TriggerDraft
+from domain.errors import Conflict, InvalidInput
+from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import Member, Segment, SegmentMembership
 from domain.segments.service import SegmentDraft
+from domain.tiers.ladder import LadderDraft, TierDraft
 from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
 from tests.support.tiers import Held, held, spend_ladder, tier_changes
@@ -120,7 +124,7 @@ async def test_one_down_steps_again_after_a_second_grace(services: Services) -> 
     # then it steps down once more, to the bottom, with no grace left to run
     assert silver == still == Held("silver", bought + 50 * DAY, ("tier-silver",))
     assert await held(services, program_id, "g") == Held("bronze", None, ("tier-bronze",))
-    assert [c for c in await tier_changes(services, program_id)][-4:] == [
+    assert (await tier_changes(services, program_id))[-4:] == [
         ("tier-gold", "g", "LEFT"),
         ("tier-silver", "g", "ENTERED"),
         ("tier-silver", "g", "LEFT"),
@@ -244,3 +248,131 @@ async def test_parallel_batches_lift_a_member_once(services: Services) -> None:
     assert changes.count(("tier-silver", "p", "ENTERED")) == 1
     assert changes.count(("tier-bronze", "p", "LEFT")) == 1
     assert len(changes) == 5
+
+
+def ladder_of(qualifier: str, *thresholds: str) -> LadderDraft:
+    names = ["bronze", "silver", "gold", "platinum"]
+    return LadderDraft(
+        qualifier, [TierDraft(names[i], names[i].title(), Decimal(t)) for i, t in enumerate(thresholds)]
+    )
+
+
+@pytest.mark.parametrize(
+    ("qualifier", "thresholds"),
+    [
+        ("sum(purchase.amount, 30d)", ("0", "100", "500")),
+        ("count(purchase, 30d)", ("0", "2", "3")),
+        ("avg(purchase.amount)", ("0", "99.5", "250")),
+        ('max(purchase.amount, 30d where channel = "web")', ("0", "100", "400.0001")),
+    ],
+)
+async def test_set_ladder_places_every_member_as_the_per_member_rules_would(
+    services: Services, qualifier: str, thresholds: tuple[str, ...]
+) -> None:
+    # given members with purchases around the thresholds, some out of the window, before any ladder
+    program = await new_program(services)
+    now = services.clock.now()
+    spends = {
+        "none": [],
+        "edge": [Decimal("99.5"), Decimal("0.5")],
+        "under": [Decimal("99.4999")],
+        "two": [Decimal(60), Decimal(40)],
+        "big": [Decimal("400.0001"), Decimal("99.9999")],
+        "old": [Decimal(1000)],
+        "three": [Decimal(100), Decimal(200), Decimal(250)],
+    }
+    await services.members.upsert_members(program.id, [MemberUpsert(m) for m in spends])
+    drafts = [
+        EventDraft(
+            f"{member}-{i}",
+            member,
+            "purchase",
+            now - (40 * DAY if member == "old" else SECOND),
+            amount,
+            {"channel": "web" if i % 2 == 0 else "shop"},
+        )
+        for member, amounts in spends.items()
+        for i, amount in enumerate(amounts)
+    ]
+    await services.events.record_events(program.id, drafts)
+
+    # when the ladder is set (one set-based pass), and the same members are evaluated one by one
+    ladder = await services.tiers.set_ladder(program.id, ladder_of(qualifier, *thresholds))
+    async with services.db.read() as session:
+        query = select(Member.external_id, Member.id).where(Member.program_id == program.id)
+        ids = {row[0]: row[1] for row in await session.execute(query)}
+    views = await services.tiers.member_tiers(program.id, list(ids.values()))
+
+    # then each member holds the tier its value (measured in memory) reaches, and only that segment
+    for member, member_id in ids.items():
+        expected = ladder.tiers[ladder.reach(Fraction(views[member_id].qualifying_value))].key
+        assert await held(services, program.id, member) == Held(expected, None, (f"tier-{expected}",)), member
+    placed = {m: (await held(services, program.id, m)).tier for m in ids}
+    assert len(set(placed.values())) > 1, placed
+
+
+async def test_replacing_the_ladder_moves_members_and_drops_the_tiers_it_no_longer_has(
+    services: Services,
+) -> None:
+    # given a three-tier ladder, a silver member, and a segment reading tier-gold
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.members.upsert_members(program.id, [MemberUpsert("m")])
+    await buy(services, program.id, "m", 150, services.clock.now() - SECOND)
+    await services.segments.create(
+        program.id, SegmentDraft("golden", "Golden", "DYNAMIC", rule='in_segment("tier-gold")')
+    )
+
+    # when a ladder without gold is set, then the reader goes and it is set again
+    with pytest.raises(Conflict, match="tier-gold"):
+        await services.tiers.set_ladder(program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"))
+    refused = await held(services, program.id, "m")
+    await services.segments.delete(program.id, "golden")
+    await services.tiers.set_ladder(program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"))
+
+    # then nothing moved on the refusal; after it the member is silver under the new thresholds
+    assert refused == Held("silver", None, ("tier-silver",))
+    assert await held(services, program.id, "m") == Held("silver", None, ("tier-silver",))
+    async with services.db.read() as session:
+        keys = set(
+            (await session.execute(select(Segment.key).where(Segment.program_id == program.id))).scalars()
+        )
+    assert keys == {"tier-bronze", "tier-silver"}
+
+
+async def test_deleting_the_ladder_removes_its_segments_and_states(services: Services) -> None:
+    # given a ladder with a member
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.members.upsert_members(program.id, [MemberUpsert("m")])
+
+    # when it is deleted, twice
+    first, second = (
+        await services.tiers.delete_ladder(program.id),
+        await services.tiers.delete_ladder(program.id),
+    )
+
+    # then the first call removed everything and the second had nothing to remove
+    assert (first, second) == (True, False)
+    assert await held(services, program.id, "m") == Held(None, None, ())
+    assert await services.tiers.ladder(program.id) is None
+    assert await tier_changes(services, program.id) == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s, p: s.segments.create(p, SegmentDraft("tier-x", "X", "DYNAMIC", rule="count(visit) >= 1")),
+        lambda s, p: s.segments.update(
+            p, SegmentDraft("tier-gold", "X", "DYNAMIC", rule="count(visit) >= 1")
+        ),
+        lambda s, p: s.segments.delete(p, "tier-gold"),
+        lambda s, p: s.segments.import_static(p, "tier-gold", "externalId\nm\n"),
+        lambda s, p: s.segments.create(p, SegmentDraft("mine", "X", "TIER", rule="count(visit) >= 1")),
+    ],
+)
+async def test_users_may_not_touch_tier_segments(services: Services, call: Any) -> None:
+    program = await new_program(services)
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    with pytest.raises(InvalidInput, match=r"^(key|kind): .*(tier-|setTierLadder)"):
+        await call(services, program.id)
