@@ -22,6 +22,7 @@ from domain.members.service import MemberUpsert
 from domain.models import Member, Segment, SegmentMembership
 from domain.segments.service import SegmentDraft
 from domain.tiers.ladder import LadderDraft, TierDraft
+from tests.support import ShiftableClock, move_to
 from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
 from tests.support.tiers import Held, held, spend_ladder, tier_changes
@@ -146,20 +147,17 @@ async def test_zero_grace_days_downgrade_at_the_instant_the_value_falls(services
     assert await held(services, program_id, "g") == Held("bronze", None, ("tier-bronze",))
 
 
-async def test_requalifying_inside_the_grace_clears_it(services: Services) -> None:
+async def test_requalifying_inside_the_grace_clears_it(services: Services, clock: ShiftableClock) -> None:
     # given a gold member in grace since T + 30 d
     program_id, bought = await gold_member(services, "RECALCULATE", 10)
     await flips_at(services, bought + 30 * DAY)
     in_grace = await held(services, program_id, "g")
 
     # when it buys 500 again five days into the grace (the clock there), and the old grace end passes
-    services.clock.shift(bought + 35 * DAY - services.clock.now())
-    try:
-        await buy(services, program_id, "g", 500, bought + 35 * DAY - SECOND)
-        requalified = await held(services, program_id, "g")
-        await flips_at(services, bought + 40 * DAY)
-    finally:
-        services.clock.reset()
+    move_to(clock, bought + 35 * DAY)
+    await buy(services, program_id, "g", 500, bought + 35 * DAY - SECOND)
+    requalified = await held(services, program_id, "g")
+    await flips_at(services, bought + 40 * DAY)
 
     # then the grace is gone and the member stays gold
     assert in_grace == Held("gold", bought + 40 * DAY, ("tier-gold",))
