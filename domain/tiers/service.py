@@ -193,6 +193,12 @@ class TierService:
 
     # ---------- reads ----------
 
+    async def programs_with_ladders(self) -> list[int]:
+        async with self.db.read() as session:
+            return list(
+                (await session.execute(select(LadderRow.program_id).order_by(LadderRow.program_id))).scalars()
+            )
+
     async def ladder(self, program_id: int) -> Ladder | None:
         async with self.db.read() as session:
             return await load_ladder(session, program_id)
