@@ -14,8 +14,9 @@ Three phases on one workload, each on its own fresh PostgreSQL database (bench/h
 With `--tiers`, a third phase runs after the 20-segment one: the same 20 segments plus a 3-tier
 ladder on yearly spend (`LADDER`: Bronze 0, Silver 100, Gold 300 on `sum(purchase.amount, 365d)`,
 Gold earning 1.5x), installed through `setTierLadder` before the run (untimed), so the ingest
-cost of the ladder is the tiers / 20-segments ratio of one run; its check is that every member
-ends in exactly one TIER segment with a state that agrees.
+cost of the ladder is the tiers / 20-segments ratio of one run; its checks: every member ends in
+exactly one TIER segment with a state that agrees, the TIER segments hold the members of the café
+tier segments with the same thresholds, and the ledger holds at least the earning rules' points.
 
 The 0-segment phase runs first: whatever the second phase inherits from the first (a warmer,
 busier machine) counts against the segments, the conservative direction for a ratio goal.
@@ -612,6 +613,14 @@ async def run(options: Options) -> dict[str, Any]:
             if with_ladder:
                 figures[phase]["tier_counts"] = counted = await tier_counts(pg, database)
                 checks["one_tier_each_tiers"] = counted["one_each"]
+                # Gold earns 1.5x: the ledger holds at least what the earning rules give
+                checks["ledger_tiers"] = stored.ledger_points >= result.expected_points
+                sizes = figures[phase]["segment_sizes"]["members"]
+                checks["tiers_match_rules_tiers"] = (
+                    sizes["tier-bronze"] == sizes["tier_bronze"]
+                    and sizes["tier-silver"] == sizes["tier_silver"]
+                    and sizes["tier-gold"] == sizes["tier_gold"] + sizes["tier_platinum"]
+                )
             await pg.drop(database)  # the next phase starts without this one's files around
         if not options.skip_floor:
             created.append(databases["floor"])
