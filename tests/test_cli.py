@@ -323,6 +323,7 @@ def test_tiers_recompute_places_members_with_a_progress_bar(env: dict[str, str])
         harness.run(
             harness.services.members.upsert_members(program.id, [MemberUpsert("a"), MemberUpsert("b")])
         )
+        harness.run(harness.services.bus.stop())  # the announcements still in flight end with the loop
 
     # when every program's tiers are recomputed
     result = loyalty(env, "tiers", "recompute")

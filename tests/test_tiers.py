@@ -17,6 +17,7 @@ from sqlalchemy import select
 from api.runtime import Services
 from domain.campaigns.definitions import TriggerDraft
 from domain.errors import Conflict, InvalidInput
+from domain.events.refunds import REFUND_OF, REFUND_TYPE
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
 from domain.models import Member, Segment, SegmentMembership
@@ -374,3 +375,31 @@ async def test_users_may_not_touch_tier_segments(services: Services, call: Any) 
     await services.tiers.set_ladder(program.id, spend_ladder())
     with pytest.raises(InvalidInput, match=r"^(key|kind): .*(tier-|setTierLadder)"):
         await call(services, program.id)
+
+
+async def test_an_approval_lifts_and_a_refund_lowers_the_tier_in_their_transactions(
+    services: Services,
+) -> None:
+    # given purchases above 50 points held for review, and no grace
+    program = await new_program(services)
+    await services.fraud_settings.set_rule(program.id, "single_accrual_cap", params={"maxPoints": 50}, by="t")
+    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.members.upsert_members(program.id, [MemberUpsert("r")])
+    now = services.clock.now()
+    outcomes = await services.events.record_events(
+        program.id, [EventDraft("big", "r", "purchase", now - SECOND, Decimal(600), {})]
+    )
+    assert [o.status for o in outcomes] == ["HELD_FOR_REVIEW"]
+    while_held = await held(services, program.id, "r")
+
+    # when the reviewer approves it, then the purchase is refunded
+    [review] = await services.review.review_queue(program.id)
+    await services.review.approve(program.id, review.entry_id, "admin:reviewer@example.com")
+    approved = await held(services, program.id, "r")
+    refund = EventDraft("back", "r", REFUND_TYPE, now, None, {REFUND_OF: "big"})
+    assert [o.status for o in await services.events.record_events(program.id, [refund])] == ["ACCEPTED"]
+
+    # then the approval lifted the member to gold and the refund took it back to bronze
+    assert while_held == Held("bronze", None, ("tier-bronze",))
+    assert approved == Held("gold", None, ("tier-gold",))
+    assert await held(services, program.id, "r") == Held("bronze", None, ("tier-bronze",))
