@@ -43,7 +43,9 @@ def upgrade() -> None:
         sa.Column("since", sa.DateTime(timezone=True), nullable=False),
         sa.Column("kept_until", sa.DateTime(timezone=True), nullable=True),
         sa.Column("highest_key", sa.String(length=32), nullable=False),
-        sa.ForeignKeyConstraint(["member_id"], ["members.id"], name=op.f("fk_member_tiers_member_id_members")),
+        sa.ForeignKeyConstraint(
+            ["member_id"], ["members.id"], name=op.f("fk_member_tiers_member_id_members")
+        ),
         sa.ForeignKeyConstraint(
             ["program_id"], ["programs.id"], name=op.f("fk_member_tiers_program_id_programs")
         ),
