@@ -26,7 +26,8 @@ from domain.tiers.ladder import LadderDraft, TierDraft
 from tests.support import ShiftableClock, move_to
 from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
-from tests.support.tiers import Held, held, spend_ladder, tier_changes
+from tests.support.tiers import Held, due_at, held, spend_ladder, tier_changes
+
 
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
@@ -95,14 +96,19 @@ async def test_a_sliding_window_starts_the_grace_and_the_policy_applies_at_its_e
     # when the scheduler runs a microsecond before the fall, at it, a second before the grace ends, at it
     await flips_at(services, falls - timedelta(microseconds=1))
     before_fall = await held(services, program_id, "g")
+    due_before = await due_at(services, program_id, "g")
     await flips_at(services, falls)
     at_fall = await held(services, program_id, "g")
+    due_in_grace = await due_at(services, program_id, "g")
     ends = falls + 10 * DAY
     await flips_at(services, ends - SECOND)
     before_end = await held(services, program_id, "g")
     await flips_at(services, ends)
 
-    # then the tier is kept through the grace and the policy decides at its exact end
+    # then the tier is kept through the grace and the policy decides at its exact end; the member
+    # was due at the fall, then at the grace's end (the scheduler claims by due time, no rescans)
+    assert due_before == falls
+    assert due_in_grace == (None if policy == "NEVER" else ends)
     assert before_fall == Held("gold", None, ("tier-gold",))
     grace = None if policy == "NEVER" else ends
     assert at_fall == Held("gold", grace, ("tier-gold",))

@@ -5,8 +5,10 @@ tier its qualifier reaches, `Compilation.members_ranked`) into a temporary table
 each TIER segment's membership is then replaced from it by `replace_members` (the
 change log, as a segment recompute writes it), and the members' states are
 rewritten from the memberships in one INSERT ... SELECT. A fixed number of
-statements per tier, whatever the number of members. Grace state is not carried
-over: every member holds the tier its value reaches now, keptUntil cleared.
+statements per tier, whatever the number of members. The program's member rows are
+locked first (PostgreSQL), in id order like every writer, so batches arriving meanwhile
+wait and are then evaluated under the new ladder. Grace state is not carried over: every
+member holds the tier its value reaches now, keptUntil cleared.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import case, column, delete, insert, literal, null, select, tabl
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.types import UtcDateTime
-from domain.models import MemberTier, SegmentMembership
+from domain.models import Member, MemberTier, SegmentMembership
 from domain.segments.compile import Compilation
 from domain.segments.membership import Recomputed, replace_members
 from domain.tiers.ladder import Ladder
@@ -41,6 +43,10 @@ async def place_members(
     """Put every member of the program in the tier its qualifier reaches now; per tier, what moved."""
     steps = len(ladder.tiers) + 2
     postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:  # the members' rows in id order, as every writer takes them: batches wait, none deadlock
+        await session.execute(
+            select(Member.id).where(Member.program_id == program_id).order_by(Member.id).with_for_update()
+        )
     await session.execute(text("DROP TABLE IF EXISTS tier_eval"))
     await session.execute(
         text(

@@ -78,3 +78,12 @@ async def tier_changes(services: Services, program_id: int) -> list[tuple[str, s
             .order_by(SegmentChange.id)
         )
         return [(key, member, change) for key, member, change in rows]
+
+
+async def due_at(services: Services, program_id: int, external_id: str) -> datetime | None:
+    """The member's `segments_due_at`: when the scheduler claims it next."""
+    async with services.db.read() as session:
+        query = select(Member.segments_due_at).where(
+            Member.program_id == program_id, Member.external_id == external_id
+        )
+        return (await session.execute(query)).scalar_one()
