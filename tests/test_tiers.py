@@ -28,7 +28,6 @@ from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
 from tests.support.tiers import Held, due_at, held, spend_ladder, tier_changes
 
-
 DAY = timedelta(days=1)
 SECOND = timedelta(seconds=1)
 _ids = iter(range(10**9))
