@@ -133,3 +133,42 @@ async def test_tier_keys_are_refused_to_create_segment_and_an_integration_key_ca
     assert refused["message"].startswith("key: 'tier-x': keys starting with 'tier-'")
     forbidden = await integration.error(SET, {"i": ladder()})
     assert forbidden["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_a_tier_segment_has_triggers_a_change_log_and_analytics(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    # given a ladder and a welcome bonus on entering tier-gold, set through GraphQL
+    await join(integration, "w")
+    await admin.data(SET, {"i": ladder()})
+    await admin.data(
+        """mutation($t: [SegmentTriggerInput!]!) {
+             setSegmentTriggers(segmentKey: "tier-gold", triggers: $t) { on }
+           }""",
+        {"t": [{"on": "ENTER", "action": "AWARD_POINTS", "points": 100, "reason": "welcome to Gold"}]},
+    )
+
+    # when a purchase of 500 lifts the member to gold
+    await record_accepted(integration, [event("w", "purchase", clock.now() - timedelta(minutes=1), "500")])
+
+    # then the segment logged the change, the bonus was paid, and analytics count the entry
+    gold = (
+        await admin.data(
+            '{ segment(key: "tier-gold") { kind size rule changes { memberExternalId change } } }'
+        )
+    )["segment"]
+    assert gold == {
+        "kind": "TIER",
+        "size": 1,
+        "rule": None,
+        "changes": [{"memberExternalId": "w", "change": "ENTERED"}],
+    }
+    member = (await admin.data('{ member(externalId: "w") { pointsBalance } }'))["member"]
+    assert member["pointsBalance"] == 500 + 100
+    today = clock.now().date().isoformat()
+    analytics = (
+        await admin.data(
+            f'{{ segmentAnalytics(key: "tier-gold", from: "{today}", to: "{today}") {{ size entered }} }}'
+        )
+    )["segmentAnalytics"]
+    assert analytics == {"size": 1, "entered": 1}
