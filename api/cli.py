@@ -182,7 +182,7 @@ def cmd_segments_recompute(args: argparse.Namespace) -> int:
         total = (
             len(keys)
             if keys
-            else sum(s.kind != "STATIC" for s in await services.segments.list_segments(program.id))
+            else sum(s.condition is not None for s in await services.segments.list_segments(program.id))
         )
         done = 0
 
@@ -196,6 +196,31 @@ def cmd_segments_recompute(args: argparse.Namespace) -> int:
         members = await services.segments.recompute(program.id, keys, progress)
         sys.stderr.write("\n")
         return {"program": args.program, "members": members, "segments": done}
+
+    _print_json(_with_services(work))
+    return 0
+
+
+def cmd_tiers_recompute(args: argparse.Namespace) -> int:
+    """Place every member at the tier its value reaches now (set-based), with a progress bar per program."""
+
+    async def work(services: Any) -> object:
+        if args.program:
+            programs = [(await services.programs.get_by_key(args.program)).id]
+        else:
+            programs = await services.tiers.programs_with_ladders()
+        placed: dict[str, int] = {}
+        for program_id in programs:
+            key = (await services.programs.get(program_id)).key
+
+            def progress(done: int, total: int, what: str, key: str = key) -> None:
+                bar = "#" * (20 * done // max(total, 1))
+                sys.stderr.write(f"\r{key} [{bar:<20}] {done}/{total} {what}\x1b[K")
+                sys.stderr.flush()
+
+            placed[key] = await services.tiers.recompute(program_id, progress)
+            sys.stderr.write("\n")
+        return {"programs": placed}
 
     _print_json(_with_services(work))
     return 0
@@ -406,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     recompute.add_argument("--program", required=True, help="program key")
     recompute.add_argument("--keys", help="comma-separated segment keys (default: all)")
     recompute.set_defaults(func=cmd_segments_recompute)
+
+    tiers = commands.add_parser("tiers").add_subparsers(dest="tiers_command", required=True)
+    place = tiers.add_parser("recompute", help="place every member at the tier its value reaches now")
+    place.add_argument("--program", help="program key (default: every program with a tier ladder)")
+    place.set_defaults(func=cmd_tiers_recompute)
 
     analytics = commands.add_parser("analytics").add_subparsers(dest="analytics_command", required=True)
     record = analytics.add_parser("record", help="record the conversions and reactions reports count")

@@ -56,7 +56,12 @@ async def build_context(
         response=response,
         services=services,
         loaders=build_loaders(
-            services.db, services.members, services.ledger, services.segments, services.tags
+            services.db,
+            services.members,
+            services.ledger,
+            services.segments,
+            services.tags,
+            services.tiers,
         ),
         client_ip=client.host if client else UNKNOWN,
     )

@@ -21,6 +21,7 @@ from domain.members.service import MemberService, Page
 from domain.models import Member, Organization, Segment
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService, TagView
+from domain.tiers.service import MemberTierView, TierService
 from gamification.challenges.progress import BadgeView, ProgressView
 from gamification.challenges.service import BadgesKey, ChallengeService, MemberKey
 from gamification.streaks import StreakKey, member_streaks
@@ -33,6 +34,8 @@ OrgMembersKey = tuple[int, int, int, int | None]
 
 #: (program id, member id, joinedAt)
 LifecycleKey = tuple[int, int, datetime]
+#: (program id, member id)
+TierKey = tuple[int, int]
 
 
 @dataclass
@@ -51,10 +54,17 @@ class Loaders:
     challenge_progress_by_member: DataLoader[MemberKey, list[ProgressView]]
     #: (member id, first) -> newest completions first
     badges_by_member: DataLoader[BadgesKey, list[BadgeView]]
+    #: (program id, member id) -> the tier held, its qualifier measured now; None without a ladder
+    tier_by_member: DataLoader[TierKey, MemberTierView | None]
 
 
 def build_loaders(
-    db: Database, members: MemberService, ledger: LedgerService, segments: SegmentService, tags: TagService
+    db: Database,
+    members: MemberService,
+    ledger: LedgerService,
+    segments: SegmentService,
+    tags: TagService,
+    tiers: TierService,
 ) -> Loaders:
     async def load_members(ids: Sequence[int]) -> list[Member | None]:
         async with db.read() as session:
@@ -138,6 +148,15 @@ def build_loaders(
         found = await challenges.badges(keys)
         return [found[k] for k in keys]
 
+    async def load_tiers(keys: Sequence[TierKey]) -> list[MemberTierView | None]:
+        by_program: dict[int, list[int]] = defaultdict(list)
+        for program_id, member_id in keys:
+            by_program[program_id].append(member_id)
+        found: dict[int, MemberTierView] = {}
+        for program_id, member_ids in by_program.items():
+            found.update(await tiers.member_tiers(program_id, member_ids))
+        return [found.get(member_id) for _, member_id in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         ledger_page_by_member=DataLoader(load_ledger_pages),
@@ -150,4 +169,5 @@ def build_loaders(
         streak_by_member=DataLoader(load_streaks),
         challenge_progress_by_member=DataLoader(load_progress),
         badges_by_member=DataLoader(load_badges),
+        tier_by_member=DataLoader(load_tiers),
     )

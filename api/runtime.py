@@ -35,6 +35,7 @@ from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
+from domain.tiers.service import TierService
 from fraud import default_auditor
 from fraud.compliance import Compliance, ComplianceSweeper
 from fraud.review import ReviewService
@@ -74,6 +75,7 @@ class Services:
     analytics: SegmentAnalytics
     churn: ChurnService
     experiments: ExperimentService
+    tiers: TierService
     #: The risks to table statistics, for the log at start and for /readyz.
     statistics: StatisticsCheck
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
@@ -169,6 +171,7 @@ def build_services(
         analytics=SegmentAnalytics(db, clock),
         churn=ChurnService(db, clock, segments),
         experiments=ExperimentService(db, clock),
+        tiers=TierService(db, clock, segments),
         statistics=StatisticsCheck(db, clock),
         _pool_size=instrument_pool(engine),
     )

@@ -48,6 +48,7 @@ from api.programs import ProgramMutations, ProgramQueries
 from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
+from api.tiers import TierMutations, TierQueries
 from domain.errors import DomainError
 from domain.settings import Settings
 from domain.transient import is_transient
@@ -87,6 +88,7 @@ class Query(
     AnalyticsQueries,
     PredictQueries,
     ExperimentQueries,
+    TierQueries,
 ):
     pass
 
@@ -106,6 +108,7 @@ class Mutation(
     FraudMutations,
     PredictMutations,
     ExperimentMutations,
+    TierMutations,
 ):
     pass
 

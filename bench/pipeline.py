@@ -11,6 +11,13 @@ Three phases on one workload, each on its own fresh PostgreSQL database (bench/h
   `in_segment`), created through `createSegment` after the members went in (untimed);
 * floor: the same events written straight with asyncpg (bench/ingest.py's `floor`).
 
+With `--tiers`, a third phase runs after the 20-segment one: the same 20 segments plus a 3-tier
+ladder on yearly spend (`LADDER`: Bronze 0, Silver 100, Gold 300 on `sum(purchase.amount, 365d)`,
+Gold earning 1.5x), installed through `setTierLadder` before the run (untimed), so the ingest
+cost of the ladder is the tiers / 20-segments ratio of one run; its checks: every member ends in
+exactly one TIER segment with a state that agrees, the TIER segments hold the members of the café
+tier segments with the same thresholds, and the ledger holds at least the earning rules' points.
+
 The 0-segment phase runs first: whatever the second phase inherits from the first (a warmer,
 busier machine) counts against the segments, the conservative direction for a ratio goal.
 
@@ -89,6 +96,18 @@ from bench.profile import summarize
 HISTORY = timedelta(days=60)
 SCOPES = f"{API_KEY_SCOPES},segments:read,segments:write"
 CREATE_SEGMENT = "mutation($input: SegmentInput!) { createSegment(input: $input) { key } }"
+SET_TIER_LADDER = "mutation($input: TierLadderInput!) { setTierLadder(input: $input) { qualifier } }"
+#: The `--tiers` phase's ladder: yearly spend, like the café tiers among the segments.
+LADDER = {
+    "qualifier": "sum(purchase.amount, 365d)",
+    "tiers": [
+        {"key": "bronze", "name": "Bronze", "threshold": "0"},
+        {"key": "silver", "name": "Silver", "threshold": "100"},
+        {"key": "gold", "name": "Gold", "threshold": "300", "earnMultiplier": "1.5"},
+    ],
+    "downgrade": "RECALCULATE",
+    "graceDays": 30,
+}
 CATEGORIES = ("coffee", "tea", "pastry", "sandwich", "juice")
 #: Goals on 2 cores (issue 15).
 GOAL_EVENTS_PER_S = 4_000
@@ -174,6 +193,33 @@ async def create_segments(api: Api) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     log(f"{len(SEGMENTS)} segments created in {seconds:.1f}s")
     return {"segments_create_s": round(seconds, 2)}
+
+
+async def create_segments_and_ladder(api: Api) -> dict[str, Any]:
+    """The 20 segments, then the ladder (every member placed at once); untimed set-up."""
+    setup = await create_segments(api)
+    started = time.perf_counter()
+    await api.call(SET_TIER_LADDER, {"input": LADDER})
+    seconds = time.perf_counter() - started
+    log(f"tier ladder set in {seconds:.1f}s")
+    return {**setup, "ladder_set_s": round(seconds, 2)}
+
+
+async def tier_counts(pg: PgServer, database: str) -> dict[str, Any]:
+    """Members per tier at the end of the tiers phase, and whether each holds exactly one (untimed)."""
+    connection = await pg.connect(database)
+    try:
+        rows = await connection.fetch("SELECT tier_key, count(*) FROM member_tiers GROUP BY tier_key")
+        members = await connection.fetchval("SELECT count(*) FROM members")
+        one_each = await connection.fetchval(
+            "SELECT count(*) = (SELECT count(*) FROM members) AND count(DISTINCT m.member_id) = count(*)"
+            " AND bool_and(s.key = 'tier-' || t.tier_key)"
+            " FROM segment_memberships m JOIN segments s ON s.id = m.segment_id AND s.kind = 'TIER'"
+            " JOIN member_tiers t ON t.member_id = m.member_id"
+        )
+    finally:
+        await connection.close()
+    return {"members": int(members), "tiers": {key: int(n) for key, n in rows}, "one_each": bool(one_each)}
 
 
 async def segment_sizes(pg: PgServer, database: str) -> dict[str, Any]:
@@ -398,6 +444,7 @@ class Options:
     stale_minutes: float
     stale_segments: int
     window_s: float
+    tiers: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -427,6 +474,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--stale-segments", type=int, choices=(0, 20), default=0, help="segments in stale mode (0 or 20)"
     )
     parser.add_argument("--window-s", type=float, default=60.0, help="stale mode's window length, seconds")
+    parser.add_argument(
+        "--tiers",
+        action="store_true",
+        help="a third phase: the 20 segments and a 3-tier ladder (ratio reported)",
+    )
     args = parser.parse_args(argv)
     if args.stale_minutes:
         # enough events for the whole duration at 1,000 events/s; the run stops at the deadline
@@ -455,6 +507,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.stale_minutes,
         args.stale_segments,
         args.window_s,
+        args.tiers,
     )
 
 
@@ -504,27 +557,32 @@ async def run(options: Options) -> dict[str, Any]:
         "zero": f"loyalty_bench_{run_id}_zero",
         "segments": f"loyalty_bench_{run_id}_segments",
         "floor": f"loyalty_bench_{run_id}_floor",
+        "tiers": f"loyalty_bench_{run_id}_tiers",
     }
+    phases = ("zero", "segments", "tiers") if options.tiers else ("zero", "segments")
     log(
         f"{workload.events} events, {workload.members} members, batches of {workload.batch}; "
         f"{options.workers} server worker(s), {options.concurrency} in flight; fraud rules on; "
-        f"0 segments, then {len(SEGMENTS)}, then the floor"
+        f"0 segments, then {len(SEGMENTS)}{' (then with a ladder)' if options.tiers else ''}, then the floor"
     )
     results: dict[str, PhaseResult] = {}
     figures: dict[str, Any] = {**base, "mode": "phases", "autoanalyze_emulated": emulate}
     checks: dict[str, bool] = {}
     created: list[str] = []
     try:
-        for phase in ("zero", "segments"):
+        for phase in phases:
             database = databases[phase]
             created.append(database)
-            with_segments = phase == "segments"
+            with_segments = phase != "zero"
+            with_ladder = phase == "tiers"
             around = (
                 profiled(options.py_spy, options.profile_out, 50)
-                if with_segments and options.py_spy
+                if phase == "segments" and options.py_spy
                 else None
             )
             label = f"{len(SEGMENTS)} segments" if with_segments else "0 segments"
+            label += " and a tier ladder" if with_ladder else ""
+            prepare = create_segments_and_ladder if with_ladder else create_segments
             result, setup = await end_to_end(
                 pg,
                 database,
@@ -536,7 +594,7 @@ async def run(options: Options) -> dict[str, Any]:
                 rules=True,
                 label=label,
                 scopes=SCOPES,
-                prepare=create_segments if with_segments else None,
+                prepare=prepare if with_segments else None,
                 around=around,
             )
             log(
@@ -552,6 +610,17 @@ async def run(options: Options) -> dict[str, Any]:
             figures[phase] = {**phase_figures(result), **per_event(result), **setup}
             if with_segments:
                 figures[phase]["segment_sizes"] = await segment_sizes(pg, database)
+            if with_ladder:
+                figures[phase]["tier_counts"] = counted = await tier_counts(pg, database)
+                checks["one_tier_each_tiers"] = counted["one_each"]
+                # Gold earns 1.5x: the ledger holds at least what the earning rules give
+                checks["ledger_tiers"] = stored.ledger_points >= result.expected_points
+                sizes = figures[phase]["segment_sizes"]["members"]
+                checks["tiers_match_rules_tiers"] = (
+                    sizes["tier-bronze"] == sizes["tier_bronze"]
+                    and sizes["tier-silver"] == sizes["tier_silver"]
+                    and sizes["tier-gold"] == sizes["tier_gold"] + sizes["tier_platinum"]
+                )
             await pg.drop(database)  # the next phase starts without this one's files around
         if not options.skip_floor:
             created.append(databases["floor"])
@@ -587,6 +656,16 @@ async def run(options: Options) -> dict[str, Any]:
             "checks_ok": all(checks.values()),
         }
     )
+    if "tiers" in results:
+        tiers = results["tiers"]
+        busy_tiers = tiers.cpu.get("server_cpu_s", 0.0) + tiers.cpu["postgres_cpu_s"]
+        figures["events_per_s_tiers"] = round(tiers.per_s)
+        figures["tiers_ratio"] = round(seg.per_s / tiers.per_s, 2) if tiers.per_s else None
+        figures["tiers_cpu_ratio"] = round(busy_tiers / busy_seg, 2) if busy_seg else None
+        log(
+            f"tier ladder: {figures['tiers_ratio']}x the 20-segment time,"
+            f" {figures['tiers_cpu_ratio']}x its CPU"
+        )
     if not figures["checks_ok"]:
         log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}")
     if options.py_spy and options.profile_out.exists():

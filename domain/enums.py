@@ -56,6 +56,16 @@ class SegmentKind(StrEnum):
     STATIC = "STATIC"
     DYNAMIC = "DYNAMIC"
     COMPUTED = "COMPUTED"
+    #: One segment per tier of the program's ladder (`tier-<key>`), kept by the tier rules, never by users.
+    TIER = "TIER"
+
+
+class TierDowngrade(StrEnum):
+    """What happens when a member's grace period ends below its tier's threshold."""
+
+    NEVER = "NEVER"
+    ONE_DOWN = "ONE_DOWN"
+    RECALCULATE = "RECALCULATE"
 
 
 class MembershipChange(StrEnum):

@@ -283,6 +283,35 @@ class SegmentChange(Base):
     goal_known: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
+class TierLadder(Base):
+    """A program's tier ladder (DESIGN.md, Tiers): one per program; each tier is a TIER segment."""
+
+    __tablename__ = "tier_ladders"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    #: An aggregate operand of the rule language, as given (`sum(purchase.amount, 365d)`).
+    qualifier: Mapped[str] = mapped_column(String(1000))
+    downgrade: Mapped[str] = mapped_column(String(16))
+    grace_days: Mapped[int] = mapped_column(Integer)
+    #: Ascending: [{"key", "name", "threshold", "earnMultiplier"}], decimals as strings.
+    tiers: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class MemberTier(Base):
+    """The tier a member holds (its TIER segment membership says the same) and its grace state."""
+
+    __tablename__ = "member_tiers"
+    __table_args__ = (Index("ix_member_tiers_program_tier", "program_id", "tier_key"),)
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    tier_key: Mapped[str] = mapped_column(String(32))
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: End of the grace period while the value is below the tier's threshold; else null.
+    kept_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The highest tier reached since the ladder was set (what NEVER keeps).
+    highest_key: Mapped[str] = mapped_column(String(32))
+
+
 class MemberTag(Base):
     """A tag a member carries, once per source: "manual" or the key of the segment that applies it."""
 

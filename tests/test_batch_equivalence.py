@@ -33,6 +33,10 @@ What the property assumes, and why (each pinned by an example below):
   bonus is sized when the member enters, which for a batch is after all of the
   batch's purchases.
 
+- A tier's earnMultiplier is the one of the tier held when the batch began
+  (docs/tiers.md): a batch whose first purchases lift a member to a tier earns
+  its later purchases at the tier below; one at a time they earn at the new tier.
+
 The known differences are pinned by the `test_known_difference_*` examples, as
 the code behaves today: if a change makes batch and one-at-a-time agree there,
 the example fails, and the assumption above can go with it.
@@ -71,6 +75,7 @@ from gamification.periods import PeriodKind
 from tests.support import FrozenClock, Harness, private_services
 from tests.support.accruals import MEMBERS, Script, scripts, splits
 from tests.support.snapshots import ProgramState, drain_feed, read_boards, read_state
+from tests.support.tiers import spend_ladder
 
 #: Created in this order (a segment is created after those it reads).
 SEGMENTS = (
@@ -394,3 +399,35 @@ def test_known_difference_events_sent_out_of_occurred_at_order(harness: Harness)
     # then A blocks e1 (e2 occurred first) and B blocks e2 (e1 arrived first)
     assert [o.status for o in outcomes_a] == ["BLOCKED", "ACCEPTED"]
     assert [o.status for o in outcomes_b] == ["ACCEPTED", "BLOCKED"]
+
+
+def test_known_difference_an_earn_multiplier_is_the_tiers_held_when_the_batch_began(
+    harness: Harness,
+) -> None:
+    """A Gold multiplier of 2 from 500 spent in 30 days: one at a time, ana's first purchase (500)
+    lifts her to Gold and her second (30) earns 60; in one batch both earn at Bronze, 1x."""
+    services = harness.services
+    # given a ladder in both programs, and two purchases
+    drafts = _drafts(
+        services.clock.now(), ("e1", "purchase", 2, Decimal(500), {}), ("e2", "purchase", 1, Decimal(30), {})
+    )
+
+    async def run() -> tuple[list[EventOutcome], list[EventOutcome]]:
+        batched, single = await asyncio.gather(open_program(services, 1, {}), open_program(services, 1, {}))
+        for program_id in (batched, single):
+            await services.tiers.set_ladder(program_id, spend_ladder(gold_multiplier=Decimal(2)))
+        await services.fraud_settings.set_rule(
+            batched, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+        )
+        await services.fraud_settings.set_rule(
+            single, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+        )
+        outcomes_a = await services.events.record_events(batched, drafts)
+        outcomes_b = [o for d in drafts for o in await services.events.record_events(single, [d])]
+        return outcomes_a, outcomes_b
+
+    # when A records both in one batch and B one at a time
+    outcomes_a, outcomes_b = harness.run(run())
+    # then the second purchase earns 30 in A and 60 in B
+    assert [o.points_awarded for o in outcomes_a] == [500, 30]
+    assert [o.points_awarded for o in outcomes_b] == [500, 60]

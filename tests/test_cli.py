@@ -306,3 +306,31 @@ def test_serve_demo_hands_the_server_the_settings_its_workers_run_with(
 
     assert given == read_by_workers
     assert (given[0].introspection, given[0].secret_key) == (expected, (tmp_path / "secret_key").read_text())
+
+
+def test_tiers_recompute_places_members_with_a_progress_bar(env: dict[str, str]) -> None:
+    from domain.members.service import MemberUpsert
+    from tests.support import private_services
+    from tests.support.tiers import spend_ladder
+
+    # given a program with a ladder and two members (set in-process on the command's database)
+    ok(env, "db", "upgrade")
+    ok(env, "program", "create", "--key", "cafe", "--name", "Cafe", "--kind", "B2C")
+    no_ladder = loyalty(env, "tiers", "recompute", "--program", "cafe")
+    with private_services(Settings.from_env(env)) as harness:
+        program = harness.run(harness.services.programs.get_by_key("cafe"))
+        harness.run(harness.services.tiers.set_ladder(program.id, spend_ladder()))
+        harness.run(
+            harness.services.members.upsert_members(program.id, [MemberUpsert("a"), MemberUpsert("b")])
+        )
+        harness.run(harness.services.bus.stop())  # the announcements still in flight end with the loop
+
+    # when every program's tiers are recomputed
+    result = loyalty(env, "tiers", "recompute")
+
+    # then the members are counted and the progress bar ends full; without a ladder: NOT_FOUND
+    assert no_ladder.returncode == 1
+    assert no_ladder.stderr.startswith("loyalty: NOT_FOUND: program: this program has no tier ladder")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"programs": {"cafe": 2}}
+    assert "cafe [####################] 5/5 states written" in result.stderr

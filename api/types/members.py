@@ -23,6 +23,7 @@ from gamification.challenges.definitions import check_event_type
 
 if TYPE_CHECKING:
     from api.types.segments import Segment
+    from api.types.tiers import MemberTier
 
 
 @strawberry.type
@@ -164,6 +165,14 @@ class Member:
         from api.types.segments import Segment
 
         return [Segment(row=row) for row in await info.context.loaders.segments_by_member.load(self.row.id)]
+
+    @strawberry.field(description="Null when the program has no tier ladder")
+    async def tier(self, info: Info) -> Annotated[MemberTier, strawberry.lazy("api.types.tiers")] | None:
+        self._private()
+        from api.types.tiers import MemberTier
+
+        view = await info.context.loaders.tier_by_member.load((self.row.program_id, self.row.id))
+        return None if view is None else MemberTier.of(view)
 
     @strawberry.field(description="Null until the member has a purchase and RFM has been computed")
     def rfm(self) -> RfmScore | None:

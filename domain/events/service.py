@@ -40,12 +40,13 @@ from domain.errors import InvalidInput, NotFound
 from domain.events.refunds import REFUND_TYPE, apply_refunds
 from domain.events.validation import EventDraft, Rejection, ValidEvent, check_age, validate_event
 from domain.events.writes import EventRow, existing_event_hashes, insert_events
-from domain.ledger.earning import points_for_event
+from domain.ledger.earning import multiplied, points_for_event
 from domain.ledger.posting import Accrual, post_accruals
 from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
 from domain.ops.metrics import EVENTS
 from domain.programs.service import ProgramSettings, load_earning_rules
+from domain.tiers.store import held_multipliers
 
 MAX_BATCH = 1000
 
@@ -120,9 +121,11 @@ class EventService:
             created = await _create_members(session, program_id, admitted, members, now)
             if created:  # every condition is new to them
                 uow.collect(MembersChanged(program_id, created=created, at=now))
-            await lock_members(session, {members[e.member_external_id] for e in admitted.values()})
-            # 3. earn
+            touched = {members[e.member_external_id] for e in admitted.values()}
+            await lock_members(session, touched)
+            # 3. earn: the rule's points times the multiplier of the tier held when the batch began
             rules = await load_earning_rules(session, program_id)
+            multipliers = await held_multipliers(session, program_id, sorted(touched))
             order = sorted(admitted)
             proposals = [
                 ProposedAccrual(
@@ -131,7 +134,10 @@ class EventService:
                     admitted[i],
                     0
                     if admitted[i].type == REFUND_TYPE
-                    else points_for_event(rules, admitted[i].type, admitted[i].amount),
+                    else multiplied(
+                        points_for_event(rules, admitted[i].type, admitted[i].amount),
+                        multipliers.get(members[admitted[i].member_external_id]),
+                    ),
                 )
                 for i in order
             ]

@@ -37,3 +37,10 @@ DEFAULT_EARNING_RULES: tuple[EarningRuleSpec, ...] = (
 def points_for_event(rules: dict[str, EarningRuleSpec], event_type: str, amount: Decimal | None) -> int:
     rule = rules.get(event_type)
     return 0 if rule is None else rule.points_for(amount)
+
+
+def multiplied(points: int, multiplier: Decimal | None) -> int:
+    """An earning rule's points times a tier's earnMultiplier, floored (15 at 1.5 -> 22)."""
+    if multiplier is None or multiplier == 1:
+        return points
+    return int((Decimal(points) * multiplier).to_integral_value(rounding=ROUND_FLOOR))

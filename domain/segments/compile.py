@@ -10,7 +10,7 @@ keeps the absent-value rule of segment-conditions.md. It must agree with
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
@@ -92,6 +92,21 @@ class Compilation:
             source = source.outerjoin(derived, derived.c.member_id == members.c.id)
         return (
             select(members.c.id).select_from(source).where(members.c.program_id == self.program_id, condition)
+        )
+
+    def members_ranked(self, rungs: Sequence[Node]) -> Select[tuple[int, int]]:
+        """SELECT each of the program's members' id and rank: the 1-based position of the last of
+        `rungs` that holds for it, 0 when none does (a tier ladder: rung i is reaching tier i)."""
+        self.joins = {}
+        arms = [(self.node(rung), i) for i, rung in enumerate(rungs, start=1)]
+        rank: ColumnElement[Any] = case(*reversed(arms), else_=0) if arms else literal(0)
+        source: FromClause = members
+        for derived in self.joins.values():
+            source = source.outerjoin(derived, derived.c.member_id == members.c.id)
+        return (
+            select(members.c.id, rank.label("rank"))
+            .select_from(source)
+            .where(members.c.program_id == self.program_id)
         )
 
     # ---------- boolean structure ----------

@@ -33,6 +33,9 @@ from domain.segments.horizon import earliest_change
 from domain.segments.index import Definition, SegmentIndex, definition_from_row
 from domain.segments.lifecycle import LifecycleThresholds
 from domain.segments.membership import Flip, Recomputed, apply_flips, replace_members
+from domain.tiers.keeping import TierPass
+from domain.tiers.ladder import Ladder
+from domain.tiers.store import load_ladder, load_states, write_states
 
 Progress = Callable[[str, Recomputed], None]
 
@@ -45,10 +48,17 @@ _RECOMPUTED_IN_SQL = SEGMENT_EVALUATIONS.labels("sql")
 
 @dataclass(frozen=True)
 class ProgramView:
-    """What evaluation needs of a program: its segments in dependency order and its thresholds."""
+    """What evaluation needs of a program: its segments in dependency order, its thresholds, its ladder."""
 
     index: SegmentIndex
     lifecycle: LifecycleThresholds
+    ladder: Ladder | None = None
+
+    def tier_segment_ids(self) -> tuple[int, ...]:
+        """The TIER segments' ids, by tier index (the ladder's segments exist whenever it does)."""
+        assert self.ladder is not None
+        by_key = self.index.by_key()
+        return tuple(by_key[t.segment_key].id for t in self.ladder.tiers)
 
     def compilation(self, dialect: str, program_id: int, now: datetime) -> Compilation:
         """The SQL compiler for this program's conditions as of `now`."""
@@ -62,8 +72,9 @@ class SegmentEngine:
         #: The handlers of `SegmentsChanged` that act on named segments; set when services are wired.
         self.watchers: Sequence[SegmentWatcher] = ()
         self._parsed: dict[tuple[int, datetime], Definition] = {}
-        #: program id -> ((segment count, newest updated_at), index): reloaded when the stamp moves
-        self._indexes: dict[int, tuple[tuple[int, datetime | None], SegmentIndex]] = {}
+        #: program id -> ((segment count, newest updated_at), index, ladder): reloaded when the stamp
+        #: moves (a ladder's every change rewrites its TIER segments' updated_at)
+        self._indexes: dict[int, tuple[tuple[int, datetime | None], SegmentIndex, Ladder | None]] = {}
 
     async def view(self, session: AsyncSession, program_id: int) -> ProgramView:
         """The program's segments and thresholds; one small query while no definition has changed."""
@@ -75,9 +86,15 @@ class SegmentEngine:
         ).one()
         cached = self._indexes.get(program_id)
         if cached is None or cached[0] != (count, newest):
-            cached = ((count, newest), await self._load_index(session, program_id))
+            index = await self._load_index(session, program_id)
+            ladder = (
+                await load_ladder(session, program_id)
+                if any(d.kind == "TIER" for d in index.ordered)
+                else None
+            )
+            cached = ((count, newest), index, ladder)
             self._indexes[program_id] = cached
-        return ProgramView(cached[1], LifecycleThresholds.from_settings(settings or {}))
+        return ProgramView(cached[1], LifecycleThresholds.from_settings(settings or {}), cached[2])
 
     async def index(self, session: AsyncSession, program_id: int) -> SegmentIndex:
         return (await self.view(session, program_id)).index
@@ -99,21 +116,29 @@ class SegmentEngine:
         """Re-evaluate the segments that read what changed, for the members it changed."""
         if not change.member_ids:
             return
-        index = await self.index(session, change.program_id)
+        view = await self.view(session, change.program_id)
+        index = view.index
         if not index.ordered:
             return
+        ladder = view.ladder
+        tier_keys = frozenset(t.segment_key for t in ladder.tiers) if ladder is not None else frozenset()
         plans: dict[int, list[Definition]] = {}
+        tiered: set[int] = set()
         for member_id in sorted(change.member_ids):
+            types = change.event_types.get(member_id, ())
+            if ladder is not None and (member_id in change.created or ladder.metric.event in types):
+                tiered.add(member_id)  # its qualifier may have moved: its tier first, then its readers
             affected = index.affected(
-                change.event_types.get(member_id, ()),
+                types,
                 profile=member_id in change.profiles,
                 balance=member_id in change.balances,
                 tags=change.tags.get(member_id, ()),
                 everything=member_id in change.created,
+                segments=tier_keys if member_id in tiered else (),
             )
             if affected:
                 plans[member_id] = affected
-        await self.reevaluate(session, change.program_id, plans, now)
+        await self.reevaluate(session, change.program_id, plans, now, tiered=tiered)
 
     async def handle(self, session: AsyncSession, change: MembersChanged) -> None:
         """The message bus's handler: evaluate at the instant of the change."""
@@ -134,8 +159,13 @@ class SegmentEngine:
         now: datetime,
         *,
         due: DueTimes = DueTimes.EARLIER,
+        tiered: set[int] | frozenset[int] = frozenset(),
     ) -> list[Flip]:
         """Evaluate each member's planned segments in memory, write the flips and the members' due times.
+
+        The members in `tiered` have their tier decided first (the program has a ladder), in
+        the same context, so the planned segments read the new tier; their due times include
+        the next instant time alone may move the tier and the end of a running grace.
 
         A member's due time is the earliest instant time alone flips one of its
         planned time-dependent segments (`horizon.next_change`). EARLIER (the plan
@@ -143,32 +173,54 @@ class SegmentEngine:
         stored one and moves it earlier; EXACT (the plan is all of them: the
         scheduler) replaces it, NULL included.
         """
-        if not plans:
+        view = await self.view(session, program_id)
+        tiers = None if view.ladder is None or not tiered else view.ladder
+        if not plans and tiers is None:
             return []
-        member_ids = sorted(plans)
+        member_ids = sorted(set(plans) | (set(tiered) if tiers is not None else set()))
         await lock_members(session, member_ids)  # one evaluation of a member at a time
         needed = {d.key: d for plan in plans.values() for d in plan}
-        needs = Needs.of(d.condition for d in needed.values() if d.condition is not None)
-        facts = await load_facts(session, program_id, member_ids, needs, now)
-        lifecycle = (await self.view(session, program_id)).lifecycle
+        conditions = [d.condition for d in needed.values() if d.condition is not None]
+        if tiers is not None:
+            conditions.append(tiers.reaches(0))
+        facts = await load_facts(session, program_id, member_ids, Needs.of(conditions), now)
+        lifecycle = view.lifecycle
         evaluation = Evaluation(now, lifecycle)
+        keeper = None
+        if tiers is not None:
+            states = await load_states(session, tiers, sorted(tiered))
+            keeper = TierPass(tiers, view.tier_segment_ids(), states)
         flips: list[Flip] = []
         exact = due == DueTimes.EXACT
-        timed = {member_id: _time_dependent(plan) for member_id, plan in plans.items()}
-        stored = {} if exact or not any(timed.values()) else await stored_due_times(session, member_ids)
+        timed = {member_id: _time_dependent(plans.get(member_id, ())) for member_id in member_ids}
+        looks = any(timed.values()) or keeper is not None
+        stored = {} if exact or not looks else await stored_due_times(session, member_ids)
         due_at: dict[int, datetime | None] = dict.fromkeys(member_ids) if exact else {}
         evaluated = 0
         for member_id in member_ids:
             member = facts.get(member_id)
             if member is None:
                 continue
-            flips.extend(_evaluate_plan(evaluation, plans[member_id], member))
-            evaluated += len(plans[member_id])
-            if timed[member_id]:  # only an instant earlier than the stored one changes anything
+            context = Context(member, evaluation)  # each metric measured once, the qualifier included
+            conditions = timed[member_id]
+            kept_until = None
+            if keeper is not None and member_id in tiered:
+                flips.extend(keeper.evaluate(member, context, now))
+                conditions = [*conditions, *keeper.due_conditions(member_id)]
+                kept_until = keeper.kept_until(member_id)
+            plan = plans.get(member_id, ())
+            flips.extend(_evaluate_plan(context, plan, member))
+            evaluated += len(plan)
+            if conditions or kept_until is not None:  # only an instant earlier than the stored one matters
                 bound = stored.get(member_id)
-                due_at[member_id] = earliest_change(timed[member_id], member, now, lifecycle, bound)
+                if kept_until is not None and (bound is None or kept_until < bound):
+                    bound = kept_until
+                found = earliest_change(conditions, member, now, lifecycle, bound)
+                due_at[member_id] = found if found is not None else kept_until
         _EVALUATED_IN_MEMORY.inc(evaluated)
         await self.apply(session, program_id, flips, now)
+        if keeper is not None:
+            await write_states(session, program_id, keeper.ladder, keeper.changed)
         await write_due_times(session, due_at, due)
         return flips
 
@@ -178,7 +230,7 @@ class SegmentEngine:
         """Write flips (membership, log, applied tags) and collect what was logged."""
         logged = await apply_flips(session, program_id, flips, now)
         entered = sum(change.entered for change in logged)
-        _changed(session, program_id, logged, entered, len(logged) - entered, now)
+        changed(session, program_id, logged, entered, len(logged) - entered, now)
 
     async def recompute(
         self,
@@ -197,7 +249,7 @@ class SegmentEngine:
         index = view.index
         wanted = None if keys is None else set(keys)
         done: dict[str, Recomputed] = {}
-        chosen = [d for d in index.ordered if d.kind != "STATIC" and (wanted is None or d.key in wanted)]
+        chosen = [d for d in index.ordered if d.condition is not None and (wanted is None or d.key in wanted)]
         if wanted is not None:  # what reads a recomputed segment must follow it
             for definition in list(chosen):
                 chosen.extend(d for d in index.dependents(definition.key) if d not in chosen)
@@ -221,13 +273,13 @@ class SegmentEngine:
             )
             _RECOMPUTED_IN_SQL.inc()
             result = done[definition.key]
-            _changed(session, program_id, result.changes, result.entered, result.left, now)
+            changed(session, program_id, result.changes, result.entered, result.left, now)
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
 
 
-def _changed(
+def changed(
     session: AsyncSession,
     program_id: int,
     logged: Sequence[LoggedChange],
@@ -252,10 +304,9 @@ def _time_dependent(plan: Sequence[Definition]) -> list[Node]:
     return [d.condition for d in plan if d.time_dependent and d.condition is not None]
 
 
-def _evaluate_plan(evaluation: Evaluation, plan: Sequence[Definition], member: MemberFacts) -> list[Flip]:
+def _evaluate_plan(context: Context, plan: Sequence[Definition], member: MemberFacts) -> list[Flip]:
     """The member's flips over `plan` (in dependency order); each updates the facts the next one reads."""
     flips: list[Flip] = []
-    context = Context(member, evaluation)  # each metric measured once, whichever definitions read it
     for definition in plan:
         assert definition.condition is not None
         holds = predicate(definition.condition)(context)

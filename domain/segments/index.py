@@ -89,10 +89,14 @@ class SegmentIndex:
         balance: bool = False,
         tags: Iterable[str] = (),
         everything: bool = False,
+        segments: Iterable[str] = (),
     ) -> list[Definition]:
-        """The DYNAMIC segments whose truth may change, closed over segment and tag references."""
+        """The DYNAMIC segments whose truth may change, closed over segment and tag references.
+
+        `segments` are keys whose membership may have changed already (a member's TIER segments).
+        """
         types, changed_tags = set(event_types), set(tags)
-        changed: set[str] = set()
+        changed: set[str] = set(segments)
         chosen: list[Definition] = []
         for d in self.ordered:
             if d.kind != "DYNAMIC":

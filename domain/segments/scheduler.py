@@ -1,9 +1,10 @@
 """Flips memberships that the passing of time alone changes, when they fall due.
 
 Every member carries `segments_due_at`: the next instant time alone may flip one
-of its DYNAMIC segments (computed by the engine with `horizon.next_change`
-after each evaluation). A pass claims members whose instant has come, in one
-transaction: it evaluates all of their program's DYNAMIC segments (in
+of its DYNAMIC segments or its tier (computed by the engine with
+`horizon.next_change` after each evaluation, and the end of a tier's grace).
+A pass claims members whose instant has come, in one transaction: it decides
+their tiers (when the program has a ladder), then evaluates all of their program's DYNAMIC segments (in
 dependency order, so a segment reading a time-dependent one follows it in the
 same pass), writes the flips through the engine (change log, triggers, live
 relay) and stores each member's exact next due time, or NULL.
@@ -64,13 +65,16 @@ class TimeFlipScheduler:
     async def _flip(
         self, session: AsyncSession, program_id: int, member_ids: Sequence[int], now: datetime
     ) -> list[Flip]:
-        index = await self.engine.index(session, program_id)
-        dynamic = [d for d in index.ordered if d.kind == "DYNAMIC" and d.condition is not None]
-        if not dynamic:
+        view = await self.engine.view(session, program_id)
+        dynamic = [d for d in view.index.ordered if d.kind == "DYNAMIC" and d.condition is not None]
+        if not dynamic and view.ladder is None:
             await write_due_times(session, dict.fromkeys(member_ids), DueTimes.EXACT)
             return []
-        plans = dict.fromkeys(member_ids, dynamic)
-        return await self.engine.reevaluate(session, program_id, plans, now, due=DueTimes.EXACT)
+        plans = dict.fromkeys(member_ids, dynamic) if dynamic else {}
+        tiered = frozenset(member_ids) if view.ladder is not None else frozenset()
+        return await self.engine.reevaluate(
+            session, program_id, plans, now, due=DueTimes.EXACT, tiered=tiered
+        )
 
 
 async def claim_due(session: AsyncSession, now: datetime, limit: int) -> dict[int, list[int]]:

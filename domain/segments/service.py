@@ -43,6 +43,7 @@ from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
 from domain.segments.membership import Flip
 from domain.segments.rules import parse_rule, render_rule
 from domain.segments.scores import refresh_scores
+from domain.tiers.ladder import is_tier_segment_key
 
 MAX_IMPORT_ROWS = 100_000
 MAX_LISTED = 1000
@@ -96,12 +97,23 @@ def _condition(draft: SegmentDraft) -> Node | None:
     return parse_rule(draft.rule) if draft.rule is not None else parse_condition(draft.condition)
 
 
+def _refuse_tier_key(key: str) -> None:
+    """`tier-` keys are the tier ladder's TIER segments: only setTierLadder makes or removes them."""
+    if is_tier_segment_key(key):
+        raise InvalidInput(
+            f"key: {key[:70]!r}: keys starting with 'tier-' belong to the tier ladder (setTierLadder)"
+        )
+
+
 def _validate(draft: SegmentDraft) -> Node | None:
     validate_key(draft.key, "key")
+    _refuse_tier_key(draft.key)
+    if draft.kind == SegmentKind.TIER:
+        raise InvalidInput("kind: TIER segments are made by setTierLadder, one per tier")
     if not draft.name.strip() or len(draft.name) > 200:
         raise InvalidInput("name: must be 1 to 200 characters")
     if draft.kind not in SegmentKind.__members__:
-        raise InvalidInput(f"kind: {draft.kind!r} is not one of STATIC, DYNAMIC, COMPUTED")
+        raise InvalidInput(f"kind: {draft.kind!r} is not one of STATIC, DYNAMIC, COMPUTED, TIER")
     if draft.applies_tag is not None:
         validate_key(draft.applies_tag, "appliesTag")
     return _condition(draft)
@@ -128,7 +140,7 @@ class SegmentService:
                     condition=None if condition is None else condition_to_json(condition),
                     applies_tag=draft.applies_tag,
                     created_at=now,
-                    updated_at=await _next_stamp(uow.session, program_id, now),
+                    updated_at=await next_stamp(uow.session, program_id, now),
                 )
                 uow.session.add(row)
                 await uow.session.flush()
@@ -151,7 +163,7 @@ class SegmentService:
             row.kind = draft.kind
             row.condition = None if condition is None else condition_to_json(condition)
             row.applies_tag = draft.applies_tag
-            row.updated_at = await _next_stamp(uow.session, program_id, now)
+            row.updated_at = await next_stamp(uow.session, program_id, now)
             await uow.session.flush()
             await self._check_references(uow.session, program_id)
             if old_tag != draft.applies_tag:
@@ -161,6 +173,7 @@ class SegmentService:
         return row
 
     async def delete(self, program_id: int, key: str) -> bool:
+        _refuse_tier_key(key)
         async with self.db.unit_of_work() as uow:
             row = await _segment(uow.session, program_id, key)
             index = await self.engine.index(uow.session, program_id)
@@ -202,6 +215,7 @@ class SegmentService:
 
     async def import_static(self, program_id: int, key: str, text: str) -> ImportResult:
         validate_key(key, "key")
+        _refuse_tier_key(key)
         wanted, rejected = _read_csv(text)
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
@@ -381,7 +395,7 @@ def _day_start(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-async def _next_stamp(session: AsyncSession, program_id: int, now: datetime) -> datetime:
+async def next_stamp(session: AsyncSession, program_id: int, now: datetime) -> datetime:
     """An updated_at later than every other of the program's: the engine's index cache key moves on."""
     newest = (
         await session.execute(select(func.max(Segment.updated_at)).where(Segment.program_id == program_id))
@@ -417,7 +431,7 @@ async def _static_segment(session: AsyncSession, program_id: int, key: str, now:
             condition=None,
             applies_tag=None,
             created_at=now,
-            updated_at=await _next_stamp(session, program_id, now),
+            updated_at=await next_stamp(session, program_id, now),
         )
         session.add(row)
         await session.flush()
