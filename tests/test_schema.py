@@ -19,23 +19,16 @@ OWNED_BY_ISSUE: dict[int, set[str]] = {
     # 16, loyalty core: tiers, points expiry, goodwill adjustments
     16: {
         "missing enum value SegmentKind.TIER",
-        "missing enum value EntryKind.EXPIRY",
         "missing type TierDowngrade",
-        "missing field Program.pointsExpiryDays",
         "missing field Member.tier",
-        "missing field Member.expiringPoints",
-        "missing field LedgerEntry.actor",
         "missing type Tier",
         "missing type TierLadder",
         "missing type MemberTier",
-        "missing type PointsLot",
         "missing type TierInput",
         "missing type TierLadderInput",
         "missing field Query.tierLadder",
-        "missing field Mutation.adjustPoints",
         "missing field Mutation.setTierLadder",
         "missing field Mutation.deleteTierLadder",
-        "missing field Mutation.setPointsExpiry",
     },
     # 17, condition language version 2: the organization hierarchy
     17: {
