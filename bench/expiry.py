@@ -127,7 +127,7 @@ async def verify(pg: PgServer, name: str, lots: int) -> bool:
         row = await connection.fetchrow(CHECK_SQL)
     finally:
         await connection.close()
-    ok = row["open_lots"] == 0 and row["expiry_entries"] == lots and row["nonzero_balances"] == 0
+    ok = bool(row["open_lots"] == 0 and row["expiry_entries"] == lots and row["nonzero_balances"] == 0)
     if not ok:
         log(f"{name}: not fully expired: {dict(row)}")
     return ok
