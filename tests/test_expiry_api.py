@@ -13,7 +13,9 @@ import httpx
 
 from api.runtime import Services
 from domain.auth.scopes import Scope
+from domain.ledger.posting import Bonus, post_bonuses
 from tests.support import ShiftableClock
+from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.leaderboards import board, feed
 
@@ -299,3 +301,61 @@ async def test_actor_on_redemptions_and_reversals(
         ("REDEMPTION", "key:pos"),
         ("ACCRUAL", None),
     ]
+
+
+async def test_an_approved_held_accrual_forms_a_lot_dated_by_its_event(
+    admin: GraphQLClient, integration: GraphQLClient, services: Services, clock: ShiftableClock
+) -> None:
+    # given a 30-day expiry and a purchase of 3 days ago that the audit holds
+    await admin.data(SET_EXPIRY, {"d": 30})
+    occurred = clock.now().replace(microsecond=0) - timedelta(days=3)
+    await integration.data(
+        "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }",
+        {"m": [{"externalId": "ho"}]},
+    )
+    event = {
+        "externalId": "held-1",
+        "memberExternalId": "ho",
+        "type": "purchase",
+        "occurredAt": occurred.isoformat(),
+        "amount": "40",
+        "properties": {"verdict": "REVIEW"},
+    }
+    auditor, services.events.auditor = services.events.auditor, VerdictFromProperties()
+    try:
+        await integration.data(
+            "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { status } } }", {"e": [event]}
+        )
+    finally:
+        services.events.auditor = auditor
+    # then a held accrual forms no lot
+    assert await expiring(integration, "ho") == []
+    # when an admin approves it (now, three days after the purchase)
+    [item] = (await admin.data("{ reviewQueue { id } }"))["reviewQueue"]
+    await admin.data("mutation($id: ID!) { approveAccrual(id: $id) { status } }", {"id": item["id"]})
+    # then its lot expires 30 days after the event occurred, not after the approval
+    assert await expiring(integration, "ho") == [(40, iso(occurred + timedelta(days=30)))]
+
+
+async def test_bonuses_form_lots_once(
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    services: Services,
+    clock: ShiftableClock,
+    program: ProgramFixture,
+) -> None:
+    # given a 30-day expiry and a member
+    await admin.data(SET_EXPIRY, {"d": 30})
+    await record(integration, "bx", "e1", 1, clock.now() - timedelta(minutes=1))
+    member = await services.members.get(program.id, "bx")
+    assert member is not None
+    now = clock.now().replace(microsecond=0)
+    # when a trigger bonus is posted twice under one key (as a replayed trigger would)
+    for _ in range(2):
+        async with services.db.unit_of_work() as uow:
+            await post_bonuses(uow.session, program.id, [Bonus(member.id, 40, "welcome", "trigger:bx")], now)
+    # then one lot of 40, dated by the posting time (next to the purchase's lot of 1)
+    lots = await expiring(integration, "bx")
+    assert (40, iso(now + timedelta(days=30))) in lots
+    assert sum(points for points, _ in lots) == 41
+    assert (await ledger(integration, "bx"))[0] == 41
