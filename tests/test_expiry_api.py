@@ -16,8 +16,9 @@ from domain.auth.scopes import Scope
 from domain.ledger.posting import Bonus, post_bonuses
 from tests.support import ShiftableClock
 from tests.support.audit import VerdictFromProperties
-from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 from tests.support.leaderboards import board, feed
+from tests.support.segments import create, members_of
 
 SET_EXPIRY = "mutation($d: Int) { setPointsExpiry(afterDays: $d) { key pointsExpiryDays } }"
 EXPIRING = """
@@ -153,18 +154,21 @@ async def test_redemptions_spend_the_soonest_lots_and_points_without_a_lot_last(
 async def test_the_sweep_expires_what_is_left_and_boards_keep_the_points(
     admin: GraphQLClient,
     integration: GraphQLClient,
+    client: httpx.AsyncClient,
     services: Services,
     clock: ShiftableClock,
     program: ProgramFixture,
 ) -> None:
     # given a 30-day expiry, 100 points earned now, 30 of them redeemed, and the board fed
     await admin.data(SET_EXPIRY, {"d": 30})
+    await create(admin, "rich", "pointsBalance >= 50")
     now = clock.now()
     await record(integration, "cy", "e1", 100, now - timedelta(minutes=1))
     await integration.data(REDEEM, {"m": "cy", "p": 30, "k": "r1"})
     await feed(services)
     before = (await board(integration, "cy"))["entry"]
     assert before["score"] == 100
+    assert await members_of(admin, "rich") == ["cy"]
     # when the clock passes the lot's instant by a second and the sweep runs once
     clock.shift(timedelta(days=30, seconds=1))
     assert (await services.expiry.pass_once(program.id)).lots == 1
@@ -180,6 +184,9 @@ async def test_the_sweep_expires_what_is_left_and_boards_keep_the_points(
         "actor": None,
     }
     assert (await services.expiry.pass_once(program.id)).lots == 0
+    # and segments reading the balance were re-evaluated in the sweep's transaction
+    later = GraphQLClient(client, await admin_token(client, program, clock))
+    assert await members_of(later, "rich") == []
     # and the points board is unchanged, also when rebuilt from the ledger
     await feed(services)
     assert (await board(integration, "cy"))["entry"]["score"] == 100
