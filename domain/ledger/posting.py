@@ -315,16 +315,16 @@ async def post_entry(
     )
     session.add(entry)
     collect(session, MembersChanged(program_id, balances=frozenset({member_id}), at=now))
-    if points > 0:
-        days = await expiry_days(session, program_id)
-        if days is not None:
-            await session.flush()
-            await add_lots(session, program_id, [Credit(member_id, entry.id, points, now)], days)
     if reverses is not None:
         entry.reverses_entry_id = reverses.id
         entry.event_id = reverses.event_id
         counts_at = await session.scalar(select(Event.occurred_at).where(Event.id == reverses.event_id))
         await mark_standings(session, program_id, [(member_id, counts_at or reverses.created_at)])
+    if points > 0:
+        days = await expiry_days(session, program_id)
+        if days is not None:
+            await session.flush()  # the lot names the entry: insert it (complete) first
+            await add_lots(session, program_id, [Credit(member_id, entry.id, points, now)], days)
     return entry
 
 

@@ -70,8 +70,9 @@ _ENTRY_COLUMNS: tuple[tuple[str, TypeEngine[Any]], ...] = (
 
 
 async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Insert event accruals in one statement (`unnest` on PostgreSQL, executemany on SQLite);
-    returns each entry's id by its event id. Core only: no ORM bookkeeping per row."""
+    """Insert entries (event accruals, expiries) in one statement (`unnest` on PostgreSQL,
+    executemany on SQLite); returns the id of each entry that has an event, by its event id.
+    Core only: no ORM bookkeeping per row."""
     if not entries:
         return {}
     table = cast(Table, LedgerEntry.__table__)
@@ -83,7 +84,7 @@ async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[st
     else:
         statement = insert(table).returning(table.c.event_id, table.c.id)
         result = await connection.execute(statement, list(entries))
-    return {event_id: entry_id for event_id, entry_id in result}  # noqa: C416 - rows are Row objects
+    return {event_id: entry_id for event_id, entry_id in result if event_id is not None}
 
 
 async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending: dict[int, int]) -> None:
