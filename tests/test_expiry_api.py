@@ -19,6 +19,7 @@ from tests.support.audit import VerdictFromProperties
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token
 from tests.support.leaderboards import board, feed
 from tests.support.segments import create, members_of
+from tests.support.statements import counting_statements
 
 SET_EXPIRY = "mutation($d: Int) { setPointsExpiry(afterDays: $d) { key pointsExpiryDays } }"
 EXPIRING = """
@@ -366,3 +367,29 @@ async def test_bonuses_form_lots_once(
     assert (40, iso(now + timedelta(days=30))) in lots
     assert sum(points for points, _ in lots) == 41
     assert (await ledger(integration, "bx"))[0] == 41
+
+
+async def test_a_sweep_pass_is_a_fixed_number_of_statements(
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    services: Services,
+    clock: ShiftableClock,
+    program: ProgramFixture,
+) -> None:
+    """Set-based: a pass over 1 due lot and a pass over 12 lots of 4 members run the same statements."""
+    # given one lot due now (earned 31 days ago) and 12 lots of 4 members due in 28 to 30 days
+    await admin.data(SET_EXPIRY, {"d": 30})
+    now = clock.now()
+    await record(integration, "solo", "s-1", 5, now - timedelta(days=31))
+    for member in ("p1", "p2", "p3", "p4"):
+        for n in range(3):
+            await record(integration, member, f"{member}-{n}", 5 + n, now - timedelta(minutes=1, days=n))
+    # when one pass runs now, and one after 30 days
+    with counting_statements(services) as one:
+        assert (await services.expiry.pass_once(program.id)).lots == 1
+    clock.shift(timedelta(days=30))
+    with counting_statements(services) as many:
+        assert (await services.expiry.pass_once(program.id)).lots == 12
+    # then both ran the same 7 statements: claim, lock members, read and empty the lots, insert the
+    # entries, move the balances (one executemany), and the segment engine's look at the program
+    assert len(one) == len(many) == 7, (one, many)
