@@ -40,6 +40,7 @@ from domain.ledger.rows import (
     Occurrence,
     add_to_aggregates,
     add_to_balances,
+    add_to_locked_balances,
     day_of,
     insert_ledger_entries,
     move_balance,
@@ -363,6 +364,6 @@ async def post_expiries(
     debit: dict[int, int] = defaultdict(int)
     for lot in lots:
         debit[lot.member_id] -= lot.remaining
-    await add_to_balances(session, debit, {})
+    await add_to_locked_balances(session, debit)
     collect(session, MembersChanged(program_id, balances=frozenset(debit), at=now))
     return len(lots)
