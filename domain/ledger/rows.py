@@ -5,7 +5,8 @@ Each writes a whole batch in one statement, in a stable order (balances by membe
 id, buckets by key), so concurrent batches lock rows in one order. On PostgreSQL
 the inserts are one `unnest` statement with one array bind per column; balances stay
 an executemany in member-id order (an UPDATE joined to an array would not promise
-that lock order); SQLite uses executemany throughout.
+that lock order), except for members the transaction has locked already (the expiry sweep:
+`add_to_locked_balances`); SQLite uses executemany throughout.
 """
 
 from __future__ import annotations
