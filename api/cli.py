@@ -238,6 +238,18 @@ def cmd_analytics_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_points_expire(args: argparse.Namespace) -> int:
+    """Run the expiry sweep now until nothing is due (every program unless --program)."""
+
+    async def work(services: Any) -> object:
+        program_id = (await services.programs.get_by_key(args.program)).id if args.program else None
+        lots = await services.expiry.drain(program_id)
+        return {"program": args.program, "expired_lots": lots}
+
+    _print_json(_with_services(work))
+    return 0
+
+
 def cmd_leaderboards_rebuild(args: argparse.Namespace) -> int:
     """Rebuild boards from the ledger (all programs unless --program), with a progress bar."""
 
@@ -442,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--program", required=True, help="program key")
     record.add_argument("--all", action="store_true", help="recompute every row, not only unrecorded ones")
     record.set_defaults(func=cmd_analytics_record)
+
+    points = commands.add_parser("points").add_subparsers(dest="points_command", required=True)
+    expire = points.add_parser("expire", help="post the EXPIRY entries of every due lot now")
+    expire.add_argument("--program", help="program key (default: every program)")
+    expire.set_defaults(func=cmd_points_expire)
 
     boards = commands.add_parser("leaderboards").add_subparsers(dest="leaderboards_command", required=True)
     rebuild = boards.add_parser("rebuild", help="rebuild the Redis boards exactly from the ledger")

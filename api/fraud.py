@@ -15,7 +15,7 @@ from domain.auth.scopes import Scope
 from domain.enums import Verdict
 from domain.errors import Forbidden, InvalidInput
 from fraud.review import AccrualReview as Review
-from fraud.review import require_step_up
+from fraud.review import require_decision_step_up
 from fraud.settings import RuleView
 
 strawberry.enum(Verdict)
@@ -111,7 +111,7 @@ class FraudMutations:
     async def approve_accrual(self, info: Info, id: strawberry.ID) -> LedgerEntry:
         program_id = _reviewer(info)
         services = info.context.services
-        require_step_up(info.context.principal, services.clock.now())
+        require_decision_step_up(info.context.principal, services.clock.now())
         entry = await services.review.approve(program_id, _entry_id(id), info.context.principal.label)
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 
@@ -121,7 +121,7 @@ class FraudMutations:
     async def reject_accrual(self, info: Info, id: strawberry.ID, reason: str) -> LedgerEntry:
         program_id = _reviewer(info)
         services = info.context.services
-        require_step_up(info.context.principal, services.clock.now())
+        require_decision_step_up(info.context.principal, services.clock.now())
         entry = await services.review.reject(program_id, _entry_id(id), info.context.principal.label, reason)
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from strawberry.dataloader import DataLoader
 
 from domain.db.engine import Database
-from domain.ledger.service import LedgerPage, LedgerService
+from domain.ledger.service import ExpiringPoints, LedgerPage, LedgerService
 from domain.members.reads import (
     first_ledger_pages,
     first_member_pages_by_organization,
@@ -31,6 +31,9 @@ LedgerKey = tuple[int, int, int | None]
 #: (program id, organization id, first, after id)
 OrgMembersKey = tuple[int, int, int, int | None]
 
+
+#: (member id, withinDays)
+ExpiringKey = tuple[int, int]
 
 #: (program id, member id, joinedAt)
 LifecycleKey = tuple[int, int, datetime]
@@ -56,6 +59,8 @@ class Loaders:
     badges_by_member: DataLoader[BadgesKey, list[BadgeView]]
     #: (program id, member id) -> the tier held, its qualifier measured now; None without a ladder
     tier_by_member: DataLoader[TierKey, MemberTierView | None]
+    #: (member id, withinDays) -> unexpired points per expiry instant, soonest first
+    expiring_by_member: DataLoader[ExpiringKey, list[ExpiringPoints]]
 
 
 def build_loaders(
@@ -157,6 +162,16 @@ def build_loaders(
             found.update(await tiers.member_tiers(program_id, member_ids))
         return [found.get(member_id) for _, member_id in keys]
 
+    async def load_expiring(keys: Sequence[ExpiringKey]) -> list[list[ExpiringPoints]]:
+        by_days: dict[int, list[int]] = defaultdict(list)
+        for member_id, within_days in keys:
+            by_days[within_days].append(member_id)
+        found: dict[ExpiringKey, list[ExpiringPoints]] = {}
+        for within_days, member_ids in by_days.items():
+            for member_id, lots in (await ledger.expiring(member_ids, within_days)).items():
+                found[(member_id, within_days)] = lots
+        return [found[k] for k in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         ledger_page_by_member=DataLoader(load_ledger_pages),
@@ -170,4 +185,5 @@ def build_loaders(
         challenge_progress_by_member=DataLoader(load_progress),
         badges_by_member=DataLoader(load_badges),
         tier_by_member=DataLoader(load_tiers),
+        expiring_by_member=DataLoader(load_expiring),
     )

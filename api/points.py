@@ -1,4 +1,4 @@
-"""Spending and correcting points."""
+"""Spending, adjusting and correcting points."""
 
 from __future__ import annotations
 
@@ -32,7 +32,22 @@ class PointsMutations:
     ) -> LedgerEntry:
         program_id = await redeeming_program(info, member_external_id, "its own points")
         entry = await info.context.services.ledger.redeem(
-            program_id, member_external_id, points, reason, idempotency_key
+            program_id, member_external_id, points, reason, idempotency_key, info.context.principal.actor
+        )
+        return ledger_entry(entry)
+
+    @strawberry.mutation(
+        description="Goodwill credit (+, forms an expiry lot) or correction (-); scope points:adjust; "
+        "below zero balance: BAD_USER_INPUT. An admin adjusting more than the program's threshold "
+        "(adjustmentStepUpPoints, default 1000) needs a TOTP check within 10 minutes (STEP_UP_REQUIRED)"
+    )
+    async def adjust_points(
+        self, info: Info, member_external_id: str, points: int, reason: str, idempotency_key: str
+    ) -> LedgerEntry:
+        principal = info.context.principal
+        program_id = principal.require(Scope.POINTS_ADJUST)
+        entry = await info.context.services.ledger.adjust(
+            program_id, member_external_id, points, reason, idempotency_key, principal
         )
         return ledger_entry(entry)
 
@@ -43,5 +58,7 @@ class PointsMutations:
         program_id = info.context.principal.require(Scope.POINTS_ADJUST)
         if not str(id).isdigit():
             raise InvalidInput(f"id: {str(id)[:40]!r} is not a ledger entry id")
-        entry = await info.context.services.ledger.reverse(program_id, int(id), reason, idempotency_key)
+        entry = await info.context.services.ledger.reverse(
+            program_id, int(id), reason, idempotency_key, info.context.principal.actor
+        )
         return ledger_entry(entry)

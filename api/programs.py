@@ -77,6 +77,22 @@ class ProgramMutations:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
         return Program(row=await info.context.services.programs.set_max_event_age(program_id, days))
 
+    @strawberry.mutation(
+        description="null: never; applies to points earned from now on (existing lots keep their "
+        "expiry, also when turned off); afterDays 1 to 36500"
+    )
+    async def set_points_expiry(self, info: Info, after_days: int | None) -> Program:
+        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        return Program(row=await info.context.services.programs.set_points_expiry(program_id, after_days))
+
+    @strawberry.mutation(
+        description="Beyond the contract: an admin's adjustPoints of more than `points` (absolute) "
+        "needs a TOTP step-up (default 1000)"
+    )
+    async def set_adjustment_step_up(self, info: Info, points: int) -> Program:
+        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        return Program(row=await info.context.services.programs.set_adjustment_step_up(program_id, points))
+
     @strawberry.mutation
     async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)

@@ -19,6 +19,7 @@ from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
+from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
 from domain.live.relay import ChangeRelay
@@ -78,6 +79,8 @@ class Services:
     tiers: TierService
     #: The risks to table statistics, for the log at start and for /readyz.
     statistics: StatisticsCheck
+    #: Posts EXPIRY entries for due lots (a background loop; `loyalty points expire` drains it).
+    expiry: ExpirySweeper
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -173,12 +176,14 @@ def build_services(
         experiments=ExperimentService(db, clock),
         tiers=TierService(db, clock, segments),
         statistics=StatisticsCheck(db, clock),
+        expiry=ExpirySweeper(db, clock),
         _pool_size=instrument_pool(engine),
     )
     services.loops.extend(
         [
             services.relay,
             TimeFlipScheduler(db, clock, segments),
+            services.expiry,
             OutboxDelivery(db, clock, LoggingProvider(), WebhookSender(destinations)),
             StandingsFeeder(db, redis, clock),
             PeriodCloser(db, clock),

@@ -44,6 +44,7 @@ class EntryKind(StrEnum):
     REDEMPTION = "REDEMPTION"
     REVERSAL = "REVERSAL"
     ADJUSTMENT = "ADJUSTMENT"
+    EXPIRY = "EXPIRY"
 
 
 class Verdict(StrEnum):

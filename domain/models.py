@@ -51,6 +51,8 @@ class Program(Base):
     kind: Mapped[str] = mapped_column(String(8))
     settings: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: Points earned from now on expire this many days after they were earned; None: never.
+    points_expiry_days: Mapped[int | None] = mapped_column(Integer)
 
 
 class Organization(Base):
@@ -155,6 +157,46 @@ class LedgerEntry(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     #: Why a reviewer rejected a held accrual.
     decision_reason: Mapped[str | None] = mapped_column(String(500))
+    #: Who posted a manual entry: an admin's e-mail or "key:<api key name>"; None when automatic.
+    actor: Mapped[str | None] = mapped_column(Text)
+
+
+class PointsLot(Base):
+    """Points credited while the program had an expiry: what is left of them expires at `expires_at`.
+
+    Written only by domain/ledger/posting.py. Debits take `remaining` soonest expiry first;
+    the sweep (domain/ledger/expiry.py) posts an EXPIRY entry for what is left when it is due.
+    """
+
+    __tablename__ = "points_lots"
+    __table_args__ = (
+        CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_in_range"),
+        #: The sweep's claim: due lots, soonest first; spent lots leave the index.
+        Index(
+            "ix_points_lots_due",
+            "expires_at",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+        #: A member's open lots in the order debits take them.
+        Index(
+            "ix_points_lots_member_open",
+            "member_id",
+            "expires_at",
+            "id",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    #: The crediting entry (an accrual, a bonus, a positive adjustment).
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    points: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    earned_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class FraudFinding(Base):

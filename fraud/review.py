@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.analytics.recording import record_conversions
 from domain.audit import Finding
 from domain.auth.principal import Principal, PrincipalKind
+from domain.auth.stepup import require_step_up
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind, EventStatus, Verdict
@@ -32,8 +33,6 @@ MAX_QUEUE = 500
 MAX_REASON = 500
 #: The finding a reviewer's rejection leaves (it counts as a block towards `non-compliant`).
 REVIEWER_RULE = "reviewer"
-#: Approving or rejecting needs a TOTP check this recent (login or verifyTotp).
-STEP_UP_WINDOW = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -46,16 +45,11 @@ class AccrualReview:
     created_at: datetime
 
 
-def require_step_up(principal: Principal, now: datetime) -> None:
-    """FORBIDDEN (reason STEP_UP_REQUIRED) unless the admin checked a TOTP code in the last 10 minutes."""
+def require_decision_step_up(principal: Principal, now: datetime) -> None:
+    """Only an admin decides on held accruals, and every decision needs step-up (domain.auth.stepup)."""
     if principal.kind != PrincipalKind.ADMIN:
         raise Forbidden("only an admin can decide on held accruals")
-    verified = principal.totp_verified_at
-    if verified is None or now - verified > STEP_UP_WINDOW:
-        raise Forbidden(
-            "this decision needs a TOTP check within the last 10 minutes: call verifyTotp first",
-            reason="STEP_UP_REQUIRED",
-        )
+    require_step_up(principal, now, "this decision")
 
 
 class ReviewService:

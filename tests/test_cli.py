@@ -114,6 +114,17 @@ def test_segments_recompute_reports_progress_and_counts(env: dict[str, str]) -> 
     assert unknown.stderr.startswith("loyalty: NOT_FOUND: key: no segment 'ghost' in this program")
 
 
+def test_points_expire_drains_what_is_due(env: dict[str, str]) -> None:
+    """Nothing is due in a fresh program (the sweep itself: tests/test_expiry_api.py)."""
+    ok(env, "db", "upgrade")
+    ok(env, "program", "create", "--key", "cafe", "--name", "Cafe", "--kind", "B2C")
+    assert ok(env, "points", "expire", "--program", "cafe") == {"program": "cafe", "expired_lots": 0}
+    assert ok(env, "points", "expire") == {"program": None, "expired_lots": 0}
+    unknown = loyalty(env, "points", "expire", "--program", "ghost")
+    assert unknown.returncode == 1
+    assert unknown.stderr.startswith("loyalty: NOT_FOUND: program 'ghost' does not exist")
+
+
 def test_a_database_that_is_not_migrated_is_named_with_the_command_that_migrates_it(
     env: dict[str, str],
 ) -> None:

@@ -5,7 +5,9 @@ races (redemptions on separate sessions, twins of one request) against the suite
 database, next to a plain-Python model, and after every step reads the database back:
 balances equal the sum of posted entries and the model, never go below zero, and ledger rows
 are only ever appended. Two races are pinned down deterministically (GatedDatabase), and the
-earning arithmetic is checked against exact rational arithmetic.
+earning arithmetic is checked against exact rational arithmetic. A second machine (LotsMachine)
+drives expiry lots with a frozen clock: accruals dated in the past, goodwill adjustments and
+corrections, redemptions, reversals and the expiry sweep, next to a model of every lot.
 
 Hypothesis runs a state machine synchronously, while the services hold asyncpg/aiosqlite
 connections bound to an event loop and the session loop of pytest-asyncio cannot be
@@ -46,18 +48,22 @@ from sqlalchemy import Executable, Result, Update, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from domain.audit import AllowAll
-from domain.clock import SystemClock
+from domain.auth.principal import Principal, PrincipalKind
+from domain.auth.scopes import ALL_SCOPES
+from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, UnitOfWork, create_engine
 from domain.enums import AccrualStatus, EntryKind, EventStatus
 from domain.errors import Conflict, DomainError, InvalidInput
 from domain.events.service import EventOutcome, EventService
 from domain.events.validation import EventDraft
 from domain.ledger.earning import MAX_FIXED_POINTS, MAX_POINTS_PER_UNIT, EarningRuleSpec
+from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
 from domain.members.service import MemberService, MemberUpsert
-from domain.models import LedgerEntry, Member
+from domain.models import LedgerEntry, Member, PointsLot
 from domain.programs.service import ProgramService
 from domain.settings import Settings
+from tests.support import FrozenClock
 
 T = TypeVar("T")
 
@@ -88,17 +94,19 @@ class Harness:
     members: MemberService
     events: EventService
     ledger: LedgerService
+    clock: Clock
+    expiry: ExpirySweeper
 
     def run(self, step: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(step)
 
 
 @contextmanager
-def open_harness(database_url: str) -> Iterator[Harness]:
+def open_harness(database_url: str, clock: Clock | None = None) -> Iterator[Harness]:
     loop = asyncio.new_event_loop()
     engine = create_engine(database_url)
     db = Database(engine)
-    clock = SystemClock()
+    clock = clock or SystemClock()
     harness = Harness(
         loop,
         engine,
@@ -107,6 +115,8 @@ def open_harness(database_url: str) -> Iterator[Harness]:
         MemberService(db, clock),
         EventService(db, clock, AllowAll()),
         LedgerService(db, clock),
+        clock,
+        ExpirySweeper(db, clock, batch=7),
     )
     try:
         yield harness
@@ -552,6 +562,296 @@ def test_the_ledger_keeps_its_invariants(harness: Harness) -> None:
             super().__init__(harness)
 
     run_state_machine_as_test(BoundLedgerMachine, settings=STATEFUL)
+
+
+# -- expiry lots -------------------------------------------------------------------------------------
+
+EXPIRY_DAYS = 10
+#: An admin fresh from its TOTP check (adjustments above the threshold need one).
+OPERATOR = Principal(PrincipalKind.API_KEY, 0, 0, "apikey:props", ALL_SCOPES)
+
+
+@dataclass
+class ModelLot:
+    entry_id: int
+    member: str
+    points: int
+    remaining: int
+    expires_at: datetime
+    #: Creation order: lot ids grow with it, and break ties of equal expiry instants.
+    seq: int
+
+
+@dataclass
+class LotEntry:
+    id: int
+    member: str
+    points: int
+    kind: EntryKind
+    reversed: bool = False
+
+
+class LotsMachine(RuleBasedStateMachine):
+    """The ledger with a 10-day expiry next to a model of every lot, under a frozen clock.
+
+    Steps: accruals dated 0 to 14 days back (older ones form lots already due), goodwill
+    credits and corrections (adjustPoints), redemptions, reversals, and the clock moving on
+    with the sweep run to completion. After each step: balance == sum of posted entries ==
+    model; lots are never negative and match the model exactly (so debits spent the soonest
+    lots first, reversals their own lot first, and expiry took only what was left); the open
+    lots never hold more than the balance. At the end the same commands replayed into a fresh
+    program from the same instant write the same ledger.
+    """
+
+    members: Bundle[str] = Bundle("members")
+
+    def __init__(self, harness: Harness, start: datetime) -> None:
+        super().__init__()
+        self.harness = harness
+        self.start = start
+        self.commands: list[tuple[str, tuple[Any, ...]]] = []
+        self.program_id = 0
+        self.member_ids: dict[str, int] = {}
+        self.balances: dict[str, int] = {}
+        self.lots: dict[int, ModelLot] = {}
+        self.entries: dict[int, LotEntry] = {}
+        self.counter = itertools.count(1)
+
+    @property
+    def clock(self) -> FrozenClock:
+        assert isinstance(self.harness.clock, FrozenClock)
+        return self.harness.clock
+
+    async def open(self) -> None:
+        self.clock.at = self.start
+        self.program_id, self.member_ids = await new_program(self.harness, 3)
+        programs = self.harness.programs
+        await programs.set_points_expiry(self.program_id, EXPIRY_DAYS)
+
+    @initialize(target=members)
+    def open_program(self) -> MultipleResults[str]:
+        self.harness.run(self.open())
+        self.balances = dict.fromkeys(self.member_ids, 0)
+        return multiple(*self.member_ids)
+
+    # -- the model's spending order ---------------------------------------------------------------
+
+    def spend(self, member: str, points: int, own: int | None = None) -> None:
+        order = sorted(
+            (lot for lot in self.lots.values() if lot.member == member and lot.remaining > 0),
+            key=lambda lot: (lot.entry_id != own, lot.expires_at, lot.seq),
+        )
+        for lot in order:
+            take = min(points, lot.remaining)
+            lot.remaining -= take
+            points -= take
+            if points == 0:
+                return
+
+    def credit(self, entry: LedgerEntry, member: str, earned_at: datetime) -> None:
+        self.lots[entry.id] = ModelLot(
+            entry.id, member, entry.points, entry.points, earned_at + timedelta(days=EXPIRY_DAYS), entry.id
+        )
+
+    def posted(self, entry: LedgerEntry, member: str, kind: EntryKind) -> None:
+        assert (entry.kind, entry.status, entry.member_id) == (
+            kind,
+            AccrualStatus.POSTED,
+            self.member_ids[member],
+        )
+        self.entries[entry.id] = LotEntry(entry.id, member, entry.points, kind)
+        self.balances[member] += entry.points
+
+    # -- rules --------------------------------------------------------------------------------------
+
+    @rule(member=members, points=st.integers(min_value=1, max_value=200), age=st.integers(0, 14))
+    def accrue(self, member: str, points: int, age: int) -> None:
+        """A purchase dated `age` days back forms a lot expiring 10 days after it occurred."""
+        self.commands.append(("accrue", (member, points, age)))
+        external_id = self.fresh("ev")
+        occurred_at = self.clock.now() - timedelta(days=age)
+        draft = EventDraft(external_id, member, "purchase", occurred_at, Decimal(points))
+        (outcome,) = self.harness.run(self.harness.events.record_events(self.program_id, [draft]))
+        assert outcome.status == EventStatus.ACCEPTED
+        entry = self.harness.run(entry_by_key(self.harness.db, self.program_id, f"event:{external_id}"))
+        assert entry is not None
+        self.posted(entry, member, EntryKind.ACCRUAL)
+        self.credit(entry, member, occurred_at)
+
+    @rule(member=members, points=st.integers(min_value=-300, max_value=300).filter(bool))
+    def adjust(self, member: str, points: int) -> None:
+        """A goodwill credit forms a lot dated now; a correction spends the soonest lots."""
+        self.commands.append(("adjust", (member, points)))
+        call = self.harness.ledger.adjust(
+            self.program_id, member, points, "props", self.fresh("adj"), OPERATOR
+        )
+        if points < 0 and -points > self.balances[member]:
+            with pytest.raises(InvalidInput):
+                self.harness.run(call)
+            return
+        entry = self.harness.run(call)
+        self.posted(entry, member, EntryKind.ADJUSTMENT)
+        if points > 0:
+            self.credit(entry, member, self.clock.now())
+        else:
+            self.spend(member, -points)
+
+    @rule(member=members, percent=st.integers(min_value=1, max_value=120))
+    def redeem(self, member: str, percent: int) -> None:
+        """A redemption spends the soonest-expiring lots, points without a lot last."""
+        self.commands.append(("redeem", (member, percent)))
+        points = max(1, self.balances[member] * percent // 100)
+        call = self.harness.ledger.redeem(self.program_id, member, points, "reward", self.fresh("redeem"))
+        if points > self.balances[member]:
+            with pytest.raises(InvalidInput):
+                self.harness.run(call)
+            return
+        self.posted(self.harness.run(call), member, EntryKind.REDEMPTION)
+        self.spend(member, points)
+
+    @rule(pick=st.integers(min_value=0, max_value=2**16))
+    def reverse(self, pick: int) -> None:
+        """Reversing a credit takes its own lot first; reversing a debit credits a lot dated now."""
+        self.commands.append(("reverse", (pick,)))
+        if not self.entries:
+            return
+        original = sorted(self.entries.values(), key=lambda e: e.id)[pick % len(self.entries)]
+        call = self.harness.ledger.reverse(self.program_id, original.id, "correction", self.fresh("rev"))
+        if original.kind == EntryKind.REVERSAL or original.reversed:
+            with pytest.raises((InvalidInput, Conflict)):
+                self.harness.run(call)
+            return
+        if self.balances[original.member] - original.points < 0:
+            with pytest.raises(InvalidInput):
+                self.harness.run(call)
+            return
+        entry = self.harness.run(call)
+        original.reversed = True
+        self.posted(entry, original.member, EntryKind.REVERSAL)
+        if entry.points < 0:
+            self.spend(original.member, -entry.points, own=original.id)
+        else:
+            self.credit(entry, original.member, self.clock.now())
+
+    @rule(days=st.integers(min_value=0, max_value=6), hours=st.integers(min_value=0, max_value=23))
+    def expire(self, days: int, hours: int) -> None:
+        """Time passes and the sweep runs: what is left of each due lot leaves as one EXPIRY entry."""
+        self.commands.append(("expire", (days, hours)))
+        self.clock.at += timedelta(days=days, hours=hours)
+        self.harness.run(self.harness.expiry.drain(self.program_id))
+        now = self.clock.now()
+        due = sorted(
+            (lot for lot in self.lots.values() if lot.expires_at <= now and lot.remaining > 0),
+            key=lambda lot: lot.seq,
+        )
+        expiries = self.harness.run(self.expiry_entries())
+        fresh = [e for e in expiries if e.id not in self.entries]
+        # one entry per due lot, for exactly what was left of it
+        assert sorted((e.member_id, e.points) for e in fresh) == sorted(
+            (self.member_ids[lot.member], -lot.remaining) for lot in due
+        )
+        for entry in fresh:
+            assert entry.reason == "points expired"
+            assert entry.actor is None
+            name = next(n for n, i in self.member_ids.items() if i == entry.member_id)
+            self.posted(entry, name, EntryKind.EXPIRY)
+        for lot in due:
+            lot.remaining = 0
+
+    def fresh(self, prefix: str) -> str:
+        return f"{prefix}-{next(self.counter)}"
+
+    async def expiry_entries(self) -> list[LedgerEntry]:
+        async with self.harness.db.read() as session:
+            rows = await session.execute(
+                select(LedgerEntry)
+                .where(LedgerEntry.program_id == self.program_id, LedgerEntry.kind == EntryKind.EXPIRY.value)
+                .order_by(LedgerEntry.id)
+            )
+            return list(rows.scalars())
+
+    # -- invariants --------------------------------------------------------------------------------
+
+    @invariant()
+    def lots_add_up(self) -> None:
+        if not self.program_id:
+            return
+        balances, entries, lots = self.harness.run(self.read_back(self.program_id))
+        posted: dict[int, int] = defaultdict(int)
+        for entry in entries:
+            assert entry.status == AccrualStatus.POSTED
+            posted[entry.member_id] += entry.points
+        assert {e.id for e in entries} == set(self.entries)
+        for name, member_id in self.member_ids.items():
+            assert balances[name] == posted[member_id] == self.balances[name] >= 0
+        # every lot as the model says: never negative, never above its points
+        assert {lot.entry_id: lot.remaining for lot in lots} == {
+            lot.entry_id: lot.remaining for lot in self.lots.values()
+        }
+        open_points: dict[int, int] = defaultdict(int)
+        for lot in lots:
+            assert 0 <= lot.remaining <= lot.points
+            open_points[lot.member_id] += lot.remaining
+        for name, member_id in self.member_ids.items():
+            assert open_points[member_id] <= balances[name]
+
+    async def read_back(self, program_id: int) -> tuple[dict[str, int], list[LedgerEntry], list[PointsLot]]:
+        async with self.harness.db.read() as session:
+            members = await session.execute(
+                select(Member.external_id, Member.points_balance).where(Member.program_id == program_id)
+            )
+            balances = {name: balance for name, balance in members}  # noqa: C416 - Rows
+            entries = await session.execute(
+                select(LedgerEntry).where(LedgerEntry.program_id == program_id).order_by(LedgerEntry.id)
+            )
+            lots = await session.execute(select(PointsLot).where(PointsLot.program_id == program_id))
+            return balances, list(entries.scalars()), list(lots.scalars())
+
+    def teardown(self) -> None:
+        """Replaying the same commands into a fresh program from the same instant writes the same ledger."""
+        if not self.program_id or not self.commands:
+            return
+        first = self.harness.run(self.read_back(self.program_id))
+        replay = LotsMachine(self.harness, self.start)
+        replay.open_program()
+        for name, args in self.commands:
+            getattr(replay, name)(*args)
+        second = self.harness.run(replay.read_back(replay.program_id))
+        assert first[0] == second[0]
+        assert _shape(first[1], self.member_ids) == _shape(second[1], replay.member_ids)
+        assert sorted(_lot_shape(lot, first[1]) for lot in first[2]) == sorted(
+            _lot_shape(lot, second[1]) for lot in second[2]
+        )
+
+
+def _shape(entries: list[LedgerEntry], member_ids: dict[str, int]) -> list[tuple[object, ...]]:
+    """The ledger without its ids: who, what and when, in order."""
+    names = {i: n for n, i in member_ids.items()}
+    return [
+        (names[e.member_id], e.kind, e.status, e.points, e.reason, e.created_at, e.actor) for e in entries
+    ]
+
+
+def _lot_shape(lot: PointsLot, entries: list[LedgerEntry]) -> tuple[object, ...]:
+    position = [e.id for e in entries].index(lot.entry_id)
+    return (position, lot.points, lot.remaining, lot.earned_at, lot.expires_at)
+
+
+@pytest.fixture
+def frozen_harness(settings: Settings) -> Iterator[Harness]:
+    with open_harness(settings.database_url, FrozenClock()) as opened:
+        yield opened
+
+
+def test_lots_keep_their_invariants(frozen_harness: Harness) -> None:
+    """Any sequence of accruals, adjustments, redemptions, reversals and expiry keeps the lots exact."""
+    start = datetime.now(UTC).replace(microsecond=0)
+
+    class BoundLotsMachine(LotsMachine):
+        def __init__(self) -> None:
+            super().__init__(frozen_harness, start)
+
+    run_state_machine_as_test(BoundLotsMachine, settings=STATEFUL)
 
 
 # -- racing twins, made deterministic ----------------------------------------------------------------

@@ -16,16 +16,6 @@ CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
 #: Where the served schema may still depart from the contract, each difference named by the issue
 #: that delivers it. Exact: it shrinks as those issues land and never grows.
 OWNED_BY_ISSUE: dict[int, set[str]] = {
-    # 16, loyalty core: tiers, points expiry, goodwill adjustments
-    16: {
-        "missing enum value EntryKind.EXPIRY",
-        "missing field Program.pointsExpiryDays",
-        "missing field Member.expiringPoints",
-        "missing field LedgerEntry.actor",
-        "missing type PointsLot",
-        "missing field Mutation.adjustPoints",
-        "missing field Mutation.setPointsExpiry",
-    },
     # 17, condition language version 2: the organization hierarchy
     17: {
         "missing field Organization.parent",

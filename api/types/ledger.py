@@ -33,6 +33,13 @@ class LedgerEntry:
     def kind(self) -> EntryKind:
         return EntryKind(self.row.kind)
 
+    @strawberry.field(
+        description="Who posted a manual entry (adjustPoints, redeemPoints, reverse): an admin's e-mail or "
+        '"key:<api key name>"; null when automatic or a member token redeemed'
+    )
+    def actor(self) -> str | None:
+        return self.row.actor
+
     @strawberry.field
     def reason(self) -> str:
         return self.row.reason

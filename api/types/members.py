@@ -16,6 +16,7 @@ from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
 from domain.auth.scopes import Scope
 from domain.errors import Forbidden
+from domain.ledger.service import check_within_days
 from domain.members.service import Page, check_page_size
 from domain.programs.service import ProgramSettings
 from domain.segments.lifecycle import LifecycleThresholds
@@ -51,6 +52,17 @@ class Program:
     def timezone(self) -> str:
         return str(self.row.settings.get("timezone", "UTC"))
 
+    @strawberry.field(description="Points expire this many days after they were earned; null = never")
+    def points_expiry_days(self) -> int | None:
+        return self.row.points_expiry_days
+
+    @strawberry.field(
+        description="Beyond the contract: an admin's adjustPoints of more points than this "
+        "needs a TOTP step-up"
+    )
+    def adjustment_step_up_points(self) -> int:
+        return ProgramSettings.from_json(self.row.settings).adjustment_step_up_points
+
     @strawberry.field(description="Events for unknown members create them (beyond the contract)")
     def auto_create_members(self) -> bool:
         return ProgramSettings.from_json(self.row.settings).auto_create_members
@@ -58,6 +70,12 @@ class Program:
     @strawberry.field(description="recordEvents rejects events older than this many days (beyond contract)")
     def max_event_age_days(self) -> int:
         return ProgramSettings.from_json(self.row.settings).max_event_age_days
+
+
+@strawberry.type(description="Points of one member that expire at one instant")
+class PointsLot:
+    points: int
+    expires_at: datetime
 
 
 @strawberry.type(description="A B2B dealer company or a B2E department")
@@ -222,6 +240,17 @@ class Member:
         return [
             ChallengeProgress.of(v) for v in await info.context.loaders.challenge_progress_by_member.load(key)
         ]
+
+    @strawberry.field(
+        description="Unexpired points that expire within the days, soonest first, one lot per expiry instant"
+    )
+    async def expiring_points(self, info: Info, within_days: int | None = 30) -> list[PointsLot]:
+        self._private()
+        authorize_member_read(info, self.row)
+        days = 30 if within_days is None else within_days
+        check_within_days(days)
+        lots = await info.context.loaders.expiring_by_member.load((self.row.id, days))
+        return [PointsLot(points=lot.points, expires_at=lot.expires_at) for lot in lots]
 
     @strawberry.field(description="Challenges completed, one per period, newest first")
     async def badges(self, info: Info, first: int | None = 50) -> list[Badge]:

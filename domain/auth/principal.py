@@ -34,6 +34,16 @@ class Principal:
             )
         return self.program_id
 
+    @property
+    def actor(self) -> str | None:
+        """Who posted a manual ledger entry: an admin's e-mail, "key:<api key name>", or None for a
+        member token (a member spending its own points is not an operator)."""
+        if self.kind == PrincipalKind.ADMIN:
+            return self.label.removeprefix("admin:")
+        if self.kind == PrincipalKind.API_KEY:
+            return "key:" + self.label.removeprefix("apikey:")
+        return None
+
     def require_member(self) -> int:
         if self.kind != PrincipalKind.MEMBER:
             raise Forbidden("only a member token can read `me`")

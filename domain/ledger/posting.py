@@ -7,6 +7,9 @@ go through here, inside the caller's unit of work. Posting writes:
 - the cached balances (`points_balance`, `pending_points`), in member-id order;
 - the daily aggregate buckets of accepted events (a refund rebuilds its event's bucket);
 - the leaderboard feed (`mark_standings`);
+- the expiry lots (`domain.ledger.lots`): every POSTED credit while the program has
+  `points_expiry_days` forms a lot, every debit spends lots (soonest expiry first; a reversal
+  its own lot first), and `post_expiries` turns what is left of due lots into EXPIRY entries;
 and collects one `MembersChanged` per call for the message bus: the segment engine
 re-evaluates those members before the commit (and challenges count accepted events).
 
@@ -31,11 +34,13 @@ from domain.db.dialect import insert_for
 from domain.db.engine import collect
 from domain.enums import AccrualStatus, EntryKind
 from domain.events.validation import ValidEvent
+from domain.ledger.lots import Credit, add_lots, expiry_days, spend_lots, take_due_lots
 from domain.ledger.rows import (
     REFUND_KEY_PREFIX,
     Occurrence,
     add_to_aggregates,
     add_to_balances,
+    add_to_locked_balances,
     day_of,
     insert_ledger_entries,
     move_balance,
@@ -104,6 +109,14 @@ async def post_accruals(
             pending[accrual.member_id] += accrual.points
     ids = await insert_ledger_entries(session, entries)
     await add_to_balances(session, posted, pending)
+    days = await expiry_days(session, program_id) if posted else None
+    if days is not None:
+        credits = [
+            Credit(a.member_id, ids[a.event_id], a.points, a.event.occurred_at)
+            for a in accruals
+            if a.status == AccrualStatus.POSTED and a.points > 0
+        ]
+        await add_lots(session, program_id, credits, days)
     await _count_accepted(session, program_id, accepted, set(posted), now)
     return ids
 
@@ -111,11 +124,17 @@ async def post_accruals(
 async def approve_held(
     session: AsyncSession, program_id: int, entry: LedgerEntry, event: Event, now: datetime
 ) -> None:
-    """A reviewer approved a PENDING_REVIEW accrual: it posts as of now (the entry row is locked)."""
+    """A reviewer approved a PENDING_REVIEW accrual: it posts as of now (the entry row is locked).
+    Its lot, if the program has an expiry, is dated by the event's occurredAt, like any accrual."""
     entry.status = AccrualStatus.POSTED.value
     await session.flush()
     member_id = entry.member_id
     await add_to_balances(session, {member_id: entry.points}, {member_id: -entry.points})
+    days = await expiry_days(session, program_id)
+    if days is not None:
+        await add_lots(
+            session, program_id, [Credit(member_id, entry.id, entry.points, event.occurred_at)], days
+        )
     await _count_accepted(session, program_id, [(member_id, event)], {member_id}, now)
 
 
@@ -170,8 +189,10 @@ class Refund:
 
 
 async def post_refund(session: AsyncSession, program_id: int, refund: Refund, now: datetime) -> None:
-    """A REVERSAL of the refunded accrual; its event leaves its day bucket and its board period."""
+    """A REVERSAL of the refunded accrual; its event leaves its day bucket and its board period.
+    The points come out of the accrual's own lot first."""
     await move_balance(session, refund.member_id, -refund.points, what="refund")
+    await spend_lots(session, refund.member_id, refund.points, own_entry_id=refund.accrual_id)
     await session.execute(
         insert(LedgerEntry).values(
             program_id=program_id,
@@ -221,7 +242,9 @@ async def post_bonuses(
     if not wanted:
         return []
     table = LedgerEntry.__table__
-    statement = insert_for(session, table).on_conflict_do_nothing().returning(table.c.idempotency_key)
+    statement = (
+        insert_for(session, table).on_conflict_do_nothing().returning(table.c.idempotency_key, table.c.id)
+    )
     rows = [
         {
             "program_id": program_id,
@@ -236,12 +259,17 @@ async def post_bonuses(
         }
         for b in wanted
     ]
-    posted_keys = set((await session.scalars(statement, rows)).all())
+    result = await session.execute(statement, rows)
+    posted_keys: dict[str, int] = {key: entry_id for key, entry_id in result}  # noqa: C416 - Rows
     posted = [b for b in wanted if b.idempotency_key in posted_keys]
     credit: dict[int, int] = defaultdict(int)
     for bonus in posted:
         credit[bonus.member_id] += bonus.points
     await add_to_balances(session, credit, {})
+    days = await expiry_days(session, program_id) if posted else None
+    if days is not None:
+        lots = [Credit(b.member_id, posted_keys[b.idempotency_key], b.points, now) for b in posted]
+        await add_lots(session, program_id, lots, days)
     await mark_standings(session, program_id, ((b.member_id, now) for b in posted))
     if credit:
         collect(session, MembersChanged(program_id, balances=frozenset(credit), at=now))
@@ -260,14 +288,20 @@ async def post_entry(
     now: datetime,
     *,
     reverses: LedgerEntry | None = None,
+    actor: str | None = None,
 ) -> LedgerEntry:
-    """One POSTED entry of an admin or member request (a redemption, a reversal), not yet flushed.
+    """One POSTED entry of an admin or member request (a redemption, an adjustment, a reversal).
 
-    A debit beyond the balance is BAD_USER_INPUT. A reversal takes the event of the entry it
-    reverses, and its standings count when that event occurred.
+    A debit beyond the balance is BAD_USER_INPUT; a debit spends lots (a reversal its original's
+    lot first), a credit forms a lot dated now when the program has an expiry. A reversal takes
+    the event of the entry it reverses, and its standings count when that event occurred.
+    `actor` is who asked: an admin's e-mail or "key:<name>", None for a member or the system.
     """
     what = "reversal" if kind == EntryKind.REVERSAL else kind.value.lower()
     await move_balance(session, member_id, points, what=what)
+    if points < 0:
+        own = reverses.id if reverses is not None else None
+        await spend_lots(session, member_id, -points, own_entry_id=own)
     entry = LedgerEntry(
         program_id=program_id,
         member_id=member_id,
@@ -278,6 +312,7 @@ async def post_entry(
         idempotency_key=idempotency_key,
         request_hash=fingerprint,
         created_at=now,
+        actor=actor,
     )
     session.add(entry)
     collect(session, MembersChanged(program_id, balances=frozenset({member_id}), at=now))
@@ -286,4 +321,49 @@ async def post_entry(
         entry.event_id = reverses.event_id
         counts_at = await session.scalar(select(Event.occurred_at).where(Event.id == reverses.event_id))
         await mark_standings(session, program_id, [(member_id, counts_at or reverses.created_at)])
+    if points > 0:
+        days = await expiry_days(session, program_id)
+        if days is not None:
+            await session.flush()  # the lot names the entry: insert it (complete) first
+            await add_lots(session, program_id, [Credit(member_id, entry.id, points, now)], days)
     return entry
+
+
+EXPIRY_KEY_PREFIX = "expiry:"
+EXPIRY_REASON = "points expired"
+
+
+async def post_expiries(
+    session: AsyncSession, program_id: int, member_ids: Sequence[int], now: datetime
+) -> int:
+    """EXPIRY entries for what is left of the due lots of members the caller locked (`lots.due_members`).
+
+    One POSTED entry per lot (key `expiry:<lot id>`, so a lot never expires twice), its lot
+    emptied, balances moved down in member-id order. No standings mark: expiry never lowers a
+    leaderboard (boards do not count EXPIRY). Returns how many lots expired.
+    """
+    lots = await take_due_lots(session, member_ids, now)
+    if not lots:
+        return 0
+    entries = [
+        {
+            "program_id": program_id,
+            "member_id": lot.member_id,
+            "points": -lot.remaining,
+            "status": AccrualStatus.POSTED.value,
+            "kind": EntryKind.EXPIRY.value,
+            "reason": EXPIRY_REASON,
+            "event_id": None,
+            "idempotency_key": f"{EXPIRY_KEY_PREFIX}{lot.id}",
+            "request_hash": request_hash(EntryKind.EXPIRY, lot.id),
+            "created_at": now,
+        }
+        for lot in lots
+    ]
+    await insert_ledger_entries(session, entries)
+    debit: dict[int, int] = defaultdict(int)
+    for lot in lots:
+        debit[lot.member_id] -= lot.remaining
+    await add_to_locked_balances(session, debit)
+    collect(session, MembersChanged(program_id, balances=frozenset(debit), at=now))
+    return len(lots)

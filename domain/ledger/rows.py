@@ -5,7 +5,8 @@ Each writes a whole batch in one statement, in a stable order (balances by membe
 id, buckets by key), so concurrent batches lock rows in one order. On PostgreSQL
 the inserts are one `unnest` statement with one array bind per column; balances stay
 an executemany in member-id order (an UPDATE joined to an array would not promise
-that lock order); SQLite uses executemany throughout.
+that lock order), except for members the transaction has locked already (the expiry sweep:
+`add_to_locked_balances`); SQLite uses executemany throughout.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ _ENTRY_COLUMNS: tuple[tuple[str, TypeEngine[Any]], ...] = (
 
 
 async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> dict[int, int]:
-    """Insert event accruals in one statement (`unnest` on PostgreSQL, executemany on SQLite);
-    returns each entry's id by its event id. Core only: no ORM bookkeeping per row."""
+    """Insert entries (event accruals, expiries) in one statement (`unnest` on PostgreSQL,
+    executemany on SQLite); returns the id of each entry that has an event, by its event id.
+    Core only: no ORM bookkeeping per row."""
     if not entries:
         return {}
     table = cast(Table, LedgerEntry.__table__)
@@ -83,7 +85,7 @@ async def insert_ledger_entries(session: AsyncSession, entries: Sequence[dict[st
     else:
         statement = insert(table).returning(table.c.event_id, table.c.id)
         result = await connection.execute(statement, list(entries))
-    return {event_id: entry_id for event_id, entry_id in result}  # noqa: C416 - rows are Row objects
+    return {event_id: entry_id for event_id, entry_id in result if event_id is not None}
 
 
 async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending: dict[int, int]) -> None:
@@ -104,6 +106,27 @@ async def add_to_balances(session: AsyncSession, posted: dict[int, int], pending
     await connection.execute(
         statement,
         [{"member_id": m, "posted": posted.get(m, 0), "pending": pending.get(m, 0)} for m in member_ids],
+    )
+
+
+async def add_to_locked_balances(session: AsyncSession, posted: dict[int, int]) -> None:
+    """Move the posted balances of members this transaction has already locked (the expiry sweep
+    claims them `FOR UPDATE`): no lock order to keep, so one UPDATE joined to the arrays on
+    PostgreSQL; elsewhere as `add_to_balances`."""
+    if not on_postgres(session):
+        await add_to_balances(session, posted, {})
+        return
+    if not posted:
+        return
+    table = cast(Table, Member.__table__)
+    member_ids = sorted(posted)
+    deltas = unnest(
+        [("member_id", BigInteger(), member_ids), ("delta", BigInteger(), [posted[m] for m in member_ids])]
+    )
+    await session.execute(
+        update(table)
+        .where(table.c.id == deltas.c.member_id)
+        .values(points_balance=table.c.points_balance + deltas.c.delta)
     )
 
 

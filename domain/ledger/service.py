@@ -12,21 +12,25 @@ member row and cannot overdraw); this service adds idempotency and the reads.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.auth.principal import Principal, PrincipalKind
+from domain.auth.stepup import require_step_up
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
-from domain.ledger.posting import MAX_REASON, post_entry, request_hash
+from domain.ledger.posting import EXPIRY_KEY_PREFIX, MAX_REASON, post_entry, request_hash
 from domain.members.service import check_page_size, members_by_external_id
-from domain.models import LedgerEntry
+from domain.models import LedgerEntry, PointsLot, Program
+from domain.programs.service import ProgramSettings
 
 MAX_IDEMPOTENCY_KEY = 200
 MAX_POINTS = 10**12
@@ -40,8 +44,19 @@ RESERVED_KEY_PREFIXES = {
     "challenge:": "challenge bonuses",
     "experiment:": "experiment bonuses",
     "refund:": "refunds",
+    EXPIRY_KEY_PREFIX: "expiries",
 }
+#: Member.expiringPoints looks at most this many days ahead (about 100 years).
+MAX_WITHIN_DAYS = 36_500
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ExpiringPoints:
+    """What is left of a member's lots that expire at one instant."""
+
+    points: int
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -56,9 +71,15 @@ class LedgerService:
         self.clock = clock
 
     async def redeem(
-        self, program_id: int, member_external_id: str, points: int, reason: str, idempotency_key: str
+        self,
+        program_id: int,
+        member_external_id: str,
+        points: int,
+        reason: str,
+        idempotency_key: str,
+        actor: str | None = None,
     ) -> LedgerEntry:
-        """Spend posted points; beyond the balance is BAD_USER_INPUT."""
+        """Spend posted points (soonest-expiring lots first); beyond the balance is BAD_USER_INPUT."""
         if not 0 < points <= MAX_POINTS:
             raise InvalidInput(f"points: must be a positive whole number of points, got {points}")
         _check_text(reason, idempotency_key)
@@ -71,10 +92,88 @@ class LedgerService:
             if member is None:
                 raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
             return await self.spend(
-                session, program_id, member.id, points, reason, idempotency_key, fingerprint
+                session, program_id, member.id, points, reason, idempotency_key, fingerprint, actor=actor
             )
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
+
+    async def adjust(
+        self,
+        program_id: int,
+        member_external_id: str,
+        points: int,
+        reason: str,
+        idempotency_key: str,
+        principal: Principal,
+    ) -> LedgerEntry:
+        """A manual ADJUSTMENT: a goodwill credit (+, forms a lot) or a correction (-, spends lots).
+
+        Below a zero balance is BAD_USER_INPUT. An admin's adjustment of more than the program's
+        threshold (default 1,000 points, absolute) needs a TOTP step-up; API keys holding
+        points:adjust do not (they have no TOTP). Idempotent like `redeem`.
+        """
+        if points == 0 or abs(points) > MAX_POINTS:
+            raise InvalidInput(
+                f"points: must be a non-zero whole number of points up to {MAX_POINTS}, got {points}"
+            )
+        _check_text(reason, idempotency_key)
+        if principal.kind == PrincipalKind.ADMIN:
+            program = await self._program(program_id)
+            threshold = ProgramSettings.from_json(program.settings).adjustment_step_up_points
+            if abs(points) > threshold:
+                require_step_up(principal, self.clock.now(), f"an adjustment of more than {threshold} points")
+        fingerprint = request_hash(EntryKind.ADJUSTMENT, member_external_id, points, reason)
+
+        async def attempt(session: AsyncSession) -> LedgerEntry:
+            member = (await members_by_external_id(session, program_id, [member_external_id])).get(
+                member_external_id
+            )
+            if member is None:
+                raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
+            return await post_entry(
+                session,
+                program_id,
+                member.id,
+                points,
+                EntryKind.ADJUSTMENT,
+                reason,
+                idempotency_key,
+                fingerprint,
+                self.clock.now(),
+                actor=principal.actor,
+            )
+
+        return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
+
+    async def expiring(self, member_ids: Sequence[int], within_days: int) -> dict[int, list[ExpiringPoints]]:
+        """Each member's unexpired lots expiring within the days, summed per instant, soonest first."""
+        check_within_days(within_days)
+        now = self.clock.now()
+        found: dict[int, list[ExpiringPoints]] = {m: [] for m in member_ids}
+        if not member_ids:
+            return found
+        async with self.db.read() as session:
+            rows = await session.execute(
+                select(PointsLot.member_id, PointsLot.expires_at, func.sum(PointsLot.remaining))
+                .where(
+                    PointsLot.member_id.in_(sorted(set(member_ids))),
+                    PointsLot.remaining > 0,
+                    PointsLot.expires_at > now,
+                    PointsLot.expires_at <= now + timedelta(days=within_days),
+                )
+                .group_by(PointsLot.member_id, PointsLot.expires_at)
+                .order_by(PointsLot.member_id, PointsLot.expires_at)
+            )
+            for member_id, expires_at, points in rows:
+                found[member_id].append(ExpiringPoints(int(points), expires_at))
+        return found
+
+    async def _program(self, program_id: int) -> Program:
+        async with self.db.read() as session:
+            program = await session.get(Program, program_id)
+        if program is None:
+            raise NotFound(f"program {program_id} does not exist")
+        return program
 
     async def spend(
         self,
@@ -85,6 +184,8 @@ class LedgerService:
         reason: str,
         idempotency_key: str,
         fingerprint: str,
+        *,
+        actor: str | None = None,
     ) -> LedgerEntry:
         """Debit posted points inside the caller's transaction (a POSTED REDEMPTION entry, not flushed).
 
@@ -101,10 +202,16 @@ class LedgerService:
             idempotency_key,
             fingerprint,
             self.clock.now(),
+            actor=actor,
         )
 
-    async def reverse(self, program_id: int, entry_id: int, reason: str, idempotency_key: str) -> LedgerEntry:
-        """A correction: a new POSTED entry with the opposite points of a POSTED entry."""
+    async def reverse(
+        self, program_id: int, entry_id: int, reason: str, idempotency_key: str, actor: str | None = None
+    ) -> LedgerEntry:
+        """A correction: a new POSTED entry with the opposite points of a POSTED entry.
+
+        Reversing a credit takes its own lot first; reversing a debit (a redemption, an expiry)
+        credits the points back, as a new lot dated now when the program has an expiry."""
         _check_text(reason, idempotency_key)
         fingerprint = request_hash(EntryKind.REVERSAL, entry_id, reason)
 
@@ -134,6 +241,7 @@ class LedgerService:
                 fingerprint,
                 self.clock.now(),
                 reverses=original,
+                actor=actor,
             )
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
@@ -224,6 +332,11 @@ async def _entry_by_key(session: AsyncSession, program_id: int, key: str) -> Led
         select(LedgerEntry).where(LedgerEntry.program_id == program_id, LedgerEntry.idempotency_key == key)
     )
     return result.scalar_one_or_none()
+
+
+def check_within_days(within_days: int) -> None:
+    if not 1 <= within_days <= MAX_WITHIN_DAYS:
+        raise InvalidInput(f"withinDays: must be between 1 and {MAX_WITHIN_DAYS}, got {within_days}")
 
 
 def _check_text(reason: str, idempotency_key: str) -> None:

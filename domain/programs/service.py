@@ -29,6 +29,12 @@ KEY = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 #: Events older than this are REJECTED unless the program sets its own limit (about 5 years).
 DEFAULT_MAX_EVENT_AGE_DAYS = 1826
 MAX_EVENT_AGE_DAYS = 36_500
+#: An admin's adjustPoints above this many points (absolute) needs a TOTP step-up, unless the
+#: program sets its own threshold (settings.adjustmentStepUpPoints).
+DEFAULT_ADJUSTMENT_STEP_UP = 1000
+MAX_ADJUSTMENT_STEP_UP = 10**12
+#: setPointsExpiry accepts 1 to this many days (about 100 years).
+MAX_EXPIRY_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -36,12 +42,15 @@ class ProgramSettings:
     auto_create_members: bool = False
     #: The oldest occurredAt recordEvents accepts, in days before now.
     max_event_age_days: int = DEFAULT_MAX_EVENT_AGE_DAYS
+    #: An admin adjustment of more points than this (absolute) needs a TOTP step-up.
+    adjustment_step_up_points: int = DEFAULT_ADJUSTMENT_STEP_UP
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ProgramSettings:
         return cls(
             auto_create_members=bool(data.get("autoCreateMembers", False)),
             max_event_age_days=int(data.get("maxEventAgeDays", DEFAULT_MAX_EVENT_AGE_DAYS)),
+            adjustment_step_up_points=int(data.get("adjustmentStepUpPoints", DEFAULT_ADJUSTMENT_STEP_UP)),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -49,12 +58,15 @@ class ProgramSettings:
         data: dict[str, Any] = {"autoCreateMembers": self.auto_create_members}
         if self.max_event_age_days != DEFAULT_MAX_EVENT_AGE_DAYS:
             data["maxEventAgeDays"] = self.max_event_age_days
+        if self.adjustment_step_up_points != DEFAULT_ADJUSTMENT_STEP_UP:
+            data["adjustmentStepUpPoints"] = self.adjustment_step_up_points
         return data
 
     def apply_to(self, stored: dict[str, Any]) -> dict[str, Any]:
         """A program's stored settings with these in place; the keys other settings keep there stay."""
         kept = dict(stored)
         kept.pop("maxEventAgeDays", None)  # to_json leaves out a limit back at the default
+        kept.pop("adjustmentStepUpPoints", None)
         return kept | self.to_json()
 
     @property
@@ -110,6 +122,34 @@ class ProgramService:
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
             settings = replace(ProgramSettings.from_json(program.settings), max_event_age_days=days)
+            program.settings = settings.apply_to(program.settings)
+        return program
+
+    async def set_points_expiry(self, program_id: int, after_days: int | None) -> Program:
+        """Points credited from now on expire `after_days` after they were earned (None: never).
+
+        Lots already formed keep their expiry instants, also when expiry is turned off: only
+        new credits stop forming lots."""
+        if after_days is not None and not 1 <= after_days <= MAX_EXPIRY_DAYS:
+            raise InvalidInput(
+                f"afterDays: must be between 1 and {MAX_EXPIRY_DAYS} days (or null: never), got {after_days}"
+            )
+        async with self.db.unit_of_work() as uow:
+            program = await uow.session.get(Program, program_id, with_for_update=True)
+            if program is None:
+                raise NotFound(f"program {program_id} does not exist")
+            program.points_expiry_days = after_days
+        return program
+
+    async def set_adjustment_step_up(self, program_id: int, points: int) -> Program:
+        """An admin's adjustPoints of more than `points` (absolute) needs a TOTP step-up from now on."""
+        if not 0 <= points <= MAX_ADJUSTMENT_STEP_UP:
+            raise InvalidInput(f"points: must be between 0 and {MAX_ADJUSTMENT_STEP_UP}, got {points}")
+        async with self.db.unit_of_work() as uow:
+            program = await uow.session.get(Program, program_id, with_for_update=True)
+            if program is None:
+                raise NotFound(f"program {program_id} does not exist")
+            settings = replace(ProgramSettings.from_json(program.settings), adjustment_step_up_points=points)
             program.settings = settings.apply_to(program.settings)
         return program
 

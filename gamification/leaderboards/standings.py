@@ -3,8 +3,8 @@
 A standing is one member's score on a board for one period, with the instant it
 was reached (the newest contributing entry's time) and the scope it ranks in.
 What counts:
-- POINTS: POSTED ledger entries except redemptions and reversals of redemptions
-  (spending points does not lower a board; taking back earned points does). An
+- POINTS: POSTED ledger entries except redemptions, expiries and reversals of either
+  (spending or losing points to expiry does not lower a board; taking back earned points does). An
   entry counts at its event's occurredAt (a reversal at its original event's),
   or when it was posted if it has no event (bonuses).
 - EVENT_COUNT / EVENT_AMOUNT: ACCEPTED events of the board's type, at occurredAt.
@@ -30,6 +30,8 @@ from domain.models import Event, LedgerEntry, Member, Segment, SegmentMembership
 from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
 
 PROGRAM_SCOPE = "program"
+#: Entry kinds a POINTS board never counts (nor reversals of them): spent and expired points.
+NOT_EARNED = (EntryKind.REDEMPTION.value, EntryKind.EXPIRY.value)
 SEGMENT_SCOPE = "segment"
 
 
@@ -122,8 +124,8 @@ def _scored(
             .where(
                 LedgerEntry.program_id == program_id,
                 LedgerEntry.status == AccrualStatus.POSTED.value,
-                LedgerEntry.kind != EntryKind.REDEMPTION.value,
-                or_(original.id.is_(None), original.kind != EntryKind.REDEMPTION.value),
+                LedgerEntry.kind.not_in(NOT_EARNED),
+                or_(original.id.is_(None), original.kind.not_in(NOT_EARNED)),
             )
         )
         posted_at: InstrumentedAttribute[datetime] = LedgerEntry.created_at
