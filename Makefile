@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/leaderboards.py
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/expiry.py
 
 # The accrual pipeline alone (issue 15): 20 segments vs 0 vs the raw floor; options through ARGS,
 # e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.

@@ -1,5 +1,6 @@
-"""The demo program behind `make demo`: 120 members with 90 days of history, segments that
-moved along it, a few accruals held for review, an admin, an integration key and a read-only key.
+"""The demo program behind `make demo`: 120 members with 90 days of history, segments and tiers
+that moved along it, points that expire after a year, a Gold-only reward, a few accruals held for
+review, an admin, an integration key and a read-only key.
 
 The history is replayed day by day with the clock set to each day (ReplayClock): segments
 exist from the start, so their change log, and therefore their size history, is what the
@@ -23,6 +24,7 @@ from api.demo_history import HISTORY_DAYS, DemoMember, day_events, demo_members,
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
+from domain.enums import TierDowngrade
 from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
@@ -30,6 +32,7 @@ from domain.private_files import write_private
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
 from domain.segments.templates import TEMPLATES
+from domain.tiers.ladder import LadderDraft, TierDraft
 from gamification.challenges.definitions import ChallengeDraft
 from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
 from gamification.periods import PeriodKind
@@ -66,7 +69,23 @@ DEMO_FLOWS: dict[str, list[TriggerDraft]] = {
         TriggerDraft("ENTER", "AWARD_POINTS", points=250, reason="VIP welcome"),
         TriggerDraft("LEAVE", "SEND_MESSAGE", template="vip_farewell"),
     ],
+    # reaching Gold on the tier ladder (docs/tiers.md): a bonus once per entry
+    "tier-gold": [TriggerDraft("ENTER", "AWARD_POINTS", points=200, reason="welcome to Gold")],
 }
+
+#: Bronze/Silver/Gold on the last year's spend, kept 30 days after falling below (docs/tiers.md).
+DEMO_LADDER = LadderDraft(
+    "sum(purchase.amount, 365d)",
+    (
+        TierDraft("bronze", "Bronze", Decimal(0)),
+        TierDraft("silver", "Silver", Decimal(5000), Decimal("1.25")),
+        TierDraft("gold", "Gold", Decimal(15000), Decimal("1.5")),
+    ),
+    TierDowngrade.RECALCULATE.value,
+    30,
+)
+#: Points expire a year after they were earned (docs/ledger.md, "Points expiry").
+DEMO_EXPIRY_DAYS = 365
 
 
 class ReplayClock:
@@ -141,6 +160,8 @@ async def _replay_history(
     clock.travel_to(now - timedelta(days=HISTORY_DAYS + 1))
     program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
     await services.programs.set_earning_rule(program.id, "login", None, 1)
+    await services.programs.set_points_expiry(program.id, DEMO_EXPIRY_DAYS)
+    await services.tiers.set_ladder(program.id, DEMO_LADDER)
     await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
     for template in TEMPLATES:
         if template.audience == "B2C":
@@ -197,8 +218,9 @@ def _keep(path: Path, credentials: dict[str, Any]) -> None:
 
 
 async def _seed_gamification(services: Services, program_id: int) -> None:
-    """A visits board beside the built-in `points`, a weekly challenge, and two rewards (the
-    tumbler gets its priority window for this month's top 10 today: `_start_now`)."""
+    """A visits board beside the built-in `points`, a weekly challenge, and three rewards (the
+    tumbler gets its priority window for this month's top 10 today: `_start_now`; the lounge
+    pass is for Gold members only)."""
     visits = BoardDefinition(
         "visits",
         "Most visits",
@@ -217,4 +239,8 @@ async def _seed_gamification(services: Services, program_id: int) -> None:
     )
     await services.rewards.set_reward(
         program_id, RewardDraft("tumbler", "Club tumbler", "Limited edition", 400, 20, True)
+    )
+    await services.rewards.set_reward(
+        program_id,
+        RewardDraft("gold-lounge", "Lounge pass", "Gold members only", 300, 50, True, ("tier-gold",)),
     )

@@ -216,6 +216,29 @@ def test_segment_history_moves_over_the_last_30_days(demo: Demo, admin_token: st
     assert sum(history[0]["size"] != history[-1]["size"] for history in histories.values()) >= 3
 
 
+def test_every_tier_is_held_and_points_expire_after_a_year(demo: Demo, admin_token: str) -> None:
+    body = demo.post(
+        """{ program { pointsExpiryDays } tierLadder { graceDays tiers { key } }
+             segments { key kind size } reward(key: "gold-lounge") { segmentKeys }
+             members(first: 200) { totalCount edges { node { tier { tier { key } }
+               expiringPoints(withinDays: 366) { points } } } } }""",
+        admin_token,
+    )["data"]
+    assert body["program"]["pointsExpiryDays"] == 365
+    assert body["tierLadder"] == {
+        "graceDays": 30,
+        "tiers": [{"key": k} for k in ("bronze", "silver", "gold")],
+    }
+    sizes = {s["key"]: s["size"] for s in body["segments"] if s["kind"] == "TIER"}
+    assert set(sizes) == {"tier-bronze", "tier-silver", "tier-gold"}
+    assert all(size > 0 for size in sizes.values()), sizes
+    members = [edge["node"] for edge in body["members"]["edges"]]
+    assert sum(sizes.values()) == body["members"]["totalCount"] == len(members)  # one tier each
+    assert all(member["tier"] is not None for member in members)
+    assert sum(bool(member["expiringPoints"]) for member in members) >= len(members) // 2
+    assert body["reward"] == {"segmentKeys": ["tier-gold"]}
+
+
 @needs_chromium
 async def test_the_dashboard_accepts_the_read_only_key(demo: Demo) -> None:
     count = len(demo.post("{ segments { key } }", demo.credentials["readOnlyKey"])["data"]["segments"])
