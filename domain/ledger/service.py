@@ -29,7 +29,7 @@ from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from domain.ledger.posting import EXPIRY_KEY_PREFIX, MAX_REASON, post_entry, request_hash
 from domain.members.service import check_page_size, members_by_external_id
-from domain.models import LedgerEntry, PointsLot, Program
+from domain.models import LedgerEntry, Member, PointsLot, Program
 from domain.programs.service import ProgramSettings
 
 MAX_IDEMPOTENCY_KEY = 200
@@ -86,11 +86,7 @@ class LedgerService:
         fingerprint = request_hash(EntryKind.REDEMPTION, member_external_id, points, reason)
 
         async def attempt(session: AsyncSession) -> LedgerEntry:
-            member = (await members_by_external_id(session, program_id, [member_external_id])).get(
-                member_external_id
-            )
-            if member is None:
-                raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
+            member = await _member(session, program_id, member_external_id)
             return await self.spend(
                 session, program_id, member.id, points, reason, idempotency_key, fingerprint, actor=actor
             )
@@ -125,11 +121,7 @@ class LedgerService:
         fingerprint = request_hash(EntryKind.ADJUSTMENT, member_external_id, points, reason)
 
         async def attempt(session: AsyncSession) -> LedgerEntry:
-            member = (await members_by_external_id(session, program_id, [member_external_id])).get(
-                member_external_id
-            )
-            if member is None:
-                raise NotFound(f"memberExternalId: no member {member_external_id!r} in this program")
+            member = await _member(session, program_id, member_external_id)
             return await post_entry(
                 session,
                 program_id,
@@ -351,3 +343,11 @@ def _check_text(reason: str, idempotency_key: str) -> None:
     for prefix, owner in RESERVED_KEY_PREFIXES.items():
         if idempotency_key.startswith(prefix):
             raise InvalidInput(f"idempotencyKey: the prefix {prefix!r} is reserved for {owner}")
+
+
+async def _member(session: AsyncSession, program_id: int, external_id: str) -> Member:
+    """The member a manual entry is for (NOT_FOUND naming memberExternalId when there is none)."""
+    member = (await members_by_external_id(session, program_id, [external_id])).get(external_id)
+    if member is None:
+        raise NotFound(f"memberExternalId: no member {external_id!r} in this program")
+    return member

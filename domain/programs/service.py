@@ -118,9 +118,7 @@ class ProgramService:
         if not 1 <= days <= MAX_EVENT_AGE_DAYS:
             raise InvalidInput(f"days: must be between 1 and {MAX_EVENT_AGE_DAYS}, got {days}")
         async with self.db.unit_of_work() as uow:
-            program = await uow.session.get(Program, program_id, with_for_update=True)
-            if program is None:
-                raise NotFound(f"program {program_id} does not exist")
+            program = await _locked(uow.session, program_id)
             settings = replace(ProgramSettings.from_json(program.settings), max_event_age_days=days)
             program.settings = settings.apply_to(program.settings)
         return program
@@ -135,9 +133,7 @@ class ProgramService:
                 f"afterDays: must be between 1 and {MAX_EXPIRY_DAYS} days (or null: never), got {after_days}"
             )
         async with self.db.unit_of_work() as uow:
-            program = await uow.session.get(Program, program_id, with_for_update=True)
-            if program is None:
-                raise NotFound(f"program {program_id} does not exist")
+            program = await _locked(uow.session, program_id)
             program.points_expiry_days = after_days
         return program
 
@@ -146,9 +142,7 @@ class ProgramService:
         if not 0 <= points <= MAX_ADJUSTMENT_STEP_UP:
             raise InvalidInput(f"points: must be between 0 and {MAX_ADJUSTMENT_STEP_UP}, got {points}")
         async with self.db.unit_of_work() as uow:
-            program = await uow.session.get(Program, program_id, with_for_update=True)
-            if program is None:
-                raise NotFound(f"program {program_id} does not exist")
+            program = await _locked(uow.session, program_id)
             settings = replace(ProgramSettings.from_json(program.settings), adjustment_step_up_points=points)
             program.settings = settings.apply_to(program.settings)
         return program
@@ -233,3 +227,11 @@ def _rule_row(program_id: int, rule: EarningRuleSpec, now: Any) -> EarningRule:
         fixed_points=rule.fixed_points,
         updated_at=now,
     )
+
+
+async def _locked(session: AsyncSession, program_id: int) -> Program:
+    """The program's row, locked until the unit of work ends (NOT_FOUND when there is none)."""
+    program = await session.get(Program, program_id, with_for_update=True)
+    if program is None:
+        raise NotFound(f"program {program_id} does not exist")
+    return program
