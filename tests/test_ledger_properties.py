@@ -47,12 +47,13 @@ from hypothesis.stateful import (
 from sqlalchemy import Executable, Result, Update, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.runtime import wire_handlers
 from domain.audit import AllowAll
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.scopes import ALL_SCOPES
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, UnitOfWork, create_engine
-from domain.enums import AccrualStatus, EntryKind, EventStatus
+from domain.enums import AccrualStatus, EntryKind, EventStatus, SegmentKind, TierDowngrade
 from domain.errors import Conflict, DomainError, InvalidInput
 from domain.events.service import EventOutcome, EventService
 from domain.events.validation import EventDraft
@@ -60,12 +61,24 @@ from domain.ledger.earning import MAX_FIXED_POINTS, MAX_POINTS_PER_UNIT, Earning
 from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
 from domain.members.service import MemberService, MemberUpsert
-from domain.models import LedgerEntry, Member, PointsLot
+from domain.models import LedgerEntry, Member, PointsLot, Segment, SegmentMembership
 from domain.programs.service import ProgramService
+from domain.segments.engine import SegmentEngine
+from domain.segments.scheduler import TimeFlipScheduler
 from domain.settings import Settings
+from domain.tiers.ladder import LadderDraft, TierDraft
+from domain.tiers.service import MemberTierView, TierService
 from tests.support import FrozenClock
 
 T = TypeVar("T")
+
+#: The lots machine's ladder: Silver from 150 spent in 7 days, earning 1.5x, kept 2 days after falling.
+LADDER = LadderDraft(
+    "sum(purchase.amount, 7d)",
+    (TierDraft("base", "Base", Decimal(0)), TierDraft("silver", "Silver", Decimal(150), Decimal("1.5"))),
+    TierDowngrade.RECALCULATE.value,
+    2,
+)
 
 #: One ledger row, every column: a row seen once must read back identical forever.
 Row = tuple[object, ...]
@@ -96,6 +109,8 @@ class Harness:
     ledger: LedgerService
     clock: Clock
     expiry: ExpirySweeper
+    tiers: TierService
+    flips: TimeFlipScheduler
 
     def run(self, step: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(step)
@@ -107,6 +122,8 @@ def open_harness(database_url: str, clock: Clock | None = None) -> Iterator[Harn
     engine = create_engine(database_url)
     db = Database(engine)
     clock = clock or SystemClock()
+    segments = SegmentEngine()
+    wire_handlers(db.bus, segments)  # the segment engine (and tiers) re-evaluate in each transaction
     harness = Harness(
         loop,
         engine,
@@ -117,6 +134,8 @@ def open_harness(database_url: str, clock: Clock | None = None) -> Iterator[Harn
         LedgerService(db, clock),
         clock,
         ExpirySweeper(db, clock, batch=7),
+        TierService(db, clock, segments),
+        TimeFlipScheduler(db, clock, segments),
     )
     try:
         yield harness
@@ -592,11 +611,16 @@ class LotEntry:
 
 
 class LotsMachine(RuleBasedStateMachine):
-    """The ledger with a 10-day expiry next to a model of every lot, under a frozen clock.
+    """The ledger with a 10-day expiry and a tier ladder next to a model of every lot, under a
+    frozen clock.
 
     Steps: accruals dated 0 to 14 days back (older ones form lots already due), goodwill
     credits and corrections (adjustPoints), redemptions, reversals, and the clock moving on
-    with the sweep run to completion. After each step: balance == sum of posted entries ==
+    with the sweep and the time-flip scheduler run to completion. The ladder (LADDER: Silver
+    from 150 spent in 7 days, earning 1.5x, RECALCULATE after 2 grace days) moves members up
+    with accruals and down as the window slides: each accrual earns its points times the
+    multiplier of the tier held before it; each member holds exactly one tier, never below the
+    one its spend reaches, and above it only within the grace. After each step: balance == sum of posted entries ==
     model; lots are never negative and match the model exactly (so debits spent the soonest
     lots first, reversals their own lot first, and expiry took only what was left); the open
     lots never hold more than the balance. At the end the same commands replayed into a fresh
@@ -627,6 +651,7 @@ class LotsMachine(RuleBasedStateMachine):
         self.program_id, self.member_ids = await new_program(self.harness, 3)
         programs = self.harness.programs
         await programs.set_points_expiry(self.program_id, EXPIRY_DAYS)
+        await self.harness.tiers.set_ladder(self.program_id, LADDER)
 
     @initialize(target=members)
     def open_program(self) -> MultipleResults[str]:
@@ -670,11 +695,13 @@ class LotsMachine(RuleBasedStateMachine):
         self.commands.append(("accrue", (member, points, age)))
         external_id = self.fresh("ev")
         occurred_at = self.clock.now() - timedelta(days=age)
+        held = self.harness.run(self.tiers())[member]
         draft = EventDraft(external_id, member, "purchase", occurred_at, Decimal(points))
         (outcome,) = self.harness.run(self.harness.events.record_events(self.program_id, [draft]))
         assert outcome.status == EventStatus.ACCEPTED
         entry = self.harness.run(entry_by_key(self.harness.db, self.program_id, f"event:{external_id}"))
         assert entry is not None
+        assert entry.points == int(points * held.tier.earn_multiplier)  # floored, by the tier held before
         self.posted(entry, member, EntryKind.ACCRUAL)
         self.credit(entry, member, occurred_at)
 
@@ -739,6 +766,8 @@ class LotsMachine(RuleBasedStateMachine):
         self.commands.append(("expire", (days, hours)))
         self.clock.at += timedelta(days=days, hours=hours)
         self.harness.run(self.harness.expiry.drain(self.program_id))
+        while self.harness.run(self.harness.flips.pass_once())[0]:
+            pass  # tiers (and segments) whose instant has come
         now = self.clock.now()
         due = sorted(
             (lot for lot in self.lots.values() if lot.expires_at <= now and lot.remaining > 0),
@@ -770,7 +799,38 @@ class LotsMachine(RuleBasedStateMachine):
             )
             return list(rows.scalars())
 
+    async def tiers(self) -> dict[str, MemberTierView]:
+        views = await self.harness.tiers.member_tiers(self.program_id, list(self.member_ids.values()))
+        return {name: views[member_id] for name, member_id in self.member_ids.items()}
+
+    async def tier_segments(self) -> dict[int, list[str]]:
+        async with self.harness.db.read() as session:
+            rows = await session.execute(
+                select(SegmentMembership.member_id, Segment.key)
+                .join(Segment, Segment.id == SegmentMembership.segment_id)
+                .where(Segment.program_id == self.program_id, Segment.kind == SegmentKind.TIER.value)
+            )
+            held: dict[int, list[str]] = defaultdict(list)
+            for member_id, key in rows:
+                held[member_id].append(key)
+            return held
+
     # -- invariants --------------------------------------------------------------------------------
+
+    @invariant()
+    def tiers_hold(self) -> None:
+        if not self.program_id:
+            return
+        views, segments = self.harness.run(self.tiers()), self.harness.run(self.tier_segments())
+        order = [tier.key for tier in LADDER.tiers]
+        for name, view in views.items():
+            assert segments[self.member_ids[name]] == [f"tier-{view.tier.key}"]  # exactly one, the one held
+            reached = max(i for i, tier in enumerate(LADDER.tiers) if tier.threshold <= view.qualifying_value)
+            held = order.index(view.tier.key)
+            assert held >= reached  # upgrades at once
+            if held > reached:  # above what the spend reaches only within the grace
+                assert view.kept_until is not None
+                assert view.kept_until > self.clock.now()
 
     @invariant()
     def lots_add_up(self) -> None:
