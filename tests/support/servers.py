@@ -149,6 +149,11 @@ async def _wait_ready(
     raise RuntimeError("the server did not become ready within 30 s")
 
 
+#: How long a test waits for a message that must come. Only a failing test waits it out, so it
+#: is generous: two suites share 2 cores in `make test`, and a loaded machine delays delivery.
+DELIVERY_S = 30.0
+
+
 class Subscription:
     """One graphql-transport-ws connection with one subscription on it."""
 
@@ -156,7 +161,7 @@ class Subscription:
         self.connection = connection
         self.operation = operation
 
-    async def next(self, wait: float = 10) -> dict[str, Any]:
+    async def next(self, wait: float = DELIVERY_S) -> dict[str, Any]:
         """The next result's data; fails on an error message or after `wait` seconds."""
         while True:
             message = orjson.loads(await asyncio.wait_for(self.connection.recv(), wait))
@@ -169,7 +174,7 @@ class Subscription:
             data: dict[str, Any] = message["payload"]["data"]
             return data
 
-    async def message(self, wait: float = 10) -> dict[str, Any]:
+    async def message(self, wait: float = DELIVERY_S) -> dict[str, Any]:
         raw: dict[str, Any] = orjson.loads(await asyncio.wait_for(self.connection.recv(), wait))
         return raw
 
@@ -186,7 +191,7 @@ async def subscribe(
     """Connect, initialise with `payload`, subscribe to `query`; the caller reads with `next`."""
     async with connect(server.ws, subprotocols=[PROTOCOL]) as connection:  # type: ignore[list-item]
         await connection.send(orjson.dumps({"type": "connection_init", "payload": payload}).decode())
-        ack = orjson.loads(await asyncio.wait_for(connection.recv(), 10))
+        ack = orjson.loads(await asyncio.wait_for(connection.recv(), DELIVERY_S))
         assert ack["type"] == "connection_ack", ack
         operation = str(next(_ids))
         await connection.send(
