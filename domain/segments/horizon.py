@@ -31,14 +31,20 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    ExprCompare,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
     Metric,
     MetricCompare,
     Node,
     Not,
     Value,
+    node_ledgers,
+    node_metrics,
     walk,
 )
-from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, same
+from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, where_holds
 from domain.segments.lifecycle import LifecycleThresholds
 
 #: How far ahead candidates are looked for.
@@ -58,7 +64,16 @@ def _moves_with_time(node: Node) -> bool:
         return node.path in TIMED_PATHS
     if isinstance(node, MetricCompare):
         return node.metric.agg in WINDOWLESS_AGGS or node.metric.window is not None
+    if isinstance(node, (LedgerCompare, ExprCompare)):
+        return any(m.window is not None for m in node_metrics(node)) or any(
+            _ledger_moves(ledger) for ledger in node_ledgers(node)
+        )
     return False
+
+
+def _ledger_moves(ledger: Ledger) -> bool:
+    """Windows slide; lots leave `points_expiring` when they expire, whatever its window."""
+    return ledger.window is not None or ledger.kind == LedgerKind.EXPIRING
 
 
 def next_change(
@@ -152,7 +167,26 @@ def _leaf_instants(
             return _birthdays(member.attributes.get("birthDate"), value, now)
         case AttrCompare("lifecycle", _, _):
             return _lifecycle_instants(member, lifecycle)
+        case LedgerCompare() | ExprCompare():
+            found: list[datetime] = []
+            for metric in node_metrics(node):  # windowed ones: no windowless aggregate is in arithmetic
+                found.extend(_metric_instants(metric, 0, member, now))
+            for ledger in node_ledgers(node):
+                found.extend(_ledger_instants(ledger, member))
+            return found
     return ()
+
+
+def _ledger_instants(ledger: Ledger, member: MemberFacts) -> list[datetime]:
+    """Entries enter a window when they happen and leave it a window later; a lot enters
+    `points_expiring(W)` W before it expires and leaves it when it expires."""
+    width = None if ledger.window is None else timedelta(seconds=ledger.window.seconds)
+    if ledger.kind == LedgerKind.EXPIRING:
+        return [t for lot in member.lots for t in (lot.expires_at, lot.expires_at - (width or timedelta(0)))]
+    if width is None:
+        return []
+    kind = "earned" if ledger.kind == LedgerKind.EARNED else "redeemed"
+    return [t for e in member.ledger if e.kind == kind for t in (e.at, e.at + width)]
 
 
 # ---------- metrics ----------
@@ -175,7 +209,9 @@ def _selected(metric: Metric, member: MemberFacts) -> Sequence[EventFact]:
     events = member.events.get(metric.event, ())
     if not metric.where:
         return events
-    return [e for e in events if all(same(e.properties.get(name), value) for name, value in metric.where)]
+    return [
+        e for e in events if all(where_holds(e.properties.get(name), value) for name, value in metric.where)
+    ]
 
 
 def _event_days(metric: Metric, member: MemberFacts) -> set[date]:

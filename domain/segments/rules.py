@@ -566,7 +566,7 @@ class _RuleParser:
             self.advance()
             window = self.window()
             where_ = "after the window"
-        pairs: tuple[tuple[str, Scalar], ...] = ()
+        pairs: tuple[tuple[str, WhereValue], ...] = ()
         if self.peek().is_word("where"):
             self.advance()
             pairs = self.where()
