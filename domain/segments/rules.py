@@ -323,7 +323,10 @@ class _RuleParser:
     def exists(self) -> Node:
         self.advance()
         self.expect("(", "after 'exists'")
+        token = self.peek()
         operand = self.operand()
+        if isinstance(operand, Metric) and operand.agg == Agg.TOP:
+            raise self.fail(token, "top compares only with =, !=, in or not in")
         self.expect(")", "after the operand of exists")
         value = True
         if self.peek().is_punct("="):

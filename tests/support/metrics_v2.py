@@ -1,0 +1,162 @@
+"""Hypothesis strategies for the version 2 metric operands (issue 17, "metrics"): `distinct`, `top`,
+`where` tests (`!=`, `in`, `not in`), ledger operands and arithmetic comparisons.
+
+Every node drawn is in normal form (`parse_condition(condition_to_json(n)) == n`): a comparison of one
+metric (or ledger operand) with a number is drawn as the version 1 form, as the parsers yield it.
+"""
+
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+from domain.segments.conditions import (
+    ARITH_OPS,
+    EXPR_OPS,
+    FIELD_AGGS,
+    NAME,
+    NOT_IN_ARITHMETIC,
+    TOP_OPS,
+    WINDOWLESS_AGGS,
+    Agg,
+    Arith,
+    Expr,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
+    Metric,
+    MetricCompare,
+    Node,
+    Number,
+    Op,
+    Scalar,
+    Value,
+    WhereTest,
+    WhereValue,
+    Window,
+    normalise_compare,
+    reads_measure,
+)
+
+
+def _strategies() -> tuple[st.SearchStrategy[Scalar], st.SearchStrategy[int | float]]:
+    from tests.support import strategies  # imports this module: resolved lazily
+
+    return strategies.scalars(), strategies.numbers()
+
+
+def where_values(scalars: st.SearchStrategy[Scalar] | None = None) -> st.SearchStrategy[WhereValue]:
+    """A where value: a literal (equality), or `!=` / `in` / `not in`."""
+    values = scalars or _strategies()[0]
+    return st.one_of(
+        values,
+        values.map(lambda v: WhereTest(Op.NE, (v,))),
+        st.builds(WhereTest, st.sampled_from([Op.IN, Op.NOT_IN]), st.lists(values, max_size=3).map(tuple)),
+    )
+
+
+def property_names() -> st.SearchStrategy[str]:
+    """Property names for distinct/top (never `amount`)."""
+    return st.one_of(
+        st.sampled_from(("category", "store", "size")),
+        st.from_regex(NAME, fullmatch=True).filter(lambda n: n != "amount"),
+    )
+
+
+def windows() -> st.SearchStrategy[Window | None]:
+    from tests.support import strategies
+
+    return st.none() | strategies.windows()
+
+
+@st.composite
+def v2_metrics(
+    draw: st.DrawFn,
+    events: st.SearchStrategy[str] | None = None,
+    aggs: tuple[Agg, ...] | None = None,
+    where: st.SearchStrategy[WhereValue] | None = None,
+) -> Metric:
+    """Any metric, `where` tests included; `aggs` narrows the aggregates."""
+    from tests.support import strategies
+
+    agg = draw(st.sampled_from(aggs or tuple(Agg)))
+    if agg in (Agg.DISTINCT, Agg.TOP):
+        field: str | None = draw(property_names())
+    elif agg in FIELD_AGGS:
+        field = draw(st.one_of(st.just("amount"), strategies.property_names()))
+    else:
+        field = None
+    window = None if agg in WINDOWLESS_AGGS else draw(windows())
+    pairs = draw(st.dictionaries(strategies.property_names(), where or where_values(), max_size=3))
+    return Metric(draw(events or strategies.event_types()), agg, field, window, tuple(pairs.items()))
+
+
+def ledgers() -> st.SearchStrategy[Ledger]:
+    return st.builds(Ledger, st.sampled_from(list(LedgerKind)), windows())
+
+
+def arithmetic_aggs() -> tuple[Agg, ...]:
+    return tuple(a for a in Agg if a not in NOT_IN_ARITHMETIC)
+
+
+def exprs(
+    operand: st.SearchStrategy[Expr] | None = None,
+    numbers: st.SearchStrategy[int | float] | None = None,
+    max_leaves: int = 4,
+) -> st.SearchStrategy[Expr]:
+    """Arithmetic over metrics, ledger operands and numbers."""
+    leaf = st.one_of(
+        operand or st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers()),
+        (numbers or _strategies()[1]).map(Number),
+    )
+
+    def extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
+        return st.builds(Arith, st.sampled_from(ARITH_OPS), children, children)
+
+    return st.recursive(leaf, extend, max_leaves=max_leaves)
+
+
+@st.composite
+def expr_compares(draw: st.DrawFn, sides: st.SearchStrategy[Expr] | None = None) -> Node:
+    """`left OP right`, at least one side reading a measure, normalised as the parsers do."""
+    side = sides or exprs()
+    left = draw(side)
+    right = draw(side)
+    if not (reads_measure(left) or reads_measure(right)):
+        left = draw(st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers()))
+    return normalise_compare(left, draw(st.sampled_from(sorted(EXPR_OPS))), right)
+
+
+@st.composite
+def top_compares(draw: st.DrawFn, metric: st.SearchStrategy[Metric] | None = None) -> MetricCompare:
+    scalars = _strategies()[0]
+    op = draw(st.sampled_from(sorted(TOP_OPS)))
+    value: Value = draw(st.lists(scalars, max_size=3)) if op in (Op.IN, Op.NOT_IN) else draw(scalars)
+    return MetricCompare(draw(metric or v2_metrics(aggs=(Agg.TOP,))), op, value)
+
+
+@st.composite
+def number_compares(draw: st.DrawFn, operand: st.SearchStrategy[Metric | Ledger]) -> Node:
+    """A metric (distinct, or any with where tests) or a ledger operand against numbers."""
+    numbers = _strategies()[1]
+    op = draw(st.sampled_from([op for op in Op if op != Op.CONTAINS]))
+    if op == Op.EXISTS:
+        value: Value = draw(st.booleans())
+    elif op in (Op.IN, Op.NOT_IN):
+        value = draw(st.lists(numbers, max_size=3))
+    elif op == Op.BETWEEN:
+        value = draw(st.lists(numbers, min_size=2, max_size=2))
+    else:
+        value = draw(numbers)
+    found = draw(operand)
+    if isinstance(found, Ledger):
+        return LedgerCompare(found, op, value)
+    return MetricCompare(found, op, value)
+
+
+def v2_metric_leaves() -> st.SearchStrategy[Node]:
+    """Every kind of leaf this helper adds."""
+    return st.one_of(
+        top_compares(),
+        number_compares(st.one_of(v2_metrics(aggs=tuple(a for a in Agg if a != Agg.TOP)), ledgers())),
+        expr_compares(),
+    )
