@@ -7,6 +7,8 @@ metric (or ledger operand) with a number is drawn as the version 1 form, as the 
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from hypothesis import strategies as st
 
 from domain.segments.conditions import (
@@ -37,6 +39,13 @@ from domain.segments.conditions import (
     reads_measure,
 )
 
+T = TypeVar("T")
+
+
+def _given(strategy: st.SearchStrategy[T] | None, default: st.SearchStrategy[T]) -> st.SearchStrategy[T]:
+    """`strategy` unless None (a strategy's truth is always True: no `or`)."""
+    return default if strategy is None else strategy
+
 
 def _strategies() -> tuple[st.SearchStrategy[Scalar], st.SearchStrategy[int | float]]:
     from tests.support import strategies  # imports this module: resolved lazily
@@ -46,7 +55,7 @@ def _strategies() -> tuple[st.SearchStrategy[Scalar], st.SearchStrategy[int | fl
 
 def where_values(scalars: st.SearchStrategy[Scalar] | None = None) -> st.SearchStrategy[WhereValue]:
     """A where value: a literal (equality), or `!=` / `in` / `not in`."""
-    values = scalars or _strategies()[0]
+    values = _given(scalars, _strategies()[0])
     return st.one_of(
         values,
         values.map(lambda v: WhereTest(Op.NE, (v,))),
@@ -74,20 +83,25 @@ def v2_metrics(
     events: st.SearchStrategy[str] | None = None,
     aggs: tuple[Agg, ...] | None = None,
     where: st.SearchStrategy[WhereValue] | None = None,
+    names: st.SearchStrategy[str] | None = None,
+    spans: st.SearchStrategy[Window | None] | None = None,
 ) -> Metric:
-    """Any metric, `where` tests included; `aggs` narrows the aggregates."""
+    """Any metric, `where` tests included; `aggs` narrows the aggregates, `names` the properties
+    (fields and `where` names), `spans` the windows."""
     from tests.support import strategies
 
     agg = draw(st.sampled_from(aggs or tuple(Agg)))
     if agg in (Agg.DISTINCT, Agg.TOP):
-        field: str | None = draw(property_names())
+        field: str | None = draw(_given(names, property_names()))
     elif agg in FIELD_AGGS:
-        field = draw(st.one_of(st.just("amount"), strategies.property_names()))
+        field = draw(st.one_of(st.just("amount"), _given(names, strategies.property_names())))
     else:
         field = None
-    window = None if agg in WINDOWLESS_AGGS else draw(windows())
-    pairs = draw(st.dictionaries(strategies.property_names(), where or where_values(), max_size=3))
-    return Metric(draw(events or strategies.event_types()), agg, field, window, tuple(pairs.items()))
+    window = None if agg in WINDOWLESS_AGGS else draw(_given(spans, windows()))
+    pairs = draw(
+        st.dictionaries(_given(names, strategies.property_names()), _given(where, where_values()), max_size=2)
+    )
+    return Metric(draw(_given(events, strategies.event_types())), agg, field, window, tuple(pairs.items()))
 
 
 def ledgers() -> st.SearchStrategy[Ledger]:
@@ -105,8 +119,8 @@ def exprs(
 ) -> st.SearchStrategy[Expr]:
     """Arithmetic over metrics, ledger operands and numbers."""
     leaf = st.one_of(
-        operand or st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers()),
-        (numbers or _strategies()[1]).map(Number),
+        _given(operand, st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers())),
+        (_given(numbers, _strategies()[1])).map(Number),
     )
 
     def extend(children: st.SearchStrategy[Expr]) -> st.SearchStrategy[Expr]:
@@ -118,7 +132,7 @@ def exprs(
 @st.composite
 def expr_compares(draw: st.DrawFn, sides: st.SearchStrategy[Expr] | None = None) -> Node:
     """`left OP right`, at least one side reading a measure, normalised as the parsers do."""
-    side = sides or exprs()
+    side = _given(sides, exprs())
     left = draw(side)
     right = draw(side)
     if not (reads_measure(left) or reads_measure(right)):
@@ -127,24 +141,32 @@ def expr_compares(draw: st.DrawFn, sides: st.SearchStrategy[Expr] | None = None)
 
 
 @st.composite
-def top_compares(draw: st.DrawFn, metric: st.SearchStrategy[Metric] | None = None) -> MetricCompare:
-    scalars = _strategies()[0]
+def top_compares(
+    draw: st.DrawFn,
+    metric: st.SearchStrategy[Metric] | None = None,
+    values: st.SearchStrategy[Scalar] | None = None,
+) -> MetricCompare:
+    scalars = _given(values, _strategies()[0])
     op = draw(st.sampled_from(sorted(TOP_OPS)))
     value: Value = draw(st.lists(scalars, max_size=3)) if op in (Op.IN, Op.NOT_IN) else draw(scalars)
-    return MetricCompare(draw(metric or v2_metrics(aggs=(Agg.TOP,))), op, value)
+    return MetricCompare(draw(_given(metric, v2_metrics(aggs=(Agg.TOP,)))), op, value)
 
 
 @st.composite
-def number_compares(draw: st.DrawFn, operand: st.SearchStrategy[Metric | Ledger]) -> Node:
+def number_compares(
+    draw: st.DrawFn,
+    operand: st.SearchStrategy[Metric | Ledger],
+    values: st.SearchStrategy[int | float] | None = None,
+) -> Node:
     """A metric (distinct, or any with where tests) or a ledger operand against numbers."""
-    numbers = _strategies()[1]
+    numbers = _given(values, _strategies()[1])
     op = draw(st.sampled_from([op for op in Op if op != Op.CONTAINS]))
     if op == Op.EXISTS:
         value: Value = draw(st.booleans())
     elif op in (Op.IN, Op.NOT_IN):
-        value = draw(st.lists(numbers, max_size=3))
+        value = list[Scalar](draw(st.lists(numbers, max_size=3)))
     elif op == Op.BETWEEN:
-        value = draw(st.lists(numbers, min_size=2, max_size=2))
+        value = list[Scalar](draw(st.lists(numbers, min_size=2, max_size=2)))
     else:
         value = draw(numbers)
     found = draw(operand)
@@ -159,4 +181,35 @@ def v2_metric_leaves() -> st.SearchStrategy[Node]:
         top_compares(),
         number_compares(st.one_of(v2_metrics(aggs=tuple(a for a in Agg if a != Agg.TOP)), ledgers())),
         expr_compares(),
+    )
+
+
+# ---------- a small vocabulary: conditions that often hold for some generated members ----------
+
+SPANS = st.sampled_from(
+    [None, Window(1, "d"), Window(2, "d"), Window(7, "d"), Window(30, "d"), Window(12, "h")]
+)
+PROPERTY_NAMES = st.sampled_from(["category", "qty"])
+PROPERTY_VALUES: st.SearchStrategy[Scalar] = st.sampled_from(
+    ["coffee", "tea", 1, True, "3", 2.5, 0, 3, False]
+)
+
+
+def small_v2_leaves(
+    events: tuple[str, ...], numbers: st.SearchStrategy[int | float]
+) -> st.SearchStrategy[Node]:
+    """The v2 leaves over the given event types, the properties `category` and `qty`, small windows."""
+    where = where_values(PROPERTY_VALUES)
+    event_types = st.sampled_from(events)
+
+    def metric(aggs: tuple[Agg, ...]) -> st.SearchStrategy[Metric]:
+        return v2_metrics(event_types, aggs, where, PROPERTY_NAMES, SPANS)
+
+    ledger = st.builds(Ledger, st.sampled_from(list(LedgerKind)), SPANS)
+    operand: st.SearchStrategy[Expr] = st.one_of(metric(arithmetic_aggs()), ledger)
+    small_numbers = st.one_of(numbers, st.sampled_from([0, 0.2, 0.5, 2]))
+    return st.one_of(
+        top_compares(metric((Agg.TOP,)), PROPERTY_VALUES),
+        number_compares(st.one_of(metric((Agg.DISTINCT, Agg.COUNT, Agg.SUM)), ledger), numbers),
+        expr_compares(exprs(operand, small_numbers, max_leaves=3)),
     )

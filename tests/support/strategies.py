@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from domain.enums import MemberKind
 from domain.segments.conditions import (
     BUILTIN_PATHS,
-    PROPERTY_AGGS,
     EVENT_TYPE,
     FIELD_AGGS,
     KEY,
@@ -21,6 +20,7 @@ from domain.segments.conditions import (
     MAX_WINDOW_DAYS,
     NAME,
     PATH,
+    PROPERTY_AGGS,
     WINDOWLESS_AGGS,
     Agg,
     All,
