@@ -422,7 +422,7 @@ INSERT INTO points_lots (program_id, member_id, entry_id, points, remaining, ear
 SELECT le.program_id, le.member_id, le.id, le.points, le.points, e.occurred_at,
        e.occurred_at + interval '60 days'
 FROM ledger_entries le JOIN events e ON e.id = le.event_id
-WHERE le.program_id = $1 AND le.kind = 'ACCRUAL' AND le.member_id % 5 = 0
+WHERE le.program_id = $1 AND le.kind = 'ACCRUAL' AND le.member_id % 5 = 0 AND $2::timestamptz IS NOT NULL
 """,
 )
 
