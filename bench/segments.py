@@ -349,13 +349,13 @@ def v2_metric_definitions() -> list[Definition]:
             "v2_favourite_store",
             'top(purchase.storeId, 90d) = "s1"',
             f"""SELECT t.member_id FROM (
-                  SELECT e.member_id, e.properties ->> 'storeId' AS store,
-                         row_number() OVER (
-                             PARTITION BY e.member_id
-                             ORDER BY count(*) DESC, e.properties ->> 'storeId' COLLATE "C") AS rn
-                  FROM events e
-                  WHERE {ev("purchase", 90)} AND jsonb_typeof(e.properties -> 'storeId') = 'string'
-                  GROUP BY e.member_id, e.properties ->> 'storeId') t
+                  SELECT g.member_id, g.store,
+                         row_number() OVER (PARTITION BY g.member_id
+                                            ORDER BY g.n DESC, g.store COLLATE "C") AS rn
+                  FROM (SELECT e.member_id, e.properties ->> 'storeId' AS store, count(*) AS n
+                        FROM events e
+                        WHERE {ev("purchase", 90)} AND jsonb_typeof(e.properties -> 'storeId') = 'string'
+                        GROUP BY 1, 2) g) t
                 WHERE t.rn = 1 AND t.store = 's1'""",
         ),
         Definition(
