@@ -10,6 +10,7 @@ prescribed outcomes (ties in `top`, mixed JSON types, division by zero, a missin
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,6 +46,7 @@ from tests.test_evaluator_equivalence import (
 )
 
 _keys = itertools.count(1)
+V2_EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "120"))
 NOW = NOWS[0]
 
 
@@ -182,7 +184,7 @@ def histories_with_ledgers(draw: st.DrawFn) -> tuple[History, tuple[tuple[EntryS
     return history, tuple(draw(ledgers_of(history.now)) for _ in history.members)
 
 
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=120)
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=V2_EXAMPLES)
 @given(drawn=histories_with_ledgers(), condition=V2_CONDITIONS)
 def test_evaluators_agree_on_v2_metric_conditions(
     harness: Harness, drawn: tuple[History, tuple[tuple[EntrySpec, ...], ...]], condition: Json
