@@ -221,6 +221,7 @@ def test_v2_trees_round_trip_through_json_and_rules(tree: Node) -> None:
         'top(purchase.store) not in ["S1", 2, true]',
         "points_earned(30d) - points_redeemed(30d) * 2 > (count(visit) + 1) / 3",
         "5 < count(visit, 7d) - -3",
+        "days_since_last(purchase) - days_since_first(login) * 2 >= streak(login)",
         "points_earned(all) >= 100",
         'count(purchase where store not in ["S1"]) = 0',
     ],
@@ -275,8 +276,9 @@ def test_a_metric_compared_with_a_number_is_the_version_1_tree() -> None:
             "rule: column 18: 'in' does not compare expressions; use =, !=, >, >=, < or <=",
         ),
         (
-            "days_since_last(visit) > count(visit)",
-            "rule: column 1: days_since_last(...) cannot stand in arithmetic or be compared with an expression",
+            "count(visit) < top(visit.store)",
+            "rule: column 16: top(...) cannot stand in arithmetic or be compared with an expression "
+            "(top compares with =, !=, in or not in and a literal)",
         ),
         (
             "count(visit where a like 1) > 1",
@@ -308,8 +310,8 @@ def test_malformed_v2_rules_name_the_column(rule: str, message: str) -> None:
             "condition $: one side of a comparison must hold an aggregate or a ledger operand",
         ),
         (
-            {"left": {"event": "a", "agg": "streak"}, "op": "lt", "right": {"event": "b", "agg": "count"}},
-            "condition $.left.agg: streak cannot stand in arithmetic",
+            {"left": {"event": "a", "agg": "top", "field": "s"}, "op": "lt", "right": {"number": 1}},
+            "condition $.left.agg: top cannot stand in arithmetic",
         ),
         (
             {"left": {"div": [{"number": 1}]}, "op": "lt", "right": {"event": "b", "agg": "count"}},

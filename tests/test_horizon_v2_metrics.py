@@ -11,11 +11,17 @@ from datetime import datetime, timedelta
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from domain.segments.conditions import Node, parse_condition
+from domain.segments.conditions import Node, parse_condition, walk
 from domain.segments.evaluate import Evaluation, EventFact, LedgerFact, LotFact, MemberFacts
 from domain.segments.facts import Needs
-from domain.segments.horizon import LIMIT, is_time_dependent, next_change
-from tests.support.histories import TIMED_LEAVES, Case, cases, event_times, trees
+from domain.segments.horizon import (
+    LIMIT,
+    RECHECK_DAYS,
+    is_time_dependent,
+    next_change,
+    reads_day_counts_in_arithmetic,
+)
+from tests.support.histories import TIMED_LEAVES, Case, buckets_of, cases, event_times, trees
 from tests.support.metrics_v2 import small_v2_leaves
 from tests.support.vocabulary import EVENT_TYPES, NUMBERS
 
@@ -93,7 +99,10 @@ def test_truth_is_constant_until_next_change_and_differs_there(
     assert is_time_dependent(condition)
     between = probes(case, change, fractions)
     assert [truth(case, condition, at) for at in between] == [before] * len(between), condition
-    assert truth(case, condition, change) != before, condition
+    if truth(case, condition, change) == before:  # allowed only as a day count's re-check instant
+        assert any(reads_day_counts_in_arithmetic(leaf) for leaf in walk(condition)), condition
+        assert change <= case.now + (RECHECK_DAYS + 1) * DAY, condition
+        event("re-check")
 
 
 def test_a_lot_enters_points_expiring_a_window_before_it_expires_and_leaves_when_it_expires() -> None:
@@ -105,3 +114,35 @@ def test_a_lot_enters_points_expiring_a_window_before_it_expires_and_leaves_when
     enters = next_change(condition, member, now, lifecycle)
     assert enters == now + 10 * DAY
     assert next_change(condition, member, enters, lifecycle) == now + 40 * DAY
+
+
+def test_a_day_count_in_arithmetic_flips_on_its_day_or_is_rechecked_after_400_days() -> None:
+    now = datetime.fromisoformat("2026-03-15T10:30:00.123456+00:00")
+    bought = now - timedelta(days=2, hours=1)
+    purchase = EventFact(bought, 10_000, {})
+    member = MemberFacts(
+        1, "m", "CUSTOMER", None, {}, 0, now, now, buckets={"purchase": buckets_of([purchase])}
+    )
+    lifecycle = Evaluation(now).lifecycle
+    doubled = parse_condition(
+        {
+            "left": {"mul": [{"event": "purchase", "agg": "days_since_last", "window": "1d"}, {"number": 2}]},
+            "op": "gte",
+            "right": {"number": 10},
+        }
+    )  # the window of a days_since is ignored, as in version 1
+    constant = parse_condition(
+        {
+            "left": {
+                "sub": [
+                    {"event": "purchase", "agg": "days_since_last"},
+                    {"event": "purchase", "agg": "days_since_first"},
+                ]
+            },
+            "op": "gt",
+            "right": {"number": 5},
+        }
+    )
+
+    assert next_change(doubled, member, now, lifecycle) == bought + 5 * DAY
+    assert next_change(constant, member, now, lifecycle) == bought + (2 + RECHECK_DAYS) * DAY

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Select,
     String,
     Subquery,
+    Time,
     and_,
     case,
     cast,
@@ -246,7 +247,25 @@ class Compilation:
             case Agg.AVG:
                 present = func.coalesce(table.c.measured, 0) > 0
                 return self.numeric(table.c.total), self.numeric(table.c.measured) * unit, present
-        raise AssertionError(metric.agg)  # the parser keeps the others out of arithmetic
+            case Agg.DAYS_SINCE_LAST | Agg.DAYS_SINCE_FIRST:
+                at = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
+                return self.numeric(self.whole_days(at)), self.exact(1), at.is_not(None)
+            case Agg.STREAK:
+                streak = self.streak_table(metric, MAX_DAYS).c.streak  # every day back: the exact streak
+                return self.numeric(func.coalesce(streak, 0)), self.exact(1), true()
+        raise AssertionError(metric.agg)  # the parser keeps `top` out of arithmetic
+
+    def whole_days(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
+        """floor((now - at) / 24 h) as an integer: the UTC date difference, less one when `at`'s time of
+        day is later than now's (exact to the microsecond; `at` may be ahead of now)."""
+        today = (self.now.date() - EPOCH).days
+        if self.dialect == "postgresql":
+            time_of_day: ColumnElement[Any] = cast(func.timezone("UTC", at), Time)
+            now_time: ColumnElement[Any] = literal(self.now.astimezone(UTC).time().replace(tzinfo=None), Time)
+        else:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff': the time of day is the text from column 12
+            time_of_day = func.substr(at, 12)
+            now_time = literal(self.now.astimezone(UTC).strftime("%H:%M:%S.%f"))
+        return literal(today) - self.day_number(at) - case((time_of_day > now_time, 1), else_=0)
 
     def exact(self, number: Fraction | int) -> ColumnElement[Any]:
         assert Fraction(number).denominator == 1

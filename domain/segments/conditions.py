@@ -72,8 +72,8 @@ PROPERTY_AGGS = frozenset({Agg.DISTINCT, Agg.TOP})
 TOP_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
 #: The operators of a comparison between expressions (arithmetic, metric to metric).
 EXPR_OPS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GTE, Op.LT, Op.LTE})
-#: Aggregates that may not stand inside arithmetic (not a number, or not yet supported there).
-NOT_IN_ARITHMETIC = frozenset({Agg.TOP, Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
+#: Aggregates that may not stand inside arithmetic (`top` is not a number).
+NOT_IN_ARITHMETIC = frozenset({Agg.TOP})
 #: Aggregates that ignore the window: they look at the whole history.
 WINDOWLESS_AGGS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
 #: Aggregates that are absent (not 0) over no events.

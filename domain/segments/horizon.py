@@ -65,7 +65,7 @@ def _moves_with_time(node: Node) -> bool:
     if isinstance(node, MetricCompare):
         return node.metric.agg in WINDOWLESS_AGGS or node.metric.window is not None
     if isinstance(node, (LedgerCompare, ExprCompare)):
-        return any(m.window is not None for m in node_metrics(node)) or any(
+        return any(m.window is not None or m.agg in WINDOWLESS_AGGS for m in node_metrics(node)) or any(
             _ledger_moves(ledger) for ledger in node_ledgers(node)
         )
     return False
@@ -83,7 +83,9 @@ def next_change(
     lifecycle: LifecycleThresholds,
     until: datetime | None = None,
 ) -> datetime | None:
-    """The first instant after `now` where the condition's truth differs from now, with no new events.
+    """The first instant after `now` where the condition's truth differs from now, with no new events
+    (or, when a day count stands inside arithmetic, at most `RECHECK_DAYS` ahead: an earlier instant
+    to evaluate again, until which the truth is constant).
 
     None when time alone never flips it within `LIMIT`, or before `until` when
     given (a caller that only wants an earlier instant than one it has). The
@@ -99,10 +101,15 @@ def next_change(
     check = compile_condition(moving)
     before = check(Context(member, Evaluation(now, lifecycle)))
     leaves = [node for node in walk(moving) if _moves_with_time(node)]
+    recheck = min((t for leaf in leaves if (t := _recheck(leaf, member, now)) is not None), default=None)
+    if recheck is not None and recheck > end:
+        recheck = None
     for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle) for leaf in leaves)):
+        if recheck is not None and instant >= recheck:
+            return recheck
         if check(Context(member, Evaluation(instant, lifecycle))) != before:
             return instant
-    return None
+    return recheck
 
 
 def earliest_change(
@@ -169,12 +176,46 @@ def _leaf_instants(
             return _lifecycle_instants(member, lifecycle)
         case LedgerCompare() | ExprCompare():
             found: list[datetime] = []
-            for metric in node_metrics(node):  # windowed ones: no windowless aggregate is in arithmetic
-                found.extend(_metric_instants(metric, 0, member, now))
+            for metric in node_metrics(node):
+                if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+                    found.extend(_every_day_step(metric, member, now))
+                else:  # a streak: every midnight while it may change; windows: events entering, leaving
+                    found.extend(_metric_instants(metric, 0, member, now))
             for ledger in node_ledgers(node):
                 found.extend(_ledger_instants(ledger, member))
             return found
     return ()
+
+
+#: A day count inside arithmetic changes the expression every day: its steps are tried for this many
+#: days ahead; with no flip by then `next_change` answers the last of them, an earlier instant than
+#: the flip (if any) at which the scheduler evaluates the member again (and looks further).
+RECHECK_DAYS = 400
+
+
+def reads_day_counts_in_arithmetic(node: Node) -> bool:
+    """Whether `next_change` may answer a re-check instant (not a flip) for this leaf (`_recheck`)."""
+    return isinstance(node, ExprCompare) and any(
+        m.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST) for m in node_metrics(node)
+    )
+
+
+def _every_day_step(metric: Metric, member: MemberFacts, now: datetime) -> list[datetime]:
+    """The next RECHECK_DAYS instants where a days_since count inside arithmetic goes up."""
+    origin = _time_origin(metric, member)
+    if origin is None:
+        return []
+    current = (now - origin) // DAY
+    return [origin + k * DAY for k in range(current + 1, current + RECHECK_DAYS + 1)]
+
+
+def _recheck(leaf: Node, member: MemberFacts, now: datetime) -> datetime | None:
+    """The last day step `_every_day_step` tries for the leaf (the earliest over its day counts)."""
+    if not reads_day_counts_in_arithmetic(leaf):
+        return None
+    day_counts = [m for m in node_metrics(leaf) if m.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST)]
+    found = [steps[-1] for m in day_counts if (steps := _every_day_step(m, member, now))]
+    return min(found, default=None)
 
 
 def _ledger_instants(ledger: Ledger, member: MemberFacts) -> list[datetime]:
