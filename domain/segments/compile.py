@@ -229,6 +229,9 @@ class Compilation:
         return self.metric_rational(expr)
 
     def metric_rational(self, metric: Metric) -> tuple[Any, Any, ColumnElement[bool]]:
+        if metric.agg == Agg.STREAK:
+            streak = self.streak_table(metric, MAX_DAYS).c.streak  # every day back: the exact streak
+            return self.numeric(func.coalesce(streak, 0)), self.exact(1), true()
         table = self.source(metric)
         scale = UNITS if (metric.field or "amount") == "amount" else Fraction(1)
         unit = self.exact(scale)
@@ -250,9 +253,6 @@ class Compilation:
             case Agg.DAYS_SINCE_LAST | Agg.DAYS_SINCE_FIRST:
                 at = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
                 return self.numeric(self.whole_days(at)), self.exact(1), at.is_not(None)
-            case Agg.STREAK:
-                streak = self.streak_table(metric, MAX_DAYS).c.streak  # every day back: the exact streak
-                return self.numeric(func.coalesce(streak, 0)), self.exact(1), true()
         raise AssertionError(metric.agg)  # the parser keeps `top` out of arithmetic
 
     def whole_days(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
