@@ -135,13 +135,18 @@ def exprs(
 
 
 @st.composite
-def expr_compares(draw: st.DrawFn, sides: st.SearchStrategy[Expr] | None = None) -> Node:
-    """`left OP right`, at least one side reading a measure, normalised as the parsers do."""
+def expr_compares(
+    draw: st.DrawFn,
+    sides: st.SearchStrategy[Expr] | None = None,
+    operand: st.SearchStrategy[Expr] | None = None,
+) -> Node:
+    """`left OP right`, at least one side reading a measure (else the left is `operand`), normalised
+    as the parsers do."""
     side = _given(sides, exprs())
     left = draw(side)
     right = draw(side)
     if not (reads_measure(left) or reads_measure(right)):
-        left = draw(st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers()))
+        left = draw(_given(operand, st.one_of(v2_metrics(aggs=arithmetic_aggs()), ledgers())))
     return normalise_compare(left, draw(st.sampled_from(sorted(EXPR_OPS))), right)
 
 
@@ -216,5 +221,5 @@ def small_v2_leaves(
     return st.one_of(
         top_compares(metric((Agg.TOP,)), PROPERTY_VALUES),
         number_compares(st.one_of(metric((Agg.DISTINCT, Agg.COUNT, Agg.SUM)), ledger), numbers),
-        expr_compares(exprs(operand, small_numbers, max_leaves=3)),
+        expr_compares(exprs(operand, small_numbers, max_leaves=3), operand),
     )
