@@ -318,6 +318,115 @@ def definitions(k: int) -> list[Definition]:
     return defs
 
 
+def v2_metric_definitions() -> list[Definition]:
+    """Condition language v2, the metric operands (issue 17): distinct, top, where tests, ledger operands,
+    arithmetic. Each next to the hand-written SQL a person would write for it."""
+
+    def ev(type_: str, days: int) -> str:
+        return (
+            f"e.program_id = $1 AND e.type = '{type_}' AND e.status = 'ACCEPTED' "
+            f"AND e.occurred_at > $2 - interval '{days} days' AND e.occurred_at <= $2"
+        )
+
+    earned = """SELECT le.member_id FROM ledger_entries le
+                LEFT JOIN events e ON e.id = le.event_id
+                LEFT JOIN ledger_entries o ON o.id = le.reverses_entry_id
+                WHERE le.program_id = $1 AND le.status = 'POSTED' AND le.kind NOT IN ('REDEMPTION', 'EXPIRY')
+                  AND (o.id IS NULL OR o.kind NOT IN ('REDEMPTION', 'EXPIRY'))
+                  AND coalesce(e.occurred_at, le.created_at) > $2 - interval '30 days'
+                  AND coalesce(e.occurred_at, le.created_at) <= $2
+                GROUP BY le.member_id HAVING sum(le.points) >= 500"""
+    return [
+        Definition(
+            "v2_coffee_over_tea",
+            'count(purchase, 90d where category = "coffee") > count(purchase, 90d where category = "tea")',
+            f"""SELECT e.member_id FROM events e WHERE {ev("purchase", 90)}
+                GROUP BY e.member_id
+                HAVING count(*) FILTER (WHERE e.properties -> 'category' = '"coffee"')
+                     > count(*) FILTER (WHERE e.properties -> 'category' = '"tea"')""",
+        ),
+        Definition(
+            "v2_favourite_store",
+            'top(purchase.storeId, 90d) = "s1"',
+            f"""SELECT t.member_id FROM (
+                  SELECT g.member_id, g.store,
+                         row_number() OVER (PARTITION BY g.member_id
+                                            ORDER BY g.n DESC, g.store COLLATE "C") AS rn
+                  FROM (SELECT e.member_id, e.properties ->> 'storeId' AS store, count(*) AS n
+                        FROM events e
+                        WHERE {ev("purchase", 90)} AND jsonb_typeof(e.properties -> 'storeId') = 'string'
+                        GROUP BY 1, 2) g) t
+                WHERE t.rn = 1 AND t.store = 's1'""",
+        ),
+        Definition(
+            "v2_store_explorer",
+            "distinct(visit.storeId, 60d) >= 3",
+            f"""SELECT e.member_id FROM events e WHERE {ev("visit", 60)}
+                  AND jsonb_typeof(e.properties -> 'storeId') = 'string'
+                GROUP BY e.member_id HAVING count(DISTINCT e.properties ->> 'storeId') >= 3""",
+        ),
+        Definition(
+            "v2_not_coffee_or_tea",
+            'count(purchase, 30d where category not in ["coffee", "tea"]) >= 2',
+            f"""SELECT e.member_id FROM events e WHERE {ev("purchase", 30)}
+                  AND jsonb_typeof(e.properties -> 'category') = 'string'
+                  AND e.properties ->> 'category' NOT IN ('coffee', 'tea')
+                GROUP BY e.member_id HAVING count(*) >= 2""",
+        ),
+        Definition(
+            "v2_visits_per_purchase",
+            "count(visit, 30d) / count(purchase, 30d) >= 0.5",
+            """SELECT e.member_id FROM events e
+                WHERE e.program_id = $1 AND e.type IN ('visit', 'purchase') AND e.status = 'ACCEPTED'
+                  AND e.occurred_at > $2 - interval '30 days' AND e.occurred_at <= $2
+                GROUP BY e.member_id
+                HAVING count(*) FILTER (WHERE e.type = 'purchase') > 0
+                   AND 2 * count(*) FILTER (WHERE e.type = 'visit')
+                       >= count(*) FILTER (WHERE e.type = 'purchase')""",
+        ),
+        Definition("v2_earned_month", "points_earned(30d) >= 500", earned),
+        Definition(
+            "v2_spent_last_month",
+            "points_redeemed(30d) > 0",
+            """SELECT le.member_id FROM ledger_entries le
+               LEFT JOIN ledger_entries o ON o.id = le.reverses_entry_id
+               WHERE le.program_id = $1 AND le.status = 'POSTED'
+                 AND (le.kind = 'REDEMPTION' OR (le.kind = 'REVERSAL' AND o.kind = 'REDEMPTION'))
+                 AND coalesce(o.created_at, le.created_at) > $2 - interval '30 days'
+                 AND coalesce(o.created_at, le.created_at) <= $2
+               GROUP BY le.member_id HAVING -sum(le.points) > 0""",
+        ),
+        Definition(
+            "v2_expiring_soon",
+            "points_expiring(30d) > 0",
+            """SELECT l.member_id FROM points_lots l
+               WHERE l.program_id = $1 AND l.remaining > 0
+                 AND l.expires_at > $2 AND l.expires_at <= $2 + interval '30 days'
+               GROUP BY l.member_id HAVING sum(l.remaining) > 0""",
+        ),
+    ]
+
+
+#: For the v2 ledger operands: a redemption for every 7th member, dated over the last 60 days, and
+#: a lot (remaining = points, expiring 60 days after the event) for every 5th member's accruals.
+V2_LEDGER_SQL = (
+    """
+INSERT INTO ledger_entries (program_id, member_id, points, status, kind, reason, event_id, idempotency_key,
+                            request_hash, created_at)
+SELECT $1, m.id, -50, 'POSTED', 'REDEMPTION', 'voucher', NULL, 'bench-redeem:' || m.id, md5(m.id::text),
+       $2::timestamptz - make_interval(days => (m.id % 60)::int)
+FROM members m WHERE m.program_id = $1 AND m.id % 7 = 0
+""",
+    """
+INSERT INTO points_lots (program_id, member_id, entry_id, points, remaining, earned_at, expires_at)
+SELECT le.program_id, le.member_id, le.id, le.points, le.points, e.occurred_at,
+       e.occurred_at + interval '60 days'
+FROM ledger_entries le JOIN events e ON e.id = le.event_id
+WHERE le.program_id = $1 AND le.kind = 'ACCRUAL' AND le.member_id % 5 = 0 AND $2::timestamptz IS NOT NULL
+""",
+)
+
+
 # ------------------------------------------------------------------------------------------ data
 
 MEMBERS_SQL = """
@@ -581,7 +690,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 async def recompute_engine(
-    db: Database, program_id: int, now: datetime, statement_timeout_s: int | None = None
+    db: Database,
+    program_id: int,
+    now: datetime,
+    statement_timeout_s: int | None = None,
+    keys: Sequence[str] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, Recomputed]]:
     per: dict[str, float] = {}
     mark = time.perf_counter()
@@ -597,7 +710,7 @@ async def recompute_engine(
     async with db.unit_of_work() as uow:
         if statement_timeout_s is not None:
             await uow.session.execute(text(f"SET LOCAL statement_timeout = '{statement_timeout_s}s'"))
-        done = await SegmentEngine().recompute(uow.session, program_id, None, now, progress)
+        done = await SegmentEngine().recompute(uow.session, program_id, keys, now, progress)
         mark_commit = time.perf_counter()
     total = time.perf_counter() - started
     log(f"engine: {total:.2f}s for {len(done)} segments (commit {time.perf_counter() - mark_commit:.2f}s)")
@@ -1108,6 +1221,9 @@ async def run(options: Options) -> dict[str, Any]:
                 {"p": program_id, "keys": [d.key for d in base]},
             )
 
+        # ---- condition language v2, the metric operands: their own batch next to hand-written SQL
+        figures["v2_metrics"] = await v2_metrics_phase(db, connect, name, program_id, now)
+
         # ---- ingest: a second program with a copy of the members and no segments, then the real one
         connection = await connect(name)
         try:
@@ -1153,6 +1269,58 @@ async def run(options: Options) -> dict[str, Any]:
                 await admin.close()
             log(f"dropped {name}")
     return figures
+
+
+async def v2_metrics_phase(
+    db: Database, connect: Any, name: str, program_id: int, now: datetime
+) -> dict[str, Any]:
+    """The v2 metric definitions recomputed by the engine (their keys only) next to the floor, on the
+    same data plus redemptions and expiry lots; the segments are dropped afterwards."""
+    defs = v2_metric_definitions()
+    connection = await connect(name)
+    try:
+        for statement in V2_LEDGER_SQL:
+            await connection.execute(statement, program_id, now)
+        await connection.execute("ANALYZE ledger_entries; ANALYZE points_lots")
+    finally:
+        await connection.close()
+    async with db.unit_of_work() as uow:
+        await create_segments(uow.session, program_id, defs, now)
+    async with db.read() as session:
+        rows = await session.execute(select(Segment.key, Segment.id).where(Segment.program_id == program_id))
+        segment_ids: dict[str, int] = dict(rows.tuples().all())
+    keys = [d.key for d in defs]
+    engine_s, engine_per, _ = await recompute_engine(db, program_id, now, keys=keys)
+    connection = await connect(name)
+    try:
+        floor_s, floor_per = await recompute_floor(connection, program_id, defs, segment_ids, now)
+        sets = await compare_sets(connection, {k: segment_ids[k] for k in keys})
+        await connection.execute(
+            "DELETE FROM segments WHERE program_id = $1 AND key = ANY($2)", program_id, keys
+        )
+    finally:
+        await connection.close()
+    mismatched = {k: v for k, v in sets.items() if v["differ"]}
+    if mismatched:
+        log("!" * 80)
+        log(f"MISMATCH between the engine and the hand-written SQL (v2 metrics): {mismatched}")
+        log("!" * 80)
+    log(f"v2 metrics: engine {engine_s:.2f}s, floor {floor_s:.2f}s, ratio {engine_s / floor_s:.2f}")
+    return {
+        "recompute_s": round(engine_s, 2),
+        "floor_s": round(floor_s, 2),
+        "ratio": round(engine_s / floor_s, 2) if floor_s else None,
+        "sets_equal": not mismatched,
+        "per_definition": {
+            d.key: {
+                "engine_s": round(engine_per.get(d.key, 0.0), 3),
+                "floor_s": round(floor_per[d.key], 3),
+                "members": sets[d.key]["engine"],
+                "differ": sets[d.key]["differ"],
+            }
+            for d in defs
+        },
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    ExprCompare,
     HasTag,
     InOrganization,
     InSegment,
@@ -143,15 +144,13 @@ def test_spec_rules_parse_to_their_trees(rule: str, tree: Node) -> None:
     assert_same(parse_rule(rule), tree)
 
 
-def test_the_coffee_lovers_counter_example_is_refused() -> None:
+def test_the_coffee_lovers_counter_example_compares_two_metrics_in_version_2() -> None:
     rule = 'count(purchase, 90d where category = "coffee") > count(purchase, 90d where category = "tea")'
 
-    with pytest.raises(InvalidInput) as caught:
-        parse_rule(rule)
-
-    assert caught.value.message == (
-        "rule: column 50: the right side of '>' must be a literal "
-        "(a number, a string, true, false or a [list]), found 'count'"
+    assert parse_rule(rule) == ExprCompare(
+        count("purchase", D90, (("category", "coffee"),)),
+        Op.GT,
+        count("purchase", D90, (("category", "tea"),)),
     )
 
 
@@ -261,7 +260,7 @@ def test_the_normalised_rule_of_a_tree(tree: Node, rule: str) -> None:
         (
             "cnt(visit) > 1",
             "rule: column 1: unknown aggregate 'cnt'; expected one of: count, sum, avg, min, max, "
-            "distinct_days, days_since_last, days_since_first, streak",
+            "distinct_days, days_since_last, days_since_first, streak, distinct, top",
         ),
         (
             "count(visit, 30x) > 1",

@@ -22,14 +22,17 @@ from typing import Any
 
 from domain.db.types import AMOUNT_SCALE
 from domain.segments.conditions import (
+    PROPERTY_AGGS,
     Agg,
     All,
     AnyOf,
     AttrCompare,
+    ExprCompare,
     HasTag,
     InOrganization,
     InSegment,
     KindIs,
+    LedgerCompare,
     Metric,
     MetricCompare,
     Node,
@@ -39,7 +42,16 @@ from domain.segments.conditions import (
     cast_list,
     typed_where,
 )
-from domain.segments.evaluate import DAY, Evaluation, EventFact, MemberFacts, compare_value, same, streak
+from domain.segments.evaluate import (
+    DAY,
+    Evaluation,
+    EventFact,
+    MemberFacts,
+    compare_expressions,
+    compare_value,
+    streak,
+    where_holds,
+)
 
 #: A measure in its scaled units (count, days or amount units), None when absent.
 Measure = int | Fraction | None
@@ -106,8 +118,20 @@ def _compile(node: Node) -> Predicate:
             return lambda context: compare_value(
                 context.evaluation.attribute(path, context.member), op, value
             )
+        case MetricCompare(metric, op, value) if metric.agg in PROPERTY_AGGS:
+            return lambda context: compare_value(
+                context.evaluation.measure(metric, context.member), op, value
+            )
         case MetricCompare(metric, op, value):
             return _metric_predicate(metric, op, value)
+        case LedgerCompare(ledger, op, value):
+            return lambda context: compare_value(context.evaluation.ledger(ledger, context.member), op, value)
+        case ExprCompare(left, op, right):
+            return lambda context: compare_expressions(
+                context.evaluation.expr(left, context.member),
+                op,
+                context.evaluation.expr(right, context.member),
+            )
         case InSegment(key):
             return lambda context: key in context.member.segments
         case HasTag(key):
@@ -245,7 +269,7 @@ def _over_events(metric: Metric) -> Measurer:
             low = now - timedelta(seconds=seconds)
             events = [e for e in events if low < e.occurred_at <= now]
         if where:
-            events = [e for e in events if all(same(e.properties.get(n), v) for n, v in where)]
+            events = [e for e in events if all(where_holds(e.properties.get(n), v) for n, v in where)]
         return events
 
     if agg == Agg.COUNT:

@@ -23,7 +23,9 @@ from sqlalchemy import (
     FromClause,
     Integer,
     Select,
+    String,
     Subquery,
+    Time,
     and_,
     case,
     cast,
@@ -39,20 +41,27 @@ from sqlalchemy import (
 
 from domain.db.types import UtcDateTime
 from domain.events.refunds import not_refunded
-from domain.models import Event, EventAggregate, Member, MemberTag, Organization, SegmentMembership
+from domain.models import Event, EventAggregate, Member, MemberTag, Organization, PointsLot, SegmentMembership
 from domain.segments.conditions import (
     Agg,
     All,
     AnyOf,
+    Arith,
     AttrCompare,
+    Expr,
+    ExprCompare,
     HasTag,
     InOrganization,
     InSegment,
     KindIs,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
     Metric,
     MetricCompare,
     Node,
     Not,
+    Number,
     Op,
     Value,
     cast_list,
@@ -60,8 +69,9 @@ from domain.segments.conditions import (
     typed_where,
 )
 from domain.segments.evaluate import UNITS
+from domain.segments.fact_queries import ledger_rows, where_test
 from domain.segments.lifecycle import LifecycleThresholds
-from domain.segments.sqljson import JsonPath, guarded, sql_number
+from domain.segments.sqljson import NUMERIC, JsonPath, guarded, sql_number
 
 DAY = timedelta(days=1)
 EPOCH = date(1970, 1, 1)
@@ -140,7 +150,210 @@ class Compilation:
                     Organization.program_id == self.program_id, Organization.external_id == external_id
                 )
                 return func.coalesce(members.c.organization_id.in_(organization), false())
+            case LedgerCompare(ledger, op, value):
+                return compare_integer(func.coalesce(self.ledger_table(ledger).c.total, 0), op, value)
+            case ExprCompare(left, op, right):
+                return self.expr_comparison(left, op, right)
         raise AssertionError(node)
+
+    # ---------- version 2: ledger operands, arithmetic, distinct and top ----------
+
+    def ledger_table(self, ledger: Ledger) -> Subquery:
+        """member_id, total: the ledger operand per member (no row: 0)."""
+        key = ("ledger", ledger)
+        if key in self.joins:
+            return self.joins[key]
+        if ledger.kind == LedgerKind.EXPIRING:
+            lots = PointsLot.__table__
+            where = [
+                lots.c.program_id == self.program_id,
+                lots.c.remaining > 0,
+                lots.c.expires_at > self.ago(0),
+            ]
+            if ledger.window is not None:
+                where.append(lots.c.expires_at <= self.ago(0, -ledger.window.seconds))
+            query = select(lots.c.member_id, func.sum(lots.c.remaining).label("total")).where(*where)
+            self.joins[key] = query.group_by(lots.c.member_id).alias(f"l{len(self.joins)}")
+            return self.joins[key]
+        low = (
+            literal(datetime(1, 1, 2, tzinfo=UTC), UtcDateTime())
+            if ledger.window is None
+            else self.ago(0, ledger.window.seconds)
+        )
+        rows = ledger_rows(self.dialect, self.program_id, low)[0].subquery()
+        kind = "earned" if ledger.kind == LedgerKind.EARNED else "redeemed"
+        where = [rows.c.kind == kind]
+        if ledger.window is not None:
+            where.append(rows.c.at <= self.ago(0))
+        total = func.sum(rows.c.points) if kind == "earned" else -func.sum(rows.c.points)
+        self.joins[key] = (
+            select(rows.c.member_id, total.label("total"))
+            .where(*where)
+            .group_by(rows.c.member_id)
+            .alias(f"l{len(self.joins)}")
+        )
+        return self.joins[key]
+
+    def expr_comparison(self, left: Expr, op: Op, right: Expr) -> ColumnElement[bool]:
+        """Exact: each side a fraction n / d (d > 0) of integers (NUMERIC on PostgreSQL), compared
+        as n1 * d2 OP n2 * d1; no division is ever computed, so SQLite's float division never enters."""
+        n1, d1, p1 = self.rational(left)
+        n2, d2, p2 = self.rational(right)
+        return guarded(and_(p1, p2), _apply(op, n1 * d2, n2 * d1))
+
+    def rational(self, expr: Expr) -> tuple[Any, Any, ColumnElement[bool]]:
+        """(numerator, positive denominator, present) of an expression."""
+        match expr:
+            case Number(value):
+                exact = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+                return self.exact(exact.numerator), self.exact(exact.denominator), true()
+            case Ledger():
+                return self.numeric(func.coalesce(self.ledger_table(expr).c.total, 0)), self.exact(1), true()
+            case Arith(op, left, right):
+                a, b, p = self.rational(left)
+                c, d, q = self.rational(right)
+                present = and_(p, q)
+                match op:
+                    case "add":
+                        return a * d + c * b, b * d, present
+                    case "sub":
+                        return a * d - c * b, b * d, present
+                    case "mul":
+                        return a * c, b * d, present
+                negative = c < 0
+                return (
+                    case((negative, -(a * d)), else_=a * d),
+                    case((negative, -(b * c)), else_=b * c),
+                    and_(present, c != 0),
+                )
+        return self.metric_rational(expr)
+
+    def metric_rational(self, metric: Metric) -> tuple[Any, Any, ColumnElement[bool]]:
+        if metric.agg == Agg.STREAK:
+            streak = self.streak_table(metric, MAX_DAYS).c.streak  # every day back: the exact streak
+            return self.numeric(func.coalesce(streak, 0)), self.exact(1), true()
+        table = self.source(metric)
+        scale = UNITS if (metric.field or "amount") == "amount" else Fraction(1)
+        unit = self.exact(scale)
+        match metric.agg:
+            case Agg.COUNT:
+                return self.numeric(func.coalesce(table.c.count, 0)), self.exact(1), true()
+            case Agg.DISTINCT_DAYS:
+                return self.numeric(func.coalesce(table.c.days, 0)), self.exact(1), true()
+            case Agg.DISTINCT:
+                return self.numeric(func.coalesce(table.c.n, 0)), self.exact(1), true()
+            case Agg.SUM:
+                return self.numeric(func.coalesce(table.c.total, 0)), unit, true()
+            case Agg.MIN | Agg.MAX:
+                column = table.c.low if metric.agg == Agg.MIN else table.c.high
+                return self.numeric(column), unit, column.is_not(None)
+            case Agg.AVG:
+                present = func.coalesce(table.c.measured, 0) > 0
+                return self.numeric(table.c.total), self.numeric(table.c.measured) * unit, present
+            case Agg.DAYS_SINCE_LAST | Agg.DAYS_SINCE_FIRST:
+                at = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
+                return self.numeric(self.whole_days(at)), self.exact(1), at.is_not(None)
+        raise AssertionError(metric.agg)  # the parser keeps `top` out of arithmetic
+
+    def whole_days(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
+        """floor((now - at) / 24 h) as an integer: the UTC date difference, less one when `at`'s time of
+        day is later than now's (exact to the microsecond; `at` may be ahead of now)."""
+        today = (self.now.date() - EPOCH).days
+        if self.dialect == "postgresql":
+            time_of_day: ColumnElement[Any] = cast(func.timezone("UTC", at), Time)
+            now_time: ColumnElement[Any] = literal(self.now.astimezone(UTC).time().replace(tzinfo=None), Time)
+        else:  # stored as 'YYYY-MM-DD HH:MM:SS.ffffff': the time of day is the text from column 12
+            time_of_day = func.substr(at, 12)
+            now_time = literal(self.now.astimezone(UTC).strftime("%H:%M:%S.%f"))
+        return literal(today) - self.day_number(at) - case((time_of_day > now_time, 1), else_=0)
+
+    def exact(self, number: Fraction | int) -> ColumnElement[Any]:
+        assert Fraction(number).denominator == 1
+        return sql_number(self.dialect, int(number)) if self.dialect == "postgresql" else literal(int(number))
+
+    def numeric(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
+        """NUMERIC on PostgreSQL (products of counts would overflow bigint)."""
+        return cast(column, NUMERIC) if self.dialect == "postgresql" else column
+
+    def property_table(self, metric: Metric) -> Subquery:
+        """distinct: member_id, n; top: member_id, kind, num, txt (the winning value)."""
+        key = ("values", _metric_key(metric))
+        if key in self.joins:
+            return self.joins[key]
+        at = JsonPath(self.dialect, events.c.properties, metric.field or "")
+        is_number, is_string, is_bool = at.type_is("number"), at.type_is("string"), at.type_is("boolean")
+        boolean_text = case((at.boolean_is(True), "true"), else_="false")
+        raw_text = at.text() if self.dialect == "postgresql" else cast(at.number(), String)
+        values = (
+            select(
+                events.c.member_id,
+                case((is_number, "n"), (is_string, "s"), else_="b").label("kind"),
+                case((is_number, at.number()), else_=None).label("num"),
+                case((is_string, at.text()), (is_bool, boolean_text), else_=None).label("txt"),
+                case((is_string, at.text()), (is_bool, boolean_text), else_=raw_text).label("tie"),
+            )
+            .where(*self.matching_events(metric), or_(is_number, is_string, is_bool))
+            .subquery()
+        )
+        if metric.agg == Agg.DISTINCT:
+            different = (
+                select(values.c.member_id, values.c.kind, values.c.num, values.c.txt).distinct().subquery()
+            )
+            self.joins[key] = (
+                select(different.c.member_id, func.count().label("n"))
+                .group_by(different.c.member_id)
+                .alias(f"v{len(self.joins)}")
+            )
+            return self.joins[key]
+        tie = func.min(values.c.tie)
+        groups = (
+            select(
+                values.c.member_id,
+                values.c.kind,
+                values.c.num,
+                values.c.txt,
+                func.count().label("c"),
+                (tie.collate("C") if self.dialect == "postgresql" else tie).label("tie"),
+            )
+            .group_by(values.c.member_id, values.c.kind, values.c.num, values.c.txt)
+            .subquery()
+        )
+        tie_order = groups.c.tie.collate("C") if self.dialect == "postgresql" else groups.c.tie
+        ranked = select(
+            groups.c.member_id,
+            groups.c.kind,
+            groups.c.num,
+            groups.c.txt,
+            func.row_number()
+            .over(partition_by=groups.c.member_id, order_by=(groups.c.c.desc(), tie_order, groups.c.kind))
+            .label("rn"),
+        ).subquery()
+        self.joins[key] = (
+            select(ranked.c.member_id, ranked.c.kind, ranked.c.num, ranked.c.txt)
+            .where(ranked.c.rn == 1)
+            .alias(f"v{len(self.joins)}")
+        )
+        return self.joins[key]
+
+    def top(self, metric: Metric, op: Op, value: Value) -> ColumnElement[bool]:
+        """The winning value against literals, type-strict as `compare_value`."""
+        table = self.property_table(metric)
+        present = table.c.kind.is_not(None)
+
+        def equals(v: Any) -> ColumnElement[bool]:
+            if isinstance(v, bool):
+                return guarded(table.c.kind == "b", table.c.txt == ("true" if v else "false"))
+            if is_number(v):
+                return guarded(table.c.kind == "n", table.c.num == sql_number(self.dialect, v))
+            return guarded(table.c.kind == "s", table.c.txt == literal(v, String))
+
+        def one(comparison: Op, v: Any) -> ColumnElement[bool]:
+            if comparison == Op.EQ:
+                return equals(v)
+            kind = "b" if isinstance(v, bool) else "n" if is_number(v) else "s"
+            return and_(table.c.kind == kind, not_(equals(v)))  # kind NULL: no row, guarded below
+
+        return guarded(present, combine(one, op, value, present))
 
     # ---------- attributes ----------
 
@@ -211,6 +424,10 @@ class Compilation:
     # ---------- metrics ----------
 
     def metric(self, metric: Metric, op: Op, value: Value) -> ColumnElement[bool]:
+        if metric.agg == Agg.TOP:
+            return self.top(metric, op, value)
+        if metric.agg == Agg.DISTINCT:
+            return compare_integer(func.coalesce(self.property_table(metric).c.n, 0), op, value)
         if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
             table = self.source(metric)
             column = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
@@ -249,6 +466,8 @@ class Compilation:
         return combine(one, op, value, present)
 
     def source(self, metric: Metric) -> Subquery:
+        if metric.agg in (Agg.DISTINCT, Agg.TOP):
+            return self.property_table(metric)
         if metric.reads_raw_events:
             return self.event_table(metric)
         return self.bucket_table(metric.event)
@@ -289,7 +508,7 @@ class Compilation:
             where.append(events.c.occurred_at > self.ago(0, metric.window.seconds))
             where.append(events.c.occurred_at <= self.ago(0))
         for name, value in metric.where:
-            where.append(JsonPath(self.dialect, events.c.properties, name).equals(value))
+            where.append(where_test(self.dialect, events.c.properties, name, value))
         return where
 
     def event_table(self, metric: Metric) -> Subquery:

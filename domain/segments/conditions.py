@@ -60,10 +60,20 @@ class Agg(StrEnum):
     DAYS_SINCE_LAST = "days_since_last"
     DAYS_SINCE_FIRST = "days_since_first"
     STREAK = "streak"
+    DISTINCT = "distinct"
+    TOP = "top"
 
 
 #: Aggregates over a field (`sum(purchase.amount)`); the others take none.
 FIELD_AGGS = frozenset({Agg.SUM, Agg.AVG, Agg.MIN, Agg.MAX})
+#: Aggregates over the values of an event property (`distinct(purchase.store)`, `top(...)`): version 2.
+PROPERTY_AGGS = frozenset({Agg.DISTINCT, Agg.TOP})
+#: The operators `top` compares with (its value is a property value, not a number).
+TOP_OPS = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
+#: The operators of a comparison between expressions (arithmetic, metric to metric).
+EXPR_OPS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GTE, Op.LT, Op.LTE})
+#: Aggregates that may not stand inside arithmetic (`top` is not a number).
+NOT_IN_ARITHMETIC = frozenset({Agg.TOP})
 #: Aggregates that ignore the window: they look at the whole history.
 WINDOWLESS_AGGS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
 #: Aggregates that are absent (not 0) over no events.
@@ -99,22 +109,49 @@ class Metric:
     agg: Agg
     field: str | None = None  # "amount" or a numeric property name; only for FIELD_AGGS
     window: Window | None = None  # None: "all"
-    where: tuple[tuple[str, Scalar], ...] = ()
+    where: tuple[tuple[str, WhereValue], ...] = ()
 
     @property
     def reads_raw_events(self) -> bool:
         """Whether daily buckets cannot answer it exactly (windows, filters, property fields)."""
-        if self.where or self.field not in (None, "amount"):
+        if self.where or self.field not in (None, "amount") or self.agg in PROPERTY_AGGS:
             return True
         return self.window is not None and self.agg not in WINDOWLESS_AGGS
 
 
-def typed_where(where: tuple[tuple[str, Scalar], ...]) -> tuple[tuple[str, str, Scalar], ...]:
+@dataclass(frozen=True)
+class WhereTest:
+    """A version 2 `where` test other than equality: `store != "S9"`, `category in [..]`, `not in [..]`.
+
+    Tree: `{"ne": V}`, `{"in": [..]}`, `{"not_in": [..]}`. It has `compare_value`'s semantics: a
+    missing (or null) property, or one of another JSON type than the value(s), fails every test.
+    """
+
+    op: Op  # NE, IN or NOT_IN
+    values: tuple[Scalar, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        if self.op == Op.NE:
+            return {"ne": self.values[0]}
+        return {self.op.value: list(self.values)}
+
+
+WhereValue = Scalar | WhereTest
+WHERE_OPS = {"ne": Op.NE, "in": Op.IN, "not_in": Op.NOT_IN}
+
+
+def _typename(value: WhereValue) -> str:
+    if isinstance(value, WhereTest):
+        return f"{value.op.value}:" + ",".join(type(v).__name__ for v in value.values)
+    return type(value).__name__
+
+
+def typed_where(where: tuple[tuple[str, WhereValue], ...]) -> tuple[tuple[str, str, WhereValue], ...]:
     """A `where` filter with each value's type: Python has True == 1, a condition does not.
 
     Use it (not the filter itself) as a key of sets and caches.
     """
-    return tuple((name, type(value).__name__, value) for name, value in where)
+    return tuple((name, _typename(value), value) for name, value in where)
 
 
 @dataclass(frozen=True)
@@ -166,7 +203,69 @@ class InOrganization:
     external_id: str
 
 
-Node = All | AnyOf | Not | AttrCompare | MetricCompare | InSegment | HasTag | KindIs | InOrganization
+class LedgerKind(StrEnum):
+    EARNED = "earned"
+    REDEEMED = "redeemed"
+    EXPIRING = "expiring"
+
+
+@dataclass(frozen=True)
+class Ledger:
+    """A ledger operand (version 2): `points_earned(W)`, `points_redeemed(W)`, `points_expiring(W)`."""
+
+    kind: LedgerKind
+    window: Window | None = None  # None: "all"
+
+
+@dataclass(frozen=True)
+class LedgerCompare:
+    ledger: Ledger
+    op: Op
+    value: Value
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number inside arithmetic."""
+
+    value: int | float
+
+
+@dataclass(frozen=True)
+class Arith:
+    """`left OP right` in exact decimals; OP: add, sub, mul, div (by zero: absent)."""
+
+    op: str
+    left: Expr
+    right: Expr
+
+
+Expr = Metric | Ledger | Number | Arith
+ARITH_OPS = ("add", "sub", "mul", "div")
+
+
+@dataclass(frozen=True)
+class ExprCompare:
+    """`left OP right` between expressions, at least one side reading a metric or the ledger."""
+
+    left: Expr
+    op: Op
+    right: Expr
+
+
+Node = (
+    All
+    | AnyOf
+    | Not
+    | AttrCompare
+    | MetricCompare
+    | InSegment
+    | HasTag
+    | KindIs
+    | InOrganization
+    | LedgerCompare
+    | ExprCompare
+)
 TRUE: Node = All(())
 FALSE: Node = AnyOf(())
 
@@ -226,7 +325,24 @@ class ConditionParser:
             self.only(data, {"metric", "op", "value"}, path)
             metric = self.metric(data["metric"], f"{path}.metric")
             op = self.op(data, path)
+            if metric.agg == Agg.TOP:
+                return MetricCompare(metric, op, self.top_value(op, data.get("value"), f"{path}.value"))
             return MetricCompare(metric, op, self.metric_value(op, data.get("value"), f"{path}.value"))
+        if "ledger" in data:
+            self.only(data, {"ledger", "window", "op", "value"}, path)
+            ledger = self.ledger(data, path)
+            op = self.op(data, path)
+            return LedgerCompare(ledger, op, self.metric_value(op, data.get("value"), f"{path}.value"))
+        if "left" in data or "right" in data:
+            self.only(data, {"left", "op", "right"}, path)
+            left = self.expr(data.get("left"), f"{path}.left", depth + 1)
+            op = self.op(data, path)
+            if op not in EXPR_OPS:
+                raise self.fail(f"{path}.op", "comparing expressions takes eq, ne, gt, gte, lt or lte")
+            right = self.expr(data.get("right"), f"{path}.right", depth + 1)
+            if not (reads_measure(left) or reads_measure(right)):
+                raise self.fail(path, "one side of a comparison must hold an aggregate or a ledger operand")
+            return normalise_compare(left, op, right)
         if "segment" in data:
             self.only(data, {"segment"}, path)
             return InSegment(self.key(data["segment"], f"{path}.segment", "segment key"))
@@ -245,7 +361,7 @@ class ConditionParser:
             if not isinstance(org, str) or not 0 < len(org) <= 128:
                 raise self.fail(f"{path}.organization", "expected an organization externalId")
             return InOrganization(org)
-        known = "all, any, not, attr, metric, segment, tag, kind, organization"
+        known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization"
         raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
 
     def only(self, data: dict[str, Any], allowed: set[str], path: str) -> None:
@@ -324,6 +440,64 @@ class ConditionParser:
             raise self.fail(path, "a metric compares with a number")
         return number
 
+    def top_value(self, op: Op, value: Any, path: str) -> Value:
+        """What `top` compares with: property values (any scalar), with =, !=, in, not in only."""
+        if op not in TOP_OPS:
+            raise self.fail(path, "top compares only with eq, ne, in or not_in")
+        if op in (Op.IN, Op.NOT_IN):
+            return self.scalars(value, path)
+        return self.scalar(value, path)
+
+    def ledger(self, data: dict[str, Any], path: str) -> Ledger:
+        raw = data.get("ledger")
+        try:
+            kind = LedgerKind(raw if isinstance(raw, str) else "")
+        except ValueError:
+            raise self.fail(f"{path}.ledger", "expected earned, redeemed or expiring") from None
+        return Ledger(kind, parse_window(data.get("window"), lambda m: self.fail(f"{path}.window", m)))
+
+    def expr(self, data: Any, path: str, depth: int) -> Expr:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise self.fail(path, f"a condition has at most {MAX_NODES} nodes")
+        if depth > MAX_DEPTH:
+            raise self.fail(path, f"a condition nests at most {MAX_DEPTH} levels")
+        if not isinstance(data, dict):
+            raise self.fail(
+                path, 'expected an expression: a metric, {"ledger": ..}, {"number": N} or {"add": [a, b]}'
+            )
+        if "number" in data:
+            self.only(data, {"number"}, path)
+            number = data["number"]
+            if not is_number(number) or not math.isfinite(number):
+                raise self.fail(f"{path}.number", "expected a finite number")
+            return Number(number)
+        if "ledger" in data:
+            self.only(data, {"ledger", "window"}, path)
+            return self.ledger(data, path)
+        for name in ARITH_OPS:
+            if name in data:
+                self.only(data, {name}, path)
+                items = data[name]
+                if not isinstance(items, list) or len(items) != 2:
+                    raise self.fail(f"{path}.{name}", "expected a list of two expressions")
+                left = self.expr(items[0], f"{path}.{name}[0]", depth + 1)
+                return Arith(name, left, self.expr(items[1], f"{path}.{name}[1]", depth + 1))
+        metric = self.metric(data, path)
+        if metric.agg in NOT_IN_ARITHMETIC:
+            raise self.fail(f"{path}.agg", f"{metric.agg.value} cannot stand in arithmetic")
+        return metric
+
+    def where_value(self, value: Any, path: str) -> WhereValue:
+        if not isinstance(value, dict):
+            return self.scalar(value, path)
+        if len(value) != 1 or next(iter(value)) not in WHERE_OPS:
+            raise self.fail(path, 'expected a value, {"ne": V}, {"in": [..]} or {"not_in": [..]}')
+        name, raw = next(iter(value.items()))
+        if name == "ne":
+            return WhereTest(Op.NE, (self.scalar(raw, f"{path}.ne"),))
+        return WhereTest(WHERE_OPS[name], tuple(self.scalars(raw, f"{path}.{name}")))
+
     def metric(self, data: Any, path: str) -> Metric:
         if not isinstance(data, dict):
             raise self.fail(path, "expected an object with event and agg")
@@ -340,7 +514,10 @@ class ConditionParser:
                 f"{path}.agg", f"unknown aggregate {raw_agg!r}; expected one of: {known}"
             ) from None
         field = data.get("field")
-        if agg in FIELD_AGGS:
+        if agg in PROPERTY_AGGS:
+            if not isinstance(field, str) or not NAME.match(field) or field == "amount":
+                raise self.fail(f"{path}.field", f"{agg.value} needs a property name (not amount)")
+        elif agg in FIELD_AGGS:
             if not isinstance(field, str) or not NAME.match(field):
                 raise self.fail(f"{path}.field", f'{agg.value} needs a field: "amount" or a property name')
         elif field is not None:
@@ -349,14 +526,56 @@ class ConditionParser:
         where = data.get("where", {})
         if not isinstance(where, dict):
             raise self.fail(f"{path}.where", "expected an object of property: value")
-        pairs: list[tuple[str, Scalar]] = []
+        pairs: list[tuple[str, WhereValue]] = []
         for name, value in where.items():
             if not NAME.match(name):
                 raise self.fail(f"{path}.where", f"{name!r} is not a property name")
-            pairs.append((name, self.scalar(value, f"{path}.where.{name}")))
+            pairs.append((name, self.where_value(value, f"{path}.where.{name}")))
         if agg in WINDOWLESS_AGGS:
             window = None
         return Metric(event, agg, field, window, tuple(pairs))
+
+
+def reads_measure(expr: Expr) -> bool:
+    """Whether an expression holds an aggregate or a ledger operand."""
+    if isinstance(expr, Arith):
+        return reads_measure(expr.left) or reads_measure(expr.right)
+    return isinstance(expr, (Metric, Ledger))
+
+
+def normalise_compare(left: Expr, op: Op, right: Expr) -> Node:
+    """A comparison of expressions; `metric OP number` (`ledger OP number`) is the version 1 form."""
+    if isinstance(right, Number):
+        if isinstance(left, Metric):
+            return MetricCompare(left, op, right.value)
+        if isinstance(left, Ledger):
+            return LedgerCompare(left, op, right.value)
+    return ExprCompare(left, op, right)
+
+
+def operands(expr: Expr) -> list[Metric | Ledger]:
+    """The metrics and ledger operands of an expression, left to right."""
+    if isinstance(expr, Arith):
+        return operands(expr.left) + operands(expr.right)
+    return [expr] if isinstance(expr, (Metric, Ledger)) else []
+
+
+def node_metrics(node: Node) -> list[Metric]:
+    """The metrics a leaf reads (a comparison of one, or those inside arithmetic)."""
+    if isinstance(node, MetricCompare):
+        return [node.metric]
+    if isinstance(node, ExprCompare):
+        return [m for m in operands(node.left) + operands(node.right) if isinstance(m, Metric)]
+    return []
+
+
+def node_ledgers(node: Node) -> list[Ledger]:
+    """The ledger operands a leaf reads."""
+    if isinstance(node, LedgerCompare):
+        return [node.ledger]
+    if isinstance(node, ExprCompare):
+        return [m for m in operands(node.left) + operands(node.right) if isinstance(m, Ledger)]
+    return []
 
 
 def parse_window(raw: Any, fail: Any) -> Window | None:
@@ -399,7 +618,29 @@ def condition_to_json(node: Node) -> dict[str, Any]:
             return {"kind": kind.value}
         case InOrganization(external_id):
             return {"organization": external_id}
+        case LedgerCompare(ledger, op, value):
+            return {**ledger_to_json(ledger), "op": op.value, "value": value}
+        case ExprCompare(left, op, right):
+            return {"left": expr_to_json(left), "op": op.value, "right": expr_to_json(right)}
     raise AssertionError(node)
+
+
+def ledger_to_json(ledger: Ledger) -> dict[str, Any]:
+    data: dict[str, Any] = {"ledger": ledger.kind.value}
+    if ledger.window is not None:
+        data["window"] = str(ledger.window)
+    return data
+
+
+def expr_to_json(expr: Expr) -> dict[str, Any]:
+    match expr:
+        case Number(value):
+            return {"number": value}
+        case Ledger():
+            return ledger_to_json(expr)
+        case Arith(op, left, right):
+            return {op: [expr_to_json(left), expr_to_json(right)]}
+    return metric_to_json(expr)
 
 
 def metric_to_json(metric: Metric) -> dict[str, Any]:
@@ -409,7 +650,9 @@ def metric_to_json(metric: Metric) -> dict[str, Any]:
     if metric.window is not None:
         data["window"] = str(metric.window)
     if metric.where:
-        data["where"] = dict(metric.where)
+        data["where"] = {
+            name: value.to_json() if isinstance(value, WhereTest) else value for name, value in metric.where
+        }
     return data
 
 

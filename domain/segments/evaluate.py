@@ -8,6 +8,7 @@ exact for integers.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,18 +23,27 @@ from domain.segments.conditions import (
     Agg,
     All,
     AnyOf,
+    Arith,
     AttrCompare,
+    Expr,
+    ExprCompare,
     HasTag,
     InOrganization,
     InSegment,
     KindIs,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
     Metric,
     MetricCompare,
     Node,
     Not,
+    Number,
     Op,
     Scalar,
     Value,
+    WhereTest,
+    WhereValue,
     cast_list,
     is_number,
 )
@@ -65,6 +75,24 @@ class EventFact:
     properties: Mapping[str, Any]
 
 
+@dataclass(frozen=True)
+class LedgerFact:
+    """A posted ledger entry a ledger operand counts: `earned` (what the points board counts) or
+    `redeemed` (a redemption, or the reversal of one), dated when it counts (see facts.py)."""
+
+    at: datetime
+    points: int
+    kind: str  # "earned" or "redeemed"
+
+
+@dataclass(frozen=True)
+class LotFact:
+    """An open expiry lot (remaining > 0)."""
+
+    expires_at: datetime
+    remaining: int
+
+
 @dataclass
 class MemberFacts:
     """Everything a condition may read about one member."""
@@ -89,6 +117,10 @@ class MemberFacts:
     buckets: Mapping[str, Sequence[Bucket]] = field(default_factory=dict)
     #: Raw ACCEPTED events by type, at least as far back as the conditions' windows reach.
     events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
+    #: Ledger entries the ledger operands count, as far back as their windows reach (version 2).
+    ledger: Sequence[LedgerFact] = ()
+    #: Open expiry lots (version 2: `points_expiring`).
+    lots: Sequence[LotFact] = ()
 
 
 @dataclass(frozen=True)
@@ -116,7 +148,53 @@ class Evaluation:
                 return member.kind == kind.value
             case InOrganization(external_id):
                 return member.organization == external_id
+            case LedgerCompare(ledger, op, value):
+                return compare_value(self.ledger(ledger, member), op, value)
+            case ExprCompare(left, op, right):
+                return compare_expressions(self.expr(left, member), op, self.expr(right, member))
         raise AssertionError(node)
+
+    # ---------- version 2: ledger operands and arithmetic ----------
+
+    def ledger(self, ledger: Ledger, member: MemberFacts) -> Fraction:
+        """points_earned / points_redeemed / points_expiring as of now; 0 when nothing counts."""
+        now = self.now
+        if ledger.kind == LedgerKind.EXPIRING:
+            high = None if ledger.window is None else now + timedelta(seconds=ledger.window.seconds)
+            return Fraction(
+                sum(
+                    lot.remaining
+                    for lot in member.lots
+                    if now < lot.expires_at and (high is None or lot.expires_at <= high)
+                )
+            )
+        kind = "earned" if ledger.kind == LedgerKind.EARNED else "redeemed"
+        low = None if ledger.window is None else now - timedelta(seconds=ledger.window.seconds)
+        total = sum(e.points for e in member.ledger if e.kind == kind and (low is None or low < e.at <= now))
+        return Fraction(total if kind == "earned" else -total)
+
+    def expr(self, expr: Expr, member: MemberFacts) -> Fraction | None:
+        """An expression's exact value; None (absent) for an absent operand or a division by zero."""
+        match expr:
+            case Number(value):
+                return Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+            case Ledger():
+                return self.ledger(expr, member)
+            case Arith(op, left, right):
+                a, b = self.expr(left, member), self.expr(right, member)
+                if a is None or b is None:
+                    return None
+                match op:
+                    case "add":
+                        return a + b
+                    case "sub":
+                        return a - b
+                    case "mul":
+                        return a * b
+                return a / b if b else None
+        found = self.measure(expr, member)
+        assert found is None or isinstance(found, Fraction)
+        return found
 
     # ---------- attributes ----------
 
@@ -153,7 +231,8 @@ class Evaluation:
 
     # ---------- metrics ----------
 
-    def measure(self, metric: Metric, member: MemberFacts) -> Fraction | None:
+    def measure(self, metric: Metric, member: MemberFacts) -> Any:
+        """A Fraction, or None when absent; `top` gives the winning property value itself."""
         if metric.reads_raw_events:
             events = [e for e in member.events.get(metric.event, ()) if self.selects(metric, e)]
             return self.over_events(metric, events)
@@ -164,7 +243,7 @@ class Evaluation:
             low = self.now - timedelta(seconds=metric.window.seconds)
             if not low < event.occurred_at <= self.now:
                 return False
-        return all(same(event.properties.get(name), value) for name, value in metric.where)
+        return all(where_holds(event.properties.get(name), value) for name, value in metric.where)
 
     def over_buckets(self, metric: Metric, buckets: Sequence[Bucket]) -> Fraction | None:
         match metric.agg:
@@ -187,7 +266,9 @@ class Evaluation:
             {b.day for b in buckets},
         )
 
-    def over_events(self, metric: Metric, events: Sequence[EventFact]) -> Fraction | None:
+    def over_events(self, metric: Metric, events: Sequence[EventFact]) -> Any:
+        if metric.agg in (Agg.DISTINCT, Agg.TOP):
+            return property_values(metric.agg, [e.properties.get(metric.field or "") for e in events])
         if metric.agg == Agg.COUNT:
             return Fraction(len(events))
         if metric.agg == Agg.DISTINCT_DAYS:
@@ -218,6 +299,76 @@ class Evaluation:
 
 
 _WINDOWLESS = frozenset({Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST, Agg.STREAK})
+
+
+def value_key(value: Any) -> tuple[str, Any] | None:
+    """A property value's identity for distinct/top: its JSON kind and value (1 = 1.0, 1 != "1");
+    None for null, missing, lists and objects (they are not counted)."""
+    kind = _kind(value)
+    if kind is None:
+        return None
+    return kind, _number(value)
+
+
+def value_text(value: Any) -> str:
+    """The text `top` breaks ties by: strings as they are, true/false, numbers as their JSON text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def property_values(agg: Agg, values: Sequence[Any]) -> Any:
+    """`distinct` (how many different non-null scalar values) or `top` (the most frequent one; ties:
+    the smallest text in C order; absent with none) of one property over the selected events."""
+    counts: dict[tuple[str, Any], int] = {}
+    texts: dict[tuple[str, Any], str] = {}
+    firsts: dict[tuple[str, Any], Any] = {}
+    for value in values:
+        key = value_key(value)
+        if key is None:
+            continue
+        counts[key] = counts.get(key, 0) + 1
+        text = value_text(value)
+        if key not in texts or text < texts[key]:
+            texts[key] = text
+        firsts.setdefault(key, value)
+    if agg == Agg.DISTINCT:
+        return Fraction(len(counts))
+    if not counts:
+        return None
+    best = min(counts, key=lambda k: (-counts[k], texts[k]))
+    return best[1] if best[0] == "number" else firsts[best]
+
+
+def where_holds(actual: Any, expected: WhereValue) -> bool:
+    """One `where` test of an event property: equality, or `!=` / `in` / `not in` (version 2)."""
+    if isinstance(expected, WhereTest):
+        if expected.op == Op.NE:
+            return compare_value(actual, Op.NE, expected.values[0])
+        return compare_value(actual, expected.op, list(expected.values))
+    return same(actual, expected)
+
+
+def compare_expressions(left: Fraction | None, op: Op, right: Fraction | None) -> bool:
+    """Two exact values; absent on either side is false under every operator."""
+    if left is None or right is None:
+        return False
+    match op:
+        case Op.EQ:
+            return left == right
+        case Op.NE:
+            return left != right
+        case Op.GT:
+            return left > right
+        case Op.GTE:
+            return left >= right
+        case Op.LT:
+            return left < right
+        case Op.LTE:
+            return left <= right
+    raise AssertionError(op)
 
 
 def streak(days: Iterable[date], today: date) -> int:

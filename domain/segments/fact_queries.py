@@ -17,11 +17,13 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Executable,
+    Select,
     Table,
     and_,
     bindparam,
     case,
     false,
+    func,
     null,
     or_,
     select,
@@ -32,14 +34,25 @@ from sqlalchemy.types import BigInteger
 
 from domain.db.arrays import in_parameter
 from domain.db.types import UtcDateTime
+from domain.enums import AccrualStatus, EntryKind
 from domain.events.refunds import not_refunded
-from domain.models import Event, EventAggregate, Member, MemberTag, Organization, Segment, SegmentMembership
-from domain.segments.conditions import Scalar
+from domain.models import (
+    Event,
+    EventAggregate,
+    LedgerEntry,
+    Member,
+    MemberTag,
+    Organization,
+    PointsLot,
+    Segment,
+    SegmentMembership,
+)
+from domain.segments.conditions import Op, WhereTest, WhereValue
 from domain.segments.sqljson import JsonPath
 
 _events = cast(Table, Event.__table__)
 #: A metric's `where` filter as `typed_where` gives it: () selects every event.
-Where = tuple[tuple[str, str, Scalar], ...]
+Where = tuple[tuple[str, str, WhereValue], ...]
 #: Raw events to read: per type, (seconds back or None, filter) pairs; then per type the filters
 #: whose events' properties are read (None: all of them).
 Shape = tuple[
@@ -117,8 +130,82 @@ def since(seconds: int) -> str:
 
 def _where(dialect: str, where: Where) -> ColumnElement[bool]:
     """The events a metric's `where` selects, with the evaluator's type-strict equality."""
-    return and_(
-        true(), *(JsonPath(dialect, _events.c.properties, name).equals(value) for name, _, value in where)
+    return and_(true(), *(where_test(dialect, _events.c.properties, name, value) for name, _, value in where))
+
+
+def where_test(dialect: str, properties: Any, name: str, value: WhereValue) -> ColumnElement[bool]:
+    """One `where` test of an event property, never NULL: equality, or `!=` / `in` / `not in`
+    with the evaluator's semantics (`compare_value`: a missing property fails every test)."""
+    at = JsonPath(dialect, properties, name)
+    if not isinstance(value, WhereTest):
+        return at.equals(value)
+    from domain.segments.compile import compare_json  # compile.py reads this module's tables
+
+    if value.op == Op.NE:
+        return compare_json(at, Op.NE, value.values[0])
+    return compare_json(at, value.op, list(value.values))
+
+
+#: Entry kinds that points_earned never counts (nor reversals of them), as the POINTS board.
+NOT_EARNED = (EntryKind.REDEMPTION.value, EntryKind.EXPIRY.value)
+
+
+def ledger_rows(dialect: str, program_id: Any, since: Any) -> tuple[Select[Any], Any]:
+    """member_id, at, points, kind ("earned" | "redeemed") of the POSTED entries ledger operands count.
+
+    earned: what the `points` leaderboard counts (gamification/leaderboards/standings.py), dated as
+    it dates them: the event's occurredAt, else the posting time. redeemed: REDEMPTION entries and
+    reversals of them (points given back), dated when the redemption was posted.
+    """
+    entries = LedgerEntry.__table__.alias("le")
+    original = LedgerEntry.__table__.alias("lo")
+    event = _events.alias("lev")
+    earned_at = func.coalesce(event.c.occurred_at, entries.c.created_at, type_=UtcDateTime())
+    redeemed_at = func.coalesce(original.c.created_at, entries.c.created_at, type_=UtcDateTime())
+    is_redemption = or_(
+        entries.c.kind == EntryKind.REDEMPTION.value,
+        and_(entries.c.kind == EntryKind.REVERSAL.value, original.c.kind == EntryKind.REDEMPTION.value),
+    )
+    is_earned = and_(
+        entries.c.kind.not_in(NOT_EARNED), or_(original.c.id.is_(None), original.c.kind.not_in(NOT_EARNED))
+    )
+    at = case((is_redemption, redeemed_at), else_=earned_at)
+    return (
+        select(
+            entries.c.member_id,
+            _instants(type_coerce(at, UtcDateTime()), dialect).label("at"),
+            entries.c.points,
+            case((is_redemption, "redeemed"), else_="earned").label("kind"),
+        )
+        .select_from(
+            entries.outerjoin(event, event.c.id == entries.c.event_id).outerjoin(
+                original, original.c.id == entries.c.reverses_entry_id
+            )
+        )
+        .where(
+            entries.c.program_id == program_id,
+            entries.c.status == AccrualStatus.POSTED.value,
+            or_(is_redemption, is_earned),
+            at > since,
+        )
+    ), entries
+
+
+@lru_cache(maxsize=4)
+def ledger(dialect: str) -> Executable:
+    statement, entries = ledger_rows(
+        dialect, bindparam("program_id"), bindparam("since", type_=UtcDateTime())
+    )
+    found: Executable = statement.where(in_parameter(entries.c.member_id, "ids", dialect))
+    return found
+
+
+@lru_cache(maxsize=4)
+def lots(dialect: str) -> Executable:
+    return select(PointsLot.member_id, _instants(PointsLot.expires_at, dialect), PointsLot.remaining).where(
+        PointsLot.program_id == bindparam("program_id"),
+        in_parameter(PointsLot.member_id, "ids", dialect),
+        PointsLot.remaining > 0,
     )
 
 

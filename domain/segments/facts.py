@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Executable
@@ -23,8 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from domain.db.arrays import dialect_of
 from domain.segments import fact_queries as queries
-from domain.segments.conditions import AttrCompare, MetricCompare, Node, typed_where, walk
-from domain.segments.evaluate import Bucket, EventFact, MemberFacts
+from domain.segments.conditions import (
+    PROPERTY_AGGS,
+    AttrCompare,
+    LedgerKind,
+    Metric,
+    Node,
+    node_ledgers,
+    node_metrics,
+    typed_where,
+    walk,
+)
+from domain.segments.evaluate import Bucket, EventFact, LedgerFact, LotFact, MemberFacts
 from domain.segments.fact_queries import Shape, Where
 
 
@@ -42,28 +52,42 @@ class Needs:
     #: Raw events by type whose properties a metric reads: those its `where` filters select,
     #: or None: all of them (a property field).
     properties: dict[str, set[Where] | None] = field(default_factory=dict)
+    #: Ledger entries (version 2): whether any are read, and how many seconds back (None: all).
+    ledger: bool = False
+    ledger_lookback: int | None = 0
+    #: Open expiry lots (`points_expiring`).
+    lots: bool = False
 
     def add(self, node: Node) -> None:
         for part in walk(node):
             if isinstance(part, AttrCompare) and part.path == "lifecycle":
                 self.bucket_types.add("purchase")
-            if not isinstance(part, MetricCompare):
-                continue
-            metric = part.metric
-            if not metric.reads_raw_events:
-                self.bucket_types.add(metric.event)
-                continue
-            reach = None if metric.window is None else metric.window.seconds
-            where = typed_where(metric.where)  # a key: True and 1 must stay apart
-            self._select(metric.event, reach, where)
-            if metric.event in self.event_lookback:
-                known = self.event_lookback[metric.event]
-                reach = None if known is None or reach is None else max(known, reach)
-            self.event_lookback[metric.event] = reach
-            if metric.field not in (None, "amount"):
-                self.properties[metric.event] = None
-            elif where and (read := self.properties.get(metric.event, set())) is not None:
-                self.properties[metric.event] = {*read, where}
+            for ledger in node_ledgers(part):
+                if ledger.kind == LedgerKind.EXPIRING:
+                    self.lots = True
+                    continue
+                reach = None if ledger.window is None else ledger.window.seconds
+                known = self.ledger_lookback if self.ledger else 0
+                self.ledger = True
+                self.ledger_lookback = None if known is None or reach is None else max(known, reach)
+            for metric in node_metrics(part):
+                self.add_metric(metric)
+
+    def add_metric(self, metric: Metric) -> None:
+        if not metric.reads_raw_events:
+            self.bucket_types.add(metric.event)
+            return
+        reach = None if metric.window is None else metric.window.seconds
+        where = typed_where(metric.where)  # a key: True and 1 must stay apart
+        self._select(metric.event, reach, where)
+        if metric.event in self.event_lookback:
+            known = self.event_lookback[metric.event]
+            reach = None if known is None or reach is None else max(known, reach)
+        self.event_lookback[metric.event] = reach
+        if metric.field not in (None, "amount") or metric.agg in PROPERTY_AGGS:
+            self.properties[metric.event] = None
+        elif where and (read := self.properties.get(metric.event, set())) is not None:
+            self.properties[metric.event] = {*read, where}
 
     def _select(self, event_type: str, reach: int | None, where: Where) -> None:
         """Add a selection; keep per filter the longest reach, and no filtered one the unfiltered covers."""
@@ -141,7 +165,34 @@ async def load_facts(
         }
         windows = {queries.since(seconds): now - timedelta(seconds=seconds) for seconds in reaches}
         await _load_events(connection, queries.events(dialect, needs.shape()), {**keys, **windows}, facts)
+    if needs.ledger:
+        await _load_ledger(connection, queries.ledger(dialect), needs.ledger_lookback, keys, now, facts)
+    if needs.lots:
+        found: dict[int, list[LotFact]] = defaultdict(list)
+        for member_id, expires_at, remaining in await _rows(connection, queries.lots(dialect), keys):
+            found[member_id].append(LotFact(expires_at, remaining))
+        for member_id, lots in found.items():
+            if member_id in facts:
+                facts[member_id].lots = lots
     return facts
+
+
+async def _load_ledger(
+    connection: AsyncConnection,
+    statement: Executable,
+    lookback: int | None,
+    keys: Mapping[str, Any],
+    now: datetime,
+    facts: dict[int, MemberFacts],
+) -> None:
+    """The entries the ledger operands count, dated when they count, since `now - lookback`."""
+    since = datetime(1, 1, 2, tzinfo=UTC) if lookback is None else now - timedelta(seconds=lookback)
+    found: dict[int, list[LedgerFact]] = defaultdict(list)
+    for member_id, at, points, kind in await _rows(connection, statement, {**keys, "since": since}):
+        found[member_id].append(LedgerFact(at, points, kind))
+    for member_id, entries in found.items():
+        if member_id in facts:
+            facts[member_id].ledger = entries
 
 
 async def _rows(

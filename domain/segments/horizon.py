@@ -31,14 +31,20 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    ExprCompare,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
     Metric,
     MetricCompare,
     Node,
     Not,
     Value,
+    node_ledgers,
+    node_metrics,
     walk,
 )
-from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, same
+from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, where_holds
 from domain.segments.lifecycle import LifecycleThresholds
 
 #: How far ahead candidates are looked for.
@@ -58,7 +64,16 @@ def _moves_with_time(node: Node) -> bool:
         return node.path in TIMED_PATHS
     if isinstance(node, MetricCompare):
         return node.metric.agg in WINDOWLESS_AGGS or node.metric.window is not None
+    if isinstance(node, (LedgerCompare, ExprCompare)):
+        return any(m.window is not None or m.agg in WINDOWLESS_AGGS for m in node_metrics(node)) or any(
+            _ledger_moves(ledger) for ledger in node_ledgers(node)
+        )
     return False
+
+
+def _ledger_moves(ledger: Ledger) -> bool:
+    """Windows slide; lots leave `points_expiring` when they expire, whatever its window."""
+    return ledger.window is not None or ledger.kind == LedgerKind.EXPIRING
 
 
 def next_change(
@@ -68,7 +83,9 @@ def next_change(
     lifecycle: LifecycleThresholds,
     until: datetime | None = None,
 ) -> datetime | None:
-    """The first instant after `now` where the condition's truth differs from now, with no new events.
+    """The first instant after `now` where the condition's truth differs from now, with no new events
+    (or, when a day count stands inside arithmetic, at most `RECHECK_DAYS` ahead: an earlier instant
+    to evaluate again, until which the truth is constant).
 
     None when time alone never flips it within `LIMIT`, or before `until` when
     given (a caller that only wants an earlier instant than one it has). The
@@ -84,10 +101,15 @@ def next_change(
     check = compile_condition(moving)
     before = check(Context(member, Evaluation(now, lifecycle)))
     leaves = [node for node in walk(moving) if _moves_with_time(node)]
+    recheck = min((t for leaf in leaves if (t := _recheck(leaf, member, now)) is not None), default=None)
+    if recheck is not None and recheck > end:
+        recheck = None
     for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle) for leaf in leaves)):
+        if recheck is not None and instant >= recheck:
+            return recheck
         if check(Context(member, Evaluation(instant, lifecycle))) != before:
             return instant
-    return None
+    return recheck
 
 
 def earliest_change(
@@ -152,7 +174,60 @@ def _leaf_instants(
             return _birthdays(member.attributes.get("birthDate"), value, now)
         case AttrCompare("lifecycle", _, _):
             return _lifecycle_instants(member, lifecycle)
+        case LedgerCompare() | ExprCompare():
+            found: list[datetime] = []
+            for metric in node_metrics(node):
+                if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+                    found.extend(_every_day_step(metric, member, now))
+                else:  # a streak: every midnight while it may change; windows: events entering, leaving
+                    found.extend(_metric_instants(metric, 0, member, now))
+            for ledger in node_ledgers(node):
+                found.extend(_ledger_instants(ledger, member))
+            return found
     return ()
+
+
+#: A day count inside arithmetic changes the expression every day: its steps are tried for this many
+#: days ahead; with no flip by then `next_change` answers the last of them, an earlier instant than
+#: the flip (if any) at which the scheduler evaluates the member again (and looks further).
+RECHECK_DAYS = 400
+
+
+def reads_day_counts_in_arithmetic(node: Node) -> bool:
+    """Whether `next_change` may answer a re-check instant (not a flip) for this leaf (`_recheck`)."""
+    return isinstance(node, ExprCompare) and any(
+        m.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST) for m in node_metrics(node)
+    )
+
+
+def _every_day_step(metric: Metric, member: MemberFacts, now: datetime) -> list[datetime]:
+    """The next RECHECK_DAYS instants where a days_since count inside arithmetic goes up."""
+    origin = _time_origin(metric, member)
+    if origin is None:
+        return []
+    current = (now - origin) // DAY
+    return [origin + k * DAY for k in range(current + 1, current + RECHECK_DAYS + 1)]
+
+
+def _recheck(leaf: Node, member: MemberFacts, now: datetime) -> datetime | None:
+    """The last day step `_every_day_step` tries for the leaf (the earliest over its day counts)."""
+    if not reads_day_counts_in_arithmetic(leaf):
+        return None
+    day_counts = [m for m in node_metrics(leaf) if m.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST)]
+    found = [steps[-1] for m in day_counts if (steps := _every_day_step(m, member, now))]
+    return min(found, default=None)
+
+
+def _ledger_instants(ledger: Ledger, member: MemberFacts) -> list[datetime]:
+    """Entries enter a window when they happen and leave it a window later; a lot enters
+    `points_expiring(W)` W before it expires and leaves it when it expires."""
+    width = None if ledger.window is None else timedelta(seconds=ledger.window.seconds)
+    if ledger.kind == LedgerKind.EXPIRING:
+        return [t for lot in member.lots for t in (lot.expires_at, lot.expires_at - (width or timedelta(0)))]
+    if width is None:
+        return []
+    kind = "earned" if ledger.kind == LedgerKind.EARNED else "redeemed"
+    return [t for e in member.ledger if e.kind == kind for t in (e.at, e.at + width)]
 
 
 # ---------- metrics ----------
@@ -175,7 +250,9 @@ def _selected(metric: Metric, member: MemberFacts) -> Sequence[EventFact]:
     events = member.events.get(metric.event, ())
     if not metric.where:
         return events
-    return [e for e in events if all(same(e.properties.get(name), value) for name, value in metric.where)]
+    return [
+        e for e in events if all(where_holds(e.properties.get(name), value) for name, value in metric.where)
+    ]
 
 
 def _event_days(metric: Metric, member: MemberFacts) -> set[date]:

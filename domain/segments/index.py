@@ -18,8 +18,9 @@ from domain.segments.conditions import (
     InOrganization,
     InSegment,
     KindIs,
-    MetricCompare,
     Node,
+    node_ledgers,
+    node_metrics,
     parse_condition,
     walk,
 )
@@ -48,7 +49,7 @@ class Definition:
     @classmethod
     def of(cls, id: int, key: str, kind: str, condition: Node | None, applies_tag: str | None) -> Definition:
         nodes = walk(condition) if condition is not None else []
-        types = {n.metric.event for n in nodes if isinstance(n, MetricCompare)}
+        types = {m.event for n in nodes for m in node_metrics(n)}
         paths = {n.path for n in nodes if isinstance(n, AttrCompare)}
         if "lifecycle" in paths:
             types.add("purchase")
@@ -64,7 +65,7 @@ class Definition:
             reads_profile=bool(paths - PROFILE_PATHS_EXCLUDED)
             or any(isinstance(n, (KindIs, InOrganization)) for n in nodes)
             or "lifecycle" in paths,
-            reads_balance="pointsBalance" in paths,
+            reads_balance="pointsBalance" in paths or any(node_ledgers(n) for n in nodes),
             time_dependent=condition is not None and is_time_dependent(condition),
         )
 

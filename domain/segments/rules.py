@@ -39,31 +39,45 @@ from domain.enums import MemberKind
 from domain.errors import InvalidInput
 from domain.segments.conditions import (
     EVENT_TYPE,
+    EXPR_OPS,
     FIELD_AGGS,
     KEY,
     MAX_DEPTH,
     MAX_NODES,
     NAME,
+    NOT_IN_ARITHMETIC,
     PATH,
+    PROPERTY_AGGS,
     WINDOWLESS_AGGS,
     Agg,
     All,
     AnyOf,
+    Arith,
     AttrCompare,
     ConditionParser,
+    Expr,
+    ExprCompare,
     HasTag,
     InOrganization,
     InSegment,
     KindIs,
+    Ledger,
+    LedgerCompare,
+    LedgerKind,
     Metric,
     MetricCompare,
     Node,
     Not,
+    Number,
     Op,
     Scalar,
     Value,
+    WhereTest,
+    WhereValue,
     Window,
+    normalise_compare,
     parse_window,
+    reads_measure,
 )
 from domain.segments.tokens import END, Token, rule_error, tokenize
 
@@ -91,7 +105,19 @@ _KNOWN_OPERATORS = ", ".join(OPERATORS.values())
 _KNOWN_AGGS = ", ".join(agg.value for agg in Agg)
 _MAX_ORGANIZATION = 128
 
-Operand = str | Metric  # an attribute path or an aggregate
+Operand = str | Metric | Ledger  # an attribute path, an aggregate or a ledger operand
+#: The ledger operands of version 2, by their rule word.
+LEDGER_WORDS = {f"points_{kind.value}": kind for kind in LedgerKind}
+_ARITH_TEXT = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_ARITH_OF_TEXT = {text: name for name, text in _ARITH_TEXT.items()}
+_PRECEDENCE = {"add": 1, "sub": 1, "mul": 2, "div": 2}
+_COLUMN = re.compile(r"rule: column ([0-9]+):")
+_COMPARES_EXPRESSIONS = "does not compare expressions; use =, !=, >, >=, < or <="
+
+
+def _error_column(error: InvalidInput) -> int:
+    found = _COLUMN.match(str(error))
+    return int(found.group(1)) if found else 0
 
 
 # ---------- normal form ----------
@@ -198,6 +224,22 @@ class _RuleParser:
 
     def unary(self) -> Node:
         token = self.peek()
+        if token.is_punct("("):
+            saved = (self.pos, self.nesting, self.leaves)
+            try:  # `(count(a) + count(b)) / 2 > 1` is a comparison; `(a = 1 or b = 2)` a group
+                self.leaves += 1
+                return self.node(self.expr_comparison(), token.column)
+            except InvalidInput as error:
+                self.pos, self.nesting, self.leaves = saved
+                try:
+                    return self.group_or_not(token)
+                except InvalidInput as group_error:
+                    if _error_column(error) > _error_column(group_error):
+                        raise error from None
+                    raise
+        return self.group_or_not(token)
+
+    def group_or_not(self, token: Token) -> Node:
         if token.is_word("not") or token.is_punct("("):
             self.nesting += 1
             if self.nesting > MAX_DEPTH:
@@ -217,6 +259,8 @@ class _RuleParser:
 
     def atom(self) -> Node:
         token = self.peek()
+        if token.kind == "number":
+            return self.expr_comparison()
         if token.kind != "word":
             raise self.expected("a condition")
         word = token.text.lower()
@@ -242,12 +286,14 @@ class _RuleParser:
             return InSegment(key) if word == "in_segment" else HasTag(key)
         if word == "exists":
             return self.exists()
-        return self.comparison(self.operand())
+        return self.comparison(self.operand(), token.column)
 
     def operand(self) -> Operand:
-        """An attribute path, `attr("PATH")` or an aggregate."""
+        """An attribute path, `attr("PATH")`, an aggregate or a ledger operand."""
         token = self.peek()
         if token.kind == "word" and self.peek(1).is_punct("("):
+            if token.text.lower() in LEDGER_WORDS:
+                return self.ledger()
             if token.text.lower() == "attr":
                 self.advance()
                 self.expect("(", "after 'attr'")
@@ -277,7 +323,10 @@ class _RuleParser:
     def exists(self) -> Node:
         self.advance()
         self.expect("(", "after 'exists'")
+        token = self.peek()
         operand = self.operand()
+        if isinstance(operand, Metric) and operand.agg == Agg.TOP:
+            raise self.fail(token, "top compares only with =, !=, in or not in")
         self.expect(")", "after the operand of exists")
         value = True
         if self.peek().is_punct("="):
@@ -288,7 +337,9 @@ class _RuleParser:
             value = self.advance().text.lower() == "true"
         return self.compare(operand, Op.EXISTS, value)
 
-    def comparison(self, operand: Operand) -> Node:
+    def comparison(self, operand: Operand, column: int | None = None) -> Node:
+        if isinstance(operand, (Metric, Ledger)):
+            return self.measure_comparison(operand, column)
         op = self.operator()
         token = self.peek()
         if token.kind == "word" and not (token.is_word("true") or token.is_word("false")):
@@ -299,15 +350,131 @@ class _RuleParser:
             )
         value = self.literal()
         checks = _ValueChecks(token.column)
-        if isinstance(operand, Metric):
-            return self.compare(operand, op, checks.metric_value(op, value, ""))
         return self.compare(operand, op, checks.attr_value(op, value, ""))
 
     @staticmethod
     def compare(operand: Operand, op: Op, value: Value) -> Node:
         if isinstance(operand, Metric):
             return MetricCompare(operand, op, value)
+        if isinstance(operand, Ledger):
+            return LedgerCompare(operand, op, value)
         return AttrCompare(operand, op, value)
+
+    # --- arithmetic (version 2)
+
+    def measure_comparison(self, first: Metric | Ledger, column: int | None) -> Node:
+        """An aggregate or ledger operand, maybe in arithmetic, compared with a literal or an expression."""
+        left = self.expr_tail(first, column)
+        op_token = self.peek()
+        op = self.operator()
+        token = self.peek()
+        literal = token.kind in ("string", "raw") or token.is_punct("[")
+        literal = literal or token.is_word("true") or token.is_word("false")
+        literal = literal or (token.kind == "number" and not self.arithmetic_at(1))
+        if left is first and literal:
+            value = self.literal()
+            checks = _ValueChecks(token.column)
+            if isinstance(first, Metric) and first.agg == Agg.TOP:
+                return self.compare(first, op, checks.top_value(op, value, ""))
+            return self.compare(first, op, checks.metric_value(op, value, ""))
+        if left is first:
+            self.check_arithmetic(first, column)
+        if op not in EXPR_OPS:
+            raise self.fail(op_token, f"'{OPERATORS[op]}' {_COMPARES_EXPRESSIONS}")
+        return normalise_compare(left, op, self.expr())
+
+    def expr_comparison(self) -> Node:
+        left = self.expr()
+        op_token = self.peek()
+        op = self.operator()
+        if op not in EXPR_OPS:
+            raise self.fail(op_token, f"'{OPERATORS[op]}' {_COMPARES_EXPRESSIONS}")
+        right_token = self.peek()
+        right = self.expr()
+        if not (reads_measure(left) or reads_measure(right)):
+            raise self.fail(
+                right_token, "one side of a comparison must hold an aggregate or a ledger operand"
+            )
+        return normalise_compare(left, op, right)
+
+    def arithmetic_at(self, ahead: int) -> bool:
+        token = self.peek(ahead)
+        if token.kind == "punct" and token.text in _ARITH_OF_TEXT:
+            return True
+        return token.kind == "number" and token.text.startswith("-")  # `a -5`: a minus 5
+
+    def check_arithmetic(self, metric: Metric | Ledger, column: int | None) -> None:
+        if isinstance(metric, Metric) and metric.agg in NOT_IN_ARITHMETIC:
+            hint = " (top compares with =, !=, in or not in and a literal)" if metric.agg == Agg.TOP else ""
+            raise rule_error(
+                column or self.peek().column,
+                f"{metric.agg.value}(...) cannot stand in arithmetic or be compared with an expression{hint}",
+            )
+
+    def expr(self) -> Expr:
+        return self.additive(self.multiplicative(self.factor()))
+
+    def expr_tail(self, first: Metric | Ledger, column: int | None) -> Expr:
+        if not self.arithmetic_at(0):
+            return first
+        self.check_arithmetic(first, column)
+        return self.additive(self.multiplicative(first))
+
+    def additive(self, left: Expr) -> Expr:
+        while True:
+            token = self.peek()
+            if token.is_punct("+") or token.is_punct("-"):
+                self.advance()
+                name = _ARITH_OF_TEXT[token.text]
+                left = Arith(name, left, self.multiplicative(self.factor()))
+            elif token.kind == "number" and token.text.startswith("-"):
+                self.advance()
+                assert isinstance(token.value, (int, float))
+                left = Arith("sub", left, self.multiplicative(Number(-token.value)))
+            else:
+                return left
+
+    def multiplicative(self, left: Expr) -> Expr:
+        while self.peek().is_punct("*") or self.peek().is_punct("/"):
+            name = _ARITH_OF_TEXT[self.advance().text]
+            left = Arith(name, left, self.factor())
+        return left
+
+    def factor(self) -> Expr:
+        token = self.peek()
+        if token.kind == "number":
+            self.advance()
+            assert isinstance(token.value, (int, float))
+            return Number(token.value)
+        if token.is_punct("("):
+            self.nesting += 1
+            if self.nesting > MAX_DEPTH:
+                raise self.fail(token, f"a condition nests at most {MAX_DEPTH} levels")
+            self.advance()
+            inner = self.expr()
+            self.expect(")", f"to close the '(' at column {token.column}")
+            self.nesting -= 1
+            return inner
+        if token.kind == "word" and self.peek(1).is_punct("("):
+            if token.text.lower() in LEDGER_WORDS:
+                return self.ledger()
+            if token.text.lower() not in ("attr", "exists", "in_segment", "has_tag"):
+                metric = self.metric()
+                self.check_arithmetic(metric, token.column)
+                return metric
+        if token.kind == "raw":
+            raise self.fail(token, f"malformed number '{token.text}'")
+        raise self.expected("an aggregate, a ledger operand such as points_earned(30d), a number or '('")
+
+    def ledger(self) -> Ledger:
+        token = self.advance()
+        kind = LEDGER_WORDS[token.text.lower()]
+        self.expect("(", f"after '{token.text}'")
+        window = None
+        if not self.peek().is_punct(")"):
+            window = self.window()
+        self.expect(")", "after the window")
+        return Ledger(kind, window)
 
     def operator(self) -> Op:
         token = self.peek()
@@ -402,7 +569,7 @@ class _RuleParser:
             self.advance()
             window = self.window()
             where_ = "after the window"
-        pairs: tuple[tuple[str, Scalar], ...] = ()
+        pairs: tuple[tuple[str, WhereValue], ...] = ()
         if self.peek().is_word("where"):
             self.advance()
             pairs = self.where()
@@ -418,9 +585,11 @@ class _RuleParser:
         event, _, field = token.text.partition(".")
         if not EVENT_TYPE.match(event):
             raise self.fail(token, f"'{event}' is not an event type matching [a-z][a-z0-9_]{{0,63}}")
+        if agg in PROPERTY_AGGS and (not field or field == "amount"):
+            raise self.fail(token, f"{agg.value} needs a property: {event}.PROPERTY (not amount)")
         if agg in FIELD_AGGS and not field:
             raise self.fail(token, f"{agg.value} needs a field: {event}.amount or {event}.PROPERTY")
-        if agg not in FIELD_AGGS and field:
+        if agg not in FIELD_AGGS and agg not in PROPERTY_AGGS and field:
             raise self.fail(token, f"{agg.value} takes no field")
         if field and not NAME.match(field):
             raise self.fail(token, f"'{field}' is not a field name")
@@ -433,8 +602,8 @@ class _RuleParser:
         window: Window | None = parse_window(token.text, lambda message: rule_error(token.column, message))
         return window
 
-    def where(self) -> tuple[tuple[str, Scalar], ...]:
-        pairs: dict[str, Scalar] = {}
+    def where(self) -> tuple[tuple[str, WhereValue], ...]:
+        pairs: dict[str, WhereValue] = {}
         while True:
             token = self.peek()
             if token.kind != "word" or not NAME.match(token.text):
@@ -442,12 +611,32 @@ class _RuleParser:
             if token.text in pairs:
                 raise self.fail(token, f"property '{token.text}' appears twice in the where clause")
             self.advance()
-            self.expect("=", "after the property name")
-            column = self.peek().column
-            pairs[token.text] = _ValueChecks(column).scalar(self.scalar(), "")
+            pairs[token.text] = self.where_test()
             if not self.peek().is_punct(","):
                 return tuple(pairs.items())
             self.advance()
+
+    def where_test(self) -> WhereValue:
+        """`= literal`, `!= literal`, `in [..]` or `not in [..]` after a where property."""
+        token = self.peek()
+        if token.is_punct("="):
+            self.advance()
+            return _ValueChecks(self.peek().column).scalar(self.scalar(), "")
+        if token.is_punct("!="):
+            self.advance()
+            return WhereTest(Op.NE, (_ValueChecks(self.peek().column).scalar(self.scalar(), ""),))
+        op = Op.IN
+        if token.is_word("not") and self.peek(1).is_word("in"):
+            self.advance()
+            op = Op.NOT_IN
+        elif not token.is_word("in"):
+            raise self.expected("'=', '!=', 'in' or 'not in' after the property name")
+        self.advance()
+        if not self.peek().is_punct("["):
+            raise self.expected(f"a [list] after '{OPERATORS[op]}'")
+        column = self.peek().column
+        values = _ValueChecks(column).scalars(self.literal(), "")
+        return WhereTest(op, tuple(values))
 
     # --- limits
 
@@ -468,6 +657,23 @@ class _RuleParser:
                     pending.extend((c, depth + 1) for c in reversed(children))
                 case Not(child):
                     pending.append((child, depth + 1))
+                case ExprCompare(left, _, right):
+                    for expr in (left, right):
+                        count, deepest = _expr_size(expr, depth + 1, count)
+                        if count > MAX_NODES:
+                            raise rule_error(column, f"a condition has at most {MAX_NODES} nodes")
+                        if deepest > MAX_DEPTH:
+                            raise rule_error(column, f"a condition nests at most {MAX_DEPTH} levels")
+
+
+def _expr_size(expr: Expr, depth: int, count: int) -> tuple[int, int]:
+    """(nodes counted so far, `expr`'s included; its deepest level) as conditions.py counts them."""
+    count += 1
+    if isinstance(expr, Arith):
+        count, left = _expr_size(expr.left, depth + 1, count)
+        count, right = _expr_size(expr.right, depth + 1, count)
+        return count, max(left, right)
+    return count, depth
 
 
 # ---------- tree -> text ----------
@@ -502,7 +708,29 @@ def _render(node: Node) -> str:
             return f"kind = {kind.value}"
         case InOrganization(external_id):
             return f"organization = {_string(external_id)}"
+        case LedgerCompare(ledger, op, value):
+            return _comparison(_ledger(ledger), op, value)
+        case ExprCompare(left, op, right):
+            return f"{_expr(left)} {OPERATORS[op]} {_expr(right)}"
     raise AssertionError(node)
+
+
+def _ledger(ledger: Ledger) -> str:
+    return f"points_{ledger.kind.value}({ledger.window or 'all'})"
+
+
+def _expr(expr: Expr, parent: int = 0, right: bool = False) -> str:
+    """An expression, parenthesised where its parent binds tighter (or as tight, on the right)."""
+    match expr:
+        case Number(value):
+            return _literal(value)
+        case Ledger():
+            return _ledger(expr)
+        case Arith(op, left, right_expr):
+            mine = _PRECEDENCE[op]
+            text = f"{_expr(left, mine)} {_ARITH_TEXT[op]} {_expr(right_expr, mine, True)}"
+            return f"({text})" if mine < parent or (right and mine == parent) else text
+    return _metric(expr)
 
 
 def _nested(node: Node) -> str:
@@ -527,8 +755,16 @@ def _metric(metric: Metric) -> str:
     if metric.window is not None:
         text += f", {metric.window}"
     if metric.where:
-        text += " where " + ", ".join(f"{name} = {_literal(value)}" for name, value in metric.where)
+        text += " where " + ", ".join(_where_test(name, value) for name, value in metric.where)
     return f"{metric.agg.value}({text})"
+
+
+def _where_test(name: str, value: WhereValue) -> str:
+    if not isinstance(value, WhereTest):
+        return f"{name} = {_literal(value)}"
+    if value.op == Op.NE:
+        return f"{name} != {_literal(value.values[0])}"
+    return f"{name} {OPERATORS[value.op]} {_literal(list(value.values))}"
 
 
 def _literal(value: Value) -> str:

@@ -20,6 +20,7 @@ from domain.segments.conditions import (
     MAX_WINDOW_DAYS,
     NAME,
     PATH,
+    PROPERTY_AGGS,
     WINDOWLESS_AGGS,
     Agg,
     All,
@@ -39,6 +40,7 @@ from domain.segments.conditions import (
     Window,
     walk,
 )
+from tests.support.metrics_v2 import v2_metric_leaves
 
 #: Event types the seed material uses; mixed with arbitrary ones so that evaluators see both.
 COMMON_EVENTS = ("visit", "purchase", "login", "sale", "training_completed", "suggestion_submitted")
@@ -114,7 +116,7 @@ def windows() -> st.SearchStrategy[Window]:
 @st.composite
 def metrics(draw: st.DrawFn, events: st.SearchStrategy[str] | None = None) -> Metric:
     """Any valid metric: a field exactly for sum/avg/min/max, no window for the windowless aggregates."""
-    agg = draw(st.sampled_from(list(Agg)))
+    agg = draw(st.sampled_from([a for a in Agg if a not in PROPERTY_AGGS]))  # v2: metrics_v2.py
     field = draw(st.one_of(st.just("amount"), property_names())) if agg in FIELD_AGGS else None
     window = None if agg in WINDOWLESS_AGGS else draw(st.none() | windows())
     where = draw(st.dictionaries(property_names(), scalars(), max_size=3))
@@ -159,6 +161,9 @@ def metric_compares(draw: st.DrawFn, events: st.SearchStrategy[str] | None = Non
 def leaves() -> st.SearchStrategy[Node]:
     """Every kind of leaf node."""
     return st.one_of(
+        # ---- version 2 leaves, one line per helper (metrics: distinct, top, ledger, arithmetic) ----
+        v2_metric_leaves(),
+        # ---- version 1 ----
         attr_compares(),
         metric_compares(),
         st.builds(InSegment, keys()),
