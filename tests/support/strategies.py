@@ -193,4 +193,6 @@ def conditions(max_leaves: int = 12, leaf: st.SearchStrategy[Node] | None = None
         groups = st.lists(children, max_size=4).map(tuple)
         return st.one_of(groups.map(All), groups.map(AnyOf), children.map(Not))
 
-    return st.recursive(leaf or leaves(), extend, max_leaves=max_leaves).filter(_within_limits)
+    return st.recursive(leaves() if leaf is None else leaf, extend, max_leaves=max_leaves).filter(
+        _within_limits
+    )
