@@ -28,6 +28,7 @@ from domain.segments.conditions import (
     AttrCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Metric,
@@ -35,11 +36,20 @@ from domain.segments.conditions import (
     Node,
     Not,
     Op,
+    OrgMetricCompare,
     Value,
     cast_list,
     typed_where,
 )
-from domain.segments.evaluate import DAY, Evaluation, EventFact, MemberFacts, compare_value, same, streak
+from domain.segments.evaluate import (
+    DAY,
+    Evaluation,
+    EventFact,
+    MemberFacts,
+    compare_value,
+    same,
+    streak,
+)
 
 #: A measure in its scaled units (count, days or amount units), None when absent.
 Measure = int | Fraction | None
@@ -117,7 +127,28 @@ def _compile(node: Node) -> Predicate:
             return lambda context: context.member.kind == wanted
         case InOrganization(external_id):
             return lambda context: context.member.organization == external_id
+        case InOrganizationTree(external_id):
+            return lambda context: external_id in context.member.organization_ancestors
+        case OrgMetricCompare(metric, op, value):
+            return _org_metric_predicate(metric, op, value)
     raise AssertionError(node)
+
+
+def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
+    """`org.AGG(...)` through the reference evaluator, measured once per context."""
+    key = ("org", *_metric_key(metric))
+
+    def holds_for(context: Context) -> bool:
+        measures = context.measures
+        if key not in measures:
+            measures[key] = context.evaluation.org_measure(metric, context.member)
+        return compare_value(measures[key], op, value)
+
+    return holds_for
+
+
+def _metric_key(metric: Metric) -> tuple[object, ...]:
+    return (metric.event, metric.agg, metric.field, metric.window, typed_where(metric.where))
 
 
 def _metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:

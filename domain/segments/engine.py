@@ -29,6 +29,7 @@ from domain.segments.conditions import Node
 from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
 from domain.segments.evaluate import Evaluation, MemberFacts
 from domain.segments.facts import Needs, load_facts
+from domain.segments.fanout import merged, org_fan_out
 from domain.segments.horizon import earliest_change
 from domain.segments.index import Definition, SegmentIndex, definition_from_row
 from domain.segments.lifecycle import LifecycleThresholds
@@ -138,6 +139,10 @@ class SegmentEngine:
             )
             if affected:
                 plans[member_id] = affected
+        if change.event_types and any(d.org_event_types for d in index.ordered):  # org.AGG roll-ups
+            fanned = await org_fan_out(session, change.program_id, index, change.event_types)
+            for member_id, plan in fanned.items():
+                plans[member_id] = merged(index, plans.get(member_id, []), plan)
         await self.reevaluate(session, change.program_id, plans, now, tiered=tiered)
 
     async def handle(self, session: AsyncSession, change: MembersChanged) -> None:

@@ -25,6 +25,7 @@ from domain.segments.conditions import (
     AttrCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Metric,
@@ -32,6 +33,7 @@ from domain.segments.conditions import (
     Node,
     Not,
     Op,
+    OrgMetricCompare,
     Scalar,
     Value,
     cast_list,
@@ -89,6 +91,11 @@ class MemberFacts:
     buckets: Mapping[str, Sequence[Bucket]] = field(default_factory=dict)
     #: Raw ACCEPTED events by type, at least as far back as the conditions' windows reach.
     events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
+    #: The external ids of the member's organization and of every organization above it.
+    organization_ancestors: frozenset[str] = frozenset()
+    #: Raw ACCEPTED events by type of every member of the member's organization and of the
+    #: organizations below it (the member's own included), as far back as `org.AGG` windows reach.
+    organization_events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,10 @@ class Evaluation:
                 return member.kind == kind.value
             case InOrganization(external_id):
                 return member.organization == external_id
+            case InOrganizationTree(external_id):
+                return external_id in member.organization_ancestors
+            case OrgMetricCompare(metric, op, value):
+                return compare_measure(self.org_measure(metric, member), op, value)
         raise AssertionError(node)
 
     # ---------- attributes ----------
@@ -158,6 +169,14 @@ class Evaluation:
             events = [e for e in member.events.get(metric.event, ()) if self.selects(metric, e)]
             return self.over_events(metric, events)
         return self.over_buckets(metric, member.buckets.get(metric.event, ()))
+
+    def org_measure(self, metric: Metric, member: MemberFacts) -> Fraction | None:
+        """`org.AGG(...)`: the metric over the organization's (and those below its) events, always
+        from raw events; absent for a member without an organization."""
+        if member.organization is None:
+            return None
+        events = [e for e in member.organization_events.get(metric.event, ()) if self.selects(metric, e)]
+        return self.over_events(metric, events)
 
     def selects(self, metric: Metric, event: EventFact) -> bool:
         if metric.window is not None and metric.agg not in _WINDOWLESS:

@@ -18,12 +18,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import BigInteger, Executable, and_, false, literal, or_, select, true, type_coerce
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from domain.db.arrays import dialect_of
+from domain.db.arrays import dialect_of, in_values
+from domain.db.types import UtcDateTime
+from domain.events.refunds import not_refunded
+from domain.members.organizations import ancestors, subtree
+from domain.models import Event, Member, Organization
 from domain.segments import fact_queries as queries
-from domain.segments.conditions import AttrCompare, MetricCompare, Node, typed_where, walk
+from domain.segments.conditions import (
+    AttrCompare,
+    InOrganizationTree,
+    MetricCompare,
+    Node,
+    OrgMetricCompare,
+    typed_where,
+    walk,
+)
 from domain.segments.evaluate import Bucket, EventFact, MemberFacts
 from domain.segments.fact_queries import Shape, Where
 
@@ -42,8 +54,13 @@ class Needs:
     #: Raw events by type whose properties a metric reads: those its `where` filters select,
     #: or None: all of them (a property field).
     properties: dict[str, set[Where] | None] = field(default_factory=dict)
+    #: `org.AGG` roll-ups: raw events of the organization trees by type, seconds back or None.
+    org_lookback: dict[str, int | None] = field(default_factory=dict)
+    #: Whether a condition reads the organizations above the member's (`in_organization`).
+    org_ancestors: bool = False
 
     def add(self, node: Node) -> None:
+        self.add_organizations(node)
         for part in walk(node):
             if isinstance(part, AttrCompare) and part.path == "lifecycle":
                 self.bucket_types.add("purchase")
@@ -64,6 +81,19 @@ class Needs:
                 self.properties[metric.event] = None
             elif where and (read := self.properties.get(metric.event, set())) is not None:
                 self.properties[metric.event] = {*read, where}
+
+    def add_organizations(self, node: Node) -> None:
+        """What the organization leaves read: the hierarchy, and the trees' events by type."""
+        for part in walk(node):
+            if isinstance(part, InOrganizationTree):
+                self.org_ancestors = True
+            if isinstance(part, OrgMetricCompare):
+                metric = part.metric
+                reach = None if metric.window is None else metric.window.seconds
+                if metric.event in self.org_lookback:
+                    known = self.org_lookback[metric.event]
+                    reach = None if known is None or reach is None else max(known, reach)
+                self.org_lookback[metric.event] = reach
 
     def _select(self, event_type: str, reach: int | None, where: Where) -> None:
         """Add a selection; keep per filter the longest reach, and no filtered one the unfiltered covers."""
@@ -133,6 +163,8 @@ async def load_facts(
             facts[member_id].segments.add(key)
     for member_facts in facts.values():
         member_facts.tags = frozenset(member_facts.tag_sources)
+    if needs.org_ancestors or needs.org_lookback:
+        await load_organization_facts(connection, program_id, needs, facts, now)
     if needs.bucket_types:
         await _load_buckets(connection, {**keys, "types": sorted(needs.bucket_types)}, facts)
     if needs.selections:
@@ -178,3 +210,78 @@ async def _load_events(
     for member_id, by_type in found.items():
         if member_id in facts:
             facts[member_id].events = dict(by_type)
+
+
+async def load_organization_facts(
+    connection: AsyncConnection,
+    program_id: int,
+    needs: Needs,
+    facts: dict[int, MemberFacts],
+    now: datetime,
+) -> None:
+    """The members' organizations above theirs, and the events of their organization trees.
+
+    Two queries: the program's hierarchy (organizations are few), then the raw events of
+    the types the roll-ups read, of every member below the members' organizations, each
+    type as far back as its longest window. Members of one organization share its lists.
+    """
+    rows = await _rows(
+        connection,
+        select(Organization.id, Organization.external_id, Organization.parent_id).where(
+            Organization.program_id == program_id
+        ),
+        {},
+    )
+    parents: dict[int, int | None] = {org_id: parent for org_id, _, parent in rows}
+    external = {org_id: external_id for org_id, external_id, _ in rows}
+    by_external = {external_id: org_id for org_id, external_id, _ in rows}
+    roots = {by_external[m.organization] for m in facts.values() if m.organization in by_external}
+    if needs.org_ancestors:
+        above = {root: frozenset(external[a] for a in ancestors(parents, [root])) for root in roots}
+        for member in facts.values():
+            if member.organization in by_external:
+                member.organization_ancestors = above[by_external[member.organization]]
+    if not needs.org_lookback or not roots:
+        return
+    below = {root: subtree(parents, [root]) for root in roots}
+    wanted = sorted(set().union(*below.values()))
+    dialect = connection.dialect.name
+    windows = [
+        and_(
+            Event.type == event_type,
+            true()
+            if seconds is None
+            else Event.occurred_at > literal(now - timedelta(seconds=seconds), UtcDateTime()),
+        )
+        for event_type, seconds in sorted(needs.org_lookback.items())
+    ]
+    statement = (
+        select(
+            Member.organization_id,
+            Event.type,
+            queries.instants(Event.occurred_at, dialect),
+            type_coerce(Event.amount, BigInteger),
+            Event.properties,
+        )
+        .join(Member, Member.id == Event.member_id)
+        .where(
+            Event.program_id == program_id,
+            in_values(Member.organization_id, wanted, dialect),
+            Event.status == "ACCEPTED",
+            not_refunded(Event),
+            or_(false(), *windows),
+        )
+    )
+    by_org: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
+    for org_id, event_type, occurred_at, units, props in await _rows(connection, statement, {}):
+        by_org[org_id][event_type].append(EventFact(occurred_at, units, props or {}))
+    trees: dict[int, dict[str, list[EventFact]]] = {}
+    for root, orgs in below.items():
+        merged: dict[str, list[EventFact]] = defaultdict(list)
+        for org_id in orgs:
+            for event_type, found in by_org.get(org_id, {}).items():
+                merged[event_type].extend(found)
+        trees[root] = dict(merged)
+    for member in facts.values():
+        if member.organization in by_external:
+            member.organization_events = trees[by_external[member.organization]]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from domain.enums import MemberKind
 from domain.errors import InvalidInput
@@ -53,6 +54,7 @@ from domain.segments.conditions import (
     ConditionParser,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Metric,
@@ -60,6 +62,7 @@ from domain.segments.conditions import (
     Node,
     Not,
     Op,
+    OrgMetricCompare,
     Scalar,
     Value,
     Window,
@@ -91,7 +94,17 @@ _KNOWN_OPERATORS = ", ".join(OPERATORS.values())
 _KNOWN_AGGS = ", ".join(agg.value for agg in Agg)
 _MAX_ORGANIZATION = 128
 
-Operand = str | Metric  # an attribute path or an aggregate
+
+@dataclass(frozen=True)
+class OrgScoped:
+    """The operand `org.AGG(...)`: an aggregate over the member's organization and those below it."""
+
+    metric: Metric
+
+
+Operand = str | Metric | OrgScoped  # an attribute path, an aggregate or an organization roll-up
+#: The prefix of an organization roll-up: `org.sum(sale.amount, 90d)`.
+ORG_PREFIX = "org."
 
 
 # ---------- normal form ----------
@@ -242,12 +255,16 @@ class _RuleParser:
             return InSegment(key) if word == "in_segment" else HasTag(key)
         if word == "exists":
             return self.exists()
+        if word == "in_organization":
+            return self.in_organization()
         return self.comparison(self.operand())
 
     def operand(self) -> Operand:
         """An attribute path, `attr("PATH")` or an aggregate."""
         token = self.peek()
         if token.kind == "word" and self.peek(1).is_punct("("):
+            if token.text.lower().startswith(ORG_PREFIX):
+                return self.org_metric()
             if token.text.lower() == "attr":
                 self.advance()
                 self.expect("(", "after 'attr'")
@@ -299,12 +316,14 @@ class _RuleParser:
             )
         value = self.literal()
         checks = _ValueChecks(token.column)
-        if isinstance(operand, Metric):
+        if isinstance(operand, (Metric, OrgScoped)):
             return self.compare(operand, op, checks.metric_value(op, value, ""))
         return self.compare(operand, op, checks.attr_value(op, value, ""))
 
     @staticmethod
     def compare(operand: Operand, op: Op, value: Value) -> Node:
+        if isinstance(operand, OrgScoped):
+            return OrgMetricCompare(operand.metric, op, value)
         if isinstance(operand, Metric):
             return MetricCompare(operand, op, value)
         return AttrCompare(operand, op, value)
@@ -384,7 +403,24 @@ class _RuleParser:
             raise self.fail(token, f"an organization externalId has 1 to {_MAX_ORGANIZATION} characters")
         return InOrganization(external_id)
 
+    def in_organization(self) -> Node:
+        """`in_organization("ID")`: the member's organization is ID or one below it."""
+        self.advance()
+        self.expect("(", "after 'in_organization'")
+        token = self.peek()
+        external_id = self.string("an organization externalId in double quotes")
+        if not 0 < len(external_id) <= _MAX_ORGANIZATION:
+            raise self.fail(token, f"an organization externalId has 1 to {_MAX_ORGANIZATION} characters")
+        self.expect(")", "after the organization externalId")
+        return InOrganizationTree(external_id)
+
     # --- aggregates
+
+    def org_metric(self) -> OrgScoped:
+        """`org.AGG(...)`: the aggregate after the prefix, read as any aggregate (its column shifted)."""
+        token = self.peek()
+        self.tokens[self.pos] = Token("word", token.text[len(ORG_PREFIX) :], token.column + len(ORG_PREFIX))
+        return OrgScoped(self.metric())
 
     def metric(self) -> Metric:
         token = self.advance()
@@ -502,6 +538,10 @@ def _render(node: Node) -> str:
             return f"kind = {kind.value}"
         case InOrganization(external_id):
             return f"organization = {_string(external_id)}"
+        case InOrganizationTree(external_id):
+            return f"in_organization({_string(external_id)})"
+        case OrgMetricCompare(metric, op, value):
+            return _comparison(ORG_PREFIX + _metric(metric), op, value)
     raise AssertionError(node)
 
 
