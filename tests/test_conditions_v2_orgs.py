@@ -9,19 +9,24 @@ organization; `{"organization": ID}` (version 1) still means that organization o
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from domain.models import Member, Organization
 from domain.segments.conditions import condition_to_json, parse_condition
+from domain.segments.evaluate import Evaluation, EventFact
 from domain.segments.facts import Needs, load_facts
 from domain.segments.horizon import next_change
 from domain.segments.lifecycle import LifecycleThresholds
-from tests.support.vocabulary import CONDITIONS, DAY, Json, metric_compares
+from tests.support.histories import TIMED_LEAVES, TIMED_METRICS, Case, cases, trees
+from tests.support.histories import events as history_events
+from tests.support.vocabulary import CONDITIONS, DAY, US, Json, metric_compares
 from tests.test_evaluator_equivalence import (
     EXAMPLES,
     NOW,
@@ -230,3 +235,68 @@ def test_a_roll_up_window_flips_when_the_tree_s_event_leaves_it(harness: Harness
 
     leaves = NOW - 89 * DAY + 90 * DAY
     assert harness.run(run()) == [leaves, leaves]
+
+
+# ---------- time flips of roll-ups (pure) ----------
+
+
+def org_case(case: Case, draw_other: list[tuple[str, EventFact]]) -> Case:
+    """The case's member in an organization whose tree holds its own events and another member's."""
+    merged: dict[str, list[EventFact]] = {t: list(found) for t, found in case.member.events.items()}
+    for event_type, fact in draw_other:
+        merged.setdefault(event_type, []).append(fact)
+    member = replace(case.member, organization="org1", organization_events=merged)
+    return replace(case, member=member)
+
+
+def trimmed(case: Case, condition: Any) -> Any:
+    """The member as `load_facts` reads it: the tree's events only as far back as the roll-ups reach."""
+    needs = Needs.of([condition])
+    kept: dict[str, list[EventFact]] = {}
+    for event_type, reach in needs.org_lookback.items():
+        low = None if reach is None else case.now - timedelta(seconds=reach)
+        found = case.member.organization_events.get(event_type, ())
+        kept[event_type] = [e for e in found if low is None or e.occurred_at > low]
+    return replace(case.member, organization_events=kept)
+
+
+def _scoped(compared: Json) -> Json:
+    return {**compared, "metric": {**compared["metric"], "scope": "organization"}}
+
+
+ORG_TIMED = TIMED_METRICS.map(_scoped)
+
+
+@st.composite
+def org_cases(draw: st.DrawFn) -> Case:
+    case = draw(cases())
+    others = draw(st.lists(history_events(case.now), max_size=6))
+    return org_case(case, others)
+
+
+@settings(max_examples=EXAMPLES)
+@given(
+    case=org_cases(),
+    condition=trees(st.one_of(ORG_TIMED.map(parse_condition), TIMED_LEAVES)),
+    fractions=st.lists(st.floats(0, 1), min_size=1, max_size=6),
+)
+def test_a_roll_up_is_constant_until_its_next_change_and_differs_there(
+    case: Case, condition: Any, fractions: list[float]
+) -> None:
+    change = next_change(condition, trimmed(case, condition), case.now, case.lifecycle)
+    before = Evaluation(case.now, case.lifecycle).holds(condition, case.member)
+    event("flips" if change else "never flips")
+    end = change if change is not None else case.now + 120 * DAY
+    times = [
+        e.occurred_at + d
+        for found in case.member.organization_events.values()
+        for e in found
+        for d in (-US, US * 0)
+    ]
+    probes = [min(case.now + (end - case.now) * f, end - US) for f in fractions] + times + [end - US]
+    between = [t for t in probes if case.now < t < end]
+    assert [Evaluation(t, case.lifecycle).holds(condition, case.member) for t in between] == [before] * len(
+        between
+    ), condition
+    if change is not None:
+        assert Evaluation(change, case.lifecycle).holds(condition, case.member) != before, condition

@@ -148,6 +148,16 @@ async def test_dealer_group_over_target_follows_every_dealer_s_sales(
     # branch1 moved to the top takes its sales out of dealer1's and the group's roll-ups
     await integration.data(ORGS, {"o": [org("branch1", None)]})
     assert await members_of(admin, "dealer_group_over_target") == ["m-branch1", "m-other"]
+    # a member joining the group brings its sales into the roll-ups of the group's members
+    await integration.data(
+        UPSERT, {"m": [{"externalId": "m-other", "kind": "DEALER", "organizationExternalId": "dealer2"}]}
+    )
+    assert await members_of(admin, "dealer_group_over_target") == [
+        "m-branch1",
+        "m-dealer2",
+        "m-group",
+        "m-other",
+    ]
 
 
 async def test_in_organization_reaches_the_organizations_below(

@@ -131,6 +131,7 @@ class MemberService:
             existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
             known = {row.id for row in existing.values()}
             await lock_members(session, known)
+            moved: set[int] = set()  # organizations members left or joined
             for i, data in enumerate(inputs):
                 row = existing.get(data.external_id)
                 org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
@@ -153,6 +154,8 @@ class MemberService:
                 else:
                     row.kind = data.kind
                     if data.organization_external_id is not None:
+                        if row.organization_id != org_id:
+                            moved.update(o for o in (row.organization_id, org_id) if o is not None)
                         row.organization_id = org_id
                     if data.attributes:
                         row.attributes = merge_attributes(row.attributes, data.attributes)
@@ -165,8 +168,12 @@ class MemberService:
                     raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
             await session.flush()
             ids = {row.id for row in existing.values()}
+            rolled_up = await _members_above(session, program_id, moved) if moved else set()
             change = MembersChanged(
-                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known), at=now
+                program_id,
+                profiles=frozenset((ids & known) | rolled_up),
+                created=frozenset(ids - known),
+                at=now,
             )
             uow.collect(change)  # the segment engine re-evaluates them before the commit
         return len(inputs)
@@ -319,6 +326,16 @@ async def ensure_organizations(
     )
     found = await _organizations_by_external_id(session, program_id, wanted)
     return {e: o.id for e, o in found.items()}
+
+
+async def _members_above(session: AsyncSession, program_id: int, org_ids: set[int]) -> set[int]:
+    """The members of these organizations and of those above them: a member who joins or leaves
+    one moves their organization roll-ups (`org.AGG`)."""
+    touched = ancestors(await parent_map(session, program_id), org_ids)
+    rows = await session.execute(
+        select(Member.id).where(Member.program_id == program_id, Member.organization_id.in_(sorted(touched)))
+    )
+    return set(rows.scalars())
 
 
 @dataclass
