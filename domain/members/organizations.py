@@ -84,12 +84,26 @@ def ancestors(parents: Mapping[int, int | None], org_ids: Iterable[int]) -> set[
     return found
 
 
+def subtrees(parents: Mapping[int, int | None], roots: Iterable[int]) -> dict[int, set[int]]:
+    """Each root with every organization below it (the children map is built once)."""
+    children = _children(parents)
+    return {root: _below(children, [root]) for root in roots}
+
+
 def subtree(parents: Mapping[int, int | None], org_ids: Iterable[int]) -> set[int]:
     """The organizations and every one below them."""
+    return _below(_children(parents), org_ids)
+
+
+def _children(parents: Mapping[int, int | None]) -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for child, parent in parents.items():
         if parent is not None:
             children.setdefault(parent, []).append(child)
+    return children
+
+
+def _below(children: Mapping[int, list[int]], org_ids: Iterable[int]) -> set[int]:
     found: set[int] = set()
     pending = list(org_ids)
     while pending:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from domain.db.arrays import dialect_of, in_values
 from domain.db.types import UtcDateTime
 from domain.events.refunds import not_refunded
-from domain.members.organizations import ancestors, subtree
+from domain.members.organizations import ancestors, subtrees
 from domain.models import Event, Member, Organization
 from domain.segments import fact_queries as queries
 from domain.segments.conditions import (
@@ -243,7 +243,7 @@ async def load_organization_facts(
                 member.organization_ancestors = above[by_external[member.organization]]
     if not needs.org_lookback or not roots:
         return
-    below = {root: subtree(parents, [root]) for root in roots}
+    below = subtrees(parents, roots)
     wanted = sorted(set().union(*below.values()))
     dialect = connection.dialect.name
     windows = [
