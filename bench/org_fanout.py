@@ -34,7 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.runtime import Services, build_services
-from bench.harness import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, PgServer, log
+from bench.harness import DEFAULT_DATABASE_URL, DEFAULT_REDIS_URL, PgServer, analyze, log
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert, OrganizationUpsert
 from domain.ops.metrics import SEGMENT_EVALUATIONS
