@@ -138,7 +138,7 @@ def _compile(node: Node) -> Predicate:
 #: (the tree's events, kept so that their id stays theirs, the measure). `load_facts` hands the
 #: members of one organization the same mapping; a new load is a new mapping.
 _org_measures: dict[tuple[int, datetime, tuple[object, ...]], tuple[object, Measure]] = {}
-_ORG_MEASURES_KEPT = 4_096
+_ORG_MEASURES_KEPT = 65_536
 
 
 def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
