@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, cast
 
 import strawberry
+from strawberry.scalars import JSON
 
 from api.context import Info
 from domain.analytics.segments import Overlap, SegmentReport
@@ -60,6 +61,18 @@ class SegmentAnalytics:
     purchase_amount_per_member: str | None = strawberry.field(description="a decimal, like amounts")
     conversion: SegmentConversion
     messages: list[SegmentMessages]
+    average_transaction_value: str | None = strawberry.field(
+        default=None,
+        description="today's members' purchase amount in the range over their purchases with an amount "
+        "(a decimal, like amounts)",
+    )
+
+
+@strawberry.type(description="Beyond the contract: members of a segment holding one value of an attribute")
+class SegmentBreakdownRow:
+    value: JSON | None = strawberry.field(description="the attribute's value; null: missing or null")
+    count: int
+    share: float = strawberry.field(description="count over the segment's size")
 
 
 @strawberry.type
@@ -86,6 +99,9 @@ def _analytics(report: SegmentReport) -> SegmentAnalytics:
         average_points_balance=report.average_points_balance,
         purchases_per_member=report.purchases_per_member,
         purchase_amount_per_member=None if amount is None else str(amount),
+        average_transaction_value=(
+            None if report.average_transaction_value is None else str(report.average_transaction_value)
+        ),
         conversion=SegmentConversion(
             goal_event_type=conversion.goal_event_type,
             days=conversion.days,
@@ -134,6 +150,15 @@ class AnalyticsQueries:
             program_id, key, from_, to, goal_event_type, conversion_days
         )
         return _analytics(report)
+
+    @strawberry.field(
+        description="Beyond the contract. A segment's composition by an attribute (dotted path): each "
+        "value with its members and their share, most frequent first, at most 100 values"
+    )
+    async def segment_breakdown(self, info: Info, key: str, path: str) -> list[SegmentBreakdownRow]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        rows = await info.context.services.analytics.breakdown(program_id, key, path)
+        return [SegmentBreakdownRow(value=cast(JSON, r.value), count=r.count, share=r.share) for r in rows]
 
     @strawberry.field(description="Beyond the contract. Members in both segments, and the Jaccard index")
     async def segment_overlap(self, info: Info, a: str, b: str) -> SegmentOverlap:

@@ -15,6 +15,7 @@ from domain.members.reads import (
     first_ledger_pages,
     first_member_pages_by_organization,
     members_by_id,
+    organization_children,
     organizations_by_id,
 )
 from domain.members.service import MemberService, Page
@@ -44,6 +45,8 @@ TierKey = tuple[int, int]
 @dataclass
 class Loaders:
     organization_by_id: DataLoader[int, Organization | None]
+    #: organization id -> the organizations directly below it
+    organization_children: DataLoader[int, list[Organization]]
     ledger_page_by_member: DataLoader[LedgerKey, LedgerPage]
     members_page_by_organization: DataLoader[OrgMembersKey, Page]
     tags_by_member: DataLoader[int, list[TagView]]
@@ -80,6 +83,11 @@ def build_loaders(
         async with db.read() as session:
             found = await organizations_by_id(session, ids)
         return [found.get(i) for i in ids]
+
+    async def load_children(ids: Sequence[int]) -> list[list[Organization]]:
+        async with db.read() as session:
+            found = await organization_children(session, ids)
+        return [found.get(i, []) for i in ids]
 
     async def load_ledger_pages(keys: Sequence[LedgerKey]) -> list[LedgerPage]:
         first_pages: dict[int, list[int]] = defaultdict(list)  # page size -> member ids
@@ -174,6 +182,7 @@ def build_loaders(
 
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
+        organization_children=DataLoader(load_children),
         ledger_page_by_member=DataLoader(load_ledger_pages),
         members_page_by_organization=DataLoader(load_org_members),
         tags_by_member=DataLoader(load_tags),

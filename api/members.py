@@ -22,6 +22,11 @@ class OrganizationInput:
     external_id: str
     name: str
     attributes: JSON | None = None
+    parent_external_id: str | None = strawberry.field(
+        default=strawberry.UNSET,
+        description="Must exist (earlier in the list or stored); cycles refused; null: at the top; "
+        "left out: the stored parent stays",
+    )
 
 
 @strawberry.input
@@ -101,7 +106,11 @@ class MemberMutations:
         program_id = info.context.principal.require(Scope.MEMBERS_WRITE)
         inputs = [
             OrganizationUpsert(
-                o.external_id, o.name, _json_object(o.attributes, f"organizations[{i}].attributes")
+                o.external_id,
+                o.name,
+                _json_object(o.attributes, f"organizations[{i}].attributes"),
+                parent_external_id=None if o.parent_external_id is strawberry.UNSET else o.parent_external_id,
+                sets_parent=o.parent_external_id is not strawberry.UNSET,
             )
             for i, o in enumerate(organizations)
         ]

@@ -42,6 +42,10 @@ class SegmentPreview:
     rule: str = strawberry.field(description="The normalised rule")
     condition: JSON = strawberry.field(description="The canonical condition tree")
     size: int = strawberry.field(description="Members the condition selects now")
+    warnings: list[str] = strawberry.field(
+        description="Beyond the contract: event types never recorded in the program, attribute paths "
+        "no member has (e.g. count(vist, 30d))"
+    )
 
 
 @strawberry.type
@@ -52,8 +56,12 @@ class SegmentQueries:
     ) -> SegmentPreview:
         program_id = info.context.principal.require(Scope.SEGMENTS_READ)
         node, size = await info.context.services.segments.preview(program_id, condition, rule)
+        warnings = await info.context.services.segments.warnings(program_id, node)
         return SegmentPreview(
-            rule=render_rule(node), condition=cast(JSON, condition_to_json(node)), size=size
+            rule=render_rule(node),
+            condition=cast(JSON, condition_to_json(node)),
+            size=size,
+            warnings=warnings,
         )
 
     @strawberry.field

@@ -57,9 +57,16 @@ class Program(Base):
 
 class Organization(Base):
     __tablename__ = "organizations"
-    __table_args__ = (UniqueConstraint("program_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("program_id", "external_id"),
+        Index("ix_organizations_parent", "parent_id"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    #: The organization above (a dealer group above a dealer, a branch's dealer); None at the top.
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organizations.id", name="fk_organizations_parent")
+    )
     external_id: Mapped[str] = mapped_column(String(128))
     name: Mapped[str] = mapped_column(String(200))
     attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)

@@ -94,6 +94,18 @@ class Organization:
     def attributes(self) -> JSON:
         return cast(JSON, self.row.attributes)
 
+    @strawberry.field(description="The organization above (the dealer a branch belongs to); null at the top")
+    async def parent(self, info: Info) -> Organization | None:
+        if self.row.parent_id is None:
+            return None
+        row = await info.context.loaders.organization_by_id.load(self.row.parent_id)
+        return None if row is None else Organization(row=row)
+
+    @strawberry.field(description="The organizations directly below, by externalId")
+    async def children(self, info: Info) -> list[Organization]:
+        rows = await info.context.loaders.organization_children.load(self.row.id)
+        return [Organization(row=row) for row in rows]
+
     @strawberry.field
     async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:
         program_id = info.context.principal.require(Scope.MEMBERS_READ)

@@ -16,6 +16,7 @@ from api.types.enums import MembershipChange, SegmentKind
 from api.types.members import MemberConnection, member_connection
 from domain import models
 from domain.auth.scopes import Scope
+from domain.segments.conditions import parse_condition
 from domain.segments.service import rule_of
 
 
@@ -104,6 +105,17 @@ class Segment:
     @strawberry.field
     async def size(self, info: Info) -> int:
         return await info.context.loaders.size_by_segment.load(self.row.id)
+
+    @strawberry.field(
+        description="Beyond the contract: what looks wrong in the condition now (event types never "
+        "recorded in the program, attribute paths no member has); empty for STATIC"
+    )
+    async def warnings(self, info: Info) -> list[str]:
+        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        if self.row.condition is None:
+            return []
+        node = parse_condition(self.row.condition)
+        return await info.context.services.segments.warnings(program_id, node)
 
     @strawberry.field(description="Current members in id order")
     async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:

@@ -12,9 +12,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, and_, case, func, select, text
+import orjson
+from sqlalchemy import ColumnElement, String, Table, and_, case, func, select, text
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics.conversion import goal_within
@@ -26,6 +28,8 @@ from domain.db.types import units_to_amount
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import EVENT_TYPE
 from domain.models import EventAggregate, Member, Message, Segment, SegmentChange, SegmentMembership
+from domain.segments.conditions import PATH
+from domain.segments.sqljson import JsonPath
 
 T = TypeVar("T")
 MAX_DAYS = 366
@@ -81,6 +85,17 @@ class SegmentReport:
     purchase_amount_per_member: Decimal | None
     conversion: Conversion
     messages: list[MessageStats]
+    #: Today's members' purchases in the range: their amount over the purchases with one (a decimal).
+    average_transaction_value: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    """Members of a segment whose attribute holds `value` (None: missing or null)."""
+
+    value: Any
+    count: int
+    share: float
 
 
 @dataclass(frozen=True)
@@ -139,11 +154,12 @@ class SegmentAnalytics:
             size = await segment_size(session, segment.id)
         # The parts read different tables: run them side by side, each in its own read
         # transaction (a report is a set of figures, not one snapshot).
-        days, (balance, purchases, amount), conversion, messages = await asyncio.gather(
+        days, (balance, purchases, amount), conversion, messages, average = await asyncio.gather(
             self._part(daily_sizes, segment.id, start, end, size, now),
             self._part(_members_figures, segment.id, size, start, end),
             self._part(_conversion, segment.id, start, end, goal_event_type, conversion_days),
             self._part(_messages, segment.id, start, end, goal_event_type, conversion_days),
+            self._part(average_transaction_value, segment.id, start, end),
         )
         return SegmentReport(
             key,
@@ -158,7 +174,17 @@ class SegmentAnalytics:
             amount,
             conversion,
             messages,
+            average,
         )
+
+    async def breakdown(self, program_id: int, key: str, path: str, limit: int = 100) -> list[BreakdownRow]:
+        """The segment's members by the value of an attribute, most frequent first (at most `limit`
+        values; the missing/null group is one of them); shares of the segment's size."""
+        if not isinstance(path, str) or not PATH.match(path):
+            raise InvalidInput(f"path: {path[:70]!r} is not an attribute path such as gender or device.os")
+        async with self.db.read() as session:
+            segment = await _segment(session, program_id, key)
+            return await attribute_breakdown(session, segment.id, path, limit)
 
     async def _part(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
         async with self.db.read() as session:
@@ -271,6 +297,86 @@ async def _members_figures(
         int(count) / size,
         (units_to_amount(int(amount)) / size).quantize(Decimal("0.01")),
     )
+
+
+async def average_transaction_value(
+    session: AsyncSession, segment_id: int, start: date, end: date
+) -> Decimal | None:
+    """Today's members' purchase amount in the range over their purchases that have an amount."""
+    total, measured = (
+        await session.execute(
+            select(
+                func.coalesce(func.sum(EventAggregate.amount_sum), 0),
+                func.coalesce(func.sum(EventAggregate.amount_count), 0),
+            )
+            .join(SegmentMembership, SegmentMembership.member_id == EventAggregate.member_id)
+            .where(
+                SegmentMembership.segment_id == segment_id,
+                EventAggregate.event_type == "purchase",
+                EventAggregate.day >= start,
+                EventAggregate.day <= end,
+            )
+        )
+    ).one()
+    if not measured:
+        return None
+    return (units_to_amount(int(total)) / int(measured)).quantize(Decimal("0.01"))
+
+
+async def attribute_breakdown(
+    session: AsyncSession, segment_id: int, path: str, limit: int
+) -> list[BreakdownRow]:
+    """Group the members by (JSON type, text) of the attribute: values of different types stay apart."""
+    dialect = session.get_bind().dialect.name
+    members = cast(Table, Member.__table__)
+    at = JsonPath(dialect, members.c.attributes, path)
+    if dialect == "postgresql":
+        kind: Any = func.jsonb_typeof(func.jsonb_extract_path(members.c.attributes, *at.parts))
+        value: Any = func.jsonb_extract_path_text(members.c.attributes, *at.parts)
+    else:
+        kind = func.json_type(members.c.attributes, at._sqlite_path)
+        value = func.json_extract(members.c.attributes, at._sqlite_path)
+        value = case((kind.in_(["array", "object"]), value), else_=cast_text(value))
+    rows = await session.execute(
+        select(kind.label("kind"), value.label("value"), func.count().label("n"))
+        .select_from(members.join(SegmentMembership, SegmentMembership.member_id == members.c.id))
+        .where(SegmentMembership.segment_id == segment_id)
+        .group_by(kind, value)
+    )
+    counts: dict[tuple[str, str], tuple[Any, int]] = {}
+    for json_kind, text_value, n in rows:
+        decoded = _decoded(json_kind, text_value)
+        key = (_kind_of(decoded), orjson.dumps(decoded, option=orjson.OPT_SORT_KEYS).decode())
+        known = counts.get(key)
+        counts[key] = (decoded, n + (known[1] if known else 0))
+    size = sum(n for _, n in counts.values())
+    # most frequent first; ties by the value's JSON text (C order), the missing/null group last
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[1][0] is None, item[0][1]))[:limit]
+    return [BreakdownRow(decoded, n, n / size) for _, (decoded, n) in ordered]
+
+
+def cast_text(value: Any) -> Any:
+    return sql_cast(value, String)
+
+
+def _decoded(kind: str | None, text_value: str | None) -> Any:
+    """The JSON value of a (type, text) group; None for a missing or null attribute."""
+    if kind in (None, "null") or text_value is None:
+        return None
+    if kind in ("true", "false"):  # SQLite's json_type
+        return kind == "true"
+    if kind == "boolean":
+        return text_value == "true"
+    if kind in ("number", "integer", "real"):
+        number = Decimal(str(text_value))
+        return int(number) if number == number.to_integral_value() else float(number)
+    if kind in ("array", "object"):
+        return orjson.loads(text_value)
+    return text_value
+
+
+def _kind_of(value: Any) -> str:
+    return "bool" if isinstance(value, bool) else type(value).__name__ if value is not None else "null"
 
 
 async def _conversion(

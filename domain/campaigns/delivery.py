@@ -16,17 +16,26 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.messages import MessageProvider, MessageStatus, OutgoingMessage
 from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxKind, OutboxStatus, RetryPolicy
 from domain.campaigns.webhooks import WebhookRequest, WebhookSender
 from domain.clock import Clock
 from domain.db.engine import Database
-from domain.models import Message, OutboxItem, WebhookEndpoint
+from domain.events.system import (
+    MESSAGE_FAILED,
+    MESSAGE_SENT,
+    SystemEvent,
+    message_event,
+    record_system_events,
+)
+from domain.models import Member, Message, OutboxItem, WebhookEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +169,7 @@ class OutboxDelivery:
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             session = uow.session
+            ended: dict[int, str] = {}  # message id -> the event type its outcome records
             for outcome in sorted(outcomes, key=lambda o: o.item.id):
                 item = outcome.item
                 row = await session.get(OutboxItem, item.id, with_for_update=True)
@@ -189,6 +199,38 @@ class OutboxDelivery:
                     await session.execute(
                         update(Message).where(Message.id == row.message_id).values(**message)
                     )
+                    if "status" in message:
+                        sent = message["status"] == MessageStatus.SENT.value
+                        ended[row.message_id] = MESSAGE_SENT if sent else MESSAGE_FAILED
+            await record_message_events(session, ended, now)
+
+
+async def record_message_events(session: AsyncSession, ended: dict[int, str], now: datetime) -> None:
+    """Each message that was sent or failed, as an event of its member (`domain.events.system`)."""
+    if not ended:
+        return
+    rows = await session.execute(
+        select(Message, Member.external_id)
+        .join(Member, Member.id == Message.member_id)
+        .where(Message.id.in_(sorted(ended)))
+        .order_by(Message.id)
+    )
+    by_program: dict[int, list[SystemEvent]] = {}
+    for message, member_external_id in rows:
+        by_program.setdefault(message.program_id, []).append(
+            message_event(
+                ended[message.id],
+                message.id,
+                message.member_id,
+                member_external_id,
+                message.template,
+                message.channel,
+                message.segment_key,
+                now,
+            )
+        )
+    for program_id, events in by_program.items():
+        await record_system_events(session, program_id, events, now)
 
 
 def _message(item: Claimed) -> OutgoingMessage:

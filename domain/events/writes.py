@@ -20,6 +20,10 @@ from domain.enums import AccrualStatus, EventStatus
 from domain.events.validation import ValidEvent
 from domain.models import Event
 
+#: `session.info` key of the organization trees' events `load_facts` read (segments' roll-ups):
+#: stale once events are inserted.
+ORG_TREES_CACHE = "loyalty.org_trees"
+
 
 @dataclass(frozen=True)
 class EventRow:
@@ -53,6 +57,7 @@ async def insert_events(
     those that were new. One `unnest` statement on PostgreSQL, executemany on SQLite."""
     if not rows:
         return {}
+    session.info.pop(ORG_TREES_CACHE, None)
     ordered = sorted(rows, key=lambda r: r.event.external_id)
     table = cast(Table, Event.__table__)
     if on_postgres(session):

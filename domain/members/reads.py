@@ -20,6 +20,20 @@ async def organizations_by_id(session: AsyncSession, ids: Sequence[int]) -> dict
     return {o.id: o for o in rows.scalars()}
 
 
+async def organization_children(session: AsyncSession, ids: Sequence[int]) -> dict[int, list[Organization]]:
+    """For each organization, the organizations directly below it, by externalId."""
+    rows = await session.execute(
+        select(Organization)
+        .where(Organization.parent_id.in_(set(ids)))
+        .order_by(Organization.parent_id, Organization.external_id)
+    )
+    found: dict[int, list[Organization]] = {org_id: [] for org_id in ids}
+    for org in rows.scalars():
+        assert org.parent_id is not None
+        found[org.parent_id].append(org)
+    return found
+
+
 async def first_ledger_pages(
     session: AsyncSession, member_ids: Sequence[int], first: int
 ) -> dict[int, list[LedgerEntry]]:

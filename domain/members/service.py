@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from domain.changes import MembersChanged
 from domain.clock import Clock
@@ -19,6 +20,7 @@ from domain.enums import Channel, MemberKind
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
 from domain.members.attributes import MAX_ATTRIBUTES_BYTES, attributes_size, merge_attributes
+from domain.members.organizations import ParentChange, ancestors, check_parents, parent_map, subtree
 from domain.models import Member, MemberTag, Organization, Segment, SegmentMembership
 
 MAX_BATCH = 1000
@@ -40,6 +42,9 @@ class OrganizationUpsert:
     external_id: str
     name: str
     attributes: dict[str, Any] | None = None
+    #: The organization above it (None: the top) when `sets_parent`; otherwise the stored one stays.
+    parent_external_id: str | None = None
+    sets_parent: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,14 @@ class MemberService:
                 raise InvalidInput(f"organizations[{i}].name: must not be empty")
             if org.attributes is not None and not isinstance(org.attributes, dict):
                 raise InvalidInput(f"organizations[{i}].attributes: must be a JSON object")
+            if org.sets_parent and org.parent_external_id is not None:
+                try:
+                    validate_external_id(org.parent_external_id, f"organizations[{i}].parentExternalId")
+                except Rejection as rejection:
+                    raise InvalidInput(str(rejection)) from None
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
+            hierarchy = await _OrganizationHierarchy.load(uow.session, program_id, inputs)
             existing = await _organizations_by_external_id(
                 uow.session, program_id, [o.external_id for o in inputs]
             )
@@ -104,6 +115,7 @@ class MemberService:
                         f"organizations[{i}].attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged",
                         index=i,
                     )
+            await hierarchy.write(uow.session, existing, now, uow.collect)
         return len(inputs)
 
     async def upsert_members(self, program_id: int, inputs: Sequence[MemberUpsert]) -> int:
@@ -119,6 +131,7 @@ class MemberService:
             existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
             known = {row.id for row in existing.values()}
             await lock_members(session, known)
+            moved: set[int] = set()  # organizations members left or joined
             for i, data in enumerate(inputs):
                 row = existing.get(data.external_id)
                 org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
@@ -141,6 +154,8 @@ class MemberService:
                 else:
                     row.kind = data.kind
                     if data.organization_external_id is not None:
+                        if row.organization_id != org_id:
+                            moved.update(o for o in (row.organization_id, org_id) if o is not None)
                         row.organization_id = org_id
                     if data.attributes:
                         row.attributes = merge_attributes(row.attributes, data.attributes)
@@ -153,8 +168,12 @@ class MemberService:
                     raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
             await session.flush()
             ids = {row.id for row in existing.values()}
+            rolled_up = await _members_above(session, program_id, moved) if moved else set()
             change = MembersChanged(
-                program_id, profiles=frozenset(ids & known), created=frozenset(ids - known), at=now
+                program_id,
+                profiles=frozenset((ids & known) | rolled_up),
+                created=frozenset(ids - known),
+                at=now,
             )
             uow.collect(change)  # the segment engine re-evaluates them before the commit
         return len(inputs)
@@ -307,3 +326,75 @@ async def ensure_organizations(
     )
     found = await _organizations_by_external_id(session, program_id, wanted)
     return {e: o.id for e, o in found.items()}
+
+
+async def _members_above(session: AsyncSession, program_id: int, org_ids: set[int]) -> set[int]:
+    """The members of these organizations and of those above them: a member who joins or leaves
+    one moves their organization roll-ups (`org.AGG`)."""
+    touched = ancestors(await parent_map(session, program_id), org_ids)
+    rows = await session.execute(
+        select(Member.id).where(Member.program_id == program_id, Member.organization_id.in_(sorted(touched)))
+    )
+    return set(rows.scalars())
+
+
+@dataclass
+class _OrganizationHierarchy:
+    """The parent changes of an organization batch, checked before anything is written."""
+
+    program_id: int
+    #: external id -> parent external id, as stored and as the batch leaves it
+    before: dict[str, str | None]
+    after: dict[str, str | None]
+
+    @classmethod
+    async def load(
+        cls, session: AsyncSession, program_id: int, inputs: Sequence[OrganizationUpsert]
+    ) -> _OrganizationHierarchy:
+        if not any(o.sets_parent for o in inputs):
+            return cls(program_id, {}, {})
+        parent = aliased(Organization)
+        rows = await session.execute(
+            select(Organization.external_id, parent.external_id)
+            .outerjoin(parent, parent.id == Organization.parent_id)
+            .where(Organization.program_id == program_id)
+        )
+        stored: dict[str, str | None] = {external_id: above for external_id, above in rows}  # noqa: C416
+        # organizations of the batch exist from their item on, whether they set a parent or not
+        ordered: list[ParentChange] = []
+        for i, org in enumerate(inputs):
+            if org.sets_parent:
+                ordered.append(ParentChange(i, org.external_id, org.parent_external_id))
+            elif org.external_id not in stored:
+                ordered.append(ParentChange(i, org.external_id, None))
+        return cls(program_id, stored, check_parents(ordered, stored))
+
+    async def write(
+        self, session: AsyncSession, rows: dict[str, Organization], now: datetime, collect: Any
+    ) -> None:
+        """Set the changed parents; the members below a moved organization and above its old and
+        new places are re-evaluated (their roll-ups and `in_organization` may have moved)."""
+        moved = sorted(e for e, p in self.after.items() if e in rows and self.before.get(e) != p)
+        if not moved:
+            return
+        await session.flush()  # new organizations get their ids
+        named = {p for e in moved if (p := self.after[e]) is not None and p not in rows}
+        rows = {**rows, **await _organizations_by_external_id(session, self.program_id, sorted(named))}
+        before = await parent_map(session, self.program_id)
+        for external_id in moved:
+            above = self.after[external_id]
+            rows[external_id].parent_id = None if above is None else rows[above].id
+        await session.flush()
+        after = await parent_map(session, self.program_id)
+        moved_ids = [rows[e].id for e in moved]
+        touched = subtree(after, moved_ids) | ancestors(after, moved_ids) | ancestors(before, moved_ids)
+        member_ids = (
+            await session.execute(
+                select(Member.id).where(
+                    Member.program_id == self.program_id, Member.organization_id.in_(sorted(touched))
+                )
+            )
+        ).scalars()
+        profiles = frozenset(member_ids)
+        if profiles:
+            collect(MembersChanged(self.program_id, profiles=profiles, at=now))

@@ -30,6 +30,7 @@ from domain.segments.conditions import (
     ExprCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     LedgerCompare,
@@ -38,6 +39,7 @@ from domain.segments.conditions import (
     Node,
     Not,
     Op,
+    OrgMetricCompare,
     Value,
     cast_list,
     typed_where,
@@ -141,7 +143,45 @@ def _compile(node: Node) -> Predicate:
             return lambda context: context.member.kind == wanted
         case InOrganization(external_id):
             return lambda context: context.member.organization == external_id
+        case InOrganizationTree(external_id):
+            return lambda context: external_id in context.member.organization_ancestors
+        case OrgMetricCompare(metric, op, value):
+            return _org_metric_predicate(metric, op, value)
     raise AssertionError(node)
+
+
+#: Roll-ups measured, shared by the members of one organization tree: (events, now, metric key) ->
+#: (the tree's events, kept so that their id stays theirs, the measure). `load_facts` hands the
+#: members of one organization the same mapping; a new load is a new mapping.
+_org_measures: dict[tuple[int, datetime, tuple[object, ...]], tuple[object, Measure]] = {}
+_ORG_MEASURES_KEPT = 65_536
+
+
+def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
+    """`org.AGG(...)` through the reference evaluator, measured once per organization tree and instant."""
+    key = ("org", *_metric_key(metric))
+
+    def holds_for(context: Context) -> bool:
+        measures = context.measures
+        if key not in measures:
+            member = context.member
+            tree = member.organization_events
+            shared = (id(tree), context.now, key)
+            found = _org_measures.get(shared)
+            if member.organization is None or found is None or found[0] is not tree:
+                if len(_org_measures) >= _ORG_MEASURES_KEPT:
+                    _org_measures.clear()
+                found = (tree, context.evaluation.org_measure(metric, member))
+                if member.organization is not None:
+                    _org_measures[shared] = found
+            measures[key] = found[1]
+        return compare_value(measures[key], op, value)
+
+    return holds_for
+
+
+def _metric_key(metric: Metric) -> tuple[object, ...]:
+    return (metric.event, metric.agg, metric.field, metric.window, typed_where(metric.where))
 
 
 def _metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:

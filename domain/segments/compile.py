@@ -52,6 +52,7 @@ from domain.segments.conditions import (
     ExprCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Ledger,
@@ -63,6 +64,7 @@ from domain.segments.conditions import (
     Not,
     Number,
     Op,
+    OrgMetricCompare,
     Value,
     cast_list,
     is_number,
@@ -92,6 +94,8 @@ class Compilation:
     segment_ids: Mapping[str, int]
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
     joins: dict[object, Subquery] = field(default_factory=dict)
+    #: The program's organization trees as (root_id, org_id) pairs: a recursive CTE, made once.
+    organization_tree: Any = None
 
     def members_where(self, node: Node) -> Select[tuple[int]]:
         """SELECT the ids of the program's members for whom `node` holds."""
@@ -99,7 +103,7 @@ class Compilation:
         condition = self.node(node)
         source: FromClause = members
         for derived in self.joins.values():
-            source = source.outerjoin(derived, derived.c.member_id == members.c.id)
+            source = source.outerjoin(derived, _joined_on(derived))
         return (
             select(members.c.id).select_from(source).where(members.c.program_id == self.program_id, condition)
         )
@@ -112,7 +116,7 @@ class Compilation:
         rank: ColumnElement[Any] = case(*reversed(arms), else_=0) if arms else literal(0)
         source: FromClause = members
         for derived in self.joins.values():
-            source = source.outerjoin(derived, derived.c.member_id == members.c.id)
+            source = source.outerjoin(derived, _joined_on(derived))
         return (
             select(members.c.id, rank.label("rank"))
             .select_from(source)
@@ -154,6 +158,15 @@ class Compilation:
                 return compare_integer(func.coalesce(self.ledger_table(ledger).c.total, 0), op, value)
             case ExprCompare(left, op, right):
                 return self.expr_comparison(left, op, right)
+            case InOrganizationTree(external_id):
+                tree = self.org_tree()
+                named = select(Organization.id).where(
+                    Organization.program_id == self.program_id, Organization.external_id == external_id
+                )
+                below = select(tree.c.org_id).where(tree.c.root_id.in_(named))
+                return func.coalesce(members.c.organization_id.in_(below), false())
+            case OrgMetricCompare(metric, op, value):
+                return self.org_metric(metric, op, value)
         raise AssertionError(node)
 
     # ---------- version 2: ledger operands, arithmetic, distinct and top ----------
@@ -585,6 +598,126 @@ class Compilation:
         )
         return self.joins[key]
 
+    # ---------- organization roll-ups ----------
+
+    def org_tree(self) -> Any:
+        """WITH RECURSIVE: every organization of the program paired with itself and each one below it."""
+        if self.organization_tree is None:
+            top = Organization.__table__
+            below = Organization.__table__.alias("org_below")
+            base = (
+                select(top.c.id.label("root_id"), top.c.id.label("org_id"))
+                .where(top.c.program_id == self.program_id)
+                .cte("org_tree", recursive=True)
+            )
+            step = select(base.c.root_id, below.c.id).where(below.c.parent_id == base.c.org_id)
+            self.organization_tree = base.union_all(step)
+        return self.organization_tree
+
+    def org_metric(self, metric: Metric, op: Op, value: Value) -> ColumnElement[bool]:
+        """`org.AGG(...)` OP value: one derived table per metric, grouped by the tree's top
+        organization and joined on the member's organization; absent without an organization."""
+        has_organization = members.c.organization_id.is_not(None)
+
+        def with_organization(x: ColumnElement[Any]) -> ColumnElement[Any]:
+            return case((has_organization, x), else_=None)
+
+        if metric.agg == Agg.STREAK:
+            streak = self.org_streak_table(metric, _streak_reach(value))
+            return compare_integer(with_organization(func.coalesce(streak.c.streak, 0)), op, value)
+        table = self.org_event_table(metric)
+        if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+            column = table.c.last_at if metric.agg == Agg.DAYS_SINCE_LAST else table.c.first_at
+            return self.days_since(column, op, value)
+        if metric.agg in (Agg.COUNT, Agg.DISTINCT_DAYS):
+            column = table.c.count if metric.agg == Agg.COUNT else table.c.days
+            return compare_integer(with_organization(func.coalesce(column, 0)), op, value)
+        scale = UNITS if (metric.field or "amount") == "amount" else Fraction(1)
+        if metric.agg == Agg.SUM:
+            total = with_organization(func.coalesce(table.c.total, 0))
+            return compare_scaled(self.dialect, total, op, value, scale)
+        if metric.agg in (Agg.MIN, Agg.MAX):
+            column = table.c.low if metric.agg == Agg.MIN else table.c.high
+            return compare_scaled(self.dialect, column, op, value, scale)
+        return self.average(table.c.total, table.c.measured, op, value, scale)
+
+    def org_events(self) -> tuple[FromClause, Any]:
+        """Events joined to their member's organization trees, and the tree's top organization."""
+        tree = self.org_tree()
+        owner = Member.__table__.alias("org_member")
+        source = events.join(owner, owner.c.id == events.c.member_id).join(
+            tree, tree.c.org_id == owner.c.organization_id
+        )
+        return source, tree.c.root_id
+
+    def org_event_table(self, metric: Metric) -> Subquery:
+        key = ("org", *_metric_key(metric))
+        if key not in self.joins:
+            name = metric.field or "amount"
+            if name == "amount":
+                measured = type_coerce(events.c.amount, BigInteger)
+            else:
+                prop = JsonPath(self.dialect, events.c.properties, name)
+                measured = case((prop.type_is("number"), prop.number()), else_=None)  # type: ignore[assignment]
+            columns = {
+                Agg.COUNT: [func.count().label("count")],
+                Agg.DISTINCT_DAYS: [
+                    func.count(self.day_number(events.c.occurred_at).distinct()).label("days")
+                ],
+                Agg.SUM: [func.sum(measured).label("total")],
+                Agg.AVG: [func.sum(measured).label("total"), func.count(measured).label("measured")],
+                Agg.MIN: [func.min(measured).label("low")],
+                Agg.MAX: [func.max(measured).label("high")],
+                Agg.DAYS_SINCE_FIRST: [func.min(events.c.occurred_at).label("first_at")],
+                Agg.DAYS_SINCE_LAST: [func.max(events.c.occurred_at).label("last_at")],
+            }[metric.agg]
+            source, root = self.org_events()
+            self.joins[key] = (
+                select(root.label("organization_id"), *columns)
+                .select_from(source)
+                .where(*self.matching_events(metric))
+                .group_by(root)
+                .alias(f"g{len(self.joins)}")
+            )
+        return self.joins[key]
+
+    def org_streak_table(self, metric: Metric, reach: int) -> Subquery:
+        """`streak_table` over an organization tree's events (gaps and islands per top organization)."""
+        key = ("org-streak", _metric_key(metric), reach)
+        if key in self.joins:
+            return self.joins[key]
+        today = (self.now.date() - EPOCH).days
+        since = self.now.date() - timedelta(days=reach)
+        source, root = self.org_events()
+        day = self.day_number(events.c.occurred_at)
+        start = literal(datetime.combine(since, time(0), tzinfo=UTC), UtcDateTime())
+        past = (
+            select(root.label("organization_id"), day.label("day"))
+            .select_from(source)
+            .where(*self.matching_events(metric), events.c.occurred_at >= start)
+            .distinct()
+            .subquery()
+        )
+        ranked = (
+            select(
+                past.c.organization_id,
+                past.c.day,
+                func.row_number()
+                .over(partition_by=past.c.organization_id, order_by=past.c.day.desc())
+                .label("rn"),
+                func.max(past.c.day).over(partition_by=past.c.organization_id).label("top"),
+            )
+            .where(past.c.day <= today)
+            .subquery()
+        )
+        self.joins[key] = (
+            select(ranked.c.organization_id, func.count().label("streak"))
+            .where(ranked.c.top >= today - 1, ranked.c.day + ranked.c.rn - 1 == ranked.c.top)
+            .group_by(ranked.c.organization_id)
+            .alias(f"gs{len(self.joins)}")
+        )
+        return self.joins[key]
+
     def day_number(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
         """Days since 1970-01-01 of a UTC timestamp."""
         if self.dialect == "postgresql":
@@ -595,6 +728,13 @@ class Compilation:
         if self.dialect == "postgresql":
             return day - literal(EPOCH, Date)
         return cast(func.julianday(day) - 2440587.5, Integer)
+
+
+def _joined_on(derived: Subquery) -> ColumnElement[bool]:
+    """A derived table's join to the member: by member, or by organization (`org.AGG` roll-ups)."""
+    if "organization_id" in derived.c:
+        return derived.c.organization_id == members.c.organization_id
+    return derived.c.member_id == members.c.id
 
 
 def _metric_key(metric: Metric) -> tuple[object, ...]:

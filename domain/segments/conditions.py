@@ -225,6 +225,30 @@ class LedgerCompare:
 
 
 @dataclass(frozen=True)
+class InOrganizationTree:
+    """The member's organization is `external_id` or one below it (`in_organization`, version 2).
+
+    Tree `{"organization": ID, "descendants": true}`; `{"organization": ID}` stays
+    `InOrganization`, the organization itself only (version 1).
+    """
+
+    external_id: str
+
+
+@dataclass(frozen=True)
+class OrgMetricCompare:
+    """`org.AGG(...)`: the metric over the events of every member of the member's organization and
+    of the organizations below it; absent for a member without an organization.
+
+    Tree: a metric with `"scope": "organization"`.
+    """
+
+    metric: Metric
+    op: Op
+    value: Value
+
+
+@dataclass(frozen=True)
 class Number:
     """A number inside arithmetic."""
 
@@ -253,6 +277,11 @@ class ExprCompare:
     right: Expr
 
 
+#: The value of a metric's "scope" that makes it an organization roll-up.
+ORGANIZATION_SCOPE = "organization"
+#: Aggregates organization roll-ups do not offer (yet): `org.distinct(...)`, `org.top(...)`.
+NOT_ROLLED_UP = frozenset({Agg.DISTINCT, Agg.TOP})
+
 Node = (
     All
     | AnyOf
@@ -265,6 +294,8 @@ Node = (
     | InOrganization
     | LedgerCompare
     | ExprCompare
+    | InOrganizationTree
+    | OrgMetricCompare
 )
 TRUE: Node = All(())
 FALSE: Node = AnyOf(())
@@ -321,6 +352,8 @@ class ConditionParser:
                 raise self.fail(f"{path}.attr", 'expected an attribute path such as "city" or "device.os"')
             op = self.op(data, path)
             return AttrCompare(attr, op, self.attr_value(op, data.get("value"), f"{path}.value"))
+        if "metric" in data and isinstance(data["metric"], dict) and "scope" in data["metric"]:
+            return self.org_metric(data, path)
         if "metric" in data:
             self.only(data, {"metric", "op", "value"}, path)
             metric = self.metric(data["metric"], f"{path}.metric")
@@ -356,13 +389,30 @@ class ConditionParser:
                 raise self.fail(f"{path}.kind", "expected CUSTOMER, DEALER or EMPLOYEE")
             return KindIs(MemberKind(kind.upper()))
         if "organization" in data:
-            self.only(data, {"organization"}, path)
+            self.only(data, {"organization", "descendants"}, path)
             org = data["organization"]
             if not isinstance(org, str) or not 0 < len(org) <= 128:
                 raise self.fail(f"{path}.organization", "expected an organization externalId")
-            return InOrganization(org)
+            descendants = data.get("descendants", False)
+            if not isinstance(descendants, bool):
+                raise self.fail(f"{path}.descendants", "expected true or false")
+            return InOrganizationTree(org) if descendants else InOrganization(org)
         known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization"
         raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
+
+    def org_metric(self, data: dict[str, Any], path: str) -> OrgMetricCompare:
+        """A metric with `"scope": "organization"`: an organization roll-up."""
+        self.only(data, {"metric", "op", "value"}, path)
+        scope = data["metric"]["scope"]
+        if scope != ORGANIZATION_SCOPE:
+            expected = f'expected "{ORGANIZATION_SCOPE}"'
+            raise self.fail(f"{path}.metric.scope", f"unknown scope {scope!r}; {expected}")
+        unscoped = {k: v for k, v in data["metric"].items() if k != "scope"}
+        metric = self.metric(unscoped, f"{path}.metric")
+        if metric.agg in NOT_ROLLED_UP:
+            raise self.fail(f"{path}.metric.agg", f"{metric.agg.value!r} is not an organization roll-up")
+        op = self.op(data, path)
+        return OrgMetricCompare(metric, op, self.metric_value(op, data.get("value"), f"{path}.value"))
 
     def only(self, data: dict[str, Any], allowed: set[str], path: str) -> None:
         extra = sorted(set(data) - allowed)
@@ -622,6 +672,11 @@ def condition_to_json(node: Node) -> dict[str, Any]:
             return {**ledger_to_json(ledger), "op": op.value, "value": value}
         case ExprCompare(left, op, right):
             return {"left": expr_to_json(left), "op": op.value, "right": expr_to_json(right)}
+        case InOrganizationTree(external_id):
+            return {"organization": external_id, "descendants": True}
+        case OrgMetricCompare(metric, op, value):
+            scoped = {**metric_to_json(metric), "scope": ORGANIZATION_SCOPE}
+            return {"metric": scoped, "op": op.value, "value": value}
     raise AssertionError(node)
 
 

@@ -29,6 +29,7 @@ from domain.segments.conditions import Node
 from domain.segments.due import DueTimes, mark_program_due, stored_due_times, write_due_times
 from domain.segments.evaluate import Evaluation, MemberFacts
 from domain.segments.facts import Needs, load_facts
+from domain.segments.fanout import merged, org_fan_out
 from domain.segments.horizon import earliest_change
 from domain.segments.index import Definition, SegmentIndex, definition_from_row
 from domain.segments.lifecycle import LifecycleThresholds
@@ -138,7 +139,17 @@ class SegmentEngine:
             )
             if affected:
                 plans[member_id] = affected
+        rolled_up: dict[int, list[Definition]] = {}  # members only the org.AGG fan-out reaches
+        if change.event_types and any(d.org_event_types for d in index.ordered):
+            fanned = await org_fan_out(session, change.program_id, index, change.event_types)
+            for member_id, plan in fanned.items():
+                if member_id in plans or member_id in tiered:
+                    plans[member_id] = merged(index, plans.get(member_id, []), plan)
+                else:
+                    rolled_up[member_id] = plan
         await self.reevaluate(session, change.program_id, plans, now, tiered=tiered)
+        if rolled_up:  # a pass of its own: their facts are the roll-ups' needs, not the batch's
+            await self.reevaluate(session, change.program_id, rolled_up, now)
 
     async def handle(self, session: AsyncSession, change: MembersChanged) -> None:
         """The message bus's handler: evaluate at the instant of the change."""

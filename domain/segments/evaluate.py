@@ -29,6 +29,7 @@ from domain.segments.conditions import (
     ExprCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Ledger,
@@ -40,6 +41,7 @@ from domain.segments.conditions import (
     Not,
     Number,
     Op,
+    OrgMetricCompare,
     Scalar,
     Value,
     WhereTest,
@@ -121,6 +123,11 @@ class MemberFacts:
     ledger: Sequence[LedgerFact] = ()
     #: Open expiry lots (version 2: `points_expiring`).
     lots: Sequence[LotFact] = ()
+    #: The external ids of the member's organization and of every organization above it.
+    organization_ancestors: frozenset[str] = frozenset()
+    #: Raw ACCEPTED events by type of every member of the member's organization and of the
+    #: organizations below it (the member's own included), as far back as `org.AGG` windows reach.
+    organization_events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +159,10 @@ class Evaluation:
                 return compare_value(self.ledger(ledger, member), op, value)
             case ExprCompare(left, op, right):
                 return compare_expressions(self.expr(left, member), op, self.expr(right, member))
+            case InOrganizationTree(external_id):
+                return external_id in member.organization_ancestors
+            case OrgMetricCompare(metric, op, value):
+                return compare_measure(self.org_measure(metric, member), op, value)
         raise AssertionError(node)
 
     # ---------- version 2: ledger operands and arithmetic ----------
@@ -237,6 +248,14 @@ class Evaluation:
             events = [e for e in member.events.get(metric.event, ()) if self.selects(metric, e)]
             return self.over_events(metric, events)
         return self.over_buckets(metric, member.buckets.get(metric.event, ()))
+
+    def org_measure(self, metric: Metric, member: MemberFacts) -> Any:
+        """`org.AGG(...)`: the metric over the organization's (and those below its) events, always
+        from raw events; absent for a member without an organization."""
+        if member.organization is None:
+            return None
+        events = [e for e in member.organization_events.get(metric.event, ()) if self.selects(metric, e)]
+        return self.over_events(metric, events)
 
     def selects(self, metric: Metric, event: EventFact) -> bool:
         if metric.window is not None and metric.agg not in _WINDOWLESS:

@@ -61,6 +61,11 @@ Shape = tuple[
 ]
 
 
+def instants(column: Any, dialect: str) -> Any:
+    """`_instants`, for the statements built elsewhere (organization roll-ups)."""
+    return _instants(column, dialect)
+
+
 def _instants(column: Any, dialect: str) -> Any:
     """A UTC timestamp column as asyncpg returns it (aware, UTC) on PostgreSQL, skipping the
     per-value conversion of `UtcDateTime`; SQLite needs that conversion."""

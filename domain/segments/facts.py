@@ -18,17 +18,36 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import (
+    BigInteger,
+    Executable,
+    and_,
+    case,
+    false,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from domain.db.arrays import dialect_of
+from domain.db.arrays import dialect_of, in_values
+from domain.db.types import UtcDateTime
+from domain.events.refunds import not_refunded
+from domain.events.writes import ORG_TREES_CACHE
+from domain.members.organizations import ancestors, subtrees
+from domain.models import Event, Member, Organization
 from domain.segments import fact_queries as queries
 from domain.segments.conditions import (
     PROPERTY_AGGS,
     AttrCompare,
+    InOrganizationTree,
     LedgerKind,
     Metric,
     Node,
+    OrgMetricCompare,
     node_ledgers,
     node_metrics,
     typed_where,
@@ -57,8 +76,15 @@ class Needs:
     ledger_lookback: int | None = 0
     #: Open expiry lots (`points_expiring`).
     lots: bool = False
+    #: `org.AGG` roll-ups: raw events of the organization trees by type, seconds back or None.
+    org_lookback: dict[str, int | None] = field(default_factory=dict)
+    #: Whether a condition reads the organizations above the member's (`in_organization`).
+    org_ancestors: bool = False
+    #: `org.AGG` event types whose properties a roll-up reads (a `where`, a property field).
+    org_properties: set[str] = field(default_factory=set)
 
     def add(self, node: Node) -> None:
+        self.add_organizations(node)
         for part in walk(node):
             if isinstance(part, AttrCompare) and part.path == "lifecycle":
                 self.bucket_types.add("purchase")
@@ -88,6 +114,21 @@ class Needs:
             self.properties[metric.event] = None
         elif where and (read := self.properties.get(metric.event, set())) is not None:
             self.properties[metric.event] = {*read, where}
+
+    def add_organizations(self, node: Node) -> None:
+        """What the organization leaves read: the hierarchy, and the trees' events by type."""
+        for part in walk(node):
+            if isinstance(part, InOrganizationTree):
+                self.org_ancestors = True
+            if isinstance(part, OrgMetricCompare):
+                metric = part.metric
+                reach = None if metric.window is None else metric.window.seconds
+                if metric.event in self.org_lookback:
+                    known = self.org_lookback[metric.event]
+                    reach = None if known is None or reach is None else max(known, reach)
+                self.org_lookback[metric.event] = reach
+                if metric.where or metric.field not in (None, "amount"):
+                    self.org_properties.add(metric.event)
 
     def _select(self, event_type: str, reach: int | None, where: Where) -> None:
         """Add a selection; keep per filter the longest reach, and no filtered one the unfiltered covers."""
@@ -157,6 +198,9 @@ async def load_facts(
             facts[member_id].segments.add(key)
     for member_facts in facts.values():
         member_facts.tags = frozenset(member_facts.tag_sources)
+    if needs.org_ancestors or needs.org_lookback:
+        trees = session.info.setdefault(ORG_TREES_CACHE, {})
+        await load_organization_facts(connection, program_id, needs, facts, now, trees)
     if needs.bucket_types:
         await _load_buckets(connection, {**keys, "types": sorted(needs.bucket_types)}, facts)
     if needs.selections:
@@ -229,3 +273,106 @@ async def _load_events(
     for member_id, by_type in found.items():
         if member_id in facts:
             facts[member_id].events = dict(by_type)
+
+
+async def load_organization_facts(
+    connection: AsyncConnection,
+    program_id: int,
+    needs: Needs,
+    facts: dict[int, MemberFacts],
+    now: datetime,
+    cache: dict[Any, dict[int, dict[str, list[EventFact]]]] | None = None,
+) -> None:
+    """The members' organizations above theirs, and the events of their organization trees.
+
+    Two queries: the program's hierarchy (organizations are few), then the raw events of
+    the types the roll-ups read, of every member below the members' organizations, each
+    type as far back as its longest window. Members of one organization share its lists.
+    `cache` (the session's; `insert_events` empties it) keeps the trees read at `now` for
+    the same needs: the engine's second pass over the members the fan-out reached reads
+    only the trees the first did not.
+    """
+    rows = await _rows(
+        connection,
+        select(Organization.id, Organization.external_id, Organization.parent_id).where(
+            Organization.program_id == program_id
+        ),
+        {},
+    )
+    parents: dict[int, int | None] = {org_id: parent for org_id, _, parent in rows}
+    external = {org_id: external_id for org_id, external_id, _ in rows}
+    by_external = {external_id: org_id for org_id, external_id, _ in rows}
+    roots = {by_external[m.organization] for m in facts.values() if m.organization in by_external}
+    if needs.org_ancestors:
+        above = {root: frozenset(external[a] for a in ancestors(parents, [root])) for root in roots}
+        for member in facts.values():
+            if member.organization in by_external:
+                member.organization_ancestors = above[by_external[member.organization]]
+    if not needs.org_lookback or not roots:
+        return
+    key = (program_id, now, tuple(sorted(needs.org_lookback.items())), tuple(sorted(needs.org_properties)))
+    cache = {} if cache is None else cache
+    if key not in cache:
+        cache.clear()  # one instant and shape at a time
+        cache[key] = {}
+    known = cache[key]
+    missing = roots - set(known)
+    if missing:
+        known.update(await _read_trees(connection, program_id, needs, parents, missing, now))
+    for member in facts.values():
+        if member.organization in by_external:
+            member.organization_events = known[by_external[member.organization]]
+
+
+async def _read_trees(
+    connection: AsyncConnection,
+    program_id: int,
+    needs: Needs,
+    parents: dict[int, int | None],
+    roots: set[int],
+    now: datetime,
+) -> dict[int, dict[str, list[EventFact]]]:
+    """Per root, the raw events of the roll-ups' types of every member of its tree: one query."""
+    below = subtrees(parents, roots)
+    wanted = sorted(set().union(*below.values()))
+    dialect = connection.dialect.name
+    windows = [
+        and_(
+            Event.type == event_type,
+            true()
+            if seconds is None
+            else Event.occurred_at > literal(now - timedelta(seconds=seconds), UtcDateTime()),
+        )
+        for event_type, seconds in sorted(needs.org_lookback.items())
+    ]
+    statement = (
+        select(
+            Member.organization_id,
+            Event.type,
+            queries.instants(Event.occurred_at, dialect),
+            type_coerce(Event.amount, BigInteger),
+            case((Event.type.in_(sorted(needs.org_properties)), Event.properties))
+            if needs.org_properties
+            else null(),
+        )
+        .join(Member, Member.id == Event.member_id)
+        .where(
+            Event.program_id == program_id,
+            in_values(Member.organization_id, wanted, dialect),
+            Event.status == "ACCEPTED",
+            not_refunded(Event),
+            or_(false(), *windows),
+        )
+    )
+    by_org: dict[int, dict[str, list[EventFact]]] = defaultdict(lambda: defaultdict(list))
+    empty: dict[str, Any] = {}  # shared: nothing writes to an event's properties
+    for org_id, event_type, occurred_at, units, props in await _rows(connection, statement, {}):
+        by_org[org_id][event_type].append(EventFact(occurred_at, units, props or empty))
+    trees: dict[int, dict[str, list[EventFact]]] = {}
+    for root, orgs in below.items():
+        merged: dict[str, list[EventFact]] = defaultdict(list)
+        for org_id in orgs:
+            for event_type, found in by_org.get(org_id, {}).items():
+                merged[event_type].extend(found)
+        trees[root] = dict(merged)
+    return trees

@@ -39,6 +39,7 @@ from domain.segments.conditions import (
     MetricCompare,
     Node,
     Not,
+    OrgMetricCompare,
     Value,
     node_ledgers,
     node_metrics,
@@ -62,7 +63,7 @@ def is_time_dependent(condition: Node) -> bool:
 def _moves_with_time(node: Node) -> bool:
     if isinstance(node, AttrCompare):
         return node.path in TIMED_PATHS
-    if isinstance(node, MetricCompare):
+    if isinstance(node, (MetricCompare, OrgMetricCompare)):
         return node.metric.agg in WINDOWLESS_AGGS or node.metric.window is not None
     if isinstance(node, (LedgerCompare, ExprCompare)):
         return any(m.window is not None or m.agg in WINDOWLESS_AGGS for m in node_metrics(node)) or any(
@@ -184,6 +185,8 @@ def _leaf_instants(
             for ledger in node_ledgers(node):
                 found.extend(_ledger_instants(ledger, member))
             return found
+        case OrgMetricCompare(metric, _, value):
+            return _org_instants(metric, value, member, now)
     return ()
 
 
@@ -228,6 +231,29 @@ def _ledger_instants(ledger: Ledger, member: MemberFacts) -> list[datetime]:
         return []
     kind = "earned" if ledger.kind == LedgerKind.EARNED else "redeemed"
     return [t for e in member.ledger if e.kind == kind for t in (e.at, e.at + width)]
+
+
+def _org_instants(metric: Metric, value: Value, member: MemberFacts, now: datetime) -> Iterable[datetime]:
+    """`_metric_instants` over the organization tree's raw events (a roll-up never reads buckets)."""
+    if member.organization is None:
+        return ()
+    events = [
+        e
+        for e in member.organization_events.get(metric.event, ())
+        if all(where_holds(e.properties.get(name), v) for name, v in metric.where)
+    ]
+    if metric.agg == Agg.STREAK:
+        return _midnights({e.occurred_at.date() for e in events}, now)
+    if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
+        if not events:
+            return ()
+        times = [e.occurred_at for e in events]
+        origin = max(times) if metric.agg == Agg.DAYS_SINCE_LAST else min(times)
+        return _day_steps(origin, value, now)
+    if metric.window is None:
+        return ()
+    width = timedelta(seconds=metric.window.seconds)
+    return [t for e in events for t in (e.occurred_at, e.occurred_at + width)]
 
 
 # ---------- metrics ----------

@@ -16,9 +16,11 @@ from domain.segments.conditions import (
     AttrCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Node,
+    OrgMetricCompare,
     node_ledgers,
     node_metrics,
     parse_condition,
@@ -29,6 +31,10 @@ from domain.segments.horizon import is_time_dependent
 PROFILE_PATHS_EXCLUDED = frozenset(
     {"pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "churnRisk7d"}
 )
+
+
+#: Leaves that read the member's kind or organization (the profile).
+PROFILE_NODES = (KindIs, InOrganization, InOrganizationTree, OrgMetricCompare)
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class Definition:
     reads_balance: bool = False
     #: Whether time alone can flip it (`horizon.is_time_dependent`): the scheduler keeps it current.
     time_dependent: bool = False
+    #: The event types its `org.AGG` roll-ups read: an event of one member re-evaluates it for every
+    #: member of that member's organization and of the organizations above (`SegmentEngine`).
+    org_event_types: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, id: int, key: str, kind: str, condition: Node | None, applies_tag: str | None) -> Definition:
@@ -63,10 +72,11 @@ class Definition:
             frozenset(n.key for n in nodes if isinstance(n, InSegment)),
             frozenset(n.key for n in nodes if isinstance(n, HasTag)),
             reads_profile=bool(paths - PROFILE_PATHS_EXCLUDED)
-            or any(isinstance(n, (KindIs, InOrganization)) for n in nodes)
+            or any(isinstance(n, PROFILE_NODES) for n in nodes)
             or "lifecycle" in paths,
             reads_balance="pointsBalance" in paths or any(node_ledgers(n) for n in nodes),
             time_dependent=condition is not None and is_time_dependent(condition),
+            org_event_types=frozenset(n.metric.event for n in nodes if isinstance(n, OrgMetricCompare)),
         )
 
 
@@ -110,6 +120,23 @@ class SegmentIndex:
                 or d.segments & changed
                 or d.tags & changed_tags
             ):
+                chosen.append(d)
+                changed.add(d.key)
+                if d.applies_tag:
+                    changed_tags.add(d.applies_tag)
+        return chosen
+
+    def org_affected(self, event_types: Iterable[str]) -> list[Definition]:
+        """The DYNAMIC segments whose `org.AGG` roll-ups read one of the types, closed over segment and
+        tag references (what an event re-evaluates for the members of the organizations above)."""
+        types: set[str] = set(event_types)
+        changed: set[str] = set()
+        changed_tags: set[str] = set()
+        chosen: list[Definition] = []
+        for d in self.ordered:
+            if d.kind != "DYNAMIC":
+                continue
+            if d.org_event_types & types or d.segments & changed or d.tags & changed_tags:
                 chosen.append(d)
                 changed.add(d.key)
                 if d.applies_tag:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from domain.enums import MemberKind
 from domain.errors import InvalidInput
@@ -46,6 +47,7 @@ from domain.segments.conditions import (
     MAX_NODES,
     NAME,
     NOT_IN_ARITHMETIC,
+    NOT_ROLLED_UP,
     PATH,
     PROPERTY_AGGS,
     WINDOWLESS_AGGS,
@@ -59,6 +61,7 @@ from domain.segments.conditions import (
     ExprCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Ledger,
@@ -70,6 +73,7 @@ from domain.segments.conditions import (
     Not,
     Number,
     Op,
+    OrgMetricCompare,
     Scalar,
     Value,
     WhereTest,
@@ -105,7 +109,18 @@ _KNOWN_OPERATORS = ", ".join(OPERATORS.values())
 _KNOWN_AGGS = ", ".join(agg.value for agg in Agg)
 _MAX_ORGANIZATION = 128
 
-Operand = str | Metric | Ledger  # an attribute path, an aggregate or a ledger operand
+
+@dataclass(frozen=True)
+class OrgScoped:
+    """The operand `org.AGG(...)`: an aggregate over the member's organization and those below it."""
+
+    metric: Metric
+
+
+#: An attribute path, an aggregate, a ledger operand or an organization roll-up.
+Operand = str | Metric | Ledger | OrgScoped
+#: The prefix of an organization roll-up: `org.sum(sale.amount, 90d)`.
+ORG_PREFIX = "org."
 #: The ledger operands of version 2, by their rule word.
 LEDGER_WORDS = {f"points_{kind.value}": kind for kind in LedgerKind}
 _ARITH_TEXT = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
@@ -286,6 +301,8 @@ class _RuleParser:
             return InSegment(key) if word == "in_segment" else HasTag(key)
         if word == "exists":
             return self.exists()
+        if word == "in_organization":
+            return self.in_organization()
         return self.comparison(self.operand(), token.column)
 
     def operand(self) -> Operand:
@@ -294,6 +311,8 @@ class _RuleParser:
         if token.kind == "word" and self.peek(1).is_punct("("):
             if token.text.lower() in LEDGER_WORDS:
                 return self.ledger()
+            if token.text.lower().startswith(ORG_PREFIX):
+                return self.org_metric()
             if token.text.lower() == "attr":
                 self.advance()
                 self.expect("(", "after 'attr'")
@@ -350,10 +369,14 @@ class _RuleParser:
             )
         value = self.literal()
         checks = _ValueChecks(token.column)
+        if isinstance(operand, OrgScoped):  # a roll-up compares with a literal only (not in arithmetic)
+            return self.compare(operand, op, checks.metric_value(op, value, ""))
         return self.compare(operand, op, checks.attr_value(op, value, ""))
 
     @staticmethod
     def compare(operand: Operand, op: Op, value: Value) -> Node:
+        if isinstance(operand, OrgScoped):
+            return OrgMetricCompare(operand.metric, op, value)
         if isinstance(operand, Metric):
             return MetricCompare(operand, op, value)
         if isinstance(operand, Ledger):
@@ -551,7 +574,27 @@ class _RuleParser:
             raise self.fail(token, f"an organization externalId has 1 to {_MAX_ORGANIZATION} characters")
         return InOrganization(external_id)
 
+    def in_organization(self) -> Node:
+        """`in_organization("ID")`: the member's organization is ID or one below it."""
+        self.advance()
+        self.expect("(", "after 'in_organization'")
+        token = self.peek()
+        external_id = self.string("an organization externalId in double quotes")
+        if not 0 < len(external_id) <= _MAX_ORGANIZATION:
+            raise self.fail(token, f"an organization externalId has 1 to {_MAX_ORGANIZATION} characters")
+        self.expect(")", "after the organization externalId")
+        return InOrganizationTree(external_id)
+
     # --- aggregates
+
+    def org_metric(self) -> OrgScoped:
+        """`org.AGG(...)`: the aggregate after the prefix, read as any aggregate (its column shifted)."""
+        token = self.peek()
+        self.tokens[self.pos] = Token("word", token.text[len(ORG_PREFIX) :], token.column + len(ORG_PREFIX))
+        metric = self.metric()
+        if metric.agg in NOT_ROLLED_UP:
+            raise rule_error(token.column, f"org.{metric.agg.value}(...) is not an organization roll-up")
+        return OrgScoped(metric)
 
     def metric(self) -> Metric:
         token = self.advance()
@@ -712,6 +755,10 @@ def _render(node: Node) -> str:
             return _comparison(_ledger(ledger), op, value)
         case ExprCompare(left, op, right):
             return f"{_expr(left)} {OPERATORS[op]} {_expr(right)}"
+        case InOrganizationTree(external_id):
+            return f"in_organization({_string(external_id)})"
+        case OrgMetricCompare(metric, op, value):
+            return _comparison(ORG_PREFIX + _metric(metric), op, value)
     raise AssertionError(node)
 
 

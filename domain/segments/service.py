@@ -43,6 +43,7 @@ from domain.segments.lifecycle import LifecycleThresholds, lifecycle_stage
 from domain.segments.membership import Flip
 from domain.segments.rules import parse_rule, render_rule
 from domain.segments.scores import refresh_scores
+from domain.segments.warnings import condition_warnings
 from domain.tiers.ladder import is_tier_segment_key
 
 MAX_IMPORT_ROWS = 100_000
@@ -210,6 +211,13 @@ class SegmentService:
             chosen = compilation.members_where(node).subquery()
             size = (await session.execute(select(func.count()).select_from(chosen))).scalar_one()
         return node, int(size)
+
+    async def warnings(self, program_id: int, node: Node | None) -> list[str]:
+        """What looks wrong in a valid condition: event types never recorded, paths no member has."""
+        if node is None:
+            return []
+        async with self.db.read() as session:
+            return await condition_warnings(session, program_id, node)
 
     # ---------- static membership ----------
 

@@ -28,6 +28,7 @@ from domain.segments.conditions import (
     AttrCompare,
     HasTag,
     InOrganization,
+    InOrganizationTree,
     InSegment,
     KindIs,
     Metric,
@@ -35,6 +36,7 @@ from domain.segments.conditions import (
     Node,
     Not,
     Op,
+    OrgMetricCompare,
     Scalar,
     Value,
     Window,
@@ -170,7 +172,27 @@ def leaves() -> st.SearchStrategy[Node]:
         st.builds(HasTag, keys()),
         st.builds(KindIs, st.sampled_from(list(MemberKind))),
         st.builds(InOrganization, texts(min_size=1, max_size=128)),
+        *version_2_leaves(),  # the condition language version 2 (issue 17): each helper's strategies
     )
+
+
+# ---------- version 2 leaves (issue 17), combined into `leaves` at its one marked line ----------
+
+
+@st.composite
+def org_metric_compares(draw: st.DrawFn) -> OrgMetricCompare:
+    """`org.AGG(...)`: any metric comparison, scoped to the member's organization tree."""
+    compared = draw(metric_compares())
+    return OrgMetricCompare(compared.metric, compared.op, compared.value)
+
+
+def organization_leaves() -> list[st.SearchStrategy[Node]]:
+    """The "orgs" helper's leaves: roll-ups and `in_organization` (descendants)."""
+    return [org_metric_compares(), st.builds(InOrganizationTree, texts(min_size=1, max_size=128))]
+
+
+def version_2_leaves() -> list[st.SearchStrategy[Node]]:
+    return [*organization_leaves()]
 
 
 def _within_limits(node: Node) -> bool:
