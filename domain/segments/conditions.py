@@ -74,8 +74,15 @@ BUILTIN_PATHS = frozenset(
     {
         *("pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "age"),
         *("createdAt", "churnRisk7d"),
+        "channels",  # version 2: the member's accepted channels, a list of strings
     }
 )
+
+#: Version 2: a dotted version literal of `version(PATH)` (at most `MAX_VERSION_PARTS` numbers).
+MAX_VERSION_PARTS = 4
+VERSION = re.compile(rf"v?[0-9]{{1,18}}(\.[0-9]{{1,18}}){{0,{MAX_VERSION_PARTS - 1}}}\Z")
+#: The built-in date of `days_since(joinedAt)`: when the member joined the program.
+JOINED_AT = "joinedAt"
 
 
 @dataclass(frozen=True)
@@ -166,7 +173,49 @@ class InOrganization:
     external_id: str
 
 
-Node = All | AnyOf | Not | AttrCompare | MetricCompare | InSegment | HasTag | KindIs | InOrganization
+class DateFn(StrEnum):
+    """Version 2: whole local days measured from a date held at a path."""
+
+    DAYS_SINCE = "days_since"
+    DAYS_TO_ANNIVERSARY = "days_to_anniversary"
+
+
+@dataclass(frozen=True)
+class DateCompare:
+    """`days_since(PATH)` / `days_to_anniversary(PATH)` OP number (tree `{"date": PATH, "fn": ...}`)."""
+
+    path: str
+    fn: DateFn
+    op: Op
+    value: Value
+
+
+#: Operators of `version(PATH)`: versions are ordered; `exists` says whether PATH holds a version.
+VERSION_OPS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GTE, Op.LT, Op.LTE, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.EXISTS})
+
+
+@dataclass(frozen=True)
+class VersionCompare:
+    """`version(PATH)` OP "5.0" (tree `{"attr": PATH, "op": OP, "value": "5.0", "as": "version"}`)."""
+
+    path: str
+    op: Op
+    value: Value
+
+
+Node = (
+    All
+    | AnyOf
+    | Not
+    | AttrCompare
+    | MetricCompare
+    | InSegment
+    | HasTag
+    | KindIs
+    | InOrganization
+    | DateCompare
+    | VersionCompare
+)
 TRUE: Node = All(())
 FALSE: Node = AnyOf(())
 
@@ -215,6 +264,10 @@ class ConditionParser:
         if "not" in data:
             self.only(data, {"not"}, path)
             return Not(self.node(data["not"], f"{path}.not", depth + 1))
+        if "attr" in data and "as" in data:
+            return self.version_compare(data, path)
+        if "date" in data:
+            return self.date_compare(data, path)
         if "attr" in data:
             self.only(data, {"attr", "op", "value"}, path)
             attr = data["attr"]
@@ -245,8 +298,61 @@ class ConditionParser:
             if not isinstance(org, str) or not 0 < len(org) <= 128:
                 raise self.fail(f"{path}.organization", "expected an organization externalId")
             return InOrganization(org)
-        known = "all, any, not, attr, metric, segment, tag, kind, organization"
+        known = "all, any, not, attr, metric, segment, tag, kind, organization, date"
         raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
+
+    def attr_path(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not PATH.match(value):
+            raise self.fail(path, 'expected an attribute path such as "city" or "device.os"')
+        return value
+
+    def date_compare(self, data: dict[str, Any], path: str) -> DateCompare:
+        self.only(data, {"date", "fn", "op", "value"}, path)
+        attr = self.attr_path(data["date"], f"{path}.date")
+        raw = data.get("fn")
+        try:
+            fn = DateFn(raw if isinstance(raw, str) else "")
+        except ValueError:
+            known = ", ".join(f.value for f in DateFn)
+            message = f"unknown date function {raw!r}; expected one of: {known}"
+            raise self.fail(f"{path}.fn", message) from None
+        op = self.op(data, path)
+        return DateCompare(attr, fn, op, self.date_value(op, data.get("value"), f"{path}.value"))
+
+    def date_value(self, op: Op, value: Any, path: str) -> Value:
+        """A day count compares with numbers, like a metric."""
+        return self.metric_value(op, value, path)
+
+    def version_compare(self, data: dict[str, Any], path: str) -> VersionCompare:
+        self.only(data, {"attr", "op", "value", "as"}, path)
+        if data["as"] != "version":
+            raise self.fail(f"{path}.as", f'unknown conversion {data["as"]!r}; expected "version"')
+        attr = self.attr_path(data["attr"], f"{path}.attr")
+        op = self.op(data, path)
+        return VersionCompare(attr, op, self.version_value(op, data.get("value"), f"{path}.value"))
+
+    def version_value(self, op: Op, value: Any, path: str) -> Value:
+        if op not in VERSION_OPS:
+            raise self.fail(path, f"{op.value} does not apply to versions")
+        if op == Op.EXISTS:
+            if not isinstance(value, bool):
+                raise self.fail(path, "exists takes true or false")
+            return value
+        if op in (Op.IN, Op.NOT_IN, Op.BETWEEN):
+            items = self.scalars(value, path)
+            if op == Op.BETWEEN and len(items) != 2:
+                raise self.fail(path, "between takes [low, high]")
+            return [self.version_literal(v, f"{path}[{i}]") for i, v in enumerate(items)]
+        return self.version_literal(value, path)
+
+    def version_literal(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not VERSION.match(value):
+            raise self.fail(
+                path,
+                f'expected a version such as "5.0" or "v10.2.1": 1 to {MAX_VERSION_PARTS} dotted numbers'
+                " of at most 18 digits",
+            )
+        return value
 
     def only(self, data: dict[str, Any], allowed: set[str], path: str) -> None:
         extra = sorted(set(data) - allowed)
@@ -399,6 +505,10 @@ def condition_to_json(node: Node) -> dict[str, Any]:
             return {"kind": kind.value}
         case InOrganization(external_id):
             return {"organization": external_id}
+        case DateCompare(path, fn, op, value):
+            return {"date": path, "fn": fn.value, "op": op.value, "value": value}
+        case VersionCompare(path, op, value):
+            return {"attr": path, "op": op.value, "value": value, "as": "version"}
     raise AssertionError(node)
 
 

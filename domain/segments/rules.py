@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from domain.enums import MemberKind
 from domain.errors import InvalidInput
@@ -51,6 +52,8 @@ from domain.segments.conditions import (
     AnyOf,
     AttrCompare,
     ConditionParser,
+    DateCompare,
+    DateFn,
     HasTag,
     InOrganization,
     InSegment,
@@ -62,6 +65,7 @@ from domain.segments.conditions import (
     Op,
     Scalar,
     Value,
+    VersionCompare,
     Window,
     parse_window,
 )
@@ -91,7 +95,24 @@ _KNOWN_OPERATORS = ", ".join(OPERATORS.values())
 _KNOWN_AGGS = ", ".join(agg.value for agg in Agg)
 _MAX_ORGANIZATION = 128
 
-Operand = str | Metric  # an attribute path or an aggregate
+
+@dataclass(frozen=True)
+class _DateOperand:
+    """Version 2: `days_since(PATH)` or `days_to_anniversary(PATH)`."""
+
+    path: str
+    fn: DateFn
+
+
+@dataclass(frozen=True)
+class _VersionOperand:
+    """Version 2: `version(PATH)`."""
+
+    path: str
+
+
+_DATE_FNS = {fn.value: fn for fn in DateFn}
+Operand = str | Metric | _DateOperand | _VersionOperand  # an attribute path, an aggregate, a v2 function
 
 
 # ---------- normal form ----------
@@ -254,10 +275,26 @@ class _RuleParser:
                 path = self.path_string()
                 self.expect(")", "after the attribute path")
                 return path
+            if token.text.lower() in _DATE_FNS or token.text.lower() == "version":
+                return self.function_operand()
             return self.metric()
         if token.kind == "word" and token.text.lower() not in RESERVED_WORDS:
             return self.path()
         raise self.expected("an attribute path or an aggregate such as count(visit, 30d)")
+
+    def function_operand(self) -> _DateOperand | _VersionOperand:
+        """Version 2: `days_since(PATH)`, `days_to_anniversary(PATH)` or `version(PATH)`."""
+        token = self.advance()
+        name = token.text.lower()
+        self.expect("(", f"after '{token.text}'")
+        inner = self.peek()
+        if inner.kind != "word":
+            raise self.expected("an attribute path such as birthDate or device.appVersion")
+        path = self.path()
+        self.expect(")", "after the attribute path")
+        if name == "version":
+            return _VersionOperand(path)
+        return _DateOperand(path, _DATE_FNS[name])
 
     def path(self) -> str:
         token = self.advance()
@@ -299,12 +336,20 @@ class _RuleParser:
             )
         value = self.literal()
         checks = _ValueChecks(token.column)
+        if isinstance(operand, _DateOperand):
+            return self.compare(operand, op, checks.date_value(op, value, ""))
+        if isinstance(operand, _VersionOperand):
+            return self.compare(operand, op, checks.version_value(op, value, ""))
         if isinstance(operand, Metric):
             return self.compare(operand, op, checks.metric_value(op, value, ""))
         return self.compare(operand, op, checks.attr_value(op, value, ""))
 
     @staticmethod
     def compare(operand: Operand, op: Op, value: Value) -> Node:
+        if isinstance(operand, _DateOperand):
+            return DateCompare(operand.path, operand.fn, op, value)
+        if isinstance(operand, _VersionOperand):
+            return VersionCompare(operand.path, op, value)
         if isinstance(operand, Metric):
             return MetricCompare(operand, op, value)
         return AttrCompare(operand, op, value)
@@ -502,6 +547,10 @@ def _render(node: Node) -> str:
             return f"kind = {kind.value}"
         case InOrganization(external_id):
             return f"organization = {_string(external_id)}"
+        case DateCompare(path, fn, op, value):
+            return _comparison(f"{fn.value}({path})", op, value)
+        case VersionCompare(path, op, value):
+            return _comparison(f"version({path})", op, value)
     raise AssertionError(node)
 
 
