@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import Executable
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from domain.db.arrays import dialect_of
 from domain.segments import fact_queries as queries
 from domain.segments.conditions import AttrCompare, MetricCompare, Node, typed_where, walk
-from domain.segments.evaluate import Bucket, EventFact, MemberFacts
+from domain.segments.evaluate import Bucket, EventFact, MemberFacts, reads_raw
 from domain.segments.fact_queries import Shape, Where
 
 
@@ -42,6 +42,8 @@ class Needs:
     #: Raw events by type whose properties a metric reads: those its `where` filters select,
     #: or None: all of them (a property field).
     properties: dict[str, set[Where] | None] = field(default_factory=dict)
+    #: Version 2: the program's timezone; outside UTC, local-day aggregates read raw events.
+    zone: tzinfo = UTC
 
     def add(self, node: Node) -> None:
         for part in walk(node):
@@ -50,7 +52,7 @@ class Needs:
             if not isinstance(part, MetricCompare):
                 continue
             metric = part.metric
-            if not metric.reads_raw_events:
+            if not reads_raw(metric, self.zone):
                 self.bucket_types.add(metric.event)
                 continue
             reach = None if metric.window is None else metric.window.seconds
@@ -88,8 +90,8 @@ class Needs:
         )
 
     @classmethod
-    def of(cls, nodes: Iterable[Node]) -> Needs:
-        needs = cls()
+    def of(cls, nodes: Iterable[Node], zone: tzinfo = UTC) -> Needs:
+        needs = cls(zone=zone)
         for node in nodes:
             needs.add(node)
         return needs
@@ -109,7 +111,7 @@ async def load_facts(
     facts: dict[int, MemberFacts] = {}
     for row in await _rows(connection, queries.members(dialect), keys):
         (member_id, external_id, kind, org, attributes, balance, created_at, joined_at, *scores) = row
-        r, f, m, label, abc_class, churn_risk_7d = scores
+        r, f, m, label, abc_class, churn_risk_7d, channels = scores
         facts[member_id] = MemberFacts(
             member_id=member_id,
             external_id=external_id,
@@ -124,6 +126,7 @@ async def load_facts(
             churn_risk_7d=churn_risk_7d,
             buckets={},
             events={},
+            channels=tuple(channels or ()),
         )
     for member_id, key, source in await _rows(connection, queries.tags(dialect), keys):
         if member_id in facts:
