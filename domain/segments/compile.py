@@ -420,7 +420,7 @@ class Compilation:
             return false()
         if self.dialect == "postgresql":
             probe = cast(literal(f"[{_json_string(value)}]"), JSONB_TYPE)
-            return func.coalesce(cast(column, JSONB_TYPE).op("@>")(probe), false())
+            return func.coalesce(cast(column, JSONB_TYPE).bool_op("@>")(probe), false())
         items = func.json_each(column).table_valued("type", "value")
         return exists_(select(1).select_from(items).where(items.c.type == "text", items.c.value == value))
 
