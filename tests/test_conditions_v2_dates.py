@@ -125,7 +125,7 @@ def truth(condition: Node, member: Any, at: datetime, zone: ZoneInfo) -> bool:
 @settings(max_examples=FLIPS, deadline=None)
 @given(
     history=local_dates.histories(max_members=1),
-    condition=local_dates.CONDITIONS.map(parse_condition),
+    condition=local_dates.TIMED_CONDITIONS.map(parse_condition),
     fractions=st.lists(st.floats(0, 1), min_size=1, max_size=6),
 )
 def test_truth_is_constant_until_the_next_local_change(

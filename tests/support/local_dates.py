@@ -64,7 +64,7 @@ VERSION_VALUES = st.sampled_from(
     ]
 )
 VERSION_LITERALS = st.sampled_from(["5", "5.0", "4.9.9", "10", "v10.2", "0", "0.0.1", "5.0.0.1"])
-DAY_COUNTS = st.sampled_from([0, 1, 6, 7, 30, 365, 366, -1, 0.5, 10_000, 9000])
+DAY_COUNTS = st.sampled_from([0, 1, 2, 6, 7, 30, 364, 365, 366, -1, 0.5, 10_000, 9000])
 
 
 def local(day: date, at: time, zone: str) -> datetime:
@@ -382,3 +382,15 @@ async def write_history(db: Database, history: History) -> tuple[int, list[int]]
             await session.execute(insert(Event), rows)
         await add_to_aggregates(session, program_id, accepted)
     return program_id, member_ids
+
+
+#: Conditions weighted towards leaves that move with time (the time-flip property).
+TIMED_CONDITIONS = st.recursive(
+    st.one_of(date_leaves(), date_leaves(), local_day_leaves(), other_leaves()),
+    lambda children: st.one_of(
+        st.lists(children, min_size=1, max_size=3).map(lambda c: {"all": c}),
+        st.lists(children, min_size=1, max_size=3).map(lambda c: {"any": c}),
+        children.map(lambda c: {"not": c}),
+    ),
+    max_leaves=3,
+)
