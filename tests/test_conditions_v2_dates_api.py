@@ -76,11 +76,18 @@ async def test_the_spec_examples_hold_exactly_their_members(
     # then they leave "not on app 5 yet"
     assert await members_of(admin, "not_on_app_5") == []
 
+    # when a member without a birthday gives one in this week (a segment reading only the date)
+    await integration.data(
+        UPSERT, {"m": [{"externalId": "ios_4", "attributes": {"birthDate": "1985-03-02"}}]}
+    )
+    # then they join at once
+    assert await members_of(admin, "birthday_week") == ["ios_4", "leap", "today"]
+
     # when the local date moves past "today"'s birthday (at New York's midnight) and the scheduler runs
     move_to(clock, at_local(date(2027, 2, 26), 0, 0, "America/New_York"))
     await flips_at(services, clock.now())
     # then "today" has its birthday a year ahead, and next week's birthday is now within six days
-    assert await members_of(admin, "birthday_week") == ["leap", "next_week"]
+    assert await members_of(admin, "birthday_week") == ["ios_4", "leap", "next_week"]
 
 
 async def test_a_login_streak_counts_istanbul_dates_and_follows_a_timezone_change(

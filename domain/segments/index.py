@@ -14,12 +14,14 @@ from typing import Any
 from domain.errors import InvalidInput
 from domain.segments.conditions import (
     AttrCompare,
+    DateCompare,
     HasTag,
     InOrganization,
     InSegment,
     KindIs,
     MetricCompare,
     Node,
+    VersionCompare,
     parse_condition,
     walk,
 )
@@ -49,7 +51,7 @@ class Definition:
     def of(cls, id: int, key: str, kind: str, condition: Node | None, applies_tag: str | None) -> Definition:
         nodes = walk(condition) if condition is not None else []
         types = {n.metric.event for n in nodes if isinstance(n, MetricCompare)}
-        paths = {n.path for n in nodes if isinstance(n, AttrCompare)}
+        paths = {n.path for n in nodes if isinstance(n, (AttrCompare, DateCompare, VersionCompare))}
         if "lifecycle" in paths:
             types.add("purchase")
         return cls(
