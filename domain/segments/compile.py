@@ -425,13 +425,37 @@ class Compilation:
         return exists_(select(1).select_from(items).where(items.c.type == "text", items.c.value == value))
 
     def local_date(self, path: str) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
-        """(days since 1970-01-01, month, day) of the local date at PATH; NULLs when absent."""
+        """(days since 1970-01-01, month, day) of the local date at PATH; NULLs when absent.
+
+        Computed once per member in a derived table (OFFSET 0 keeps both databases from
+        inlining its expressions into each use of a part)."""
+        key = ("local_date", path)
+        if key not in self.joins:
+            owner = Member.__table__.alias("md")
+            number, month, day = self._local_date_parts(owner, path)
+            self.joins[key] = (
+                select(
+                    owner.c.id.label("member_id"),
+                    number.label("number"),
+                    month.label("month"),
+                    day.label("day"),
+                )
+                .where(owner.c.program_id == self.program_id)
+                .offset(0)
+                .alias(f"d{len(self.joins)}")
+            )
+        table = self.joins[key]
+        return table.c.number, table.c.month, table.c.day
+
+    def _local_date_parts(
+        self, owner: FromClause, path: str
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
         if path == JOINED_AT:
-            at = members.c.joined_at
+            at = owner.c.joined_at
             if self.dialect == "postgresql":
                 return self._date_parts(cast(func.timezone(self.zone_name, at), Date))
             return self._text_date_parts(_sqlite_call(LOCAL_DATE, at, self.zone_name))
-        attribute = JsonPath(self.dialect, members.c.attributes, path)
+        attribute = JsonPath(self.dialect, owner.c.attributes, path)
         text = attribute.text()
         if self.dialect != "postgresql":
             held = _sqlite_call(VALUE_DATE, text, self.zone_name)
@@ -484,15 +508,40 @@ class Compilation:
             days = _days_to_anniversary(month, day, today)
         return compare_integer(days, op, value)
 
+    def version_table(self, path: str) -> Subquery:
+        """PostgreSQL: per member, whether PATH holds a version and its numbers without trailing zeros."""
+        key = ("version", path)
+        if key not in self.joins:
+            owner = Member.__table__.alias("mv")
+            attribute = JsonPath(self.dialect, owner.c.attributes, path)
+            text = attribute.text()
+            present = and_(attribute.type_is("string"), text.op("~")(r"^v?[0-9]+(\.[0-9]+)*$"))
+            digits = case((func.substr(text, 1, 1) == "v", func.substr(text, 2)), else_=text)
+            parts = case(
+                (
+                    present,
+                    cast(
+                        func.string_to_array(func.regexp_replace(digits, r"(\.0+)+$", ""), "."),
+                        ARRAY(NUMERIC_TYPE),
+                    ),
+                ),
+                else_=None,
+            )
+            self.joins[key] = (
+                select(owner.c.id.label("member_id"), present.label("present"), parts.label("parts"))
+                .where(owner.c.program_id == self.program_id)
+                .offset(0)
+                .alias(f"v{len(self.joins)}")
+            )
+        return self.joins[key]
+
     def version_compare(self, path: str, op: Op, value: Value) -> ColumnElement[bool]:
         attribute = JsonPath(self.dialect, members.c.attributes, path)
         text = attribute.text()
+        present: ColumnElement[bool]
         if self.dialect == "postgresql":
-            present = and_(attribute.type_is("string"), text.op("~")(r"^v?[0-9]+(\.[0-9]+)*$"))
-            digits = case((func.substr(text, 1, 1) == "v", func.substr(text, 2)), else_=text)
-            parts = cast(
-                func.string_to_array(func.regexp_replace(digits, r"(\.0+)+$", ""), "."), ARRAY(NUMERIC_TYPE)
-            )
+            table = self.version_table(path)
+            present, parts = func.coalesce(table.c.present, false()), table.c.parts
 
             def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
                 key = version_key(threshold) or (0,)
