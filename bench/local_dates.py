@@ -145,7 +145,8 @@ async def run(database_url: str, members: int, rounds: int) -> dict[str, Any]:
                 for _ in range(rounds):
                     async with db.read() as session:
                         started = time.perf_counter()
-                        engine_set = {int(i) for i in (await session.execute(statement)).scalars()}
+                        rows: Sequence[Any] = (await session.execute(statement)).scalars().all()
+                        engine_set = {int(i) for i in rows}
                         engine_s = min(engine_s, time.perf_counter() - started)
                 typed = (  # every parameter typed, whichever the query uses
                     f"SELECT * FROM ({hand_written}) q WHERE $1::bigint IS NOT NULL AND $2::timestamptz "
