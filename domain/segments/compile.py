@@ -520,10 +520,7 @@ class Compilation:
             parts = case(
                 (
                     present,
-                    cast(
-                        func.string_to_array(func.regexp_replace(digits, r"(\.0+)+$", ""), "."),
-                        ARRAY(NUMERIC_TYPE),
-                    ),
+                    cast(func.string_to_array(digits, "."), ARRAY(NUMERIC_TYPE)),
                 ),
                 else_=None,
             )
@@ -544,9 +541,7 @@ class Compilation:
             present, parts = func.coalesce(table.c.present, false()), table.c.parts
 
             def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
-                key = version_key(threshold) or (0,)
-                probe = cast(literal("{" + ",".join(str(n) for n in key) + "}"), ARRAY(NUMERIC_TYPE))
-                return guarded(present, _apply(comparison, parts, probe))
+                return guarded(present, _version_order(comparison, parts, threshold))
 
         else:
             present = and_(attribute.type_is("string"), _sqlite_call(VERSION_CMP, text, "0").is_not(None))
@@ -573,6 +568,34 @@ _CUMULATIVE_DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
 def local_midnight(day: date, zone: tzinfo) -> datetime:
     """The first instant of a local date (a midnight in a DST gap is the end of the gap), in UTC."""
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def _version_order(op: Op, parts: ColumnElement[Any], threshold: Any) -> ColumnElement[bool]:
+    """PostgreSQL: numeric[] `parts` (trailing zeros kept) OP the version `threshold`.
+
+    With K the threshold's numbers without trailing zeros, array order gives `parts < K` exactly
+    (parts = K plus zeros compares above K but is equal: not below either way), and equality
+    is `parts[1:n] = K` with nothing but zeros after; the other operators follow."""
+    key = version_key(threshold) or (0,)
+    probe = cast(literal("{" + ",".join(str(n) for n in key) + "}"), ARRAY(NUMERIC_TYPE))
+    zeros = cast(literal("{0}"), ARRAY(NUMERIC_TYPE))
+    below = parts < probe
+    tail = parts[len(key) + 1 : func.cardinality(parts)]
+    equal = and_(parts[1 : len(key)] == probe, tail.op("<@")(zeros))
+    match op:
+        case Op.LT:
+            return below
+        case Op.GTE:
+            return not_(below)
+        case Op.EQ:
+            return equal
+        case Op.NE:
+            return not_(equal)
+        case Op.LTE:
+            return or_(below, equal)
+        case Op.GT:
+            return not_(or_(below, equal))
+    raise AssertionError(op)
 
 
 def _sqlite_call(name: str, *arguments: Any) -> ColumnElement[Any]:
