@@ -42,6 +42,7 @@ from sqlalchemy import (
     exists as exists_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.elements import Grouping
 
 from domain.db.types import UtcDateTime
 from domain.events.refunds import not_refunded
@@ -508,37 +509,15 @@ class Compilation:
             days = _days_to_anniversary(month, day, today)
         return compare_integer(days, op, value)
 
-    def version_table(self, path: str) -> Subquery:
-        """PostgreSQL: per member, whether PATH holds a version and its numbers without trailing zeros."""
-        key = ("version", path)
-        if key not in self.joins:
-            owner = Member.__table__.alias("mv")
-            attribute = JsonPath(self.dialect, owner.c.attributes, path)
-            text = attribute.text()
-            present = and_(attribute.type_is("string"), text.op("~")(r"^v?[0-9]+(\.[0-9]+)*$"))
-            digits = case((func.substr(text, 1, 1) == "v", func.substr(text, 2)), else_=text)
-            parts = case(
-                (
-                    present,
-                    cast(func.string_to_array(digits, "."), ARRAY(NUMERIC_TYPE)),
-                ),
-                else_=None,
-            )
-            self.joins[key] = (
-                select(owner.c.id.label("member_id"), present.label("present"), parts.label("parts"))
-                .where(owner.c.program_id == self.program_id)
-                .offset(0)
-                .alias(f"v{len(self.joins)}")
-            )
-        return self.joins[key]
-
     def version_compare(self, path: str, op: Op, value: Value) -> ColumnElement[bool]:
         attribute = JsonPath(self.dialect, members.c.attributes, path)
         text = attribute.text()
         present: ColumnElement[bool]
         if self.dialect == "postgresql":
-            table = self.version_table(path)
-            present, parts = func.coalesce(table.c.present, false()), table.c.parts
+            present = and_(attribute.type_is("string"), text.op("~")(r"^v?[0-9]+(\.[0-9]+)*$"))
+            digits = case((func.substr(text, 1, 1) == "v", func.substr(text, 2)), else_=text)
+            # read only inside `guarded(present, ...)`: never cast what is not a version
+            parts = Grouping(cast(func.string_to_array(digits, "."), ARRAY(NUMERIC_TYPE)))  # ( )[i:j]
 
             def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
                 return guarded(present, _version_order(comparison, parts, threshold))
