@@ -368,13 +368,15 @@ class Compilation:
             return self.joins[key]
         today = (self.today - EPOCH).days
         since = self.today - timedelta(days=reach)
-        if reads_raw(metric, self.zone):
+        raw = reads_raw(metric, self.zone)
+        if raw:
+            # every event's day, not DISTINCT ones: a hash DISTINCT under a parallel Gather can take
+            # minutes on PostgreSQL 15 (measured: bench/local_dates.py); dense_rank and a distinct
+            # count below make duplicates harmless
             day = self.day_number(events.c.occurred_at)
             start = literal(local_midnight(since, self.zone), UtcDateTime())
-            days = (
-                select(events.c.member_id, day.label("day"))
-                .where(*self.matching_events(metric), events.c.occurred_at >= start)
-                .distinct()
+            days = select(events.c.member_id, day.label("day")).where(
+                *self.matching_events(metric), events.c.occurred_at >= start
             )
         else:
             day = self.date_number(buckets.c.day)
@@ -384,18 +386,20 @@ class Compilation:
                 buckets.c.day >= literal(since, Date),
             )
         past = days.subquery()
+        rank = func.dense_rank() if raw else func.row_number()  # one bucket per day: the same, cheaper
         ranked = (
             select(
                 past.c.member_id,
                 past.c.day,
-                func.row_number().over(partition_by=past.c.member_id, order_by=past.c.day.desc()).label("rn"),
+                rank.over(partition_by=past.c.member_id, order_by=past.c.day.desc()).label("rn"),
                 func.max(past.c.day).over(partition_by=past.c.member_id).label("top"),
             )
             .where(past.c.day <= today)
             .subquery()
         )
+        counted = func.count(ranked.c.day.distinct()) if raw else func.count()
         self.joins[key] = (
-            select(ranked.c.member_id, func.count().label("streak"))
+            select(ranked.c.member_id, counted.label("streak"))
             .where(ranked.c.top >= today - 1, ranked.c.day + ranked.c.rn - 1 == ranked.c.top)
             .group_by(ranked.c.member_id)
             .alias(f"s{len(self.joins)}")
