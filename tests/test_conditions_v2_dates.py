@@ -354,3 +354,34 @@ def test_new_nodes_are_typed() -> None:
     date_node, version_node = node.children  # type: ignore[union-attr]
     assert date_node == DateCompare("birthDate", DateFn.DAYS_SINCE, Op.GT, 3)
     assert version_node == VersionCompare("app", Op.GTE, "2")
+
+
+def test_flips_happen_at_local_midnights_across_dst_switches() -> None:
+    """New York: a login streak ends at the local midnight two days on, whatever the offset then."""
+    new_york = ZoneInfo("America/New_York")
+    rule = parse_rule("streak(login) >= 1")
+    spring = MemberSpec(
+        datetime(2026, 1, 1, tzinfo=UTC),
+        {},
+        [],
+        (EventSpec("login", at_local(date(2026, 3, 7), 23, 30, "America/New_York")),),
+    )
+    now = at_local(date(2026, 3, 8), 12, 0, "America/New_York")  # after the switch to EDT (-4)
+    change = next_change(rule, member_facts(spring), now, LifecycleThresholds(), zone=new_york)
+    assert change == datetime(2026, 3, 9, 4, 0, tzinfo=UTC)  # midnight of 9 March, EDT
+    autumn = MemberSpec(
+        datetime(2026, 1, 1, tzinfo=UTC),
+        {},
+        [],
+        (EventSpec("login", at_local(date(2026, 10, 31), 12, 0, "America/New_York")),),
+    )
+    now = at_local(date(2026, 11, 1), 12, 0, "America/New_York")  # after the switch back to EST (-5)
+    change = next_change(rule, member_facts(autumn), now, LifecycleThresholds(), zone=new_york)
+    assert change == datetime(2026, 11, 2, 5, 0, tzinfo=UTC)  # midnight of 2 November, EST
+    birthday = parse_rule("days_to_anniversary(birthDate) = 0")
+    chatham = ZoneInfo("Pacific/Chatham")  # +13:45 until 5 April 2026 03:45, then +12:45
+    member = member_facts(MemberSpec(datetime(2026, 1, 1, tzinfo=UTC), {"birthDate": "1990-04-06"}, [], ()))
+    now = at_local(date(2026, 4, 4), 12, 0, "Pacific/Chatham")
+    assert next_change(birthday, member, now, LifecycleThresholds(), zone=chatham) == datetime(
+        2026, 4, 5, 11, 15, tzinfo=UTC
+    )  # 00:00 on 6 April at +12:45
