@@ -150,7 +150,7 @@ def build_loaders(
 
     async def load_streaks(keys: Sequence[StreakKey]) -> list[int]:
         async with db.read() as session:
-            found = await member_streaks(session, keys, members.clock.now().date())
+            found = await member_streaks(session, keys, members.clock.now())
         return [found[k] for k in keys]
 
     async def load_progress(keys: Sequence[MemberKey]) -> list[list[ProgressView]]:

@@ -14,7 +14,7 @@ from domain.campaigns.messages import LoggingProvider
 from domain.campaigns.service import CampaignService
 from domain.campaigns.triggers import TriggerRunner
 from domain.campaigns.webhooks import WebhookSender
-from domain.changes import MembersChanged, SegmentsChanged
+from domain.changes import MembersChanged, ProgramCalendarChanged, SegmentsChanged
 from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService, EventsRecorded, count_events
@@ -118,6 +118,7 @@ def wire_handlers(bus: MessageBus, segments: SegmentEngine) -> None:
     triggers, boards = TriggerRunner(), SegmentBoards()
     segments.watchers = (triggers, boards)
     bus.handle(MembersChanged, segments.handle, name="segment engine")
+    bus.handle(ProgramCalendarChanged, segments.calendar_changed, name="segment engine: local dates")
     bus.handle(MembersChanged, ChallengeAwarder().members_changed, name="challenges")
     bus.handle(SegmentsChanged, triggers.segments_changed, cascades=True, name="trigger")
     bus.handle(SegmentsChanged, boards.segments_changed, name="segment-scoped boards")

@@ -93,6 +93,15 @@ class SegmentsChanged:
     depth: int = field(default=0, kw_only=True)
 
 
+@dataclass(frozen=True)
+class ProgramCalendarChanged:
+    """The program's timezone changed (setProgramTimezone): conditions on local dates must be recomputed."""
+
+    program_id: int
+    at: datetime
+    depth: int = field(default=0, kw_only=True)
+
+
 class SegmentWatcher(Protocol):
     """A handler of `SegmentsChanged` that names the segments it acts on (batch recomputes log only those)."""
 

@@ -233,8 +233,8 @@ class Member:
         return LifecycleStage(await info.context.loaders.lifecycle_by_member.load(key))
 
     @strawberry.field(
-        description="Consecutive UTC days up to today (or yesterday when none yet today) with an "
-        "accepted event of the type: `streak(type)` of the segment rules; 0 without events"
+        description="Consecutive days of the program's timezone up to today (or yesterday when none "
+        "yet today) with an accepted event of the type: `streak(type)` of the segment rules; 0 without events"
     )
     async def streak(self, info: Info, event_type: str) -> int:
         self._private()

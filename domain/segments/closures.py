@@ -27,6 +27,7 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    DateCompare,
     ExprCompare,
     HasTag,
     InOrganization,
@@ -41,16 +42,22 @@ from domain.segments.conditions import (
     Op,
     OrgMetricCompare,
     Value,
+    VersionCompare,
     cast_list,
     typed_where,
 )
 from domain.segments.evaluate import (
     DAY,
+    LOCAL_DAY_AGGS,
     Evaluation,
     EventFact,
     MemberFacts,
     compare_expressions,
+    compare_measure,
     compare_value,
+    compare_version,
+    is_utc,
+    local_date,
     streak,
     where_holds,
 )
@@ -147,6 +154,14 @@ def _compile(node: Node) -> Predicate:
             return lambda context: external_id in context.member.organization_ancestors
         case OrgMetricCompare(metric, op, value):
             return _org_metric_predicate(metric, op, value)
+        case DateCompare(path, fn, op, value):
+            return lambda context: compare_measure(
+                context.evaluation.date_days(path, fn, context.member), op, value
+            )
+        case VersionCompare(path, op, value):
+            return lambda context: compare_version(
+                context.evaluation.attribute(path, context.member), op, value
+            )
     raise AssertionError(node)
 
 
@@ -249,6 +264,9 @@ def measurer(metric: Metric) -> tuple[Measurer, int]:
         return _shared(metric, lambda context: context.evaluation.measure(metric, context.member)), 1
     if metric.reads_raw_events:
         return _shared(metric, _over_events(metric)), scale
+    if metric.agg in LOCAL_DAY_AGGS:  # version 2: UTC days from buckets, local days from raw events
+        by_buckets, by_events = _over_buckets(metric), _over_events(metric)
+        return _shared(metric, lambda c: by_buckets(c) if is_utc(c.evaluation.zone) else by_events(c)), scale
     return _shared(metric, _over_buckets(metric)), scale
 
 
@@ -285,7 +303,7 @@ def _over_buckets(metric: Metric) -> Measurer:
 
         return extreme
     if agg == Agg.STREAK:
-        return lambda c: streak({b.day for b in c.member.buckets.get(event, ())}, c.now.date())
+        return lambda c: streak({b.day for b in c.member.buckets.get(event, ())}, c.evaluation.today)
     newest = agg == Agg.DAYS_SINCE_LAST
 
     def days_since(c: Context) -> Measure:
@@ -315,9 +333,11 @@ def _over_events(metric: Metric) -> Measurer:
     if agg == Agg.COUNT:
         return lambda c: len(selected(c))
     if agg == Agg.DISTINCT_DAYS:
-        return lambda c: len({e.occurred_at.date() for e in selected(c)})
+        return lambda c: len({local_date(e.occurred_at, c.evaluation.zone) for e in selected(c)})
     if agg == Agg.STREAK:
-        return lambda c: streak({e.occurred_at.date() for e in selected(c)}, c.now.date())
+        return lambda c: streak(
+            {local_date(e.occurred_at, c.evaluation.zone) for e in selected(c)}, c.evaluation.today
+        )
     if agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
         pick_time = max if agg == Agg.DAYS_SINCE_LAST else min
 

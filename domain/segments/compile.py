@@ -9,10 +9,11 @@ keeps the absent-value rule of segment-conditions.md. It must agree with
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     Date,
     FromClause,
     Integer,
+    Numeric,
     Select,
     String,
     Subquery,
@@ -38,16 +40,24 @@ from sqlalchemy import (
     true,
     type_coerce,
 )
+from sqlalchemy import (
+    exists as exists_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.sql.elements import Grouping
 
 from domain.db.types import UtcDateTime
 from domain.events.refunds import not_refunded
 from domain.models import Event, EventAggregate, Member, MemberTag, Organization, PointsLot, SegmentMembership
 from domain.segments.conditions import (
+    JOINED_AT,
     Agg,
     All,
     AnyOf,
     Arith,
     AttrCompare,
+    DateCompare,
+    DateFn,
     Expr,
     ExprCompare,
     HasTag,
@@ -66,13 +76,23 @@ from domain.segments.conditions import (
     Op,
     OrgMetricCompare,
     Value,
+    VersionCompare,
     cast_list,
     is_number,
     typed_where,
 )
-from domain.segments.evaluate import UNITS
+from domain.segments.evaluate import (
+    DATE_ONLY,
+    DATE_TIME,
+    UNITS,
+    is_utc,
+    local_date,
+    reads_raw,
+    version_key,
+)
 from domain.segments.fact_queries import ledger_rows, where_test
 from domain.segments.lifecycle import LifecycleThresholds
+from domain.segments.sqlite_functions import LOCAL_DATE, VALUE_DATE, VERSION_CMP
 from domain.segments.sqljson import NUMERIC, JsonPath, guarded, sql_number
 
 DAY = timedelta(days=1)
@@ -96,6 +116,17 @@ class Compilation:
     joins: dict[object, Subquery] = field(default_factory=dict)
     #: The program's organization trees as (root_id, org_id) pairs: a recursive CTE, made once.
     organization_tree: Any = None
+
+    #: Version 2: the program's timezone, whose calendar dates local-day aggregates count.
+    zone: tzinfo = UTC
+
+    @property
+    def today(self) -> date:
+        return local_date(self.now, self.zone)
+
+    @property
+    def zone_name(self) -> str:
+        return "UTC" if is_utc(self.zone) else str(getattr(self.zone, "key", "UTC"))
 
     def members_where(self, node: Node) -> Select[tuple[int]]:
         """SELECT the ids of the program's members for whom `node` holds."""
@@ -167,6 +198,10 @@ class Compilation:
                 return func.coalesce(members.c.organization_id.in_(below), false())
             case OrgMetricCompare(metric, op, value):
                 return self.org_metric(metric, op, value)
+            case DateCompare(path, fn, op, value):
+                return self.date_compare(path, fn, op, value)
+            case VersionCompare(path, op, value):
+                return self.version_compare(path, op, value)
         raise AssertionError(node)
 
     # ---------- version 2: ledger operands, arithmetic, distinct and top ----------
@@ -388,6 +423,8 @@ class Compilation:
                 return compare_text(self.dialect, members.c.rfm_label, op, value)
             case "lifecycle":
                 return compare_text(self.dialect, self.lifecycle_stage(), op, value)
+            case "channels":
+                return self.channels(op, value)
         return compare_json(JsonPath(self.dialect, members.c.attributes, path), op, value)
 
     def age(self) -> ColumnElement[Any]:
@@ -398,7 +435,7 @@ class Compilation:
             if self.dialect == "postgresql"
             else text.op("GLOB")("[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]*")
         )
-        today = self.now.date()
+        today = self.today
 
         def part(start: int, length: int) -> ColumnElement[Any]:
             return cast(func.substr(text, start, length), Integer)
@@ -481,7 +518,7 @@ class Compilation:
     def source(self, metric: Metric) -> Subquery:
         if metric.agg in (Agg.DISTINCT, Agg.TOP):
             return self.property_table(metric)
-        if metric.reads_raw_events:
+        if reads_raw(metric, self.zone):
             return self.event_table(metric)
         return self.bucket_table(metric.event)
 
@@ -562,15 +599,17 @@ class Compilation:
         key = ("streak", _metric_key(metric), reach)
         if key in self.joins:
             return self.joins[key]
-        today = (self.now.date() - EPOCH).days
-        since = self.now.date() - timedelta(days=reach)
-        if metric.reads_raw_events:
+        today = (self.today - EPOCH).days
+        since = self.today - timedelta(days=reach)
+        raw = reads_raw(metric, self.zone)
+        if raw:
+            # every event's day, not DISTINCT ones: a hash DISTINCT under a parallel Gather can take
+            # minutes on PostgreSQL 15 (measured: bench/local_dates.py); dense_rank and a distinct
+            # count below make duplicates harmless
             day = self.day_number(events.c.occurred_at)
-            start = literal(datetime.combine(since, time(0), tzinfo=UTC), UtcDateTime())
-            days = (
-                select(events.c.member_id, day.label("day"))
-                .where(*self.matching_events(metric), events.c.occurred_at >= start)
-                .distinct()
+            start = literal(local_midnight(since, self.zone), UtcDateTime())
+            days = select(events.c.member_id, day.label("day")).where(
+                *self.matching_events(metric), events.c.occurred_at >= start
             )
         else:
             day = self.date_number(buckets.c.day)
@@ -580,18 +619,20 @@ class Compilation:
                 buckets.c.day >= literal(since, Date),
             )
         past = days.subquery()
+        rank = func.dense_rank() if raw else func.row_number()  # one bucket per day: the same, cheaper
         ranked = (
             select(
                 past.c.member_id,
                 past.c.day,
-                func.row_number().over(partition_by=past.c.member_id, order_by=past.c.day.desc()).label("rn"),
+                rank.over(partition_by=past.c.member_id, order_by=past.c.day.desc()).label("rn"),
                 func.max(past.c.day).over(partition_by=past.c.member_id).label("top"),
             )
             .where(past.c.day <= today)
             .subquery()
         )
+        counted = func.count(ranked.c.day.distinct()) if raw else func.count()
         self.joins[key] = (
-            select(ranked.c.member_id, func.count().label("streak"))
+            select(ranked.c.member_id, counted.label("streak"))
             .where(ranked.c.top >= today - 1, ranked.c.day + ranked.c.rn - 1 == ranked.c.top)
             .group_by(ranked.c.member_id)
             .alias(f"s{len(self.joins)}")
@@ -719,10 +760,135 @@ class Compilation:
         return self.joins[key]
 
     def day_number(self, at: ColumnElement[Any]) -> ColumnElement[Any]:
-        """Days since 1970-01-01 of a UTC timestamp."""
+        """Days since 1970-01-01 of the local date (in the program's zone) of a UTC timestamp."""
         if self.dialect == "postgresql":
-            return cast(func.timezone("UTC", at), Date) - literal(EPOCH, Date)
-        return cast(func.julianday(func.date(at)) - 2440587.5, Integer)
+            return cast(func.timezone(self.zone_name, at), Date) - literal(EPOCH, Date)
+        if is_utc(self.zone):
+            return cast(func.julianday(func.date(at)) - 2440587.5, Integer)
+        return cast(func.julianday(_sqlite_call(LOCAL_DATE, at, self.zone_name)) - 2440587.5, Integer)
+
+    # ---------- version 2: channels, date operands, versions ----------
+
+    def channels(self, op: Op, value: Value) -> ColumnElement[bool]:
+        """The built-in list `channels`: only `contains` and `exists` can hold for a list."""
+        column = members.c.channels
+        if op == Op.EXISTS:  # the facts read a missing list as empty: channels always exist
+            return true() if value else false()
+        if op != Op.CONTAINS or not isinstance(value, str):
+            return false()
+        if self.dialect == "postgresql":
+            probe = cast(literal(f"[{_json_string(value)}]"), JSONB_TYPE)
+            return func.coalesce(cast(column, JSONB_TYPE).bool_op("@>")(probe), false())
+        items = func.json_each(column).table_valued("type", "value")
+        return exists_(select(1).select_from(items).where(items.c.type == "text", items.c.value == value))
+
+    def local_date(self, path: str) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+        """(days since 1970-01-01, month, day) of the local date at PATH; NULLs when absent.
+
+        Computed once per member in a derived table (OFFSET 0 keeps both databases from
+        inlining its expressions into each use of a part)."""
+        key = ("local_date", path)
+        if key not in self.joins:
+            owner = Member.__table__.alias("md")
+            number, month, day = self._local_date_parts(owner, path)
+            self.joins[key] = (
+                select(
+                    owner.c.id.label("member_id"),
+                    number.label("number"),
+                    month.label("month"),
+                    day.label("day"),
+                )
+                .where(owner.c.program_id == self.program_id)
+                .offset(0)
+                .alias(f"d{len(self.joins)}")
+            )
+        table = self.joins[key]
+        return table.c.number, table.c.month, table.c.day
+
+    def _local_date_parts(
+        self, owner: FromClause, path: str
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+        if path == JOINED_AT:
+            at = owner.c.joined_at
+            if self.dialect == "postgresql":
+                return self._date_parts(cast(func.timezone(self.zone_name, at), Date))
+            return self._text_date_parts(_sqlite_call(LOCAL_DATE, at, self.zone_name))
+        attribute = JsonPath(self.dialect, owner.c.attributes, path)
+        text = attribute.text()
+        if self.dialect != "postgresql":
+            held = _sqlite_call(VALUE_DATE, text, self.zone_name)
+            found = case((attribute.type_is("string"), held), else_=None)
+            return self._text_date_parts(found)
+        year = cast(func.substr(text, 1, 4), Integer)
+        month = cast(func.substr(text, 6, 2), Integer)
+        day = cast(func.substr(text, 9, 2), Integer)
+        valid_day = day <= _days_in_month(year, month)  # read only once a pattern has matched
+        stamp = cast(text, UtcDateTime().impl)
+        found_date = case(
+            (not_(attribute.type_is("string")), None),
+            (
+                text.op("~")(_pg_regex(DATE_ONLY.pattern)),
+                case((valid_day, func.make_date(year, month, day)), else_=None),
+            ),
+            (
+                text.op("~")(_pg_regex(DATE_TIME.pattern)),
+                case((valid_day, cast(func.timezone(self.zone_name, stamp), Date)), else_=None),
+            ),
+            else_=None,
+        )
+        return self._date_parts(found_date)
+
+    def _date_parts(
+        self, day: ColumnElement[Any]
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+        return (
+            day - literal(EPOCH, Date),
+            cast(func.extract("month", day), Integer),
+            cast(func.extract("day", day), Integer),
+        )
+
+    def _text_date_parts(
+        self, text: ColumnElement[Any]
+    ) -> tuple[ColumnElement[Any], ColumnElement[Any], ColumnElement[Any]]:
+        """SQLite: a 'YYYY-MM-DD' text (or NULL) as its parts."""
+        return (
+            cast(func.julianday(text) - 2440587.5, Integer),
+            cast(func.substr(text, 6, 2), Integer),
+            cast(func.substr(text, 9, 2), Integer),
+        )
+
+    def date_compare(self, path: str, fn: DateFn, op: Op, value: Value) -> ColumnElement[bool]:
+        number, month, day = self.local_date(path)
+        today = self.today
+        if fn == DateFn.DAYS_SINCE:
+            days = literal((today - EPOCH).days) - number
+        else:
+            days = _days_to_anniversary(month, day, today)
+        return compare_integer(days, op, value)
+
+    def version_compare(self, path: str, op: Op, value: Value) -> ColumnElement[bool]:
+        attribute = JsonPath(self.dialect, members.c.attributes, path)
+        text = attribute.text()
+        present: ColumnElement[bool]
+        if self.dialect == "postgresql":
+            present = and_(attribute.type_is("string"), text.op("~")(r"^v?[0-9]+(\.[0-9]+)*$"))
+            digits = case((func.substr(text, 1, 1) == "v", func.substr(text, 2)), else_=text)
+            # read only inside `guarded(present, ...)`: never cast what is not a version
+            parts = Grouping(cast(func.string_to_array(digits, "."), ARRAY(NUMERIC_TYPE)))  # ( )[i:j]
+
+            def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+                return guarded(present, _version_order(comparison, parts, threshold))
+
+        else:
+            present = and_(attribute.type_is("string"), _sqlite_call(VERSION_CMP, text, "0").is_not(None))
+
+            def one(comparison: Op, threshold: Any) -> ColumnElement[bool]:
+                order = _sqlite_call(VERSION_CMP, text, threshold)
+                return guarded(present, _apply(comparison, order, 0))
+
+        if op == Op.EXISTS:
+            return present if value else not_(present)
+        return combine(one, op, value, present)
 
     def date_number(self, day: ColumnElement[Any]) -> ColumnElement[Any]:
         if self.dialect == "postgresql":
@@ -735,6 +901,91 @@ def _joined_on(derived: Subquery) -> ColumnElement[bool]:
     if "organization_id" in derived.c:
         return derived.c.organization_id == members.c.organization_id
     return derived.c.member_id == members.c.id
+
+
+JSONB_TYPE = JSONB()
+NUMERIC_TYPE = Numeric()
+_CUMULATIVE_DAYS = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)
+
+
+def local_midnight(day: date, zone: tzinfo) -> datetime:
+    """The first instant of a local date (a midnight in a DST gap is the end of the gap), in UTC."""
+    return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def _version_order(op: Op, parts: ColumnElement[Any], threshold: Any) -> ColumnElement[bool]:
+    """PostgreSQL: numeric[] `parts` (trailing zeros kept) OP the version `threshold`.
+
+    With K the threshold's numbers without trailing zeros, array order gives `parts < K` exactly
+    (parts = K plus zeros compares above K but is equal: not below either way), and equality
+    is `parts[1:n] = K` with nothing but zeros after; the other operators follow."""
+    key = version_key(threshold) or (0,)
+    probe = cast(literal("{" + ",".join(str(n) for n in key) + "}"), ARRAY(NUMERIC_TYPE))
+    zeros = cast(literal("{0}"), ARRAY(NUMERIC_TYPE))
+    below = parts < probe
+    tail = parts[len(key) + 1 : func.cardinality(parts)]
+    equal = and_(parts[1 : len(key)] == probe, tail.op("<@")(zeros))
+    match op:
+        case Op.LT:
+            return below
+        case Op.GTE:
+            return not_(below)
+        case Op.EQ:
+            return equal
+        case Op.NE:
+            return not_(equal)
+        case Op.LTE:
+            return or_(below, equal)
+        case Op.GT:
+            return not_(or_(below, equal))
+    raise AssertionError(op)
+
+
+def _sqlite_call(name: str, *arguments: Any) -> ColumnElement[Any]:
+    """A call of one of the Python functions of sqlite_functions.py."""
+    function: ColumnElement[Any] = getattr(func, name)(*arguments)
+    return function
+
+
+def _json_string(text: str) -> str:
+    return json.dumps(text)
+
+
+def _pg_regex(pattern: str) -> str:
+    """A Python pattern of evaluate.py (anchored by match and \\Z) as a PostgreSQL one."""
+    return "^" + pattern.removesuffix("\\Z") + "$"
+
+
+def _leap(year: ColumnElement[Any]) -> ColumnElement[bool]:
+    return or_(and_(year % 4 == 0, year % 100 != 0), year % 400 == 0)
+
+
+def _days_in_month(year: ColumnElement[Any], month: ColumnElement[Any]) -> ColumnElement[Any]:
+    return case(
+        (month == 2, case((_leap(year), 29), else_=28)),
+        (month.in_([4, 6, 9, 11]), 30),
+        else_=31,
+    )
+
+
+def _day_of_year(year: int, month: ColumnElement[Any], day: ColumnElement[Any]) -> ColumnElement[Any]:
+    """evaluate.anniversary_ordinal in SQL: 29 February is 1 March outside leap years."""
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    before = case(*((month == m, n) for m, n in enumerate(_CUMULATIVE_DAYS, start=1)), else_=0)
+    return before + day + (case((month > 2, 1), else_=0) if leap else 0)
+
+
+def _days_to_anniversary(
+    month: ColumnElement[Any], day: ColumnElement[Any], today: date
+) -> ColumnElement[Any]:
+    current = today.timetuple().tm_yday
+    year_length = 366 if (today.year % 4 == 0 and (today.year % 100 != 0 or today.year % 400 == 0)) else 365
+    this_year = _day_of_year(today.year, month, day)
+    return case(
+        (month.is_(None), None),
+        (this_year >= current, this_year - current),
+        else_=year_length - current + _day_of_year(today.year + 1, month, day),
+    )
 
 
 def _metric_key(metric: Metric) -> tuple[object, ...]:

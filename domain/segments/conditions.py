@@ -84,8 +84,15 @@ BUILTIN_PATHS = frozenset(
     {
         *("pointsBalance", "lifecycle", "abcClass", "rfm.r", "rfm.f", "rfm.m", "rfm.label", "age"),
         *("createdAt", "churnRisk7d"),
+        "channels",  # version 2: the member's accepted channels, a list of strings
     }
 )
+
+#: Version 2: a dotted version literal of `version(PATH)` (at most `MAX_VERSION_PARTS` numbers).
+MAX_VERSION_PARTS = 4
+VERSION = re.compile(rf"v?[0-9]{{1,18}}(\.[0-9]{{1,18}}){{0,{MAX_VERSION_PARTS - 1}}}\Z")
+#: The built-in date of `days_since(joinedAt)`: when the member joined the program.
+JOINED_AT = "joinedAt"
 
 
 @dataclass(frozen=True)
@@ -224,6 +231,23 @@ class LedgerCompare:
     value: Value
 
 
+class DateFn(StrEnum):
+    """Version 2: whole local days measured from a date held at a path."""
+
+    DAYS_SINCE = "days_since"
+    DAYS_TO_ANNIVERSARY = "days_to_anniversary"
+
+
+@dataclass(frozen=True)
+class DateCompare:
+    """`days_since(PATH)` / `days_to_anniversary(PATH)` OP number (tree `{"date": PATH, "fn": ...}`)."""
+
+    path: str
+    fn: DateFn
+    op: Op
+    value: Value
+
+
 @dataclass(frozen=True)
 class InOrganizationTree:
     """The member's organization is `external_id` or one below it (`in_organization`, version 2).
@@ -244,6 +268,19 @@ class OrgMetricCompare:
     """
 
     metric: Metric
+    op: Op
+    value: Value
+
+
+#: Operators of `version(PATH)`: versions are ordered; `exists` says whether PATH holds a version.
+VERSION_OPS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GTE, Op.LT, Op.LTE, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.EXISTS})
+
+
+@dataclass(frozen=True)
+class VersionCompare:
+    """`version(PATH)` OP "5.0" (tree `{"attr": PATH, "op": OP, "value": "5.0", "as": "version"}`)."""
+
+    path: str
     op: Op
     value: Value
 
@@ -296,6 +333,8 @@ Node = (
     | ExprCompare
     | InOrganizationTree
     | OrgMetricCompare
+    | DateCompare
+    | VersionCompare
 )
 TRUE: Node = All(())
 FALSE: Node = AnyOf(())
@@ -345,6 +384,10 @@ class ConditionParser:
         if "not" in data:
             self.only(data, {"not"}, path)
             return Not(self.node(data["not"], f"{path}.not", depth + 1))
+        if "attr" in data and "as" in data:
+            return self.version_compare(data, path)
+        if "date" in data:
+            return self.date_compare(data, path)
         if "attr" in data:
             self.only(data, {"attr", "op", "value"}, path)
             attr = data["attr"]
@@ -397,7 +440,7 @@ class ConditionParser:
             if not isinstance(descendants, bool):
                 raise self.fail(f"{path}.descendants", "expected true or false")
             return InOrganizationTree(org) if descendants else InOrganization(org)
-        known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization"
+        known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization, date"
         raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
 
     def org_metric(self, data: dict[str, Any], path: str) -> OrgMetricCompare:
@@ -413,6 +456,59 @@ class ConditionParser:
             raise self.fail(f"{path}.metric.agg", f"{metric.agg.value!r} is not an organization roll-up")
         op = self.op(data, path)
         return OrgMetricCompare(metric, op, self.metric_value(op, data.get("value"), f"{path}.value"))
+
+    def attr_path(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not PATH.match(value):
+            raise self.fail(path, 'expected an attribute path such as "city" or "device.os"')
+        return value
+
+    def date_compare(self, data: dict[str, Any], path: str) -> DateCompare:
+        self.only(data, {"date", "fn", "op", "value"}, path)
+        attr = self.attr_path(data["date"], f"{path}.date")
+        raw = data.get("fn")
+        try:
+            fn = DateFn(raw if isinstance(raw, str) else "")
+        except ValueError:
+            known = ", ".join(f.value for f in DateFn)
+            message = f"unknown date function {raw!r}; expected one of: {known}"
+            raise self.fail(f"{path}.fn", message) from None
+        op = self.op(data, path)
+        return DateCompare(attr, fn, op, self.date_value(op, data.get("value"), f"{path}.value"))
+
+    def date_value(self, op: Op, value: Any, path: str) -> Value:
+        """A day count compares with numbers, like a metric."""
+        return self.metric_value(op, value, path)
+
+    def version_compare(self, data: dict[str, Any], path: str) -> VersionCompare:
+        self.only(data, {"attr", "op", "value", "as"}, path)
+        if data["as"] != "version":
+            raise self.fail(f"{path}.as", f'unknown conversion {data["as"]!r}; expected "version"')
+        attr = self.attr_path(data["attr"], f"{path}.attr")
+        op = self.op(data, path)
+        return VersionCompare(attr, op, self.version_value(op, data.get("value"), f"{path}.value"))
+
+    def version_value(self, op: Op, value: Any, path: str) -> Value:
+        if op not in VERSION_OPS:
+            raise self.fail(path, f"{op.value} does not apply to versions")
+        if op == Op.EXISTS:
+            if not isinstance(value, bool):
+                raise self.fail(path, "exists takes true or false")
+            return value
+        if op in (Op.IN, Op.NOT_IN, Op.BETWEEN):
+            items = self.scalars(value, path)
+            if op == Op.BETWEEN and len(items) != 2:
+                raise self.fail(path, "between takes [low, high]")
+            return [self.version_literal(v, f"{path}[{i}]") for i, v in enumerate(items)]
+        return self.version_literal(value, path)
+
+    def version_literal(self, value: Any, path: str) -> str:
+        if not isinstance(value, str) or not VERSION.match(value):
+            raise self.fail(
+                path,
+                f'expected a version such as "5.0" or "v10.2.1": 1 to {MAX_VERSION_PARTS} dotted numbers'
+                " of at most 18 digits",
+            )
+        return value
 
     def only(self, data: dict[str, Any], allowed: set[str], path: str) -> None:
         extra = sorted(set(data) - allowed)
@@ -677,6 +773,10 @@ def condition_to_json(node: Node) -> dict[str, Any]:
         case OrgMetricCompare(metric, op, value):
             scoped = {**metric_to_json(metric), "scope": ORGANIZATION_SCOPE}
             return {"metric": scoped, "op": op.value, "value": value}
+        case DateCompare(path, fn, op, value):
+            return {"date": path, "fn": fn.value, "op": op.value, "value": value}
+        case VersionCompare(path, op, value):
+            return {"attr": path, "op": op.value, "value": value, "as": "version"}
     raise AssertionError(node)
 
 

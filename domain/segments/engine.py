@@ -12,17 +12,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.changes import LoggedChange, MembersChanged, SegmentsChanged, SegmentWatcher
+from domain.changes import (
+    LoggedChange,
+    MembersChanged,
+    ProgramCalendarChanged,
+    SegmentsChanged,
+    SegmentWatcher,
+)
 from domain.db.engine import announce, collect
 from domain.members.service import lock_members
 from domain.models import Program, Segment
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
 from domain.ops.metrics import SEGMENT_EVALUATIONS
+from domain.programs.calendar import program_timezone
 from domain.segments.closures import Context, predicate
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node
@@ -30,7 +37,7 @@ from domain.segments.due import DueTimes, mark_program_due, stored_due_times, wr
 from domain.segments.evaluate import Evaluation, MemberFacts
 from domain.segments.facts import Needs, load_facts
 from domain.segments.fanout import merged, org_fan_out
-from domain.segments.horizon import earliest_change
+from domain.segments.horizon import earliest_change, reads_local_dates
 from domain.segments.index import Definition, SegmentIndex, definition_from_row
 from domain.segments.lifecycle import LifecycleThresholds
 from domain.segments.membership import Flip, Recomputed, apply_flips, replace_members
@@ -54,6 +61,8 @@ class ProgramView:
     index: SegmentIndex
     lifecycle: LifecycleThresholds
     ladder: Ladder | None = None
+    #: Version 2: the program's timezone (settings.timezone), whose dates local-day conditions count.
+    zone: tzinfo = UTC
 
     def tier_segment_ids(self) -> tuple[int, ...]:
         """The TIER segments' ids, by tier index (the ladder's segments exist whenever it does)."""
@@ -63,9 +72,8 @@ class ProgramView:
 
     def compilation(self, dialect: str, program_id: int, now: datetime) -> Compilation:
         """The SQL compiler for this program's conditions as of `now`."""
-        return Compilation(
-            dialect, program_id, now, {d.key: d.id for d in self.index.ordered}, self.lifecycle
-        )
+        segment_ids = {d.key: d.id for d in self.index.ordered}
+        return Compilation(dialect, program_id, now, segment_ids, self.lifecycle, zone=self.zone)
 
 
 class SegmentEngine:
@@ -95,7 +103,8 @@ class SegmentEngine:
             )
             cached = ((count, newest), index, ladder)
             self._indexes[program_id] = cached
-        return ProgramView(cached[1], LifecycleThresholds.from_settings(settings or {}), cached[2])
+        lifecycle = LifecycleThresholds.from_settings(settings or {})
+        return ProgramView(cached[1], lifecycle, cached[2], program_timezone(settings))
 
     async def index(self, session: AsyncSession, program_id: int) -> SegmentIndex:
         return (await self.view(session, program_id)).index
@@ -156,6 +165,22 @@ class SegmentEngine:
         assert change.at is not None, "a collected MembersChanged says when it happened"
         await self.members_changed(session, change, change.at)
 
+    async def calendar_changed(self, session: AsyncSession, change: ProgramCalendarChanged) -> None:
+        """The message bus's handler of a timezone change: recompute what counts local dates.
+
+        The segments whose conditions read local dates (`horizon.reads_local_dates`) and
+        those reading them are recomputed in the new zone; recomputing a time-dependent
+        one makes every member due now, so the scheduler recomputes their due times too.
+        """
+        index = (await self.view(session, change.program_id)).index
+        keys = [
+            d.key
+            for d in index.ordered
+            if d.kind == "DYNAMIC" and d.condition is not None and reads_local_dates(d.condition)
+        ]
+        if keys:
+            await self.recompute(session, change.program_id, keys, change.at)
+
     async def watched(self, session: AsyncSession, program_id: int) -> frozenset[int]:
         found: frozenset[int] = frozenset()
         for watcher in self.watchers:
@@ -194,9 +219,9 @@ class SegmentEngine:
         conditions = [d.condition for d in needed.values() if d.condition is not None]
         if tiers is not None:
             conditions.append(tiers.reaches(0))
-        facts = await load_facts(session, program_id, member_ids, Needs.of(conditions), now)
+        facts = await load_facts(session, program_id, member_ids, Needs.of(conditions, view.zone), now)
         lifecycle = view.lifecycle
-        evaluation = Evaluation(now, lifecycle)
+        evaluation = Evaluation(now, lifecycle, view.zone)
         keeper = None
         if tiers is not None:
             states = await load_states(session, tiers, sorted(tiered))
@@ -226,7 +251,7 @@ class SegmentEngine:
                 bound = stored.get(member_id)
                 if kept_until is not None and (bound is None or kept_until < bound):
                     bound = kept_until
-                found = earliest_change(conditions, member, now, lifecycle, bound)
+                found = earliest_change(conditions, member, now, lifecycle, bound, view.zone)
                 due_at[member_id] = found if found is not None else kept_until
         _EVALUATED_IN_MEMORY.inc(evaluated)
         await self.apply(session, program_id, flips, now)

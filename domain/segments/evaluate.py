@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -20,11 +20,14 @@ from typing import Any
 from domain.db.types import AMOUNT_SCALE
 from domain.members.attributes import lookup
 from domain.segments.conditions import (
+    JOINED_AT,
     Agg,
     All,
     AnyOf,
     Arith,
     AttrCompare,
+    DateCompare,
+    DateFn,
     Expr,
     ExprCompare,
     HasTag,
@@ -44,6 +47,7 @@ from domain.segments.conditions import (
     OrgMetricCompare,
     Scalar,
     Value,
+    VersionCompare,
     WhereTest,
     WhereValue,
     cast_list,
@@ -128,12 +132,21 @@ class MemberFacts:
     #: Raw ACCEPTED events by type of every member of the member's organization and of the
     #: organizations below it (the member's own included), as far back as `org.AGG` windows reach.
     organization_events: Mapping[str, Sequence[EventFact]] = field(default_factory=dict)
+    #: Version 2: the channels the member accepts (the built-in path `channels`).
+    channels: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
 class Evaluation:
     now: datetime
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
+    #: Version 2: the program's timezone; `distinct_days`, `streak`, `age` and the date operands
+    #: count its calendar dates ("today" is the local date of `now`).
+    zone: tzinfo = UTC
+
+    @property
+    def today(self) -> date:
+        return local_date(self.now, self.zone)
 
     def holds(self, node: Node, member: MemberFacts) -> bool:
         match node:
@@ -163,6 +176,10 @@ class Evaluation:
                 return external_id in member.organization_ancestors
             case OrgMetricCompare(metric, op, value):
                 return compare_measure(self.org_measure(metric, member), op, value)
+            case DateCompare(path, fn, op, value):
+                return compare_measure(self.date_days(path, fn, member), op, value)
+            case VersionCompare(path, op, value):
+                return compare_version(self.attribute(path, member), op, value)
         raise AssertionError(node)
 
     # ---------- version 2: ledger operands and arithmetic ----------
@@ -207,6 +224,21 @@ class Evaluation:
         assert found is None or isinstance(found, Fraction)
         return found
 
+    def date_days(self, path: str, fn: DateFn, member: MemberFacts) -> Fraction | None:
+        """Version 2: `days_since(PATH)` / `days_to_anniversary(PATH)` in local days; None when absent."""
+        day = self.date_at(path, member)
+        if day is None:
+            return None
+        if fn == DateFn.DAYS_SINCE:
+            return Fraction((self.today - day).days)
+        return Fraction(days_to_anniversary(day, self.today))
+
+    def date_at(self, path: str, member: MemberFacts) -> date | None:
+        """The local date held at PATH: the built-in `joinedAt`, or an attribute (see `date_of`)."""
+        if path == JOINED_AT:
+            return local_date(member.joined_at, self.zone)
+        return date_of(lookup(dict(member.attributes), path), self.zone)
+
     # ---------- attributes ----------
 
     def attribute(self, path: str, member: MemberFacts) -> Any:
@@ -221,6 +253,8 @@ class Evaluation:
                 return member.abc_class
             case "churnRisk7d":
                 return member.churn_risk_7d
+            case "channels":
+                return list(member.channels)
             case "rfm.r" | "rfm.f" | "rfm.m" | "rfm.label":
                 if member.rfm is None:
                     return None
@@ -237,14 +271,14 @@ class Evaluation:
         if match is None:
             return None
         year, month, day = (int(g) for g in match.groups())
-        today = self.now.date()
+        today = self.today
         return today.year - year - ((today.month, today.day) < (month, day))
 
     # ---------- metrics ----------
 
     def measure(self, metric: Metric, member: MemberFacts) -> Any:
         """A Fraction, or None when absent; `top` gives the winning property value itself."""
-        if metric.reads_raw_events:
+        if reads_raw(metric, self.zone):
             events = [e for e in member.events.get(metric.event, ()) if self.selects(metric, e)]
             return self.over_events(metric, events)
         return self.over_buckets(metric, member.buckets.get(metric.event, ()))
@@ -291,10 +325,12 @@ class Evaluation:
         if metric.agg == Agg.COUNT:
             return Fraction(len(events))
         if metric.agg == Agg.DISTINCT_DAYS:
-            return Fraction(len({e.occurred_at.date() for e in events}))
+            return Fraction(len({local_date(e.occurred_at, self.zone) for e in events}))
         if metric.agg in _WINDOWLESS:
             return self.over_times(
-                metric.agg, [e.occurred_at for e in events], {e.occurred_at.date() for e in events}
+                metric.agg,
+                [e.occurred_at for e in events],
+                {local_date(e.occurred_at, self.zone) for e in events},
             )
         values, scale = _field_values(metric.field or "amount", events)
         match metric.agg:
@@ -310,7 +346,7 @@ class Evaluation:
 
     def over_times(self, agg: Agg, times: Sequence[datetime], days: set[date]) -> Fraction | None:
         if agg == Agg.STREAK:
-            return Fraction(streak(days, self.now.date()))
+            return Fraction(streak(days, self.today))
         if not times:
             return None
         newest_or_oldest = max(times) if agg == Agg.DAYS_SINCE_LAST else min(times)
@@ -387,6 +423,127 @@ def compare_expressions(left: Fraction | None, op: Op, right: Fraction | None) -
             return left < right
         case Op.LTE:
             return left <= right
+    raise AssertionError(op)
+
+
+# ---------- version 2: program-local dates, date operands, versions ----------
+
+#: Aggregates that count the program's local calendar dates (the others are durations).
+LOCAL_DAY_AGGS = frozenset({Agg.DISTINCT_DAYS, Agg.STREAK})
+#: The date forms `days_since` and `days_to_anniversary` read: `YYYY-MM-DD`, or a DateTime with an
+#: offset (`2024-03-01T10:00:00+03:00`, `...Z`, `+0300`, seconds and fractions optional), years 1000-2999.
+_DATE_PART = r"([12][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+DATE_ONLY = re.compile(_DATE_PART + r"\Z")
+DATE_TIME = re.compile(
+    _DATE_PART + r"T([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9])(?:\.([0-9]{1,6}))?)?"
+    r"(?:Z|([+-])(0[0-9]|1[0-4]):?([0-5][0-9]))\Z"
+)
+_VERSION_TEXT = re.compile(r"v?([0-9]+(?:\.[0-9]+)*)\Z")
+
+
+def is_utc(zone: tzinfo) -> bool:
+    """Whether local dates are UTC dates (then the daily buckets answer local-day aggregates)."""
+    return zone is UTC or getattr(zone, "key", None) in ("UTC", "Etc/UTC")
+
+
+def local_date(at: datetime, zone: tzinfo) -> date:
+    return at.astimezone(zone).date()
+
+
+def reads_raw(metric: Metric, zone: tzinfo) -> bool:
+    """Whether a metric must read raw events: `reads_raw_events`, or local days in a non-UTC zone
+    (the daily buckets are UTC days)."""
+    return metric.reads_raw_events or (metric.agg in LOCAL_DAY_AGGS and not is_utc(zone))
+
+
+def days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def date_of(value: Any, zone: tzinfo) -> date | None:
+    """The local date of an attribute value: `YYYY-MM-DD` as is, a DateTime with offset converted to
+    `zone`; None (absent) for anything else, invalid dates (30 February) included."""
+    if not isinstance(value, str):
+        return None
+    match = DATE_ONLY.match(value) or DATE_TIME.match(value)
+    if match is None:
+        return None
+    year, month, day = (int(g) for g in match.groups()[:3])
+    if day > days_in_month(year, month):
+        return None
+    if match.re is DATE_ONLY:
+        return date(year, month, day)
+    hour, minute, second, fraction, sign, off_h, off_m = match.groups()[3:]
+    offset = timedelta(0)
+    if sign is not None:
+        offset = (1 if sign == "+" else -1) * timedelta(hours=int(off_h), minutes=int(off_m))
+    micros = int((fraction or "").ljust(6, "0"))
+    at = datetime(year, month, day, int(hour), int(minute), int(second or 0), micros, tzinfo=timezone(offset))
+    return local_date(at, zone)
+
+
+def anniversary_ordinal(year: int, month: int, day: int) -> int:
+    """The day of `year` on which (month, day) falls; 29 February is 1 March in other years (as `age`)."""
+    before = (0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334)[month - 1]
+    leap = days_in_month(year, 2) == 29
+    return before + day + (1 if leap and month > 2 else 0)
+
+
+def days_to_anniversary(day: date, today: date) -> int:
+    """Days from today to the next date with day's month and day (0 on the day itself)."""
+    this_year = anniversary_ordinal(today.year, day.month, day.day)
+    current = today.timetuple().tm_yday
+    if this_year >= current:
+        return this_year - current
+    year_length = 366 if days_in_month(today.year, 2) == 29 else 365
+    return year_length - current + anniversary_ordinal(today.year + 1, day.month, day.day)
+
+
+def version_key(value: Any) -> tuple[int, ...] | None:
+    """Dotted numbers without trailing zeros ("v5.0" -> (5,)); None when not a version string."""
+    match = _VERSION_TEXT.match(value) if isinstance(value, str) else None
+    if match is None:
+        return None
+    parts = [int(p) for p in match.group(1).split(".")]
+    while parts and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
+def compare_version(actual: Any, op: Op, value: Value) -> bool:
+    """`version(actual) OP value`: components compared as numbers, missing ones 0; absent unless a version."""
+    key = version_key(actual)
+    if op == Op.EXISTS:
+        return (key is not None) == value
+    if key is None:
+        return False
+    match op:
+        case Op.IN:
+            return any(key == version_key(v) for v in cast_list(value))
+        case Op.NOT_IN:
+            return all(key != version_key(v) for v in cast_list(value))
+        case Op.BETWEEN:
+            low, high = (version_key(v) for v in cast_list(value))
+            assert low is not None
+            assert high is not None
+            return low <= key <= high
+    other = version_key(value)
+    assert other is not None
+    match op:
+        case Op.EQ:
+            return key == other
+        case Op.NE:
+            return key != other
+        case Op.GT:
+            return key > other
+        case Op.GTE:
+            return key >= other
+        case Op.LT:
+            return key < other
+        case Op.LTE:
+            return key <= other
     raise AssertionError(op)
 
 

@@ -92,6 +92,7 @@ def members(dialect: str) -> Executable:
         Member.rfm_label,
         Member.abc_class,
         Member.churn_risk_7d,
+        Member.channels,  # version 2: the built-in path `channels`
     ).where(Member.program_id == bindparam("program_id"), in_parameter(Member.id, "ids", dialect))
 
 

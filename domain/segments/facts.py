@@ -15,7 +15,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy import (
@@ -53,7 +53,7 @@ from domain.segments.conditions import (
     typed_where,
     walk,
 )
-from domain.segments.evaluate import Bucket, EventFact, LedgerFact, LotFact, MemberFacts
+from domain.segments.evaluate import Bucket, EventFact, LedgerFact, LotFact, MemberFacts, reads_raw
 from domain.segments.fact_queries import Shape, Where
 
 
@@ -82,6 +82,8 @@ class Needs:
     org_ancestors: bool = False
     #: `org.AGG` event types whose properties a roll-up reads (a `where`, a property field).
     org_properties: set[str] = field(default_factory=set)
+    #: Version 2: the program's timezone; outside UTC, local-day aggregates read raw events.
+    zone: tzinfo = UTC
 
     def add(self, node: Node) -> None:
         self.add_organizations(node)
@@ -100,7 +102,7 @@ class Needs:
                 self.add_metric(metric)
 
     def add_metric(self, metric: Metric) -> None:
-        if not metric.reads_raw_events:
+        if not reads_raw(metric, self.zone):
             self.bucket_types.add(metric.event)
             return
         reach = None if metric.window is None else metric.window.seconds
@@ -153,8 +155,8 @@ class Needs:
         )
 
     @classmethod
-    def of(cls, nodes: Iterable[Node]) -> Needs:
-        needs = cls()
+    def of(cls, nodes: Iterable[Node], zone: tzinfo = UTC) -> Needs:
+        needs = cls(zone=zone)
         for node in nodes:
             needs.add(node)
         return needs
@@ -174,7 +176,7 @@ async def load_facts(
     facts: dict[int, MemberFacts] = {}
     for row in await _rows(connection, queries.members(dialect), keys):
         (member_id, external_id, kind, org, attributes, balance, created_at, joined_at, *scores) = row
-        r, f, m, label, abc_class, churn_risk_7d = scores
+        r, f, m, label, abc_class, churn_risk_7d, channels = scores
         facts[member_id] = MemberFacts(
             member_id=member_id,
             external_id=external_id,
@@ -189,6 +191,7 @@ async def load_facts(
             churn_risk_7d=churn_risk_7d,
             buckets={},
             events={},
+            channels=tuple(channels or ()),
         )
     for member_id, key, source in await _rows(connection, queries.tags(dialect), keys):
         if member_id in facts:

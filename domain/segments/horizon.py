@@ -22,7 +22,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 from domain.segments.closures import Context, compile_condition, predicate
 from domain.segments.conditions import (
@@ -31,6 +31,8 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    DateCompare,
+    DateFn,
     ExprCompare,
     Ledger,
     LedgerCompare,
@@ -45,7 +47,17 @@ from domain.segments.conditions import (
     node_metrics,
     walk,
 )
-from domain.segments.evaluate import BIRTH_DATE, DAY, Evaluation, EventFact, MemberFacts, where_holds
+from domain.segments.evaluate import (
+    BIRTH_DATE,
+    DAY,
+    Evaluation,
+    EventFact,
+    MemberFacts,
+    anniversary_ordinal,
+    local_date,
+    reads_raw,
+    where_holds,
+)
 from domain.segments.lifecycle import LifecycleThresholds
 
 #: How far ahead candidates are looked for.
@@ -60,6 +72,18 @@ def is_time_dependent(condition: Node) -> bool:
     return any(_moves_with_time(node) for node in walk(condition))
 
 
+def reads_local_dates(condition: Node) -> bool:
+    """Whether some leaf counts the program's local dates (its truth moves with the timezone)."""
+    for node in walk(condition):
+        if isinstance(node, DateCompare):
+            return True
+        if isinstance(node, AttrCompare) and node.path == "age":
+            return True
+        if isinstance(node, MetricCompare) and node.metric.agg in (Agg.DISTINCT_DAYS, Agg.STREAK):
+            return True
+    return False
+
+
 def _moves_with_time(node: Node) -> bool:
     if isinstance(node, AttrCompare):
         return node.path in TIMED_PATHS
@@ -69,7 +93,7 @@ def _moves_with_time(node: Node) -> bool:
         return any(m.window is not None or m.agg in WINDOWLESS_AGGS for m in node_metrics(node)) or any(
             _ledger_moves(ledger) for ledger in node_ledgers(node)
         )
-    return False
+    return isinstance(node, DateCompare)
 
 
 def _ledger_moves(ledger: Ledger) -> bool:
@@ -83,6 +107,7 @@ def next_change(
     now: datetime,
     lifecycle: LifecycleThresholds,
     until: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> datetime | None:
     """The first instant after `now` where the condition's truth differs from now, with no new events
     (or, when a day count stands inside arithmetic, at most `RECHECK_DAYS` ahead: an earlier instant
@@ -96,19 +121,19 @@ def next_change(
     end = now + LIMIT if until is None else min(until - US, now + LIMIT)
     if end <= now:
         return None
-    moving = _fold_constants(condition, Context(member, Evaluation(now, lifecycle)))
+    moving = _fold_constants(condition, Context(member, Evaluation(now, lifecycle, zone)))
     if isinstance(moving, bool):
         return None
     check = compile_condition(moving)
-    before = check(Context(member, Evaluation(now, lifecycle)))
+    before = check(Context(member, Evaluation(now, lifecycle, zone)))
     leaves = [node for node in walk(moving) if _moves_with_time(node)]
     recheck = min((t for leaf in leaves if (t := _recheck(leaf, member, now)) is not None), default=None)
     if recheck is not None and recheck > end:
         recheck = None
-    for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle) for leaf in leaves)):
+    for instant in heapq.merge(*(_leaf_flips(leaf, member, now, end, lifecycle, zone) for leaf in leaves)):
         if recheck is not None and instant >= recheck:
             return recheck
-        if check(Context(member, Evaluation(instant, lifecycle))) != before:
+        if check(Context(member, Evaluation(instant, lifecycle, zone))) != before:
             return instant
     return recheck
 
@@ -119,11 +144,12 @@ def earliest_change(
     now: datetime,
     lifecycle: LifecycleThresholds,
     until: datetime | None = None,
+    zone: tzinfo = UTC,
 ) -> datetime | None:
     """The earliest `next_change` of several conditions (before `until` when given), or None."""
     found = None
     for condition in conditions:
-        instant = next_change(condition, member, now, lifecycle, until)
+        instant = next_change(condition, member, now, lifecycle, until, zone)
         if instant is not None:
             found = until = instant
     return found
@@ -151,28 +177,36 @@ def _fold_constants(node: Node, context: Context) -> Node | bool:
 
 
 def _leaf_flips(
-    leaf: Node, member: MemberFacts, now: datetime, end: datetime, lifecycle: LifecycleThresholds
+    leaf: Node,
+    member: MemberFacts,
+    now: datetime,
+    end: datetime,
+    lifecycle: LifecycleThresholds,
+    zone: tzinfo = UTC,
 ) -> Iterator[datetime]:
     """The instants in (now, end], in order, where the leaf's truth changes."""
     check = predicate(leaf)
-    truth = check(Context(member, Evaluation(now, lifecycle)))
-    for instant in sorted({t for t in _leaf_instants(leaf, member, now, lifecycle) if now < t <= end}):
-        holds = check(Context(member, Evaluation(instant, lifecycle)))
+    truth = check(Context(member, Evaluation(now, lifecycle, zone)))
+    instants = _leaf_instants(leaf, member, now, lifecycle, zone)
+    for instant in sorted({t for t in instants if now < t <= end}):
+        holds = check(Context(member, Evaluation(instant, lifecycle, zone)))
         if holds != truth:
             truth = holds
             yield instant
 
 
 def _leaf_instants(
-    node: Node, member: MemberFacts, now: datetime, lifecycle: LifecycleThresholds
+    node: Node, member: MemberFacts, now: datetime, lifecycle: LifecycleThresholds, zone: tzinfo = UTC
 ) -> Iterable[datetime]:
     match node:
         case MetricCompare(metric, _, value):
-            return _metric_instants(metric, value, member, now)
+            return _metric_instants(metric, value, member, now, zone)
         case AttrCompare("createdAt", _, value):
             return _day_steps(member.created_at, value, now)
         case AttrCompare("age", _, value):
-            return _birthdays(member.attributes.get("birthDate"), value, now)
+            return _birthdays(member.attributes.get("birthDate"), value, now, zone)
+        case DateCompare(path, fn, _, value):
+            return _date_instants(path, fn, value, member, now, zone)
         case AttrCompare("lifecycle", _, _):
             return _lifecycle_instants(member, lifecycle)
         case LedgerCompare() | ExprCompare():
@@ -259,9 +293,11 @@ def _org_instants(metric: Metric, value: Value, member: MemberFacts, now: dateti
 # ---------- metrics ----------
 
 
-def _metric_instants(metric: Metric, value: Value, member: MemberFacts, now: datetime) -> Iterable[datetime]:
+def _metric_instants(
+    metric: Metric, value: Value, member: MemberFacts, now: datetime, zone: tzinfo = UTC
+) -> Iterable[datetime]:
     if metric.agg == Agg.STREAK:
-        return _midnights(_event_days(metric, member), now)
+        return _midnights(_event_days(metric, member, zone), now, zone)
     if metric.agg in (Agg.DAYS_SINCE_LAST, Agg.DAYS_SINCE_FIRST):
         origin = _time_origin(metric, member)
         return () if origin is None else _day_steps(origin, value, now)
@@ -281,9 +317,9 @@ def _selected(metric: Metric, member: MemberFacts) -> Sequence[EventFact]:
     ]
 
 
-def _event_days(metric: Metric, member: MemberFacts) -> set[date]:
-    if metric.reads_raw_events:
-        return {e.occurred_at.date() for e in _selected(metric, member)}
+def _event_days(metric: Metric, member: MemberFacts, zone: tzinfo = UTC) -> set[date]:
+    if reads_raw(metric, zone):
+        return {local_date(e.occurred_at, zone) for e in _selected(metric, member)}
     return {b.day for b in member.buckets.get(metric.event, ())}
 
 
@@ -299,14 +335,14 @@ def _time_origin(metric: Metric, member: MemberFacts) -> datetime | None:
     return max(times) if metric.agg == Agg.DAYS_SINCE_LAST else min(times)
 
 
-def _midnights(days: set[date], now: datetime) -> list[datetime]:
-    """A streak changes only at UTC midnights, and is 0 from two days after its newest day on."""
+def _midnights(days: set[date], now: datetime, zone: tzinfo = UTC) -> list[datetime]:
+    """A streak changes only at local midnights, and is 0 from two days after its newest day on."""
     if not days:
         return []
-    today = now.date()
+    today = local_date(now, zone)
     last = max(max(days), today) + 2 * DAY
     count = (last - today).days
-    return [_midnight(today + k * DAY) for k in range(1, count + 1)]
+    return [_midnight(today + k * DAY, zone) for k in range(1, count + 1)]
 
 
 # ---------- whole-day counts ----------
@@ -329,18 +365,18 @@ def _day_steps(origin: datetime, value: Value, now: datetime) -> list[datetime]:
     return [origin + k * DAY for k in sorted(_thresholds(value)) if k in ahead]
 
 
-def _birthdays(birth_date: object, value: Value, now: datetime) -> list[datetime]:
+def _birthdays(birth_date: object, value: Value, now: datetime, zone: tzinfo = UTC) -> list[datetime]:
     """`age` reaches k on the first day of year + k on or after the birthday (evaluate.py `age`)."""
     match = BIRTH_DATE.match(birth_date) if isinstance(birth_date, str) else None
     if match is None:
         return []
     year, month, day = (int(g) for g in match.groups())
-    current = Evaluation(now).age(birth_date)
+    current = Evaluation(now, zone=zone).age(birth_date)
     assert current is not None
     found = []
     for k in sorted(_thresholds(value)):
         if current < k <= current + LIMIT.days // 365 + 1 and 1 <= year + k < date.max.year:
-            found.append(_midnight(_first_day_on_or_after(year + k, month, day)))
+            found.append(_midnight(_first_day_on_or_after(year + k, month, day), zone))
     return found
 
 
@@ -357,8 +393,39 @@ def _first_day_on_or_after(year: int, month: int, day: int) -> date:
     return first + (day - 1) * DAY if first + (day - 1) * DAY < following else following
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(), tzinfo=UTC)
+def _midnight(day: date, zone: tzinfo = UTC) -> datetime:
+    """The first instant of a local date, in UTC (a midnight in a DST gap: the end of the gap)."""
+    return datetime.combine(day, time(), tzinfo=zone).astimezone(UTC)
+
+
+# ---------- version 2: date operands ----------
+
+#: How many upcoming anniversaries `days_to_anniversary` looks at: past a leap cycle, it repeats.
+_ANNIVERSARIES = 6
+
+
+def _date_instants(
+    path: str, fn: DateFn, value: Value, member: MemberFacts, now: datetime, zone: tzinfo
+) -> list[datetime]:
+    """The local midnights where a date operand's day count reaches a value the comparison cares about."""
+    day = Evaluation(now, zone=zone).date_at(path, member)
+    if day is None:
+        return []
+    today = local_date(now, zone)
+    if fn == DateFn.DAYS_SINCE:  # days_since is k on the local date day + k
+        current = (today - day).days
+        ahead = range(current + 1, current + LIMIT.days + 2)
+        return [_midnight(day + k * DAY, zone) for k in sorted(_thresholds(value)) if k in ahead]
+    # days_to_anniversary falls by one each midnight to 0 on the anniversary A, then jumps to a year:
+    # it is k on A - k, k - 1 on A - k + 1, and jumps on A + 1
+    found: set[date] = set()
+    for year in range(today.year, min(today.year + _ANNIVERSARIES, date.max.year - 1)):
+        anniversary = date(year, 1, 1) + (anniversary_ordinal(year, day.month, day.day) - 1) * DAY
+        found.add(anniversary + DAY)
+        for k in _thresholds(value):
+            if 0 <= k <= 366:
+                found.update((anniversary - k * DAY, anniversary - (k - 1) * DAY))
+    return [_midnight(d, zone) for d in sorted(found) if d > today]
 
 
 # ---------- lifecycle ----------

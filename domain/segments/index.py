@@ -14,6 +14,7 @@ from typing import Any
 from domain.errors import InvalidInput
 from domain.segments.conditions import (
     AttrCompare,
+    DateCompare,
     HasTag,
     InOrganization,
     InOrganizationTree,
@@ -21,6 +22,7 @@ from domain.segments.conditions import (
     KindIs,
     Node,
     OrgMetricCompare,
+    VersionCompare,
     node_ledgers,
     node_metrics,
     parse_condition,
@@ -59,7 +61,7 @@ class Definition:
     def of(cls, id: int, key: str, kind: str, condition: Node | None, applies_tag: str | None) -> Definition:
         nodes = walk(condition) if condition is not None else []
         types = {m.event for n in nodes for m in node_metrics(n)}
-        paths = {n.path for n in nodes if isinstance(n, AttrCompare)}
+        paths = {n.path for n in nodes if isinstance(n, (AttrCompare, DateCompare, VersionCompare))}
         if "lifecycle" in paths:
             types.add("purchase")
         return cls(

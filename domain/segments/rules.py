@@ -57,6 +57,8 @@ from domain.segments.conditions import (
     Arith,
     AttrCompare,
     ConditionParser,
+    DateCompare,
+    DateFn,
     Expr,
     ExprCompare,
     HasTag,
@@ -76,6 +78,7 @@ from domain.segments.conditions import (
     OrgMetricCompare,
     Scalar,
     Value,
+    VersionCompare,
     WhereTest,
     WhereValue,
     Window,
@@ -117,8 +120,24 @@ class OrgScoped:
     metric: Metric
 
 
-#: An attribute path, an aggregate, a ledger operand or an organization roll-up.
-Operand = str | Metric | Ledger | OrgScoped
+@dataclass(frozen=True)
+class _DateOperand:
+    """Version 2: `days_since(PATH)` or `days_to_anniversary(PATH)`."""
+
+    path: str
+    fn: DateFn
+
+
+@dataclass(frozen=True)
+class _VersionOperand:
+    """Version 2: `version(PATH)`."""
+
+    path: str
+
+
+_DATE_FNS = {fn.value: fn for fn in DateFn}
+#: An attribute path, an aggregate, a ledger operand, an organization roll-up or a v2 function.
+Operand = str | Metric | Ledger | OrgScoped | _DateOperand | _VersionOperand
 #: The prefix of an organization roll-up: `org.sum(sale.amount, 90d)`.
 ORG_PREFIX = "org."
 #: The ledger operands of version 2, by their rule word.
@@ -319,10 +338,26 @@ class _RuleParser:
                 path = self.path_string()
                 self.expect(")", "after the attribute path")
                 return path
+            if token.text.lower() in _DATE_FNS or token.text.lower() == "version":
+                return self.function_operand()
             return self.metric()
         if token.kind == "word" and token.text.lower() not in RESERVED_WORDS:
             return self.path()
         raise self.expected("an attribute path or an aggregate such as count(visit, 30d)")
+
+    def function_operand(self) -> _DateOperand | _VersionOperand:
+        """Version 2: `days_since(PATH)`, `days_to_anniversary(PATH)` or `version(PATH)`."""
+        token = self.advance()
+        name = token.text.lower()
+        self.expect("(", f"after '{token.text}'")
+        inner = self.peek()
+        if inner.kind != "word":
+            raise self.expected("an attribute path such as birthDate or device.appVersion")
+        path = self.path()
+        self.expect(")", "after the attribute path")
+        if name == "version":
+            return _VersionOperand(path)
+        return _DateOperand(path, _DATE_FNS[name])
 
     def path(self) -> str:
         token = self.advance()
@@ -369,6 +404,10 @@ class _RuleParser:
             )
         value = self.literal()
         checks = _ValueChecks(token.column)
+        if isinstance(operand, _DateOperand):
+            return self.compare(operand, op, checks.date_value(op, value, ""))
+        if isinstance(operand, _VersionOperand):
+            return self.compare(operand, op, checks.version_value(op, value, ""))
         if isinstance(operand, OrgScoped):  # a roll-up compares with a literal only (not in arithmetic)
             return self.compare(operand, op, checks.metric_value(op, value, ""))
         return self.compare(operand, op, checks.attr_value(op, value, ""))
@@ -377,6 +416,10 @@ class _RuleParser:
     def compare(operand: Operand, op: Op, value: Value) -> Node:
         if isinstance(operand, OrgScoped):
             return OrgMetricCompare(operand.metric, op, value)
+        if isinstance(operand, _DateOperand):
+            return DateCompare(operand.path, operand.fn, op, value)
+        if isinstance(operand, _VersionOperand):
+            return VersionCompare(operand.path, op, value)
         if isinstance(operand, Metric):
             return MetricCompare(operand, op, value)
         if isinstance(operand, Ledger):
@@ -759,6 +802,10 @@ def _render(node: Node) -> str:
             return f"in_organization({_string(external_id)})"
         case OrgMetricCompare(metric, op, value):
             return _comparison(ORG_PREFIX + _metric(metric), op, value)
+        case DateCompare(path, fn, op, value):
+            return _comparison(f"{fn.value}({path})", op, value)
+        case VersionCompare(path, op, value):
+            return _comparison(f"version({path})", op, value)
     raise AssertionError(node)
 
 

@@ -21,6 +21,7 @@ from domain.enums import SegmentKind
 from domain.errors import Conflict, NotFound
 from domain.models import Member, MemberTier, Program, Segment
 from domain.models import TierLadder as LadderRow
+from domain.programs.calendar import program_timezone
 from domain.segments.closures import Context
 from domain.segments.due import mark_program_due
 from domain.segments.engine import SegmentEngine, changed
@@ -211,11 +212,13 @@ class TierService:
             if ladder is None:
                 return {}
             states = await load_states(session, ladder, member_ids)
-            facts = await load_facts(session, program_id, sorted(states), Needs.of([ladder.reaches(0)]), now)
             settings = (
                 await session.execute(select(Program.settings).where(Program.id == program_id))
             ).scalar()
-        evaluation = Evaluation(now, LifecycleThresholds.from_settings(settings or {}))
+            zone = program_timezone(settings)  # local-day qualifiers count the program's dates
+            needs = Needs.of([ladder.reaches(0)], zone)
+            facts = await load_facts(session, program_id, sorted(states), needs, now)
+        evaluation = Evaluation(now, LifecycleThresholds.from_settings(settings or {}), zone)
         views: dict[int, MemberTierView] = {}
         for member_id, state in states.items():
             member = facts.get(member_id)

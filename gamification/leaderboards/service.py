@@ -15,8 +15,9 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import ProgramCalendarChanged
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, collect
 from domain.errors import InvalidInput, NotFound
 from domain.models import (
     Leaderboard,
@@ -269,6 +270,8 @@ class LeaderboardService:
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
             program.settings = {**program.settings, "timezone": timezone}
+            await uow.session.flush()  # the segment engine reads the new zone in this transaction
+            collect(uow.session, ProgramCalendarChanged(program_id, self.clock.now()))
         await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id])
         return program
 

@@ -26,6 +26,8 @@ from domain.segments.conditions import (
     All,
     AnyOf,
     AttrCompare,
+    DateCompare,
+    DateFn,
     HasTag,
     InOrganization,
     InOrganizationTree,
@@ -39,6 +41,7 @@ from domain.segments.conditions import (
     OrgMetricCompare,
     Scalar,
     Value,
+    VersionCompare,
     Window,
     walk,
 )
@@ -173,6 +176,7 @@ def leaves() -> st.SearchStrategy[Node]:
         st.builds(KindIs, st.sampled_from(list(MemberKind))),
         st.builds(InOrganization, texts(min_size=1, max_size=128)),
         *version_2_leaves(),  # the condition language version 2 (issue 17): each helper's strategies
+        *V2_LEAVES,
     )
 
 
@@ -218,3 +222,45 @@ def conditions(max_leaves: int = 12, leaf: st.SearchStrategy[Node] | None = None
     return st.recursive(leaves() if leaf is None else leaf, extend, max_leaves=max_leaves).filter(
         _within_limits
     )
+
+
+# ---------- version 2 (issue 17) leaves: the one place they join `leaves()` is V2_LEAVES ----------
+
+
+@st.composite
+def date_compares(draw: st.DrawFn) -> DateCompare:
+    """ "dates": `days_since(PATH)` / `days_to_anniversary(PATH)` compared like a metric (numbers)."""
+    compared = draw(metric_compares())
+    path = draw(st.one_of(st.just("joinedAt"), st.just("birthDate"), paths()))
+    return DateCompare(path, draw(st.sampled_from(list(DateFn))), compared.op, compared.value)
+
+
+def version_literals() -> st.SearchStrategy[str]:
+    """Versions with missing components and leading zeros: "5", "v5.0", "05.00.1"."""
+    part = st.integers(0, 10**18 - 1).map(str) | st.sampled_from(["0", "00", "05", "10"])
+    dotted = st.lists(part, min_size=1, max_size=4).map(".".join)
+    return st.tuples(st.sampled_from(["", "v"]), dotted).map("".join)
+
+
+@st.composite
+def version_compares(draw: st.DrawFn) -> VersionCompare:
+    """ "dates": `version(PATH)` OP "5.0" with every operator versions take."""
+    op = draw(st.sampled_from([Op.EQ, Op.NE, *ORDERING_OPS, Op.IN, Op.NOT_IN, Op.BETWEEN, Op.EXISTS]))
+    value: Value
+    if op == Op.EXISTS:
+        value = draw(st.booleans())
+    elif op in (Op.IN, Op.NOT_IN):
+        value = list[Scalar](draw(st.lists(version_literals(), max_size=3)))
+    elif op == Op.BETWEEN:
+        value = list[Scalar](draw(st.lists(version_literals(), min_size=2, max_size=2)))
+    else:
+        value = draw(version_literals())
+    return VersionCompare(draw(paths()), op, value)
+
+
+def v2_dates_leaves() -> st.SearchStrategy[Node]:
+    """The leaves of the "dates" helper (channels is in BUILTIN_PATHS, exists=false in attr_compares)."""
+    return st.one_of(date_compares(), version_compares())
+
+
+V2_LEAVES: list[st.SearchStrategy[Node]] = [v2_dates_leaves()]
