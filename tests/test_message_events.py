@@ -14,7 +14,7 @@ from api.runtime import Services
 from domain.models import Event, FraudFinding, LedgerEntry
 from tests.support import ShiftableClock
 from tests.support.events import UPSERT
-from tests.support.graphql import GraphQLClient
+from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.segments import create, members_of
 from tests.support.webhooks import ADD, CREATE_STATIC, RETRY, SET_TRIGGERS, deliveries, drain
 from tests.test_outbox import RecordingProvider, loop
@@ -23,7 +23,7 @@ RULE = "mutation($i: EarningRuleInput!) { setEarningRule(input: $i) { eventType 
 
 
 async def test_sent_and_failed_messages_are_events_conditions_count(
-    admin: GraphQLClient, services: Services, clock: ShiftableClock
+    admin: GraphQLClient, services: Services, clock: ShiftableClock, program: ProgramFixture
 ) -> None:
     await admin.data(RULE, {"i": {"eventType": "message_sent", "fixedPoints": 50}})  # earns nothing anyway
     await admin.data(UPSERT, {"m": [{"externalId": "bo", "channels": ["PUSH"]}, {"externalId": "cy"}]})
@@ -53,11 +53,10 @@ async def test_sent_and_failed_messages_are_events_conditions_count(
     assert await members_of(admin, "reached") == ["bo"]  # cy's fallback channel is IN_APP
 
     async with services.db.read() as session:
-        events = (
-            (await session.execute(select(Event).where(Event.type.in_(["message_sent", "message_failed"]))))
-            .scalars()
-            .all()
+        chosen = select(Event).where(
+            Event.program_id == program.id, Event.type.in_(["message_sent", "message_failed"])
         )
+        events = (await session.execute(chosen)).scalars().all()
         entries = (await session.execute(select(LedgerEntry))).scalars().all()
         findings = (await session.execute(select(FraudFinding))).scalars().all()
     mine = [e for e in events if e.properties.get("template") == "spring"]
