@@ -132,7 +132,11 @@ async def test_expiring_points_are_one_lot_per_instant_soonest_first(
 
 
 async def test_redemptions_spend_the_soonest_lots_and_points_without_a_lot_last(
-    admin: GraphQLClient, integration: GraphQLClient, services: Services, clock: ShiftableClock
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    services: Services,
+    clock: ShiftableClock,
+    program: ProgramFixture,
 ) -> None:
     # given 50 points earned before expiry was on (no lot), then lots of 10 and 20
     now = clock.now().replace(microsecond=0)
@@ -148,7 +152,7 @@ async def test_redemptions_spend_the_soonest_lots_and_points_without_a_lot_last(
     assert await expiring(integration, "bo") == []
     # then after the lots' instants nothing expires: the 35 left never expire
     clock.shift(timedelta(days=31))
-    await services.expiry.drain()
+    await services.expiry.drain(program.id)
     assert (await ledger(integration, "bo"))[0] == 35
 
 
