@@ -43,6 +43,7 @@ async def test_a_subscriber_sees_a_recorded_event_move_a_member_in_and_out(
             await changes.next(wait=1)
 
 
+@pytest.mark.slow  # two server processes: a deployment of several processes runs on PostgreSQL
 async def test_changes_caused_on_one_process_reach_a_subscriber_on_another(
     settings: Settings,
     admin: GraphQLClient,
