@@ -73,7 +73,7 @@ def demo_members(rng: random.Random, now: datetime) -> list[DemoMember]:
                 "birthDate": f"{rng.randint(1960, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
                 "device": {
                     "os": rng.choice(["iOS", "Android"]),
-                    "appVersion": rng.choice(["4.2", "4.9", "5.1", "6.0"]),
+                    "appVersion": rng.choice(["4.2", "4.9", "5.1", "10.2"]),  # 10.2 is not below 5.0
                 },
                 "preferences": {"push": rng.random() < 0.7},
             },
@@ -101,7 +101,10 @@ def day_events(
             events.append(EventDraft(f"demo-v-{n}-{n_day}", member.external_id, "visit", at, None, {}))
         if rng.random() < habit.purchase:
             amount = Decimal(rng.randint(8000, 90000)) / 100
-            properties = {"category": rng.choice(["coffee", "beans", "pastry"]), "channel": "POS"}
+            category = rng.choice(["coffee", "beans", "pastry"])
+            # each member mostly buys at its home store (favourite_store_s1), sometimes elsewhere
+            store = f"S{n % 3 + 1}" if n_day % 4 else f"S{(n + n_day) % 3 + 1}"
+            properties = {"category": category, "channel": "POS", "store": store}
             events.append(
                 EventDraft(f"demo-p-{n}-{n_day}", member.external_id, "purchase", at, amount, properties)
             )

@@ -239,6 +239,22 @@ def test_every_tier_is_held_and_points_expire_after_a_year(demo: Demo, admin_tok
     assert body["reward"] == {"segmentKeys": ["tier-gold"]}
 
 
+def test_the_version_2_templates_find_their_members(demo: Demo, admin_token: str) -> None:
+    body = demo.post(
+        """{ segments { key size }
+             segment(key: "old_android") { members(first: 200) { edges { node { attributes } } } } }""",
+        admin_token,
+    )["data"]
+    sizes = {s["key"]: s["size"] for s in body["segments"]}
+    assert sizes["favourite_store_s1"] > 0
+    assert sizes["old_android"] > 0
+    assert sizes["push_disabled"] > 0
+    versions = {
+        edge["node"]["attributes"]["device"]["appVersion"] for edge in body["segment"]["members"]["edges"]
+    }
+    assert versions <= {"4.2", "4.9"}  # 10.2 is not an old app
+
+
 @needs_chromium
 async def test_the_dashboard_accepts_the_read_only_key(demo: Demo) -> None:
     count = len(demo.post("{ segments { key } }", demo.credentials["readOnlyKey"])["data"]["segments"])
