@@ -410,19 +410,24 @@ def compare_expressions(left: Fraction | None, op: Op, right: Fraction | None) -
     """Two exact values; absent on either side is false under every operator."""
     if left is None or right is None:
         return False
+    return compare_ordered(left, op, right)
+
+
+def compare_ordered(left: Any, op: Op, right: Any) -> bool:
+    """`left OP right` for two present values of one ordered type (=, !=, <, <=, >, >=)."""
     match op:
         case Op.EQ:
-            return left == right
+            return bool(left == right)
         case Op.NE:
-            return left != right
+            return bool(left != right)
         case Op.GT:
-            return left > right
+            return bool(left > right)
         case Op.GTE:
-            return left >= right
+            return bool(left >= right)
         case Op.LT:
-            return left < right
+            return bool(left < right)
         case Op.LTE:
-            return left <= right
+            return bool(left <= right)
     raise AssertionError(op)
 
 
@@ -531,20 +536,7 @@ def compare_version(actual: Any, op: Op, value: Value) -> bool:
             return low <= key <= high
     other = version_key(value)
     assert other is not None
-    match op:
-        case Op.EQ:
-            return key == other
-        case Op.NE:
-            return key != other
-        case Op.GT:
-            return key > other
-        case Op.GTE:
-            return key >= other
-        case Op.LT:
-            return key < other
-        case Op.LTE:
-            return key <= other
-    raise AssertionError(op)
+    return compare_ordered(key, op, other)
 
 
 def streak(days: Iterable[date], today: date) -> int:
