@@ -24,6 +24,17 @@ class Channel(StrEnum):
     IN_APP = "IN_APP"
 
 
+class AdminRole(StrEnum):
+    """What an admin user may do (DESIGN.md, "Privacy and governance"); domain/auth/policy.py
+    maps each role to its scopes."""
+
+    OWNER = "OWNER"
+    ADMIN = "ADMIN"
+    MARKETER = "MARKETER"
+    REVIEWER = "REVIEWER"
+    VIEWER = "VIEWER"
+
+
 class EventStatus(StrEnum):
     ACCEPTED = "ACCEPTED"
     DUPLICATE = "DUPLICATE"

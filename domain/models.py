@@ -391,7 +391,32 @@ class AdminUser(Base):
     totp_secret: Mapped[str] = mapped_column(String(64))
     #: The last TOTP time step accepted: a code is never accepted twice.
     last_totp_timecode: Mapped[int | None] = mapped_column(BigInteger)
+    #: An AdminRole; admins created before roles existed are OWNERs (migration 0016).
+    role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """Who changed what: one row per configuration or points-changing mutation, written in the
+    transaction of the change (domain/governance/audit_log.py)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_program", "program_id", "id"),
+        Index("ix_audit_log_actor", "program_id", "actor", "id"),
+        Index("ix_audit_log_action", "program_id", "action", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: An admin's e-mail, "key:<api key name>", or "system" (triggers, sweepers).
+    actor: Mapped[str] = mapped_column(String(260))
+    #: The mutation's name, e.g. "updateSegment".
+    action: Mapped[str] = mapped_column(String(64))
+    #: The key or externalId acted on.
+    target: Mapped[str | None] = mapped_column(String(200))
+    before: Mapped[Any] = mapped_column(Json, nullable=True)
+    after: Mapped[Any] = mapped_column(Json, nullable=True)
 
 
 class AdminSession(Base):

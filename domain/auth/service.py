@@ -18,6 +18,7 @@ from domain.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES, Scope
 from domain.auth.throttle import ACCOUNT, LoginThrottle, Throttle
 from domain.clock import Clock
 from domain.db.engine import Database, UnitOfWork
+from domain.enums import AdminRole
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from domain.members.service import members_by_external_id
 from domain.models import AdminSession, AdminUser, ApiKey, Member, Program
@@ -76,7 +77,9 @@ class AuthService:
 
     # ---- provisioning (CLI) ----
 
-    async def create_admin(self, program_key: str, email: str, password: str) -> AdminCreated:
+    async def create_admin(
+        self, program_key: str, email: str, password: str, role: AdminRole = AdminRole.OWNER
+    ) -> AdminCreated:
         email = email.strip().lower()
         if not EMAIL.match(email):
             raise InvalidInput(f"email: {email!r} is not an email address")
@@ -91,6 +94,7 @@ class AuthService:
                     email=email,
                     password_hash=crypto.hash_password(password),
                     totp_secret=secret,
+                    role=role.value,
                     created_at=self.clock.now(),
                 )
                 uow.session.add(admin)

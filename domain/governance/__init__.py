@@ -1,0 +1,1 @@
+"""Governance: who changed what (the audit log)."""
