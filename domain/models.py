@@ -107,6 +107,8 @@ class Member(Base):
     #: Probability of no purchase in the next 7 days, from the program's churn model (domain/predict).
     churn_risk_7d: Mapped[float | None] = mapped_column(Float)
     churn_scored_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: Set by eraseMember: the row keeps only a pseudonym, amounts and times; its tokens are void.
+    erased_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class Event(Base):

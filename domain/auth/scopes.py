@@ -19,6 +19,9 @@ class Scope(StrEnum):
     LEADERBOARDS_READ = "leaderboards:read"
     FRAUD_REVIEW = "fraud:review"
     FRAUD_CONFIGURE = "fraud:configure"
+    MEMBERS_ERASE = "members:erase"
+    AUDIT_READ = "audit:read"
+    ADMINS_MANAGE = "admins:manage"
 
 
 ALL_SCOPES = frozenset(Scope)

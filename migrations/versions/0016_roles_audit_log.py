@@ -1,4 +1,5 @@
-"""roles and the audit log: admin_users.role (existing admins become OWNER) and audit_log
+"""roles, erasure and the audit log: admin_users.role (existing admins become OWNER),
+members.erased_at and audit_log
 
 Revision ID: 0016
 Revises: 0015
@@ -26,6 +27,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("role", sa.String(16), nullable=False, server_default="OWNER"))
     with op.batch_alter_table("admin_users") as batch:
         batch.alter_column("role", server_default=None)
+    with op.batch_alter_table("members") as batch:
+        batch.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
     op.create_table(
         "audit_log",
         sa.Column("id", BigId, primary_key=True),
@@ -44,5 +47,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_log")
+    with op.batch_alter_table("members") as batch:
+        batch.drop_column("erased_at")
     with op.batch_alter_table("admin_users") as batch:
         batch.drop_column("role")
