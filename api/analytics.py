@@ -31,15 +31,17 @@ class SegmentConversion:
 
 
 @strawberry.type(
-    description="Messages the segment's triggers created in the range: SENT by the provider, opened "
+    description="Messages the segment's triggers created in the range: SENT by the provider, SUPPRESSED "
+    "(never sent: the member accepted no channel; channel null), opened "
     "and clicked (events message_opened / message_clicked with properties.messageId), converted "
     "(a goal event within conversionDays of the message)"
 )
 class SegmentMessages:
     template: str
-    channel: str
+    channel: str | None
     created: int
     sent: int
+    suppressed: int
     opened: int
     clicked: int
     converted: int
@@ -112,9 +114,10 @@ def _analytics(report: SegmentReport) -> SegmentAnalytics:
         messages=[
             SegmentMessages(
                 template=m.template,
-                channel=m.channel,
+                channel=None if m.channel is None else m.channel.value,
                 created=m.created,
                 sent=m.sent,
+                suppressed=m.suppressed,
                 opened=m.opened,
                 clicked=m.clicked,
                 converted=m.converted,

@@ -27,7 +27,11 @@ class SegmentTriggerInput:
     reason: str | None = None
     tag: str | None = None
     template: str | None = None
-    fallback_channel: Channel | None = None
+    preferred_channels: list[Channel] | None = strawberry.field(
+        default=None,
+        description="SEND_MESSAGE: channels to prefer, in order, among those the member accepted; "
+        "else the member's first accepted channel. A member who accepted none gets nothing (SUPPRESSED)",
+    )
     webhook_key: str | None = None
 
     def draft(self) -> TriggerDraft:
@@ -41,7 +45,9 @@ class SegmentTriggerInput:
             reason=self.reason,
             tag=self.tag,
             template=self.template,
-            fallback_channel=None if self.fallback_channel is None else Channel(self.fallback_channel).value,
+            preferred_channels=None
+            if self.preferred_channels is None
+            else tuple(Channel(c).value for c in self.preferred_channels),
             webhook_key=self.webhook_key,
         )
 

@@ -22,7 +22,11 @@ class ExperimentActionInput:
     type: ActionType
     points: int | None = strawberry.field(default=None, description="BONUS_POINTS: 1..1000000000")
     template: str | None = strawberry.field(default=None, description="MESSAGE: [a-z][a-z0-9_.-]{0,63}")
-    channel: Channel | None = strawberry.field(default=None, description="MESSAGE: fallback channel")
+    channel: Channel | None = strawberry.field(
+        default=None,
+        description="MESSAGE: the channel to prefer if the member accepted it; else the member's first "
+        "accepted channel. A member who accepted none gets nothing (SUPPRESSED)",
+    )
     reward_key: str | None = strawberry.field(default=None, description="REWARD_OFFER: an active reward")
 
     def action(self) -> Action:

@@ -26,6 +26,7 @@ from domain.analytics.conversion import goal_within
 from domain.analytics.recording import CLICKED, OPENED, STORED_GOAL, fill_conversions, record_history
 from domain.analytics.segments import Conversion, MessageStats, SegmentAnalytics, day_start
 from domain.audit import AuditOutcome, Finding, ProposedAccrual
+from domain.campaigns.messages import stored_channel
 from domain.db.dialect import plus_days
 from domain.db.engine import UnitOfWork
 from domain.enums import AccrualStatus, EventStatus, Verdict
@@ -320,6 +321,7 @@ async def _probed_messages(
             Message.channel,
             func.count(),
             counted(Message.status == "SENT"),
+            counted(Message.status == "SUPPRESSED"),
             counted(_reacted(OPENED)),
             counted(_reacted(CLICKED)),
             counted(converted),
@@ -331,7 +333,10 @@ async def _probed_messages(
         )
         .group_by(Message.template, Message.channel)
     )
-    return [MessageStats(t, c, n, int(s), int(o), int(k), int(v)) for t, c, n, s, o, k, v in rows]
+    return [
+        MessageStats(t, stored_channel(c), n, int(s), int(x), int(o), int(k), int(v))
+        for t, c, n, s, x, o, k, v in rows
+    ]
 
 
 def test_the_report_probes_other_goal_types(harness: Harness) -> None:

@@ -12,7 +12,7 @@ from strawberry.scalars import JSON
 from api.types.enums import Channel
 from domain import models
 from domain.campaigns.definitions import TriggerAction, TriggerOn, describe
-from domain.campaigns.messages import MessageStatus
+from domain.campaigns.messages import MessageStatus, stored_channel
 from domain.campaigns.outbox import OutboxKind, OutboxStatus
 from domain.campaigns.service import DeliveryView, MessageView
 
@@ -22,7 +22,11 @@ strawberry.enum(
     OutboxStatus, name="DeliveryStatus", description="PENDING until delivered; DEAD after the last attempt"
 )
 strawberry.enum(OutboxKind, name="DeliveryKind")
-strawberry.enum(MessageStatus)
+strawberry.enum(
+    MessageStatus,
+    description="QUEUED until the provider takes it (SENT) or its delivery is dead (FAILED); SUPPRESSED: "
+    "never sent, the member accepted no channel",
+)
 
 
 @strawberry.type(description="An action run when a member enters or leaves the segment")
@@ -39,8 +43,9 @@ class SegmentTrigger:
     reason: str | None = None
     tag: str | None = strawberry.field(default=None, description="ADD_TAG / REMOVE_TAG")
     template: str | None = strawberry.field(default=None, description="SEND_MESSAGE")
-    fallback_channel: Channel | None = strawberry.field(
-        default=None, description="SEND_MESSAGE: used when the member lists no channel"
+    preferred_channels: list[Channel] | None = strawberry.field(
+        default=None,
+        description="SEND_MESSAGE: channels preferred, in order, among those the member accepted",
     )
     webhook_key: str | None = strawberry.field(default=None, description="CALL_WEBHOOK")
     created_at: datetime
@@ -48,7 +53,7 @@ class SegmentTrigger:
     @classmethod
     def of(cls, row: models.SegmentTrigger) -> SegmentTrigger:
         fields = describe(row.fires_on, row.action, row.params)
-        channel = fields.pop("fallbackChannel", None)
+        preferred = fields.get("preferredChannels")
         return cls(
             id=strawberry.ID(str(row.id)),
             on=fields["on"],
@@ -60,7 +65,7 @@ class SegmentTrigger:
             reason=fields.get("reason"),
             tag=fields.get("tag"),
             template=fields.get("template"),
-            fallback_channel=None if channel is None else Channel(channel),
+            preferred_channels=None if preferred is None else [Channel(c) for c in preferred],
             webhook_key=fields.get("webhookKey"),
             created_at=row.created_at,
         )
@@ -118,15 +123,17 @@ class Delivery:
         )
 
 
-@strawberry.type(description="A message a trigger sent to a member")
+@strawberry.type(description="A message a trigger or an experiment sent (or withheld) to a member")
 class Message:
     id: strawberry.ID
     member_external_id: str
     segment_key: str
-    channel: Channel
+    channel: Channel | None = strawberry.field(
+        description="A channel the member accepted; null when SUPPRESSED (the member accepted none)"
+    )
     template: str
     status: MessageStatus
-    error: str | None
+    error: str | None = strawberry.field(description="Why FAILED (the last attempt's error) or SUPPRESSED")
     created_at: datetime
     sent_at: datetime | None
 
@@ -137,7 +144,7 @@ class Message:
             id=strawberry.ID(str(row.id)),
             member_external_id=view.member_external_id,
             segment_key=row.segment_key,
-            channel=Channel(row.channel),
+            channel=stored_channel(row.channel),
             template=row.template,
             status=MessageStatus(row.status),
             error=row.error,

@@ -21,10 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.analytics.conversion import goal_within
 from domain.analytics.recording import CLICKED, OPENED, STORED_GOAL, reacted
+from domain.campaigns.messages import MessageStatus, stored_channel
 from domain.clock import Clock
 from domain.db.dialect import plus_days, utc_date
 from domain.db.engine import Database
 from domain.db.types import units_to_amount
+from domain.enums import Channel
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import EVENT_TYPE
 from domain.models import EventAggregate, Member, Message, Segment, SegmentChange, SegmentMembership
@@ -60,12 +62,14 @@ class Conversion:
 
 @dataclass(frozen=True)
 class MessageStats:
-    """Messages a segment's triggers created in the range, per template and channel."""
+    """Messages a segment's triggers created in the range, per template and channel (None: the
+    SUPPRESSED ones, whose members accepted no channel)."""
 
     template: str
-    channel: str
+    channel: Channel | None
     created: int
     sent: int
+    suppressed: int
     opened: int
     clicked: int
     converted: int
@@ -424,10 +428,11 @@ async def _conversion(
 async def _messages(
     session: AsyncSession, segment_id: int, start: date, end: date, goal: str, days: int
 ) -> list[MessageStats]:
-    """Per template and channel: created, SENT, opened and clicked (events `message_opened` /
-    `message_clicked` of the member whose properties.messageId is the message's id), and
-    converted (a goal event within `days` after the message was created). Recorded messages
-    answer from their row (opened, clicked, first_goal_at for the stored goal); the others probe."""
+    """Per template and channel: created, SENT, SUPPRESSED (their channel is None), opened and
+    clicked (events `message_opened` / `message_clicked` of the member whose properties.messageId
+    is the message's id), and converted (a goal event within `days` after the message was
+    created). Recorded messages answer from their row (opened, clicked, first_goal_at for the
+    stored goal); the others probe."""
     known = Message.stats_known
 
     def reaction(event_type: str, recorded: Any) -> ColumnElement[bool]:
@@ -446,7 +451,8 @@ async def _messages(
             Message.template,
             Message.channel,
             func.count(),
-            counted(Message.status == "SENT"),
+            counted(Message.status == MessageStatus.SENT.value),
+            counted(Message.status == MessageStatus.SUPPRESSED.value),
             counted(reaction(OPENED, Message.opened)),
             counted(reaction(CLICKED, Message.clicked)),
             counted(converted),
@@ -459,4 +465,7 @@ async def _messages(
         .group_by(Message.template, Message.channel)
         .order_by(Message.template, Message.channel)
     )
-    return [MessageStats(t, c, n, int(s), int(o), int(k), int(v)) for t, c, n, s, o, k, v in rows]
+    return [
+        MessageStats(t, stored_channel(c), n, int(s), int(x), int(o), int(k), int(v))
+        for t, c, n, s, x, o, k, v in rows
+    ]

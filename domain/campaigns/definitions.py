@@ -41,6 +41,9 @@ class TriggerAction(StrEnum):
 #: The stored `fires_on` of each TriggerOn: the change-log vocabulary.
 FIRES_ON = {TriggerOn.ENTER: "ENTERED", TriggerOn.LEAVE: "LEFT"}
 
+#: A stored SEND_MESSAGE parameter from before consent (issue 18): ignored when read back, never sent on.
+RETIRED_PARAMS = frozenset({"fallbackChannel"})
+
 #: The input fields each action reads; any other field given is refused.
 FIELDS: dict[TriggerAction, frozenset[str]] = {
     TriggerAction.AWARD_POINTS: frozenset(
@@ -48,7 +51,7 @@ FIELDS: dict[TriggerAction, frozenset[str]] = {
     ),
     TriggerAction.ADD_TAG: frozenset({"tag"}),
     TriggerAction.REMOVE_TAG: frozenset({"tag"}),
-    TriggerAction.SEND_MESSAGE: frozenset({"template", "fallbackChannel"}),
+    TriggerAction.SEND_MESSAGE: frozenset({"template", "preferredChannels"}),
     TriggerAction.CALL_WEBHOOK: frozenset({"webhookKey"}),
 }
 
@@ -66,7 +69,8 @@ class TriggerDraft:
     reason: str | None = None
     tag: str | None = None
     template: str | None = None
-    fallback_channel: str | None = None
+    #: SEND_MESSAGE: the channels to prefer, in order, among those the member accepted.
+    preferred_channels: tuple[str, ...] | None = None
     webhook_key: str | None = None
 
     def given(self) -> dict[str, Any]:
@@ -79,7 +83,7 @@ class TriggerDraft:
             "reason": self.reason,
             "tag": self.tag,
             "template": self.template,
-            "fallbackChannel": self.fallback_channel,
+            "preferredChannels": self.preferred_channels,
             "webhookKey": self.webhook_key,
         }
         return {k: v for k, v in values.items() if v is not None}
@@ -124,13 +128,8 @@ def validate_trigger(i: int, draft: TriggerDraft) -> TriggerSpec:
                 f"{where}.template: required by SEND_MESSAGE, a key matching [a-z][a-z0-9_.-]{{0,63}}"
             )
         params = {"template": draft.template}
-        if draft.fallback_channel is not None:
-            if draft.fallback_channel not in Channel.__members__:
-                known = ", ".join(Channel)
-                raise InvalidInput(
-                    f"{where}.fallbackChannel: {draft.fallback_channel!r} is not one of {known}"
-                )
-            params["fallbackChannel"] = draft.fallback_channel
+        if draft.preferred_channels:
+            params["preferredChannels"] = _channels(f"{where}.preferredChannels", draft.preferred_channels)
     else:
         if draft.webhook_key is None:
             raise InvalidInput(f"{where}.webhookKey: required by CALL_WEBHOOK")
@@ -165,6 +164,16 @@ def _award_params(where: str, draft: TriggerDraft) -> dict[str, Any]:
     if draft.min_points is not None and draft.max_points is not None and draft.min_points > draft.max_points:
         raise InvalidInput(f"{where}.maxPoints: must not be below minPoints ({draft.min_points})")
     return params
+
+
+def _channels(field: str, channels: Sequence[str]) -> list[str]:
+    known = ", ".join(Channel)
+    for j, channel in enumerate(channels):
+        if channel not in Channel.__members__:
+            raise InvalidInput(f"{field}[{j}]: {channel!r} is not one of {known}")
+        if channel in channels[:j]:
+            raise InvalidInput(f"{field}[{j}]: {channel} is listed twice")
+    return list(channels)
 
 
 def _is_percent(value: Decimal) -> bool:
@@ -209,5 +218,7 @@ def describe(fires_on: str, action: str, params: dict[str, Any]) -> dict[str, An
         "webhook": "webhookKey",
     }
     for name, value in params.items():
+        if name in RETIRED_PARAMS:
+            continue
         fields[renames.get(name, name)] = Decimal(value) if name == "percent" else value
     return fields

@@ -1,9 +1,13 @@
-"""Messages to members: the channel choice and the provider port (SMS, push, e-mail, in-app).
+"""Messages to members: consent (the channel choice) and the provider port (SMS, push, e-mail, in-app).
 
-A SEND_MESSAGE trigger records a `messages` row (QUEUED) and an outbox row in the
-transaction of the membership change; the delivery loop hands it to the
-`MessageProvider` after commit and marks it SENT, or FAILED once its outbox row
-is dead. Providers are adapters outside the domain; the default one only logs.
+A message goes only to a channel the member accepted (`Member.channels`): the
+first of the sender's preferred channels the member accepted, else the member's
+own first choice. A member who accepted none gets nothing: the message is
+recorded SUPPRESSED (`domain.campaigns.outgoing`), never sent on a fallback.
+A sendable message is a `messages` row (QUEUED) and an outbox row written in the
+sender's transaction; the delivery loop hands it to the `MessageProvider` after
+commit and marks it SENT, or FAILED once its outbox row is dead. Providers are
+adapters outside the domain; the default one only logs.
 """
 
 from __future__ import annotations
@@ -18,21 +22,34 @@ from domain.enums import Channel
 
 log = logging.getLogger(__name__)
 
-#: Used when a member lists no channel and the trigger names no fallbackChannel.
-DEFAULT_CHANNEL = Channel.IN_APP
+#: `messages.channel` of a SUPPRESSED message: it has no channel (the column predates consent and
+#: is NOT NULL); read it back through `stored_channel`.
+NO_CHANNEL = ""
+#: `messages.error` of a SUPPRESSED message.
+NO_ACCEPTED_CHANNEL = "suppressed: the member accepted no channel"
 
 
 class MessageStatus(StrEnum):
     QUEUED = "QUEUED"
     SENT = "SENT"
     FAILED = "FAILED"
+    #: Never sent: the member accepted no channel (consent).
+    SUPPRESSED = "SUPPRESSED"
 
 
-def preferred_channel(channels: Sequence[str] | None, fallback: str | None) -> str:
-    """The member's first channel; else the trigger's fallback; else DEFAULT_CHANNEL."""
-    if channels:
-        return channels[0]
-    return fallback or DEFAULT_CHANNEL.value
+def choose_channel(accepted: Sequence[str], preferred: Sequence[str] = ()) -> Channel | None:
+    """The channel a message goes on: the first of `preferred` (the sender's order) that the member
+    accepted, else the first of `accepted` (the member's order); None when the member accepted none."""
+    allowed = [Channel(c) for c in accepted if c in Channel.__members__]
+    for channel in preferred:
+        if channel in allowed:
+            return Channel(channel)
+    return allowed[0] if allowed else None
+
+
+def stored_channel(column: str) -> Channel | None:
+    """A `messages.channel` value as a channel; None for a SUPPRESSED message's NO_CHANNEL."""
+    return None if column == NO_CHANNEL else Channel(column)
 
 
 @dataclass(frozen=True)

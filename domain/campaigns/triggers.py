@@ -2,12 +2,14 @@
 
 Every action happens in the transaction of the membership change: bonuses are
 ledger entries (posted by `domain.ledger.posting`, idempotent per trigger and
-change-log row), tags are member_tags rows, messages and webhook calls are outbox
-rows delivered after commit. Points and tags feed back into the engine (a bonus
-moves the balance, a tag is read by `has_tag`) as a `MembersChanged` one level
-deeper, which may log more changes: the bus is registered with the runner as a
-cascading handler and stops running it past `MAX_DEPTH` rounds (logged), so
-triggers that feed each other cannot loop.
+change-log row), tags are member_tags rows, webhook calls are outbox rows
+delivered after commit, and so are messages, on a channel the member accepted
+(a member who accepted none gets a SUPPRESSED message: `outgoing.py`). Points
+and tags feed back into the engine (a bonus moves the balance, a tag is read
+by `has_tag`) as a `MembersChanged` one level deeper, which may log more
+changes: the bus is registered with the runner as a cascading handler and
+stops running it past `MAX_DEPTH` rounds (logged), so triggers that feed each
+other cannot loop.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.definitions import TriggerAction, bonus_points
-from domain.campaigns.messages import MessageStatus, preferred_channel
+from domain.campaigns.messages import choose_channel
 from domain.campaigns.outbox import OutboxKind, Pending, delivery_id, enqueue, existing_deliveries
+from domain.campaigns.outgoing import MessageDraft, record_messages
 from domain.changes import LoggedChange, MembersChanged, SegmentsChanged
 from domain.db.dialect import insert_for
 from domain.db.engine import collect
 from domain.ledger.posting import Bonus, post_bonuses
-from domain.models import EventAggregate, Member, MemberTag, Message, SegmentTrigger, WebhookEndpoint
+from domain.models import EventAggregate, Member, MemberTag, SegmentTrigger, WebhookEndpoint
 from domain.segments.tags import MANUAL
 
 log = logging.getLogger(__name__)
@@ -214,43 +217,24 @@ async def _change_tags(
 async def _send_messages(
     session: AsyncSession, program_id: int, fired: list[Fired], members: dict[int, _Member], now: datetime
 ) -> None:
-    fired = await _not_yet_enqueued(session, fired)
-    if not fired:
-        return
-    rows = [
-        {
-            "program_id": program_id,
-            "member_id": f.change.member_id,
-            "segment_id": f.change.segment_id,
-            "segment_key": f.change.segment_key,
-            "channel": preferred_channel(
-                members[f.change.member_id].channels, f.trigger.params.get("fallbackChannel")
+    """Each message on a channel the member accepted (the trigger's preferredChannels first), else
+    SUPPRESSED: `domain.campaigns.outgoing`."""
+    drafts = [
+        MessageDraft(
+            member_id=f.change.member_id,
+            member_external_id=members[f.change.member_id].external_id,
+            segment_id=f.change.segment_id,
+            segment_key=f.change.segment_key,
+            template=f.trigger.params["template"],
+            channel=choose_channel(
+                members[f.change.member_id].channels, f.trigger.params.get("preferredChannels", ())
             ),
-            "template": f.trigger.params["template"],
-            "status": MessageStatus.QUEUED.value,
-            "created_at": now,
-        }
+            delivery_id=delivery_id(f.trigger.id, f.change.change_id),
+            context={"change": "ENTERED" if f.change.entered else "LEFT", "changeId": f.change.change_id},
+        )
         for f in fired
     ]
-    table = cast(Table, Message.__table__)
-    ids = list(await session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
-    items = [
-        Pending(
-            OutboxKind.MESSAGE,
-            delivery_id(f.trigger.id, f.change.change_id),
-            {
-                "channel": row["channel"],
-                "template": row["template"],
-                "member": members[f.change.member_id].external_id,
-                "segment": f.change.segment_key,
-                "change": "ENTERED" if f.change.entered else "LEFT",
-                "changeId": f.change.change_id,
-            },
-            message_id=message_id,
-        )
-        for f, row, message_id in zip(fired, rows, ids, strict=True)
-    ]
-    await enqueue(session, program_id, items, now)
+    await record_messages(session, program_id, drafts, now)
 
 
 async def _call_webhooks(

@@ -82,16 +82,20 @@ def message_event(
     member_id: int,
     member_external_id: str,
     template: str,
-    channel: str,
+    channel: str | None,
     segment: str | None,
     at: datetime,
+    *,
+    external_id: str | None = None,
 ) -> SystemEvent:
-    """`message_sent` / `message_failed` / `message_suppressed` of one message (externalId
-    `message-<id>-<sent|failed|suppressed>`); `messageId` is the message's id as the API shows it."""
+    """`message_sent` / `message_failed` / `message_suppressed` of one message; `messageId` is the
+    message's id as the API shows it, `channel` null when suppressed (no accepted channel). The
+    externalId is `message-<id>-<sent|failed>` unless given (a suppressed message's derives from its
+    delivery id: `domain.campaigns.outgoing.suppressed_event_id`)."""
     return SystemEvent(
         member_id,
         member_external_id,
-        f"message-{message_id}-{kind.removeprefix('message_')}",
+        external_id or f"message-{message_id}-{kind.removeprefix('message_')}",
         kind,
         at,
         {"messageId": str(message_id), "template": template, "channel": channel, "segment": segment},

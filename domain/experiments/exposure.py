@@ -4,8 +4,9 @@ A member's exposure is inserted `ON CONFLICT DO NOTHING` on (experiment, member)
 only the first exposure is recorded and acts, so re-exposing (twice, concurrently,
 or after the weights changed) neither moves the member nor acts again. Actions go
 through the existing machinery: bonus points are ledger ADJUSTMENTs under the
-idempotency key `experiment:<experiment id>:<member id>`, messages are `messages`
-rows plus outbox rows (delivery id derived from the same pair), reward offers are
+idempotency key `experiment:<experiment id>:<member id>`, messages go through
+`domain.campaigns.outgoing` (delivery id derived from the same pair; SUPPRESSED
+when the member accepted no channel), reward offers are
 the reward's key on the exposure row. The holdout gets nothing.
 """
 
@@ -15,18 +16,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.campaigns.messages import MessageStatus, preferred_channel
-from domain.campaigns.outbox import OutboxKind, Pending, enqueue
+from domain.campaigns.messages import choose_channel
+from domain.campaigns.outgoing import MessageDraft, record_messages
 from domain.db.dialect import insert_for
 from domain.experiments.assignment import HOLDOUT, assign
 from domain.experiments.definitions import ActionType, Variant
 from domain.ledger.posting import Bonus, post_bonuses
-from domain.models import Experiment, ExperimentExposure, Message
+from domain.models import Experiment, ExperimentExposure
 
 _NAMESPACE = uuid.UUID("0f6e3b0a-52f4-4d39-8a55-6f3c1e7a9b21")
 
@@ -110,38 +109,18 @@ def _offered(variants: dict[str, Variant], arm: str) -> str | None:
 async def _send_messages(
     session: AsyncSession, experiment: Experiment, sending: list[tuple[Candidate, Variant]], now: datetime
 ) -> None:
-    if not sending:
-        return
-    rows = [
-        {
-            "program_id": experiment.program_id,
-            "member_id": c.member_id,
-            "segment_id": None,  # not a trigger's: kept out of the segment's message analytics
-            "segment_key": experiment.segment_key,
-            "channel": preferred_channel(c.channels, v.action.channel),
-            "template": v.action.template,
-            "status": MessageStatus.QUEUED.value,
-            "created_at": now,
-        }
+    """On a channel the member accepted (the action's channel first), else SUPPRESSED."""
+    drafts = [
+        MessageDraft(
+            member_id=c.member_id,
+            member_external_id=c.external_id,
+            segment_id=None,  # not a trigger's: kept out of the segment's message analytics
+            segment_key=experiment.segment_key,
+            template=v.action.template or "",
+            channel=choose_channel(c.channels, () if v.action.channel is None else (v.action.channel,)),
+            delivery_id=exposure_delivery_id(experiment.id, c.member_id),
+            context={"change": "EXPOSED", "experiment": experiment.key, "variant": v.key},
+        )
         for c, v in sending
     ]
-    table = cast(Table, Message.__table__)
-    ids = list(await session.scalars(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows))
-    items = [
-        Pending(
-            OutboxKind.MESSAGE,
-            exposure_delivery_id(experiment.id, c.member_id),
-            {
-                "channel": row["channel"],
-                "template": row["template"],
-                "member": c.external_id,
-                "segment": experiment.segment_key,
-                "change": "EXPOSED",
-                "experiment": experiment.key,
-                "variant": v.key,
-            },
-            message_id=message_id,
-        )
-        for (c, v), row, message_id in zip(sending, rows, ids, strict=True)
-    ]
-    await enqueue(session, experiment.program_id, items, now)
+    await record_messages(session, experiment.program_id, drafts, now)

@@ -16,7 +16,7 @@ query($k: String!) {
 SET_TRIGGERS = """
 mutation($k: String!, $t: [SegmentTriggerInput!]!) {
   setSegmentTriggers(segmentKey: $k, triggers: $t) {
-    id on action points percentOfLifetimeValue minPoints maxPoints reason tag template fallbackChannel webhookKey
+    id on action points percentOfLifetimeValue minPoints maxPoints reason tag template preferredChannels webhookKey
   }
 }"""
 
