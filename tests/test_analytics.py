@@ -23,7 +23,7 @@ query($k: String!, $from: Date!, $to: Date!, $days: Int) {
     key from to size entered left averagePointsBalance purchasesPerMember purchaseAmountPerMember
     days { day size entered left }
     conversion { goalEventType days entered converted rate }
-    messages { template channel created sent opened clicked converted }
+    messages { template channel created sent suppressed opened clicked converted }
   }
 }"""
 OVERLAP = "query($a: String!, $b: String!) { segmentOverlap(a: $a, b: $b) { a b sizeA sizeB both jaccard } }"
@@ -47,7 +47,11 @@ async def test_a_segments_days_entries_exits_members_conversion_and_messages(
     await create(admin, "buyers", "count(purchase) >= 1")
     await set_triggers(admin, "buyers", [{"on": "ENTER", "action": "SEND_MESSAGE", "template": "welcome"}])
     await create(admin, "big", "sum(purchase.amount) >= 100")
-    await integration.data(UPSERT, {"m": [{"externalId": m} for m in ("m1", "m2", "m3")]})
+    # (m1 and m2 accept in-app messages, m3 accepts none)
+    in_app = {"channels": ["IN_APP"]}
+    await integration.data(
+        UPSERT, {"m": [{"externalId": "m1", **in_app}, {"externalId": "m2", **in_app}, {"externalId": "m3"}]}
+    )
 
     async def on(day: int, *events: dict[str, Any]) -> None:
         """Record at 10:00 of `day` (days before today), as the clock says then."""
@@ -126,17 +130,29 @@ async def test_a_segments_days_entries_exits_members_conversion_and_messages(
     assert short["conversion"]["converted"] == 1  # p4 occurred 23 h after m1 entered
     assert [d["size"] for d in short["days"]] == [2]
 
-    # and of the three welcome messages, all sent, m1 opened and clicked and bought within 7 days
+    # and of the three welcome messages, m3's was suppressed (no channel accepted: not sent), the
+    # other two were sent in-app, and m1 opened, clicked and bought within 7 days
     assert report["messages"] == [
         {
             "template": "welcome",
+            "channel": None,
+            "created": 1,
+            "sent": 0,
+            "suppressed": 1,
+            "opened": 0,
+            "clicked": 0,
+            "converted": 0,
+        },
+        {
+            "template": "welcome",
             "channel": "IN_APP",
-            "created": 3,
-            "sent": 3,
+            "created": 2,
+            "sent": 2,
+            "suppressed": 0,
             "opened": 1,
             "clicked": 1,
             "converted": 1,
-        }
+        },
     ]
 
     # and the overlap of buyers {m1, m3} and big {m3}

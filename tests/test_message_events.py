@@ -1,4 +1,5 @@
-"""Messages are events (issue 17): each message sent or failed is an event of its member.
+"""Messages are events (issue 17): each message sent or failed is an event of its member
+(suppressed ones: tests/test_consent.py).
 
 Recorded through the accrual pipeline's storage path (`domain.events.system`): ACCEPTED,
 no points whatever the earning rules say, no fraud finding, counted by conditions at once.
@@ -26,7 +27,9 @@ async def test_sent_and_failed_messages_are_events_conditions_count(
     admin: GraphQLClient, services: Services, clock: ShiftableClock, program: ProgramFixture
 ) -> None:
     await admin.data(RULE, {"i": {"eventType": "message_sent", "fixedPoints": 50}})  # earns nothing anyway
-    await admin.data(UPSERT, {"m": [{"externalId": "bo", "channels": ["PUSH"]}, {"externalId": "cy"}]})
+    await admin.data(
+        UPSERT, {"m": [{"externalId": "bo", "channels": ["PUSH"]}, {"externalId": "cy", "channels": ["SMS"]}]}
+    )
     await admin.data(CREATE_STATIC, {"k": "vip"})
     await admin.data(
         SET_TRIGGERS, {"k": "vip", "t": [{"on": "ENTER", "action": "SEND_MESSAGE", "template": "spring"}]}
@@ -50,7 +53,7 @@ async def test_sent_and_failed_messages_are_events_conditions_count(
     for delivery in dead:
         await admin.data(RETRY, {"id": delivery["id"]})
     await drain(loop(services, clock, RecordingProvider()))
-    assert await members_of(admin, "reached") == ["bo"]  # cy's fallback channel is IN_APP
+    assert await members_of(admin, "reached") == ["bo"]  # cy's is an SMS
 
     async with services.db.read() as session:
         chosen = select(Event).where(

@@ -29,6 +29,7 @@ from domain.ops.retention import Pruner
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, fresh_database
+from tests.support.events import UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status } } }"
@@ -137,6 +138,8 @@ async def test_prune_removes_exactly_what_it_reports_and_the_engine_reads_the_sa
         SET_TRIGGERS,
         {"k": "visitors", "t": [{"on": "ENTER", "action": "SEND_MESSAGE", "template": "welcome"}]},
     )
+    # (the visitors accept push messages: consent)
+    await admin.data(UPSERT, {"m": [{"externalId": f"m{i}", "channels": ["PUSH"]} for i in range(1, 6)]})
     assert await record(
         pos,
         event("v1", "m1", old),
