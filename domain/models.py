@@ -489,7 +489,7 @@ class WebhookEndpoint(Base):
 
 
 class Message(Base):
-    """A message a trigger sent (or is sending) to a member."""
+    """A message a trigger or an experiment sent (or is sending, or withheld: SUPPRESSED) to a member."""
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -502,9 +502,10 @@ class Message(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
     segment_key: Mapped[str] = mapped_column(String(64))
+    #: A channel the member accepted; "" (`campaigns.messages.NO_CHANNEL`) when SUPPRESSED.
     channel: Mapped[str] = mapped_column(String(16))
     template: Mapped[str] = mapped_column(String(64))
-    #: QUEUED, SENT or FAILED
+    #: QUEUED, SENT, FAILED or SUPPRESSED (`campaigns.messages.MessageStatus`)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
