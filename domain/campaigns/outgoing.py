@@ -67,8 +67,8 @@ async def record_messages(
             "segment_key": d.segment_key,
             "channel": NO_CHANNEL if d.channel is None else d.channel.value,
             "template": d.template,
-            "status": (MessageStatus.QUEUED if d.channel else MessageStatus.SUPPRESSED).value,
-            "error": None if d.channel else NO_ACCEPTED_CHANNEL,
+            "status": (MessageStatus.SUPPRESSED if d.channel is None else MessageStatus.QUEUED).value,
+            "error": NO_ACCEPTED_CHANNEL if d.channel is None else None,
             "created_at": now,
         }
         for d in drafts
