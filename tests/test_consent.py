@@ -97,7 +97,8 @@ async def test_messages_go_only_to_accepted_channels_and_a_member_with_none_is_s
         "channel": None,
         "segment": "vip",
     }
-    # which conditions count at once (a segment defined before), and a segment defined afterwards
+    # which conditions count at once, in both evaluators: in memory for the segment defined before
+    # (re-evaluated in the event's transaction), compiled SQL for one created now (batch at creation)
     assert await members_of(admin, "withheld") == ["nia"]
     not_reached = (
         'count(message_failed, 30d where template = "spring") '
