@@ -502,8 +502,8 @@ class Message(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
     segment_key: Mapped[str] = mapped_column(String(64))
-    #: A channel the member accepted; "" (`campaigns.messages.NO_CHANNEL`) when SUPPRESSED.
-    channel: Mapped[str] = mapped_column(String(16))
+    #: A channel the member accepted; null when SUPPRESSED (it accepted none).
+    channel: Mapped[str | None] = mapped_column(String(16))
     template: Mapped[str] = mapped_column(String(64))
     #: QUEUED, SENT, FAILED or SUPPRESSED (`campaigns.messages.MessageStatus`)
     status: Mapped[str] = mapped_column(String(16))

@@ -22,9 +22,6 @@ from domain.enums import Channel
 
 log = logging.getLogger(__name__)
 
-#: `messages.channel` of a SUPPRESSED message: it has no channel (the column predates consent and
-#: is NOT NULL); read it back through `stored_channel`.
-NO_CHANNEL = ""
 #: `messages.error` of a SUPPRESSED message.
 NO_ACCEPTED_CHANNEL = "suppressed: the member accepted no channel"
 
@@ -47,9 +44,9 @@ def choose_channel(accepted: Sequence[str], preferred: Sequence[str] = ()) -> Ch
     return allowed[0] if allowed else None
 
 
-def stored_channel(column: str) -> Channel | None:
-    """A `messages.channel` value as a channel; None for a SUPPRESSED message's NO_CHANNEL."""
-    return None if column == NO_CHANNEL else Channel(column)
+def stored_channel(column: str | None) -> Channel | None:
+    """A `messages.channel` value as a channel; None for a SUPPRESSED message, which has none."""
+    return None if column is None else Channel(column)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.campaigns.messages import NO_ACCEPTED_CHANNEL, NO_CHANNEL, MessageStatus
+from domain.campaigns.messages import NO_ACCEPTED_CHANNEL, MessageStatus
 from domain.campaigns.outbox import OutboxKind, Pending, enqueue, existing_deliveries
 from domain.enums import Channel
 from domain.events.system import MESSAGE_SUPPRESSED, message_event, record_system_events
@@ -65,7 +65,7 @@ async def record_messages(
             "member_id": d.member_id,
             "segment_id": d.segment_id,
             "segment_key": d.segment_key,
-            "channel": NO_CHANNEL if d.channel is None else d.channel.value,
+            "channel": None if d.channel is None else d.channel.value,
             "template": d.template,
             "status": (MessageStatus.SUPPRESSED if d.channel is None else MessageStatus.QUEUED).value,
             "error": NO_ACCEPTED_CHANNEL if d.channel is None else None,

@@ -1,5 +1,5 @@
 """roles, erasure and the audit log: admin_users.role (existing admins become OWNER),
-members.erased_at and audit_log
+members.erased_at, messages.channel nullable (consent) and audit_log
 
 Revision ID: 0016
 Revises: 0015
@@ -29,6 +29,9 @@ def upgrade() -> None:
         batch.alter_column("role", server_default=None)
     with op.batch_alter_table("members") as batch:
         batch.add_column(sa.Column("erased_at", sa.DateTime(timezone=True), nullable=True))
+    # A SUPPRESSED message (consent: the member accepted no channel) has no channel.
+    with op.batch_alter_table("messages") as batch:
+        batch.alter_column("channel", existing_type=sa.String(16), nullable=True)
     op.create_table(
         "audit_log",
         sa.Column("id", BigId, primary_key=True),
@@ -49,5 +52,8 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     with op.batch_alter_table("members") as batch:
         batch.drop_column("erased_at")
+    op.execute("DELETE FROM messages WHERE channel IS NULL")
+    with op.batch_alter_table("messages") as batch:
+        batch.alter_column("channel", existing_type=sa.String(16), nullable=False)
     with op.batch_alter_table("admin_users") as batch:
         batch.drop_column("role")
