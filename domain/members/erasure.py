@@ -36,6 +36,7 @@ from domain.members.service import lock_members, members_by_external_id
 from domain.models import (
     AuditEntry,
     Event,
+    FraudDevice,
     FraudFinding,
     FraudReceipt,
     LedgerEntry,
@@ -154,7 +155,7 @@ async def _forget_contents(session: AsyncSession, member_id: int) -> None:
 
 async def _rename(session: AsyncSession, program_id: int, member_id: int, old: str, new: str) -> None:
     """Replace `old` by `new` in every stored text that can name the member: its events' and
-    entries' keys and reasons, fraud details and receipt claims, redemption keys, delivery
+    entries' keys and reasons, fraud details, receipt and device claims, redemption keys, delivery
     payloads and the audit log's targets and before/after documents."""
     text_columns: list[tuple[InstrumentedAttribute[Any], InstrumentedAttribute[int]]] = [
         (Event.external_id, Event.member_id),
@@ -163,6 +164,8 @@ async def _rename(session: AsyncSession, program_id: int, member_id: int, old: s
         (LedgerEntry.decision_reason, LedgerEntry.member_id),
         (FraudFinding.detail, FraudFinding.member_id),
         (FraudReceipt.event_external_id, FraudReceipt.member_id),
+        (FraudReceipt.receipt_id, FraudReceipt.member_id),
+        (FraudDevice.device_id, FraudDevice.member_id),
         (RewardRedemption.idempotency_key, RewardRedemption.member_id),
     ]
     for column, owner in text_columns:
@@ -224,6 +227,7 @@ async def _counting_instants(session: AsyncSession, member_id: int) -> list[tupl
     entries = await session.execute(
         select(entry_at)
         .distinct()
+        .select_from(LedgerEntry)
         .outerjoin(Event, Event.id == LedgerEntry.event_id)
         .where(LedgerEntry.member_id == member_id)
     )
