@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import stat
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +18,7 @@ from api.runtime import Services
 from domain.enums import AccrualStatus
 from domain.models import AuditEntry, Event, EventAggregate, LedgerEntry, Member
 from tests.support import ShiftableClock
+from tests.support.cli import cli_environment, loyalty
 from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.leaderboards import board, feed
@@ -268,7 +273,11 @@ async def test_with_auto_create_a_later_event_starts_a_new_member(
         "query($id: String!) { member(externalId: $id) { externalId pointsBalance ledger { edges { node { points } } } } }",
         {"id": ana},
     )
-    assert reborn["member"] == {"externalId": ana, "pointsBalance": 40, "ledger": {"edges": [{"node": {"points": 40}}]}}
+    assert reborn["member"] == {
+        "externalId": ana,
+        "pointsBalance": 40,
+        "ledger": {"edges": [{"node": {"points": 40}}]},
+    }
 
 
 async def test_erase_and_export_need_their_scopes(
@@ -383,3 +392,35 @@ async def test_an_erased_member_exports_as_not_found(
         "NOT_FOUND",
         f"externalId: no member {ana!r} in this program",
     )
+
+
+async def test_the_cli_writes_the_same_document_and_names_what_is_missing(
+    services: Services,
+    program: ProgramFixture,
+    admin: GraphQLClient,
+    integration: GraphQLClient,
+    now: datetime,
+    tmp_path: Path,
+) -> None:
+    ana = _unique("ana")
+    await integration.data(UPSERT, {"m": [{"externalId": ana, "attributes": {"city": "Van"}}]})
+    await _record(integration, _purchase(ana, _unique("e"), "12", now - timedelta(hours=2), lane=4))
+    env = cli_environment(tmp_path) | {"LOYALTY_DATABASE_URL": services.settings.database_url}
+    output = tmp_path / "exports" / f"{ana}.json"
+
+    written = await asyncio.to_thread(
+        loyalty, env, "members", "export", "--program", program.key, "--member", ana, "--output", str(output)
+    )
+
+    assert written.returncode == 0, written.stderr
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    from_cli = json.loads(output.read_text())
+    from_api = await export(admin, ana)
+    assert {k: v for k, v in from_cli.items() if k != "exportedAt"} == {
+        k: v for k, v in from_api.items() if k != "exportedAt"
+    }
+    missing = await asyncio.to_thread(
+        loyalty, env, "members", "export", "--program", program.key, "--member", "nobody-here"
+    )
+    assert (missing.returncode, missing.stdout) == (1, "")
+    assert missing.stderr == "loyalty: NOT_FOUND: externalId: no member 'nobody-here' in this program\n"
