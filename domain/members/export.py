@@ -137,7 +137,9 @@ async def _scores(session: AsyncSession, program: Program, member: Member, now: 
     return {
         "rfm": rfm,
         "abcClass": member.abc_class,
-        "lifecycle": lifecycle_stage(member.joined_at, int(purchases[0]), purchases[1], now, thresholds),
+        "lifecycle": lifecycle_stage(
+            member.joined_at, int(purchases[0]), purchases[1], now, thresholds
+        ).value,
         "churnRisk7d": member.churn_risk_7d,
         "churnScoredAt": _at(member.churn_scored_at),
     }
