@@ -28,6 +28,7 @@ from tests.support.segments import create, members_of, set_triggers
 TOKEN = "mutation($m: String!) { issueMemberToken(memberExternalId: $m) { token } }"
 ME = "{ me { externalId } }"
 RECOMPUTE = "mutation { recomputeSegments }"
+CHANGES = "query($k: String!) { segment(key: $k) { changes(first: 100) { memberExternalId change } } }"
 ADJUST = """
 mutation($m: String!, $k: String!) {
   adjustPoints(memberExternalId: $m, points: 15, reason: "goodwill", idempotencyKey: $k) { points }
@@ -193,6 +194,13 @@ async def test_erasure_forgets_the_member_and_keeps_every_sum(
     ] is None
     refused = await GraphQLClient(client, token).error(ME)
     assert refused["extensions"]["code"] == "UNAUTHENTICATED"
+    # she left through the change log, under her pseudonym: sizes, history and live subscribers follow
+    pseudonym = await _pseudonym(services, program.id)
+    log = (await admin.data(CHANGES, {"k": "big"}))["segment"]["changes"]
+    assert [(c["memberExternalId"], c["change"]) for c in log if c["memberExternalId"] == pseudonym] == [
+        (pseudonym, "ENTERED"),
+        (pseudonym, "LEFT"),
+    ]
     # recomputing (and the time-flip scheduler's evaluation) never puts her back
     await admin.data(RECOMPUTE)
     assert await members_of(admin, "buyers") == sorted([bob, cem])
@@ -223,6 +231,8 @@ async def test_erasure_is_recorded_under_the_pseudonym_and_the_pseudonym_is_no_n
         "query($id: String!) { member(externalId: $id) { externalId } }", {"id": pseudonym}
     )
     assert looked_up["member"] is None
+    not_found = await admin.error(ADJUST, {"m": pseudonym, "k": _unique("adjust")})
+    assert not_found["extensions"]["code"] == "NOT_FOUND"
     refused = await integration.error(UPSERT, {"m": [{"externalId": pseudonym}]})
     assert refused["extensions"]["code"] == "BAD_USER_INPUT"
     assert "members[0].externalId: names an erased member" in refused["message"]

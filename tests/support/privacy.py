@@ -72,9 +72,9 @@ async def redis_mentioning(services: Services, needle: str, member_id: int) -> l
         elif kind == "set":
             values = list(await client.smembers(raw))
         elif kind == "zset":
-            values = [m for m, _ in await client.zrange(raw, 0, -1, withscores=True)]
+            values = list(await client.zrange(raw, 0, -1))
         elif kind == "stream":
-            values = [str(entry) for entry in await client.xrange(raw)]
+            values = [str(entry) for entry in await client.xrange(raw) or []]
         else:
             values = []
         texts = [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in values]
