@@ -283,6 +283,11 @@ async def test_with_auto_create_a_later_event_starts_a_new_member(
         "query($id: String!) { member(externalId: $id) { externalId pointsBalance ledger { edges { node { points } } } } }",
         {"id": ana},
     )
+    pseudonym = await _pseudonym(services, program.id)
+    named = await _record(integration, {**event, "externalId": _unique("e"), "memberExternalId": pseudonym})
+    assert [(r["status"], r["message"]) for r in named] == [
+        ("REJECTED", "memberExternalId: names an erased member")
+    ]
     assert reborn["member"] == {
         "externalId": ana,
         "pointsBalance": 40,
