@@ -22,7 +22,7 @@ from tests.support.cli import cli_environment, loyalty
 from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.leaderboards import board, feed
-from tests.support.privacy import erase, export, redis_mentioning, rows_mentioning
+from tests.support.privacy import ERASE, erase, export, redis_mentioning, rows_mentioning
 from tests.support.segments import create, members_of, set_triggers
 
 TOKEN = "mutation($m: String!) { issueMemberToken(memberExternalId: $m) { token } }"
@@ -439,3 +439,22 @@ async def test_the_cli_writes_the_same_document_and_names_what_is_missing(
     )
     assert (missing.returncode, missing.stdout) == (1, "")
     assert missing.stderr == "loyalty: NOT_FOUND: externalId: no member 'nobody-here' in this program\n"
+
+
+async def test_two_concurrent_erasures_erase_once(
+    services: Services, program: ProgramFixture, admin: GraphQLClient, integration: GraphQLClient
+) -> None:
+    ana = _unique("ana")
+    await integration.data(UPSERT, {"m": [{"externalId": ana}]})
+    bodies = await asyncio.gather(*(admin.execute(ERASE, {"id": ana}) for _ in range(2)))
+    outcomes = sorted(
+        "erased" if "errors" not in body else body["errors"][0]["extensions"]["code"] for body in bodies
+    )
+    assert outcomes == ["NOT_FOUND", "erased"]
+    async with services.db.read() as session:
+        entries = await session.scalar(
+            select(func.count()).where(
+                AuditEntry.program_id == program.id, AuditEntry.action == "eraseMember"
+            )
+        )
+    assert entries == 1

@@ -32,7 +32,6 @@ from domain.db.types import UtcDateTime
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
 from domain.governance.audit_log import record_change
-from domain.members.service import lock_members, members_by_external_id
 from domain.models import (
     AuditEntry,
     Event,
@@ -83,20 +82,34 @@ class ErasureService:
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             session = uow.session
-            member = (await members_by_external_id(session, program_id, [external_id])).get(external_id)
-            if member is None:
-                raise NotFound(f"externalId: no member {external_id!r} in this program")
-            await lock_members(session, [member.id])
+            member_id = await _locked_member(session, program_id, external_id)
             pseudonym = new_pseudonym()
-            left = await self.segments.leave_all(session, program_id, member.id, now)
-            await _forget_profile(session, member.id, pseudonym, now)
-            await _forget_contents(session, member.id)
-            await _rename(session, program_id, member.id, external_id, pseudonym)
-            await mark_standings(session, program_id, await _counting_instants(session, member.id))
+            left = await self.segments.leave_all(session, program_id, member_id, now)
+            await _forget_profile(session, member_id, pseudonym, now)
+            await _forget_contents(session, member_id)
+            await _rename(session, program_id, member_id, external_id, pseudonym)
+            await mark_standings(session, program_id, await _counting_instants(session, member_id))
             await record_change(
                 uow, program_id=program_id, actor=actor, action="eraseMember", at=now, target=pseudonym
             )
         return Erasure(pseudonym, left)
+
+
+async def _locked_member(session: AsyncSession, program_id: int, external_id: str) -> int:
+    """The member's id, its row locked (PostgreSQL; SQLite has one writer). A concurrent erasure
+    of the same member waits for the lock, then finds the name gone: NOT_FOUND, not a second erasure."""
+    member_id = await session.scalar(
+        select(Member.id)
+        .where(
+            Member.program_id == program_id,
+            Member.external_id == external_id,
+            Member.erased_at.is_(None),
+        )
+        .with_for_update()
+    )
+    if member_id is None:
+        raise NotFound(f"externalId: no member {external_id!r} in this program")
+    return member_id
 
 
 async def _forget_profile(session: AsyncSession, member_id: int, pseudonym: str, now: datetime) -> None:
