@@ -317,6 +317,22 @@ def cmd_predict_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_members_export(args: argparse.Namespace) -> int:
+    """Write exportMember's document of one member to --output (readable by its owner only) or stdout."""
+    from domain.private_files import write_private
+
+    async def work(services: Any) -> object:
+        program = await services.programs.get_by_key(args.program)
+        return await services.exports.export(program.id, args.member)
+
+    document = _with_services(work)
+    if args.output is None:
+        _print_json(document)
+    else:
+        write_private(Path(args.output), orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run count) what the retention settings let go; JSON report on stdout."""
     from domain.ops.retention import Pruner, report_json
@@ -459,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
     expire = points.add_parser("expire", help="post the EXPIRY entries of every due lot now")
     expire.add_argument("--program", help="program key (default: every program)")
     expire.set_defaults(func=cmd_points_expire)
+
+    members = commands.add_parser("members").add_subparsers(dest="members_command", required=True)
+    export = members.add_parser("export", help="write everything held about a member as one JSON document")
+    export.add_argument("--program", required=True, help="program key")
+    export.add_argument("--member", required=True, help="the member's externalId")
+    export.add_argument("--output", help="file to write (owner-only permissions); default: stdout")
+    export.set_defaults(func=cmd_members_export)
 
     boards = commands.add_parser("leaderboards").add_subparsers(dest="leaderboards_command", required=True)
     rebuild = boards.add_parser("rebuild", help="rebuild the Redis boards exactly from the ledger")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -80,6 +81,14 @@ class MemberQueries:
             principal.require(Scope.MEMBERS_READ)
         return None if row is None else Member(row=row)
 
+    @strawberry.field(
+        description="Everything held about the member, as one JSON document (docs/privacy.md); "
+        "needs members:export"
+    )
+    async def export_member(self, info: Info, external_id: str) -> JSON:
+        program_id = info.context.principal.require(Scope.MEMBERS_EXPORT)
+        return cast(JSON, await info.context.services.exports.export(program_id, external_id))
+
     @strawberry.field(description="Members in creation order, at most 500 a page")
     async def members(
         self,
@@ -134,3 +143,13 @@ class MemberMutations:
         return UpsertMembersPayload(
             upserted=await info.context.services.members.upsert_members(program_id, inputs)
         )
+
+    @strawberry.mutation(
+        description="Right to erasure (docs/privacy.md): deletes the member's personal data, keeps its "
+        "amounts under a pseudonym; needs members:erase"
+    )
+    async def erase_member(self, info: Info, external_id: str) -> bool:
+        principal = info.context.principal
+        program_id = principal.require(Scope.MEMBERS_ERASE)
+        await info.context.services.erasure.erase(program_id, external_id, principal.actor or principal.label)
+        return True

@@ -24,6 +24,8 @@ from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
 from domain.live.relay import ChangeRelay
 from domain.live.service import LiveService
+from domain.members.erasure import ErasureService
+from domain.members.export import MemberExporter
 from domain.members.service import MemberService
 from domain.messagebus import MessageBus
 from domain.ops.metrics import instrument_pool, release_pool
@@ -59,6 +61,10 @@ class Services:
     auth: AuthService
     programs: ProgramService
     members: MemberService
+    #: eraseMember (docs/privacy.md)
+    erasure: ErasureService
+    #: exportMember and `loyalty members export` (docs/privacy.md)
+    exports: MemberExporter
     events: EventService
     ledger: LedgerService
     segments: SegmentService
@@ -158,6 +164,8 @@ def build_services(
         auth=auth,
         programs=ProgramService(db, clock),
         members=MemberService(db, clock),
+        erasure=ErasureService(db, clock, segments),
+        exports=MemberExporter(db, clock),
         events=events,
         ledger=ledger,
         segments=SegmentService(db, clock, segments),

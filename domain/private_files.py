@@ -1,4 +1,4 @@
-"""Files only their owner may read: the demo's secret key and credentials.
+"""Files only their owner may read: the demo's secret key and credentials, member exports.
 
 A file is created with mode 0600 (and an existing one set to it) before anything is written,
 so other users never get a moment in which they could read it.

@@ -20,6 +20,8 @@ class Scope(StrEnum):
     FRAUD_REVIEW = "fraud:review"
     FRAUD_CONFIGURE = "fraud:configure"
     MEMBERS_ERASE = "members:erase"
+    #: exportMember: everything held about a member (OWNER/ADMIN among admins)
+    MEMBERS_EXPORT = "members:export"
     AUDIT_READ = "audit:read"
     ADMINS_MANAGE = "admins:manage"
 

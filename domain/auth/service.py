@@ -265,7 +265,7 @@ class AuthService:
             raise Unauthenticated("malformed member token")
         async with self.db.read() as session:
             member = await session.get(Member, member_id)
-        if member is None or member.program_id != program_id:
+        if member is None or member.program_id != program_id or member.erased_at is not None:
             raise Unauthenticated("the member of this token no longer exists")
         return Principal(PrincipalKind.MEMBER, program_id, member_id, f"member:{member.external_id}")
 

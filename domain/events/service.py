@@ -119,6 +119,8 @@ class EventService:
             members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
             admitted, refused = _admit(valid, known, partial(_refusal, now, settings, members))
             created = await _create_members(session, program_id, admitted, members, now)
+            for i in [i for i, e in admitted.items() if e.member_external_id not in members]:
+                refused[i] = _erased(admitted.pop(i))  # its name is an erased member's pseudonym
             if created:  # every condition is new to them
                 uow.collect(MembersChanged(program_id, created=created, at=now))
             touched = {members[e.member_external_id] for e in admitted.values()}
@@ -315,6 +317,14 @@ def _accrual(row: EventRow, inserted: Mapping[str, int]) -> Accrual:
 def _recorded(row: EventRow) -> EventOutcome:
     points = row.points if row.status == EventStatus.ACCEPTED else 0
     return EventOutcome(row.event.external_id, row.status, points, row.message)
+
+
+def _erased(event: ValidEvent) -> EventOutcome:
+    """An event naming an erased member's pseudonym: autoCreateMembers cannot create that member
+    (the name is taken), and the erased one takes no events."""
+    return EventOutcome(
+        event.external_id, EventStatus.REJECTED, 0, "memberExternalId: names an erased member"
+    )
 
 
 def _raced(row: EventRow) -> EventOutcome:

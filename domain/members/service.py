@@ -128,7 +128,13 @@ class MemberService:
             org_ids = await ensure_organizations(
                 session, program_id, {m.organization_external_id for m in inputs} - {None}, now
             )
-            existing = await members_by_external_id(session, program_id, [m.external_id for m in inputs])
+            existing = await members_by_external_id(
+                session, program_id, [m.external_id for m in inputs], include_erased=True
+            )
+            for i, data in enumerate(inputs):
+                erased = existing.get(data.external_id)
+                if erased is not None and erased.erased_at is not None:
+                    raise _field_error(i, "externalId: names an erased member")
             known = {row.id for row in existing.values()}
             await lock_members(session, known)
             moved: set[int] = set()  # organizations members left or joined
@@ -201,9 +207,10 @@ class MemberService:
         """Members in id order, keyset-paginated; `total` counts the whole filtered set.
 
         Filters: an organization, the current members of a segment, the carriers of a tag.
+        Erased members are not listed.
         """
         check_page_size(first)
-        conditions = [Member.program_id == program_id]
+        conditions = [Member.program_id == program_id, Member.erased_at.is_(None)]
         if organization_id is not None:
             conditions.append(Member.organization_id == organization_id)
         if tag is not None:
@@ -253,13 +260,16 @@ def _validate_member(i: int, member: MemberUpsert) -> None:
 
 
 async def members_by_external_id(
-    session: AsyncSession, program_id: int, external_ids: Sequence[str]
+    session: AsyncSession, program_id: int, external_ids: Sequence[str], *, include_erased: bool = False
 ) -> dict[str, Member]:
+    """The named members; an erased member answers to no externalId, not even its pseudonym, unless
+    `include_erased` (a writer that must refuse the pseudonym rather than collide with it)."""
     if not external_ids:
         return {}
-    rows = await session.execute(
-        select(Member).where(Member.program_id == program_id, Member.external_id.in_(set(external_ids)))
-    )
+    query = select(Member).where(Member.program_id == program_id, Member.external_id.in_(set(external_ids)))
+    if not include_erased:
+        query = query.where(Member.erased_at.is_(None))
+    rows = await session.execute(query)
     return {m.external_id: m for m in rows.scalars()}
 
 
@@ -289,6 +299,7 @@ async def member_ids_by_external_id(
         select(Member.external_id, Member.id).where(
             Member.program_id == program_id,
             in_values(Member.external_id, sorted(set(external_ids)), dialect_of(session)),
+            Member.erased_at.is_(None),
         )
     )
     return {external_id: member_id for external_id, member_id in rows}  # noqa: C416 - rows are Row objects

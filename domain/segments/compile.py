@@ -129,14 +129,16 @@ class Compilation:
         return "UTC" if is_utc(self.zone) else str(getattr(self.zone, "key", "UTC"))
 
     def members_where(self, node: Node) -> Select[tuple[int]]:
-        """SELECT the ids of the program's members for whom `node` holds."""
+        """SELECT the ids of the program's members for whom `node` holds (erased members never do)."""
         self.joins = {}
         condition = self.node(node)
         source: FromClause = members
         for derived in self.joins.values():
             source = source.outerjoin(derived, _joined_on(derived))
         return (
-            select(members.c.id).select_from(source).where(members.c.program_id == self.program_id, condition)
+            select(members.c.id)
+            .select_from(source)
+            .where(members.c.program_id == self.program_id, members.c.erased_at.is_(None), condition)
         )
 
     def members_ranked(self, rungs: Sequence[Node]) -> Select[tuple[int, int]]:
@@ -151,7 +153,7 @@ class Compilation:
         return (
             select(members.c.id, rank.label("rank"))
             .select_from(source)
-            .where(members.c.program_id == self.program_id)
+            .where(members.c.program_id == self.program_id, members.c.erased_at.is_(None))
         )
 
     # ---------- boolean structure ----------

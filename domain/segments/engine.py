@@ -26,7 +26,7 @@ from domain.changes import (
 )
 from domain.db.engine import announce, collect
 from domain.members.service import lock_members
-from domain.models import Program, Segment
+from domain.models import Program, Segment, SegmentMembership
 from domain.ops.metrics import SEGMENT_CHANGES as CHANGES_COUNTED
 from domain.ops.metrics import SEGMENT_EVALUATIONS
 from domain.programs.calendar import program_timezone
@@ -267,6 +267,22 @@ class SegmentEngine:
         logged = await apply_flips(session, program_id, flips, now)
         entered = sum(change.entered for change in logged)
         changed(session, program_id, logged, entered, len(logged) - entered, now)
+
+    async def leave_all(self, session: AsyncSession, program_id: int, member_id: int, now: datetime) -> int:
+        """Take the member out of every segment it is in (erasure), as LEFT changes: sizes, history
+        and live subscribers follow the log. The changes are counted but not listed in the collected
+        `SegmentsChanged`, so no trigger acts on them: an erased member is owed no message, points or
+        webhook. Returns how many segments it left."""
+        rows = await session.execute(
+            select(Segment.id, Segment.key, Segment.applies_tag)
+            .join(SegmentMembership, SegmentMembership.segment_id == Segment.id)
+            .where(Segment.program_id == program_id, SegmentMembership.member_id == member_id)
+            .order_by(Segment.id)
+        )
+        flips = [Flip(segment_id, key, member_id, False, tag) for segment_id, key, tag in rows]
+        logged = await apply_flips(session, program_id, flips, now)
+        changed(session, program_id, (), 0, len(logged), now)
+        return len(logged)
 
     async def recompute(
         self,

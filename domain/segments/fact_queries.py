@@ -93,7 +93,11 @@ def members(dialect: str) -> Executable:
         Member.abc_class,
         Member.churn_risk_7d,
         Member.channels,  # version 2: the built-in path `channels`
-    ).where(Member.program_id == bindparam("program_id"), in_parameter(Member.id, "ids", dialect))
+    ).where(
+        Member.program_id == bindparam("program_id"),
+        in_parameter(Member.id, "ids", dialect),
+        Member.erased_at.is_(None),  # an erased member is never evaluated, so never re-enters a segment
+    )
 
 
 @lru_cache(maxsize=4)

@@ -298,7 +298,11 @@ class LeaderboardService:
     async def _member_id(self, program_id: int, external_id: str) -> int | None:
         async with self.db.read() as session:
             member_id: int | None = await session.scalar(
-                select(Member.id).where(Member.program_id == program_id, Member.external_id == external_id)
+                select(Member.id).where(
+                    Member.program_id == program_id,
+                    Member.external_id == external_id,
+                    Member.erased_at.is_(None),
+                )
             )
         return member_id
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Subquery, func, literal, or_, select
+from sqlalchemy import ColumnElement, Select, Subquery, exists, func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -160,21 +160,24 @@ def _scored(
 def _scoped(
     scored: Subquery, program_id: int, board: BoardDefinition
 ) -> Select[tuple[int, object, datetime, object]]:
-    """The scored rows with the scope each member ranks in, members outside the scope dropped."""
+    """The scored rows with the scope each member ranks in, members outside the scope dropped.
+
+    Erased members rank nowhere: their entries still count in the program's sums, never on a board."""
     columns = (scored.c.member_id, scored.c.total, scored.c.reached_at)
-    if board.scope == BoardScope.PROGRAM:
-        return select(*columns, literal(None).label("scope"))
     if board.scope == BoardScope.ORGANIZATION:
         return (
             select(*columns, Member.organization_id.label("scope"))
             .join(Member, Member.id == scored.c.member_id)
-            .where(Member.organization_id.is_not(None))
+            .where(Member.organization_id.is_not(None), Member.erased_at.is_(None))
         )
+    erased = exists().where(Member.id == scored.c.member_id, Member.erased_at.is_not(None))
+    if board.scope == BoardScope.PROGRAM:
+        return select(*columns, literal(None).label("scope")).where(~erased)
     return (
         select(*columns, literal(None).label("scope"))
         .join(SegmentMembership, SegmentMembership.member_id == scored.c.member_id)
         .join(Segment, Segment.id == SegmentMembership.segment_id)
-        .where(Segment.program_id == program_id, Segment.key == board.segment_key)
+        .where(Segment.program_id == program_id, Segment.key == board.segment_key, ~erased)
     )
 
 

@@ -62,7 +62,9 @@ async def redeemable(session: AsyncSession, request: RedemptionRequest) -> tuple
     aside): NOT_FOUND, inactive, not for the member's segments (FORBIDDEN NOT_ELIGIBLE), out of stock."""
     member = await session.scalar(
         select(Member).where(
-            Member.program_id == request.program_id, Member.external_id == request.member_external_id
+            Member.program_id == request.program_id,
+            Member.external_id == request.member_external_id,
+            Member.erased_at.is_(None),
         )
     )
     if member is None:

@@ -103,6 +103,7 @@ async def unfrozen_open_window(
             Reward.program_id == program_id,
             Reward.key == reward_key,
             Member.external_id == member_external_id,
+            Member.erased_at.is_(None),
             RewardWindow.starts_at <= now,
             RewardWindow.ends_at > now,
             RewardWindow.snapshot_id.is_(None),
