@@ -22,6 +22,7 @@ from tests.support.cli import cli_environment, loyalty
 from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, new_program
 from tests.support.leaderboards import board, feed
+from tests.support.locks import waiting_on_a_lock
 from tests.support.privacy import ERASE, erase, export, redis_mentioning, rows_mentioning
 from tests.support.segments import create, members_of, set_triggers
 
@@ -458,3 +459,23 @@ async def test_two_concurrent_erasures_erase_once(
             )
         )
     assert entries == 1
+
+
+async def test_an_event_waiting_on_the_row_of_a_member_being_erased_is_rejected(
+    services: Services, integration: GraphQLClient
+) -> None:
+    """The batch looked the member up before the erasure committed, then waited for its row: once the
+    erasure commits, the batch sees the erased row and refuses the event instead of recording it."""
+    if services.db.dialect != "postgresql":
+        pytest.skip("SQLite has one writer: a batch never interleaves with an erasure")
+    ana = _unique("ana")
+    await integration.data(UPSERT, {"m": [{"externalId": ana}]})
+    at = services.clock.now() - timedelta(minutes=1)
+    async with services.db.unit_of_work() as uow:  # stands in for an erasure holding the row
+        await uow.session.execute(select(Member).where(Member.external_id == ana).with_for_update())
+        batch = asyncio.create_task(_record(integration, _purchase(ana, _unique("e"), "10", at)))
+        await waiting_on_a_lock(services)
+        member = (await uow.session.execute(select(Member).where(Member.external_id == ana))).scalar_one()
+        member.erased_at = services.clock.now()
+    [result] = await batch
+    assert (result["status"], result["message"]) == ("REJECTED", "memberExternalId: names an erased member")

@@ -123,8 +123,9 @@ class EventService:
                 refused[i] = _erased(admitted.pop(i))  # its name is an erased member's pseudonym
             if created:  # every condition is new to them
                 uow.collect(MembersChanged(program_id, created=created, at=now))
-            touched = {members[e.member_external_id] for e in admitted.values()}
-            await lock_members(session, touched)
+            touched = await lock_members(session, {members[e.member_external_id] for e in admitted.values()})
+            for i in [i for i, e in admitted.items() if members[e.member_external_id] not in touched]:
+                refused[i] = _erased(admitted.pop(i))  # erased while this batch waited for its row
             # 3. earn: the rule's points times the multiplier of the tier held when the batch began
             rules = await load_earning_rules(session, program_id)
             multipliers = await held_multipliers(session, program_id, sorted(touched))

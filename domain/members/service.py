@@ -273,20 +273,22 @@ async def members_by_external_id(
     return {m.external_id: m for m in rows.scalars()}
 
 
-async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> None:
+async def lock_members(session: AsyncSession, member_ids: Iterable[int]) -> set[int]:
     """Lock member rows in id order: every writer takes them in one order, so none deadlock.
 
     Balances, upserts and segment evaluation all change member-scoped state; taking
     the locks up front (PostgreSQL; SQLite has one writer) serializes per member.
+    Returns the ids that are not erased once locked: an erasure that committed while this
+    transaction waited for the lock is seen here (PostgreSQL re-reads a row it waited for).
     """
     ids = sorted(set(member_ids))
-    if ids and dialect_of(session) == "postgresql":
-        await session.execute(
-            select(Member.id)
-            .where(in_values(Member.id, ids, "postgresql"))
-            .order_by(Member.id)
-            .with_for_update()
-        )
+    if not ids:
+        return set()
+    dialect = dialect_of(session)
+    query = select(Member.id).where(in_values(Member.id, ids, dialect), Member.erased_at.is_(None))
+    if dialect == "postgresql":
+        query = query.order_by(Member.id).with_for_update()
+    return set((await session.execute(query)).scalars())
 
 
 async def member_ids_by_external_id(
