@@ -16,7 +16,8 @@ from domain.campaigns.triggers import TriggerRunner
 from domain.campaigns.webhooks import WebhookSender
 from domain.changes import MembersChanged, ProgramCalendarChanged, SegmentsChanged
 from domain.clock import Clock, SystemClock
-from domain.db.engine import Database, create_engine
+from domain.db.engine import Database, create_engine, session_factory
+from domain.db.replica import Replica
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
 from domain.ledger.expiry import ExpirySweeper
@@ -126,6 +127,18 @@ def wire_handlers(bus: MessageBus, segments: SegmentEngine) -> None:
     bus.after_commit(EventsRecorded, count_events)
 
 
+def build_replica(settings: Settings, clock: Clock) -> Replica | None:
+    """LOYALTY_DATABASE_REPLICA_URL's replica, with a pool as large as the primary's; None without one."""
+    if not settings.database_replica_url:
+        return None
+    engine = create_engine(
+        settings.database_replica_url,
+        pool_size=settings.db_pool_size,
+        connect_timeout_s=settings.replica_connect_timeout_s,
+    )
+    return Replica(engine, session_factory(engine), clock, timedelta(seconds=settings.replica_recheck_s))
+
+
 def build_services(
     settings: Settings, clock: Clock | None = None, resolver: Resolver | None = None
 ) -> Services:
@@ -133,7 +146,7 @@ def build_services(
     clock = clock or SystemClock()
     destinations = DestinationPolicy(settings.webhook_allow, resolver)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
-    db = Database(engine)
+    db = Database(engine, replica=build_replica(settings, clock))
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(
         db,
