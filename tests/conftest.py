@@ -20,6 +20,7 @@ from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
+from tests.support.pg_replica import pg_pair  # noqa: F401 (session fixture: a primary and its streaming replica)
 from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
