@@ -106,7 +106,7 @@ class PgPair:
     def _clone_replica(self) -> None:
         port = str(self.primary_port)
         _run("pg_basebackup", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-D", str(self.replica), "-R",
-             "-X", "stream", "-c", "fast")  # fmt: skip
+             "-X", "stream", "-c", "fast", "--no-sync")  # fmt: skip
         with (self.replica / "postgresql.conf").open("a") as conf:
             conf.write(f"port = {self.replica_port}\n")
 
