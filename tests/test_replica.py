@@ -19,7 +19,7 @@ import pytest
 from api.app import create_app
 from api.runtime import Services, build_services
 from domain.db.replica import Replica
-from domain.settings import Settings
+from domain.settings import ConfigurationError, Settings
 from gamification.leaderboards.snapshots import PeriodCloser
 from tests.support import ShiftableClock, move_to
 from tests.support.events import RECORD, UPSERT
@@ -28,8 +28,6 @@ from tests.support.leaderboards import feed, ranking
 from tests.support.pg_replica import PgPair
 from tests.support.segments import create
 from tests.support.webhooks import HostsResolver
-
-pytestmark = pytest.mark.slow  # starts two PostgreSQL clusters
 
 LISTING = "{ members(first: 500) { totalCount } }"
 ONE = "query($id: String!) { member(externalId: $id) { externalId } }"
@@ -66,8 +64,11 @@ async def replicated(
 
 @pytest.fixture
 def lag(pg_pair: PgPair) -> Iterator[PgPair]:
-    """The pair, its replay resumed afterwards whatever the test left paused."""
+    """The pair, the replica running and replaying afterwards whatever the test left it doing."""
     yield pg_pair
+    if not pg_pair.replica_running:
+        pg_pair.start_replica()
+        pg_pair.wait_streaming()
     pg_pair.resume_replay()
 
 
@@ -93,6 +94,7 @@ async def total(client: GraphQLClient) -> int:
     return count
 
 
+@pytest.mark.slow  # the pair: two PostgreSQL clusters
 async def test_analytics_and_listings_come_from_the_replica_and_reads_of_a_write_from_the_primary(
     api: tuple[GraphQLClient, GraphQLClient], lag: PgPair
 ) -> None:
@@ -117,6 +119,7 @@ async def test_analytics_and_listings_come_from_the_replica_and_reads_of_a_write
     assert (await admin.data(ANALYTICS, today))["segmentAnalytics"]["size"] == 2
 
 
+@pytest.mark.slow
 async def test_a_snapshot_is_read_on_the_replica_once_it_holds_it_and_on_the_primary_before(
     api: tuple[GraphQLClient, GraphQLClient], lag: PgPair, replicated: Services, replica_clock: ShiftableClock
 ) -> None:
@@ -156,6 +159,7 @@ async def test_a_snapshot_is_read_on_the_replica_once_it_holds_it_and_on_the_pri
     assert frozen_ranking(await integration.data(FROZEN, {"s": WEEK.isoformat()})) == (3, bumped)
 
 
+@pytest.mark.slow
 async def test_with_the_replica_down_reads_fall_back_to_the_primary_and_return_once_it_is_back(
     api: tuple[GraphQLClient, GraphQLClient],
     lag: PgPair,
@@ -194,6 +198,21 @@ async def test_with_the_replica_down_reads_fall_back_to_the_primary_and_return_o
         assert len(recovered) == 1
         assert recovered[0].startswith("read replica answers again after")
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_the_replica_url_names_a_postgresql_replica_of_a_postgresql_primary() -> None:
+    primary, standby = "postgresql+asyncpg://db1/loyalty", "postgresql+asyncpg://db2/loyalty"
+    both = {"LOYALTY_DATABASE_URL": primary, "LOYALTY_DATABASE_REPLICA_URL": standby}
+    assert Settings.from_env(both).database_replica_url == standby
+    assert Settings.from_env({"LOYALTY_DATABASE_URL": primary}).database_replica_url is None
+    with pytest.raises(
+        ConfigurationError, match=r"^LOYALTY_DATABASE_REPLICA_URL must be a postgresql\+asyncpg://"
+    ):
+        Settings.from_env({**both, "LOYALTY_DATABASE_REPLICA_URL": "mysql://db2/loyalty"})
+    with pytest.raises(ConfigurationError, match=r"^LOYALTY_DATABASE_REPLICA_URL needs a PostgreSQL primary"):
+        Settings.from_env({**both, "LOYALTY_DATABASE_URL": "sqlite+aiosqlite:///var/loyalty.db"})
+    with pytest.raises(ConfigurationError, match=r"^LOYALTY_REPLICA_RECHECK must be a positive integer"):
+        Settings.from_env({**both, "LOYALTY_REPLICA_RECHECK": "0"})
 
 
 def purchase(key: str, member: str, at: datetime, amount: str) -> dict[str, Any]:

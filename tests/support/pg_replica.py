@@ -121,6 +121,10 @@ class PgPair:
     def start_replica(self) -> None:
         _run("pg_ctl", "-D", str(self.replica), "-l", str(self.directory / "replica.log"), "-w", "start")
 
+    @property
+    def replica_running(self) -> bool:
+        return (self.replica / "postmaster.pid").exists()
+
     def stop_replica(self) -> None:
         """An outage: the replica stops at once (immediate mode), and refuses connections."""
         _run("pg_ctl", "-D", str(self.replica), "-m", "immediate", "-w", "stop")
