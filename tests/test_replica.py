@@ -64,8 +64,10 @@ async def replicated(
 
 @pytest.fixture
 def lag(pg_pair: PgPair) -> Iterator[PgPair]:
-    """The pair, the replica running and replaying afterwards whatever the test left it doing."""
-    yield pg_pair
+    """The pair, commits not waiting for the replica; the replica running and replaying afterwards
+    whatever the test left it doing."""
+    with pg_pair.asynchronous():
+        yield pg_pair
     if not pg_pair.replica_running:
         pg_pair.start_replica()
         pg_pair.wait_streaming()

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ import migrations
 from tests.support.servers import free_port
 
 BIN = Path("/usr/lib/postgresql/15/bin")
+#: LOYALTY_TEST_REPLICA=1 (`make test-scale`): the whole session's services run on the pair, and
+#: every commit waits until the replica has applied it (synchronous_commit = remote_apply), so the
+#: suite's read-after-write assertions hold on the replica too.
+SUITE_ON_REPLICA = os.environ.get("LOYALTY_TEST_REPLICA") == "1"
 DATABASE = "loyalty"
 #: Generous bound for a cluster to start, stop or catch up on a loaded 2-core machine.
 WITHIN_S = 60
@@ -51,6 +56,8 @@ def pg_pair() -> Iterator[PgPair]:
     try:
         migrations.upgrade(pair.primary_url)
         pair.wait_replayed()
+        if SUITE_ON_REPLICA:
+            pair.synchronous("*")
         yield pair
     finally:
         pair.stop()
@@ -156,6 +163,22 @@ class PgPair:
     def resume_replay(self) -> None:
         self.sql(self.replica_port, "SELECT pg_wal_replay_resume()")
         self.wait_replayed()
+
+    def synchronous(self, standbys: str) -> None:
+        """Commits wait until the replica applied them (`standbys` "*"), or not at all ("")."""
+        self.sql(self.primary_port, f"ALTER SYSTEM SET synchronous_standby_names = '{standbys}'")
+        self.sql(self.primary_port, "ALTER SYSTEM SET synchronous_commit = 'remote_apply'")
+        self.sql(self.primary_port, "SELECT pg_reload_conf()")
+
+    @contextmanager
+    def asynchronous(self) -> Iterator[None]:
+        """Commits do not wait for the replica inside (its replay may be paused or it may be down)."""
+        before = self.sql(self.primary_port, "SHOW synchronous_standby_names")
+        self.synchronous("")
+        try:
+            yield
+        finally:
+            self.synchronous(before)
 
     def sql(self, port: int, query: str, database: str = DATABASE) -> str:
         """One statement through psql; its output, unaligned and without headers."""
