@@ -9,19 +9,23 @@ replica, one that shows the write came from the primary.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from api.app import create_app
 from api.runtime import Services, build_services
+from domain.db.engine import Database, create_engine, session_factory
 from domain.db.replica import Replica
 from domain.settings import ConfigurationError, Settings
 from gamification.leaderboards.snapshots import PeriodCloser
-from tests.support import ShiftableClock, move_to
+from tests.support import FrozenClock, ShiftableClock, move_to
 from tests.support.events import RECORD, UPSERT
 from tests.support.graphql import GraphQLClient, admin_token, http_client, new_program
 from tests.support.leaderboards import feed, ranking
@@ -200,6 +204,45 @@ async def test_with_the_replica_down_reads_fall_back_to_the_primary_and_return_o
         assert len(recovered) == 1
         assert recovered[0].startswith("read replica answers again after")
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+@pytest.mark.slow
+async def test_a_lagging_read_runs_on_the_standby_and_on_the_primary_when_a_replica_never_answers(
+    pg_pair: PgPair,
+) -> None:
+    clock = FrozenClock()
+    # given a replica that answers: the session of a lagging read is the standby's
+    answering = database(pg_pair.primary_url, pg_pair.replica_url, clock)
+    try:
+        async with answering.lagging_read() as session:
+            assert await session.scalar(text("SELECT pg_is_in_recovery()")) is True
+        async with answering.read() as session:
+            assert await session.scalar(text("SELECT pg_is_in_recovery()")) is False
+    finally:
+        await answering.dispose()
+    # given one that accepts the connection and never says a word (a hung host)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        hung = f"postgresql+asyncpg://postgres@127.0.0.1:{silent.getsockname()[1]}/loyalty"
+        silent_db = database(pg_pair.primary_url, hung, clock)
+        try:
+            # when a lagging read starts, it runs on the primary once the connect timeout (1 s) passes
+            started = time.monotonic()
+            async with silent_db.lagging_read() as session:
+                assert await session.scalar(text("SELECT pg_is_in_recovery()")) is False
+            assert 1 <= time.monotonic() - started < 10
+            # and until the recheck is due the replica is not tried again: no second wait
+            started = time.monotonic()
+            async with silent_db.lagging_read() as session:
+                assert await session.scalar(text("SELECT 1")) == 1
+            assert time.monotonic() - started < 1
+        finally:
+            await silent_db.dispose()
+
+
+def database(primary_url: str, replica_url: str, clock: FrozenClock) -> Database:
+    engine = create_engine(replica_url, pool_size=1, connect_timeout_s=1)
+    replica = Replica(engine, session_factory(engine), clock, timedelta(seconds=10))
+    return Database(create_engine(primary_url, pool_size=1), replica=replica)
 
 
 def test_the_replica_url_names_a_postgresql_replica_of_a_postgresql_primary() -> None:
