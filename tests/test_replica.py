@@ -71,11 +71,13 @@ def lag(pg_pair: PgPair) -> Iterator[PgPair]:
     """The pair, commits not waiting for the replica; the replica running and replaying afterwards
     whatever the test left it doing."""
     with pg_pair.asynchronous():
-        yield pg_pair
-    if not pg_pair.replica_running:
-        pg_pair.start_replica()
-        pg_pair.wait_streaming()
-    pg_pair.resume_replay()
+        try:
+            yield pg_pair
+        finally:
+            if not pg_pair.replica_running:
+                pg_pair.start_replica()
+                pg_pair.wait_streaming()
+            pg_pair.resume_replay()
 
 
 @pytest.fixture
