@@ -147,6 +147,8 @@ def build_services(
     destinations = DestinationPolicy(settings.webhook_allow, resolver)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
     db = Database(engine, replica=build_replica(settings, clock))
+    # both pools count in the loyalty_db_pool_* metrics
+    pooled_engines = [engine] if db.replica is None else [engine, db.replica.engine]
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(
         db,
@@ -191,7 +193,7 @@ def build_services(
         tiers=TierService(db, clock, segments),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
-        _pool_size=instrument_pool(engine),
+        _pool_size=sum(instrument_pool(pooled) for pooled in pooled_engines),
     )
     services.loops.extend(
         [
