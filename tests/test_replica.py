@@ -56,6 +56,9 @@ async def replicated(
         settings,
         database_url=pg_pair.primary_url,
         database_replica_url=pg_pair.replica_url,
+        # an hour: however slowly the machine restarts the replica, only the test's clock makes the
+        # recheck due
+        replica_recheck_s=3600,
         redis_prefix=f"{settings.redis_prefix}replica:",
     )
     built = build_services(on_pair, clock=replica_clock, resolver=hosts)
