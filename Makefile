@@ -16,7 +16,7 @@ LOCK_VENV := .venv-lock
 # Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
 LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
-.PHONY: demo test lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline schema lock clean
+.PHONY: demo test test-scale lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline bench-scale schema lock clean
 
 # A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
 # nothing else; pip checks every hash and refuses a package the lock does not pin.
@@ -56,6 +56,16 @@ pytest-main: $(STAMP)
 pytest-sqlite: $(STAMP)
 	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
+# Beyond one machine (docs/scaling.md): a PostgreSQL primary and its streaming replica the tests
+# start themselves from Debian's binaries on loopback (tests/support/pg_replica.py). The replica's
+# own tests (routing, a replica outage), then the integration tests whose reads it serves, with the
+# services on the pair (LOYALTY_TEST_REPLICA=1: commits wait for the replica to apply them, so
+# their read-after-write assertions hold). Here what cannot be started fails instead of skipping.
+SCALE_TESTS := tests/test_replica.py tests/test_analytics.py tests/test_segment_insights.py \
+	tests/test_leaderboards.py tests/test_members_api.py tests/test_events_api.py
+test-scale: $(STAMP)
+	LOYALTY_TEST_SCALE=1 LOYALTY_TEST_REPLICA=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(SCALE_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/segments.py
@@ -69,6 +79,10 @@ bench: $(STAMP)
 # e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py $(ARGS)
+
+# The scale comparisons side by side (docs/scaling.md); e.g. `make bench-scale ARGS=--quick`.
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py $(ARGS)
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

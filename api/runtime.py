@@ -16,7 +16,8 @@ from domain.campaigns.triggers import TriggerRunner
 from domain.campaigns.webhooks import WebhookSender
 from domain.changes import MembersChanged, ProgramCalendarChanged, SegmentsChanged
 from domain.clock import Clock, SystemClock
-from domain.db.engine import Database, create_engine
+from domain.db.engine import Database, create_engine, session_factory
+from domain.db.replica import Replica
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
 from domain.ledger.expiry import ExpirySweeper
@@ -132,6 +133,18 @@ def wire_handlers(bus: MessageBus, segments: SegmentEngine) -> None:
     bus.after_commit(EventsRecorded, count_events)
 
 
+def build_replica(settings: Settings, clock: Clock) -> Replica | None:
+    """LOYALTY_DATABASE_REPLICA_URL's replica, with a pool as large as the primary's; None without one."""
+    if not settings.database_replica_url:
+        return None
+    engine = create_engine(
+        settings.database_replica_url,
+        pool_size=settings.db_pool_size,
+        connect_timeout_s=settings.replica_connect_timeout_s,
+    )
+    return Replica(engine, session_factory(engine), clock, timedelta(seconds=settings.replica_recheck_s))
+
+
 def build_services(
     settings: Settings, clock: Clock | None = None, resolver: Resolver | None = None
 ) -> Services:
@@ -139,7 +152,9 @@ def build_services(
     clock = clock or SystemClock()
     destinations = DestinationPolicy(settings.webhook_allow, resolver)
     engine = create_engine(settings.require_database_url(), pool_size=settings.db_pool_size)
-    db = Database(engine)
+    db = Database(engine, replica=build_replica(settings, clock))
+    # both pools count in the loyalty_db_pool_* metrics
+    pooled_engines = [engine] if db.replica is None else [engine, db.replica.engine]
     redis = RedisStore(settings.redis_url, settings.redis_prefix, settings.data_dir)
     auth = AuthService(
         db,
@@ -186,7 +201,7 @@ def build_services(
         tiers=TierService(db, clock, segments),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
-        _pool_size=instrument_pool(engine),
+        _pool_size=sum(instrument_pool(pooled) for pooled in pooled_engines),
     )
     services.loops.extend(
         [

@@ -148,6 +148,12 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children so far (a PostgreSQL postmaster and its backends);
+    a child that exited took its share with it."""
+    return _proc_cpu_s(pid) + sum(_proc_cpu_s(child) for child in _children(pid))
+
+
 def _machine_busy_s() -> float:
     """Busy CPU seconds of the whole machine so far (all cores, /proc/stat)."""
     try:

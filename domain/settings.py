@@ -76,6 +76,12 @@ class Retention:
 class Settings:
     #: Empty: not configured (no LOYALTY_DATABASE_URL and no data directory to hold SQLite).
     database_url: str = ""
+    #: LOYALTY_DATABASE_REPLICA_URL: a PostgreSQL streaming replica for the reads that may lag.
+    database_replica_url: str | None = None
+    #: Seconds a new replica connection may take before the read goes to the primary instead ...
+    replica_connect_timeout_s: int = 2
+    #: ... and seconds after a failed attempt before the replica is tried again.
+    replica_recheck_s: int = 10
     redis_url: str | None = None  # None: an embedded Redis server under data_dir
     redis_prefix: str = "loyalty:"
     secret_key: str | None = None
@@ -115,6 +121,9 @@ class Settings:
         data_dir = Path(raw_dir).expanduser().absolute() if raw_dir else None
         return cls(
             database_url=env.get("LOYALTY_DATABASE_URL") or (sqlite_url(data_dir) if data_dir else ""),
+            database_replica_url=_replica_url(env, "LOYALTY_DATABASE_REPLICA_URL"),
+            replica_connect_timeout_s=_positive(env, "LOYALTY_REPLICA_CONNECT_TIMEOUT", 2),
+            replica_recheck_s=_positive(env, "LOYALTY_REPLICA_RECHECK", 10),
             redis_url=env.get("LOYALTY_REDIS_URL") or None,
             redis_prefix=env.get("LOYALTY_REDIS_PREFIX", "loyalty:"),
             secret_key=env.get("LOYALTY_SECRET_KEY") or None,
@@ -131,6 +140,13 @@ class Settings:
             metrics_token=_token(env, "LOYALTY_METRICS_TOKEN"),
             retention=Retention.from_env(env),
         )
+
+    def __post_init__(self) -> None:
+        if self.database_replica_url and not self.database_url.startswith("postgresql"):
+            raise ConfigurationError(
+                "LOYALTY_DATABASE_REPLICA_URL needs a PostgreSQL primary: set LOYALTY_DATABASE_URL "
+                "to the primary's postgresql+asyncpg:// URL"
+            )
 
     def with_secret(self, secret_key: str) -> Settings:
         return replace(self, secret_key=secret_key)
@@ -211,6 +227,18 @@ def _positive(env: dict[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise ConfigurationError(f"{name} must be a positive integer, not {raw!r}")
     return int(raw)
+
+
+def _replica_url(env: dict[str, str], name: str) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.startswith("postgresql+asyncpg://"):
+        scheme = raw.split(":", 1)[0]
+        raise ConfigurationError(
+            f"{name} must be a postgresql+asyncpg:// URL of a streaming replica, not {scheme}:"
+        )
+    return raw
 
 
 def _log_format(env: dict[str, str], name: str) -> LogFormat:

@@ -20,6 +20,11 @@ from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
+from tests.support.pg_replica import (
+    SUITE_ON_REPLICA,
+    PgPair,
+    pg_pair,  # noqa: F401 (session fixture: a primary and its streaming replica)
+)
 from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
@@ -34,7 +39,10 @@ _counter = itertools.count(1)
 
 
 def pytest_report_header() -> str:
-    return f"loyalty backends: {BACKENDS.description}"
+    on_replica = (
+        " (services on a primary and streaming replica: LOYALTY_TEST_REPLICA)" if SUITE_ON_REPLICA else ""
+    )
+    return f"loyalty backends: {BACKENDS.description}{on_replica}"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -57,9 +65,16 @@ def migrated_database(backends: Backends) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def settings(backends: Backends, migrated_database: str) -> Settings:
+def settings(backends: Backends, migrated_database: str, request: pytest.FixtureRequest) -> Settings:
+    """The services' settings: the run's database, or with LOYALTY_TEST_REPLICA=1 the primary and
+    streaming replica of tests/support/pg_replica.py."""
+    database_url, replica_url = migrated_database, None
+    if SUITE_ON_REPLICA:
+        pair: PgPair = request.getfixturevalue("pg_pair")
+        database_url, replica_url = pair.primary_url, pair.replica_url
     return Settings(
-        database_url=migrated_database,
+        database_url=database_url,
+        database_replica_url=replica_url,
         redis_url=backends.redis_url,
         redis_prefix=backends.redis_prefix,
         secret_key=SECRET,

@@ -137,6 +137,12 @@ def check_goal(goal_event_type: str, conversion_days: int) -> None:
 
 
 class SegmentAnalytics:
+    """Segment reports, breakdowns and overlaps. The segment is found on the primary (one just
+    created is found at once); the figures may lag (`Database.lagging_read`), so they run on the
+    read replica when there is one, and can miss what was committed within the replication delay
+    (the replica's `replay_lag`: well under a second when healthy), which only today's figures can
+    show."""
+
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
@@ -153,8 +159,8 @@ class SegmentAnalytics:
         now = self.clock.now()
         check_range(start, end, now.date())
         check_goal(goal_event_type, conversion_days)
-        async with self.db.read() as session:
-            segment = await _segment(session, program_id, key)
+        segment = await self._segment(program_id, key)
+        async with self.db.lagging_read() as session:
             size = await segment_size(session, segment.id)
         # The parts read different tables: run them side by side, each in its own read
         # transaction (a report is a set of figures, not one snapshot).
@@ -186,12 +192,16 @@ class SegmentAnalytics:
         values; the missing/null group is one of them); shares of the segment's size."""
         if not isinstance(path, str) or not PATH.match(path):
             raise InvalidInput(f"path: {path[:70]!r} is not an attribute path such as gender or device.os")
-        async with self.db.read() as session:
-            segment = await _segment(session, program_id, key)
+        segment = await self._segment(program_id, key)
+        async with self.db.lagging_read() as session:
             return await attribute_breakdown(session, segment.id, path, limit)
 
-    async def _part(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _segment(self, program_id: int, key: str) -> Segment:
         async with self.db.read() as session:
+            return await _segment(session, program_id, key)
+
+    async def _part(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
+        async with self.db.lagging_read() as session:
             if session.get_bind().dialect.name == "postgresql":
                 # Analytics hash and sort hundreds of thousands of rows: more memory than OLTP's
                 # default, and no JIT compilation (it costs more than it saves on these queries).
@@ -200,9 +210,8 @@ class SegmentAnalytics:
             return await query(session, *args)
 
     async def overlap(self, program_id: int, a: str, b: str) -> Overlap:
-        async with self.db.read() as session:
-            first = await _segment(session, program_id, a)
-            second = await _segment(session, program_id, b)
+        first, second = await self._segment(program_id, a), await self._segment(program_id, b)
+        async with self.db.lagging_read() as session:
             other = SegmentMembership.__table__.alias("other")
             both = await session.scalar(
                 select(func.count())

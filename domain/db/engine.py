@@ -9,19 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from domain.db.replica import Replica
 from domain.messagebus import DomainEvent, MessageBus
 from domain.segments.sqlite_functions import register as register_segment_functions
 
 
-def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(
+    database_url: str, *, pool_size: int = 10, connect_timeout_s: float | None = None
+) -> AsyncEngine:
     """An engine for PostgreSQL (asyncpg) or SQLite (aiosqlite).
 
     On SQLite every transaction starts with BEGIN IMMEDIATE: writers queue on the
     database lock up front instead of failing when a read lock would be upgraded.
+    `connect_timeout_s` bounds a new PostgreSQL connection (asyncpg's default is 60 s).
     """
     url = make_url(database_url)
     json_options: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
@@ -31,8 +35,14 @@ def create_engine(database_url: str, *, pool_size: int = 10) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30}, **json_options)
         _configure_sqlite(engine)
         return engine
+    connect_args = {} if connect_timeout_s is None else {"timeout": connect_timeout_s}
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **json_options
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **json_options,
     )
 
 
@@ -125,12 +135,17 @@ def announce(session: AsyncSession, topic: str) -> None:
 
 
 class Database:
-    """Owns the engine and the message bus; hands out units of work and read sessions."""
+    """Owns the engine (and the read replica's, when there is one) and the message bus; hands out
+    units of work and read sessions."""
 
-    def __init__(self, engine: AsyncEngine, bus: MessageBus | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, bus: MessageBus | None = None, replica: Replica | None = None
+    ) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
         self.bus = bus or MessageBus()
+        #: LOYALTY_DATABASE_REPLICA_URL's streaming replica, which `lagging_read` prefers.
+        self.replica = replica
         #: Called after a commit with the topics its transaction announced (see `announce`).
         self.on_commit: Callable[[set[str]], None] | None = None
 
@@ -151,8 +166,36 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction on the primary: it sees every commit acknowledged before it began."""
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def lagging_read(self) -> AsyncIterator[AsyncSession]:
+        """A read transaction that may lag the primary by the replication delay: on the read replica
+        when one is configured and answers, else on the primary (domain/db/replica.py).
+
+        For reads that tolerate it and say so (docs/scaling.md, "Read replica", lists them): never
+        a read that must see a write this client was just told had succeeded.
+        """
+        session = await self.replica.begin() if self.replica is not None else None
+        if session is None:
+            async with self.read() as primary:
+                yield primary
+            return
+        async with session:  # closing it ends the read transaction
+            yield session
+
+    @asynccontextmanager
+    async def snapshot_read(self) -> AsyncIterator[AsyncSession]:
+        """A lagging read whose statements all see one snapshot (REPEATABLE READ on PostgreSQL; a
+        SQLite read transaction is one snapshot already): for documents read in several queries."""
+        async with self.lagging_read() as session:
+            if self.dialect == "postgresql":
+                await session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             yield session
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self.replica is not None:
+            await self.replica.dispose()

@@ -2,7 +2,8 @@
 everything the program holds about a member. The shape is documented in docs/privacy.md and
 versioned by `FORMAT`; a new section is added under a new key, never by changing one.
 
-The document is read in one read transaction (a consistent snapshot): one query per section, and
+The document is read in one snapshot (`Database.snapshot_read`: the read replica when there is
+one, so it may lag the primary by the replication delay): one query per section, and
 the long sections (events, ledger) in keyset pages of `PAGE` rows, never one query per row.
 """
 
@@ -75,7 +76,7 @@ class MemberExporter:
         except Rejection as rejection:
             raise InvalidInput(str(rejection)) from None
         now = self.clock.now()
-        async with self.db.read() as session:
+        async with self.db.snapshot_read() as session:
             member = (await members_by_external_id(session, program_id, [external_id])).get(external_id)
             if member is None:
                 raise NotFound(f"externalId: no member {external_id!r} in this program")

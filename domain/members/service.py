@@ -208,6 +208,9 @@ class MemberService:
 
         Filters: an organization, the current members of a segment, the carriers of a tag.
         Erased members are not listed.
+        A listing may lag (`Database.lagging_read`: the read replica when there is one): a member
+        written within the replication delay can be missing from it, or listed as it was. Reads of
+        one member (`get`, `get_by_id`) stay on the primary: writes resolve members through them.
         """
         check_page_size(first)
         conditions = [Member.program_id == program_id, Member.erased_at.is_(None)]
@@ -218,7 +221,7 @@ class MemberService:
                 MemberTag.program_id == program_id, MemberTag.key == tag
             )
             conditions.append(Member.id.in_(carriers))
-        async with self.db.read() as session:
+        async with self.db.lagging_read() as session:
             if segment_key is not None:
                 segment_id = (
                     await session.execute(

@@ -2,13 +2,15 @@
 
 Open and kept periods are read from Redis. A period older than the board keeps
 is read from its frozen close snapshot in the database (its first
-`snapshot_size` ranks). Unknown boards are NOT_FOUND; bad periods, starts and
-limits are BAD_USER_INPUT naming the argument; a member not on a board has no
-entry and nothing around it.
+`snapshot_size` ranks; on the read replica once it holds the snapshot). Unknown
+boards are NOT_FOUND; bad periods, starts and limits are BAD_USER_INPUT naming
+the argument; a member not on a board has no entry and nothing around it.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -229,7 +231,7 @@ class LeaderboardService:
 
     async def size(self, view: BoardView) -> int:
         if view.snapshot_id is not None:
-            async with self.db.read() as session:
+            async with self._snapshot_read(view.snapshot_id) as session:
                 return int(
                     await session.scalar(
                         select(LeaderboardSnapshot.size).where(LeaderboardSnapshot.id == view.snapshot_id)
@@ -306,8 +308,24 @@ class LeaderboardService:
             )
         return member_id
 
-    async def _snapshot_ranks(self, snapshot_id: int, low: int, high: int) -> list[RankedMember]:
+    @asynccontextmanager
+    async def _snapshot_read(self, snapshot_id: int) -> AsyncIterator[AsyncSession]:
+        """A read of a kept snapshot, which never changes once written: on the read replica once it
+        holds the snapshot (its row and entries commit together, so the row there means all of it),
+        else on the primary (a snapshot written within the replication delay, or no replica). So a
+        snapshot read is never stale, only served by whichever holds it."""
+        async with self.db.lagging_read() as session:
+            held = await session.scalar(
+                select(LeaderboardSnapshot.id).where(LeaderboardSnapshot.id == snapshot_id)
+            )
+            if held is not None:
+                yield session
+                return
         async with self.db.read() as session:
+            yield session
+
+    async def _snapshot_ranks(self, snapshot_id: int, low: int, high: int) -> list[RankedMember]:
+        async with self._snapshot_read(snapshot_id) as session:
             rows = await session.execute(
                 select(
                     LeaderboardSnapshotEntry.rank,
@@ -323,7 +341,7 @@ class LeaderboardService:
             return [RankedMember(rank, member_id, score) for rank, member_id, score in rows.all()]
 
     async def _snapshot_rank(self, snapshot_id: int, member_id: int) -> RankedMember | None:
-        async with self.db.read() as session:
+        async with self._snapshot_read(snapshot_id) as session:
             row = (
                 await session.execute(
                     select(LeaderboardSnapshotEntry.rank, LeaderboardSnapshotEntry.score).where(

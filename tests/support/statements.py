@@ -14,16 +14,20 @@ if TYPE_CHECKING:
 
 @contextmanager
 def counting_statements(services: Services) -> Iterator[list[str]]:
-    """The statements the services' engine runs inside the block, in order."""
+    """The statements the services' engines (the primary's and the read replica's, when there is
+    one) run inside the block, in order."""
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         if not statement.startswith("BEGIN"):  # SQLite's explicit transaction starts are not queries
             statements.append(statement)
 
-    engine = services.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
+    replica = services.db.replica
+    engines = [services.db.engine.sync_engine] + ([replica.engine.sync_engine] if replica else [])
+    for engine in engines:
+        event.listen(engine, "before_cursor_execute", count)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", count)
+        for engine in engines:
+            event.remove(engine, "before_cursor_execute", count)
