@@ -39,7 +39,7 @@ from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
 from domain.segments.tags import TagService
 from domain.settings import Settings
-from domain.tiers.service import TierService
+from domain.tiers.service import LadderCalendar, TierService
 from fraud import default_auditor
 from fraud.compliance import Compliance, ComplianceSweeper
 from fraud.review import ReviewService
@@ -125,6 +125,8 @@ def wire_handlers(bus: MessageBus, segments: SegmentEngine) -> None:
     triggers, boards = TriggerRunner(), SegmentBoards()
     segments.watchers = (triggers, boards)
     bus.handle(MembersChanged, segments.handle, name="segment engine")
+    # the ladder first: the segments recomputed in the new zone may read the tiers
+    bus.handle(ProgramCalendarChanged, LadderCalendar(segments).calendar_changed, name="tiers: local dates")
     bus.handle(ProgramCalendarChanged, segments.calendar_changed, name="segment engine: local dates")
     bus.handle(MembersChanged, ChallengeAwarder().members_changed, name="challenges")
     bus.handle(SegmentsChanged, triggers.segments_changed, cascades=True, name="trigger")

@@ -406,7 +406,12 @@ def start_server(env: dict[str, str], workers: int, data_dir: Path) -> Server:
     return Server(process, f"http://127.0.0.1:{port}", log_path)
 
 
-async def wait_healthy(server: Server, http: httpx.AsyncClient, timeout_s: float = 60) -> None:
+#: How long a server may take to answer /healthz (its workers import the app: slow on a busy machine).
+STARTUP_TIMEOUT_S = float(os.environ.get("LOYALTY_BENCH_STARTUP_TIMEOUT_S", "60"))
+
+
+async def wait_healthy(server: Server, http: httpx.AsyncClient, timeout_s: float | None = None) -> None:
+    timeout_s = STARTUP_TIMEOUT_S if timeout_s is None else timeout_s
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:

@@ -18,6 +18,16 @@ cost of the ladder is the tiers / 20-segments ratio of one run; its checks: ever
 exactly one TIER segment with a state that agrees, the TIER segments hold the members of the café
 tier segments with the same thresholds, and the ledger holds at least the earning rules' points.
 
+With `--v2`, a phase runs after the 20-segment one on a program whose 20 segments are those with
+5 replaced by condition-language version 2 ones (`V2_SEGMENTS`, issue 17): coffee over tea
+(arithmetic: more than twice as many), points earned (the ledger), distinct categories, birthday this week
+(`days_to_anniversary`) and a store group over target (an `org.sum` roll-up). Every phase of such a
+run has the same members, each with a `birthDate` and a home store (an organization, `STORE_SIZE`
+members each, `STORES_PER_GROUP` stores under a group, the groups set as the stores' parents in the
+untimed set-up), which the version 1 segments do not read; the figure is the v2 / 20-segments ratio
+of one run (goal `GOAL_V2_RATIO`); its check: the roll-up segment holds members at the end (its
+size is reported next to the members a SQL count of the groups' 30-day purchases expects).
+
 The 0-segment phase runs first: whatever the second phase inherits from the first (a warmer,
 busier machine) counts against the segments, the conservative direction for a ratio goal.
 
@@ -54,7 +64,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +89,7 @@ from bench.ingest import (
     API_KEY_SCOPES,
     Around,
     BenchEvent,
+    Prepare,
     Workload,
     audit_totals,
     configure_rules,
@@ -113,6 +124,14 @@ CATEGORIES = ("coffee", "tea", "pastry", "sandwich", "juice")
 GOAL_EVENTS_PER_S = 4_000
 GOAL_SEGMENT_RATIO = 1.5
 GOAL_STALE_DEGRADATION = 0.20
+#: Goal of the `--v2` phase (issue 17): within 1.2x of the 20 version 1 segments' time.
+GOAL_V2_RATIO = 1.2
+#: `--v2`: members per home store, and stores per group (the group is the stores' parent).
+STORE_SIZE = 50
+STORES_PER_GROUP = 10
+UPSERT_ORGANIZATIONS = (
+    "mutation($o: [OrganizationInput!]!) { upsertOrganizations(organizations: $o) { upserted } }"
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +170,31 @@ SEGMENTS = (
     SegmentSpec("gold_at_risk", 'in_segment("tier_gold") and in_segment("at_risk")'),
 )
 
+#: The `--v2` phase's version 2 segments (/work/shared/segment-conditions.md, "Version 2 additions"):
+#: they replace `tea_lovers`, `spend_90d`, `regular`, `city_c07` and `local_regular` of `SEGMENTS`.
+V2_SEGMENTS = {
+    "tea_lovers": SegmentSpec(
+        "coffee_over_tea",
+        'count(purchase, 90d where category = "coffee") > 2 * count(purchase, 90d where category = "tea")',
+    ),
+    "spend_90d": SegmentSpec("earned_30d", "points_earned(30d) >= 500"),
+    "regular": SegmentSpec("varied", "distinct(purchase.category, 90d) >= 4"),
+    "city_c07": SegmentSpec("birthday_week", "days_to_anniversary(birthDate) <= 6"),
+    "local_regular": SegmentSpec("group_over_target", "org.sum(purchase.amount, 30d) >= 100000"),
+}
+SEGMENTS_V2 = tuple(V2_SEGMENTS.get(spec.key, spec) for spec in SEGMENTS)
+ROLL_UP_TARGET = 100_000
+
+
+def store_of(member: int) -> str:
+    """The home store of member number `member`: `STORE_SIZE` consecutive members share one."""
+    store = member // STORE_SIZE
+    return f"g{store // STORES_PER_GROUP:03d}s{store % STORES_PER_GROUP}"
+
+
+def group_of(store: str) -> str:
+    return store.split("s", 1)[0]
+
 
 @dataclass(frozen=True)
 class PipelineWorkload(Workload):
@@ -158,6 +202,18 @@ class PipelineWorkload(Workload):
     lean to coffee, a third to tea (70% of their purchases), the rest buy anything."""
 
     history: timedelta = HISTORY
+    #: `--v2`: members carry a birthDate and a home store (see `store_of`)
+    organizations: bool = False
+
+    def member_inputs(self, start: int, stop: int) -> list[dict[str, Any]]:
+        members = super().member_inputs(start, stop)
+        if not self.organizations:
+            return members
+        for i, member in enumerate(members, start):
+            born = date(1950, 1, 1) + timedelta(days=(i * 7919) % 20_000)
+            member["attributes"] = {**member["attributes"], "birthDate": born.isoformat()}
+            member["organizationExternalId"] = store_of(i)
+        return members
 
     def batch_events(self, number: int) -> list[BenchEvent]:
         out: list[BenchEvent] = []
@@ -182,16 +238,16 @@ class PipelineWorkload(Workload):
         return out
 
 
-async def create_segments(api: Api) -> dict[str, Any]:
+async def create_segments(api: Api, segments: Sequence[SegmentSpec] = SEGMENTS) -> dict[str, Any]:
     """Create the 20 segments (each computes its membership at once); untimed set-up."""
     started = time.perf_counter()
-    for spec in SEGMENTS:
+    for spec in segments:
         segment: dict[str, Any] = {"key": spec.key, "name": spec.key, "kind": "DYNAMIC", "rule": spec.rule}
         if spec.applies_tag:
             segment["appliesTag"] = spec.applies_tag
         await api.call(CREATE_SEGMENT, {"input": segment})
     seconds = time.perf_counter() - started
-    log(f"{len(SEGMENTS)} segments created in {seconds:.1f}s")
+    log(f"{len(segments)} segments created in {seconds:.1f}s")
     return {"segments_create_s": round(seconds, 2)}
 
 
@@ -203,6 +259,67 @@ async def create_segments_and_ladder(api: Api) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     log(f"tier ladder set in {seconds:.1f}s")
     return {**setup, "ladder_set_s": round(seconds, 2)}
+
+
+def store_groups(workload: PipelineWorkload) -> Prepare:
+    """A `prepare` hook of a `--v2` run: the stores' groups set as their parents (the members' upsert
+    created the stores, at the top); untimed set-up."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        started = time.perf_counter()
+        stores = sorted({store_of(i) for i in range(workload.members)})
+        tree = [{"externalId": g, "name": g} for g in sorted({group_of(s) for s in stores})]
+        tree += [{"externalId": s, "name": s, "parentExternalId": group_of(s)} for s in stores]
+        for start in range(0, len(tree), 1000):
+            await api.call(UPSERT_ORGANIZATIONS, {"o": tree[start : start + 1000]})
+        seconds = time.perf_counter() - started
+        log(f"{len(tree)} organizations set in {seconds:.1f}s")
+        return {"organizations": len(tree), "organizations_s": round(seconds, 2)}
+
+    return prepare
+
+
+def then(*steps: Prepare) -> Prepare:
+    """One `prepare` hook running `steps` in order (their figures merged)."""
+
+    async def prepare(api: Api) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for step in steps:
+            found.update(await step(api))
+        return found
+
+    return prepare
+
+
+async def create_v2_segments(api: Api) -> dict[str, Any]:
+    """The 20 segments of the `--v2` phase, 5 of them version 2 (`SEGMENTS_V2`)."""
+    return await create_segments(api, SEGMENTS_V2)
+
+
+async def roll_up_matches(pg: PgServer, database: str, now: datetime) -> dict[str, Any]:
+    """The `--v2` check: `group_over_target` holds exactly the members whose group's accepted
+    purchases of the last 30 days (as of the end of the phase) reach the target (untimed)."""
+    connection = await pg.connect(database)
+    try:
+        expected = await connection.fetchval(
+            "WITH tree AS (SELECT o.id, coalesce(o.parent_id, o.id) AS top FROM organizations o),"
+            " totals AS (SELECT t.top, sum(e.amount) AS total FROM events e"
+            " JOIN members m ON m.id = e.member_id JOIN tree t ON t.id = m.organization_id"
+            " WHERE e.type = 'purchase' AND e.status = 'ACCEPTED'"
+            " AND e.occurred_at > $1::timestamptz - interval '30 days' AND e.occurred_at <= $1::timestamptz"
+            " GROUP BY t.top)"
+            " SELECT count(*) FROM members m JOIN tree t ON t.id = m.organization_id"
+            " JOIN totals USING (top) WHERE totals.total >= $2",
+            now,
+            ROLL_UP_TARGET,
+        )
+        held = await connection.fetchval(
+            "SELECT count(*) FROM segment_memberships m JOIN segments s ON s.id = m.segment_id"
+            " WHERE s.key = 'group_over_target'"
+        )
+    finally:
+        await connection.close()
+    return {"expected": int(expected), "held": int(held)}
 
 
 async def tier_counts(pg: PgServer, database: str) -> dict[str, Any]:
@@ -445,6 +562,7 @@ class Options:
     stale_segments: int
     window_s: float
     tiers: bool = False
+    v2: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -479,6 +597,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="a third phase: the 20 segments and a 3-tier ladder (ratio reported)",
     )
+    parser.add_argument(
+        "--v2",
+        action="store_true",
+        help="a last phase: 20 segments, 5 of them version 2 (one org roll-up); members in stores",
+    )
     args = parser.parse_args(argv)
     if args.stale_minutes:
         # enough events for the whole duration at 1,000 events/s; the run stops at the deadline
@@ -508,6 +631,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.stale_segments,
         args.window_s,
         args.tiers,
+        args.v2,
     )
 
 
@@ -524,7 +648,9 @@ def per_event(result: PhaseResult) -> dict[str, float | None]:
 async def run(options: Options) -> dict[str, Any]:
     pg = PgServer.parse(options.database_url)
     run_id = secrets.token_hex(4)
-    workload = PipelineWorkload(options.events, options.members, options.batch, run_id, datetime.now(UTC))
+    workload = PipelineWorkload(
+        options.events, options.members, options.batch, run_id, datetime.now(UTC), organizations=options.v2
+    )
     base: dict[str, Any] = {
         "bench": "pipeline",
         "quick": options.quick,
@@ -558,8 +684,18 @@ async def run(options: Options) -> dict[str, Any]:
         "segments": f"loyalty_bench_{run_id}_segments",
         "floor": f"loyalty_bench_{run_id}_floor",
         "tiers": f"loyalty_bench_{run_id}_tiers",
+        "v2": f"loyalty_bench_{run_id}_v2",
     }
-    phases = ("zero", "segments", "tiers") if options.tiers else ("zero", "segments")
+    phases = ("zero", "segments", *(("tiers",) if options.tiers else ()), *(("v2",) if options.v2 else ()))
+    setups: dict[str, Prepare | None] = {
+        "zero": None,
+        "segments": create_segments,
+        "tiers": create_segments_and_ladder,
+        "v2": create_v2_segments,
+    }
+    if options.v2:  # every phase has the same members: in stores, under groups
+        groups = store_groups(workload)
+        setups = {name: groups if step is None else then(groups, step) for name, step in setups.items()}
     log(
         f"{workload.events} events, {workload.members} members, batches of {workload.batch}; "
         f"{options.workers} server worker(s), {options.concurrency} in flight; fraud rules on; "
@@ -582,7 +718,7 @@ async def run(options: Options) -> dict[str, Any]:
             )
             label = f"{len(SEGMENTS)} segments" if with_segments else "0 segments"
             label += " and a tier ladder" if with_ladder else ""
-            prepare = create_segments_and_ladder if with_ladder else create_segments
+            label += f" ({len(V2_SEGMENTS)} of them version 2)" if phase == "v2" else ""
             result, setup = await end_to_end(
                 pg,
                 database,
@@ -594,7 +730,7 @@ async def run(options: Options) -> dict[str, Any]:
                 rules=True,
                 label=label,
                 scopes=SCOPES,
-                prepare=prepare if with_segments else None,
+                prepare=setups[phase],
                 around=around,
             )
             log(
@@ -621,6 +757,9 @@ async def run(options: Options) -> dict[str, Any]:
                     and sizes["tier-silver"] == sizes["tier_silver"]
                     and sizes["tier-gold"] == sizes["tier_gold"] + sizes["tier_platinum"]
                 )
+            if phase == "v2":
+                figures[phase]["roll_up"] = held = await roll_up_matches(pg, database, datetime.now(UTC))
+                checks["roll_up_reaches_members_v2"] = held["held"] > 0
             await pg.drop(database)  # the next phase starts without this one's files around
         if not options.skip_floor:
             created.append(databases["floor"])
@@ -666,6 +805,14 @@ async def run(options: Options) -> dict[str, Any]:
             f"tier ladder: {figures['tiers_ratio']}x the 20-segment time,"
             f" {figures['tiers_cpu_ratio']}x its CPU"
         )
+    if "v2" in results:
+        v2 = results["v2"]
+        busy_v2 = v2.cpu.get("server_cpu_s", 0.0) + v2.cpu["postgres_cpu_s"]
+        figures["events_per_s_v2"] = round(v2.per_s)
+        figures["v2_ratio"] = v2_ratio = round(seg.per_s / v2.per_s, 2) if v2.per_s else None
+        figures["v2_cpu_ratio"] = round(busy_v2 / busy_seg, 2) if busy_seg else None
+        figures["goal_v2_ratio_met"] = v2_ratio is not None and v2_ratio <= GOAL_V2_RATIO
+        log(f"version 2: {v2_ratio}x the 20-segment time, {figures['v2_cpu_ratio']}x its CPU")
     if not figures["checks_ok"]:
         log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}")
     if options.py_spy and options.profile_out.exists():

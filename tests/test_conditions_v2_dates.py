@@ -17,7 +17,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from domain.db.engine import Database, create_engine
@@ -124,9 +124,25 @@ def truth(condition: Node, member: Any, at: datetime, zone: ZoneInfo) -> bool:
 
 @settings(max_examples=FLIPS, deadline=None)
 @given(
-    history=local_dates.histories(max_members=1),
+    history=local_dates.histories(max_members=1, zones=local_dates.FLIP_ZONES),
     condition=local_dates.TIMED_CONDITIONS.map(parse_condition),
     fractions=st.lists(st.floats(0, 1), min_size=1, max_size=6),
+)
+@example(  # the flip 8 years ahead that only six anniversaries missed (see LEAP_DAY_AT_34)
+    history=History(
+        "Pacific/Chatham",
+        datetime(2026, 6, 15, tzinfo=UTC),
+        (MemberSpec(datetime(2025, 1, 1, tzinfo=UTC), {"birthDate": "2000-02-29"}, [], ()),),
+    ),
+    condition=parse_condition(
+        {
+            "all": [
+                {"attr": "age", "op": "gte", "value": 34},
+                {"date": "birthDate", "fn": "days_to_anniversary", "op": "ne", "value": 0},
+            ]
+        }
+    ),
+    fractions=[0.5],
 )
 def test_truth_is_constant_until_the_next_local_change(
     history: History, condition: Node, fractions: list[float]
@@ -385,3 +401,99 @@ def test_flips_happen_at_local_midnights_across_dst_switches() -> None:
     assert next_change(birthday, member, now, LifecycleThresholds(), zone=chatham) == datetime(
         2026, 4, 5, 11, 15, tzinfo=UTC
     )  # 00:00 on 6 April at +12:45
+
+
+# ---------- the horizon decades ahead, and in Santiago's DST switches ----------
+
+#: Found by the time-flip property: `age >= 34` holds the anniversary back until 2034, when
+#: 1 March (29 February's day in a common year) is the 34th birthday and the anniversary itself.
+LEAP_DAY_AT_34 = {
+    "all": [
+        {"attr": "age", "op": "gte", "value": 34},
+        {"date": "birthDate", "fn": "days_to_anniversary", "op": "ne", "value": 0},
+    ]
+}
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Pacific/Chatham", "America/St_Johns", "America/Santiago"])
+@pytest.mark.parametrize("now_day", [date(2026, 6, 15), date(2033, 6, 1), date(2034, 2, 28)])
+def test_an_anniversary_held_back_by_age_flips_decades_ahead(zone: str, now_day: date) -> None:
+    """Born 29 February 2000: 34 on 1 March 2034 (the anniversary, count 0), so true from 2 March."""
+    condition = parse_condition(LEAP_DAY_AT_34)
+    member = member_facts(MemberSpec(datetime(2020, 1, 1, tzinfo=UTC), {"birthDate": "2000-02-29"}, [], ()))
+    now = local_dates.local(now_day, datetime.min.time(), zone) + timedelta(hours=12)
+    expected = local_dates.local(date(2034, 3, 2), datetime.min.time(), zone)
+
+    change = next_change(condition, member, now, LifecycleThresholds(), zone=ZoneInfo(zone))
+
+    assert change == expected
+    assert truth(condition, member, expected - US, ZoneInfo(zone)) is False
+    assert truth(condition, member, expected, ZoneInfo(zone)) is True
+    # false again on each anniversary: 1 March 2035, and 29 February in the leap year 2036
+    flips = [expected]
+    for _ in range(4):
+        found = next_change(condition, member, flips[-1], LifecycleThresholds(), zone=ZoneInfo(zone))
+        assert found is not None
+        flips.append(found)
+    days = [(2035, 3, 1), (2035, 3, 2), (2036, 2, 29), (2036, 3, 1)]
+    assert flips[1:] == [local_dates.local(date(*d), datetime.min.time(), zone) for d in days]
+
+
+SANTIAGO = "America/Santiago"
+#: Santiago's switches in 2026: 5 April 03:00 UTC the clocks go back from 24:00 to 23:00 (the last hour
+#: of 4 April occurs twice); 6 September 04:00 UTC they go forward from 24:00 to 01:00 (no midnight).
+SANTIAGO_SWITCHES = (datetime(2026, 4, 5, 3, tzinfo=UTC), datetime(2026, 9, 6, 4, tzinfo=UTC))
+
+
+def _santiago_members(switch: datetime) -> list[MemberSpec]:
+    zone = ZoneInfo(SANTIAGO)
+    day = (switch - US).astimezone(zone).date()  # the local date before the switch
+    logins = tuple(EventSpec("login", at_local(day - k * DAY, 22, 0, SANTIAGO)) for k in range(2))
+    return [
+        MemberSpec(switch - 400 * DAY, {"birthDate": f"1992-{d.month:02d}-{d.day:02d}"}, [], logins)
+        for d in (day, day + DAY, day + 2 * DAY)
+    ]
+
+
+@pytest.mark.parametrize("switch", SANTIAGO_SWITCHES, ids=["fall-back", "spring-forward"])
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "streak(login) >= 2",
+        "streak(login) = 0",
+        "days_to_anniversary(birthDate) = 0",
+        "days_to_anniversary(birthDate) <= 1",
+        "age >= 34",
+        "days_since(birthDate) > 12600",
+        "distinct_days(login, 1d) >= 1",
+    ],
+)
+def test_no_flip_is_missed_across_santiagos_switches(switch: datetime, rule: str) -> None:
+    """From 30 hours before the switch to 3 days after, every 10 minutes and a microsecond either side
+    of each switch and local midnight: truth is constant until `next_change` and differs there, again
+    from each change (what the scheduler does)."""
+    zone = ZoneInfo(SANTIAGO)
+    condition = parse_rule(rule)
+    for spec in _santiago_members(switch):
+        member = member_facts(spec)
+        now = switch - timedelta(hours=30)
+        stop = switch + 3 * DAY
+        probes = [now + k * timedelta(minutes=10) for k in range(int((stop - now) / timedelta(minutes=10)))]
+        edges = [
+            switch,
+            *(
+                local_dates.local(switch.date() + k * DAY, datetime.min.time(), SANTIAGO)
+                for k in range(-2, 4)
+            ),
+        ]
+        probes += [t + d for t in edges for d in (-US, timedelta(0), US)]
+        while now < stop:
+            change = next_change(condition, member, now, LifecycleThresholds(), zone=zone)
+            before = truth(condition, member, now, zone)
+            end = stop if change is None else min(change, stop)
+            window = [t for t in probes if now < t < end]
+            assert [truth(condition, member, t, zone) for t in window] == [before] * len(window), (rule, now)
+            if change is None or change >= stop:
+                break
+            assert truth(condition, member, change, zone) != before, (rule, change)
+            now = change

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pytest
 
 from api.runtime import Services
 from tests.support import ShiftableClock, move_to
@@ -125,3 +126,54 @@ async def test_a_login_streak_counts_istanbul_dates_and_follows_a_timezone_chang
     # and back to Istanbul: three again
     await admin.data(TIMEZONE, {"z": zone})
     assert (await integration.data(STREAK))["member"] == {"streak": 3, "segments": [{"key": "active"}]}
+
+
+SET_LADDER = "mutation($i: TierLadderInput!) { setTierLadder(input: $i) { qualifier } }"
+TIER = '{ member(externalId: "ayse") { tier { tier { key } qualifyingValue } segments { key } } }'
+
+
+@pytest.mark.parametrize("qualifier", ["distinct_days(login, 7d)", "streak(login)"])
+async def test_a_timezone_change_places_the_members_of_a_ladder_counting_local_dates_again(
+    client: httpx.AsyncClient,
+    integration: GraphQLClient,
+    program: ProgramFixture,
+    clock: ShiftableClock,
+    qualifier: str,
+) -> None:
+    # given an Istanbul program whose ladder counts login dates (silver from 3), a segment reading
+    # the tier, and logins on 13, 14 and 15 March local time, the last at 01:30 (the 14th in UTC)
+    zone = "Europe/Istanbul"
+    now = at_local(date(2026, 3, 15), 9, 0, zone)
+    admin = await admin_at(client, program, clock, now)
+    await admin.data(TIMEZONE, {"z": zone})
+    await integration.data(UPSERT, {"m": [{"externalId": "ayse"}]})
+    logins = [
+        ("l13", at_local(date(2026, 3, 13), 12, 0, zone)),
+        ("l14", at_local(date(2026, 3, 14), 12, 0, zone)),
+        ("l15", at_local(date(2026, 3, 15), 1, 30, zone)),
+    ]
+    await record_for(integration, "ayse", logins, type="login")
+    tiers = [
+        {"key": "bronze", "name": "Bronze", "threshold": "0"},
+        {"key": "silver", "name": "Silver", "threshold": "3"},
+    ]
+    await admin.data(SET_LADDER, {"i": {"qualifier": qualifier, "tiers": tiers}})
+    await create(admin, "regulars", 'in_segment("tier-silver")')
+    silver = {"tier": {"key": "silver"}, "qualifyingValue": "3"}
+    assert (await admin.data(TIER))["member"]["tier"] == silver
+    assert await members_of(admin, "regulars") == ["ayse"]
+
+    # when the program moves to UTC: two login dates
+    await admin.data(TIMEZONE, {"z": "UTC"})
+
+    # then she is placed at bronze at once, and leaves the segment reading silver
+    member = (await admin.data(TIER))["member"]
+    assert member["tier"] == {"tier": {"key": "bronze"}, "qualifyingValue": "2"}
+    assert {"key": "tier-bronze"} in member["segments"]
+    assert {"key": "tier-silver"} not in member["segments"]
+    assert await members_of(admin, "regulars") == []
+
+    # and back to Istanbul: silver again
+    await admin.data(TIMEZONE, {"z": zone})
+    assert (await admin.data(TIER))["member"]["tier"] == silver
+    assert await members_of(admin, "regulars") == ["ayse"]

@@ -187,12 +187,26 @@ def _leaf_flips(
     """The instants in (now, end], in order, where the leaf's truth changes."""
     check = predicate(leaf)
     truth = check(Context(member, Evaluation(now, lifecycle, zone)))
-    instants = _leaf_instants(leaf, member, now, lifecycle, zone)
-    for instant in sorted({t for t in instants if now < t <= end}):
+    for instant in _leaf_candidates(leaf, member, now, end, lifecycle, zone):
         holds = check(Context(member, Evaluation(instant, lifecycle, zone)))
         if holds != truth:
             truth = holds
             yield instant
+
+
+def _leaf_candidates(
+    leaf: Node,
+    member: MemberFacts,
+    now: datetime,
+    end: datetime,
+    lifecycle: LifecycleThresholds,
+    zone: tzinfo = UTC,
+) -> Iterator[datetime]:
+    """The leaf's candidate instants in (now, end], ascending and distinct. An anniversary recurs every
+    year up to `end`: its candidates are generated lazily, in order, as far as they are read."""
+    if isinstance(leaf, DateCompare) and leaf.fn == DateFn.DAYS_TO_ANNIVERSARY:
+        return _anniversary_instants(leaf.path, leaf.value, member, now, end, zone)
+    return iter(sorted({t for t in _leaf_instants(leaf, member, now, lifecycle, zone) if now < t <= end}))
 
 
 def _leaf_instants(
@@ -400,32 +414,57 @@ def _midnight(day: date, zone: tzinfo = UTC) -> datetime:
 
 # ---------- version 2: date operands ----------
 
-#: How many upcoming anniversaries `days_to_anniversary` looks at: past a leap cycle, it repeats.
-_ANNIVERSARIES = 6
-
 
 def _date_instants(
     path: str, fn: DateFn, value: Value, member: MemberFacts, now: datetime, zone: tzinfo
 ) -> list[datetime]:
-    """The local midnights where a date operand's day count reaches a value the comparison cares about."""
+    """The local midnights where `days_since(PATH)` reaches a value the comparison cares about (it is
+    k on the local date `day + k`); `days_to_anniversary` recurs: see `_anniversary_instants`."""
+    day = Evaluation(now, zone=zone).date_at(path, member)
+    if day is None or fn != DateFn.DAYS_SINCE:
+        return []
+    current = (local_date(now, zone) - day).days
+    ahead = range(current + 1, current + LIMIT.days + 2)
+    return [_midnight(day + k * DAY, zone) for k in sorted(_thresholds(value)) if k in ahead]
+
+
+def _anniversary_instants(
+    path: str, value: Value, member: MemberFacts, now: datetime, end: datetime, zone: tzinfo
+) -> Iterator[datetime]:
+    """The local midnights in (now, end], ascending, where `days_to_anniversary(PATH)` may change truth.
+
+    The count falls by one each midnight to 0 on the anniversary A, then jumps to about a year: it is
+    k on A - k, k - 1 on A - k + 1, and jumps on A + 1. A is the day `evaluate.anniversary_ordinal`
+    gives, the rule `age` follows (29 February is 1 March in common years), for every year up to
+    `end`: a flip may be decades ahead when another leaf (`age >= 34`) holds it back until then.
+    Year Y's days lie in [A(Y) - 366, A(Y) + 1] and A(Y + 1) - 366 >= A(Y) - 1, so once year Y is
+    queued every queued day before A(Y) - 1 is final.
+    """
     day = Evaluation(now, zone=zone).date_at(path, member)
     if day is None:
-        return []
+        return
     today = local_date(now, zone)
-    if fn == DateFn.DAYS_SINCE:  # days_since is k on the local date day + k
-        current = (today - day).days
-        ahead = range(current + 1, current + LIMIT.days + 2)
-        return [_midnight(day + k * DAY, zone) for k in sorted(_thresholds(value)) if k in ahead]
-    # days_to_anniversary falls by one each midnight to 0 on the anniversary A, then jumps to a year:
-    # it is k on A - k, k - 1 on A - k + 1, and jumps on A + 1
-    found: set[date] = set()
-    for year in range(today.year, min(today.year + _ANNIVERSARIES, date.max.year - 1)):
+    last = local_date(end, zone)
+    offsets = sorted({-1, *(d for k in _thresholds(value) if 0 <= k <= 366 for d in (k, k - 1))})
+    queued: list[date] = []
+    emitted = today
+    for year in range(today.year, min(last.year + 1, date.max.year - 1) + 1):
         anniversary = date(year, 1, 1) + (anniversary_ordinal(year, day.month, day.day) - 1) * DAY
-        found.add(anniversary + DAY)
-        for k in _thresholds(value):
-            if 0 <= k <= 366:
-                found.update((anniversary - k * DAY, anniversary - (k - 1) * DAY))
-    return [_midnight(d, zone) for d in sorted(found) if d > today]
+        for offset in offsets:
+            heapq.heappush(queued, anniversary - offset * DAY)
+        final = anniversary - DAY if year <= last.year else date.max
+        while queued and queued[0] < final:
+            candidate = heapq.heappop(queued)
+            if candidate > emitted:
+                if candidate > last:
+                    return
+                emitted = candidate
+                yield _midnight(candidate, zone)
+    while queued:
+        candidate = heapq.heappop(queued)
+        if emitted < candidate <= last:
+            emitted = candidate
+            yield _midnight(candidate, zone)
 
 
 # ---------- lifecycle ----------

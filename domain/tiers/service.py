@@ -15,6 +15,7 @@ from fractions import Fraction
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.changes import ProgramCalendarChanged
 from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import SegmentKind
@@ -27,7 +28,7 @@ from domain.segments.due import mark_program_due
 from domain.segments.engine import SegmentEngine, changed
 from domain.segments.evaluate import Evaluation
 from domain.segments.facts import Needs, load_facts
-from domain.segments.horizon import is_time_dependent
+from domain.segments.horizon import is_time_dependent, reads_local_dates
 from domain.segments.lifecycle import LifecycleThresholds
 from domain.segments.service import next_stamp
 from domain.tiers.keeping import measure_qualifier
@@ -120,7 +121,7 @@ class TierService:
             for row in removed:
                 await session.delete(row)
             await session.flush()
-            await self._place(session, program_id, ladder, now, progress)
+            await place_program(session, self.engine, program_id, ladder, now, progress)
         return ladder
 
     async def recompute(self, program_id: int, progress: PlacementProgress | None = None) -> int:
@@ -131,42 +132,9 @@ class TierService:
             ladder = await load_ladder(uow.session, program_id)
             if ladder is None:
                 raise NotFound("program: this program has no tier ladder")
-            await self._place(uow.session, program_id, ladder, now, progress)
+            await place_program(uow.session, self.engine, program_id, ladder, now, progress)
             count = select(func.count()).select_from(Member).where(Member.program_id == program_id)
             return int((await uow.session.execute(count)).scalar_one())
-
-    async def _place(
-        self,
-        session: AsyncSession,
-        program_id: int,
-        ladder: Ladder,
-        now: datetime,
-        progress: PlacementProgress | None,
-    ) -> None:
-        view = await self.engine.view(session, program_id)
-        by_key = view.index.by_key()
-        segment_ids = [by_key[t.segment_key].id for t in ladder.tiers]
-        if is_time_dependent(ladder.reaches(0)):  # unknown now: the scheduler computes them
-            await mark_program_due(session, program_id, now)
-        compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
-        watched = await self.engine.watched(session, program_id)
-        moved = await place_members(
-            session,
-            program_id,
-            ladder,
-            segment_ids,
-            compilation,
-            now,
-            watched=watched,
-            progress=progress,
-        )
-        for result in moved:
-            changed(session, program_id, result.changes, result.entered, result.left, now)
-        readers: list[str] = []
-        for tier in ladder.tiers:
-            readers.extend(d.key for d in view.index.dependents(tier.segment_key) if d.key not in readers)
-        if readers:
-            await self.engine.recompute(session, program_id, readers, now)
 
     async def delete_ladder(self, program_id: int) -> bool:
         """Remove the ladder, its TIER segments (with their history) and the states; False when none."""
@@ -238,6 +206,56 @@ class TierService:
         return views
 
 
+class LadderCalendar:
+    """The message bus's handler of a timezone change (`setProgramTimezone`) for the tier ladder: a
+    qualifier counting local dates (`distinct_days`, `streak`) is measured again in the new zone."""
+
+    def __init__(self, engine: SegmentEngine) -> None:
+        self.engine = engine
+
+    async def calendar_changed(self, session: AsyncSession, change: ProgramCalendarChanged) -> None:
+        """Place every member again (the `setTierLadder` pass: grace cleared, readers recomputed)."""
+        ladder = (await self.engine.view(session, change.program_id)).ladder
+        if ladder is not None and reads_local_dates(ladder.reaches(0)):
+            await place_program(session, self.engine, change.program_id, ladder, change.at)
+
+
+async def place_program(
+    session: AsyncSession,
+    engine: SegmentEngine,
+    program_id: int,
+    ladder: Ladder,
+    now: datetime,
+    progress: PlacementProgress | None = None,
+) -> None:
+    """Every member of the program at the tier its qualifier reaches now (`place_members`), then the
+    segments reading the TIER segments recomputed; due times too when the qualifier moves with time."""
+    view = await engine.view(session, program_id)
+    by_key = view.index.by_key()
+    segment_ids = [by_key[t.segment_key].id for t in ladder.tiers]
+    if is_time_dependent(ladder.reaches(0)):  # unknown now: the scheduler computes them
+        await mark_program_due(session, program_id, now)
+    compilation = view.compilation(session.get_bind().dialect.name, program_id, now)
+    watched = await engine.watched(session, program_id)
+    moved = await place_members(
+        session,
+        program_id,
+        ladder,
+        segment_ids,
+        compilation,
+        now,
+        watched=watched,
+        progress=progress,
+    )
+    for result in moved:
+        changed(session, program_id, result.changes, result.entered, result.left, now)
+    readers: list[str] = []
+    for tier in ladder.tiers:
+        readers.extend(d.key for d in view.index.dependents(tier.segment_key) if d.key not in readers)
+    if readers:
+        await engine.recompute(session, program_id, readers, now)
+
+
 async def _lock_program(session: AsyncSession, program_id: int) -> None:
     """Ladder writes of one program take turns (the program row's lock)."""
     program = await session.get(Program, program_id, with_for_update=True)
@@ -252,4 +270,11 @@ async def _tier_segments(session: AsyncSession, program_id: int) -> dict[str, Se
     return {row.key: row for row in rows.scalars()}
 
 
-__all__ = ["MemberTierView", "TierService", "as_decimal", "is_tier_segment_key"]
+__all__ = [
+    "LadderCalendar",
+    "MemberTierView",
+    "TierService",
+    "as_decimal",
+    "is_tier_segment_key",
+    "place_program",
+]
