@@ -172,7 +172,7 @@ def build_services(
     db.on_commit = bus.announce
     ledger = LedgerService(db, clock)
     compliance = Compliance()
-    events = EventService(db, clock, default_auditor(clock), compliance)
+    events = EventService(db, clock, default_auditor(clock), compliance, lock_scope=segments)
     services = Services(
         settings=settings,
         db=db,

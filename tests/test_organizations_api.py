@@ -7,6 +7,7 @@ sells; `in_organization` reaching the organizations below.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -179,3 +180,27 @@ async def test_in_organization_reaches_the_organizations_below(
     assert len(await members_of(admin, "group_network")) == 5
     await integration.data(ORGS, {"o": [org("dealer1", None)]})
     assert await members_of(admin, "group_network") == ["m-dealer2", "m-group"]
+
+
+async def test_concurrent_batches_fanning_out_over_one_organization_never_deadlock(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    """Each batch locks its members and the members its roll-ups reach in one ordered statement:
+    taken in two (its own members, then the fan-out) they deadlocked under concurrent batches."""
+    await integration.data(ORGS, {"o": [org("chain"), org("store1", "chain"), org("store2", "chain")]})
+    staff = [f"s{i:02d}" for i in range(12)]
+    await integration.data(
+        UPSERT,
+        {
+            "m": [
+                {"externalId": m, "organizationExternalId": f"store{1 + i % 2}"} for i, m in enumerate(staff)
+            ]
+        },
+    )
+    await create(admin, "chain_selling", "org.sum(sale.amount, 30d) >= 50")
+    at = clock.now() - timedelta(minutes=1)
+    await asyncio.gather(*(record_accepted(integration, [event(m, "sale", at, "10")]) for m in staff))
+    # each store sold 60 (>= 50): every member of both stores is in, whichever batch came last
+    assert await members_of(admin, "chain_selling") == staff
+    await integration.data(UPSERT, {"m": [{"externalId": "boss", "organizationExternalId": "chain"}]})
+    assert await members_of(admin, "chain_selling") == ["boss", *staff]

@@ -79,6 +79,16 @@ async def count_events(recorded: EventsRecorded) -> None:
         EVENTS.labels(status).inc(count)
 
 
+class LockScope(Protocol):
+    """Whom a batch's events reach beyond their own members (the segment engine's `org.AGG`
+    roll-up fan-out): the batch locks them all in its one ordered lock statement, so no two
+    batches fanning out over the same organizations ever take member locks in opposite orders."""
+
+    async def reach(
+        self, session: AsyncSession, program_id: int, event_types: Mapping[int, frozenset[str]]
+    ) -> set[int]: ...
+
+
 class Compliance(Protocol):
     """Pipeline step 8, a port fraud/ fills: tag (or untag) `non-compliant` from the stored findings."""
 
@@ -94,10 +104,16 @@ class Compliance(Protocol):
 
 class EventService:
     def __init__(
-        self, db: Database, clock: Clock, auditor: Auditor, compliance: Compliance | None = None
+        self,
+        db: Database,
+        clock: Clock,
+        auditor: Auditor,
+        compliance: Compliance | None = None,
+        lock_scope: LockScope | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
+        self.lock_scope = lock_scope
         self.auditor = auditor
         #: Settles the non-compliant tag of members this batch blocked (None: tagging off).
         self.compliance = compliance
@@ -123,7 +139,14 @@ class EventService:
                 refused[i] = _erased(admitted.pop(i))  # its name is an erased member's pseudonym
             if created:  # every condition is new to them
                 uow.collect(MembersChanged(program_id, created=created, at=now))
-            touched = await lock_members(session, {members[e.member_external_id] for e in admitted.values()})
+            types: dict[int, frozenset[str]] = {}
+            for e in admitted.values():
+                member_id = members[e.member_external_id]
+                types[member_id] = types.get(member_id, frozenset()) | {e.type}
+            reached = (
+                set() if self.lock_scope is None else await self.lock_scope.reach(session, program_id, types)
+            )
+            touched = await lock_members(session, set(types) | reached) & set(types)
             for i in [i for i, e in admitted.items() if members[e.member_external_id] not in touched]:
                 refused[i] = _erased(admitted.pop(i))  # erased while this batch waited for its row
             # 3. earn: the rule's points times the multiplier of the tier held when the batch began

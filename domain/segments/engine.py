@@ -10,7 +10,7 @@ with one compiled statement each. What either wrote is collected as one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 
@@ -159,6 +159,15 @@ class SegmentEngine:
         await self.reevaluate(session, change.program_id, plans, now, tiered=tiered)
         if rolled_up:  # a pass of its own: their facts are the roll-ups' needs, not the batch's
             await self.reevaluate(session, change.program_id, rolled_up, now)
+
+    async def reach(
+        self, session: AsyncSession, program_id: int, event_types: Mapping[int, frozenset[str]]
+    ) -> set[int]:
+        """The members whose `org.AGG` roll-ups these events move (`events.service.LockScope`)."""
+        index = (await self.view(session, program_id)).index
+        if not any(d.org_event_types for d in index.ordered):
+            return set()
+        return set(await org_fan_out(session, program_id, index, event_types))
 
     async def handle(self, session: AsyncSession, change: MembersChanged) -> None:
         """The message bus's handler: evaluate at the instant of the change."""
