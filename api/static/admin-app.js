@@ -1,0 +1,115 @@
+// The admin console (docs/console.md): sign-in, the shell and the hash router. Each section
+// renders into <main id="view"> and may return a function that stops its timers and listeners.
+
+import { $, h } from "./admin-dom.js";
+import { gql, logIn, logOut, session } from "./admin-api.js";
+import { loadCurrentAdmin } from "./admin-roles.js";
+import * as live from "./admin-live.js";
+import { renderSegments, renderSegment } from "./admin-segments.js";
+import { renderEditor } from "./admin-editor.js";
+import { renderMembers, renderMember } from "./admin-members.js";
+import { renderReview } from "./admin-review.js";
+import { renderLeaderboards } from "./admin-boards.js";
+import { renderExperiments } from "./admin-experiments.js";
+
+/** [pattern, section, render(view, ...captures)]: the first match renders. */
+const ROUTES = [
+  [/^\/segments\/new$/, "segments", (view) => renderEditor(view, null)],
+  [/^\/segments\/([^/]+)\/edit$/, "segments", (view, key) => renderEditor(view, key)],
+  [/^\/segments\/([^/]+)$/, "segments", renderSegment],
+  [/^\/segments$/, "segments", renderSegments],
+  [/^\/members\/([^/]+)$/, "members", renderMember],
+  [/^\/members$/, "members", renderMembers],
+  [/^\/review$/, "review", renderReview],
+  [/^\/leaderboards$/, "leaderboards", renderLeaderboards],
+  [/^\/experiments$/, "experiments", renderExperiments],
+  [/^\/live$/, "live", live.renderLive],
+];
+
+let cleanup = null;
+
+function notify(text) {
+  $("notice").textContent = text;
+  $("notice").hidden = !text;
+}
+
+async function route() {
+  if (!session.token()) return;
+  if (cleanup) cleanup();
+  cleanup = null;
+  const path = location.hash.replace(/^#/, "") || "/segments";
+  const view = $("view");
+  view.replaceChildren();
+  for (const [pattern, name, render] of ROUTES) {
+    const match = pattern.exec(path);
+    if (!match) continue;
+    for (const link of $("nav").querySelectorAll("a")) {
+      if (link.dataset.section === name) link.setAttribute("aria-current", "page");
+      else link.removeAttribute("aria-current");
+    }
+    try {
+      const stop = await render(view, ...match.slice(1).map(decodeURIComponent));
+      cleanup = typeof stop === "function" ? stop : null;
+    } catch (error) {
+      view.append(h("p", { class: "error", role: "alert" }, error.message));
+    }
+    return;
+  }
+  view.append(h("p", { class: "error", role: "alert" }, `No page at ${path}.`));
+}
+
+function showLogin(reason) {
+  if (cleanup) cleanup();
+  cleanup = null;
+  live.stop();
+  $("view").replaceChildren();
+  $("view").hidden = $("nav").hidden = $("who").hidden = true;
+  $("program-name").textContent = "";
+  $("login").hidden = false;
+  notify(reason || "");
+  $("login-email").focus();
+}
+
+async function showConsole() {
+  $("login").hidden = true;
+  $("view").hidden = $("nav").hidden = $("who").hidden = false;
+  const [program, admin] = await Promise.all([gql("{ program { key name } }").catch(() => null), loadCurrentAdmin()]);
+  if (!session.token()) return; // refused while loading
+  $("program-name").textContent = program ? program.program.name : "";
+  $("admin-email").textContent = admin.email || "";
+  $("admin-role").textContent = admin.role || "";
+  $("admin-role").hidden = !admin.role;
+  document.title = program ? `${program.program.name} · Loyalty console` : "Loyalty console";
+  live.start((reason) => session.expire(`Signed out: ${reason}`));
+  await route();
+}
+
+$("login").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const button = $("login").querySelector("button");
+  button.disabled = true;
+  notify("");
+  try {
+    await logIn($("login-email").value.trim(), $("login-password").value, $("login-totp").value.trim());
+    $("login-password").value = $("login-totp").value = "";
+    await showConsole();
+  } catch (error) {
+    notify(`Sign-in refused: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  await logOut();
+  showLogin("You are signed out.");
+});
+
+session.onExpired((reason) => showLogin(reason));
+window.addEventListener("hashchange", route);
+
+if (session.watch()) showConsole();
+else {
+  session.clear();
+  showLogin("");
+}
