@@ -30,7 +30,9 @@ def console_files() -> dict[str, bytes]:
     return {
         entry.name: entry.read_bytes()
         for entry in folder.iterdir()
-        if entry.name == PAGE or entry.name == "admin.css" or (entry.name.startswith("admin-") and entry.name.endswith(".js"))
+        if entry.name == PAGE
+        or entry.name == "admin.css"
+        or (entry.name.startswith("admin-") and entry.name.endswith(".js"))
     }
 
 
@@ -47,4 +49,7 @@ def console_routes() -> list[BaseRoute]:
 
         return Route(path, endpoint, methods=["GET"])
 
-    return [route("/admin", PAGE), *(route(f"/admin/{name}", name) for name in sorted(bodies) if name != PAGE)]
+    return [
+        route("/admin", PAGE),
+        *(route(f"/admin/{name}", name) for name in sorted(bodies) if name != PAGE),
+    ]
