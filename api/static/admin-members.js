@@ -88,7 +88,7 @@ function adjustForm(id, reload) {
   const points = h("input", { id: "adjust-points", type: "number", required: true, step: 1 });
   const reason = h("input", { id: "adjust-reason", required: true, value: "goodwill" });
   const status = h("p", { hidden: true, id: "adjust-status" });
-  const form = h("form", { class: "inline", id: "adjust-form" }, field("Points (+ credit, − correction)", points), field("Reason", reason), h("button", { type: "submit" }, "Adjust"), status);
+  const form = h("form", { class: "inline", id: "adjust-form" }, field("Points (+ credit, - correction)", points), field("Reason", reason), h("button", { type: "submit" }, "Adjust"), status);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const variables = { id, points: Number(points.value), reason: reason.value.trim(), key: crypto.randomUUID() };
