@@ -84,18 +84,18 @@ function timeline(member) {
   return items.map((item) => ({ props: { dataset: { kind: item.kind } }, cells: [when(item.at), item.kind, item.what, item.detail] }));
 }
 
-function adjustForm(id, reload) {
+function adjustForm(id, reload, notice) {
   const points = h("input", { id: "adjust-points", type: "number", required: true, step: 1 });
   const reason = h("input", { id: "adjust-reason", required: true, value: "goodwill" });
   const status = h("p", { hidden: true, id: "adjust-status" });
+  if (notice) message(status, notice);
   const form = h("form", { class: "inline", id: "adjust-form" }, field("Points (+ credit, - correction)", points), field("Reason", reason), h("button", { type: "submit" }, "Adjust"), status);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const variables = { id, points: Number(points.value), reason: reason.value.trim(), key: crypto.randomUUID() };
     try {
       const entry = (await withStepUp(() => gql(ADJUST, variables))).adjustPoints;
-      message(status, `Adjusted by ${entry.points}.`);
-      await reload();
+      await reload(`Adjusted by ${entry.points}.`);
     } catch (error) {
       message(status, `Not adjusted: ${error.message}`, true);
     }
@@ -147,7 +147,7 @@ function privacyTools(id) {
 
 /** #/members/ID: balance, tier, tags, segments, scores, expiring points, timeline, actions. */
 export async function renderMember(view, id) {
-  const draw = async () => {
+  const draw = async (notice) => {
     const { member } = await gql(MEMBER, { id });
     if (!member) return view.replaceChildren(h("p", { class: "error", role: "alert" }, `No member ${id}.`));
     const facts = h(
@@ -172,18 +172,18 @@ export async function renderMember(view, id) {
         section("Segments", member.segments.length ? h("ul", { id: "member-segments" }, member.segments.map((s) => h("li", null, segmentLink(s.key), ` ${s.name}`))) : h("p", { class: "muted", id: "member-segments" }, "In no segment.")),
         section("Points expiring in 90 days", expiring.length ? table("Expiring points", ["Expires", "Points"], expiring, { numeric: [1] }) : empty("None.")),
       ),
-      can("adjustPoints") ? section("Goodwill adjustment", adjustForm(id, draw)) : null,
+      can("adjustPoints") ? section("Goodwill adjustment", adjustForm(id, draw, notice)) : null,
       privacyTools(id),
       section("Timeline", table("Events, points and segment changes, newest first", ["Time", "Kind", "What", "Detail"], timeline(member), { id: "timeline" })),
     );
   };
-  await draw();
+  await draw(null);
   let pending = null;
   const stop = onChange((change) => {
     if (change.memberExternalId !== id || pending) return;
     pending = setTimeout(() => {
       pending = null;
-      draw();
+      draw(null);
     }, 250);
   });
   return () => {
