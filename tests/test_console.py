@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from importlib.resources import files
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -174,7 +175,8 @@ async def test_an_admin_signs_in_with_totp_sees_the_program_and_signs_out(
     assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None
 
 
-async def server_error(server: Server, token: str) -> dict[str, object]:
+async def server_error(server: Server, token: str) -> dict[str, Any]:
+    """The first error the server answers a request with `token` with."""
     async with httpx.AsyncClient(base_url=server.http) as http:
         body = (
             await http.post(
@@ -183,7 +185,7 @@ async def server_error(server: Server, token: str) -> dict[str, object]:
                 headers={"Authorization": f"Bearer {token}"},
             )
         ).json()
-    error: dict[str, object] = body["errors"][0]
+    error: dict[str, Any] = body["errors"][0]
     return error
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import orjson
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, ViewportSize, expect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # `domain` and `tests` when run as a script
@@ -34,8 +34,8 @@ from tests.support.servers import free_port  # noqa: E402
 
 #: Seeding the demo's history takes minutes on a busy machine.
 SEED_WAIT_S = 1800
-WIDE = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
+WIDE = ViewportSize(width=1280, height=900)
+PHONE = ViewportSize(width=390, height=844)
 #: (file name, hash route, what must be on the page before the picture is taken)
 PAGES = [
     ("segments", "#/segments", "#segments tbody tr"),
