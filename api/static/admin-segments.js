@@ -27,6 +27,9 @@ const BREAKDOWN = `query($key: String!, $path: String!) { segmentBreakdown(key: 
 export const segmentLink = (key) => h("a", { href: `#/segments/${encodeURIComponent(key)}` }, key);
 const memberLink = (id) => h("a", { href: `#/members/${encodeURIComponent(id)}` }, id);
 const isoDay = (date) => date.toISOString().slice(0, 10);
+/** The entries and exits listed on a segment's page: the period and the most read (the log is oldest first). */
+const CHANGES_DAYS = 7;
+const MAX_CHANGES = 500;
 
 /** #/segments: every segment with its live size, 30-day sparkline, kind, rule and tag. */
 export async function renderSegments(view) {
@@ -173,7 +176,7 @@ async function analyticsSection(key, others) {
 
 /** #/segments/KEY: chart, entries and exits, members, rule, triggers, analytics, live feed. */
 export async function renderSegment(view, key) {
-  const since = new Date(Date.now() - 30 * 86400000).toISOString();
+  const since = new Date(Date.now() - CHANGES_DAYS * 86400000).toISOString();
   const data = await gql(PAGE, { key, after: null, since });
   const segment = data.segment;
   if (!segment) {
@@ -183,7 +186,8 @@ export async function renderSegment(view, key) {
   const size = h("strong", { id: "segment-size" }, number(segment.size));
   let current = segment.size;
   const days = segment.history.map((d) => ({ ...d, label: new Date(d.at).toLocaleDateString() }));
-  const changes = [...segment.changes].reverse().slice(0, 100).map((c) => [when(c.at), memberLink(c.memberExternalId), h("span", { class: c.change.toLowerCase() }, c.change)]);
+  const truncated = segment.changes.length === MAX_CHANGES;
+  const changes = [...segment.changes].reverse().map((c) => [when(c.at), memberLink(c.memberExternalId), h("span", { class: c.change.toLowerCase() }, c.change)]);
   const tools = can("editSegments")
     ? h("div", { class: "actions" }, segment.kind === "DYNAMIC" ? h("a", { class: "button", href: `#/segments/${encodeURIComponent(key)}/edit` }, "Edit") : null, ...deleteButton(key))
     : null;
@@ -205,7 +209,11 @@ export async function renderSegment(view, key) {
     ),
     section("Size, last 30 days", historyChart(days, `Daily size of ${key} over the last 30 days, from ${days[0]?.size ?? 0} to ${days.at(-1)?.size ?? 0}`), h("p", { class: "legend" }, h("span", { class: "key line" }, "size"), h("span", { class: "key entered" }, "entries"), h("span", { class: "key left" }, "exits"))),
     h("div", { class: "columns" },
-      section("Entries and exits (30 days, newest first)", changes.length ? table("Entries and exits", ["Time", "Member", "Change"], changes) : empty("None in 30 days.")),
+      section(
+        `Entries and exits, last ${CHANGES_DAYS} days`,
+        truncated ? h("p", { class: "muted" }, `The first ${MAX_CHANGES} of the period, newest first; the chart counts them all.`) : null,
+        changes.length ? h("div", { class: "tall" }, table("Entries and exits, newest first", ["Time", "Member", "Change"], changes, { id: "segment-changes" })) : empty(`None in ${CHANGES_DAYS} days.`),
+      ),
       section("Live changes", h("p", { class: "muted" }, "As they commit."), feedTable),
     ),
     section("Members", membersSection(key, segment.members)),
