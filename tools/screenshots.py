@@ -39,7 +39,7 @@ PHONE = ViewportSize(width=390, height=844)
 #: (file name, hash route, what must be on the page before the picture is taken)
 PAGES = [
     ("segments", "#/segments", "#segments tbody tr"),
-    ("segment", "#/segments/{segment}", "#overlaps, #segment-members"),
+    ("segment", "#/segments/{segment}", "#analytics"),
     ("editor", "#/segments/new", "#preview-size"),
     ("members", "#/members", "main table"),
     ("member", "#/members/{member}", "#timeline tbody tr"),
@@ -57,15 +57,18 @@ async def demo_server(data_dir: Path) -> AsyncIterator[tuple[str, dict[str, Any]
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOYALTY_")}
     env["PYTHONPATH"] = str(ROOT)
     command = [sys.executable, "-m", "api.cli", "--data-dir", str(data_dir), "demo", "--host", "127.0.0.1"]
+    log = (data_dir / "screenshots-server.log").open("wb")
     process = await asyncio.create_subprocess_exec(
-        *command, "--port", str(port), env=env, stdout=asyncio.subprocess.DEVNULL, cwd=ROOT
+        *command, "--port", str(port), env=env, stdout=asyncio.subprocess.DEVNULL, stderr=log, cwd=ROOT
     )
+    log.close()  # the server has its own descriptor
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=url, timeout=2) as http:
             for _ in range(SEED_WAIT_S * 10):
                 if process.returncode is not None:
-                    raise SystemExit(f"the demo exited with {process.returncode}")
+                    tail = (data_dir / "screenshots-server.log").read_text()[-3000:]
+                    raise SystemExit(f"the demo exited with {process.returncode}:\n{tail}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get("/readyz")).status_code == 200:
                         break
@@ -105,41 +108,53 @@ async def examples(url: str, token: str) -> dict[str, str]:
     return {"segment": segment, "member": member}
 
 
-async def shoot(out: Path) -> list[Path]:
+async def shoot(out: Path, demo_dir: Path | None) -> list[Path]:
+    with tempfile.TemporaryDirectory(prefix="loyalty-screenshots-", ignore_cleanup_errors=True) as fresh:
+        return await shoot_demo(out, demo_dir or Path(fresh))
+
+
+async def shoot_demo(out: Path, data_dir: Path) -> list[Path]:
+    """Each page of PAGES, then a member's page on a phone: the files written."""
     written: list[Path] = []
-    with tempfile.TemporaryDirectory(prefix="loyalty-screenshots-", ignore_cleanup_errors=True) as data_dir:
-        async with demo_server(Path(data_dir)) as (url, credentials), chromium() as browser:
-            context = await browser.new_context(viewport=WIDE, device_scale_factor=1)
-            page = await context.new_page()
-            await sign_in(page, url, credentials["admin"])
-            token = await page.evaluate("sessionStorage.getItem('loyalty.console.token')")
-            names = await examples(url, token)
-            for name, route, ready in PAGES:
-                await page.goto(f"{url}/admin{route.format(**names)}")
-                if name == "editor":
-                    await page.get_by_label("Rule").fill("count(purchase, 30d) >= 2 and lifecycle = ACTIVE")
-                await page.locator(ready).first.wait_for(timeout=30000)
-                await page.wait_for_load_state("networkidle")
-                path = out / f"{name}.png"
-                await page.screenshot(path=path, full_page=True)
-                written.append(path)
-            await page.set_viewport_size(PHONE)
-            await page.goto(f"{url}/admin#/members/{names['member']}")
-            await page.locator("#timeline").wait_for()
+    async with demo_server(data_dir) as (url, credentials), chromium() as browser:
+        context = await browser.new_context(viewport=WIDE, device_scale_factor=1)
+        page = await context.new_page()
+        await sign_in(page, url, credentials["admin"])
+        token = await page.evaluate("sessionStorage.getItem('loyalty.console.token')")
+        names = await examples(url, token)
+        for name, route, ready in PAGES:
+            await page.goto(f"{url}/admin{route.format(**names)}")
+            if name == "editor":
+                await page.get_by_label("Rule").fill('count(purchase, 30d) >= 2 and lifecycle = "ACTIVE"')
+            await page.locator(ready).first.wait_for(timeout=30000)
             await page.wait_for_load_state("networkidle")
-            path = out / "member-phone.png"
-            await page.screenshot(path=path)
+            path = out / f"{name}.png"
+            await page.screenshot(path=path, full_page=True)
             written.append(path)
-            await context.close()
+        await page.set_viewport_size(PHONE)
+        await page.goto(f"{url}/admin#/members/{names['member']}")
+        await page.locator("#timeline").wait_for()
+        await page.wait_for_load_state("networkidle")
+        path = out / "member-phone.png"
+        await page.screenshot(path=path)
+        written.append(path)
+        await context.close()
     return written
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "console")
+    parser.add_argument(
+        "--demo-dir",
+        type=Path,
+        help="a demo data directory to seed once and reuse (default: a fresh temporary one)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in asyncio.run(shoot(args.out)):
+    if args.demo_dir:
+        args.demo_dir.mkdir(parents=True, exist_ok=True)
+    for path in asyncio.run(shoot(args.out, args.demo_dir)):
         print(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 

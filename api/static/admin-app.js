@@ -27,40 +27,50 @@ const ROUTES = [
 ];
 
 let cleanup = null;
+let navigation = 0; // which route() call is current: an older one's page is never shown
 
 function notify(text) {
   $("notice").textContent = text;
   $("notice").hidden = !text;
 }
 
-async function route() {
-  if (!session.token()) return;
+function stopPage() {
   if (cleanup) cleanup();
   cleanup = null;
+}
+
+async function route() {
+  if (!session.token()) return;
+  stopPage();
+  const current = ++navigation;
   const path = location.hash.replace(/^#/, "") || "/segments";
-  const view = $("view");
-  view.replaceChildren();
-  for (const [pattern, name, render] of ROUTES) {
-    const match = pattern.exec(path);
-    if (!match) continue;
-    for (const link of $("nav").querySelectorAll("a")) {
-      if (link.dataset.section === name) link.setAttribute("aria-current", "page");
-      else link.removeAttribute("aria-current");
-    }
-    try {
-      const stop = await render(view, ...match.slice(1).map(decodeURIComponent));
-      cleanup = typeof stop === "function" ? stop : null;
-    } catch (error) {
-      view.append(h("p", { class: "error", role: "alert" }, error.message));
-    }
+  // each navigation renders into a container of its own: a slower, older one fills a detached node
+  const page = h("div", { class: "page" });
+  $("view").replaceChildren(page);
+  const found = ROUTES.find(([pattern]) => pattern.test(path));
+  if (!found) {
+    page.append(h("p", { class: "error", role: "alert" }, `No page at ${path}.`));
     return;
   }
-  view.append(h("p", { class: "error", role: "alert" }, `No page at ${path}.`));
+  const [pattern, name, render] = found;
+  for (const link of $("nav").querySelectorAll("a")) {
+    if (link.dataset.section === name) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  let stop = null;
+  try {
+    stop = await render(page, ...pattern.exec(path).slice(1).map(decodeURIComponent));
+  } catch (error) {
+    page.append(h("p", { class: "error", role: "alert" }, error.message));
+  }
+  if (typeof stop !== "function") return;
+  if (current === navigation) cleanup = stop;
+  else stop(); // navigated away meanwhile
 }
 
 function showLogin(reason) {
-  if (cleanup) cleanup();
-  cleanup = null;
+  stopPage();
+  navigation++;
   live.stop();
   $("view").replaceChildren();
   $("view").hidden = $("nav").hidden = $("who").hidden = true;

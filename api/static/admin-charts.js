@@ -27,10 +27,11 @@ export function historyChart(days, label) {
   const width = 640;
   const height = 220;
   const pad = { left: 44, right: 12, top: 12, bottom: 28 };
-  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, preserveAspectRatio: "none" });
+  const svg = s("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label });
   if (days.length === 0) return svg;
   const sizes = days.map((d) => d.size);
-  const high = Math.max(1, ...sizes);
+  const high = Math.max(...sizes);
+  const low = Math.min(...sizes) === high ? Math.max(0, high - 1) : Math.min(...sizes);
   const plotHeight = (height - pad.top - pad.bottom) * 0.7;
   const barBase = height - pad.bottom;
   const barRoom = (height - pad.top - pad.bottom) * 0.25;
@@ -44,11 +45,11 @@ export function historyChart(days, label) {
     if (down) svg.append(s("rect", { class: "left", x: (x + step * 0.5).toFixed(1), y: (barBase - down).toFixed(1), width: (step * 0.35).toFixed(1), height: down.toFixed(1) }));
   });
   const xs = days.map((_, i) => pad.left + (i + 0.5) * step);
-  const ys = scale(sizes, 0, high, pad.top + plotHeight, pad.top);
+  const ys = scale(sizes, low, high === low ? low + 1 : high, pad.top + plotHeight, pad.top);
   svg.append(s("polyline", { class: "line", points: xs.map((x, i) => `${x.toFixed(1)},${ys[i].toFixed(1)}`).join(" ") }));
   svg.append(s("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: barBase, y2: barBase }));
   svg.append(s("text", { class: "tick", x: pad.left - 6, y: pad.top + 4, "text-anchor": "end" }, String(high)));
-  svg.append(s("text", { class: "tick", x: pad.left - 6, y: pad.top + plotHeight, "text-anchor": "end" }, "0"));
+  svg.append(s("text", { class: "tick", x: pad.left - 6, y: pad.top + plotHeight, "text-anchor": "end" }, String(low)));
   svg.append(s("text", { class: "tick", x: pad.left, y: height - 8 }, days[0].label));
   svg.append(s("text", { class: "tick", x: width - pad.right, y: height - 8, "text-anchor": "end" }, days.at(-1).label));
   return svg;

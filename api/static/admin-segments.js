@@ -161,7 +161,7 @@ async function analyticsSection(key, others) {
     showBreakdown();
   });
   showBreakdown();
-  return section(
+  const analyticsCard = section(
     "Analytics",
     facts,
     h("h3", null, "Messages"),
@@ -172,6 +172,8 @@ async function analyticsSection(key, others) {
     form,
     breakdown,
   );
+  analyticsCard.id = "analytics";
+  return analyticsCard;
 }
 
 /** #/segments/KEY: chart, entries and exits, members, rule, triggers, analytics, live feed. */
