@@ -3,9 +3,23 @@ and a member's events and segment changes for its timeline."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from datetime import timedelta
+from decimal import Decimal
 
-from tests.support import ShiftableClock
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from api.runtime import Services
+from domain.events.validation import EventDraft
+from domain.members.service import MemberUpsert
+from domain.models import SegmentMembership
+from domain.segments.service import PREVIEW_SAMPLE, SegmentDraft
+from domain.settings import Settings
+from tests.support import Harness, ShiftableClock, private_services
 from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient
 from tests.support.segments import create
@@ -97,3 +111,84 @@ async def test_a_member_token_reads_only_its_own_timeline(integration: GraphQLCl
     }
     error = await member.error(TIMELINE, {"m": "max", "n": 5})
     assert error["extensions"]["code"] == "FORBIDDEN"
+
+
+# ---------- what the preview shows is what saving gives ----------
+
+#: 15 members; member i has i % 4 purchases of i units each.
+PROPERTY_MEMBERS = 15
+EXISTING = (
+    SegmentDraft("few", "few", "DYNAMIC", rule="count(purchase) <= 1"),
+    SegmentDraft("rich", "rich", "DYNAMIC", rule="sum(purchase.amount) >= 30"),
+)
+CLAUSES = st.builds(
+    "{} {} {}".format,
+    st.sampled_from(["count(purchase)", "sum(purchase.amount)", "max(purchase.amount)"]),
+    st.sampled_from([">=", "<", "="]),
+    st.integers(0, 45),
+)
+RULES = st.one_of(CLAUSES, st.builds("{} {} {}".format, CLAUSES, st.sampled_from(["and", "or"]), CLAUSES))
+
+
+@pytest.fixture(scope="module")
+def shop(settings: Settings) -> Iterator[tuple[Harness, int]]:
+    """A program with the members above and the EXISTING segments, on services of their own."""
+    with private_services(settings) as harness:
+        services = harness.services
+
+        async def seed() -> int:
+            program = await services.programs.create_program(f"pv-{uuid.uuid4().hex[:12]}", "Preview", "B2C")
+            ids = [f"m{i:02}" for i in range(PROPERTY_MEMBERS)]
+            await services.members.upsert_members(program.id, [MemberUpsert(m) for m in ids])
+            now = services.clock.now() - timedelta(hours=1)
+            drafts = [
+                EventDraft(f"e-{i}-{n}", m, "purchase", now, Decimal(i))
+                for i, m in enumerate(ids)
+                for n in range(i % 4)
+            ]
+            await services.events.record_events(program.id, drafts)
+            for draft in EXISTING:
+                await services.segments.create(program.id, draft)
+            return program.id
+
+        yield harness, harness.run(seed())
+
+
+async def members_in(services: Services, segment_id: int) -> set[int]:
+    async with services.db.read() as session:
+        rows = await session.scalars(
+            select(SegmentMembership.member_id).where(SegmentMembership.segment_id == segment_id)
+        )
+        return set(rows)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rule=RULES)
+def test_a_saved_segment_has_the_preview_s_size_sample_and_overlaps(
+    shop: tuple[Harness, int], rule: str
+) -> None:
+    harness, program_id = shop
+    services = harness.services
+
+    async def check() -> None:
+        preview = await services.segments.preview(program_id, None, rule)
+        saved = await services.segments.create(
+            program_id, SegmentDraft("previewed", "previewed", "DYNAMIC", rule=rule)
+        )
+        try:
+            members = await members_in(services, saved.id)
+            existing = {
+                s.key: await members_in(services, s.id)
+                for s in await services.segments.list_segments(program_id)
+                if s.key != "previewed"
+            }
+        finally:
+            await services.segments.delete(program_id, "previewed")
+        assert preview.size == len(members)
+        assert [m.id for m in preview.sample] == sorted(members)[:PREVIEW_SAMPLE]
+        assert dict(preview.overlaps) == {k: len(v & members) for k, v in existing.items() if v & members}
+        assert [both for _, both in preview.overlaps] == sorted(
+            (both for _, both in preview.overlaps), reverse=True
+        )
+
+    harness.run(check())
