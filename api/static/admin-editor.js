@@ -65,7 +65,7 @@ export async function renderEditor(view, key) {
     previewBox.setAttribute("aria-busy", "true");
     try {
       const result = (await gql(PREVIEW, { rule })).previewSegment;
-      if (mine === generation) previewBox.replaceChildren(...previewView(result));
+      if (mine === generation) previewBox.replaceChildren(...previewView(result).filter(Boolean));
       ruleInput.removeAttribute("aria-invalid");
     } catch (error) {
       if (mine !== generation) return;

@@ -7,16 +7,18 @@ import { withStepUp } from "./admin-stepup.js";
 import { segmentLink } from "./admin-segments.js";
 import { onChange } from "./admin-live.js";
 
-const MEMBER = `query($id: String!) { member(externalId: $id) {
+/** Each of the timeline's three lists reads this many of its latest items. */
+const TIMELINE_EACH = 40;
+const MEMBER = `query($id: String!, $first: Int!) { member(externalId: $id) {
   externalId kind joinedAt pointsBalance pendingPoints lifecycle churnRisk7d abcClass
   rfm { r f m label }
   tier { tier { key name threshold } since qualifyingValue next { name threshold } toNext keptUntil }
   tags { key source since }
   segments { key name }
   expiringPoints(withinDays: 90) { points expiresAt }
-  ledger(first: 50) { edges { node { id points status kind reason actor createdAt eventExternalId } } }
-  events(first: 50) { externalId type occurredAt amount status pointsAwarded }
-  segmentChanges(first: 50) { segmentKey change at }
+  ledger(first: $first) { edges { node { id points status kind reason actor createdAt eventExternalId } } }
+  events(first: $first) { externalId type occurredAt amount status pointsAwarded }
+  segmentChanges(first: $first) { segmentKey change at }
 } }`;
 const LIST = `query($after: String) { members(first: 25, after: $after) { totalCount pageInfo { hasNextPage endCursor }
   edges { node { externalId pointsBalance lifecycle joinedAt } } } }`;
@@ -73,15 +75,18 @@ function tierView(tier) {
   );
 }
 
-/** Events, ledger entries and segment changes as one list, newest first. */
+/** Events, ledger entries and segment changes as one list, newest first. A list that was cut at
+ * TIMELINE_EACH ends the timeline where it ends, so the merged list has no gap in time. */
 function timeline(member) {
+  const lists = [member.events.map((e) => e.occurredAt), member.ledger.edges.map((e) => e.node.createdAt), member.segmentChanges.map((c) => c.at)];
+  const cut = Math.max(-Infinity, ...lists.filter((l) => l.length === TIMELINE_EACH).map((l) => Math.min(...l.map(Date.parse))));
   const items = [
     ...member.events.map((e) => ({ at: e.occurredAt, kind: "event", what: `${e.type}${e.amount ? ` ${e.amount}` : ""}`, detail: `${e.status}${e.pointsAwarded ? `, +${e.pointsAwarded} points` : ""} · ${e.externalId}` })),
     ...member.ledger.edges.map(({ node }) => ({ at: node.createdAt, kind: "points", what: `${node.points > 0 ? "+" : ""}${node.points} ${node.kind}`, detail: `${node.status}${node.reason ? ` · ${node.reason}` : ""}${node.actor ? ` · by ${node.actor}` : ""}` })),
     ...member.segmentChanges.map((c) => ({ at: c.at, kind: "segment", what: h("span", null, h("span", { class: c.change.toLowerCase() }, c.change), " ", segmentLink(c.segmentKey)), detail: "" })),
   ];
   items.sort((a, b) => Date.parse(b.at) - Date.parse(a.at));
-  return items.map((item) => ({ props: { dataset: { kind: item.kind } }, cells: [when(item.at), item.kind, item.what, item.detail] }));
+  return items.filter((item) => Date.parse(item.at) >= cut).map((item) => ({ props: { dataset: { kind: item.kind } }, cells: [when(item.at), item.kind, item.what, item.detail] }));
 }
 
 function adjustForm(id, reload, notice) {
@@ -148,7 +153,7 @@ function privacyTools(id) {
 /** #/members/ID: balance, tier, tags, segments, scores, expiring points, timeline, actions. */
 export async function renderMember(view, id) {
   const draw = async (notice) => {
-    const { member } = await gql(MEMBER, { id });
+    const { member } = await gql(MEMBER, { id, first: TIMELINE_EACH });
     if (!member) return view.replaceChildren(h("p", { class: "error", role: "alert" }, `No member ${id}.`));
     const facts = h(
       "dl",
@@ -174,7 +179,7 @@ export async function renderMember(view, id) {
       ),
       can("adjustPoints") ? section("Goodwill adjustment", adjustForm(id, draw, notice)) : null,
       privacyTools(id),
-      section("Timeline", table("Events, points and segment changes, newest first", ["Time", "Kind", "What", "Detail"], timeline(member), { id: "timeline" })),
+      section("Timeline", h("div", { class: "tall" }, table("Events, points and segment changes, newest first", ["Time", "Kind", "What", "Detail"], timeline(member), { id: "timeline" }))),
     );
   };
   await draw(null);
