@@ -39,7 +39,7 @@ function stopPage() {
   cleanup = null;
 }
 
-async function route() {
+async function route(event) {
   if (!session.token()) return;
   stopPage();
   const current = ++navigation;
@@ -63,6 +63,8 @@ async function route() {
   } catch (error) {
     page.append(h("p", { class: "error", role: "alert" }, error.message));
   }
+  // after following a link, keyboard and screen-reader users continue at the new page
+  if (event && current === navigation && !$("view").contains(document.activeElement)) $("view").focus();
   if (typeof stop !== "function") return;
   if (current === navigation) cleanup = stop;
   else stop(); // navigated away meanwhile
