@@ -107,8 +107,12 @@ function failed(ws, errors) {
   if (codes.includes("UNAUTHENTICATED") || codes.includes("FORBIDDEN")) {
     socket = null;
     ws.close(1000, "refused");
+    const reason = errors.map((e) => e.message).join("; ");
     setStatus("offline", "not live");
-    return onRefused(errors.map((e) => e.message).join("; "));
+    $("live-status").title = reason;
+    // a refused session signs out; a role without segments:read keeps the console, not the stream
+    if (codes.includes("UNAUTHENTICATED")) onRefused(reason);
+    return;
   }
   sessionStorage.removeItem(CURSOR_KEY); // e.g. too much to replay: carry on from now
   ws.close(1000, "starting over");
