@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Route, expect
+from playwright.async_api import Browser, Page, Route, WebSocketRoute, expect
 
 from api.runtime import Services
 from api.schema import schema_sdl
@@ -445,3 +445,36 @@ async def test_every_page_fits_a_390_px_phone_and_asks_only_127_0_0_1(
         )
         assert overflow <= 0, (path, overflow)
     # the watched fixture checks that no request or WebSocket left 127.0.0.1 and no script failed
+
+
+@needs_chromium
+@pytest.mark.slow
+async def test_a_refused_stream_signs_out_an_ended_session_only(
+    server: Server, watched: Watched, owner: ConsoleAdmin, services: Services
+) -> None:
+    # given the console signed in, its WebSockets routed through the test
+    page = watched.page
+    sockets: list[WebSocketRoute] = []
+
+    def route(socket: WebSocketRoute) -> None:
+        socket.connect_to_server()
+        sockets.append(socket)
+
+    await page.route_web_socket(re.compile(r".*/graphql$"), route)
+    await sign_in(page, server, owner)
+
+    # when the stream is refused while the session is good, the admin stays signed in, not live
+    await sockets[-1].close(code=4403, reason="refused for the test")
+    await expect(page.locator("#live-status")).to_have_attribute("data-state", "offline")
+    await expect(page.locator("#live-status")).to_have_attribute("title", "refused for the test")
+    await expect(page.locator("#login")).to_be_hidden()
+    assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is not None
+
+    # when it is refused after the session ended, the console signs out
+    await page.reload()
+    await expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
+    await age_sessions(services, owner.email, expired=True)
+    await sockets[-1].close(code=4403, reason="the session expired")
+    await expect(page.locator("#login")).to_be_visible()
+    await expect(page.locator("#notice")).to_contain_text("Signed out")
+    assert await page.evaluate(f"sessionStorage.getItem('{TOKEN_KEY}')") is None

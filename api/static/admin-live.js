@@ -4,7 +4,7 @@
 // resumes where the tab stopped: nothing is missed or shown twice.
 
 import { $, h, table, when, section } from "./admin-dom.js";
-import { session } from "./admin-api.js";
+import { gql, session } from "./admin-api.js";
 
 const CURSOR_KEY = "loyalty.console.cursor";
 const FEED_KEY = "loyalty.console.feed";
@@ -19,7 +19,7 @@ const listeners = new Set();
 let socket = null;
 let timer = null;
 let attempt = 0;
-let onRefused = () => {};
+let onRefused = () => {}; // the session was refused: sign out
 
 function storedFeed() {
   try {
@@ -123,7 +123,10 @@ function closed(ws, event) {
   socket = null;
   if (event.code === CLOSE_REFUSED) {
     setStatus("offline", "not live");
-    return onRefused(event.reason || "the server refused the token");
+    $("live-status").title = event.reason;
+    // an ended session signs out (gql does on UNAUTHENTICATED); a role without segments:read stays
+    gql("{ program { key } }").catch(() => {});
+    return;
   }
   if (event.code === CLOSE_RESUME && sessionStorage.getItem(CURSOR_KEY) === null) {
     const resume = /since: "([^"]+)"/.exec(event.reason);
