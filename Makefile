@@ -16,7 +16,7 @@ LOCK_VENV := .venv-lock
 # Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
 LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
-.PHONY: demo test test-scale lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline bench-scale schema lock clean
+.PHONY: demo test test-scale lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline bench-scale schema lock clean screenshots
 
 # A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
 # nothing else; pip checks every hash and refuses a package the lock does not pin.
@@ -35,6 +35,11 @@ demo: $(STAMP)
 	$(BIN)/loyalty --data-dir "$(CURDIR)/var" demo --port $(PORT)
 
 test: $(STAMP) lint typecheck pytest
+
+# The admin console's pages as PNGs in docs/console/ (docs/console.md), from a fresh demo, in
+# Debian's Chromium (/usr/bin/chromium); takes a few minutes, mostly seeding the demo.
+screenshots: $(STAMP)
+	$(BIN)/python tools/screenshots.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

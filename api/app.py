@@ -32,6 +32,7 @@ from api.request_id import RequestId
 from api.runtime import Services, build_services
 from api.schema import build_schema
 from api.static import dashboard_routes
+from api.static.console import console_routes
 from api.static.graphiql import graphiql_page, graphiql_routes
 from domain.auth.principal import PrincipalKind
 from domain.auth.scopes import Scope as AuthScope
@@ -189,6 +190,7 @@ def create_app(services: Services | None = None) -> ASGIApp:
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *dashboard_routes(),
+            *console_routes(),
             *graphiql_routes(),
         ],
         lifespan=lifespan,

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
 from domain.db.engine import Database
@@ -19,13 +21,16 @@ from domain.members.reads import (
     organizations_by_id,
 )
 from domain.members.service import MemberService, Page
+from domain.members.timeline import EventView, recent_events, recent_segment_changes
 from domain.models import Member, Organization, Segment
-from domain.segments.service import SegmentService
+from domain.segments.service import ChangeView, SegmentService
 from domain.segments.tags import TagService, TagView
 from domain.tiers.service import MemberTierView, TierService
 from gamification.challenges.progress import BadgeView, ProgressView
 from gamification.challenges.service import BadgesKey, ChallengeService, MemberKey
 from gamification.streaks import StreakKey, member_streaks
+
+T = TypeVar("T")
 
 #: (member id, first, after id)
 LedgerKey = tuple[int, int, int | None]
@@ -40,6 +45,8 @@ ExpiringKey = tuple[int, int]
 LifecycleKey = tuple[int, int, datetime]
 #: (program id, member id)
 TierKey = tuple[int, int]
+#: (member id, first)
+TimelineKey = tuple[int, int]
 
 
 @dataclass
@@ -64,6 +71,10 @@ class Loaders:
     tier_by_member: DataLoader[TierKey, MemberTierView | None]
     #: (member id, withinDays) -> unexpired points per expiry instant, soonest first
     expiring_by_member: DataLoader[ExpiringKey, list[ExpiringPoints]]
+    #: (member id, first) -> its latest events, newest first
+    events_by_member: DataLoader[TimelineKey, list[EventView]]
+    #: (member id, first) -> its latest segment entries and exits, newest first
+    segment_changes_by_member: DataLoader[TimelineKey, list[ChangeView]]
 
 
 def build_loaders(
@@ -180,6 +191,26 @@ def build_loaders(
                 found[(member_id, within_days)] = lots
         return [found[k] for k in keys]
 
+    async def load_events(keys: Sequence[TimelineKey]) -> list[list[EventView]]:
+        return await _by_page_size(keys, recent_events)
+
+    async def load_segment_changes(keys: Sequence[TimelineKey]) -> list[list[ChangeView]]:
+        return await _by_page_size(keys, recent_segment_changes)
+
+    async def _by_page_size(
+        keys: Sequence[TimelineKey],
+        read: Callable[[AsyncSession, Sequence[int], int], Awaitable[dict[int, list[T]]]],
+    ) -> list[list[T]]:
+        by_first: dict[int, list[int]] = defaultdict(list)
+        for member_id, first in keys:
+            by_first[first].append(member_id)
+        found: dict[TimelineKey, list[T]] = {}
+        for first, member_ids in by_first.items():
+            async with db.read() as session:
+                for member_id, rows in (await read(session, member_ids, first)).items():
+                    found[(member_id, first)] = rows
+        return [found[k] for k in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         organization_children=DataLoader(load_children),
@@ -195,4 +226,6 @@ def build_loaders(
         badges_by_member=DataLoader(load_badges),
         tier_by_member=DataLoader(load_tiers),
         expiring_by_member=DataLoader(load_expiring),
+        events_by_member=DataLoader(load_events),
+        segment_changes_by_member=DataLoader(load_segment_changes),
     )

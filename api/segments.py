@@ -46,6 +46,18 @@ class SegmentPreview:
         description="Beyond the contract: event types never recorded in the program, attribute paths "
         "no member has (e.g. count(vist, 30d))"
     )
+    sample: list[Member] = strawberry.field(
+        description="Beyond the contract: up to 10 of the members it selects, in id order"
+    )
+    overlaps: list[SegmentPreviewOverlap] = strawberry.field(
+        description="Beyond the contract: each existing segment sharing members with it, most shared first"
+    )
+
+
+@strawberry.type(description="Members a previewed condition shares with an existing segment")
+class SegmentPreviewOverlap:
+    segment_key: str
+    both: int = strawberry.field(description="Members in the segment that the condition selects too")
 
 
 @strawberry.type
@@ -55,13 +67,15 @@ class SegmentQueries:
         self, info: Info, rule: str | None = None, condition: JSON | None = None
     ) -> SegmentPreview:
         program_id = info.context.principal.require(Scope.SEGMENTS_READ)
-        node, size = await info.context.services.segments.preview(program_id, condition, rule)
-        warnings = await info.context.services.segments.warnings(program_id, node)
+        preview = await info.context.services.segments.preview(program_id, condition, rule)
+        warnings = await info.context.services.segments.warnings(program_id, preview.node)
         return SegmentPreview(
-            rule=render_rule(node),
-            condition=cast(JSON, condition_to_json(node)),
-            size=size,
+            rule=render_rule(preview.node),
+            condition=cast(JSON, condition_to_json(preview.node)),
+            size=preview.size,
             warnings=warnings,
+            sample=[Member(row=row) for row in preview.sample],
+            overlaps=[SegmentPreviewOverlap(segment_key=key, both=both) for key, both in preview.overlaps],
         )
 
     @strawberry.field

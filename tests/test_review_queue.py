@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +11,7 @@ from api.runtime import Services
 from domain.auth import secrets as crypto
 from domain.models import FraudFinding
 from tests.support import ShiftableClock
-from tests.support.audit import VerdictFromProperties
+from tests.support.audit import hold
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.leaderboards import feed
 from tests.support.segments import create, members_of
@@ -36,17 +34,6 @@ BOARD = """
 query { leaderboard(key: "points", period: ALL_TIME) { top(first: 10) { rank score member { externalId } } } }"""
 
 
-@asynccontextmanager
-async def holding(services: Services) -> AsyncIterator[None]:
-    """The pipeline audits with VerdictFromProperties for the duration."""
-    auditor = services.events.auditor
-    services.events.auditor = VerdictFromProperties()
-    try:
-        yield
-    finally:
-        services.events.auditor = auditor
-
-
 async def setup(admin: GraphQLClient, integration: GraphQLClient) -> None:
     await admin.data(
         'mutation { setEarningRule(input: {eventType: "purchase", fixedPoints: 100}) { eventType } }'
@@ -57,25 +44,6 @@ async def setup(admin: GraphQLClient, integration: GraphQLClient) -> None:
         "mutation($m: [MemberInput!]!) { upsertMembers(members: $m) { upserted } }",
         {"m": [{"externalId": "m1"}, {"externalId": "m2"}]},
     )
-
-
-async def hold(
-    services: Services,
-    integration: GraphQLClient,
-    clock: ShiftableClock,
-    external_id: str,
-    member: str = "m1",
-) -> None:
-    event = {
-        "externalId": external_id,
-        "memberExternalId": member,
-        "type": "purchase",
-        "occurredAt": (clock.now() - timedelta(minutes=1)).isoformat(),
-        "properties": {"verdict": "REVIEW"},
-    }
-    async with holding(services):
-        results = (await integration.data(RECORD, {"e": [event]}))["recordEvents"]["results"]
-    assert [r["status"] for r in results] == ["HELD_FOR_REVIEW"], results
 
 
 async def queue(admin: GraphQLClient) -> list[dict[str, Any]]:

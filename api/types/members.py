@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, cast
 
 import strawberry
@@ -11,19 +12,20 @@ from strawberry.scalars import JSON
 from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.challenges import Badge, ChallengeProgress, authorize_member_read
-from api.types.enums import AbcClass, Channel, LifecycleStage, MemberKind, ProgramKind
+from api.types.enums import AbcClass, Channel, EventStatus, LifecycleStage, MemberKind, ProgramKind
 from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
 from domain.auth.scopes import Scope
 from domain.errors import Forbidden
 from domain.ledger.service import check_within_days
 from domain.members.service import Page, check_page_size
+from domain.members.timeline import EventView
 from domain.programs.service import ProgramSettings
 from domain.segments.lifecycle import LifecycleThresholds
 from gamification.challenges.definitions import check_event_type
 
 if TYPE_CHECKING:
-    from api.types.segments import Segment
+    from api.types.segments import Segment, SegmentChangeEvent
     from api.types.tiers import MemberTier
 
 
@@ -264,6 +266,35 @@ class Member:
         lots = await info.context.loaders.expiring_by_member.load((self.row.id, days))
         return [PointsLot(points=lot.points, expires_at=lot.expires_at) for lot in lots]
 
+    @strawberry.field(
+        description="Beyond the contract: the member's latest events by occurredAt, newest first "
+        "(first 0..500; their properties are not shown)"
+    )
+    async def events(self, info: Info, first: int | None = 50) -> list[MemberEvent]:
+        self._private()
+        authorize_member_read(info, self.row)
+        size = page_size(first)
+        check_page_size(size)
+        return [
+            MemberEvent.of(v) for v in await info.context.loaders.events_by_member.load((self.row.id, size))
+        ]
+
+    @strawberry.field(
+        description="Beyond the contract: the member's latest segment entries and exits, newest first "
+        "(first 0..500)"
+    )
+    async def segment_changes(
+        self, info: Info, first: int | None = 50
+    ) -> list[Annotated[SegmentChangeEvent, strawberry.lazy("api.types.segments")]]:
+        from api.types.segments import SegmentChangeEvent
+
+        self._private()
+        authorize_member_read(info, self.row)
+        size = page_size(first)
+        check_page_size(size)
+        views = await info.context.loaders.segment_changes_by_member.load((self.row.id, size))
+        return [SegmentChangeEvent.of(v) for v in views]
+
     @strawberry.field(description="Challenges completed, one per period, newest first")
     async def badges(self, info: Info, first: int | None = 50) -> list[Badge]:
         self._private()
@@ -271,6 +302,27 @@ class Member:
         size = page_size(first)
         check_page_size(size)
         return [Badge.of(v) for v in await info.context.loaders.badges_by_member.load((self.row.id, size))]
+
+
+@strawberry.type(description="An event recorded for the member (beyond the contract)")
+class MemberEvent:
+    external_id: str
+    type: str
+    occurred_at: datetime
+    amount: Decimal | None
+    status: EventStatus
+    points_awarded: int = strawberry.field(description="Posted points; 0 when held, blocked or rejected")
+
+    @classmethod
+    def of(cls, view: EventView) -> MemberEvent:
+        return cls(
+            external_id=view.external_id,
+            type=view.type,
+            occurred_at=view.occurred_at,
+            amount=view.amount,
+            status=EventStatus(view.status),
+            points_awarded=view.points_awarded,
+        )
 
 
 @strawberry.type

@@ -61,6 +61,22 @@ class SegmentDraft:
     applies_tag: str | None = None
 
 
+#: How many of its members a preview shows.
+PREVIEW_SAMPLE = 10
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a condition would select now (`SegmentService.preview`)."""
+
+    node: Node
+    size: int
+    #: The first PREVIEW_SAMPLE members it selects, by id.
+    sample: list[Member]
+    #: (segment key, members in both) for each segment sharing members with it, most first.
+    overlaps: list[tuple[str, int]]
+
+
 @dataclass(frozen=True)
 class ImportResult:
     imported: int
@@ -199,8 +215,9 @@ class SegmentService:
         """Refuse missing references and cycles: building the engine's index orders the definitions."""
         await self.engine.index(session, program_id)
 
-    async def preview(self, program_id: int, condition: Any, rule: str | None) -> tuple[Node, int]:
-        """The normalised condition and how many members it selects now; nothing is stored."""
+    async def preview(self, program_id: int, condition: Any, rule: str | None) -> Preview:
+        """The normalised condition, how many members it selects now, the first of them and its
+        overlap with the existing segments; nothing is stored."""
         draft = SegmentDraft("preview", "preview", SegmentKind.DYNAMIC, condition, rule)
         node = _condition(draft)
         assert node is not None
@@ -208,9 +225,20 @@ class SegmentService:
             view = await self.engine.view(session, program_id)
             dependency_order([*view.index.ordered, Definition.of(0, "\x00preview", "DYNAMIC", node, None)])
             compilation = view.compilation(session.get_bind().dialect.name, program_id, self.clock.now())
-            chosen = compilation.members_where(node).subquery()
-            size = (await session.execute(select(func.count()).select_from(chosen))).scalar_one()
-        return node, int(size)
+            chosen = select(compilation.members_where(node).subquery().c.id)
+            size = (await session.execute(select(func.count()).select_from(chosen.subquery()))).scalar_one()
+            sample = await session.scalars(
+                select(Member).where(Member.id.in_(chosen)).order_by(Member.id).limit(PREVIEW_SAMPLE)
+            )
+            both = func.count().label("both")
+            overlaps = await session.execute(
+                select(Segment.key, both)
+                .join(SegmentMembership, SegmentMembership.segment_id == Segment.id)
+                .where(Segment.program_id == program_id, SegmentMembership.member_id.in_(chosen))
+                .group_by(Segment.key)
+                .order_by(both.desc(), Segment.key)
+            )
+            return Preview(node, int(size), list(sample), [(key, int(count)) for key, count in overlaps])
 
     async def warnings(self, program_id: int, node: Node | None) -> list[str]:
         """What looks wrong in a valid condition: event types never recorded, paths no member has."""

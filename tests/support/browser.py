@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
@@ -27,11 +27,19 @@ CHROMIUM_ARGS = [
 
 
 @asynccontextmanager
-async def chromium_page() -> AsyncIterator[Page]:
-    """A fresh page in a fresh browser, closed when the block ends."""
+async def chromium() -> AsyncIterator[Browser]:
+    """Debian's Chromium, headless, closed when the block ends; share it across a module and give
+    each test a context of its own (`browser.new_context()`: fresh storage and cookies)."""
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            yield await browser.new_page()
+            yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def chromium_page() -> AsyncIterator[Page]:
+    """A fresh page in a fresh browser, closed when the block ends."""
+    async with chromium() as browser:
+        yield await browser.new_page()
