@@ -80,5 +80,7 @@ class AuditLogService:
         if action is not None:
             query = query.where(AuditEntry.action == action)
         async with self.db.read() as session:
-            rows = list((await session.execute(query.order_by(AuditEntry.id.desc()).limit(first + 1))).scalars())
+            rows = list(
+                (await session.execute(query.order_by(AuditEntry.id.desc()).limit(first + 1))).scalars()
+            )
         return AuditPage(rows[:first], len(rows) > first)
