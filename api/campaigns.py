@@ -106,9 +106,11 @@ class CampaignMutations:
     )
     async def deactivate_webhook_endpoint(self, info: Info, key: str) -> WebhookEndpoint:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return WebhookEndpoint.of(await info.context.services.campaigns.deactivate_endpoint(
-            program_id, key, actor=info.context.principal.operator
-        ))
+        return WebhookEndpoint.of(
+            await info.context.services.campaigns.deactivate_endpoint(
+                program_id, key, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="A new signing secret, returned only here; deliveries from now on are signed with it"

@@ -142,9 +142,11 @@ class LeaderboardMutations:
     )
     async def set_program_timezone(self, info: Info, timezone: str) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Program(row=await info.context.services.leaderboards.set_timezone(
+        return Program(
+            row=await info.context.services.leaderboards.set_timezone(
                 program_id, timezone, actor=info.context.principal.operator
-            ))
+            )
+        )
 
     @strawberry.mutation(description="Delete a defined board; deleting `points` restores the built-in one")
     async def delete_leaderboard(self, info: Info, key: str) -> bool:

@@ -18,8 +18,8 @@ from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxStatus
 from domain.campaigns.webhooks import new_secret, validate_url
 from domain.clock import Clock
 from domain.db.engine import Database, UnitOfWork, announce
-from domain.governance.audit_log import record_change
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.members.service import check_page_size, members_by_external_id
 from domain.models import Member, Message, OutboxItem, Segment, SegmentTrigger, WebhookEndpoint
 from domain.programs.service import validate_key

@@ -168,7 +168,13 @@ class ProgramService:
     ) -> None:
         """The audit log's record of one program setting changed: target the program's key."""
         await record_program_setting(
-            uow, program, actor=actor, action=action, at=self.clock.now(), before={name: before}, after={name: after}
+            uow,
+            program,
+            actor=actor,
+            action=action,
+            at=self.clock.now(),
+            before={name: before},
+            after={name: after},
         )
 
     async def get(self, program_id: int) -> Program:
@@ -191,7 +197,13 @@ class ProgramService:
         return sorted(rules.values(), key=lambda r: r.event_type)
 
     async def set_earning_rule(
-        self, program_id: int, event_type: str, points_per_unit: object, fixed_points: int | None, *, actor: str
+        self,
+        program_id: int,
+        event_type: str,
+        points_per_unit: object,
+        fixed_points: int | None,
+        *,
+        actor: str,
     ) -> EarningRuleSpec:
         rule = parse_earning_rule(event_type, points_per_unit, fixed_points)
         async with self.db.unit_of_work() as uow:
@@ -241,7 +253,14 @@ async def record_program_setting(
     """The audit log's record of a program setting changed (before/after: the setting's value by its
     API name); the target is the program's key."""
     await record_change(
-        uow, program_id=program.id, actor=actor, action=action, at=at, target=program.key, before=before, after=after
+        uow,
+        program_id=program.id,
+        actor=actor,
+        action=action,
+        at=at,
+        target=program.key,
+        before=before,
+        after=after,
     )
 
 

@@ -8,9 +8,9 @@ period, whole program) without storing anything; defining a board with the key
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
