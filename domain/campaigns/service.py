@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.campaigns.definitions import TriggerAction, TriggerDraft, validate_triggers
+from domain.campaigns.definitions import TriggerAction, TriggerDraft, describe, validate_triggers
 from domain.campaigns.destinations import DestinationPolicy
 from domain.campaigns.messages import MessageStatus
 from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxStatus
@@ -290,8 +292,12 @@ class CampaignService:
 
 
 def audited_trigger(row: SegmentTrigger) -> dict[str, Any]:
-    """A trigger as the audit log keeps it: when it fires, what it does, with what."""
-    return {"firesOn": row.fires_on, "action": row.action, "params": row.params}
+    """A trigger as the API shows it (`on`, `action` and its fields; decimals as strings)."""
+    fields = describe(row.fires_on, row.action, row.params)
+    return {
+        name: value.value if isinstance(value, Enum) else str(value) if isinstance(value, Decimal) else value
+        for name, value in fields.items()
+    }
 
 
 def audited_endpoint(row: WebhookEndpoint) -> dict[str, Any]:

@@ -43,7 +43,14 @@ from gamification.leaderboards.boards import (
     program_boards,
     store_board,
 )
-from gamification.leaderboards.rebuild import DriftReport, Progress, RebuildReport, rebuild, reconcile_now
+from gamification.leaderboards.rebuild import (
+    DriftReport,
+    Progress,
+    RebuildReport,
+    drop_board,
+    rebuild,
+    reconcile_now,
+)
 from gamification.leaderboards.standings import PROGRAM_SCOPE, SEGMENT_SCOPE, organization_scope
 from gamification.leaderboards.store import BoardKey, RankedMember
 from gamification.periods import PeriodKind, is_period_start, period_start, shift
@@ -248,6 +255,7 @@ class LeaderboardService:
         async with self.db.unit_of_work() as uow:
             before = (await program_boards(uow.session, program_id)).get(board.key)
             await store_board(uow.session, program_id, board, self.clock.now())
+            await uow.session.flush()
             stored = await board_by_key(uow.session, program_id, board.key)
             await record_change(
                 uow,
@@ -284,8 +292,10 @@ class LeaderboardService:
                 target=key,
                 before=before,
             )
-        # drops the deleted board's keys (or rebuilds the built-in board its definition replaced)
-        await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id], board_key=key)
+        if key == POINTS_BOARD.key:  # the built-in board its definition replaced comes back
+            await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id], board_key=key)
+        else:
+            await drop_board(self.redis, program_id, key)
         return True
 
     async def set_timezone(self, program_id: int, timezone: str, *, actor: str) -> Program:
