@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from domain.db.engine import Database, UnitOfWork
 from domain.errors import InvalidInput
@@ -18,6 +18,8 @@ from domain.models import AuditEntry
 
 #: The actor of changes no person or key asked for: triggers, sweepers, background loops.
 SYSTEM = "system"
+#: The actions whose target is a member's externalId (the rest target a key or the program).
+MEMBER_ACTIONS = frozenset({"adjustPoints", "reverseLedgerEntry", "approveAccrual", "rejectAccrual"})
 
 
 async def record_change(
@@ -84,3 +86,20 @@ class AuditLogService:
                 (await session.execute(query.order_by(AuditEntry.id.desc()).limit(first + 1))).scalars()
             )
         return AuditPage(rows[:first], len(rows) > first)
+
+
+async def pseudonymise_target(uow: UnitOfWork, program_id: int, external_id: str, pseudonym: str) -> int:
+    """Name an erased member by its pseudonym in the entries that target it (adjustments,
+    reversals, review decisions); their before/after hold amounts and balances, no identity.
+    Returns the entries rewritten. For eraseMember, inside its transaction."""
+    result = await uow.session.execute(
+        update(AuditEntry)
+        .where(
+            AuditEntry.program_id == program_id,
+            AuditEntry.action.in_(sorted(MEMBER_ACTIONS)),
+            AuditEntry.target == external_id,
+        )
+        .values(target=pseudonym[:200])
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -312,12 +312,7 @@ class SegmentService:
             await self._set_static(
                 uow.session, program_id, row, {found[e] for e in add}, {found[e] for e in remove}, now
             )
-            after = {
-                **await _with_size(uow.session, row),
-                "added": sorted(set(add)),
-                "removed": sorted(set(remove)),
-            }
-            await record_change(
+            await record_change(  # sizes, not externalIds: the log keeps no member's identity
                 uow,
                 program_id=program_id,
                 actor=actor,
@@ -325,7 +320,7 @@ class SegmentService:
                 at=now,
                 target=key,
                 before=before,
-                after=after,
+                after=await _with_size(uow.session, row),
             )
         return row
 
