@@ -13,7 +13,7 @@ from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.ledger import PageInfo
 from domain import models
 from domain.auth.scopes import Scope
-from domain.governance.audit_log import AuditPage
+from domain.governance.audit_log import AuditPage, check_first
 
 CURSOR = "audit"
 
@@ -71,9 +71,11 @@ class AuditQueries:
         action: str | None = None,
     ) -> AuditEntryConnection:
         program_id = info.context.principal.require(Scope.AUDIT_READ)
+        size = page_size(first)
+        check_first(size)  # `first` is named before a bad `after`
         page = await info.context.services.audit_log.entries(
             program_id,
-            first=page_size(first),
+            first=size,
             before_id=decode_cursor(CURSOR, after),
             actor=actor,
             action=action,

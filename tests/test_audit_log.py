@@ -518,7 +518,12 @@ async def test_the_log_pages_newest_first_and_filters(world: World, client: http
 
 @pytest.mark.parametrize(
     ("variables", "named"),
-    [({"first": 0}, "first"), ({"first": 501}, "first"), ({"after": "bm90LWEtY3Vyc29y"}, "after")],
+    [
+        ({"first": 0}, "first"),
+        ({"first": 501}, "first"),
+        ({"after": "bm90LWEtY3Vyc29y"}, "after"),
+        ({"first": 0, "after": "bm90LWEtY3Vyc29y"}, "first"),
+    ],
 )
 async def test_bad_paging_is_bad_user_input_naming_the_argument(
     admin: GraphQLClient, variables: dict[str, Any], named: str

@@ -56,6 +56,12 @@ class AuditPage:
     has_next: bool
 
 
+def check_first(first: int) -> None:
+    """A page of the log holds 1 to MAX_PAGE entries."""
+    if not 1 <= first <= MAX_PAGE:
+        raise InvalidInput(f"first: must be between 1 and {MAX_PAGE}, got {first}")
+
+
 class AuditLogService:
     """Reads the log; writing is `record_change`, called by each service inside its change."""
 
@@ -72,8 +78,7 @@ class AuditLogService:
         action: str | None = None,
     ) -> AuditPage:
         """Newest first: up to `first` entries older than `before_id`, filtered by actor and action."""
-        if not 1 <= first <= MAX_PAGE:
-            raise InvalidInput(f"first: must be between 1 and {MAX_PAGE}, got {first}")
+        check_first(first)
         query = select(AuditEntry).where(AuditEntry.program_id == program_id)
         if before_id is not None:
             query = query.where(AuditEntry.id < before_id)

@@ -114,6 +114,7 @@ class LedgerService:
                 f"points: must be a non-zero whole number of points up to {MAX_POINTS}, got {points}"
             )
         _check_text(reason, idempotency_key)
+        actor = principal.operator
         if principal.kind == PrincipalKind.ADMIN:
             program = await self._program(program_id)
             threshold = ProgramSettings.from_json(program.settings).adjustment_step_up_points
@@ -133,9 +134,9 @@ class LedgerService:
                 idempotency_key,
                 fingerprint,
                 self.clock.now(),
-                actor=principal.operator,
+                actor=actor,
             )
-            await _audit(session, entry, member.external_id, "adjustPoints", principal.operator)
+            await _audit(session, entry, member.external_id, "adjustPoints", actor)
             return entry
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
