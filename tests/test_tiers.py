@@ -376,13 +376,17 @@ async def test_deleting_the_ladder_removes_its_segments_and_states(services: Ser
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s, p: s.segments.create(p, SegmentDraft("tier-x", "X", "DYNAMIC", rule="count(visit) >= 1")),
-        lambda s, p: s.segments.update(
-            p, SegmentDraft("tier-gold", "X", "DYNAMIC", rule="count(visit) >= 1")
+        lambda s, p: s.segments.create(
+            p, SegmentDraft("tier-x", "X", "DYNAMIC", rule="count(visit) >= 1"), actor="test"
         ),
-        lambda s, p: s.segments.delete(p, "tier-gold"),
-        lambda s, p: s.segments.import_static(p, "tier-gold", "externalId\nm\n"),
-        lambda s, p: s.segments.create(p, SegmentDraft("mine", "X", "TIER", rule="count(visit) >= 1")),
+        lambda s, p: s.segments.update(
+            p, SegmentDraft("tier-gold", "X", "DYNAMIC", rule="count(visit) >= 1"), actor="test"
+        ),
+        lambda s, p: s.segments.delete(p, "tier-gold", actor="test"),
+        lambda s, p: s.segments.import_static(p, "tier-gold", "externalId\nm\n", actor="test"),
+        lambda s, p: s.segments.create(
+            p, SegmentDraft("mine", "X", "TIER", rule="count(visit) >= 1"), actor="test"
+        ),
     ],
 )
 async def test_users_may_not_touch_tier_segments(services: Services, call: Any) -> None:
