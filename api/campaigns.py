@@ -95,14 +95,16 @@ class CampaignMutations:
     ) -> list[SegmentTrigger]:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
         rows = await info.context.services.campaigns.set_triggers(
-            program_id, segment_key, [t.draft() for t in triggers]
+            program_id, segment_key, [t.draft() for t in triggers], actor=info.context.principal.operator
         )
         return [SegmentTrigger.of(row) for row in rows]
 
     @strawberry.mutation(description="Register a webhook receiver; the signing secret is returned only here")
     async def create_webhook_endpoint(self, info: Info, key: str, url: str) -> CreatedWebhookEndpoint:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        created = await info.context.services.campaigns.create_endpoint(program_id, key, url)
+        created = await info.context.services.campaigns.create_endpoint(
+            program_id, key, url, actor=info.context.principal.operator
+        )
         return CreatedWebhookEndpoint(endpoint=WebhookEndpoint.of(created.endpoint), secret=created.secret)
 
     @strawberry.mutation(
@@ -110,14 +112,20 @@ class CampaignMutations:
     )
     async def deactivate_webhook_endpoint(self, info: Info, key: str) -> WebhookEndpoint:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return WebhookEndpoint.of(await info.context.services.campaigns.deactivate_endpoint(program_id, key))
+        return WebhookEndpoint.of(
+            await info.context.services.campaigns.deactivate_endpoint(
+                program_id, key, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="A new signing secret, returned only here; deliveries from now on are signed with it"
     )
     async def rotate_webhook_secret(self, info: Info, key: str) -> CreatedWebhookEndpoint:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        rotated = await info.context.services.campaigns.rotate_secret(program_id, key)
+        rotated = await info.context.services.campaigns.rotate_secret(
+            program_id, key, actor=info.context.principal.operator
+        )
         return CreatedWebhookEndpoint(endpoint=WebhookEndpoint.of(rotated.endpoint), secret=rotated.secret)
 
     @strawberry.mutation(description="Give a DEAD delivery a fresh set of attempts, due now")

@@ -43,9 +43,15 @@ class ChallengeMutations:
     @strawberry.mutation(description="Create or update a challenge by key; applies from the next event on")
     async def set_challenge(self, info: Info, input: ChallengeInput) -> Challenge:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Challenge.of(await info.context.services.challenges.set_challenge(program_id, input.draft()))
+        return Challenge.of(
+            await info.context.services.challenges.set_challenge(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Stop a challenge: no more progress or completions; earned badges stay")
     async def delete_challenge(self, info: Info, key: str) -> bool:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return await info.context.services.challenges.delete_challenge(program_id, key)
+        return await info.context.services.challenges.delete_challenge(
+            program_id, key, actor=info.context.principal.operator
+        )

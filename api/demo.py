@@ -28,6 +28,7 @@ from domain.enums import TierDowngrade
 from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
+from domain.governance.audit_log import SYSTEM
 from domain.private_files import write_private
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
@@ -159,9 +160,9 @@ async def _replay_history(
     """The program as it started HISTORY_DAYS ago, then each day's events at the day's end."""
     clock.travel_to(now - timedelta(days=HISTORY_DAYS + 1))
     program = await services.programs.create_program(PROGRAM_KEY, "Demo Coffee Club", "B2C")
-    await services.programs.set_earning_rule(program.id, "login", None, 1)
-    await services.programs.set_points_expiry(program.id, DEMO_EXPIRY_DAYS)
-    await services.tiers.set_ladder(program.id, DEMO_LADDER)
+    await services.programs.set_earning_rule(program.id, "login", None, 1, actor=SYSTEM)
+    await services.programs.set_points_expiry(program.id, DEMO_EXPIRY_DAYS, actor=SYSTEM)
+    await services.tiers.set_ladder(program.id, DEMO_LADDER, actor=SYSTEM)
     await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
     for template in TEMPLATES:
         if template.audience == "B2C":
@@ -172,9 +173,11 @@ async def _replay_history(
                 rule=template.rule,
                 applies_tag=template.applies_tag,
             )
-            await services.segments.create(program.id, draft)
+            await services.segments.create(program.id, draft, actor=SYSTEM)
     await services.segments.create(
-        program.id, SegmentDraft("new_members", "New members", "DYNAMIC", rule='lifecycle = "NEW"')
+        program.id,
+        SegmentDraft("new_members", "New members", "DYNAMIC", rule='lifecycle = "NEW"'),
+        actor=SYSTEM,
     )
     scheduler = TimeFlipScheduler(services.db, clock, services.segments.engine)
     waiting = sorted(members, key=lambda m: m.joined_at)
@@ -200,10 +203,10 @@ async def _start_now(services: Services, program_id: int, members: list[DemoMemb
     """Today: the trigger flows (they act on changes from here on), the priority window, and the
     accruals the audit holds."""
     for segment_key, triggers in DEMO_FLOWS.items():
-        await services.campaigns.set_triggers(program_id, segment_key, triggers)
+        await services.campaigns.set_triggers(program_id, segment_key, triggers, actor=SYSTEM)
     now = services.clock.now()
     window = WindowSpec("points", PeriodKind.MONTHLY, 10, now, now + timedelta(days=1))
-    await services.rewards.set_window(program_id, "tumbler", window)
+    await services.rewards.set_window(program_id, "tumbler", window, actor=SYSTEM)
     held: list[EventDraft] = held_accruals(members, now)
     await services.events.record_events(program_id, held)
 
@@ -230,17 +233,22 @@ async def _seed_gamification(services: Services, program_id: int) -> None:
         None,
         (PeriodKind.ALL_TIME, PeriodKind.MONTHLY, PeriodKind.WEEKLY),
     )
-    await services.leaderboards.set_board(program_id, visits)
+    await services.leaderboards.set_board(program_id, visits, actor=SYSTEM)
     await services.challenges.set_challenge(
-        program_id, ChallengeDraft("weekly-regular", "Three visits a week", "visit", 3, "WEEKLY", 30)
+        program_id,
+        ChallengeDraft("weekly-regular", "Three visits a week", "visit", 3, "WEEKLY", 30),
+        actor=SYSTEM,
     )
     await services.rewards.set_reward(
-        program_id, RewardDraft("free-coffee", "Free coffee", "Any size, any blend", 100, 500, True)
+        program_id,
+        RewardDraft("free-coffee", "Free coffee", "Any size, any blend", 100, 500, True),
+        actor=SYSTEM,
     )
     await services.rewards.set_reward(
-        program_id, RewardDraft("tumbler", "Club tumbler", "Limited edition", 400, 20, True)
+        program_id, RewardDraft("tumbler", "Club tumbler", "Limited edition", 400, 20, True), actor=SYSTEM
     )
     await services.rewards.set_reward(
         program_id,
         RewardDraft("gold-lounge", "Lounge pass", "Gold members only", 300, 50, True, ("tier-gold",)),
+        actor=SYSTEM,
     )

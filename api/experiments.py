@@ -93,7 +93,9 @@ class ExperimentMutations:
     async def create_experiment(self, info: Info, input: ExperimentInput) -> Experiment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
         return Experiment.of(
-            await info.context.services.experiments.create_experiment(program_id, input.draft())
+            await info.context.services.experiments.create_experiment(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
         )
 
     @strawberry.mutation(
@@ -103,7 +105,9 @@ class ExperimentMutations:
     async def update_experiment(self, info: Info, input: ExperimentInput) -> Experiment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
         return Experiment.of(
-            await info.context.services.experiments.update_experiment(program_id, input.draft())
+            await info.context.services.experiments.update_experiment(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
         )
 
     @strawberry.mutation(description="Expose every current member of the target segment not yet exposed")

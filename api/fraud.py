@@ -112,7 +112,7 @@ class FraudMutations:
         program_id = _reviewer(info)
         services = info.context.services
         require_decision_step_up(info.context.principal, services.clock.now())
-        entry = await services.review.approve(program_id, _entry_id(id), info.context.principal.label)
+        entry = await services.review.approve(program_id, _entry_id(id), info.context.principal.operator)
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 
     @strawberry.mutation(
@@ -122,7 +122,9 @@ class FraudMutations:
         program_id = _reviewer(info)
         services = info.context.services
         require_decision_step_up(info.context.principal, services.clock.now())
-        entry = await services.review.reject(program_id, _entry_id(id), info.context.principal.label, reason)
+        entry = await services.review.reject(
+            program_id, _entry_id(id), info.context.principal.operator, reason
+        )
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 
     @strawberry.mutation(
@@ -140,7 +142,7 @@ class FraudMutations:
         principal = info.context.principal
         program_id = principal.require(Scope.FRAUD_CONFIGURE)
         view = await info.context.services.fraud_settings.set_rule(
-            program_id, rule, enabled=enabled, shadow=shadow, params=params, by=principal.label
+            program_id, rule, enabled=enabled, shadow=shadow, params=params, actor=principal.operator
         )
         return _rule(view)
 

@@ -131,7 +131,9 @@ class LeaderboardMutations:
     )
     async def set_leaderboard(self, info: Info, input: LeaderboardInput) -> LeaderboardDefinition:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        board = await info.context.services.leaderboards.set_board(program_id, input.definition())
+        board = await info.context.services.leaderboards.set_board(
+            program_id, input.definition(), actor=info.context.principal.operator
+        )
         return LeaderboardDefinition(board=board)
 
     @strawberry.mutation(
@@ -140,9 +142,15 @@ class LeaderboardMutations:
     )
     async def set_program_timezone(self, info: Info, timezone: str) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Program(row=await info.context.services.leaderboards.set_timezone(program_id, timezone))
+        return Program(
+            row=await info.context.services.leaderboards.set_timezone(
+                program_id, timezone, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Delete a defined board; deleting `points` restores the built-in one")
     async def delete_leaderboard(self, info: Info, key: str) -> bool:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return await info.context.services.leaderboards.delete_board(program_id, key)
+        return await info.context.services.leaderboards.delete_board(
+            program_id, key, actor=info.context.principal.operator
+        )

@@ -59,6 +59,6 @@ class PointsMutations:
         if not str(id).isdigit():
             raise InvalidInput(f"id: {str(id)[:40]!r} is not a ledger entry id")
         entry = await info.context.services.ledger.reverse(
-            program_id, int(id), reason, idempotency_key, info.context.principal.actor
+            program_id, int(id), reason, idempotency_key, actor=info.context.principal.operator
         )
         return ledger_entry(entry)

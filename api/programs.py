@@ -65,7 +65,9 @@ class ProgramMutations:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
         thresholds = LifecycleThresholds(input.new_days, input.at_risk_days, input.lost_days)
         return Program(
-            row=await info.context.services.segments.set_lifecycle_thresholds(program_id, thresholds)
+            row=await info.context.services.segments.set_lifecycle_thresholds(
+                program_id, thresholds, actor=info.context.principal.operator
+            )
         )
 
     @strawberry.mutation(
@@ -75,7 +77,11 @@ class ProgramMutations:
     )
     async def set_max_event_age(self, info: Info, days: int) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Program(row=await info.context.services.programs.set_max_event_age(program_id, days))
+        return Program(
+            row=await info.context.services.programs.set_max_event_age(
+                program_id, days, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="null: never; applies to points earned from now on (existing lots keep their "
@@ -83,7 +89,11 @@ class ProgramMutations:
     )
     async def set_points_expiry(self, info: Info, after_days: int | None) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Program(row=await info.context.services.programs.set_points_expiry(program_id, after_days))
+        return Program(
+            row=await info.context.services.programs.set_points_expiry(
+                program_id, after_days, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="Beyond the contract: an admin's adjustPoints of more than `points` (absolute) "
@@ -91,12 +101,20 @@ class ProgramMutations:
     )
     async def set_adjustment_step_up(self, info: Info, points: int) -> Program:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Program(row=await info.context.services.programs.set_adjustment_step_up(program_id, points))
+        return Program(
+            row=await info.context.services.programs.set_adjustment_step_up(
+                program_id, points, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation
     async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
         spec = await info.context.services.programs.set_earning_rule(
-            program_id, input.event_type, input.points_per_unit, input.fixed_points
+            program_id,
+            input.event_type,
+            input.points_per_unit,
+            input.fixed_points,
+            actor=info.context.principal.operator,
         )
         return _rule(spec)

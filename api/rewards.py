@@ -73,14 +73,22 @@ class RewardMutations:
     @strawberry.mutation(description="Create or replace a reward by key")
     async def set_reward(self, info: Info, input: RewardInput) -> Reward:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Reward(item=await info.context.services.rewards.set_reward(program_id, input.draft()))
+        return Reward(
+            item=await info.context.services.rewards.set_reward(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="Add units (negative: remove them) atomically, whatever redemptions run meanwhile"
     )
     async def restock_reward(self, info: Info, key: str, add: int) -> Reward:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        return Reward(item=await info.context.services.rewards.restock(program_id, key, add))
+        return Reward(
+            item=await info.context.services.rewards.restock(
+                program_id, key, add, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(
         description="During [startsAt, endsAt) only the top topN (1 to 10000) of the board, ranked as of "
@@ -98,12 +106,18 @@ class RewardMutations:
     ) -> Reward:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
         spec = WindowSpec(board_key, PeriodKind(LeaderboardPeriod(period).value), top_n, starts_at, ends_at)
-        return Reward(item=await info.context.services.rewards.set_window(program_id, reward_key, spec))
+        return Reward(
+            item=await info.context.services.rewards.set_window(
+                program_id, reward_key, spec, actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Remove the reward's window that starts at startsAt")
     async def remove_reward_window(self, info: Info, reward_key: str, starts_at: datetime) -> Reward:
         program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
-        item = await info.context.services.rewards.remove_window(program_id, reward_key, starts_at)
+        item = await info.context.services.rewards.remove_window(
+            program_id, reward_key, starts_at, actor=info.context.principal.operator
+        )
         return Reward(item=item)
 
     @strawberry.mutation(

@@ -20,6 +20,7 @@ from domain.db.engine import Database, create_engine, session_factory
 from domain.db.replica import Replica
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
+from domain.governance.audit_log import AuditLogService
 from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
@@ -84,6 +85,7 @@ class Services:
     churn: ChurnService
     experiments: ExperimentService
     tiers: TierService
+    audit_log: AuditLogService
     #: The risks to table statistics, for the log at start and for /readyz.
     statistics: StatisticsCheck
     #: Posts EXPIRY entries for due lots (a background loop; `loyalty points expire` drains it).
@@ -201,6 +203,7 @@ def build_services(
         churn=ChurnService(db, clock, segments),
         experiments=ExperimentService(db, clock),
         tiers=TierService(db, clock, segments),
+        audit_log=AuditLogService(db),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
         _pool_size=sum(instrument_pool(pooled) for pooled in pooled_engines),

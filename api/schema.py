@@ -25,6 +25,7 @@ from strawberry.types.execution import StreamExecutionResult
 from strawberry.utils.await_maybe import await_maybe
 
 from api.analytics import AnalyticsQueries
+from api.audit import AuditQueries
 from api.auth import AuthMutations
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
@@ -89,6 +90,7 @@ class Query(
     PredictQueries,
     ExperimentQueries,
     TierQueries,
+    AuditQueries,
 ):
     pass
 

@@ -95,24 +95,36 @@ class SegmentMutations:
     @strawberry.mutation(description="Membership is computed at once; nothing is stored on a refusal")
     async def create_segment(self, info: Info, input: SegmentInput) -> Segment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return Segment(row=await info.context.services.segments.create(program_id, input.draft()))
+        return Segment(
+            row=await info.context.services.segments.create(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Replaces the definition and recomputes membership")
     async def update_segment(self, info: Info, input: SegmentInput) -> Segment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return Segment(row=await info.context.services.segments.update(program_id, input.draft()))
+        return Segment(
+            row=await info.context.services.segments.update(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Refused (CONFLICT) while another segment reads this one")
     async def delete_segment(self, info: Info, key: str) -> bool:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return await info.context.services.segments.delete(program_id, key)
+        return await info.context.services.segments.delete(
+            program_id, key, actor=info.context.principal.operator
+        )
 
     @strawberry.mutation(
         description='Header "externalId", one id per row; adds to STATIC segment KEY, created if missing'
     )
     async def import_static_segment(self, info: Info, key: str, csv: str) -> ImportPayload:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        result = await info.context.services.segments.import_static(program_id, key, csv)
+        result = await info.context.services.segments.import_static(
+            program_id, key, csv, actor=info.context.principal.operator
+        )
         return ImportPayload(imported=result.imported, rejected_rows=result.rejected_rows)
 
     @strawberry.mutation(
@@ -127,7 +139,9 @@ class SegmentMutations:
     ) -> Segment:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
         add, remove = add_member_external_ids or [], remove_member_external_ids or []
-        row = await info.context.services.segments.change_static(program_id, key, add, remove)
+        row = await info.context.services.segments.change_static(
+            program_id, key, add, remove, actor=info.context.principal.operator
+        )
         return Segment(row=row)
 
     @strawberry.mutation(

@@ -23,9 +23,15 @@ class TierMutations:
     @strawberry.mutation(description="Replaces the ladder and re-evaluates every member's tier at once")
     async def set_tier_ladder(self, info: Info, input: TierLadderInput) -> TierLadder:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return TierLadder.of(await info.context.services.tiers.set_ladder(program_id, input.draft()))
+        return TierLadder.of(
+            await info.context.services.tiers.set_ladder(
+                program_id, input.draft(), actor=info.context.principal.operator
+            )
+        )
 
     @strawberry.mutation(description="Removes the ladder, its TIER segments and their history; false: none")
     async def delete_tier_ladder(self, info: Info) -> bool:
         program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
-        return await info.context.services.tiers.delete_ladder(program_id)
+        return await info.context.services.tiers.delete_ladder(
+            program_id, actor=info.context.principal.operator
+        )

@@ -31,6 +31,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from domain.governance.audit_log import SYSTEM
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.runtime import Services, build_services
@@ -98,7 +100,7 @@ async def setup(services: Services, key: str, rules: Sequence[str], options: arg
         await services.members.upsert_members(program.id, members[start : start + 1000])
     for i, rule in enumerate(rules):
         await services.segments.create(
-            program.id, SegmentDraft(f"s{i:02d}", f"s{i:02d}", "DYNAMIC", rule=rule)
+            program.id, SegmentDraft(f"s{i:02d}", f"s{i:02d}", "DYNAMIC", rule=rule), actor=SYSTEM
         )
     return program.id
 

@@ -142,7 +142,6 @@ class RuleSettings:
     enabled: bool = True
     shadow: bool = False
     params: Mapping[str, float] = field(default_factory=dict)
-    updated_by: str | None = None
     #: What `params` are when the program never changed them.
     defaults: Mapping[str, float] = field(default_factory=dict)
 
@@ -231,7 +230,5 @@ async def load_config(session: AsyncSession, program_id: int) -> FraudConfig:
         if row.rule in SPECS:  # a rule retired by an upgrade keeps its row but no longer runs
             base = config[row.rule]
             params = parse_params(row.rule, row.params, base.defaults)
-            config = config.with_rule(
-                RuleSettings(row.rule, row.enabled, row.shadow, params, row.updated_by, base.defaults)
-            )
+            config = config.with_rule(RuleSettings(row.rule, row.enabled, row.shadow, params, base.defaults))
     return config

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,9 +22,10 @@ from domain.audit import Finding
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.stepup import require_step_up
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.enums import AccrualStatus, EntryKind, EventStatus, Verdict
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.ledger.posting import approve_held, release_held
 from domain.members.service import lock_members
 from domain.models import Event, FraudFinding, LedgerEntry, Member
@@ -89,21 +91,24 @@ class ReviewService:
             for entry, member_external_id, event_external_id in rows
         ]
 
-    async def approve(self, program_id: int, entry_id: int, decided_by: str) -> LedgerEntry:
+    async def approve(self, program_id: int, entry_id: int, actor: str) -> LedgerEntry:
+        """Post a held accrual; `actor` (who decided) is kept on the entry and in the audit log."""
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)
+            before = await audited_decision(session, entry)
             entry.decided_at = now
-            entry.decided_by = decided_by[:200]
+            entry.decided_by = actor[:200]
             event.status = EventStatus.ACCEPTED.value
             event.points_awarded = entry.points
             await approve_held(session, program_id, entry, event, now)
             await uow.dispatch()  # the entries the approval logs get their stored conversions too
             await record_conversions(session, program_id, [(entry.member_id, event)])
+            await _record(uow, entry, actor, "approveAccrual", before, now)
         return entry
 
-    async def reject(self, program_id: int, entry_id: int, decided_by: str, reason: str) -> LedgerEntry:
+    async def reject(self, program_id: int, entry_id: int, actor: str, reason: str) -> LedgerEntry:
         reason = reason.strip()
         if not reason:
             raise InvalidInput("reason: must not be empty")
@@ -113,8 +118,9 @@ class ReviewService:
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)
+            before = await audited_decision(session, entry)
             entry.decided_at = now
-            entry.decided_by = decided_by[:200]
+            entry.decided_by = actor[:200]
             entry.decision_reason = reason
             event.status = EventStatus.BLOCKED.value
             event.points_awarded = 0
@@ -136,6 +142,7 @@ class ReviewService:
             await session.flush()
             if self.compliance is not None:
                 await self.compliance.settle(session, program_id, now, member_ids=[entry.member_id])
+            await _record(uow, entry, actor, "rejectAccrual", before, now)
         return entry
 
     async def _pending(
@@ -169,6 +176,36 @@ class ReviewService:
             await session.execute(select(Event).where(Event.id == entry.event_id).with_for_update())
         ).scalar_one()
         return entry, event
+
+
+async def audited_decision(session: AsyncSession, entry: LedgerEntry) -> dict[str, Any]:
+    """A held accrual as the audit log keeps it around a decision: the entry and the member's balance."""
+    await session.flush()
+    balance = await session.scalar(select(Member.points_balance).where(Member.id == entry.member_id))
+    return {
+        "entryId": str(entry.id),
+        "status": entry.status,
+        "points": entry.points,
+        "reason": entry.decision_reason,
+        "balance": balance,
+    }
+
+
+async def _record(
+    uow: UnitOfWork, entry: LedgerEntry, actor: str, action: str, before: dict[str, Any], now: datetime
+) -> None:
+    """The audit entry of a decision, targeting the member's externalId."""
+    member = await uow.session.scalar(select(Member.external_id).where(Member.id == entry.member_id))
+    await record_change(
+        uow,
+        program_id=entry.program_id,
+        actor=actor,
+        action=action,
+        at=now,
+        target=member,
+        before=before,
+        after=await audited_decision(uow.session, entry),
+    )
 
 
 def _decided(status: str) -> str:

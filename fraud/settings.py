@@ -1,14 +1,22 @@
-"""Reading and changing a program's fraud rule configuration (admins; GraphQL in api/fraud.py)."""
+"""Reading and changing a program's fraud rule configuration (admins; GraphQL in api/fraud.py).
+
+Who changed a rule last is read from the audit log (its latest setFraudRule entry): one record of who.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database, announce
-from domain.models import FraudRuleSetting
+from domain.governance.audit_log import record_change
+from domain.models import AuditEntry, FraudRuleSetting
 from fraud.config import SPECS, RuleSettings, load_config, parse_params, spec_of
 
 
@@ -23,7 +31,7 @@ class RuleView:
     updated_by: str | None
 
 
-def _view(settings: RuleSettings) -> RuleView:
+def _view(settings: RuleSettings, updated_by: str | None) -> RuleView:
     spec = SPECS[settings.name]
     return RuleView(
         settings.name,
@@ -32,8 +40,27 @@ def _view(settings: RuleSettings) -> RuleView:
         settings.shadow,
         dict(settings.params),
         dict(settings.defaults),
-        settings.updated_by,
+        updated_by,
     )
+
+
+def audited_rule(settings: RuleSettings) -> dict[str, Any]:
+    """A rule's configuration as the API shows it: what the audit log keeps before and after."""
+    return {"enabled": settings.enabled, "shadow": settings.shadow, "params": dict(settings.params)}
+
+
+async def _last_changed_by(session: AsyncSession, program_id: int) -> dict[str, str]:
+    """Each changed rule's last changer: the actor of its newest setFraudRule audit entry."""
+    newest = (
+        select(func.max(AuditEntry.id))
+        .where(AuditEntry.program_id == program_id, AuditEntry.action == SET_RULE)
+        .group_by(AuditEntry.target)
+    )
+    rows = await session.execute(select(AuditEntry.target, AuditEntry.actor).where(AuditEntry.id.in_(newest)))
+    return {str(target): actor for target, actor in rows}
+
+
+SET_RULE = "setFraudRule"
 
 
 class FraudSettingsService:
@@ -44,7 +71,8 @@ class FraudSettingsService:
     async def rules(self, program_id: int) -> list[RuleView]:
         async with self.db.read() as session:
             config = await load_config(session, program_id)
-        return [_view(config[name]) for name in SPECS]
+            changed_by = await _last_changed_by(session, program_id)
+        return [_view(config[name], changed_by.get(name)) for name in SPECS]
 
     async def set_rule(
         self,
@@ -54,7 +82,7 @@ class FraudSettingsService:
         enabled: bool | None = None,
         shadow: bool | None = None,
         params: object = None,
-        by: str,
+        actor: str,
     ) -> RuleView:
         """Change what is given; the rest keeps its current value. Takes effect with the next batch."""
         spec_of(name)
@@ -65,9 +93,9 @@ class FraudSettingsService:
                 current.enabled if enabled is None else enabled,
                 current.shadow if shadow is None else shadow,
                 parse_params(name, params, current.params),
-                by,
                 current.defaults,
             )
+            now = self.clock.now()
             table = FraudRuleSetting.__table__
             row = {
                 "program_id": program_id,
@@ -75,8 +103,8 @@ class FraudSettingsService:
                 "enabled": updated.enabled,
                 "shadow": updated.shadow,
                 "params": dict(updated.params),
-                "updated_at": self.clock.now(),
-                "updated_by": by[:200],
+                "updated_at": now,
+                "updated_by": actor[:200],  # a legacy column: the audit log says who (see above)
             }
             statement = insert_for(uow.session, table).values(row)
             await uow.session.execute(
@@ -90,4 +118,14 @@ class FraudSettingsService:
             )
             if name == "non_compliant":
                 announce(uow.session, "fraud-settings")  # the sweeper re-tags with the new threshold
-        return _view(updated)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action=SET_RULE,
+                at=now,
+                target=name,
+                before=audited_rule(current),
+                after=audited_rule(updated),
+            )
+        return _view(updated, actor)

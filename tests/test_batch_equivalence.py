@@ -124,15 +124,15 @@ async def open_program(services: Services, members: int, triggers: Triggers = TR
     program = await services.programs.create_program(
         f"be-{uuid.uuid4().hex[:12]}", "Batch equivalence", "B2C", ProgramSettings(auto_create_members=True)
     )
-    await services.programs.set_earning_rule(program.id, "login", None, 1)
+    await services.programs.set_earning_rule(program.id, "login", None, 1, actor="test")
     for rule, params in FRAUD_RULES.items():
-        await services.fraud_settings.set_rule(program.id, rule, params=params, by="test")
+        await services.fraud_settings.set_rule(program.id, rule, params=params, actor="test")
     for draft in SEGMENTS:
-        await services.segments.create(program.id, draft)
+        await services.segments.create(program.id, draft, actor="test")
     for key, drafts in triggers.items():
-        await services.campaigns.set_triggers(program.id, key, drafts)
-    await services.challenges.set_challenge(program.id, CHALLENGE)
-    await services.leaderboards.set_board(program.id, BOARD)
+        await services.campaigns.set_triggers(program.id, key, drafts, actor="test")
+    await services.challenges.set_challenge(program.id, CHALLENGE, actor="test")
+    await services.leaderboards.set_board(program.id, BOARD, actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in MEMBERS[:members]])
     return program.id
 
@@ -415,12 +415,14 @@ def test_known_difference_an_earn_multiplier_is_the_tiers_held_when_the_batch_be
     async def run() -> tuple[list[EventOutcome], list[EventOutcome]]:
         batched, single = await asyncio.gather(open_program(services, 1, {}), open_program(services, 1, {}))
         for program_id in (batched, single):
-            await services.tiers.set_ladder(program_id, spend_ladder(gold_multiplier=Decimal(2)))
+            await services.tiers.set_ladder(
+                program_id, spend_ladder(gold_multiplier=Decimal(2)), actor="test"
+            )
         await services.fraud_settings.set_rule(
-            batched, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+            batched, "single_accrual_cap", params={"maxPoints": 10_000}, actor="t"
         )
         await services.fraud_settings.set_rule(
-            single, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+            single, "single_accrual_cap", params={"maxPoints": 10_000}, actor="t"
         )
         outcomes_a = await services.events.record_events(batched, drafts)
         outcomes_b = [o for d in drafts for o in await services.events.record_events(single, [d])]

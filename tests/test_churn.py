@@ -180,7 +180,7 @@ async def test_model_ranks_holdout_near_the_planted_ceiling(
     planted = await seed(services, program.id, 1000)
     rule = "churnRisk7d >= 0.7"
     await services.segments.create(
-        program.id, SegmentDraft("likely_churn", "Likely to churn", "DYNAMIC", rule=rule)
+        program.id, SegmentDraft("likely_churn", "Likely to churn", "DYNAMIC", rule=rule), actor="test"
     )
     assert (await admin.data(LATEST))["churnModel"] is None
 
@@ -282,7 +282,9 @@ async def test_both_evaluators_agree_on_stored_scores(
         )
 
     # when a segment is defined by the rule, then SQL and memory select the same members
-    await services.segments.create(program.id, SegmentDraft("churn_edge", "edge", "DYNAMIC", rule=rule))
+    await services.segments.create(
+        program.id, SegmentDraft("churn_edge", "edge", "DYNAMIC", rule=rule), actor="test"
+    )
     assert await segment_members(services, program.id, "churn_edge") == expected
     assert await evaluated_in_memory(services, program.id, rule) == expected
 

@@ -330,7 +330,7 @@ def test_tiers_recompute_places_members_with_a_progress_bar(env: dict[str, str])
     no_ladder = loyalty(env, "tiers", "recompute", "--program", "cafe")
     with private_services(Settings.from_env(env)) as harness:
         program = harness.run(harness.services.programs.get_by_key("cafe"))
-        harness.run(harness.services.tiers.set_ladder(program.id, spend_ladder()))
+        harness.run(harness.services.tiers.set_ladder(program.id, spend_ladder(), actor="test"))
         harness.run(
             harness.services.members.upsert_members(program.id, [MemberUpsert("a"), MemberUpsert("b")])
         )

@@ -148,7 +148,7 @@ def shop(settings: Settings) -> Iterator[tuple[Harness, int]]:
             ]
             await services.events.record_events(program.id, drafts)
             for draft in EXISTING:
-                await services.segments.create(program.id, draft)
+                await services.segments.create(program.id, draft, actor="test")
             return program.id
 
         yield harness, harness.run(seed())
@@ -173,7 +173,7 @@ def test_a_saved_segment_has_the_preview_s_size_sample_and_overlaps(
     async def check() -> None:
         preview = await services.segments.preview(program_id, None, rule)
         saved = await services.segments.create(
-            program_id, SegmentDraft("previewed", "previewed", "DYNAMIC", rule=rule)
+            program_id, SegmentDraft("previewed", "previewed", "DYNAMIC", rule=rule), actor="test"
         )
         try:
             members = await members_in(services, saved.id)
@@ -183,7 +183,7 @@ def test_a_saved_segment_has_the_preview_s_size_sample_and_overlaps(
                 if s.key != "previewed"
             }
         finally:
-            await services.segments.delete(program_id, "previewed")
+            await services.segments.delete(program_id, "previewed", actor="test")
         assert preview.size == len(members)
         assert [m.id for m in preview.sample] == sorted(members)[:PREVIEW_SAMPLE]
         assert dict(preview.overlaps) == {k: len(v & members) for k, v in existing.items() if v & members}

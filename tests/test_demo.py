@@ -239,6 +239,13 @@ def test_every_tier_is_held_and_points_expire_after_a_year(demo: Demo, admin_tok
     assert body["reward"] == {"segmentKeys": ["tier-gold"]}
 
 
+def test_the_seeded_configuration_is_in_the_audit_log_as_system(demo: Demo, admin_token: str) -> None:
+    query = '{ auditLog(first: 500, actor: "system") { edges { node { action target } } } }'
+    edges = demo.post(query, admin_token)["data"]["auditLog"]["edges"]
+    seeded = {(edge["node"]["action"], edge["node"]["target"]) for edge in edges}
+    assert {("setTierLadder", "demo"), ("setReward", "gold-lounge"), ("setPointsExpiry", "demo")} <= seeded
+
+
 def test_the_version_2_templates_find_their_members(demo: Demo, admin_token: str) -> None:
     body = demo.post(
         """{ segments { key size }

@@ -28,7 +28,7 @@ async def test_an_expiry_racing_redemptions_of_the_same_lot_takes_each_point_onc
     services: Services, program: ProgramFixture, clock: ShiftableClock
 ) -> None:
     # given members whose only points are one 100-point lot that is due
-    await services.programs.set_points_expiry(program.id, 30)
+    await services.programs.set_points_expiry(program.id, 30, actor="test")
     names = [f"race-{i}" for i in range(MEMBERS)]
     await services.members.upsert_members(program.id, [MemberUpsert(n) for n in names])
     now = clock.now()

@@ -123,7 +123,7 @@ async def _only(services: Services, program_id: int, rule: str) -> None:
             name,
             enabled=name == rule,
             params=TIGHT.get(name) if name == rule else None,
-            by="test",
+            actor="test",
         )
 
 

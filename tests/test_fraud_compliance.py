@@ -42,7 +42,7 @@ async def test_blocks_over_the_threshold_tag_the_member_until_they_age_out(
     services: Services, program: ProgramFixture, admin: GraphQLClient, clock: ShiftableClock
 ) -> None:
     # given a program that tolerates one block in 30 days, and a segment of tagged members
-    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 1}, by="test")
+    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 1}, actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
     await create(admin, "flagged", 'has_tag("non-compliant")')
     at = clock.now() - timedelta(hours=1)
@@ -78,8 +78,8 @@ async def test_shadow_blocks_do_not_count_and_a_raised_threshold_untags(
     services: Services, program: ProgramFixture, clock: ShiftableClock
 ) -> None:
     # given duplicate receipts in shadow mode, and a program that tags at the first block
-    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 0}, by="test")
-    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=True, by="test")
+    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 0}, actor="test")
+    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=True, actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
     at = clock.now() - timedelta(hours=1)
 
@@ -100,10 +100,10 @@ async def test_shadow_blocks_do_not_count_and_a_raised_threshold_untags(
     assert ("duplicate_receipt", True) in shadow
 
     # when the rule acts again and blocks, the member is tagged; raising the threshold untags them
-    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=False, by="test")
+    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=False, actor="test")
     assert await record(services, program, [purchase("c", at, receipt="R")]) == [EventStatus.BLOCKED]
     assert await _tags(services, program) == [NON_COMPLIANT]
-    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 1}, by="test")
+    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 1}, actor="test")
     sweeper = ComplianceSweeper(services.db, services.clock, services.compliance)
     assert await sweeper.sweep(program.id, clock.now()) == ([], [await _member_id(services, program)])
     assert await _tags(services, program) == []
@@ -114,9 +114,9 @@ async def test_a_reviewer_rejection_counts_as_a_block(
 ) -> None:
     # given accruals over 50 points held for review, and a program that tags at the first block
     await services.fraud_settings.set_rule(
-        program.id, "single_accrual_cap", params={"maxPoints": 50}, by="test"
+        program.id, "single_accrual_cap", params={"maxPoints": 50}, actor="test"
     )
-    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 0}, by="test")
+    await services.fraud_settings.set_rule(program.id, "non_compliant", params={"maxBlocks": 0}, actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m1")])
     assert await record(services, program, [purchase("big", clock.now(), amount=80)]) == [
         EventStatus.HELD_FOR_REVIEW

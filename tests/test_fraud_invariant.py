@@ -178,7 +178,7 @@ async def _interleave(harness: Harness, members: list[str], actions: list[Action
     services = harness.services
     program = await new_program(services)
     for key, rule in SEGMENTS.items():
-        await services.segments.create(program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule))
+        await services.segments.create(program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in members])
     model = Model(members, dict.fromkeys(members, 0), dict.fromkeys(members, 0))
     steps = Steps(harness, program.id, f"admin:{program.admin_email}", model)

@@ -297,7 +297,7 @@ async def test_the_daily_cap_counts_days_in_the_program_timezone(
     services: Services, program: ProgramFixture
 ) -> None:
     # given a program in Tokyo (UTC+9) with a daily cap of 100
-    await services.leaderboards.set_timezone(program.id, "Asia/Tokyo")
+    await services.leaderboards.set_timezone(program.id, "Asia/Tokyo", actor="test")
     await configure(services, program, "daily_points_cap", maxPoints=100)
     await enrol(services, program, "m1")
     # when 100 points are earned at 20:00 UTC (05:00 the next day in Tokyo) and 1 at 10:00 UTC the next day
@@ -545,7 +545,7 @@ async def test_a_rule_in_shadow_mode_records_its_finding_and_changes_nothing(
     services: Services, program: ProgramFixture
 ) -> None:
     # given the single-accrual cap in shadow mode
-    await services.fraud_settings.set_rule(program.id, "single_accrual_cap", shadow=True, by="test")
+    await services.fraud_settings.set_rule(program.id, "single_accrual_cap", shadow=True, actor="test")
     await enrol(services, program, "m1")
     # when an accrual passes the cap
     outcomes = await record_drafts(services, program, purchase("p1", "m1", at(10), 6000))
@@ -568,7 +568,7 @@ async def test_a_shadowed_block_beside_an_acting_review_only_holds(
     services: Services, program: ProgramFixture
 ) -> None:
     # given duplicate_receipt in shadow mode and a used receipt
-    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=True, by="test")
+    await services.fraud_settings.set_rule(program.id, "duplicate_receipt", shadow=True, actor="test")
     await enrol(services, program, "m1")
     await record_drafts(services, program, purchase("p1", "m1", at(9), 10, {"receiptId": "R"}))
     # when an accrual above the single cap reuses the receipt
@@ -586,7 +586,9 @@ async def test_a_shadowed_block_beside_an_acting_review_only_holds(
 
 async def test_a_disabled_rule_records_nothing(services: Services, program: ProgramFixture) -> None:
     # given the single-accrual cap disabled
-    view = await services.fraud_settings.set_rule(program.id, "single_accrual_cap", enabled=False, by="test")
+    view = await services.fraud_settings.set_rule(
+        program.id, "single_accrual_cap", enabled=False, actor="test"
+    )
     assert (view.enabled, view.shadow) == (False, False)
     await enrol(services, program, "m1")
     # when an accrual passes the cap

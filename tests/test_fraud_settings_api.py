@@ -55,7 +55,7 @@ async def test_set_fraud_rule_changes_thresholds_for_the_next_batch(
     shadowed = (await admin.data(SET, {"r": "daily_points_cap", "s": True}))["setFraudRule"]
 
     # then only the given settings change and the listing shows them
-    by = f"admin:{program.admin_email}"
+    by = program.admin_email  # the actor of the rule's newest setFraudRule audit entry
     assert changed == {
         "name": "velocity",
         "enabled": True,

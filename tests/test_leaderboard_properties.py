@@ -104,7 +104,7 @@ async def _interleave(services: Services, operations: list[tuple[str, str, int, 
             elif operation == "reverse":
                 entry_id = await _newest_accrual(services, program.id, member)
                 if entry_id is not None:
-                    await services.ledger.reverse(program.id, entry_id, "refund", f"x{n}")
+                    await services.ledger.reverse(program.id, entry_id, "refund", f"x{n}", actor="test")
             else:
                 await feeder.run_once()
         except DomainError:

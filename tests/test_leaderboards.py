@@ -556,3 +556,29 @@ async def test_segment_boards_rank_the_segments_current_members(
     )
     assert bad["extensions"]["code"] == "BAD_USER_INPUT"
     assert "ghost" in bad["message"]
+
+
+async def test_deleting_a_defined_board_drops_its_keys_and_keeps_the_others(
+    boss: GraphQLClient, integration: GraphQLClient, services: Services, program: ProgramFixture
+) -> None:
+    # given a defined board with rankings beside the built-in one
+    await boss.data(
+        'mutation { setLeaderboard(input: {key: "weekly", name: "Weekly", periods: [WEEKLY]}) { key } }'
+    )
+    await members(integration, "ana")
+    await purchases(integration, ("e1", "ana", NOW - timedelta(hours=1), "10"))
+    await feed(services)
+    redis = services.redis.client
+
+    async def keys(board_key: str) -> list[str]:
+        return [k async for k in redis.scan_iter(match=board_pattern(services.redis, program.id, board_key))]
+
+    assert await keys("weekly")
+    points = await keys("points")
+    # when it is deleted
+    assert (await boss.data('mutation { deleteLeaderboard(key: "weekly") }'))["deleteLeaderboard"] is True
+    # then its keys are gone, the built-in board's stay, and it is no longer defined
+    assert await keys("weekly") == []
+    assert sorted(await keys("points")) == sorted(points)
+    error = await boss.error('mutation { deleteLeaderboard(key: "weekly") }')
+    assert error["extensions"]["code"] == "NOT_FOUND"

@@ -381,7 +381,9 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         original = sorted(self.entries.values(), key=lambda e: e.id)[pick % len(self.entries)]
         # when it is reversed with a fresh key
-        call = self.harness.ledger.reverse(self.program_id, original.id, "correction", self.fresh("reverse"))
+        call = self.harness.ledger.reverse(
+            self.program_id, original.id, "correction", self.fresh("reverse"), actor="test"
+        )
         # then the outcome is the one the model predicts
         expected = self.reversal_refusal(original)
         if expected is not None:
@@ -502,7 +504,10 @@ class LedgerMachine(RuleBasedStateMachine):
         ledger = self.harness.ledger
 
         async def twins() -> list[LedgerEntry | BaseException]:
-            calls = [ledger.reverse(self.program_id, original.id, "correction", key) for _ in range(count)]
+            calls = [
+                ledger.reverse(self.program_id, original.id, "correction", key, actor="test")
+                for _ in range(count)
+            ]
             return await asyncio.gather(*calls, return_exceptions=True)
 
         # when they run together
@@ -650,8 +655,8 @@ class LotsMachine(RuleBasedStateMachine):
         self.clock.at = self.start
         self.program_id, self.member_ids = await new_program(self.harness, 3)
         programs = self.harness.programs
-        await programs.set_points_expiry(self.program_id, EXPIRY_DAYS)
-        await self.harness.tiers.set_ladder(self.program_id, LADDER)
+        await programs.set_points_expiry(self.program_id, EXPIRY_DAYS, actor="test")
+        await self.harness.tiers.set_ladder(self.program_id, LADDER, actor="test")
 
     @initialize(target=members)
     def open_program(self) -> MultipleResults[str]:
@@ -743,7 +748,9 @@ class LotsMachine(RuleBasedStateMachine):
         if not self.entries:
             return
         original = sorted(self.entries.values(), key=lambda e: e.id)[pick % len(self.entries)]
-        call = self.harness.ledger.reverse(self.program_id, original.id, "correction", self.fresh("rev"))
+        call = self.harness.ledger.reverse(
+            self.program_id, original.id, "correction", self.fresh("rev"), actor="test"
+        )
         if original.kind == EntryKind.REVERSAL or original.reversed:
             with pytest.raises((InvalidInput, Conflict)):
                 self.harness.run(call)
@@ -1032,7 +1039,9 @@ def test_twins_refused_by_the_balance_still_get_the_first_entry(
         if operation == "redeem":
             calls = [gated.redeem(program_id, "m0", 100, "reward", "k1") for _ in range(2)]
         else:
-            calls = [gated.reverse(program_id, accrual.id, "correction", "k1") for _ in range(2)]
+            calls = [
+                gated.reverse(program_id, accrual.id, "correction", "k1", actor="test") for _ in range(2)
+            ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = harness.run(twins())
@@ -1057,7 +1066,9 @@ def test_racing_reversals_of_one_entry_the_loser_is_conflict(harness: Harness) -
 
     # when they run together
     async def racers() -> list[LedgerEntry | BaseException]:
-        calls = [gated.reverse(program_id, accrual.id, "correction", key) for key in ("k1", "k2")]
+        calls = [
+            gated.reverse(program_id, accrual.id, "correction", key, actor="test") for key in ("k1", "k2")
+        ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     results = harness.run(racers())

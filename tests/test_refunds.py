@@ -144,11 +144,12 @@ async def test_the_leaderboard_and_the_segment_lose_the_refunded_purchase(
     integration: GraphQLClient, services: Services, program: ProgramFixture
 ) -> None:
     await services.segments.create(
-        program.id, SegmentDraft("big", "big", "DYNAMIC", rule="sum(purchase.amount) >= 100")
+        program.id, SegmentDraft("big", "big", "DYNAMIC", rule="sum(purchase.amount) >= 100"), actor="test"
     )
     await services.segments.create(  # property filters read raw events, not the daily buckets
         program.id,
         SegmentDraft("tea", "tea", "DYNAMIC", rule='count(purchase, 30d where category = "tea") >= 1'),
+        actor="test",
     )
     await setup(integration)
     await record_results(

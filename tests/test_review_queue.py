@@ -92,7 +92,7 @@ async def test_an_approved_accrual_runs_the_rest_of_the_pipeline(
     again = await admin.error(APPROVE, {"id": item["id"]})
     assert again["extensions"]["code"] == "CONFLICT"
     assert "already approved" in again["message"]
-    assert "admin:" in again["message"]
+    assert f"by {program.admin_email}" in again["message"]  # the audit log's actor
     rejected = await admin.error(REJECT, {"id": item["id"], "r": "too late"})
     assert rejected["extensions"]["code"] == "CONFLICT"
 

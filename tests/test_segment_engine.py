@@ -37,7 +37,7 @@ async def test_incremental_membership_equals_a_full_recompute(services: Services
     rng = random.Random(seed)
     for key, (rule, tag) in RULES.items():
         await services.segments.create(
-            program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag)
+            program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag), actor="test"
         )
     members = [f"m{i}" for i in range(12)]
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in members])
@@ -119,7 +119,7 @@ async def test_concurrent_batches_over_the_same_members_neither_deadlock_nor_dri
     program = await new_program(services)
     for key, (rule, tag) in RULES.items():
         await services.segments.create(
-            program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag)
+            program.id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag), actor="test"
         )
     members = [f"c{i}" for i in range(8)]
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in members])

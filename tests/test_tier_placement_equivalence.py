@@ -60,7 +60,7 @@ async def open_program(services: Services) -> int:
         f"tp-{uuid.uuid4().hex[:12]}", "Tier placement", "B2C", ProgramSettings()
     )
     await services.fraud_settings.set_rule(
-        program.id, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+        program.id, "single_accrual_cap", params={"maxPoints": 10_000}, actor="t"
     )
     await services.members.upsert_members(program.id, [MemberUpsert(m) for m in MEMBERS])
     return program.id
@@ -80,12 +80,12 @@ def test_the_set_based_placement_is_the_per_member_rule(
 
     async def run() -> tuple[list[object], list[object]]:
         per_member, set_based = await open_program(services), await open_program(services)
-        await services.tiers.set_ladder(per_member, LADDER)
+        await services.tiers.set_ladder(per_member, LADDER, actor="test")
         size = max(1, -(-len(drafts) // batches))
         for start in range(0, len(drafts), size):
             for program_id in (per_member, set_based):
                 await services.events.record_events(program_id, drafts[start : start + size])
-        await services.tiers.set_ladder(set_based, LADDER)
+        await services.tiers.set_ladder(set_based, LADDER, actor="test")
         return (
             [await held(services, per_member, m) for m in MEMBERS],
             [await held(services, set_based, m) for m in MEMBERS],

@@ -47,7 +47,7 @@ async def test_new_members_hold_the_first_tier_and_move_up_in_the_events_transac
 ) -> None:
     # given a ladder and a new member
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m")])
     first = await held(services, program.id, "m")
 
@@ -73,7 +73,9 @@ async def test_new_members_hold_the_first_tier_and_move_up_in_the_events_transac
 async def gold_member(services: Services, policy: str, grace_days: int) -> tuple[int, datetime]:
     """A program whose member "g" bought 520 at T (gold on 30-day spend); the program and T."""
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder(downgrade=policy, grace_days=grace_days))
+    await services.tiers.set_ladder(
+        program.id, spend_ladder(downgrade=policy, grace_days=grace_days), actor="test"
+    )
     await services.members.upsert_members(program.id, [MemberUpsert("g")])
     bought = services.clock.now().replace(microsecond=0) - SECOND
     await buy(services, program.id, "g", 520, bought)
@@ -175,9 +177,9 @@ async def test_the_earn_multiplier_is_the_tier_held_before_the_event_floored(ser
     # given Gold at 1.5x, and a member one purchase short of it
     program = await new_program(services)
     await services.fraud_settings.set_rule(
-        program.id, "single_accrual_cap", params={"maxPoints": 10_000}, by="t"
+        program.id, "single_accrual_cap", params={"maxPoints": 10_000}, actor="t"
     )
-    await services.tiers.set_ladder(program.id, spend_ladder(gold_multiplier=Decimal("1.5")))
+    await services.tiers.set_ladder(program.id, spend_ladder(gold_multiplier=Decimal("1.5")), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m")])
     now = services.clock.now()
 
@@ -194,15 +196,19 @@ async def test_a_user_segment_reads_the_new_tier_and_a_trigger_pays_on_entering_
 ) -> None:
     # given a ladder, a segment of gold members who visited, and a welcome bonus on entering gold
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.segments.create(
         program.id,
         SegmentDraft(
             "gold_visitors", "Gold visitors", "DYNAMIC", rule='in_segment("tier-gold") and count(visit) >= 1'
         ),
+        actor="test",
     )
     await services.campaigns.set_triggers(
-        program.id, "tier-gold", [TriggerDraft("ENTER", "AWARD_POINTS", points=100, reason="welcome to Gold")]
+        program.id,
+        "tier-gold",
+        [TriggerDraft("ENTER", "AWARD_POINTS", points=100, reason="welcome to Gold")],
+        actor="test",
     )
     await services.members.upsert_members(program.id, [MemberUpsert("m")])
     now = services.clock.now()
@@ -238,7 +244,7 @@ async def test_a_user_segment_reads_the_new_tier_and_a_trigger_pays_on_entering_
 async def test_parallel_batches_lift_a_member_once(services: Services) -> None:
     # given a member and a ladder
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("p")])
     now = services.clock.now()
 
@@ -301,7 +307,7 @@ async def test_set_ladder_places_every_member_as_the_per_member_rules_would(
     await services.events.record_events(program.id, drafts)
 
     # when the ladder is set (one set-based pass), and the same members are evaluated one by one
-    ladder = await services.tiers.set_ladder(program.id, ladder_of(qualifier, *thresholds))
+    ladder = await services.tiers.set_ladder(program.id, ladder_of(qualifier, *thresholds), actor="test")
     async with services.db.read() as session:
         query = select(Member.external_id, Member.id).where(Member.program_id == program.id)
         ids = {row[0]: row[1] for row in await session.execute(query)}
@@ -320,19 +326,23 @@ async def test_replacing_the_ladder_moves_members_and_drops_the_tiers_it_no_long
 ) -> None:
     # given a three-tier ladder, a silver member, and a segment reading tier-gold
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m")])
     await buy(services, program.id, "m", 150, services.clock.now() - SECOND)
     await services.segments.create(
-        program.id, SegmentDraft("golden", "Golden", "DYNAMIC", rule='in_segment("tier-gold")')
+        program.id, SegmentDraft("golden", "Golden", "DYNAMIC", rule='in_segment("tier-gold")'), actor="test"
     )
 
     # when a ladder without gold is set, then the reader goes and it is set again
     with pytest.raises(Conflict, match="tier-gold"):
-        await services.tiers.set_ladder(program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"))
+        await services.tiers.set_ladder(
+            program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"), actor="test"
+        )
     refused = await held(services, program.id, "m")
-    await services.segments.delete(program.id, "golden")
-    await services.tiers.set_ladder(program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"))
+    await services.segments.delete(program.id, "golden", actor="test")
+    await services.tiers.set_ladder(
+        program.id, ladder_of("sum(purchase.amount, 30d)", "0", "150"), actor="test"
+    )
 
     # then nothing moved on the refusal; after it the member is silver under the new thresholds
     assert refused == Held("silver", None, ("tier-silver",))
@@ -347,13 +357,13 @@ async def test_replacing_the_ladder_moves_members_and_drops_the_tiers_it_no_long
 async def test_deleting_the_ladder_removes_its_segments_and_states(services: Services) -> None:
     # given a ladder with a member
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("m")])
 
     # when it is deleted, twice
     first, second = (
-        await services.tiers.delete_ladder(program.id),
-        await services.tiers.delete_ladder(program.id),
+        await services.tiers.delete_ladder(program.id, actor="test"),
+        await services.tiers.delete_ladder(program.id, actor="test"),
     )
 
     # then the first call removed everything and the second had nothing to remove
@@ -366,18 +376,22 @@ async def test_deleting_the_ladder_removes_its_segments_and_states(services: Ser
 @pytest.mark.parametrize(
     "call",
     [
-        lambda s, p: s.segments.create(p, SegmentDraft("tier-x", "X", "DYNAMIC", rule="count(visit) >= 1")),
-        lambda s, p: s.segments.update(
-            p, SegmentDraft("tier-gold", "X", "DYNAMIC", rule="count(visit) >= 1")
+        lambda s, p: s.segments.create(
+            p, SegmentDraft("tier-x", "X", "DYNAMIC", rule="count(visit) >= 1"), actor="test"
         ),
-        lambda s, p: s.segments.delete(p, "tier-gold"),
-        lambda s, p: s.segments.import_static(p, "tier-gold", "externalId\nm\n"),
-        lambda s, p: s.segments.create(p, SegmentDraft("mine", "X", "TIER", rule="count(visit) >= 1")),
+        lambda s, p: s.segments.update(
+            p, SegmentDraft("tier-gold", "X", "DYNAMIC", rule="count(visit) >= 1"), actor="test"
+        ),
+        lambda s, p: s.segments.delete(p, "tier-gold", actor="test"),
+        lambda s, p: s.segments.import_static(p, "tier-gold", "externalId\nm\n", actor="test"),
+        lambda s, p: s.segments.create(
+            p, SegmentDraft("mine", "X", "TIER", rule="count(visit) >= 1"), actor="test"
+        ),
     ],
 )
 async def test_users_may_not_touch_tier_segments(services: Services, call: Any) -> None:
     program = await new_program(services)
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     with pytest.raises(InvalidInput, match=r"^(key|kind): .*(tier-|setTierLadder)"):
         await call(services, program.id)
 
@@ -387,8 +401,10 @@ async def test_an_approval_lifts_and_a_refund_lowers_the_tier_in_their_transacti
 ) -> None:
     # given purchases above 50 points held for review, and no grace
     program = await new_program(services)
-    await services.fraud_settings.set_rule(program.id, "single_accrual_cap", params={"maxPoints": 50}, by="t")
-    await services.tiers.set_ladder(program.id, spend_ladder())
+    await services.fraud_settings.set_rule(
+        program.id, "single_accrual_cap", params={"maxPoints": 50}, actor="t"
+    )
+    await services.tiers.set_ladder(program.id, spend_ladder(), actor="test")
     await services.members.upsert_members(program.id, [MemberUpsert("r")])
     now = services.clock.now()
     outcomes = await services.events.record_events(

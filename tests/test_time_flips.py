@@ -66,7 +66,9 @@ async def changes_of(services: Services, program_id: int) -> list[tuple[str, str
 
 
 async def define(services: Services, program_id: int, key: str, rule: str, tag: str | None = None) -> None:
-    await services.segments.create(program_id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag))
+    await services.segments.create(
+        program_id, SegmentDraft(key, key, "DYNAMIC", rule=rule, applies_tag=tag), actor="test"
+    )
 
 
 async def record(services: Services, program_id: int, member: str, kind: str, *times: datetime) -> None:

@@ -201,7 +201,9 @@ async def test_a_dns_answer_that_turns_private_after_creation_is_caught_at_deliv
         policy = DestinationPolicy(AllowList(), dns, ports=WEB_PORTS | {receiver.port})
         url = f"http://rebind.example.com:{receiver.port}/hooks/loyalty"
         # given an endpoint whose name resolved to a public address when it was created
-        await CampaignService(services.db, clock, policy).create_endpoint(program.id, "crm", url)
+        await CampaignService(services.db, clock, policy).create_endpoint(
+            program.id, "crm", url, actor="test"
+        )
         await hooked_segment(admin)
         # when the name resolves to loopback by the time of the delivery
         dns.set("rebind.example.com", "127.0.0.1")
@@ -225,7 +227,9 @@ async def test_the_sender_connects_to_the_address_it_checked(
         dns = HostsResolver({"pinned.example.com": [ALLOWED_HOST]})
         policy = DestinationPolicy(AllowList.parse([ALLOWED_HOST]), dns)
         url = f"http://pinned.example.com:{receiver.port}/hooks/loyalty"
-        await CampaignService(services.db, clock, policy).create_endpoint(program.id, "crm", url)
+        await CampaignService(services.db, clock, policy).create_endpoint(
+            program.id, "crm", url, actor="test"
+        )
         await hooked_segment(admin)
         await admin.data(ADD, {"k": "hooked", "m": ["ann"]})
         await drain(delivery(services, clock, WebhookSender(policy)))
@@ -284,7 +288,7 @@ async def test_a_malformed_url_is_refused_before_any_lookup(
     dns = HostsResolver({"hooks.example.com": [PUBLIC_ADDRESS]})
     campaigns = CampaignService(services.db, clock, DestinationPolicy(AllowList(), dns))
     with pytest.raises(InvalidInput, match=r"^url: 'http://hooks.example.com/\\x7f' is not a valid URL$"):
-        await campaigns.create_endpoint(program.id, "crm", "http://hooks.example.com/\x7f")
+        await campaigns.create_endpoint(program.id, "crm", "http://hooks.example.com/\x7f", actor="test")
     assert dns.lookups == []
 
 

@@ -44,6 +44,15 @@ class Principal:
             return "key:" + self.label.removeprefix("apikey:")
         return None
 
+    @property
+    def operator(self) -> str:
+        """Who the audit log names for a change this caller makes; a member token changes no
+        configuration or balance on an operator's behalf, so it has none."""
+        actor = self.actor
+        if actor is None:
+            raise Forbidden("a member token cannot make this change")
+        return actor
+
     def require_member(self) -> int:
         if self.kind != PrincipalKind.MEMBER:
             raise Forbidden("only a member token can read `me`")

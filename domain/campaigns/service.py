@@ -5,19 +5,23 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from enum import Enum
+from typing import Any
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.campaigns.definitions import TriggerAction, TriggerDraft, validate_triggers
+from domain.campaigns.definitions import TriggerAction, TriggerDraft, describe, validate_triggers
 from domain.campaigns.destinations import DestinationPolicy
 from domain.campaigns.messages import MessageStatus
 from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxStatus
 from domain.campaigns.webhooks import new_secret, validate_url
 from domain.clock import Clock
-from domain.db.engine import Database, announce
+from domain.db.engine import Database, UnitOfWork, announce
 from domain.errors import Conflict, InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.members.service import check_page_size, members_by_external_id
 from domain.models import Member, Message, OutboxItem, Segment, SegmentTrigger, WebhookEndpoint
 from domain.programs.service import validate_key
@@ -52,7 +56,7 @@ class CampaignService:
     # ---------- triggers ----------
 
     async def set_triggers(
-        self, program_id: int, segment_key: str, drafts: Sequence[TriggerDraft]
+        self, program_id: int, segment_key: str, drafts: Sequence[TriggerDraft], *, actor: str
     ) -> list[SegmentTrigger]:
         """Replace the segment's triggers; they act on changes from now on (not on current members)."""
         specs = validate_triggers(drafts)
@@ -78,6 +82,12 @@ class CampaignService:
                 if spec.action is TriggerAction.CALL_WEBHOOK and spec.params["webhook"] not in known:
                     key = spec.params["webhook"]
                     raise NotFound(f"triggers[{i}].webhookKey: no webhook endpoint {key!r} in this program")
+            before = await session.scalars(
+                select(SegmentTrigger)
+                .where(SegmentTrigger.segment_id == segment.id)
+                .order_by(SegmentTrigger.position)
+            )
+            audited_before = [audited_trigger(t) for t in before]
             await session.execute(delete(SegmentTrigger).where(SegmentTrigger.segment_id == segment.id))
             rows = [
                 SegmentTrigger(
@@ -93,6 +103,16 @@ class CampaignService:
             ]
             session.add_all(rows)
             await session.flush()
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="setSegmentTriggers",
+                at=now,
+                target=segment_key,
+                before=audited_before,
+                after=[audited_trigger(t) for t in rows],
+            )
         return rows
 
     async def triggers_of(self, segment_ids: Sequence[int]) -> dict[int, list[SegmentTrigger]]:
@@ -109,7 +129,7 @@ class CampaignService:
 
     # ---------- webhook endpoints ----------
 
-    async def create_endpoint(self, program_id: int, key: str, url: str) -> CreatedEndpoint:
+    async def create_endpoint(self, program_id: int, key: str, url: str, *, actor: str) -> CreatedEndpoint:
         validate_key(key, "key")
         await validate_url(url, self.destinations)
         secret = new_secret()
@@ -125,15 +145,17 @@ class CampaignService:
                 )
                 uow.session.add(endpoint)
                 await uow.session.flush()
+                await self._audit(uow, endpoint, actor, "createWebhookEndpoint", None)
         except IntegrityError:
             raise Conflict(f"key: a webhook endpoint {key!r} already exists") from None
         return CreatedEndpoint(endpoint, secret)
 
-    async def deactivate_endpoint(self, program_id: int, key: str) -> WebhookEndpoint:
+    async def deactivate_endpoint(self, program_id: int, key: str, *, actor: str) -> WebhookEndpoint:
         """No more calls to this endpoint: triggers skip it, and its queued deliveries become DEAD
         ("not sent: the endpoint was deactivated") without a request. Deactivating twice is a no-op."""
         async with self.db.unit_of_work() as uow:
             endpoint = await _endpoint(uow.session, program_id, key)
+            before = audited_endpoint(endpoint)
             endpoint.active = False
             await uow.session.execute(
                 update(OutboxItem)
@@ -145,9 +167,10 @@ class CampaignService:
                 .execution_options(synchronize_session=False)
             )
             await uow.session.flush()
+            await self._audit(uow, endpoint, actor, "deactivateWebhookEndpoint", before)
         return endpoint
 
-    async def rotate_secret(self, program_id: int, key: str) -> CreatedEndpoint:
+    async def rotate_secret(self, program_id: int, key: str, *, actor: str) -> CreatedEndpoint:
         """A new signing secret, returned once; deliveries claimed from now on are signed with it
         (at most one batch already in flight still carries the old signature)."""
         secret = new_secret()
@@ -155,7 +178,32 @@ class CampaignService:
             endpoint = await _endpoint(uow.session, program_id, key)
             endpoint.secret = secret
             await uow.session.flush()
+            before = audited_endpoint(endpoint)
+            await self._audit(uow, endpoint, actor, "rotateWebhookSecret", before, secret_rotated=True)
         return CreatedEndpoint(endpoint, secret)
+
+    async def _audit(
+        self,
+        uow: UnitOfWork,
+        endpoint: WebhookEndpoint,
+        actor: str,
+        action: str,
+        before: dict[str, Any] | None,
+        *,
+        secret_rotated: bool = False,
+    ) -> None:
+        """The audit log's record of an endpoint change; secrets are never written there."""
+        after = audited_endpoint(endpoint) | ({"secretRotated": True} if secret_rotated else {})
+        await record_change(
+            uow,
+            program_id=endpoint.program_id,
+            actor=actor,
+            action=action,
+            at=self.clock.now(),
+            target=endpoint.key,
+            before=before,
+            after=after,
+        )
 
     async def endpoints(self, program_id: int) -> list[WebhookEndpoint]:
         async with self.db.read() as session:
@@ -241,6 +289,20 @@ class CampaignService:
                 query = query.where(Message.member_id == member.id)
             rows = await session.execute(query.order_by(Message.id.desc()).limit(first))
             return [MessageView(message, external_id) for message, external_id in rows]
+
+
+def audited_trigger(row: SegmentTrigger) -> dict[str, Any]:
+    """A trigger as the API shows it (`on`, `action` and its fields; decimals as strings)."""
+    fields = describe(row.fires_on, row.action, row.params)
+    return {
+        name: value.value if isinstance(value, Enum) else str(value) if isinstance(value, Decimal) else value
+        for name, value in fields.items()
+    }
+
+
+def audited_endpoint(row: WebhookEndpoint) -> dict[str, Any]:
+    """A webhook endpoint as the audit log keeps it (never its secret)."""
+    return {"key": row.key, "url": row.url, "active": row.active}
 
 
 async def _endpoint(session: AsyncSession, program_id: int, key: str) -> WebhookEndpoint:

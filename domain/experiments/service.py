@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import exists, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound
 from domain.experiments.definitions import ActionType, ExperimentDraft, validate_experiment
 from domain.experiments.exposure import Candidate, expose
 from domain.experiments.results import ArmResult, arm_counts, arm_results
+from domain.governance.audit_log import record_change
 from domain.members.service import members_by_external_id
 from domain.models import Experiment, ExperimentExposure, Member, Reward, Segment, SegmentMembership
 
@@ -44,7 +46,7 @@ class ExperimentService:
         self.db = db
         self.clock = clock
 
-    async def create_experiment(self, program_id: int, draft: ExperimentDraft) -> Experiment:
+    async def create_experiment(self, program_id: int, draft: ExperimentDraft, *, actor: str) -> Experiment:
         """A new experiment; its key must be new in the program (CONFLICT otherwise)."""
         valid = validate_experiment(draft)
         now = self.clock.now()
@@ -57,9 +59,10 @@ class ExperimentService:
             _apply(row, valid, segment_id, now)
             session.add(row)
             await session.flush()
+            await _record(uow, row, actor, "createExperiment", None, now)
         return row
 
-    async def update_experiment(self, program_id: int, draft: ExperimentDraft) -> Experiment:
+    async def update_experiment(self, program_id: int, draft: ExperimentDraft, *, actor: str) -> Experiment:
         """Replace an experiment's definition. Members already exposed keep their arm (sticky);
         a variant that has exposures cannot be removed."""
         valid = validate_experiment(draft)
@@ -80,7 +83,9 @@ class ExperimentService:
             kept = {v.key for v in valid.variants}
             for removed in sorted(used - kept - {"holdout"}):
                 raise InvalidInput(f"variants: variant {removed!r} has exposures and cannot be removed")
+            before = audited_experiment(row)
             _apply(row, valid, segment_id, now)
+            await _record(uow, row, actor, "updateExperiment", before, now)
         return row
 
     async def experiment(self, program_id: int, key: str) -> Experiment | None:
@@ -207,6 +212,35 @@ async def _check_references(session: AsyncSession, program_id: int, draft: Exper
                     f"variants[{i}].action.rewardKey: no active reward {reward_key!r} in this program"
                 )
     return int(segment_id)
+
+
+def audited_experiment(row: Experiment) -> dict[str, Any]:
+    """An experiment's definition as the API shows it: what the audit log keeps before and after."""
+    return {
+        "key": row.key,
+        "name": row.name,
+        "segmentKey": row.segment_key,
+        "goalEventType": row.goal_event_type,
+        "conversionDays": row.conversion_days,
+        "holdoutPercent": row.holdout_percent,
+        "control": row.control,
+        "variants": list(row.variants),
+    }
+
+
+async def _record(
+    uow: UnitOfWork, row: Experiment, actor: str, action: str, before: dict[str, Any] | None, now: datetime
+) -> None:
+    await record_change(
+        uow,
+        program_id=row.program_id,
+        actor=actor,
+        action=action,
+        at=now,
+        target=row.key,
+        before=before,
+        after=audited_experiment(row),
+    )
 
 
 def _apply(row: Experiment, draft: ExperimentDraft, segment_id: int, now: datetime) -> None:

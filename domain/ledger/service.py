@@ -24,9 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.stepup import require_step_up
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.enums import AccrualStatus, EntryKind
 from domain.errors import Conflict, DomainError, InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.ledger.posting import EXPIRY_KEY_PREFIX, MAX_REASON, post_entry, request_hash
 from domain.members.service import check_page_size, members_by_external_id
 from domain.models import LedgerEntry, Member, PointsLot, Program
@@ -113,6 +114,7 @@ class LedgerService:
                 f"points: must be a non-zero whole number of points up to {MAX_POINTS}, got {points}"
             )
         _check_text(reason, idempotency_key)
+        actor = principal.operator
         if principal.kind == PrincipalKind.ADMIN:
             program = await self._program(program_id)
             threshold = ProgramSettings.from_json(program.settings).adjustment_step_up_points
@@ -122,7 +124,7 @@ class LedgerService:
 
         async def attempt(session: AsyncSession) -> LedgerEntry:
             member = await _member(session, program_id, member_external_id)
-            return await post_entry(
+            entry = await post_entry(
                 session,
                 program_id,
                 member.id,
@@ -132,8 +134,10 @@ class LedgerService:
                 idempotency_key,
                 fingerprint,
                 self.clock.now(),
-                actor=principal.actor,
+                actor=actor,
             )
+            await _audit(session, entry, member.external_id, "adjustPoints", actor)
+            return entry
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
 
@@ -198,7 +202,7 @@ class LedgerService:
         )
 
     async def reverse(
-        self, program_id: int, entry_id: int, reason: str, idempotency_key: str, actor: str | None = None
+        self, program_id: int, entry_id: int, reason: str, idempotency_key: str, *, actor: str
     ) -> LedgerEntry:
         """A correction: a new POSTED entry with the opposite points of a POSTED entry.
 
@@ -222,7 +226,7 @@ class LedgerService:
             )
             if already.first() is not None:
                 raise Conflict(f"id: entry {entry_id} has already been reversed")
-            return await post_entry(
+            entry = await post_entry(
                 session,
                 program_id,
                 original.member_id,
@@ -235,6 +239,11 @@ class LedgerService:
                 reverses=original,
                 actor=actor,
             )
+            external_id = await session.scalar(
+                select(Member.external_id).where(Member.id == original.member_id)
+            )
+            await _audit(session, entry, str(external_id), "reverseLedgerEntry", actor)
+            return entry
 
         return await self._idempotent(program_id, idempotency_key, fingerprint, attempt)
 
@@ -313,6 +322,34 @@ class LedgerService:
             if existing.request_hash != fingerprint:
                 raise Conflict(f"idempotencyKey: {shown_key!r} was already used for a different request")
             return await replay(session, existing)
+
+
+async def _audit(
+    session: AsyncSession, entry: LedgerEntry, member_external_id: str, action: str, actor: str
+) -> None:
+    """The audit log's record of a manual entry: the member's balance before, the entry and the
+    balance after."""
+    await session.flush()
+    balance = int(
+        await session.scalar(select(Member.points_balance).where(Member.id == entry.member_id)) or 0
+    )
+    await record_change(
+        UnitOfWork.of(session),
+        program_id=entry.program_id,
+        actor=actor,
+        action=action,
+        at=entry.created_at,
+        target=member_external_id,
+        before={"balance": balance - entry.points},
+        after={
+            "entryId": str(entry.id),
+            "kind": entry.kind,
+            "points": entry.points,
+            "reason": entry.reason,
+            "reversesEntryId": None if entry.reverses_entry_id is None else str(entry.reverses_entry_id),
+            "balance": balance,
+        },
+    )
 
 
 async def _the_entry(_session: AsyncSession, entry: LedgerEntry) -> LedgerEntry:

@@ -20,18 +20,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, func, or_, select, update
+from sqlalchemy import Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.campaigns.messages import MessageStatus
 from domain.campaigns.outbox import OutboxStatus
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.db.types import UtcDateTime
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
-from domain.governance.audit_log import record_change
+from domain.governance.audit_log import MEMBER_ACTIONS, pseudonymise_target, record_change
 from domain.models import (
     AuditEntry,
     Event,
@@ -169,7 +169,7 @@ async def _forget_contents(session: AsyncSession, member_id: int) -> None:
 async def _rename(session: AsyncSession, program_id: int, member_id: int, old: str, new: str) -> None:
     """Replace `old` by `new` in every stored text that can name the member: its events' and
     entries' keys and reasons, fraud details, receipt and device claims, redemption keys, delivery
-    payloads and the audit log's targets and before/after documents."""
+    payloads, and the audit log entries about the member (targets and before/after documents)."""
     text_columns: list[tuple[InstrumentedAttribute[Any], InstrumentedAttribute[int]]] = [
         (Event.external_id, Event.member_id),
         (LedgerEntry.reason, LedgerEntry.member_id),
@@ -188,15 +188,9 @@ async def _rename(session: AsyncSession, program_id: int, member_id: int, old: s
             .values({column.key: func.replace(column, old, new)})
             .execution_options(synchronize_session=False)
         )
-    await session.execute(
-        update(AuditEntry)
-        .where(AuditEntry.program_id == program_id, AuditEntry.target == old)
-        .values(target=new)
-        .execution_options(synchronize_session=False)
-    )
-    await _rename_in_documents(
-        session, AuditEntry, ("before", "after"), AuditEntry.program_id == program_id, old, new
-    )
+    await pseudonymise_target(UnitOfWork.of(session), program_id, old, new)
+    member_entries = and_(AuditEntry.program_id == program_id, AuditEntry.action.in_(sorted(MEMBER_ACTIONS)))
+    await _rename_in_documents(session, AuditEntry, ("before", "after"), member_entries, old, new)
     await _rename_in_documents(
         session, OutboxItem, ("payload",), OutboxItem.program_id == program_id, old, new
     )
@@ -205,7 +199,8 @@ async def _rename(session: AsyncSession, program_id: int, member_id: int, old: s
 async def _rename_in_documents(
     session: AsyncSession, model: Any, fields: tuple[str, ...], scope: Any, old: str, new: str
 ) -> None:
-    """JSON columns: the rows whose text mentions `old` are read and rewritten key by key."""
+    """JSON columns: the rows whose text mentions `old` are read, and every string that is exactly
+    `old` (a key or a value) is rewritten; a longer string merely containing it is another name."""
     columns = [getattr(model, name) for name in fields]
     mentions = or_(*(cast(c, Text).contains(old, autoescape=True) for c in columns))
     rows = (await session.execute(select(model.id, *columns).where(scope, mentions))).all()
@@ -222,7 +217,7 @@ async def _rename_in_documents(
 def _replacer(old: str, new: str) -> Callable[[Any], Any]:
     def rewrite(value: Any) -> Any:
         if isinstance(value, str):
-            return value.replace(old, new)
+            return new if value == old else value
         if isinstance(value, list):
             return [rewrite(item) for item in value]
         if isinstance(value, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
 from domain.db.dialect import insert_for
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.enums import ProgramKind
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.events.validation import EVENT_TYPE, Rejection, parse_amount
+from domain.governance.audit_log import record_change
 from domain.ledger.earning import (
     DEFAULT_EARNING_RULES,
     MAX_FIXED_POINTS,
@@ -113,17 +114,20 @@ class ProgramService:
             raise Conflict(f"a program with key {key!r} already exists") from None
         return program
 
-    async def set_max_event_age(self, program_id: int, days: int) -> Program:
+    async def set_max_event_age(self, program_id: int, days: int, *, actor: str) -> Program:
         """Events whose occurredAt is more than `days` before now are REJECTED from now on."""
         if not 1 <= days <= MAX_EVENT_AGE_DAYS:
             raise InvalidInput(f"days: must be between 1 and {MAX_EVENT_AGE_DAYS}, got {days}")
         async with self.db.unit_of_work() as uow:
             program = await _locked(uow.session, program_id)
-            settings = replace(ProgramSettings.from_json(program.settings), max_event_age_days=days)
-            program.settings = settings.apply_to(program.settings)
+            current = ProgramSettings.from_json(program.settings)
+            program.settings = replace(current, max_event_age_days=days).apply_to(program.settings)
+            await self._audit_setting(
+                uow, program, actor, "setMaxEventAge", "maxEventAgeDays", current.max_event_age_days, days
+            )
         return program
 
-    async def set_points_expiry(self, program_id: int, after_days: int | None) -> Program:
+    async def set_points_expiry(self, program_id: int, after_days: int | None, *, actor: str) -> Program:
         """Points credited from now on expire `after_days` after they were earned (None: never).
 
         Lots already formed keep their expiry instants, also when expiry is turned off: only
@@ -134,18 +138,44 @@ class ProgramService:
             )
         async with self.db.unit_of_work() as uow:
             program = await _locked(uow.session, program_id)
-            program.points_expiry_days = after_days
+            before, program.points_expiry_days = program.points_expiry_days, after_days
+            await self._audit_setting(
+                uow, program, actor, "setPointsExpiry", "pointsExpiryDays", before, after_days
+            )
         return program
 
-    async def set_adjustment_step_up(self, program_id: int, points: int) -> Program:
+    async def set_adjustment_step_up(self, program_id: int, points: int, *, actor: str) -> Program:
         """An admin's adjustPoints of more than `points` (absolute) needs a TOTP step-up from now on."""
         if not 0 <= points <= MAX_ADJUSTMENT_STEP_UP:
             raise InvalidInput(f"points: must be between 0 and {MAX_ADJUSTMENT_STEP_UP}, got {points}")
         async with self.db.unit_of_work() as uow:
             program = await _locked(uow.session, program_id)
-            settings = replace(ProgramSettings.from_json(program.settings), adjustment_step_up_points=points)
-            program.settings = settings.apply_to(program.settings)
+            current = ProgramSettings.from_json(program.settings)
+            program.settings = replace(current, adjustment_step_up_points=points).apply_to(program.settings)
+            await self._audit_setting(
+                uow,
+                program,
+                actor,
+                "setAdjustmentStepUp",
+                "adjustmentStepUpPoints",
+                current.adjustment_step_up_points,
+                points,
+            )
         return program
+
+    async def _audit_setting(
+        self, uow: UnitOfWork, program: Program, actor: str, action: str, name: str, before: Any, after: Any
+    ) -> None:
+        """The audit log's record of one program setting changed: target the program's key."""
+        await record_program_setting(
+            uow,
+            program,
+            actor=actor,
+            action=action,
+            at=self.clock.now(),
+            before={name: before},
+            after={name: after},
+        )
 
     async def get(self, program_id: int) -> Program:
         async with self.db.read() as session:
@@ -167,10 +197,17 @@ class ProgramService:
         return sorted(rules.values(), key=lambda r: r.event_type)
 
     async def set_earning_rule(
-        self, program_id: int, event_type: str, points_per_unit: object, fixed_points: int | None
+        self,
+        program_id: int,
+        event_type: str,
+        points_per_unit: object,
+        fixed_points: int | None,
+        *,
+        actor: str,
     ) -> EarningRuleSpec:
         rule = parse_earning_rule(event_type, points_per_unit, fixed_points)
         async with self.db.unit_of_work() as uow:
+            before = (await load_earning_rules(uow.session, program_id)).get(event_type)
             row = _rule_row(program_id, rule, self.clock.now())
             stmt = insert_for(uow.session, EarningRule).values(
                 program_id=row.program_id,
@@ -188,7 +225,43 @@ class ProgramService:
                 },
             )
             await uow.session.execute(stmt)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="setEarningRule",
+                at=row.updated_at,
+                target=event_type,
+                before=None if before is None else audited_rule(before),
+                after=audited_rule(rule),
+            )
         return rule
+
+
+def audited_rule(rule: EarningRuleSpec) -> dict[str, Any]:
+    """An earning rule as the API shows it (pointsPerUnit a decimal string)."""
+    return {
+        "eventType": rule.event_type,
+        "pointsPerUnit": None if rule.points_per_unit is None else str(rule.points_per_unit),
+        "fixedPoints": rule.fixed_points,
+    }
+
+
+async def record_program_setting(
+    uow: UnitOfWork, program: Program, *, actor: str, action: str, at: datetime, before: Any, after: Any
+) -> None:
+    """The audit log's record of a program setting changed (before/after: the setting's value by its
+    API name); the target is the program's key."""
+    await record_change(
+        uow,
+        program_id=program.id,
+        actor=actor,
+        action=action,
+        at=at,
+        target=program.key,
+        before=before,
+        after=after,
+    )
 
 
 def parse_earning_rule(event_type: str, points_per_unit: object, fixed_points: int | None) -> EarningRuleSpec:

@@ -23,6 +23,7 @@ from domain.db.engine import Database
 from domain.enums import SegmentKind
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
+from domain.governance.audit_log import record_change
 from domain.members.service import check_page_size, member_ids_by_external_id
 from domain.models import (
     EventAggregate,
@@ -35,7 +36,7 @@ from domain.models import (
     SegmentChange,
     SegmentMembership,
 )
-from domain.programs.service import validate_key
+from domain.programs.service import record_program_setting, validate_key
 from domain.segments.conditions import AttrCompare, Node, condition_to_json, parse_condition, walk
 from domain.segments.engine import Progress, SegmentEngine
 from domain.segments.index import Definition, dependency_order
@@ -104,6 +105,18 @@ def rule_of(row: Segment) -> str | None:
     return None if row.condition is None else render_rule(parse_condition(row.condition))
 
 
+def audited(row: Segment) -> dict[str, Any]:
+    """A segment's definition as the API shows it: what the audit log keeps before and after."""
+    return {
+        "key": row.key,
+        "name": row.name,
+        "kind": row.kind,
+        "rule": rule_of(row),
+        "condition": row.condition,
+        "appliesTag": row.applies_tag,
+    }
+
+
 def _condition(draft: SegmentDraft) -> Node | None:
     if draft.kind == SegmentKind.STATIC:
         if draft.condition is not None or draft.rule is not None:
@@ -144,7 +157,7 @@ class SegmentService:
 
     # ---------- definitions ----------
 
-    async def create(self, program_id: int, draft: SegmentDraft) -> Segment:
+    async def create(self, program_id: int, draft: SegmentDraft, *, actor: str) -> Segment:
         condition = _validate(draft)
         now = self.clock.now()
         try:
@@ -164,17 +177,27 @@ class SegmentService:
                 await self._check_references(uow.session, program_id)
                 if condition is not None:
                     await self.engine.recompute(uow.session, program_id, [draft.key], now)
+                await record_change(
+                    uow,
+                    program_id=program_id,
+                    actor=actor,
+                    action="createSegment",
+                    at=now,
+                    target=draft.key,
+                    after=audited(row),
+                )
         except IntegrityError:
             raise Conflict(f"key: a segment {draft.key!r} already exists") from None
         return row
 
-    async def update(self, program_id: int, draft: SegmentDraft) -> Segment:
+    async def update(self, program_id: int, draft: SegmentDraft, *, actor: str) -> Segment:
         condition = _validate(draft)
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             row = await _segment(uow.session, program_id, draft.key)
             if (row.kind == SegmentKind.STATIC) != (draft.kind == SegmentKind.STATIC):
                 raise InvalidInput("kind: a STATIC segment stays STATIC (and a rule-driven one rule-driven)")
+            before = audited(row)
             old_tag = row.applies_tag
             row.name = draft.name.strip()
             row.kind = draft.kind
@@ -187,9 +210,19 @@ class SegmentService:
                 await _retag(uow.session, program_id, row, old_tag, now)
             if condition is not None:
                 await self.engine.recompute(uow.session, program_id, [draft.key], now)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="updateSegment",
+                at=now,
+                target=draft.key,
+                before=before,
+                after=audited(row),
+            )
         return row
 
-    async def delete(self, program_id: int, key: str) -> bool:
+    async def delete(self, program_id: int, key: str, *, actor: str) -> bool:
         _refuse_tier_key(key)
         async with self.db.unit_of_work() as uow:
             row = await _segment(uow.session, program_id, key)
@@ -203,12 +236,22 @@ class SegmentService:
                     f"key: segment {key!r} is what rewards {', '.join(rewards)} are for; change those first"
                 )
             dependents = [d.key for d in index.dependents(key)]
+            before = audited(row)
             if row.applies_tag:
                 await _retag(uow.session, program_id, row, row.applies_tag, self.clock.now(), keep=False)
             await uow.session.delete(row)
             await uow.session.flush()
             if dependents:
                 await self.engine.recompute(uow.session, program_id, dependents, self.clock.now())
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="deleteSegment",
+                at=self.clock.now(),
+                target=key,
+                before=before,
+            )
         return True
 
     async def _check_references(self, session: AsyncSession, program_id: int) -> None:
@@ -249,13 +292,15 @@ class SegmentService:
 
     # ---------- static membership ----------
 
-    async def import_static(self, program_id: int, key: str, text: str) -> ImportResult:
+    async def import_static(self, program_id: int, key: str, text: str, *, actor: str) -> ImportResult:
         validate_key(key, "key")
         _refuse_tier_key(key)
         wanted, rejected = _read_csv(text)
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             session = uow.session
+            existing = await _find_segment(session, program_id, key)
+            before = None if existing is None else await _with_size(session, existing)
             row = await _static_segment(session, program_id, key, now)
             found = await member_ids_by_external_id(session, program_id, sorted(set(wanted.values())))
             for line, external_id in wanted.items():
@@ -263,12 +308,22 @@ class SegmentService:
                     rejected.append((line, f"no member {external_id!r} in this program"))
             ids = {found[e] for e in wanted.values() if e in found}
             await self._set_static(session, program_id, row, ids, set(), now)
+            imported = sum(1 for e in wanted.values() if e in found)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="importStaticSegment",
+                at=now,
+                target=key,
+                before=before,
+                after={**await _with_size(session, row), "imported": imported},
+            )
         rejected.sort()
-        imported = sum(1 for e in wanted.values() if e in found)
         return ImportResult(imported, [f"line {line}: {reason}" for line, reason in rejected])
 
     async def change_static(
-        self, program_id: int, key: str, add: Sequence[str], remove: Sequence[str]
+        self, program_id: int, key: str, add: Sequence[str], remove: Sequence[str], *, actor: str
     ) -> Segment:
         if len(add) + len(remove) > MAX_LISTED:
             raise InvalidInput(f"memberExternalIds: at most {MAX_LISTED} per call")
@@ -281,8 +336,19 @@ class SegmentService:
             missing = sorted({*add, *remove} - set(found))
             if missing:
                 raise NotFound(f"memberExternalIds: no member {missing[0]!r} in this program")
+            before = await _with_size(uow.session, row)
             await self._set_static(
                 uow.session, program_id, row, {found[e] for e in add}, {found[e] for e in remove}, now
+            )
+            await record_change(  # sizes, not externalIds: the log keeps no member's identity
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="changeStaticSegment",
+                at=now,
+                target=key,
+                before=before,
+                after=await _with_size(uow.session, row),
             )
         return row
 
@@ -314,7 +380,9 @@ class SegmentService:
 
     # ---------- lifecycle thresholds ----------
 
-    async def set_lifecycle_thresholds(self, program_id: int, thresholds: LifecycleThresholds) -> Program:
+    async def set_lifecycle_thresholds(
+        self, program_id: int, thresholds: LifecycleThresholds, *, actor: str
+    ) -> Program:
         """Store the program's thresholds and recompute the segments that read `lifecycle`."""
         LifecycleThresholds.from_settings(thresholds.to_settings())  # the same validation as reading
         now = self.clock.now()
@@ -322,7 +390,17 @@ class SegmentService:
             program = await uow.session.get(Program, program_id, with_for_update=True)
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
+            before = LifecycleThresholds.from_settings(program.settings or {})
             program.settings = {**program.settings, **thresholds.to_settings()}
+            await record_program_setting(
+                uow,
+                program,
+                actor=actor,
+                action="setLifecycleThresholds",
+                at=now,
+                before=before.to_settings(),
+                after=thresholds.to_settings(),
+            )
             await uow.session.flush()
             index = await self.engine.index(uow.session, program_id)
             readers = [d.key for d in index.ordered if d.kind != SegmentKind.STATIC and _reads_lifecycle(d)]
@@ -454,6 +532,11 @@ async def _segment(session: AsyncSession, program_id: int, key: str) -> Segment:
     if row is None:
         raise NotFound(f"key: no segment {key!r} in this program")
     return row
+
+
+async def _with_size(session: AsyncSession, row: Segment) -> dict[str, Any]:
+    """A STATIC segment's definition and how many members it lists: its audited value."""
+    return {**audited(row), "members": await segment_size(session, row.id)}
 
 
 async def _static_segment(session: AsyncSession, program_id: int, key: str, now: datetime) -> Segment:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,6 +21,7 @@ from domain.clock import Clock
 from domain.db.engine import Database
 from domain.enums import SegmentKind
 from domain.errors import Conflict, NotFound
+from domain.governance.audit_log import record_change
 from domain.models import Member, MemberTier, Program, Segment
 from domain.models import TierLadder as LadderRow
 from domain.programs.calendar import program_timezone
@@ -66,14 +68,19 @@ class TierService:
         self.engine = engine
 
     async def set_ladder(
-        self, program_id: int, draft: LadderDraft, progress: PlacementProgress | None = None
+        self,
+        program_id: int,
+        draft: LadderDraft,
+        progress: PlacementProgress | None = None,
+        *,
+        actor: str,
     ) -> Ladder:
         """Replace the program's ladder (and its TIER segments) and place every member at once."""
         ladder = validate_ladder(draft)
         now = self.clock.now()
         async with self.db.unit_of_work() as uow:
             session = uow.session
-            await _lock_program(session, program_id)
+            program = await _lock_program(session, program_id)
             rows = await _tier_segments(session, program_id)
             wanted = {t.segment_key: t for t in ladder.tiers}
             taken = (
@@ -110,6 +117,7 @@ class TierService:
                 row.name = tier.name
                 row.updated_at = stamp + timedelta(microseconds=offset)
             stored = await session.get(LadderRow, program_id)
+            before = None if stored is None else audited_ladder(stored)
             if stored is None:
                 stored = LadderRow(program_id=program_id)
                 session.add(stored)
@@ -122,6 +130,16 @@ class TierService:
                 await session.delete(row)
             await session.flush()
             await place_program(session, self.engine, program_id, ladder, now, progress)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="setTierLadder",
+                at=now,
+                target=program.key,
+                before=before,
+                after=audited_ladder(stored),
+            )
         return ladder
 
     async def recompute(self, program_id: int, progress: PlacementProgress | None = None) -> int:
@@ -136,11 +154,11 @@ class TierService:
             count = select(func.count()).select_from(Member).where(Member.program_id == program_id)
             return int((await uow.session.execute(count)).scalar_one())
 
-    async def delete_ladder(self, program_id: int) -> bool:
+    async def delete_ladder(self, program_id: int, *, actor: str) -> bool:
         """Remove the ladder, its TIER segments (with their history) and the states; False when none."""
         async with self.db.unit_of_work() as uow:
             session = uow.session
-            await _lock_program(session, program_id)
+            program = await _lock_program(session, program_id)
             stored = await session.get(LadderRow, program_id)
             if stored is None:
                 return False
@@ -149,8 +167,18 @@ class TierService:
             await session.execute(delete(MemberTier).where(MemberTier.program_id == program_id))
             for row in rows.values():
                 await session.delete(row)
+            before = audited_ladder(stored)
             await session.delete(stored)
             await session.flush()
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="deleteTierLadder",
+                at=self.clock.now(),
+                target=program.key,
+                before=before,
+            )
         return True
 
     async def _refuse_read(self, session: AsyncSession, program_id: int, keys: Sequence[str]) -> None:
@@ -256,11 +284,22 @@ async def place_program(
         await engine.recompute(session, program_id, readers, now)
 
 
-async def _lock_program(session: AsyncSession, program_id: int) -> None:
+async def _lock_program(session: AsyncSession, program_id: int) -> Program:
     """Ladder writes of one program take turns (the program row's lock)."""
     program = await session.get(Program, program_id, with_for_update=True)
     if program is None:
         raise NotFound(f"program {program_id} does not exist")
+    return program
+
+
+def audited_ladder(row: LadderRow) -> dict[str, Any]:
+    """A ladder as the API shows it: what the audit log keeps before and after."""
+    return {
+        "qualifier": row.qualifier,
+        "downgrade": row.downgrade,
+        "graceDays": row.grace_days,
+        "tiers": list(row.tiers),
+    }
 
 
 async def _tier_segments(session: AsyncSession, program_id: int) -> dict[str, Segment]:

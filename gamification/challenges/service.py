@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from domain.clock import Clock
 from domain.db.dialect import insert_for
 from domain.db.engine import Database
 from domain.errors import InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.models import Challenge
 from gamification.challenges.definitions import MAX_ACTIVE, ChallengeDraft, validate_challenge
 from gamification.challenges.progress import (
@@ -27,12 +29,24 @@ MemberKey = tuple[int, int]
 BadgesKey = tuple[int, int]
 
 
+def audited_challenge(row: Challenge) -> dict[str, Any]:
+    """A challenge's definition as the API shows it: what the audit log keeps before and after."""
+    return {
+        "key": row.key,
+        "name": row.name,
+        "eventType": row.event_type,
+        "target": row.target,
+        "period": row.period,
+        "points": row.points,
+    }
+
+
 class ChallengeService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
 
-    async def set_challenge(self, program_id: int, draft: ChallengeDraft) -> Challenge:
+    async def set_challenge(self, program_id: int, draft: ChallengeDraft, *, actor: str) -> Challenge:
         """Create the challenge, or update (and reactivate) the one with its key.
 
         A change applies from the next accepted event on: completions already
@@ -54,6 +68,10 @@ class ChallengeService:
             ).scalar_one()
             if others >= MAX_ACTIVE:
                 raise InvalidInput(f"key: a program has at most {MAX_ACTIVE} active challenges")
+            existing = await session.scalar(
+                select(Challenge).where(Challenge.program_id == program_id, Challenge.key == valid.key)
+            )
+            before = None if existing is None or not existing.active else audited_challenge(existing)
             table = Challenge.__table__
             values = {
                 "name": valid.name,
@@ -73,19 +91,40 @@ class ChallengeService:
             challenge_id = (await session.execute(statement)).scalar_one()
             row = await session.get(Challenge, challenge_id, populate_existing=True)
             assert row is not None
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="setChallenge",
+                at=now,
+                target=valid.key,
+                before=before,
+                after=audited_challenge(row),
+            )
         return row
 
-    async def delete_challenge(self, program_id: int, key: str) -> bool:
+    async def delete_challenge(self, program_id: int, key: str, *, actor: str) -> bool:
         """Stop the challenge: no more progress or completions; badges already earned stay."""
         async with self.db.unit_of_work() as uow:
-            result = await uow.session.execute(
-                update(Challenge)
+            row = await uow.session.scalar(
+                select(Challenge)
                 .where(Challenge.program_id == program_id, Challenge.key == key, Challenge.active.is_(True))
-                .values(active=False, updated_at=self.clock.now())
-                .returning(Challenge.id)
+                .with_for_update()
             )
-            if result.first() is None:
+            if row is None:
                 raise NotFound(f"key: no challenge {key[:70]!r} in this program")
+            before = audited_challenge(row)
+            row.active = False
+            row.updated_at = self.clock.now()
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="deleteChallenge",
+                at=self.clock.now(),
+                target=key,
+                before=before,
+            )
         return True
 
     async def challenges(self, program_id: int) -> list[Challenge]:

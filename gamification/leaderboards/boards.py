@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -111,6 +112,22 @@ def definition_of(row: Leaderboard) -> BoardDefinition:
         snapshot_size=row.snapshot_size,
         public=row.public,
     )
+
+
+def audited_board(board: BoardDefinition) -> dict[str, Any]:
+    """A board's definition as the API shows it: what the audit log keeps before and after."""
+    return {
+        "key": board.key,
+        "name": board.name,
+        "metric": board.metric.value,
+        "eventType": board.event_type,
+        "scope": board.scope.value,
+        "segmentKey": board.segment_key,
+        "periods": [p.value for p in board.periods],
+        "keepPeriods": board.keep_periods,
+        "snapshotSize": board.snapshot_size,
+        "public": board.public,
+    }
 
 
 async def program_boards(session: AsyncSession, program_id: int) -> dict[str, BoardDefinition]:

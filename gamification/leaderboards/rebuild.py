@@ -225,6 +225,11 @@ async def _write_fresh(
         await redis.client.expireat(fresh, int(expire_at.timestamp()))
 
 
+async def drop_board(redis: RedisStore, program_id: int, board_key: str) -> None:
+    """Drop every live key of a board whose definition is gone."""
+    await _swap_in(redis, program_id, board_key, set())
+
+
 async def _swap_in(redis: RedisStore, program_id: int, board_key: str, built: set[str]) -> None:
     """Rename the fresh keys over the live ones and drop live keys the database has nothing for."""
     live = {

@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import ProgramCalendarChanged
 from domain.clock import Clock
 from domain.db.engine import Database, collect
 from domain.errors import InvalidInput, NotFound
+from domain.governance.audit_log import record_change
 from domain.models import (
     Leaderboard,
     LeaderboardSnapshot,
@@ -30,6 +31,7 @@ from domain.models import (
     Program,
 )
 from domain.programs.calendar import UTC_ZONE, parse_timezone
+from domain.programs.service import record_program_setting
 from domain.redis_store import RedisStore
 from gamification.calendar import program_zone
 from gamification.leaderboards import store
@@ -37,11 +39,20 @@ from gamification.leaderboards.boards import (
     POINTS_BOARD,
     BoardDefinition,
     BoardScope,
+    audited_board,
     board_by_key,
+    definition_of,
     program_boards,
     store_board,
 )
-from gamification.leaderboards.rebuild import DriftReport, Progress, RebuildReport, rebuild, reconcile_now
+from gamification.leaderboards.rebuild import (
+    DriftReport,
+    Progress,
+    RebuildReport,
+    drop_board,
+    rebuild,
+    reconcile_now,
+)
 from gamification.leaderboards.standings import PROGRAM_SCOPE, SEGMENT_SCOPE, organization_scope
 from gamification.leaderboards.store import BoardKey, RankedMember
 from gamification.periods import PeriodKind, is_period_start, period_start, shift
@@ -240,30 +251,56 @@ class LeaderboardService:
                 )
         return await store.size(self.redis.client, view.redis_key)
 
-    async def set_board(self, program_id: int, board: BoardDefinition) -> BoardDefinition:
+    async def set_board(self, program_id: int, board: BoardDefinition, *, actor: str) -> BoardDefinition:
         """Create or replace a board and build its rankings from the ledger at once (the cost grows
         with the program's history); the feeder keeps it current from then on."""
         async with self.db.unit_of_work() as uow:
+            before = (await program_boards(uow.session, program_id)).get(board.key)
             await store_board(uow.session, program_id, board, self.clock.now())
+            await uow.session.flush()
+            stored = await board_by_key(uow.session, program_id, board.key)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="setLeaderboard",
+                at=self.clock.now(),
+                target=board.key,
+                before=None if before is None else audited_board(before),
+                after=audited_board(stored),
+            )
         await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id], board_key=board.key)
         async with self.db.read() as session:
             return await board_by_key(session, program_id, board.key)
 
-    async def delete_board(self, program_id: int, key: str) -> bool:
+    async def delete_board(self, program_id: int, key: str, *, actor: str) -> bool:
         """Delete a defined board (the built-in `points` board comes back when its definition goes)."""
         async with self.db.unit_of_work() as uow:
-            result = await uow.session.execute(
-                delete(Leaderboard).where(Leaderboard.program_id == program_id, Leaderboard.key == key)
+            row = await uow.session.scalar(
+                select(Leaderboard).where(Leaderboard.program_id == program_id, Leaderboard.key == key)
             )
-        if not getattr(result, "rowcount", 0):
-            if key == POINTS_BOARD.key:
-                raise InvalidInput("key: the built-in board 'points' cannot be deleted")
-            raise NotFound(f"key: no leaderboard {key[:70]!r} in this program")
-        # drops the deleted board's keys (or rebuilds the built-in board its definition replaced)
-        await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id], board_key=key)
+            if row is None:
+                if key == POINTS_BOARD.key:
+                    raise InvalidInput("key: the built-in board 'points' cannot be deleted")
+                raise NotFound(f"key: no leaderboard {key[:70]!r} in this program")
+            before = audited_board(definition_of(row))
+            await uow.session.delete(row)
+            await record_change(
+                uow,
+                program_id=program_id,
+                actor=actor,
+                action="deleteLeaderboard",
+                at=self.clock.now(),
+                target=key,
+                before=before,
+            )
+        if key == POINTS_BOARD.key:  # the built-in board its definition replaced comes back
+            await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id], board_key=key)
+        else:
+            await drop_board(self.redis, program_id, key)
         return True
 
-    async def set_timezone(self, program_id: int, timezone: str) -> Program:
+    async def set_timezone(self, program_id: int, timezone: str, *, actor: str) -> Program:
         """Set the program's calendar timezone (period boundaries of boards and challenges) and rebuild
         its boards under the new boundaries."""
         parse_timezone(timezone)
@@ -271,8 +308,18 @@ class LeaderboardService:
             program = await uow.session.get(Program, program_id, with_for_update=True)
             if program is None:
                 raise NotFound(f"program {program_id} does not exist")
+            before = program.settings.get("timezone", UTC_ZONE.key)
             program.settings = {**program.settings, "timezone": timezone}
             await uow.session.flush()  # the segment engine reads the new zone in this transaction
+            await record_program_setting(
+                uow,
+                program,
+                actor=actor,
+                action="setProgramTimezone",
+                at=self.clock.now(),
+                before={"timezone": before},
+                after={"timezone": timezone},
+            )
             collect(uow.session, ProgramCalendarChanged(program_id, self.clock.now()))
         await rebuild(self.db, self.redis, self.clock.now(), program_ids=[program_id])
         return program

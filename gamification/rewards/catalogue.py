@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,6 +47,30 @@ class CatalogueItem:
     reward: Reward
     windows: list[RewardWindow]
     segment_keys: list[str]
+
+
+def audited_reward(item: CatalogueItem) -> dict[str, Any]:
+    """A reward as the API shows it (stock, windows and segments included): what the audit log keeps."""
+    reward = item.reward
+    return {
+        "key": reward.key,
+        "name": reward.name,
+        "description": reward.description,
+        "costPoints": reward.cost_points,
+        "stock": reward.stock,
+        "active": reward.active,
+        "segmentKeys": list(item.segment_keys),
+        "windows": [
+            {
+                "boardKey": w.board_key,
+                "period": w.period,
+                "topN": w.top_n,
+                "startsAt": w.starts_at.isoformat(),
+                "endsAt": w.ends_at.isoformat(),
+            }
+            for w in item.windows
+        ],
+    }
 
 
 def validate_draft(draft: RewardDraft) -> RewardDraft:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.errors import Conflict, NotFound
+from domain.governance.audit_log import record_change
 from domain.ledger.service import LedgerService
 from domain.models import LedgerEntry, Reward, RewardWindow
 from gamification.rewards.catalogue import (
     CatalogueItem,
     RewardDraft,
     add_stock,
+    audited_reward,
     catalogue,
     reward_by_key,
     store_reward,
@@ -48,19 +51,21 @@ class RewardService:
 
     # ---------- the catalogue ----------
 
-    async def set_reward(self, program_id: int, draft: RewardDraft) -> CatalogueItem:
+    async def set_reward(self, program_id: int, draft: RewardDraft, *, actor: str) -> CatalogueItem:
         """Create or replace a reward by key (stock is set as given: see `restock` for adding)."""
         try:
             async with self.db.unit_of_work() as uow:
+                before = await self._audited(uow.session, program_id, draft.key)
                 reward = await store_reward(uow.session, program_id, draft, self.clock.now())
-                return await self._item(uow.session, program_id, reward.key)
+                return await self._record(uow, program_id, reward.key, actor, "setReward", before)
         except IntegrityError:
             raise Conflict(f"key: reward {draft.key!r} was created by a concurrent request; retry") from None
 
-    async def restock(self, program_id: int, key: str, add: int) -> CatalogueItem:
+    async def restock(self, program_id: int, key: str, add: int, *, actor: str) -> CatalogueItem:
         async with self.db.unit_of_work() as uow:
+            before = await self._audited(uow.session, program_id, key)
             await add_stock(uow.session, program_id, key, add, self.clock.now())
-            return await self._item(uow.session, program_id, key)
+            return await self._record(uow, program_id, key, actor, "restockReward", before)
 
     async def get(self, program_id: int, key: str, *, active_only: bool = False) -> CatalogueItem | None:
         async with self.db.read() as session:
@@ -73,21 +78,27 @@ class RewardService:
 
     # ---------- priority windows ----------
 
-    async def set_window(self, program_id: int, reward_key: str, spec: WindowSpec) -> CatalogueItem:
+    async def set_window(
+        self, program_id: int, reward_key: str, spec: WindowSpec, *, actor: str
+    ) -> CatalogueItem:
         async with self.db.unit_of_work() as uow:
             reward = await self._locked(uow.session, program_id, reward_key)
+            before = await self._audited(uow.session, program_id, reward_key)
             await store_window(uow.session, reward, spec)
-            return await self._item(uow.session, program_id, reward_key)
+            return await self._record(uow, program_id, reward_key, actor, "setRewardWindow", before)
 
-    async def remove_window(self, program_id: int, reward_key: str, starts_at: datetime) -> CatalogueItem:
+    async def remove_window(
+        self, program_id: int, reward_key: str, starts_at: datetime, *, actor: str
+    ) -> CatalogueItem:
         """Remove the window starting at `starts_at` (NOT_FOUND when there is none)."""
         async with self.db.unit_of_work() as uow:
             reward = await self._locked(uow.session, program_id, reward_key)
+            before = await self._audited(uow.session, program_id, reward_key)
             if not await remove_window(uow.session, reward, starts_at):
                 raise NotFound(
                     f"startsAt: reward {reward_key!r} has no window starting at {starts_at.isoformat()}"
                 )
-            return await self._item(uow.session, program_id, reward_key)
+            return await self._record(uow, program_id, reward_key, actor, "removeRewardWindow", before)
 
     # ---------- redeeming ----------
 
@@ -158,4 +169,32 @@ class RewardService:
 
     async def _item(self, session: AsyncSession, program_id: int, key: str) -> CatalogueItem:
         (item,) = await catalogue(session, program_id, active_only=False, keys=[key])
+        return item
+
+    async def _audited(self, session: AsyncSession, program_id: int, key: str) -> dict[str, Any] | None:
+        """The reward as the audit log keeps it, None when there is none yet."""
+        items = await catalogue(session, program_id, active_only=False, keys=[key])
+        return audited_reward(items[0]) if items else None
+
+    async def _record(
+        self,
+        uow: UnitOfWork,
+        program_id: int,
+        key: str,
+        actor: str,
+        action: str,
+        before: dict[str, Any] | None,
+    ) -> CatalogueItem:
+        """Write the audit entry of a change to reward `key` (in its transaction); the item after it."""
+        item = await self._item(uow.session, program_id, key)
+        await record_change(
+            uow,
+            program_id=program_id,
+            actor=actor,
+            action=action,
+            at=self.clock.now(),
+            target=key,
+            before=before,
+            after=audited_reward(item),
+        )
         return item

@@ -83,4 +83,4 @@ async def stored_findings(services: Services, program: ProgramFixture) -> list[S
 
 
 async def configure(services: Services, program: ProgramFixture, rule: str, **params: float) -> None:
-    await services.fraud_settings.set_rule(program.id, rule, params=params, by="test")
+    await services.fraud_settings.set_rule(program.id, rule, params=params, actor="test")
