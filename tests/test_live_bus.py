@@ -278,7 +278,7 @@ async def test_a_malformed_message_is_logged_and_skipped_and_the_next_one_handed
     before = bus_events()
     woken: list[list[str]] = []
     await bus.start(lambda topics: woken.append(sorted(topics)))
-    publisher = services.redis.client
+    publisher = services.redis
     try:
         await until(lambda: woken == [["*"]], "the bus subscribed")
         with bus.subscribe(1, None) as subscriber, caplog.at_level(logging.WARNING, logger="domain.live.bus"):
