@@ -102,7 +102,7 @@ async def test_rows_are_published_once_in_log_order_in_batches(
     admin: GraphQLClient,
     integration: GraphQLClient,
     relay: ChangeRelay,
-    listening: PubSub,
+    listening: Listener,
 ) -> None:
     flagged, members = await flagged_members(
         services, program, admin, integration, *(f"r{i}" for i in range(7))
@@ -123,7 +123,7 @@ async def test_a_new_relay_resumes_from_the_stored_position_so_a_crash_loses_not
     admin: GraphQLClient,
     integration: GraphQLClient,
     relay: ChangeRelay,
-    listening: PubSub,
+    listening: Listener,
     clock: ShiftableClock,
 ) -> None:
     flagged, members = await flagged_members(services, program, admin, integration, "x1", "x2")
@@ -163,7 +163,7 @@ async def test_a_gap_holds_later_rows_back_until_it_commits_or_times_out(
     admin: GraphQLClient,
     integration: GraphQLClient,
     relay: ChangeRelay,
-    listening: PubSub,
+    listening: Listener,
 ) -> None:
     skip_unless_gaps_can_form(services)
     flagged, (early, late) = await flagged_members(services, program, admin, integration, "early", "late")
@@ -221,7 +221,7 @@ async def test_every_pass_publishes_the_next_link_of_one_chain_for_all_programs(
     admin: GraphQLClient,
     integration: GraphQLClient,
     relay: ChangeRelay,
-    listening: PubSub,
+    listening: Listener,
     client: httpx.AsyncClient,
     clock: ShiftableClock,
 ) -> None:
@@ -261,7 +261,9 @@ async def test_for_one_release_the_relay_also_publishes_the_previous_release_s_p
     clock: ShiftableClock,
 ) -> None:
     if services.redis.is_cluster:
-        pytest.skip("no previous release ran on a Redis Cluster: the relay publishes no legacy messages there")
+        pytest.skip(
+            "no previous release ran on a Redis Cluster: the relay publishes no legacy messages there"
+        )
     # given a process of the previous release listening: one channel per program, by pattern
     other, log_interleaved = await interleaving(services, program, admin, integration, client, clock)
     async with services.redis.client.pubsub() as previous:
