@@ -20,6 +20,7 @@ from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
@@ -27,6 +28,8 @@ hypothesis.settings.register_profile(
     "loyalty", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 hypothesis.settings.load_profile("loyalty")
+
+pytest_plugins = ["tests.support.redis_cluster"]  # the session fixture `redis_cluster`
 
 BACKENDS: Backends = choose()
 SECRET = "test-secret-key-" + "x" * 32
@@ -42,7 +45,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def backends() -> Backends:
+def backends(request: pytest.FixtureRequest) -> Backends:
+    if BACKENDS.redis_cluster:
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        return BACKENDS.on_cluster(cluster.url)
     return BACKENDS
 
 
