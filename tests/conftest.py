@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import hypothesis
@@ -20,7 +20,6 @@ from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, choose, create_pg_database, drop_pg_database
 from tests.support.graphql import GraphQLClient, ProgramFixture, admin_token, http_client, new_program
-from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.webhooks import ALLOWED_HOST, PUBLIC_ADDRESS, HostsResolver
 
 # Timing varies on a shared 2-core machine: examples may be slow, never flaky.
@@ -28,6 +27,9 @@ hypothesis.settings.register_profile(
     "loyalty", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
 )
 hypothesis.settings.load_profile("loyalty")
+
+if TYPE_CHECKING:
+    from tests.support.redis_cluster import RedisClusterProcesses
 
 pytest_plugins = ["tests.support.redis_cluster"]  # the session fixture `redis_cluster`
 
