@@ -16,7 +16,7 @@ LOCK_VENV := .venv-lock
 # Named after the version: another PIP_TOOLS builds the lock virtualenv anew.
 LOCK_STAMP := $(LOCK_VENV)/.$(subst ==,-,$(PIP_TOOLS))
 
-.PHONY: demo test lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline schema lock clean
+.PHONY: demo test test-scale lint typecheck pytest pytest-main pytest-sqlite bench bench-pipeline bench-scale schema lock clean
 
 # A changed lock or pyproject.toml rebuilds the virtualenv from nothing, so it holds the lock and
 # nothing else; pip checks every hash and refuses a package the lock does not pin.
@@ -56,6 +56,16 @@ pytest-main: $(STAMP)
 pytest-sqlite: $(STAMP)
 	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
+# Beyond one machine (docs/scaling.md): the Redis, live, leaderboard and ingest integration tests on
+# services the run starts itself from Debian's binaries on loopback ports and tears down at its end:
+# a Redis Cluster of 3 masters and 3 replicas (tests/support/redis_cluster.py), with its failover
+# drills (tests/test_redis_cluster.py). One fixture module per service; each adds its own switch here.
+SCALE_TESTS := tests/test_redis_cluster.py tests/test_leaderboards.py tests/test_leaderboard_properties.py \
+	tests/test_relay.py tests/test_live_bus.py tests/test_live.py tests/test_live_fanout.py \
+	tests/test_login_throttle.py tests/test_api_limits.py tests/test_events_api.py tests/test_background.py
+test-scale: $(STAMP)
+	LOYALTY_TEST_REDIS=cluster $(BIN)/python -m pytest -q -p no:cacheprovider $(SCALE_TESTS)
+
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/segments.py
@@ -69,6 +79,10 @@ bench: $(STAMP)
 # e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py $(ARGS)
+
+# Board reads and writes on a Redis Cluster vs one Redis, side by side (`ARGS=--quick`: under a minute).
+bench-scale: $(STAMP)
+	$(BIN)/python bench/scale.py $(ARGS)
 
 schema: $(STAMP)
 	$(BIN)/loyalty schema > schema.graphql

@@ -65,6 +65,8 @@ class Node:
     port: int
     directory: Path
     process: subprocess.Popen[bytes] | None = None
+    #: False: a plain one-server redis-server (bench/scale.py's baseline).
+    cluster_enabled: bool = True
 
     @property
     def address(self) -> str:
@@ -78,7 +80,7 @@ class Node:
                 "redis-server",
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
-                "--cluster-enabled", "yes",
+                "--cluster-enabled", "yes" if self.cluster_enabled else "no",
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
                 "--save", "",
@@ -123,6 +125,8 @@ class Node:
 @dataclass
 class RedisClusterProcesses:
     directory: Path
+    #: Replicas per master: 1 for the failover drills; 0 for bench/scale.py's side by side.
+    replicas: int = 1
     nodes: list[Node] = field(default_factory=list)
 
     @property
@@ -131,7 +135,7 @@ class RedisClusterProcesses:
         return "redis+cluster://" + ",".join(n.address for n in self.nodes)
 
     def start(self) -> None:
-        self.nodes = [Node(p, self.directory / str(p)) for p in _free_ports(2 * MASTERS)]
+        self.nodes = [Node(p, self.directory / str(p)) for p in _free_ports(MASTERS * (1 + self.replicas))]
         for node in self.nodes:
             node.start()
         subprocess.run(
@@ -141,7 +145,7 @@ class RedisClusterProcesses:
                 "create",
                 *(n.address for n in self.nodes),
                 "--cluster-replicas",
-                "1",
+                str(self.replicas),
                 "--cluster-yes",
             ],
             check=True,
@@ -225,8 +229,8 @@ class RedisClusterProcesses:
 
 
 @contextlib.contextmanager
-def running_redis_cluster() -> Iterator[RedisClusterProcesses]:
-    cluster = RedisClusterProcesses(Path(tempfile.mkdtemp(prefix="loyalty-redis-cluster-")))
+def running_redis_cluster(replicas: int = 1) -> Iterator[RedisClusterProcesses]:
+    cluster = RedisClusterProcesses(Path(tempfile.mkdtemp(prefix="loyalty-redis-cluster-")), replicas)
     try:
         cluster.start()
         yield cluster
@@ -239,3 +243,16 @@ def redis_cluster() -> Iterator[RedisClusterProcesses]:
     """A Redis Cluster for the whole run, torn down at its end."""
     with running_redis_cluster() as cluster:
         yield cluster
+
+
+@contextlib.contextmanager
+def running_redis_server() -> Iterator[Node]:
+    """One plain redis-server, configured as the cluster's nodes are (bench/scale.py's baseline)."""
+    directory = Path(tempfile.mkdtemp(prefix="loyalty-redis-single-"))
+    node = Node(_free_ports(1)[0], directory, cluster_enabled=False)
+    try:
+        node.start()
+        yield node
+    finally:
+        node.kill()
+        shutil.rmtree(directory, ignore_errors=True)

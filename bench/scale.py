@@ -1,0 +1,227 @@
+"""Scale benchmark: the same work on the deployment beyond one machine and on one machine, side by side.
+
+Each comparison is one function (`COMPARISONS`) that runs both sides in this one run and reports
+both with their ratio; `--only NAME` runs one. Progress goes to stderr; the last line on stdout is
+one JSON object with the figures.
+
+* boards: Redis Cluster (3 masters, no replicas) vs one redis-server, both started by the bench from
+  Debian's binaries on loopback ports with the same settings (tests/support/redis_cluster.py, the
+  launcher the scale tests use), reached through the app's own `RedisStore` (`redis+cluster://` vs
+  `redis://`) and its board functions (gamification/leaderboards/store.py):
+  - writes: B boards of M members filled as the feeder writes them (`apply_updates`, 2,000 members
+    per call, one MULTI/EXEC per board), then every member's score updated once more; members/s;
+  - reads: C concurrent readers, each read one board's `top(first: 100)`, `around(member, 5)` and
+    `entry(member)` (the leaderboard query's Redis calls), for a fixed time; reads/s and p50/p99;
+  - memory: `MEMORY USAGE key SAMPLES 0` of each board on the single server: bytes per board member.
+  This machine has 2 cores shared by every process: the cluster's ratio here is its cost per
+  operation (routing, more connections), not the throughput 3 machines give.
+  (Comparisons other work adds: reads on a PostgreSQL replica, partitioned history.)
+
+Usage: .venv/bin/python bench/scale.py [--quick] [--boards B] [--members M] [--duration S] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench`, `tests` when run as a script
+
+from bench.harness import PhaseResult, log
+from domain.redis_store import RedisStore
+from gamification.leaderboards import store
+from gamification.leaderboards.scores import encode
+from gamification.leaderboards.store import BoardKey, Update
+from gamification.periods import PeriodKind
+from tests.support.redis_cluster import running_redis_cluster, running_redis_server
+
+#: Members per `apply_updates` call: the feeder's batch.
+FEEDER_BATCH = 2000
+PREFIX = "bench-scale:"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
+    parser.add_argument("--boards", type=int, help="boards (one program each; default 24, quick 12)")
+    parser.add_argument("--members", type=int, help="members per board (default 50,000, quick 10,000)")
+    parser.add_argument("--duration", type=float, help="seconds of reads per side (default 15, quick 5)")
+    parser.add_argument("--concurrency", type=int, default=8, help="readers in flight")
+    parser.add_argument("--only", choices=sorted(COMPARISONS), help="run one comparison")
+    options = parser.parse_args(argv)
+    options.boards = options.boards or (12 if options.quick else 24)
+    options.members = options.members or (10_000 if options.quick else 50_000)
+    options.duration = options.duration or (5.0 if options.quick else 15.0)
+    return options
+
+
+# ------------------------------------------------------------------------------------------ boards
+
+
+def board_keys(redis: RedisStore, boards: int) -> list[str]:
+    """One ALL_TIME points board per program 1..B: B hash tags, spread over the cluster's slots."""
+    return [
+        BoardKey(p, "points", "program", PeriodKind.ALL_TIME, None).name(redis) for p in range(1, boards + 1)
+    ]
+
+
+async def write_boards(
+    redis: RedisStore, keys: list[str], members: int, rng: random.Random
+) -> dict[str, Any]:
+    """Fill every board as the feeder does, then update every member's score once: members/s."""
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    figures: dict[str, Any] = {}
+    for phase in ("fill", "update"):
+        started = time.perf_counter()
+        for first in range(0, members, FEEDER_BATCH):
+            batch = range(first, min(members, first + FEEDER_BATCH))
+            updates = {
+                key: Update(
+                    {m: encode(rng.randrange(1, 100_000), since + timedelta(seconds=m), None) for m in batch},
+                    (),
+                    None,
+                )
+                for key in keys
+            }
+            await store.apply_updates(redis.client, updates)
+        seconds = time.perf_counter() - started
+        written = members * len(keys)
+        figures[phase] = {
+            "members": written,
+            "seconds": round(seconds, 2),
+            "members_per_s": round(written / seconds),
+        }
+        log(f"  {phase}: {written:,} members in {seconds:.1f}s = {written / seconds:,.0f}/s")
+    return figures
+
+
+async def read_boards(
+    redis: RedisStore, keys: list[str], members: int, concurrency: int, duration: float
+) -> dict[str, Any]:
+    """C readers, each read one board's top 100, the 11 around a member and the member's entry."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration
+
+    async def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while time.perf_counter() < deadline:
+            key, member = rng.choice(keys), rng.randrange(members)
+            started = time.perf_counter()
+            await store.top(redis.client, key, 100, 0)
+            await store.around(redis.client, key, member, 5)
+            await store.entry(redis.client, key, member)
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(reader(i) for i in range(concurrency)))
+    result = PhaseResult(len(latencies), time.perf_counter() - started, latencies)
+    log(
+        f"  reads: {result.per_s:,.0f}/s, "
+        f"p50 {result.percentile(50):.2f} ms, p99 {result.percentile(99):.2f} ms"
+    )
+    return {
+        "reads": result.events,
+        "reads_per_s": round(result.per_s),
+        "p50_ms": round(result.percentile(50), 2),
+        "p99_ms": round(result.percentile(99), 2),
+    }
+
+
+async def board_memory(redis: RedisStore, keys: list[str]) -> dict[str, Any]:
+    """MEMORY USAGE of each board (every element counted) per member."""
+    usage = [int(await redis.client.memory_usage(key, samples=0) or 0) for key in keys]
+    size = sum([int(await redis.client.zcard(key)) for key in keys])
+    encodings = {str(await redis.client.object("encoding", key)) for key in keys}
+    return {
+        "members": size,
+        "bytes": sum(usage),
+        "bytes_per_member": round(sum(usage) / size, 1),
+        "encoding": sorted(encodings),
+    }
+
+
+async def board_side(url: str, options: argparse.Namespace, with_memory: bool) -> dict[str, Any]:
+    redis = RedisStore(url, PREFIX, None)
+    try:
+        keys = board_keys(redis, options.boards)
+        figures: dict[str, Any] = {
+            "writes": await write_boards(redis, keys, options.members, random.Random(7))
+        }
+        figures |= await read_boards(redis, keys, options.members, options.concurrency, options.duration)
+        if with_memory:
+            figures["memory"] = await board_memory(redis, keys)
+        for key in keys:
+            assert int(await redis.client.zcard(key)) == options.members, key
+        return figures
+    finally:
+        await redis.close()
+
+
+async def compare_boards(options: argparse.Namespace) -> dict[str, Any]:
+    """Board writes and reads on a Redis Cluster vs one Redis (and bytes per board member)."""
+    with running_redis_server() as single:
+        log(f"boards on one redis-server ({options.boards} boards x {options.members:,} members)")
+        one = await board_side(f"redis://127.0.0.1:{single.port}/0", options, with_memory=True)
+    with running_redis_cluster(replicas=0) as cluster:
+        log(f"boards on a Redis Cluster of 3 masters ({cluster.url})")
+        many = await board_side(cluster.url, options, with_memory=False)
+    return {
+        "boards": options.boards,
+        "members_per_board": options.members,
+        "concurrency": options.concurrency,
+        "single": one,
+        "cluster": many,
+        "cluster_vs_single": {
+            "fill_members_per_s": ratio(
+                many["writes"]["fill"]["members_per_s"], one["writes"]["fill"]["members_per_s"]
+            ),
+            "update_members_per_s": ratio(
+                many["writes"]["update"]["members_per_s"], one["writes"]["update"]["members_per_s"]
+            ),
+            "reads_per_s": ratio(many["reads_per_s"], one["reads_per_s"]),
+            "read_p99_ms": ratio(many["p99_ms"], one["p99_ms"]),
+        },
+        "bytes_per_board_member": one["memory"]["bytes_per_member"],
+    }
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+# ------------------------------------------------------------------------------------------ main
+
+Comparison = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
+COMPARISONS: dict[str, Comparison] = {"boards": compare_boards}
+
+
+async def run(options: argparse.Namespace) -> dict[str, Any]:
+    began = time.perf_counter()
+    figures: dict[str, Any] = {"quick": options.quick}
+    for name, comparison in COMPARISONS.items():
+        if options.only in (None, name):
+            figures[name] = await comparison(options)
+    figures["elapsed_s"] = round(time.perf_counter() - began, 1)
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    figures = asyncio.run(run(options))
+    sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
