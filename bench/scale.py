@@ -13,6 +13,9 @@ one JSON object with the figures.
   - reads: C concurrent readers, each read one board's `top(first: 100)`, `around(member, 5)` and
     `entry(member)` (the leaderboard query's Redis calls), for a fixed time; reads/s and p50/p99;
   - memory: `MEMORY USAGE key SAMPLES 0` of each board on the single server: bytes per board member.
+* relay: the relay's Redis side on both: relay messages of 200 changes published one after another
+  (PUBLISH, or SPUBLISH on the cluster) to one listening bus connection; changes/s delivered.
+
   This machine has 2 cores shared by every process: the cluster's ratio here is its cost per
   operation (routing, more connections), not the throughput 3 machines give.
   (Comparisons other work adds: reads on a PostgreSQL replica, partitioned history.)
@@ -37,6 +40,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench`, `tests` when run as a script
 
 from bench.harness import PhaseResult, log
+from domain.live.messages import LiveChange, Relayed
+from domain.live.messages import encode as encode_relayed
+from domain.live.relay import PER_MESSAGE, changes_channel
 from domain.redis_store import RedisStore
 from gamification.leaderboards import store
 from gamification.leaderboards.scores import encode
@@ -54,15 +60,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a smaller run, under a minute")
-    parser.add_argument("--boards", type=int, help="boards (one program each; default 24, quick 12)")
-    parser.add_argument("--members", type=int, help="members per board (default 50,000, quick 10,000)")
-    parser.add_argument("--duration", type=float, help="seconds of reads per side (default 15, quick 5)")
+    parser.add_argument("--boards", type=int, help="boards (one program each; default 24, quick 8)")
+    parser.add_argument("--members", type=int, help="members per board (default 50,000, quick 8,000)")
+    parser.add_argument("--duration", type=float, help="seconds of reads per side (default 15, quick 4)")
     parser.add_argument("--concurrency", type=int, default=8, help="readers in flight")
     parser.add_argument("--only", choices=sorted(COMPARISONS), help="run one comparison")
     options = parser.parse_args(argv)
-    options.boards = options.boards or (12 if options.quick else 24)
-    options.members = options.members or (10_000 if options.quick else 50_000)
-    options.duration = options.duration or (5.0 if options.quick else 15.0)
+    options.boards = options.boards or (8 if options.quick else 24)
+    options.members = options.members or (8_000 if options.quick else 50_000)
+    options.duration = options.duration or (4.0 if options.quick else 15.0)
     return options
 
 
@@ -79,14 +85,13 @@ def board_keys(redis: RedisStore, boards: int) -> list[str]:
 async def write_boards(
     redis: RedisStore, keys: list[str], members: int, rng: random.Random
 ) -> dict[str, Any]:
-    """Fill every board as the feeder does, then update every member's score once: members/s."""
+    """Fill every board as the feeder does, then update every member's score once: members/s (the
+    updates are built before the clock starts: only the Redis side is timed)."""
     since = datetime(2026, 1, 1, tzinfo=UTC)
     figures: dict[str, Any] = {}
     for phase in ("fill", "update"):
-        started = time.perf_counter()
-        for first in range(0, members, FEEDER_BATCH):
-            batch = range(first, min(members, first + FEEDER_BATCH))
-            updates = {
+        calls = [
+            {
                 key: Update(
                     {m: encode(rng.randrange(1, 100_000), since + timedelta(seconds=m), None) for m in batch},
                     (),
@@ -94,6 +99,12 @@ async def write_boards(
                 )
                 for key in keys
             }
+            for batch in (
+                range(first, min(members, first + FEEDER_BATCH)) for first in range(0, members, FEEDER_BATCH)
+            )
+        ]
+        started = time.perf_counter()
+        for updates in calls:
             await store.apply_updates(redis.client, updates)
         seconds = time.perf_counter() - started
         written = members * len(keys)
@@ -196,6 +207,72 @@ async def compare_boards(options: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------------------ relay
+
+
+async def relay_side(url: str, messages: int) -> dict[str, Any]:
+    """`messages` relay messages (PER_MESSAGE changes each) published one after another, as the relay
+    does, to one listening bus connection (PUBLISH / SSUBSCRIBE on the shard of the channels)."""
+    redis = RedisStore(url, PREFIX, None)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    bodies = [
+        encode_relayed(
+            Relayed(
+                n * PER_MESSAGE,
+                (n + 1) * PER_MESSAGE,
+                [
+                    LiveChange(n * PER_MESSAGE + i + 1, 1, "vip", f"m{i}", "ENTERED", at)
+                    for i in range(PER_MESSAGE)
+                ],
+            )
+        )
+        for n in range(messages)
+    ]
+    channel = changes_channel(redis)
+    try:
+        async with redis.listen(channel) as listener:
+
+            async def hear() -> None:
+                heard = 0
+                while heard < messages:
+                    if await listener.get_message(10) is None:
+                        raise RuntimeError(f"heard {heard} of {messages} relay messages")
+                    heard += 1
+
+            hearing = asyncio.create_task(hear())
+            started = time.perf_counter()
+            for body in bodies:
+                await redis.publish(channel, body)
+            await hearing
+            seconds = time.perf_counter() - started
+    finally:
+        await redis.close()
+    changes = messages * PER_MESSAGE
+    log(f"  relay: {changes:,} changes in {seconds:.2f}s = {changes / seconds:,.0f}/s")
+    return {
+        "messages": messages,
+        "changes": changes,
+        "seconds": round(seconds, 3),
+        "changes_per_s": round(changes / seconds),
+    }
+
+
+async def compare_relay(options: argparse.Namespace) -> dict[str, Any]:
+    """The relay's Redis side: relayed changes per second to a listening process, cluster vs one."""
+    messages = 200 if options.quick else 1000
+    with running_redis_server() as single:
+        log("relay messages on one redis-server (PUBLISH/SUBSCRIBE)")
+        one = await relay_side(f"redis://127.0.0.1:{single.port}/0", messages)
+    with running_redis_cluster(replicas=0) as cluster:
+        log("relay messages on a Redis Cluster (SPUBLISH/SSUBSCRIBE)")
+        many = await relay_side(cluster.url, messages)
+    return {
+        "single": one,
+        "cluster": many,
+        "cluster_vs_single": {"changes_per_s": ratio(many["changes_per_s"], one["changes_per_s"])},
+    }
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b else None
 
@@ -203,7 +280,7 @@ def ratio(a: float, b: float) -> float | None:
 # ------------------------------------------------------------------------------------------ main
 
 Comparison = Callable[[argparse.Namespace], Awaitable[dict[str, Any]]]
-COMPARISONS: dict[str, Comparison] = {"boards": compare_boards}
+COMPARISONS: dict[str, Comparison] = {"boards": compare_boards, "relay": compare_relay}
 
 
 async def run(options: argparse.Namespace) -> dict[str, Any]:

@@ -192,7 +192,8 @@ class RedisStore:
             return
         if len({slot_tag(c) for c in channels}) > 1:
             raise ValueError(f"sharded channels of different shards: {channels}")
-        # a fresh slot map: after a failover the channels' shard has a new master
+        await client.initialize()  # the client itself first (a no-op once done)
+        # then a fresh slot map: after a failover the channels' shard has a new master
         await client.nodes_manager.initialize()
         node = client.get_node_from_key(channels[0])
         if node is None:

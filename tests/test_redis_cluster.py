@@ -219,3 +219,24 @@ async def test_the_live_bus_follows_its_shard_through_a_failover(
             assert await asyncio.wait_for(subscriber.next(None), 10) == change(11)
     finally:
         await bus.stop()
+
+
+async def test_a_fresh_process_that_subscribes_first_hears_what_is_published(
+    cluster: RedisClusterProcesses, services: Services
+) -> None:
+    # given a process whose first use of the cluster is the live bus's subscription
+    fresh = RedisStore(cluster.url, services.redis.prefix, None)
+    try:
+        async with fresh.listen(changes_channel(fresh)) as listener:
+            # when it publishes on the channel (SPUBLISH, routed to the channel's shard)
+            assert await fresh.publish(changes_channel(fresh), b"hello") == 1
+            # then it hears the message as a plain one
+            message = await listener.get_message(5)
+    finally:
+        await fresh.close()
+    assert message is not None
+    assert (message["type"], message["channel"], message["data"]) == (
+        "message",
+        changes_channel(fresh),
+        "hello",
+    )
