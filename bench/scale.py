@@ -259,7 +259,7 @@ async def relay_side(url: str, messages: int) -> dict[str, Any]:
 
 async def compare_relay(options: argparse.Namespace) -> dict[str, Any]:
     """The relay's Redis side: relayed changes per second to a listening process, cluster vs one."""
-    messages = 200 if options.quick else 1000
+    messages = 500 if options.quick else 2000
     with running_redis_server() as single:
         log("relay messages on one redis-server (PUBLISH/SUBSCRIBE)")
         one = await relay_side(f"redis://127.0.0.1:{single.port}/0", messages)
