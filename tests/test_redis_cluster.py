@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,21 +19,30 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.runtime import Services
 from domain.auth.throttle import Throttle
 from domain.live.bus import LiveBus
 from domain.live.messages import Relayed, encode
 from domain.live.relay import changes_channel
-from domain.models import Event
+from domain.models import Event, StandingsFeed
 from domain.redis_store import Lease, RedisStore, slot_tag
 from domain.settings import ConfigurationError
+from gamification.leaderboards.feeder import Mark, StandingsFeeder
 from gamification.leaderboards.rebuild import rebuild, reconcile
-from gamification.leaderboards.store import BoardKey, Update, apply_updates, board_tag, feeder_lease
+from gamification.leaderboards.store import (
+    BoardKey,
+    Update,
+    apply_updates,
+    board_pattern,
+    board_tag,
+    feeder_lease,
+)
 from gamification.periods import PeriodKind
 from tests.support import ShiftableClock
 from tests.support.backends import Backends
-from tests.support.events import RECORD, event, join
+from tests.support.events import RECORD, event, join, record_accepted
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.leaderboards import feed
 from tests.support.live import change
@@ -99,6 +109,47 @@ async def test_a_pass_whose_lease_was_taken_over_cannot_overwrite_the_new_holder
     assert await newest.claim(tag)
     assert not await apply_updates(services.redis.client, {key: Update({1: 21}, [], None)}, fresh)
     await services.redis.client.delete(key, stale.fence_key(tag), stale.key, stale.epoch_key)
+
+
+async def test_a_feeder_pass_overtaken_by_a_rebuild_writes_nothing_and_keeps_its_rows(
+    services: Services,
+    integration: GraphQLClient,
+    program: ProgramFixture,
+    clock: ShiftableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a purchase waiting in the standings feed, and the feeder holding its lease
+    await join(integration, "ana")
+    await record_accepted(integration, [event("ana", "purchase", clock.now() - timedelta(minutes=1), "10")])
+    feeder = next(loop for loop in services.loops if isinstance(loop, StandingsFeeder))
+    await feeder.lease.take_over()
+    rebuild_lease = feeder_lease(services.redis)
+    compute = feeder.updates
+
+    async def overtaken(session: AsyncSession, program_id: int, marks: Sequence[Mark]) -> dict[str, Update]:
+        updates = await compute(session, program_id, marks)
+        # a rebuild takes the lease over and claims the board while the pass computes
+        await rebuild_lease.take_over()
+        assert await rebuild_lease.claim(board_tag(program_id, "points"))
+        return updates
+
+    # when the pass goes on to write
+    monkeypatch.setattr(feeder, "updates", overtaken)
+    assert not await feeder.run_once()
+    monkeypatch.undo()
+
+    # then the board was not written and the rows wait in the feed
+    pattern = board_pattern(services.redis, program.id, "points")
+    assert [k async for k in services.redis.client.scan_iter(match=pattern)] == []
+    async with services.db.read() as session:
+        waiting = await session.scalar(
+            select(func.count()).select_from(StandingsFeed).where(StandingsFeed.program_id == program.id)
+        )
+    assert waiting
+    # and once the rebuild is done the feeder writes them
+    await rebuild_lease.release()
+    await feed(services)
+    assert [k async for k in services.redis.client.scan_iter(match=pattern)] != []
 
 
 # ---------- drills on a real cluster ----------
