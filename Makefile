@@ -74,6 +74,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/expiry.py
+	$(BIN)/python bench/scale.py
 
 # The accrual pipeline alone (issue 15): 20 segments vs 0 vs the raw floor; options through ARGS,
 # e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.
