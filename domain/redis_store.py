@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias, cast
+from urllib.parse import unquote
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline, PubSub
@@ -68,7 +69,9 @@ class ClusterAddress:
                     f"{scheme}://[user:password@]host:port[,host:port...])"
                 )
             nodes.append((host.strip("[]"), int(port)))
-        return cls(tuple(nodes), username or None, password or None, _CLUSTER_SCHEMES[scheme])
+        return cls(
+            tuple(nodes), unquote(username) or None, unquote(password) or None, _CLUSTER_SCHEMES[scheme]
+        )
 
     def client(self) -> RedisCluster:
         return RedisCluster(

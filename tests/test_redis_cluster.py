@@ -74,10 +74,10 @@ def test_keys_used_together_share_a_slot() -> None:
 
 
 def test_the_cluster_url_names_its_nodes_and_a_malformed_one_is_refused() -> None:
-    store = RedisStore("rediss+cluster://app:s3cret@10.0.0.1:7000,10.0.0.2:7001/", "p:", None)
+    store = RedisStore("rediss+cluster://app:s3cr%40t@10.0.0.1:7000,10.0.0.2:7001/", "p:", None)
     assert store.cluster_address is not None
     assert store.cluster_address.nodes == (("10.0.0.1", 7000), ("10.0.0.2", 7001))
-    assert (store.cluster_address.username, store.cluster_address.password) == ("app", "s3cret")
+    assert (store.cluster_address.username, store.cluster_address.password) == ("app", "s3cr@t")
     assert store.cluster_address.tls
     assert not RedisStore("redis://10.0.0.1:6379/0", "p:", None).is_cluster
     with pytest.raises(ConfigurationError, match=r"'10\.0\.0\.2' is not host:port"):
