@@ -111,14 +111,21 @@ async def around(client: RedisClient, key: str, member_id: int, radius: int) -> 
     return await top(client, key, 2 * radius + 1 + min(rank - radius, 0), max(rank - radius, 0))
 
 
+# Rank and score of one member at the same moment, in one round trip (a Lua script runs atomically,
+# on one server and on a cluster alike; a MULTI/EXEC costs a cluster client far more).
+_ENTRY = """
+local rank = redis.call('zrevrank', KEYS[1], ARGV[1])
+if not rank then return {} end
+return {rank, redis.call('zscore', KEYS[1], ARGV[1])}
+"""
+
+
 async def entry(client: RedisClient, key: str, member_id: int) -> RankedMember | None:
-    pipe = client.pipeline(transaction=True)  # rank and score of the same moment
-    pipe.zrevrank(key, str(member_id))
-    pipe.zscore(key, str(member_id))
-    rank, score = await pipe.execute()
-    if rank is None or score is None:
+    found = cast(list[int | str], await client.eval(_ENTRY, 1, key, str(member_id)))
+    if not found:
         return None
-    return RankedMember(int(rank) + 1, member_id, decode(score).points)
+    rank, score = found
+    return RankedMember(int(rank) + 1, member_id, decode(float(score)).points)
 
 
 async def size(client: RedisClient, key: str) -> int:
