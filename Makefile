@@ -61,15 +61,23 @@ pytest-main: $(STAMP)
 pytest-sqlite: $(STAMP)
 	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
-# Beyond one machine (docs/scaling.md): a PostgreSQL primary and its streaming replica the tests
-# start themselves from Debian's binaries on loopback (tests/support/pg_replica.py). The replica's
-# own tests (routing, a replica outage), then the integration tests whose reads it serves, with the
-# services on the pair (LOYALTY_TEST_REPLICA=1: commits wait for the replica to apply them, so
-# their read-after-write assertions hold). Here what cannot be started fails instead of skipping.
-SCALE_TESTS := tests/test_replica.py tests/test_analytics.py tests/test_segment_insights.py \
+# Beyond one machine (docs/scaling.md): integration tests on services the run starts itself from
+# Debian's binaries on loopback ports and tears down at its end, one fixture module per service.
+# Here what cannot be started fails instead of skipping.
+# 1. The Redis, live, leaderboard and ingest tests on a Redis Cluster of 3 masters and 3 replicas
+#    (tests/support/redis_cluster.py), with its failover drills (tests/test_redis_cluster.py).
+CLUSTER_TESTS := tests/test_redis_cluster.py tests/test_leaderboards.py tests/test_leaderboard_properties.py \
+	tests/test_relay.py tests/test_live_bus.py tests/test_live.py tests/test_live_fanout.py \
+	tests/test_login_throttle.py tests/test_api_limits.py tests/test_events_api.py tests/test_background.py
+# 2. A PostgreSQL primary and its streaming replica (tests/support/pg_replica.py): the replica's own
+#    tests (routing, a replica outage), then the integration tests whose reads it serves, with the
+#    services on the pair (LOYALTY_TEST_REPLICA=1: commits wait for the replica to apply them, so
+#    their read-after-write assertions hold).
+REPLICA_TESTS := tests/test_replica.py tests/test_analytics.py tests/test_segment_insights.py \
 	tests/test_leaderboards.py tests/test_members_api.py tests/test_events_api.py
 test-scale: $(STAMP)
-	LOYALTY_TEST_SCALE=1 LOYALTY_TEST_REPLICA=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(SCALE_TESTS)
+	LOYALTY_TEST_REDIS=cluster $(BIN)/python -m pytest -q -p no:cacheprovider $(CLUSTER_TESTS)
+	LOYALTY_TEST_SCALE=1 LOYALTY_TEST_REPLICA=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(REPLICA_TESTS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
@@ -79,6 +87,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/analytics.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/expiry.py
+	$(BIN)/python bench/scale.py
 
 # The accrual pipeline alone (issue 15): 20 segments vs 0 vs the raw floor; options through ARGS,
 # e.g. `make bench-pipeline ARGS=--quick` or `ARGS="--members 20000 --events 100000"`.

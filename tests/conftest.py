@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import hypothesis
@@ -33,6 +33,11 @@ hypothesis.settings.register_profile(
 )
 hypothesis.settings.load_profile("loyalty")
 
+if TYPE_CHECKING:
+    from tests.support.redis_cluster import RedisClusterProcesses
+
+pytest_plugins = ["tests.support.redis_cluster"]  # the session fixture `redis_cluster`
+
 BACKENDS: Backends = choose()
 SECRET = "test-secret-key-" + "x" * 32
 _counter = itertools.count(1)
@@ -50,7 +55,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 @pytest.fixture(scope="session")
-def backends() -> Backends:
+def backends(request: pytest.FixtureRequest) -> Backends:
+    if BACKENDS.redis_cluster:
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        return BACKENDS.on_cluster(cluster.url)
     return BACKENDS
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -27,15 +26,10 @@ from domain.redis_store import RedisStore
 from tests.support.changelog import log_rows, member_ids, program_changes, segment_id
 from tests.support.events import join
 from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.live import change
 from tests.support.outage import redis_server, until
 from tests.support.proxy import tcp_proxy
 from tests.support.segments import create
-
-AT = datetime(2025, 1, 1, tzinfo=UTC)
-
-
-def change(id_: int) -> LiveChange:
-    return LiveChange(id_, 1, "vip", f"m{id_}", "ENTERED", AT)
 
 
 def ids(changes: list[LiveChange]) -> list[int]:
@@ -278,7 +272,7 @@ async def test_a_malformed_message_is_logged_and_skipped_and_the_next_one_handed
     before = bus_events()
     woken: list[list[str]] = []
     await bus.start(lambda topics: woken.append(sorted(topics)))
-    publisher = services.redis.client
+    publisher = services.redis
     try:
         await until(lambda: woken == [["*"]], "the bus subscribed")
         with bus.subscribe(1, None) as subscriber, caplog.at_level(logging.WARNING, logger="domain.live.bus"):

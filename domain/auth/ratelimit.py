@@ -5,10 +5,8 @@ Logins are throttled differently (growing delays, reserved before the check): th
 
 from __future__ import annotations
 
-from redis.asyncio.client import Pipeline
-
 from domain.errors import RateLimited
-from domain.redis_store import RedisStore
+from domain.redis_store import RedisPipeline, RedisStore
 
 
 class RateLimiter:
@@ -21,7 +19,7 @@ class RateLimiter:
     def _key(self, subject: str) -> str:
         return self.store.key("ratelimit", self.name, subject)
 
-    def _count(self, pipe: Pipeline, key: str) -> None:
+    def _count(self, pipe: RedisPipeline, key: str) -> None:
         """Start the window on first use, then count (works on Redis 6.2, which lacks EXPIRE NX)."""
         pipe.set(key, 0, ex=self.window_s, nx=True)
         pipe.incr(key)

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import aclosing, contextmanager
 
 import orjson
-from redis.asyncio.client import PubSub
 from sqlalchemy import ColumnElement, or_
 
 from domain.db.engine import Database
@@ -39,7 +38,7 @@ from domain.ops.metrics import (
     LIVE_SUBSCRIBERS_CLOSED,
     LIVE_SUBSCRIBERS_TOO_SLOW,
 )
-from domain.redis_store import RedisStore
+from domain.redis_store import Listener, RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +143,7 @@ class LiveBus:
         self._wake: Wake | None = None
         self._reader: asyncio.Task[None] | None = None
         self._publishes: set[asyncio.Task[object]] = set()
-        self.wake_channel = redis.key("live", "wake")
+        self.wake_channel = redis.channel("live", "wake")
 
     # ---------- announcements ----------
 
@@ -160,7 +159,7 @@ class LiveBus:
         task.add_done_callback(self._published)
 
     async def _broadcast(self, topics: set[str]) -> object:
-        return await self.redis.client.publish(self.wake_channel, orjson.dumps(sorted(topics)))
+        return await self.redis.publish(self.wake_channel, orjson.dumps(sorted(topics)))
 
     def _published(self, task: asyncio.Task[object]) -> None:
         self._publishes.discard(task)
@@ -229,11 +228,10 @@ class LiveBus:
         while True:
             try:
                 await self.anchor()
-                async with self.redis.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.wake_channel, changes_channel(self.redis))
+                async with self.redis.listen(self.wake_channel, changes_channel(self.redis)) as listener:
                     if self._wake is not None:  # wakes sent while we were not listening are lost
                         self._wake(["*"])
-                    await self._listen(pubsub)
+                    await self._listen(listener)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
@@ -241,7 +239,7 @@ class LiveBus:
                 log.warning("live bus: lost its connection (%s); reconnecting in 1 s", error)
                 await asyncio.sleep(1)
 
-    async def _listen(self, pubsub: PubSub) -> None:
+    async def _listen(self, listener: Listener) -> None:
         """Receive until the connection fails, or falls silent: a connection that is open but dead
         (a half-open TCP connection after a failover or a partition) would otherwise hear nothing,
         for hours, without an error. Silence is checked with a PING on the connection itself, so an
@@ -250,7 +248,7 @@ class LiveBus:
         heard = clock()
         pinged: float | None = None
         while True:
-            message = await pubsub.get_message(timeout=min(self.silence_s, self.ping_timeout_s) / 2)
+            message = await listener.get_message(min(self.silence_s, self.ping_timeout_s) / 2)
             now = clock()
             if message is not None:
                 heard, pinged = now, None
@@ -260,7 +258,7 @@ class LiveBus:
                     f"nothing heard for {now - heard:.0f} s, not even the answer to a PING"
                 )
             elif pinged is None and now - heard > self.silence_s:
-                await pubsub.ping()
+                await listener.ping()
                 pinged = now
 
     async def _receive(self, message: dict[str, object]) -> None:

@@ -53,14 +53,14 @@ REPLAY_PAGE = 500
 
 def changes_channel(redis: RedisStore) -> str:
     """The one channel of the relayed chain, for every program: each process hears it all, in order."""
-    return redis.key("live", "changes")
+    return redis.channel("live", "changes")
 
 
 def legacy_channel(redis: RedisStore, program_id: int) -> str:
     """LEGACY, remove in the next release: the previous release's processes psubscribe to one channel
     per program (`live:changes:*`) and read a bare list of changes; for one release the relay also
     publishes there, so their subscribers keep receiving changes while a rolling upgrade runs
-    (docs/operations.md, "Upgrades")."""
+    (docs/operations.md, "Upgrades"). Not on a Redis Cluster, which no previous release could use."""
     return redis.key("live", "changes", program_id)
 
 
@@ -172,8 +172,9 @@ class ChangeRelay:
             after = chunk[-1].id
         channel = changes_channel(self.redis)
         for message in messages or [Relayed(position, position, [])]:
-            await self.redis.client.publish(channel, encode(message))
-        await self._publish_legacy(late + ready)
+            await self.redis.publish(channel, encode(message))
+        if not self.redis.is_cluster:
+            await self._publish_legacy(late + ready)
 
     async def _publish_legacy(self, changes: list[LiveChange]) -> None:
         """LEGACY, remove in the next release (`legacy_channel`)."""

@@ -108,7 +108,9 @@ class StandingsFeeder:
             for _, program_id, member_id, at in rows:
                 marks[program_id].append((member_id, at))
             for program_id, program_marks in marks.items():
-                await apply_updates(self.redis.client, await self.updates(session, program_id, program_marks))
+                updates = await self.updates(session, program_id, program_marks)
+                if not await apply_updates(self.redis.client, updates, self.lease):
+                    raise LeaseLost  # a rebuild took the boards over: roll back, the rows stay
             await session.execute(delete(StandingsFeed).where(StandingsFeed.id.in_([r.id for r in rows])))
         return len(rows) == self.batch
 

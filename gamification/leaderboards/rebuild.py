@@ -21,14 +21,21 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.db.engine import Database
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound
 from domain.models import Leaderboard, Program, StandingsFeed
 from domain.redis_store import Lease, RedisStore
 from gamification.calendar import program_zone
 from gamification.leaderboards.boards import POINTS_BOARD, BoardDefinition, board_by_key, program_boards
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.standings import Window, compute_standings
-from gamification.leaderboards.store import BoardKey, Update, apply_updates, board_pattern, feeder_lease
+from gamification.leaderboards.store import (
+    BoardKey,
+    Update,
+    apply_updates,
+    board_pattern,
+    board_tag,
+    feeder_lease,
+)
 from gamification.periods import PeriodKind, period_end, period_start, shift
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,10 @@ log = logging.getLogger(__name__)
 #: (done, total, what): called after each board period is rebuilt.
 Progress = Callable[[int, int, str], None]
 _CHUNK = 10_000
+
+
+class LeaseTakenOver(Conflict):
+    """A later rebuild took the feeder's lease over: this one stops before swapping its keys in."""
 
 
 @dataclass(frozen=True)
@@ -140,7 +151,7 @@ async def rebuild(
                     progress(done, len(work), f"{period.board.key} {period.kind.value} {_when(period.start)}")
             boards = {(pid, p.board.key) for pid, p in work}
         for program_id, key in boards:
-            await _swap_in(redis, program_id, key, built[(program_id, key)])
+            await _swap_in(redis, lease, program_id, key, built[(program_id, key)])
     finally:
         await lease.release()
     return report
@@ -226,12 +237,23 @@ async def _write_fresh(
 
 
 async def drop_board(redis: RedisStore, program_id: int, board_key: str) -> None:
-    """Drop every live key of a board whose definition is gone."""
-    await _swap_in(redis, program_id, board_key, set())
+    """Drop every key of a board whose definition is gone (the feeder writes no more to it; its keys
+    share the board's hash tag, so one DEL serves a cluster too)."""
+    pattern = board_pattern(redis, program_id, board_key)
+    keys = [k async for k in redis.client.scan_iter(match=pattern, count=1000)]
+    if keys:
+        await redis.client.delete(*keys)
 
 
-async def _swap_in(redis: RedisStore, program_id: int, board_key: str, built: set[str]) -> None:
-    """Rename the fresh keys over the live ones and drop live keys the database has nothing for."""
+async def _swap_in(redis: RedisStore, lease: Lease, program_id: int, board_key: str, built: set[str]) -> None:
+    """Rename the fresh keys over the live ones and drop live keys the database has nothing for.
+
+    First the board's fence is raised to the rebuild's epoch: a feeder pass that lost the lease can
+    no longer write there (what it wrote before is renamed over)."""
+    if not await lease.claim(board_tag(program_id, board_key)):
+        raise LeaseTakenOver(
+            f"board {board_key[:70]!r}: another rebuild started meanwhile and builds it; this one stopped"
+        )
     live = {
         k async for k in redis.client.scan_iter(match=board_pattern(redis, program_id, board_key), count=1000)
     }

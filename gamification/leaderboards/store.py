@@ -9,15 +9,14 @@ Closed periods expire `keep_periods` periods after they end.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import cast
 
-from redis.asyncio import Redis
-from redis.exceptions import WatchError
-
-from domain.redis_store import Lease, RedisStore
+from domain.redis_store import Lease, RedisClient, RedisPipeline, RedisStore, slot_tag
 from gamification.leaderboards.scores import decode
 from gamification.periods import PeriodKind
 
@@ -32,12 +31,19 @@ class BoardKey:
 
     def name(self, redis: RedisStore) -> str:
         start = "all" if self.start is None else str(int(self.start.timestamp()))
-        return redis.key("lb", f"{{{self.program_id}:{self.board}}}", self.scope, self.period.value, start)
+        return redis.key(
+            "lb", "{" + board_tag(self.program_id, self.board) + "}", self.scope, self.period.value, start
+        )
+
+
+def board_tag(program_id: int, board: str) -> str:
+    """The hash tag of every key of one board (and of the feeder lease's fence there)."""
+    return f"{program_id}:{board}"
 
 
 def board_pattern(redis: RedisStore, program_id: int, board: str) -> str:
     """Matches every key of one board (for SCAN)."""
-    return redis.key("lb", f"{{{program_id}:{board}}}", "*").replace("[", "\\[")
+    return redis.key("lb", "{" + board_tag(program_id, board) + "}", "*").replace("[", "\\[")
 
 
 @dataclass(frozen=True)
@@ -56,58 +62,73 @@ class Update:
     expire_at: datetime | None
 
 
-async def apply_updates(client: Redis, updates: Mapping[str, Update], fence: Lease | None = None) -> bool:
-    """Write absolute scores (ZADD) and removals atomically (MULTI/EXEC); idempotent.
+async def apply_updates(
+    client: RedisClient, updates: Mapping[str, Update], fence: Lease | None = None
+) -> bool:
+    """Write absolute scores (ZADD) and removals, atomically per board (MULTI/EXEC in the board's
+    slot: a Redis Cluster runs no transaction across slots); idempotent.
 
-    With a `fence`, nothing is written (False) unless the lease is still held: a
-    rebuild that took the lease over cannot be overwritten by a stale pass.
+    With a `fence`, a board is written only while no later holder of the lease has written it (the
+    lease's epoch, `Lease.fenced`): a rebuild that took the lease over cannot be overwritten by a
+    stale pass. False when some board was refused.
     """
-    async with client.pipeline(transaction=True) as pipe:
+    by_slot: dict[str, dict[str, Update]] = defaultdict(dict)
+    for key, update in updates.items():
+        by_slot[slot_tag(key)][key] = update
+    written = True
+    for tag, group in by_slot.items():
         if fence is not None:
-            await pipe.watch(fence.key)
-            if await pipe.get(fence.key) != fence.token:
-                return False
-            pipe.multi()  # type: ignore[no-untyped-call]
-        for key, update in updates.items():
-            if update.scores:
-                pipe.zadd(key, {str(m): s for m, s in update.scores.items()})
-            removed = [str(m) for m in update.removed]
-            if removed:
-                pipe.zrem(key, *removed)
-            if update.expire_at is not None:
-                pipe.expireat(key, int(update.expire_at.timestamp()))
-        try:
+            written = await fence.fenced(tag, partial(_queue, updates=group)) and written
+            continue
+        async with client.pipeline(transaction=True) as pipe:
+            _queue(pipe, group)
             await pipe.execute()
-        except WatchError:
-            return False
-    return True
+    return written
 
 
-async def top(client: Redis, key: str, first: int, offset: int) -> list[RankedMember]:
+def _queue(pipe: RedisPipeline, updates: Mapping[str, Update]) -> None:
+    for key, update in updates.items():
+        if update.scores:
+            pipe.zadd(key, {str(m): s for m, s in update.scores.items()})
+        removed = [str(m) for m in update.removed]
+        if removed:
+            pipe.zrem(key, *removed)
+        if update.expire_at is not None:
+            pipe.expireat(key, int(update.expire_at.timestamp()))
+
+
+async def top(client: RedisClient, key: str, first: int, offset: int) -> list[RankedMember]:
     rows = cast(
         list[tuple[str, float]], await client.zrevrange(key, offset, offset + first - 1, withscores=True)
     )
     return [RankedMember(offset + i + 1, int(m), decode(s).points) for i, (m, s) in enumerate(rows)]
 
 
-async def around(client: Redis, key: str, member_id: int, radius: int) -> list[RankedMember]:
+async def around(client: RedisClient, key: str, member_id: int, radius: int) -> list[RankedMember]:
     rank = cast(int | None, await client.zrevrank(key, str(member_id)))
     if rank is None:
         return []
     return await top(client, key, 2 * radius + 1 + min(rank - radius, 0), max(rank - radius, 0))
 
 
-async def entry(client: Redis, key: str, member_id: int) -> RankedMember | None:
-    pipe = client.pipeline(transaction=True)  # rank and score of the same moment
-    pipe.zrevrank(key, str(member_id))
-    pipe.zscore(key, str(member_id))
-    rank, score = await pipe.execute()
-    if rank is None or score is None:
+# Rank and score of one member at the same moment, in one round trip (a Lua script runs atomically,
+# on one server and on a cluster alike; a MULTI/EXEC costs a cluster client far more).
+_ENTRY = """
+local rank = redis.call('zrevrank', KEYS[1], ARGV[1])
+if not rank then return {} end
+return {rank, redis.call('zscore', KEYS[1], ARGV[1])}
+"""
+
+
+async def entry(client: RedisClient, key: str, member_id: int) -> RankedMember | None:
+    found = cast(list[int | str], await client.eval(_ENTRY, 1, key, str(member_id)))
+    if not found:
         return None
-    return RankedMember(int(rank) + 1, member_id, decode(score).points)
+    rank, score = found
+    return RankedMember(int(rank) + 1, member_id, decode(float(score)).points)
 
 
-async def size(client: Redis, key: str) -> int:
+async def size(client: RedisClient, key: str) -> int:
     return int(await client.zcard(key))
 
 

@@ -2,7 +2,10 @@
 
 PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 when reachable (a
 fresh database and a fresh key prefix per run), else SQLite and embedded Redis.
-LOYALTY_TEST_BACKEND=sqlite forces the embedded pair.
+LOYALTY_TEST_BACKEND=sqlite forces the embedded pair. LOYALTY_TEST_REDIS=cluster (`make test-scale`)
+runs the app's Redis on a Redis Cluster the run starts itself (tests/support/redis_cluster.py): its
+address is known once the session fixture `redis_cluster` started it, so the `backends` fixture
+(tests/conftest.py) fills it in with `on_cluster`.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 RUN_ID = uuid.uuid4().hex[:10]
+#: LOYALTY_TEST_REDIS=cluster: the app's Redis is a Redis Cluster started by the run.
+CLUSTER = "cluster"
 
 
 def reachable(host: str, port: int) -> bool:
@@ -37,12 +42,21 @@ class Backends:
     redis_prefix: str
     data_dir: Path
     pg_database: str | None
+    #: A Redis Cluster started by the run (`redis_url` is its address once started).
+    redis_cluster: bool = False
 
     @property
     def description(self) -> str:
         database = f"PostgreSQL (database {self.pg_database})" if self.pg_database else "SQLite (fallback)"
-        redis = "Redis at 127.0.0.1:6379" if self.redis_url else "embedded Redis (fallback)"
+        if self.redis_cluster:
+            redis = "a Redis Cluster started by the run (3 masters, 3 replicas)"
+        else:
+            redis = "Redis at 127.0.0.1:6379" if self.redis_url else "embedded Redis (fallback)"
         return f"{database} + {redis}, key prefix {self.redis_prefix}"
+
+    def on_cluster(self, url: str) -> Backends:
+        """These backends with the app's Redis on the cluster at `url`."""
+        return replace(self, redis_url=url)
 
 
 def choose() -> Backends:
@@ -55,12 +69,13 @@ def choose() -> Backends:
     else:
         database_url = f"sqlite+aiosqlite:///{data_dir / 'test.db'}"
         pg_database = None
+    on_cluster = os.environ.get("LOYALTY_TEST_REDIS") == CLUSTER
     redis_url = (
         f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
-        if not forced_sqlite and reachable(REDIS_HOST, REDIS_PORT)
+        if not forced_sqlite and not on_cluster and reachable(REDIS_HOST, REDIS_PORT)
         else None
     )
-    return Backends(database_url, redis_url, f"test:{RUN_ID}:", data_dir, pg_database)
+    return Backends(database_url, redis_url, f"test:{RUN_ID}:", data_dir, pg_database, on_cluster)
 
 
 async def _run_on_maintenance_database(sql: str) -> None:
