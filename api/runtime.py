@@ -19,6 +19,7 @@ from domain.clock import Clock, SystemClock
 from domain.db.engine import Database, create_engine
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
+from domain.governance.admins import AdminService
 from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
 from domain.live.bus import LiveBus
@@ -77,6 +78,7 @@ class Services:
     churn: ChurnService
     experiments: ExperimentService
     tiers: TierService
+    admins: AdminService
     #: The risks to table statistics, for the log at start and for /readyz.
     statistics: StatisticsCheck
     #: Posts EXPIRY entries for due lots (a background loop; `loyalty points expire` drains it).
@@ -176,6 +178,7 @@ def build_services(
         churn=ChurnService(db, clock, segments),
         experiments=ExperimentService(db, clock),
         tiers=TierService(db, clock, segments),
+        admins=AdminService(db, clock),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
         _pool_size=instrument_pool(engine),

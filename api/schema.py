@@ -26,6 +26,7 @@ from strawberry.utils.await_maybe import await_maybe
 
 from api.analytics import AnalyticsQueries
 from api.auth import AuthMutations
+from api.authorization import authorize_root_fields
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
 from api.document_cache import SmallQueryParserCache
@@ -34,6 +35,7 @@ from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fanout import shared_events
 from api.fraud import FraudMutations, FraudQueries
+from api.governance import GovernanceMutations, GovernanceQueries
 from api.inputs import InputGuard
 from api.introspection import caller_executor, caller_validation
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
@@ -89,6 +91,7 @@ class Query(
     PredictQueries,
     ExperimentQueries,
     TierQueries,
+    GovernanceQueries,
 ):
     pass
 
@@ -109,6 +112,7 @@ class Mutation(
     PredictMutations,
     ExperimentMutations,
     TierMutations,
+    GovernanceMutations,
 ):
     pass
 
@@ -116,6 +120,9 @@ class Mutation(
 @strawberry.type
 class Subscription(LiveSubscriptions):
     pass
+
+
+authorize_root_fields(Query, Mutation, Subscription)
 
 
 class PerResultHooks(SchemaExtensionsRunner):
