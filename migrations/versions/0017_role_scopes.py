@@ -45,7 +45,6 @@ def _revoked(scopes: list[str]) -> list[str]:
     return [s for s in scopes if s not in {new for _, new in SPLITS}]
 
 
-
 def upgrade() -> None:
     _rewrite(_granted)
 
