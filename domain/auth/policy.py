@@ -172,6 +172,6 @@ def authorize(operation: str, principal: Principal) -> None:
     if needed.members_only:
         raise Forbidden(f"{operation} needs a member token")
     if needed.admins_only and principal.kind != PrincipalKind.ADMIN:
-        raise Forbidden(f"{operation} needs an admin session; {needed.describe()}")
+        raise Forbidden(f"{operation} needs an admin session; API keys cannot call it")
     if needed.scope is not None:
         principal.require(needed.scope, operation)
