@@ -1,6 +1,6 @@
 """The demo program behind `make demo`: 120 members with 90 days of history, segments and tiers
 that moved along it, points that expire after a year, a Gold-only reward, a few accruals held for
-review, an admin, an integration key and a read-only key.
+review, an OWNER and an admin of each other role, an integration key and a read-only key.
 
 The history is replayed day by day with the clock set to each day (ReplayClock): segments
 exist from the start, so their change log, and therefore their size history, is what the
@@ -118,10 +118,11 @@ async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> d
     else:
         if path.exists():
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
-            if "readOnlyKey" not in stored or "roleAdmins" not in stored:  # seeded by an earlier version
-                stored.setdefault("readOnlyKey", await _read_only_key(services))
-                stored.setdefault("roleAdmins", await _role_admins(services))
-                _keep(path, stored)
+            if "readOnlyKey" not in stored:  # seeded by an earlier version
+                stored["readOnlyKey"] = await _read_only_key(services)
+            if "roleAdmins" not in stored:  # seeded before roles
+                stored["roleAdmins"] = await _role_admins(services)
+            _keep(path, stored)
             return stored
         raise CommandError(  # seeding takes up to a minute: Ctrl-C leaves a program without credentials
             "DEMO_INCOMPLETE",
