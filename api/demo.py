@@ -118,11 +118,13 @@ async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> d
     else:
         if path.exists():
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
-            if "readOnlyKey" not in stored:  # seeded by an earlier version
+            missing = {"readOnlyKey", "roleAdmins"} - set(stored)  # seeded by an earlier version
+            if "readOnlyKey" in missing:
                 stored["readOnlyKey"] = await _read_only_key(services)
-            if "roleAdmins" not in stored:  # seeded before roles
+            if "roleAdmins" in missing:
                 stored["roleAdmins"] = await _role_admins(services)
-            _keep(path, stored)
+            if missing:
+                _keep(path, stored)
             return stored
         raise CommandError(  # seeding takes up to a minute: Ctrl-C leaves a program without credentials
             "DEMO_INCOMPLETE",
