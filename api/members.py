@@ -64,9 +64,10 @@ def _json_object(value: object, field: str) -> dict[str, object] | None:
 class MemberQueries:
     @strawberry.field(description="The member of the member token")
     async def me(self, info: Info) -> Member:
-        principal = info.context.principal
-        member_id = principal.require_member()
-        return Member(row=await info.context.services.members.get_by_id(principal.program_id, member_id))
+        principal = info.context.principal  # a member token: domain/auth/policy.py
+        return Member(
+            row=await info.context.services.members.get_by_id(principal.program_id, principal.subject_id)
+        )
 
     @strawberry.field(description="Admin / integration; a member token may read only itself")
     async def member(self, info: Info, external_id: str) -> Member | None:

@@ -62,8 +62,3 @@ class Principal:
         if self.kind == PrincipalKind.API_KEY:
             return "key:" + self.label.removeprefix("apikey:")
         return None
-
-    def require_member(self) -> int:
-        if self.kind != PrincipalKind.MEMBER:
-            raise Forbidden("only a member token can read `me`")
-        return self.subject_id
