@@ -15,6 +15,7 @@ from strawberry.types.base import get_object_definition
 
 from api.context import Info
 from domain.auth import policy
+from domain.auth.scopes import Scope
 
 
 def _authorize(info: Info) -> None:
@@ -45,3 +46,9 @@ def authorize_root_fields(*root_types: type) -> None:
         for field in definition.fields:
             if not any(isinstance(e, Authorize) for e in field.extensions):
                 field.extensions.append(Authorize())
+
+
+def field_scope(info: Info, scope: Scope) -> int:
+    """For a nested field that reveals more than its root operation: the caller's program, if it
+    holds `scope` too; FORBIDDEN naming the field (e.g. `Segment.members`) otherwise."""
+    return info.context.principal.require(scope, f"{info.path.typename}.{info.field_name}")
