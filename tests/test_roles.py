@@ -4,6 +4,7 @@ and mutation through GraphQL, the policy table against the served schema, and ma
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -19,8 +20,12 @@ from domain.auth.policy import OPERATIONS
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.roles import ROLE_SCOPES, roles_holding
 from domain.enums import AdminRole
+from domain.errors import Forbidden
 from domain.models import AdminUser, AuditEntry
+from gamification.leaderboards.boards import BoardDefinition, BoardMetric, BoardScope
+from gamification.periods import PeriodKind
 from tests.support import ShiftableClock
+from tests.support.fraud import reviewer
 from tests.support.graphql import GraphQLClient, ProgramFixture, log_in, new_program
 from tests.support.roles import admin_with_role, minimal_document, root_fields
 
@@ -322,3 +327,38 @@ async def test_a_demoted_admin_loses_the_scopes_at_once(
     assert error["message"] == (
         "setReward needs the marketing:write scope (roles OWNER, ADMIN, MARKETER); this admin is a VIEWER"
     )
+
+
+async def test_policy_beyond_scopes_holds_for_every_caller_of_the_services(
+    services: Services, program: ProgramFixture
+) -> None:
+    """Not only the API: the services themselves refuse a member a private board and a reviewer
+    without a recent TOTP check."""
+    # given a private board
+    staff = BoardDefinition(
+        "staff",
+        "Staff",
+        BoardMetric.POINTS,
+        None,
+        BoardScope.PROGRAM,
+        None,
+        (PeriodKind.ALL_TIME,),
+        public=False,
+    )
+    await services.leaderboards.set_board(program.id, staff)
+    # when a member reads it through the service, then it is FORBIDDEN
+    with pytest.raises(Forbidden, match="leaderboard 'staff' is not public"):
+        await services.leaderboards.view(program.id, "staff", PeriodKind.ALL_TIME, member_id=1)
+    with pytest.raises(Forbidden, match="a member token reads its own organization's ranking"):
+        await services.leaderboards.view(program.id, "points", PeriodKind.ALL_TIME, None, "acme", member_id=1)
+    # and an admin reads it
+    assert (await services.leaderboards.view(program.id, "staff", PeriodKind.ALL_TIME)).board.key == "staff"
+
+    # when a reviewer decides without a step-up, or an API key decides, then it is FORBIDDEN
+    stale = replace(reviewer(program.id, services.clock), totp_verified_at=None)
+    with pytest.raises(Forbidden, match="TOTP check") as refused:
+        await services.review.approve(stale, 1)
+    assert refused.value.details == {"reason": "STEP_UP_REQUIRED"}
+    key = Principal(PrincipalKind.API_KEY, program.id, 1, "apikey:pos", ROLE_SCOPES[AdminRole.OWNER])
+    with pytest.raises(Forbidden, match="only an admin can decide on held accruals"):
+        await services.review.reject(key, 1, "no")
