@@ -34,8 +34,7 @@ from api.schema import build_schema
 from api.static import dashboard_routes
 from api.static.console import console_routes
 from api.static.graphiql import graphiql_page, graphiql_routes
-from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope as AuthScope
+from domain.auth.policy import authorize
 from domain.errors import DomainError
 from domain.inputs import json_kind
 from domain.settings import Settings
@@ -80,8 +79,8 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
     async def on_ws_connect(self, context: Context) -> None:
         """A subscription authenticates in connection_init: {"authorization": "Bearer <token>"}.
 
-        Closed with 4403 and the reason when the token is missing, invalid, a member's,
-        or lacks segments:read.
+        Closed with 4403 and the reason when the token is missing or invalid, or when the policy
+        (domain/auth/policy.py, segmentChanges) refuses the caller.
         """
         params = getattr(context, "connection_params", None) or {}
         token = params.get("token") or bearer_from_header(
@@ -93,11 +92,8 @@ class LoyaltyGraphQL(GraphQL[Context, None]):
         else:
             try:
                 principal = await context.services.auth.authenticate(token)
-                if principal.kind == PrincipalKind.MEMBER:
-                    reason = "member tokens cannot subscribe to segment changes"
-                else:
-                    principal.require(AuthScope.SEGMENTS_READ)
-                    context._principal, context._auth_error = principal, None
+                authorize("segmentChanges", principal)  # domain/auth/policy.py, as every operation
+                context._principal, context._auth_error = principal, None
             except DomainError as error:
                 reason = error.message
         if reason is not None:

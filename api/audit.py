@@ -12,7 +12,6 @@ from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.ledger import PageInfo
 from domain import models
-from domain.auth.scopes import Scope
 from domain.governance.audit_log import AuditPage, check_first
 
 CURSOR = "audit"
@@ -70,7 +69,7 @@ class AuditQueries:
         actor: str | None = None,
         action: str | None = None,
     ) -> AuditEntryConnection:
-        program_id = info.context.principal.require(Scope.AUDIT_READ)
+        program_id = info.context.principal.program_id
         size = page_size(first)
         check_first(size)  # `first` is named before a bad `after`
         page = await info.context.services.audit_log.entries(

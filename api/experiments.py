@@ -12,7 +12,6 @@ from api.types.experiments import (
     ExperimentVariantResult,
 )
 from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from domain.enums import Channel
 from domain.experiments.definitions import Action, ActionType, ExperimentDraft, Variant
 
@@ -71,18 +70,18 @@ class ExperimentInput:
 class ExperimentQueries:
     @strawberry.field(description="An experiment by key; null when unknown")
     async def experiment(self, info: Info, key: str) -> Experiment | None:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         row = await info.context.services.experiments.experiment(program_id, key)
         return None if row is None else Experiment.of(row)
 
     @strawberry.field(description="The program's experiments by key")
     async def experiments(self, info: Info) -> list[Experiment]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         return [Experiment.of(row) for row in await info.context.services.experiments.experiments(program_id)]
 
     @strawberry.field(description="Per arm: the variants in their order, then the holdout")
     async def experiment_results(self, info: Info, key: str) -> list[ExperimentVariantResult]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         results = await info.context.services.experiments.results(program_id, key)
         return [ExperimentVariantResult.of(r) for r in results]
 
@@ -91,7 +90,7 @@ class ExperimentQueries:
 class ExperimentMutations:
     @strawberry.mutation(description="Define a new experiment (CONFLICT when the key exists)")
     async def create_experiment(self, info: Info, input: ExperimentInput) -> Experiment:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Experiment.of(
             await info.context.services.experiments.create_experiment(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -103,7 +102,7 @@ class ExperimentMutations:
         "with exposures cannot be removed"
     )
     async def update_experiment(self, info: Info, input: ExperimentInput) -> Experiment:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Experiment.of(
             await info.context.services.experiments.update_experiment(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -112,7 +111,7 @@ class ExperimentMutations:
 
     @strawberry.mutation(description="Expose every current member of the target segment not yet exposed")
     async def expose_experiment(self, info: Info, key: str) -> ExperimentExposureSummary:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return ExperimentExposureSummary.of(
             await info.context.services.experiments.expose_segment(program_id, key)
         )
@@ -126,12 +125,8 @@ class ExperimentMutations:
         self, info: Info, key: str, member_external_id: str
     ) -> ExperimentExposure | None:
         principal = info.context.principal
-        as_member: int | None = None
-        if principal.kind == PrincipalKind.MEMBER:
-            program_id, as_member = principal.program_id, principal.subject_id
-        else:
-            program_id = principal.require(Scope.MEMBERS_WRITE)
+        as_member = principal.subject_id if principal.kind == PrincipalKind.MEMBER else None
         exposure = await info.context.services.experiments.expose_member(
-            program_id, key, member_external_id, as_member=as_member
+            principal.program_id, key, member_external_id, as_member=as_member
         )
         return None if exposure is None else ExperimentExposure.of(exposure)

@@ -10,12 +10,9 @@ from strawberry.scalars import JSON
 
 from api.context import Info
 from api.types.ledger import LedgerEntry, ledger_entry
-from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from domain.enums import Verdict
-from domain.errors import Forbidden, InvalidInput
+from domain.errors import InvalidInput
 from fraud.review import AccrualReview as Review
-from fraud.review import require_decision_step_up
 from fraud.settings import RuleView
 
 strawberry.enum(Verdict)
@@ -72,15 +69,6 @@ def _review(item: Review) -> AccrualReview:
     )
 
 
-def _reviewer(info: Info) -> int:
-    """Only admins work the queue (an API key, even with fraud:review, cannot: decisions need step-up)."""
-    principal = info.context.principal
-    program_id = principal.require(Scope.FRAUD_REVIEW)
-    if principal.kind != PrincipalKind.ADMIN:
-        raise Forbidden("only an admin can work the review queue")
-    return program_id
-
-
 def _entry_id(id: strawberry.ID) -> int:
     if not str(id).isdigit():
         raise InvalidInput(f"id: {str(id)[:40]!r} is not an accrual review id")
@@ -91,13 +79,13 @@ def _entry_id(id: strawberry.ID) -> int:
 class FraudQueries:
     @strawberry.field(description="Admin: held accruals (PENDING_REVIEW), oldest first; first 1..500")
     async def review_queue(self, info: Info, first: int | None = 50) -> list[AccrualReview]:
-        program_id = _reviewer(info)
+        program_id = info.context.principal.program_id
         items = await info.context.services.review.review_queue(program_id, 50 if first is None else first)
         return [_review(item) for item in items]
 
     @strawberry.field(description="Beyond the contract. The program's fraud rules and their configuration")
     async def fraud_rules(self, info: Info) -> list[FraudRule]:
-        program_id = info.context.principal.require(Scope.FRAUD_CONFIGURE)
+        program_id = info.context.principal.program_id
         return [_rule(view) for view in await info.context.services.fraud_settings.rules(program_id)]
 
 
@@ -109,22 +97,14 @@ class FraudMutations:
         "a second decision is CONFLICT."
     )
     async def approve_accrual(self, info: Info, id: strawberry.ID) -> LedgerEntry:
-        program_id = _reviewer(info)
-        services = info.context.services
-        require_decision_step_up(info.context.principal, services.clock.now())
-        entry = await services.review.approve(program_id, _entry_id(id), info.context.principal.operator)
+        entry = await info.context.services.review.approve(info.context.principal, _entry_id(id))
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 
     @strawberry.mutation(
         description="Admin: reject a held accrual; only the pending points move. Step-up as approveAccrual."
     )
     async def reject_accrual(self, info: Info, id: strawberry.ID, reason: str) -> LedgerEntry:
-        program_id = _reviewer(info)
-        services = info.context.services
-        require_decision_step_up(info.context.principal, services.clock.now())
-        entry = await services.review.reject(
-            program_id, _entry_id(id), info.context.principal.operator, reason
-        )
+        entry = await info.context.services.review.reject(info.context.principal, _entry_id(id), reason)
         return ledger_entry(entry, entry.idempotency_key.removeprefix("event:"))
 
     @strawberry.mutation(
@@ -140,7 +120,7 @@ class FraudMutations:
         params: JSON | None = None,
     ) -> FraudRule:
         principal = info.context.principal
-        program_id = principal.require(Scope.FRAUD_CONFIGURE)
+        program_id = principal.program_id
         view = await info.context.services.fraud_settings.set_rule(
             program_id, rule, enabled=enabled, shadow=shadow, params=params, actor=principal.operator
         )

@@ -13,7 +13,6 @@ from api.pagination import decode_cursor, page_size
 from api.types.enums import Channel, MemberKind
 from api.types.members import Member, MemberConnection, member_connection
 from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from domain.errors import Forbidden, InvalidInput
 from domain.members.service import MemberUpsert, OrganizationUpsert
 
@@ -66,19 +65,17 @@ def _json_object(value: object, field: str) -> dict[str, object] | None:
 class MemberQueries:
     @strawberry.field(description="The member of the member token")
     async def me(self, info: Info) -> Member:
-        principal = info.context.principal
-        member_id = principal.require_member()
-        return Member(row=await info.context.services.members.get_by_id(principal.program_id, member_id))
+        principal = info.context.principal  # a member token: domain/auth/policy.py
+        return Member(
+            row=await info.context.services.members.get_by_id(principal.program_id, principal.subject_id)
+        )
 
     @strawberry.field(description="Admin / integration; a member token may read only itself")
     async def member(self, info: Info, external_id: str) -> Member | None:
         principal = info.context.principal
         row = await info.context.services.members.get(principal.program_id, external_id)
-        if principal.kind == PrincipalKind.MEMBER:
-            if row is None or row.id != principal.subject_id:
-                raise Forbidden("a member token reads only its own member")
-        else:
-            principal.require(Scope.MEMBERS_READ)
+        if principal.kind == PrincipalKind.MEMBER and (row is None or row.id != principal.subject_id):
+            raise Forbidden("a member token reads only its own member")
         return None if row is None else Member(row=row)
 
     @strawberry.field(
@@ -86,7 +83,7 @@ class MemberQueries:
         "needs members:export"
     )
     async def export_member(self, info: Info, external_id: str) -> JSON:
-        program_id = info.context.principal.require(Scope.MEMBERS_EXPORT)
+        program_id = info.context.principal.program_id
         return cast(JSON, await info.context.services.exports.export(program_id, external_id))
 
     @strawberry.field(description="Members in creation order, at most 500 a page")
@@ -98,7 +95,7 @@ class MemberQueries:
         first: int | None = 50,
         after: str | None = None,
     ) -> MemberConnection:
-        program_id = info.context.principal.require(Scope.MEMBERS_READ)
+        program_id = info.context.principal.program_id
         after_id = decode_cursor("member", after)
         page = await info.context.services.members.list_members(
             program_id, page_size(first), after_id, segment_key=segment_key, tag=tag
@@ -112,7 +109,7 @@ class MemberMutations:
     async def upsert_organizations(
         self, info: Info, organizations: list[OrganizationInput]
     ) -> UpsertOrganizationsPayload:
-        program_id = info.context.principal.require(Scope.MEMBERS_WRITE)
+        program_id = info.context.principal.program_id
         inputs = [
             OrganizationUpsert(
                 o.external_id,
@@ -128,7 +125,7 @@ class MemberMutations:
 
     @strawberry.mutation
     async def upsert_members(self, info: Info, members: list[MemberInput]) -> UpsertMembersPayload:
-        program_id = info.context.principal.require(Scope.MEMBERS_WRITE)
+        program_id = info.context.principal.program_id
         inputs = [
             MemberUpsert(
                 external_id=m.external_id,
@@ -150,6 +147,5 @@ class MemberMutations:
     )
     async def erase_member(self, info: Info, external_id: str) -> bool:
         principal = info.context.principal
-        program_id = principal.require(Scope.MEMBERS_ERASE)
-        await info.context.services.erasure.erase(program_id, external_id, principal.actor or principal.label)
+        await info.context.services.erasure.erase(principal.program_id, external_id, principal.operator)
         return True

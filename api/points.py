@@ -7,15 +7,14 @@ import strawberry
 from api.context import Info
 from api.types.ledger import LedgerEntry, ledger_entry
 from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from domain.errors import Forbidden, InvalidInput
 
 
 async def redeeming_program(info: Info, member_external_id: str, what: str) -> int:
-    """The program a redemption acts in: a key needs points:redeem, a member token spends only `what`."""
+    """The program a redemption acts in: a member token spends only `what` (others: domain/auth/policy.py)."""
     principal = info.context.principal
     if principal.kind != PrincipalKind.MEMBER:
-        return principal.require(Scope.POINTS_REDEEM)
+        return principal.program_id
     member = await info.context.services.members.get(principal.program_id, member_external_id)
     if member is None or member.id != principal.subject_id:
         raise Forbidden(f"a member token redeems only {what}")
@@ -45,7 +44,7 @@ class PointsMutations:
         self, info: Info, member_external_id: str, points: int, reason: str, idempotency_key: str
     ) -> LedgerEntry:
         principal = info.context.principal
-        program_id = principal.require(Scope.POINTS_ADJUST)
+        program_id = principal.program_id
         entry = await info.context.services.ledger.adjust(
             program_id, member_external_id, points, reason, idempotency_key, principal
         )
@@ -55,7 +54,7 @@ class PointsMutations:
     async def reverse_ledger_entry(
         self, info: Info, id: strawberry.ID, reason: str, idempotency_key: str
     ) -> LedgerEntry:
-        program_id = info.context.principal.require(Scope.POINTS_ADJUST)
+        program_id = info.context.principal.program_id
         if not str(id).isdigit():
             raise InvalidInput(f"id: {str(id)[:40]!r} is not a ledger entry id")
         entry = await info.context.services.ledger.reverse(

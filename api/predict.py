@@ -10,7 +10,6 @@ from strawberry.scalars import JSON
 
 from api.context import Info
 from domain import models
-from domain.auth.scopes import Scope
 from domain.predict.service import DEFAULT_CUTOFFS, ChurnReport
 
 
@@ -87,7 +86,7 @@ def churn_model_of(row: models.ChurnModel | ChurnReport) -> ChurnModel:
 class PredictQueries:
     @strawberry.field(description="Beyond the contract. The program's latest churn model, or null")
     async def churn_model(self, info: Info) -> ChurnModel | None:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         row = await info.context.services.churn.latest(program_id)
         return None if row is None else churn_model_of(row)
 
@@ -99,5 +98,5 @@ class PredictMutations:
         "history, stores every member's churnRisk7d and refreshes the segments reading it (slow)"
     )
     async def train_churn_model(self, info: Info, cutoffs: int = DEFAULT_CUTOFFS) -> ChurnModel:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return churn_model_of(await info.context.services.churn.train(program_id, cutoffs))

@@ -8,7 +8,6 @@ import strawberry
 
 from api.context import Info
 from api.types.members import Program
-from domain.auth.scopes import Scope
 from domain.ledger.earning import EarningRuleSpec
 from domain.programs.service import DEFAULT_MAX_EVENT_AGE_DAYS, MAX_EVENT_AGE_DAYS
 from domain.segments.lifecycle import LifecycleThresholds
@@ -42,12 +41,12 @@ def _rule(spec: EarningRuleSpec) -> EarningRule:
 class ProgramQueries:
     @strawberry.field
     async def program(self, info: Info) -> Program:
-        program_id = info.context.principal.require(Scope.PROGRAM_READ)
+        program_id = info.context.principal.program_id
         return Program(row=await info.context.services.programs.get(program_id))
 
     @strawberry.field
     async def earning_rules(self, info: Info) -> list[EarningRule]:
-        program_id = info.context.principal.require(Scope.PROGRAM_READ)
+        program_id = info.context.principal.program_id
         return [_rule(r) for r in await info.context.services.programs.earning_rules(program_id)]
 
 
@@ -62,7 +61,7 @@ class LifecycleThresholdsInput:
 class ProgramMutations:
     @strawberry.mutation(description="Segments that read lifecycle are recomputed (beyond the contract)")
     async def set_lifecycle_thresholds(self, info: Info, input: LifecycleThresholdsInput) -> Program:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         thresholds = LifecycleThresholds(input.new_days, input.at_risk_days, input.lost_days)
         return Program(
             row=await info.context.services.segments.set_lifecycle_thresholds(
@@ -76,7 +75,7 @@ class ProgramMutations:
         f"about {round(DEFAULT_MAX_EVENT_AGE_DAYS / 365.25)} years)"
     )
     async def set_max_event_age(self, info: Info, days: int) -> Program:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Program(
             row=await info.context.services.programs.set_max_event_age(
                 program_id, days, actor=info.context.principal.operator
@@ -88,7 +87,7 @@ class ProgramMutations:
         "expiry, also when turned off); afterDays 1 to 36500"
     )
     async def set_points_expiry(self, info: Info, after_days: int | None) -> Program:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Program(
             row=await info.context.services.programs.set_points_expiry(
                 program_id, after_days, actor=info.context.principal.operator
@@ -100,7 +99,7 @@ class ProgramMutations:
         "needs a TOTP step-up (default 1000)"
     )
     async def set_adjustment_step_up(self, info: Info, points: int) -> Program:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Program(
             row=await info.context.services.programs.set_adjustment_step_up(
                 program_id, points, actor=info.context.principal.operator
@@ -109,7 +108,7 @@ class ProgramMutations:
 
     @strawberry.mutation
     async def set_earning_rule(self, info: Info, input: EarningRuleInput) -> EarningRule:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         spec = await info.context.services.programs.set_earning_rule(
             program_id,
             input.event_type,

@@ -11,7 +11,6 @@ from api.points import redeeming_program
 from api.types.leaderboards import LeaderboardPeriod
 from api.types.rewards import Reward, RewardRedemption
 from domain.auth.principal import PrincipalKind
-from domain.auth.scopes import Scope
 from gamification.periods import PeriodKind
 from gamification.rewards.catalogue import RewardDraft
 from gamification.rewards.windows import WindowSpec
@@ -46,9 +45,7 @@ class RewardInput:
 def _reader(info: Info) -> tuple[int, bool]:
     """The program read from, and whether the caller sees only active rewards (a member token)."""
     principal = info.context.principal
-    if principal.kind == PrincipalKind.MEMBER:
-        return principal.program_id, True
-    return principal.require(Scope.MEMBERS_READ), False
+    return principal.program_id, principal.kind == PrincipalKind.MEMBER
 
 
 @strawberry.type
@@ -72,7 +69,7 @@ class RewardQueries:
 class RewardMutations:
     @strawberry.mutation(description="Create or replace a reward by key")
     async def set_reward(self, info: Info, input: RewardInput) -> Reward:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Reward(
             item=await info.context.services.rewards.set_reward(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -83,7 +80,7 @@ class RewardMutations:
         description="Add units (negative: remove them) atomically, whatever redemptions run meanwhile"
     )
     async def restock_reward(self, info: Info, key: str, add: int) -> Reward:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         return Reward(
             item=await info.context.services.rewards.restock(
                 program_id, key, add, actor=info.context.principal.operator
@@ -104,7 +101,7 @@ class RewardMutations:
         starts_at: datetime,
         ends_at: datetime,
     ) -> Reward:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         spec = WindowSpec(board_key, PeriodKind(LeaderboardPeriod(period).value), top_n, starts_at, ends_at)
         return Reward(
             item=await info.context.services.rewards.set_window(
@@ -114,7 +111,7 @@ class RewardMutations:
 
     @strawberry.mutation(description="Remove the reward's window that starts at startsAt")
     async def remove_reward_window(self, info: Info, reward_key: str, starts_at: datetime) -> Reward:
-        program_id = info.context.principal.require(Scope.PROGRAM_WRITE)
+        program_id = info.context.principal.program_id
         item = await info.context.services.rewards.remove_window(
             program_id, reward_key, starts_at, actor=info.context.principal.operator
         )

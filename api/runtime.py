@@ -20,6 +20,7 @@ from domain.db.engine import Database, create_engine, session_factory
 from domain.db.replica import Replica
 from domain.events.service import EventService, EventsRecorded, count_events
 from domain.experiments.service import ExperimentService
+from domain.governance.admins import AdminService
 from domain.governance.audit_log import AuditLogService
 from domain.ledger.expiry import ExpirySweeper
 from domain.ledger.service import LedgerService
@@ -86,6 +87,7 @@ class Services:
     experiments: ExperimentService
     tiers: TierService
     audit_log: AuditLogService
+    admins: AdminService
     #: The risks to table statistics, for the log at start and for /readyz.
     statistics: StatisticsCheck
     #: Posts EXPIRY entries for due lots (a background loop; `loyalty points expire` drains it).
@@ -204,6 +206,7 @@ def build_services(
         experiments=ExperimentService(db, clock),
         tiers=TierService(db, clock, segments),
         audit_log=AuditLogService(db),
+        admins=AdminService(db, clock),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
         _pool_size=sum(instrument_pool(pooled) for pooled in pooled_engines),

@@ -27,6 +27,7 @@ from strawberry.utils.await_maybe import await_maybe
 from api.analytics import AnalyticsQueries
 from api.audit import AuditQueries
 from api.auth import AuthMutations
+from api.authorization import authorize_root_fields
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
 from api.document_cache import SmallQueryParserCache
@@ -35,6 +36,7 @@ from api.events import EventMutations
 from api.experiments import ExperimentMutations, ExperimentQueries
 from api.fanout import shared_events
 from api.fraud import FraudMutations, FraudQueries
+from api.governance import GovernanceMutations, GovernanceQueries
 from api.inputs import InputGuard
 from api.introspection import caller_executor, caller_validation
 from api.leaderboards import LeaderboardMutations, LeaderboardQueries
@@ -91,6 +93,7 @@ class Query(
     ExperimentQueries,
     TierQueries,
     AuditQueries,
+    GovernanceQueries,
 ):
     pass
 
@@ -111,6 +114,7 @@ class Mutation(
     PredictMutations,
     ExperimentMutations,
     TierMutations,
+    GovernanceMutations,
 ):
     pass
 
@@ -118,6 +122,9 @@ class Mutation(
 @strawberry.type
 class Subscription(LiveSubscriptions):
     pass
+
+
+authorize_root_fields(Query, Mutation, Subscription)
 
 
 class PerResultHooks(SchemaExtensionsRunner):

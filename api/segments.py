@@ -11,7 +11,6 @@ from api.context import Info
 from api.types.enums import SegmentKind
 from api.types.members import Member
 from api.types.segments import Segment
-from domain.auth.scopes import Scope
 from domain.segments.conditions import condition_to_json
 from domain.segments.rules import render_rule
 from domain.segments.service import SegmentDraft
@@ -66,7 +65,7 @@ class SegmentQueries:
     async def preview_segment(
         self, info: Info, rule: str | None = None, condition: JSON | None = None
     ) -> SegmentPreview:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         preview = await info.context.services.segments.preview(program_id, condition, rule)
         warnings = await info.context.services.segments.warnings(program_id, preview.node)
         return SegmentPreview(
@@ -80,13 +79,13 @@ class SegmentQueries:
 
     @strawberry.field
     async def segment(self, info: Info, key: str) -> Segment | None:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         row = await info.context.services.segments.get(program_id, key)
         return None if row is None else Segment(row=row)
 
     @strawberry.field(description="Every segment of the program, by key")
     async def segments(self, info: Info) -> list[Segment]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = info.context.principal.program_id
         return [Segment(row=row) for row in await info.context.services.segments.list_segments(program_id)]
 
 
@@ -94,7 +93,7 @@ class SegmentQueries:
 class SegmentMutations:
     @strawberry.mutation(description="Membership is computed at once; nothing is stored on a refusal")
     async def create_segment(self, info: Info, input: SegmentInput) -> Segment:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Segment(
             row=await info.context.services.segments.create(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -103,7 +102,7 @@ class SegmentMutations:
 
     @strawberry.mutation(description="Replaces the definition and recomputes membership")
     async def update_segment(self, info: Info, input: SegmentInput) -> Segment:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Segment(
             row=await info.context.services.segments.update(
                 program_id, input.draft(), actor=info.context.principal.operator
@@ -112,7 +111,7 @@ class SegmentMutations:
 
     @strawberry.mutation(description="Refused (CONFLICT) while another segment reads this one")
     async def delete_segment(self, info: Info, key: str) -> bool:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return await info.context.services.segments.delete(
             program_id, key, actor=info.context.principal.operator
         )
@@ -121,7 +120,7 @@ class SegmentMutations:
         description='Header "externalId", one id per row; adds to STATIC segment KEY, created if missing'
     )
     async def import_static_segment(self, info: Info, key: str, csv: str) -> ImportPayload:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         result = await info.context.services.segments.import_static(
             program_id, key, csv, actor=info.context.principal.operator
         )
@@ -137,7 +136,7 @@ class SegmentMutations:
         add_member_external_ids: list[str] | None = None,
         remove_member_external_ids: list[str] | None = None,
     ) -> Segment:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         add, remove = add_member_external_ids or [], remove_member_external_ids or []
         row = await info.context.services.segments.change_static(
             program_id, key, add, remove, actor=info.context.principal.operator
@@ -148,15 +147,15 @@ class SegmentMutations:
         description="Refreshes RFM/ABC, then re-evaluates the segments (all when null); returns members seen"
     )
     async def recompute_segments(self, info: Info, keys: list[str] | None = None) -> int:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return await info.context.services.segments.recompute(program_id, keys)
 
     @strawberry.mutation
     async def add_tag(self, info: Info, member_external_id: str, tag: str) -> Member:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Member(row=await info.context.services.tags.add_tag(program_id, member_external_id, tag))
 
     @strawberry.mutation(description="Removes a manual tag; a segment's tag goes when the member leaves it")
     async def remove_tag(self, info: Info, member_external_id: str, tag: str) -> Member:
-        program_id = info.context.principal.require(Scope.SEGMENTS_WRITE)
+        program_id = info.context.principal.program_id
         return Member(row=await info.context.services.tags.remove_tag(program_id, member_external_id, tag))

@@ -91,9 +91,11 @@ class ReviewService:
             for entry, member_external_id, event_external_id in rows
         ]
 
-    async def approve(self, program_id: int, entry_id: int, actor: str) -> LedgerEntry:
-        """Post a held accrual; `actor` (who decided) is kept on the entry and in the audit log."""
+    async def approve(self, reviewer: Principal, entry_id: int) -> LedgerEntry:
+        """Post a held accrual of the reviewer's program; the reviewer needs a step-up."""
         now = self.clock.now()
+        require_decision_step_up(reviewer, now)
+        program_id, actor = reviewer.program_id, reviewer.operator
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)
@@ -108,13 +110,16 @@ class ReviewService:
             await _record(uow, entry, actor, "approveAccrual", before, now)
         return entry
 
-    async def reject(self, program_id: int, entry_id: int, actor: str, reason: str) -> LedgerEntry:
+    async def reject(self, reviewer: Principal, entry_id: int, reason: str) -> LedgerEntry:
+        """Release a held accrual's pending points; the reviewer needs a step-up."""
+        program_id, actor = reviewer.program_id, reviewer.operator
         reason = reason.strip()
         if not reason:
             raise InvalidInput("reason: must not be empty")
         if len(reason) > MAX_REASON:
             raise InvalidInput(f"reason: at most {MAX_REASON} characters")
         now = self.clock.now()
+        require_decision_step_up(reviewer, now)
         async with self.db.unit_of_work() as uow:
             session = uow.session
             entry, event = await self._pending(session, program_id, entry_id)

@@ -108,7 +108,9 @@ async def test_api_keys_act_only_within_their_scopes(
     key = GraphQLClient(client, reader.key)
     error = await key.error(UPSERT, {"m": [{"externalId": "x"}]})
     assert error["extensions"]["code"] == "FORBIDDEN"
-    assert error["message"] == "this operation needs the members:write scope, which the api_key lacks"
+    assert error["message"] == (
+        "upsertMembers needs the members:write scope (roles OWNER, ADMIN); this API key lacks it"
+    )
     assert (await key.data("{ members(first: 1) { totalCount } }"))["members"]["totalCount"] == 0
 
 

@@ -74,6 +74,7 @@ from gamification.leaderboards.boards import BoardDefinition, BoardMetric, Board
 from gamification.periods import PeriodKind
 from tests.support import FrozenClock, Harness, private_services
 from tests.support.accruals import MEMBERS, Script, scripts, splits
+from tests.support.fraud import reviewer
 from tests.support.snapshots import ProgramState, drain_feed, read_boards, read_state
 from tests.support.tiers import spend_ladder
 
@@ -147,9 +148,11 @@ async def decide(services: Services, program_id: int, decisions: Sequence[tuple[
         if entry_id is None:
             continue
         if decision == "approve":
-            await services.review.approve(program_id, entry_id, REVIEWER)
+            await services.review.approve(reviewer(program_id, services.clock, REVIEWER), entry_id)
         else:
-            await services.review.reject(program_id, entry_id, REVIEWER, "receipt does not match")
+            await services.review.reject(
+                reviewer(program_id, services.clock, REVIEWER), entry_id, "receipt does not match"
+            )
 
 
 async def run_both(

@@ -41,7 +41,7 @@ def test_provisioning_prints_json(env: dict[str, str]) -> None:
         "--program",
         "acme",
     )
-    assert admin["email"] == "ops@acme.example"
+    assert (admin["email"], admin["role"]) == ("ops@acme.example", "OWNER")  # OWNER when no --role
     assert admin["provisioningUri"].startswith("otpauth://totp/")
     assert len(admin["totpSecret"]) == 32
     key = ok(
@@ -90,6 +90,22 @@ def test_provisioning_prints_json(env: dict[str, str]) -> None:
         (
             ("apikey", "create", "--program", "acme", "--name", "x", "--scopes", "root"),
             "loyalty: BAD_USER_INPUT: --scopes: unknown scope 'root'",
+        ),
+        (
+            (
+                "admin",
+                "create",
+                "--email",
+                "a@b.example",
+                "--password",
+                "long enough pass",
+                "--program",
+                "acme",
+                "--role",
+                "king",
+            ),
+            "loyalty: BAD_USER_INPUT: --role: unknown role 'king'; roles: OWNER, ADMIN, MARKETER, "
+            "REVIEWER, VIEWER",
         ),
     ],
 )
@@ -345,3 +361,14 @@ def test_tiers_recompute_places_members_with_a_progress_bar(env: dict[str, str])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"programs": {"cafe": 2}}
     assert "cafe [####################] 5/5 states written" in result.stderr
+
+
+def test_admin_create_gives_the_role_asked_for(env: dict[str, str]) -> None:
+    """The admin's sessions then hold that role's scopes (tests/test_roles.py logs such admins in)."""
+    ok(env, "db", "upgrade")
+    ok(env, "program", "create", "--key", "acme", "--name", "Acme", "--kind", "B2B")
+    args = ("--password", "a long passphrase", "--program", "acme")
+    viewer = ok(env, "admin", "create", "--email", "v@acme.example", *args, "--role", "viewer")
+    assert (viewer["email"], viewer["role"]) == ("v@acme.example", "VIEWER")
+    marketer = ok(env, "admin", "create", "--email", "m@acme.example", *args, "--role", "MARKETER")
+    assert marketer["role"] == "MARKETER"

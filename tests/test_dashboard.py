@@ -216,7 +216,7 @@ async def test_a_refused_token_is_sent_back_to_the_login_with_the_reason(
     ]["token"]
 
     for pasted, why in (
-        (token, "member tokens cannot subscribe to segment changes"),
+        (token, "segmentChanges is not open to member tokens; it needs segments:read"),
         ("nonsense", "the bearer token is malformed or its signature is wrong"),
     ):
         # when it is pasted in

@@ -31,6 +31,7 @@ from playwright.async_api import expect
 
 from tests.support.browser import chromium_page, needs_chromium
 from tests.support.cli import BIN
+from tests.support.graphql import LOGIN
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -57,12 +58,13 @@ class Demo:
     credentials: dict[str, Any]
     env: dict[str, str]
 
-    def post(self, query: str, token: str | None) -> dict[str, Any]:
+    def post(self, query: str, token: str | None, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        response = httpx.post(f"{self.url}/graphql", json={"query": query}, headers=headers, timeout=60)
+        body = {"query": query, "variables": variables or {}}
+        response = httpx.post(f"{self.url}/graphql", json=body, headers=headers, timeout=60)
         assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        answer: dict[str, Any] = response.json()
+        return answer
 
 
 @pytest.fixture(scope="module")
@@ -274,3 +276,17 @@ async def test_the_dashboard_accepts_the_read_only_key(demo: Demo) -> None:
     # and the key changes nothing
     refused = demo.post('mutation { deleteSegment(key: "vip") }', demo.credentials["readOnlyKey"])
     assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_the_demo_has_an_admin_of_every_other_role(demo: Demo) -> None:
+    """marketer@, reviewer@ and viewer@demo.local log in as the banner prints them, each in its role."""
+    admins = demo.credentials["roleAdmins"]
+    assert [a["email"] for a in admins] == ["marketer@demo.local", "reviewer@demo.local", "viewer@demo.local"]
+    for admin in admins:
+        label = admin["role"].title() + ":"
+        assert f"{label:<15} {admin['email']} / {admin['password']}" in demo.banner
+        code = pyotp.TOTP(admin["totpSecret"]).now()
+        body = demo.post(LOGIN, None, {"e": admin["email"], "p": admin["password"], "c": code})
+        token = body["data"]["login"]["token"]
+        current = demo.post("{ currentAdmin { email role } }", token)["data"]["currentAdmin"]
+        assert current == {"email": admin["email"], "role": admin["role"]}

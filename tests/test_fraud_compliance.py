@@ -21,6 +21,7 @@ from fraud.backtest import Backtest
 from fraud.compliance import NON_COMPLIANT, ComplianceSweeper
 from tests.support import ShiftableClock
 from tests.support.cli import cli_environment, loyalty, ok
+from tests.support.fraud import reviewer
 from tests.support.graphql import GraphQLClient, ProgramFixture
 from tests.support.segments import create, members_of
 
@@ -124,7 +125,9 @@ async def test_a_reviewer_rejection_counts_as_a_block(
     (item,) = await services.review.review_queue(program.id)
 
     # when an admin rejects it
-    await services.review.reject(program.id, item.entry_id, "admin:ops@example.com", "split purchase")
+    await services.review.reject(
+        reviewer(program.id, services.clock, "admin:ops@example.com"), item.entry_id, "split purchase"
+    )
 
     # then the rejection is a finding of its own and the member is tagged
     assert await _tags(services, program) == [NON_COMPLIANT]

@@ -45,6 +45,7 @@ from domain.settings import Settings
 from fraud.review import ReviewService
 from tests.support import private_services
 from tests.support.audit import VerdictFromProperties
+from tests.support.fraud import reviewer
 from tests.support.graphql import new_program
 
 T = TypeVar("T")
@@ -260,10 +261,11 @@ class Steps:
         chosen = held[pick % len(held)]
         assert chosen.entry_id is not None
         review = self.harness.review
+        decider = reviewer(self.program_id, self.services.clock, self.admin)
         call = (
-            review.approve(self.program_id, chosen.entry_id, self.admin)
+            review.approve(decider, chosen.entry_id)
             if decision == "approve"
-            else review.reject(self.program_id, chosen.entry_id, self.admin, "looks like card testing")
+            else review.reject(decider, chosen.entry_id, "looks like card testing")
         )
         event(f"{decision}: {'decided' if chosen.status == EventStatus.HELD_FOR_REVIEW else 'conflict'}")
         if chosen.status != EventStatus.HELD_FOR_REVIEW:

@@ -157,6 +157,6 @@ async def test_configuring_fraud_rules_needs_the_fraud_configure_scope(
             assert error["extensions"]["code"] == "FORBIDDEN", (name, error)
     assert (await callers["almost"].error(RULES))[
         "message"
-    ] == "this operation needs the fraud:configure scope, which the api_key lacks"
+    ] == "fraudRules needs the fraud:configure scope (roles OWNER, ADMIN); this API key lacks it"
     # and nothing changed
     assert (await services.fraud_settings.rules(program.id))[1].params == DEFAULTS["velocity"]

@@ -37,6 +37,7 @@ from domain.models import Event, LedgerEntry, Message, Segment, SegmentChange
 from domain.settings import Settings
 from fraud.review import ReviewService
 from tests.support import Harness, private_services
+from tests.support.fraud import reviewer
 
 DAYS = (1, 2, 7, 90)
 MEMBERS = ("m0", "m1")
@@ -187,7 +188,9 @@ async def _step(world: World, step: tuple[Any, ...]) -> None:
                 )
             )
         if entry_id is not None:
-            await world.review.approve(world.program_id, entry_id, "tester")
+            await world.review.approve(
+                reviewer(world.program_id, world.harness.services.clock, "tester"), entry_id
+            )
     elif kind == "react" and world.messages:
         _, reaction, pick, hours, as_text = step
         message_id = world.messages[pick % len(world.messages)]

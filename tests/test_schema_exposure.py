@@ -125,7 +125,7 @@ async def test_the_program_needs_program_read(
     error = await GraphQLClient(client, reader.key).error("{ program { key } }")
     assert (error["extensions"]["code"], error["message"]) == (
         "FORBIDDEN",
-        "this operation needs the program:read scope, which the api_key lacks",
+        "program needs the program:read scope (roles OWNER, ADMIN, MARKETER, REVIEWER, VIEWER); this API key lacks it",
     )
 
 

@@ -24,6 +24,7 @@ from domain.models import Member, Segment, SegmentMembership
 from domain.segments.service import SegmentDraft
 from domain.tiers.ladder import LadderDraft, TierDraft
 from tests.support import ShiftableClock, move_to
+from tests.support.fraud import reviewer
 from tests.support.graphql import new_program
 from tests.support.scheduler import flips_at
 from tests.support.tiers import Held, due_at, held, spend_ladder, tier_changes
@@ -415,7 +416,7 @@ async def test_an_approval_lifts_and_a_refund_lowers_the_tier_in_their_transacti
 
     # when the reviewer approves it, then the purchase is refunded
     [review] = await services.review.review_queue(program.id)
-    await services.review.approve(program.id, review.entry_id, "admin:reviewer@example.com")
+    await services.review.approve(reviewer(program.id, services.clock), review.entry_id)
     approved = await held(services, program.id, "r")
     refund = EventDraft("back", "r", REFUND_TYPE, now, None, {REFUND_OF: "big"})
     assert [o.status for o in await services.events.record_events(program.id, [refund])] == ["ACCEPTED"]

@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from api.authorization import field_scope
 from api.context import Info
 from domain import models
 from domain.auth.principal import PrincipalKind
@@ -107,5 +108,5 @@ def authorize_member_read(info: Info, member: models.Member) -> None:
     if principal.kind == PrincipalKind.MEMBER:
         if principal.subject_id != member.id:
             raise Forbidden("a member token reads only its own member")
-    elif principal.require(Scope.MEMBERS_READ) != member.program_id:
+    elif field_scope(info, Scope.MEMBERS_READ) != member.program_id:
         raise Forbidden("the member belongs to another program")

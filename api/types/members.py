@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from api.authorization import field_scope
 from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.challenges import Badge, ChallengeProgress, authorize_member_read
@@ -110,7 +111,7 @@ class Organization:
 
     @strawberry.field
     async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:
-        program_id = info.context.principal.require(Scope.MEMBERS_READ)
+        program_id = field_scope(info, Scope.MEMBERS_READ)
         size = page_size(first)
         check_page_size(size)
         key = (program_id, self.row.id, size, decode_cursor("member", after))

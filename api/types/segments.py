@@ -8,6 +8,7 @@ from typing import Protocol, cast
 import strawberry
 from strawberry.scalars import JSON
 
+from api.authorization import field_scope
 from api.context import Info
 from api.fanout import SharedEvent
 from api.pagination import decode_cursor, page_size
@@ -98,7 +99,7 @@ class Segment:
 
     @strawberry.field(description="What happens when a member enters or leaves (docs/triggers.md)")
     async def triggers(self, info: Info) -> list[SegmentTrigger]:
-        info.context.principal.require(Scope.SEGMENTS_READ)
+        field_scope(info, Scope.SEGMENTS_READ)
         found = await info.context.services.campaigns.triggers_of([self.row.id])
         return [SegmentTrigger.of(row) for row in found.get(self.row.id, [])]
 
@@ -111,7 +112,7 @@ class Segment:
         "recorded in the program, attribute paths no member has); empty for STATIC"
     )
     async def warnings(self, info: Info) -> list[str]:
-        program_id = info.context.principal.require(Scope.SEGMENTS_READ)
+        program_id = field_scope(info, Scope.SEGMENTS_READ)
         if self.row.condition is None:
             return []
         node = parse_condition(self.row.condition)
@@ -119,7 +120,7 @@ class Segment:
 
     @strawberry.field(description="Current members in id order")
     async def members(self, info: Info, first: int | None = 50, after: str | None = None) -> MemberConnection:
-        program_id = info.context.principal.require(Scope.MEMBERS_READ)
+        program_id = field_scope(info, Scope.MEMBERS_READ)
         page = await info.context.services.members.list_members(
             program_id, page_size(first), decode_cursor("member", after), segment_key=self.row.key
         )
@@ -129,7 +130,7 @@ class Segment:
     async def changes(
         self, info: Info, since: datetime | None = None, first: int | None = 50
     ) -> list[SegmentChangeEvent]:
-        info.context.principal.require(Scope.SEGMENTS_READ)
+        field_scope(info, Scope.SEGMENTS_READ)
         views = await info.context.services.segments.changes(self.row, since, page_size(first))
         return [SegmentChangeEvent.of(v) for v in views]
 

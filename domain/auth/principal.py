@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from domain.auth.roles import roles_holding
 from domain.auth.scopes import Scope
+from domain.enums import AdminRole
 from domain.errors import Forbidden
 
 
@@ -25,14 +27,31 @@ class Principal:
     scopes: frozenset[Scope] = field(default_factory=frozenset)
     session_id: str | None = None
     totp_verified_at: datetime | None = None
+    #: An admin's role (its scopes are the role's, domain/auth/roles.py); None for keys and members.
+    role: AdminRole | None = None
 
-    def require(self, scope: Scope) -> int:
-        """The program the caller acts in, if it holds `scope`."""
+    def require(self, scope: Scope, what: str = "this operation") -> int:
+        """The program the caller acts in, if it holds `scope`; else FORBIDDEN naming the scope and
+        the roles that hold it (extensions `scope` and `roles`)."""
         if scope not in self.scopes:
+            roles = roles_holding(scope)
             raise Forbidden(
-                f"this operation needs the {scope.value} scope, which the {self.kind.value} lacks"
+                f"{what} needs the {scope.value} scope (roles {', '.join(roles)}); {self.lacking()}",
+                scope=scope.value,
+                roles=",".join(roles),
             )
         return self.program_id
+
+    def lacking(self) -> str:
+        """How a refusal describes this caller."""
+        if self.kind == PrincipalKind.ADMIN and self.role is not None:
+            article = "an" if self.role.value[0] in "AEIOU" else "a"
+            return f"this admin is {article} {self.role.value}"
+        if self.kind == PrincipalKind.ADMIN:
+            return "this admin lacks it"
+        if self.kind == PrincipalKind.API_KEY:
+            return "this API key lacks it"
+        return "a member token holds no scopes"
 
     @property
     def actor(self) -> str | None:
@@ -52,8 +71,3 @@ class Principal:
         if actor is None:
             raise Forbidden("a member token cannot make this change")
         return actor
-
-    def require_member(self) -> int:
-        if self.kind != PrincipalKind.MEMBER:
-            raise Forbidden("only a member token can read `me`")
-        return self.subject_id

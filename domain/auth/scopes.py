@@ -1,4 +1,5 @@
-"""What a caller may do. Admins hold every scope of their program; API keys the ones they were given."""
+"""What a caller may do. Admins hold their role's scopes (domain/auth/roles.py); API keys the ones
+they were given. domain/auth/policy.py says which scope each operation needs."""
 
 from __future__ import annotations
 
@@ -7,7 +8,12 @@ from enum import StrEnum
 
 class Scope(StrEnum):
     PROGRAM_READ = "program:read"
+    #: Program settings and earning rules (timezone, expiry, event age, step-up, lifecycle).
     PROGRAM_WRITE = "program:write"
+    #: Boards, challenges and rewards: what a marketer runs (migration 0017 gave it to program:write keys).
+    MARKETING_WRITE = "marketing:write"
+    #: Webhook endpoints, their secrets and delivery retries (0017 gave it to segments:write keys).
+    WEBHOOKS_MANAGE = "webhooks:manage"
     MEMBERS_READ = "members:read"
     MEMBERS_WRITE = "members:write"
     EVENTS_WRITE = "events:write"

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.auth import secrets as crypto
 from domain.auth.principal import Principal, PrincipalKind
 from domain.auth.ratelimit import RateLimiter
-from domain.auth.scopes import ALL_SCOPES, DEFAULT_API_KEY_SCOPES, Scope
+from domain.auth.roles import ROLE_SCOPES
+from domain.auth.scopes import DEFAULT_API_KEY_SCOPES, Scope
 from domain.auth.throttle import ACCOUNT, LoginThrottle, Throttle
 from domain.clock import Clock
 from domain.db.engine import Database, UnitOfWork
@@ -81,28 +82,16 @@ class AuthService:
         self, program_key: str, email: str, password: str, role: AdminRole = AdminRole.OWNER
     ) -> AdminCreated:
         email = email.strip().lower()
-        if not EMAIL.match(email):
-            raise InvalidInput(f"email: {email!r} is not an email address")
-        if len(password) < crypto.MIN_PASSWORD:
-            raise InvalidInput(f"password: at least {crypto.MIN_PASSWORD} characters")
-        secret = crypto.new_totp_secret()
         try:
             async with self.db.unit_of_work() as uow:
                 program = await _program(uow.session, program_key)
-                admin = AdminUser(
-                    program_id=program.id,
-                    email=email,
-                    password_hash=crypto.hash_password(password),
-                    totp_secret=secret,
-                    role=role.value,
-                    created_at=self.clock.now(),
-                )
+                admin = new_admin(program.id, email, password, role, self.clock.now())
                 uow.session.add(admin)
                 await uow.session.flush()
         except IntegrityError:
             raise Conflict(f"email: an admin {email!r} already exists") from None
-        uri = crypto.provisioning_uri(secret, email, f"Loyalty {program_key}")
-        return AdminCreated(admin.id, email, program_key, secret, uri)
+        uri = crypto.provisioning_uri(admin.totp_secret, email, f"Loyalty {program_key}")
+        return AdminCreated(admin.id, email, program_key, admin.totp_secret, uri)
 
     async def create_api_key(
         self, program_key: str, name: str, scopes: frozenset[Scope] | None
@@ -247,6 +236,7 @@ class AuthService:
         if found is None:
             raise Unauthenticated("unknown session")
         admin_session, admin = found
+        role = AdminRole(admin.role)
         if admin_session.revoked_at is not None or admin_session.expires_at <= self.clock.now():
             raise Unauthenticated("the session has ended; log in again")
         return Principal(
@@ -254,9 +244,10 @@ class AuthService:
             admin.program_id,
             admin.id,
             f"admin:{admin.email}",
-            ALL_SCOPES,
+            ROLE_SCOPES[role],
             session_id=sid,
             totp_verified_at=admin_session.totp_verified_at,
+            role=role,
         )
 
     async def _member(self, payload: dict[str, object]) -> Principal:
@@ -268,6 +259,23 @@ class AuthService:
         if member is None or member.program_id != program_id or member.erased_at is not None:
             raise Unauthenticated("the member of this token no longer exists")
         return Principal(PrincipalKind.MEMBER, program_id, member_id, f"member:{member.external_id}")
+
+
+def new_admin(program_id: int, email: str, password: str, role: AdminRole, now: datetime) -> AdminUser:
+    """An admin row with a fresh TOTP secret, its e-mail and password checked (not yet added)."""
+    email = email.strip().lower()
+    if not EMAIL.match(email):
+        raise InvalidInput(f"email: {email!r} is not an email address")
+    if len(password) < crypto.MIN_PASSWORD:
+        raise InvalidInput(f"password: at least {crypto.MIN_PASSWORD} characters")
+    return AdminUser(
+        program_id=program_id,
+        email=email,
+        password_hash=crypto.hash_password(password),
+        totp_secret=crypto.new_totp_secret(),
+        role=role.value,
+        created_at=now,
+    )
 
 
 async def _claim_totp_step(uow: UnitOfWork, admin_id: int, step: int) -> bool:

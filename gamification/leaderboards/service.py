@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from domain.changes import ProgramCalendarChanged
 from domain.clock import Clock
 from domain.db.engine import Database, collect
-from domain.errors import InvalidInput, NotFound
+from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.governance.audit_log import record_change
 from domain.models import (
     Leaderboard,
@@ -114,12 +114,17 @@ class LeaderboardService:
         member_id: int | None = None,
         frozen: bool = False,
     ) -> BoardView:
-        """The ranking asked for; a member (`member_id`) sees its organization's on ORGANIZATION boards.
+        """The ranking asked for. A member (`member_id`) reads public boards only, and on ORGANIZATION
+        boards its own organization's ranking (FORBIDDEN otherwise).
 
         A closed period is read live from Redis while the board keeps it, from its close snapshot
         after that, or with `frozen` (the ranking payouts use: late corrections excluded)."""
+        if member_id is not None and organization_external_id is not None:
+            raise Forbidden("organizationExternalId: a member token reads its own organization's ranking")
         async with self.db.read() as session:
             board = await board_by_key(session, program_id, key)
+            if member_id is not None and not board.public:
+                raise Forbidden(f"key: leaderboard {key!r} is not public")
             board.require_period(period)
             # ALL_TIME has no calendar: the program's timezone is read only for the other periods
             tz = UTC_ZONE if period == PeriodKind.ALL_TIME else await program_zone(session, program_id)

@@ -12,7 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from domain.enums import EventStatus
+from domain.auth.principal import Principal, PrincipalKind
+from domain.auth.roles import ROLE_SCOPES
+from domain.clock import Clock
+from domain.enums import AdminRole, EventStatus
 from domain.events.service import EventOutcome
 from domain.events.validation import EventDraft
 from domain.members.service import MemberUpsert
@@ -30,6 +33,19 @@ DAY = (datetime.now(UTC) - timedelta(days=2)).replace(hour=0, minute=0, second=0
 
 #: (event externalId, rule, verdict, detail, shadow, status of the finding's ledger entry)
 Stored = tuple[str, str, str, str, bool, str | None]
+
+
+def reviewer(program_id: int, clock: Clock, label: str = "admin:reviewer@example.com") -> Principal:
+    """A REVIEWER admin who has just checked a TOTP code: what ReviewService's decisions need."""
+    return Principal(
+        PrincipalKind.ADMIN,
+        program_id,
+        0,
+        label,
+        ROLE_SCOPES[AdminRole.REVIEWER],
+        totp_verified_at=clock.now(),
+        role=AdminRole.REVIEWER,
+    )
 
 
 def at(hours: float = 10, minutes: float = 0, seconds: float = 0) -> datetime:

@@ -84,11 +84,16 @@ async def new_program(services: Services, *, kind: str = "B2C", auto_create: boo
 
 async def admin_token(client: httpx.AsyncClient, program: ProgramFixture, clock: ShiftableClock) -> str:
     """Log the program's admin in; moves the clock a TOTP step on so each call gets a fresh code."""
+    return await log_in(client, program.admin_email, program.admin_password, program.totp_secret, clock)
+
+
+async def log_in(
+    client: httpx.AsyncClient, email: str, password: str, totp_secret: str, clock: ShiftableClock
+) -> str:
+    """Any admin's session token; moves the clock a TOTP step on so each call gets a fresh code."""
     clock.shift(timedelta(seconds=crypto.TOTP_STEP_S))
-    code = crypto.code_at(program.totp_secret, clock.now().timestamp())
-    data = await GraphQLClient(client, None).data(
-        LOGIN, {"e": program.admin_email, "p": program.admin_password, "c": code}
-    )
+    code = crypto.code_at(totp_secret, clock.now().timestamp())
+    data = await GraphQLClient(client, None).data(LOGIN, {"e": email, "p": password, "c": code})
     token: str = data["login"]["token"]
     return token
 
