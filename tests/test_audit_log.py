@@ -9,6 +9,7 @@ NOT_AUDITED with the reason. A new mutation without a decision fails
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,6 +50,9 @@ NOT_AUDITED: dict[str, str] = {
 }
 
 PROGRAM = "<program key>"  # a target standing for the test program's key
+#: Admin e-mails are unique across programs (and the suite's programs share a database).
+NEW_ADMIN, CHANGED_ADMIN = (f"{name}-{uuid.uuid4().hex[:8]}@example.com" for name in ("mia", "ned"))
+CREATE_MARKETER = 'mutation { createAdmin(email: "EMAIL", role: MARKETER) { email } }'
 PSEUDONYM = "<pseudonym>"  # a target standing for the random pseudonym of an erased member
 MEMBERS = 'mutation { upsertMembers(members: [{externalId: "m1"}, {externalId: "m2"}]) { upserted } }'
 VIP = 'mutation { createSegment(input: {key: "vip", name: "VIP", kind: DYNAMIC, rule: "pointsBalance >= 100"}) { key } }'
@@ -201,6 +205,19 @@ AUDITED: dict[str, Case] = {
         {"balance": 0},
         {"kind": "ADJUSTMENT", "points": 40, "reason": "goodwill", "balance": 40},
         setup=(MEMBERS,),
+    ),
+    "createAdmin": Case(
+        CREATE_MARKETER.replace("EMAIL", NEW_ADMIN),
+        NEW_ADMIN,
+        None,
+        {"role": "MARKETER"},
+    ),
+    "setAdminRole": Case(
+        'mutation { setAdminRole(email: "EMAIL", role: VIEWER) { email } }'.replace("EMAIL", CHANGED_ADMIN),
+        CHANGED_ADMIN,
+        {"role": "MARKETER"},
+        {"role": "VIEWER"},
+        setup=(CREATE_MARKETER.replace("EMAIL", CHANGED_ADMIN),),
     ),
     "eraseMember": Case(
         'mutation { eraseMember(externalId: "m1") }', PSEUDONYM, None, None, setup=(MEMBERS,)
