@@ -386,6 +386,7 @@ def _print_demo_banner(credentials: Any, host: str, port: int, data_dir: Path) -
         f"""
 Demo program {credentials["program"]!r} is ready; its data is in {data_dir}.
 
+  Admin console:  {url}/admin
   GraphiQL:       {url}/graphql
   Dashboard:      {url}/dashboard
   Admin:          {admin["email"]} / {admin["password"]}

@@ -472,7 +472,7 @@ async def _messages(
             Message.created_at < day_start(end + timedelta(days=1)),
         )
         .group_by(Message.template, Message.channel)
-        .order_by(Message.template, Message.channel)
+        .order_by(Message.template, Message.channel.asc().nulls_first())  # suppressed (no channel) first
     )
     return [
         MessageStats(t, stored_channel(c), n, int(s), int(x), int(o), int(k), int(v))
