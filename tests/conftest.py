@@ -15,6 +15,7 @@ from starlette.types import ASGIApp
 import migrations
 from api.app import create_app
 from api.runtime import Services, build_services
+from domain import embedded_redis
 from domain.campaigns.destinations import AllowList
 from domain.settings import Introspection, Settings
 from tests.support import ShiftableClock
@@ -107,6 +108,19 @@ def clock(session_clock: ShiftableClock) -> Iterator[ShiftableClock]:
 def hosts() -> HostsResolver:
     """The services' DNS: example.com names resolve to a public address; tests may add names."""
     return HostsResolver({"example.com": [PUBLIC_ADDRESS], "hooks.example.com": [PUBLIC_ADDRESS]})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_redis_owner(backends: Backends) -> Iterator[None]:
+    """With the embedded Redis, the test process starts it first and owns it for the whole run.
+    Otherwise the first server subprocess to use it would own it, and it would end with that
+    server (domain/embedded_redis.py), under every later test."""
+    if backends.redis_url is not None:
+        yield
+        return
+    server = embedded_redis.acquire(backends.data_dir)
+    yield
+    embedded_redis.release(server)
 
 
 @pytest.fixture(scope="session")
