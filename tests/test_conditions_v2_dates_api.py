@@ -91,6 +91,20 @@ async def test_the_spec_examples_hold_exactly_their_members(
     assert await members_of(admin, "birthday_week") == ["ios_4", "leap", "next_week"]
 
 
+ISTANBUL = "Europe/Istanbul"
+
+
+async def istanbul_admin_and_ayse(
+    client: httpx.AsyncClient, integration: GraphQLClient, program: ProgramFixture, clock: ShiftableClock
+) -> GraphQLClient:
+    """The admin of the program moved to Istanbul at 09:00 local time on 15 March 2026, and the
+    member ayse."""
+    admin = await admin_at(client, program, clock, at_local(date(2026, 3, 15), 9, 0, ISTANBUL))
+    await admin.data(TIMEZONE, {"z": ISTANBUL})
+    await integration.data(UPSERT, {"m": [{"externalId": "ayse"}]})
+    return admin
+
+
 async def test_a_login_streak_counts_istanbul_dates_and_follows_a_timezone_change(
     client: httpx.AsyncClient,
     integration: GraphQLClient,
@@ -99,11 +113,8 @@ async def test_a_login_streak_counts_istanbul_dates_and_follows_a_timezone_chang
 ) -> None:
     # given an Istanbul program and a member who logs in on 13, 14 and 15 March local time, the last
     # at 01:30 (22:30 UTC on the 14th: in UTC only two dates)
-    zone = "Europe/Istanbul"
-    now = at_local(date(2026, 3, 15), 9, 0, zone)
-    admin = await admin_at(client, program, clock, now)
-    await admin.data(TIMEZONE, {"z": zone})
-    await integration.data(UPSERT, {"m": [{"externalId": "ayse"}]})
+    zone = ISTANBUL
+    admin = await istanbul_admin_and_ayse(client, integration, program, clock)
     logins = [
         ("l13", at_local(date(2026, 3, 13), 12, 0, zone)),
         ("l14", at_local(date(2026, 3, 14), 12, 0, zone)),
@@ -142,11 +153,8 @@ async def test_a_timezone_change_places_the_members_of_a_ladder_counting_local_d
 ) -> None:
     # given an Istanbul program whose ladder counts login dates (silver from 3), a segment reading
     # the tier, and logins on 13, 14 and 15 March local time, the last at 01:30 (the 14th in UTC)
-    zone = "Europe/Istanbul"
-    now = at_local(date(2026, 3, 15), 9, 0, zone)
-    admin = await admin_at(client, program, clock, now)
-    await admin.data(TIMEZONE, {"z": zone})
-    await integration.data(UPSERT, {"m": [{"externalId": "ayse"}]})
+    zone = ISTANBUL
+    admin = await istanbul_admin_and_ayse(client, integration, program, clock)
     logins = [
         ("l13", at_local(date(2026, 3, 13), 12, 0, zone)),
         ("l14", at_local(date(2026, 3, 14), 12, 0, zone)),
