@@ -199,8 +199,8 @@ def create_app(services: Services | None = None) -> ASGIApp:
 
 async def _readiness(services: Services) -> dict[str, str]:
     async def database() -> str:
-        async with services.db.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with services.db.read() as session:  # on SQLite, without waiting for a writer
+            await session.execute(text("SELECT 1"))
         return "ok"
 
     async def redis() -> str:

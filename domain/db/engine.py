@@ -17,14 +17,21 @@ from domain.db.replica import Replica
 from domain.messagebus import DomainEvent, MessageBus
 from domain.segments.sqlite_functions import register as register_segment_functions
 
+#: The execution option of read-only transactions (`Database.read`): on SQLite they begin DEFERRED,
+#: without the write lock; a statement that writes in one may fail at once with "database is locked".
+READ_ONLY = "loyalty_read_only"
+
 
 def create_engine(
     database_url: str, *, pool_size: int = 10, connect_timeout_s: float | None = None
 ) -> AsyncEngine:
     """An engine for PostgreSQL (asyncpg) or SQLite (aiosqlite).
 
-    On SQLite every transaction starts with BEGIN IMMEDIATE: writers queue on the
-    database lock up front instead of failing when a read lock would be upgraded.
+    On SQLite a writing transaction starts with BEGIN IMMEDIATE: writers queue on the
+    database lock up front instead of failing when a read lock would be upgraded. A
+    read-only one (`READ_ONLY`, what `Database.read` opens) starts with a plain BEGIN:
+    in WAL mode it reads a snapshot without the write lock, so it neither waits for a
+    writer nor holds one up (nor its own process's unit of work, were it opened inside one).
     `connect_timeout_s` bounds a new PostgreSQL connection (asyncpg's default is 60 s).
     """
     url = make_url(database_url)
@@ -63,7 +70,8 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -143,6 +151,8 @@ class Database:
     ) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
+        #: Sessions of read-only transactions (`read`): the same pool; on SQLite, without the write lock.
+        self.read_sessions = session_factory(engine.execution_options(**{READ_ONLY: True}))
         self.bus = bus or MessageBus()
         #: LOYALTY_DATABASE_REPLICA_URL's streaming replica, which `lagging_read` prefers.
         self.replica = replica
@@ -166,8 +176,10 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
-        """A read transaction on the primary: it sees every commit acknowledged before it began."""
-        async with self.sessions() as session, session.begin():
+        """A read transaction on the primary: it sees every commit acknowledged before it began.
+
+        Read only: on SQLite it holds no write lock (a write in it fails when another one is under way)."""
+        async with self.read_sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
