@@ -5,12 +5,18 @@ and fails after the 30 s busy timeout ("database is locked", a 503)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from api.runtime import Services
-from domain.models import Program
+from domain.models import LeaderboardSnapshot, Program
+from gamification.leaderboards import snapshots
+from gamification.leaderboards.boards import POINTS_BOARD
+from gamification.leaderboards.snapshots import PeriodCloser
+from gamification.leaderboards.standings import Standing, compute_standings
+from tests.support.graphql import ProgramFixture
 from tests.support.locks import sqlite_write_lock_free
 
 
@@ -37,3 +43,34 @@ async def test_a_read_opened_inside_a_unit_of_work_does_not_wait_for_it(services
             count = await session.scalar(select(func.count()).select_from(Program))
     # then the read completes at once instead of waiting out the busy timeout for its own writer
     assert count is not None
+
+
+async def test_the_period_closer_ranks_without_holding_the_write_lock(
+    services: Services, program: ProgramFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _on_sqlite(services)
+    # given a new program: its points board's periods that ended were never frozen
+    url = services.settings.require_database_url()
+    free_while_ranking: list[bool] = []
+    rank = compute_standings
+
+    async def probed(*args: Any, **kwargs: Any) -> list[Standing]:
+        free_while_ranking.append(sqlite_write_lock_free(url))
+        return await rank(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "compute_standings", probed)
+    closer = next(loop for loop in services.loops if isinstance(loop, PeriodCloser))
+
+    # when the closer passes (the first pass of a server that starts)
+    await closer.run_once()
+
+    # then it ranked the program's closed periods while other connections could write
+    assert free_while_ranking
+    assert all(free_while_ranking)
+    async with services.db.read() as session:
+        closed = await session.scalar(
+            select(func.count())
+            .select_from(LeaderboardSnapshot)
+            .where(LeaderboardSnapshot.program_id == program.id, LeaderboardSnapshot.scope == "*")
+        )
+    assert closed == len(POINTS_BOARD.periods) - 1  # every period but ALL_TIME, which never closes

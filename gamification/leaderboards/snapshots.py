@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -61,17 +62,43 @@ async def freeze(
 
     Idempotent: a scope already frozen for this instant keeps its first snapshot.
     """
+    standings = await frozen_standings(session, program_id, board, period, start, as_of)
+    return await store_frozen(session, program_id, board, period, start, as_of, standings, limit, now)
+
+
+async def frozen_standings(
+    session: AsyncSession,
+    program_id: int,
+    board: BoardDefinition,
+    period: PeriodKind,
+    start: datetime | None,
+    as_of: datetime,
+) -> dict[str, list[Standing]]:
+    """The board's ranking per scope at `as_of`, in board order (reads only: a read transaction will do)."""
     tz = await program_zone(session, program_id)
     window = Window(start, period_end(period, start, tz), as_of)
     by_scope: dict[str, list[Standing]] = defaultdict(list)
     for standing in await compute_standings(session, program_id, board, window):
         by_scope[standing.scope].append(standing)
-    ids: dict[str, int] = {}
-    for scope, standings in by_scope.items():
-        ids[scope] = await _store(
-            session, program_id, board, scope, period, start, as_of, ranked(standings, start), limit, now
-        )
-    return ids
+    return {scope: ranked(standings, start) for scope, standings in by_scope.items()}
+
+
+async def store_frozen(
+    session: AsyncSession,
+    program_id: int,
+    board: BoardDefinition,
+    period: PeriodKind,
+    start: datetime | None,
+    as_of: datetime,
+    standings: dict[str, list[Standing]],
+    limit: int,
+    now: datetime,
+) -> dict[str, int]:
+    """Store `frozen_standings` (top `limit` entries per scope); snapshot ids by scope. Idempotent."""
+    return {
+        scope: await _store(session, program_id, board, scope, period, start, as_of, ranking, limit, now)
+        for scope, ranking in standings.items()
+    }
 
 
 async def frozen_rank(
@@ -110,8 +137,24 @@ async def frozen_rank(
     return FrozenRank(snapshot.id, rank, snapshot.size, position)
 
 
+@dataclass(frozen=True)
+class _Close:
+    """A board's period that has ended and is not frozen yet, with its ranking at the close."""
+
+    board: BoardDefinition
+    period: PeriodKind
+    start: datetime
+    as_of: datetime
+    standings: dict[str, list[Standing]]
+
+
 class PeriodCloser:
-    """Freezes every board's just-closed periods (all scopes) once they have ended."""
+    """Freezes every board's just-closed periods (all scopes) once they have ended.
+
+    A program's closes are computed in a read transaction and stored in a short unit of work of
+    their own: on SQLite a pass never holds the database's write lock while it ranks (a first
+    pass over hundreds of programs took it for tens of seconds, and other processes' writes failed).
+    """
 
     name = "leaderboard-closer"
     topics: frozenset[str] = frozenset()
@@ -123,25 +166,51 @@ class PeriodCloser:
 
     async def run_once(self) -> bool:
         now = self.clock.now()
-        async with self.db.unit_of_work() as uow:
-            session = uow.session
-            for program_id, settings in (await session.execute(select(Program.id, Program.settings))).all():
-                tz = program_timezone(settings)
-                for board in (await program_boards(session, program_id)).values():
-                    for period in board.periods:
-                        current = period_start(period, now, tz)
-                        if current is None:
-                            continue
-                        closed = shift(period, current, -1, tz)
-                        if (
-                            await _find(session, program_id, _label(board.key, "*", period, closed, current))
-                            is None
-                        ):
-                            await freeze(
-                                session, program_id, board, period, closed, current, board.snapshot_size, now
-                            )
-                            await _mark_closed(session, program_id, board.key, period, closed, current, now)
+        async with self.db.read() as session:
+            programs = (
+                await session.execute(select(Program.id, Program.settings).order_by(Program.id))
+            ).all()
+        for program_id, settings in programs:
+            await self.close(program_id, program_timezone(settings), now)
         return False
+
+    async def close(self, program_id: int, tz: ZoneInfo, now: datetime) -> int:
+        """Freeze the program's periods that ended by `now` and are not frozen yet; how many."""
+        async with self.db.read() as session:
+            closes = await _due_closes(session, program_id, tz, now)
+        if closes:
+            async with self.db.unit_of_work() as uow:
+                for close in closes:
+                    await store_frozen(
+                        uow.session,
+                        program_id,
+                        close.board,
+                        close.period,
+                        close.start,
+                        close.as_of,
+                        close.standings,
+                        close.board.snapshot_size,
+                        now,
+                    )
+                    await _mark_closed(
+                        uow.session, program_id, close.board.key, close.period, close.start, close.as_of, now
+                    )
+        return len(closes)
+
+
+async def _due_closes(session: AsyncSession, program_id: int, tz: ZoneInfo, now: datetime) -> list[_Close]:
+    """The program's just-ended periods not frozen yet, ranked as they stood at their close."""
+    closes = []
+    for board in (await program_boards(session, program_id)).values():
+        for period in board.periods:
+            current = period_start(period, now, tz)
+            if current is None:
+                continue
+            closed = shift(period, current, -1, tz)
+            if await _find(session, program_id, _label(board.key, "*", period, closed, current)) is None:
+                standings = await frozen_standings(session, program_id, board, period, closed, current)
+                closes.append(_Close(board, period, closed, current, standings))
+    return closes
 
 
 async def _store(
