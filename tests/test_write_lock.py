@@ -11,12 +11,17 @@ import pytest
 from sqlalchemy import func, select
 
 from api.runtime import Services
-from domain.models import LeaderboardSnapshot, Program
-from gamification.leaderboards import snapshots
+from domain.models import LeaderboardSnapshot, Member, Program, StandingsFeed
+from domain.standings import mark_standings
+from gamification.leaderboards import feeder, snapshots
 from gamification.leaderboards.boards import POINTS_BOARD
 from gamification.leaderboards.snapshots import PeriodCloser
 from gamification.leaderboards.standings import Standing, compute_standings
-from tests.support.graphql import ProgramFixture
+from gamification.leaderboards.store import apply_updates
+from tests.support import ShiftableClock
+from tests.support.events import join
+from tests.support.graphql import GraphQLClient, ProgramFixture
+from tests.support.leaderboards import feed
 from tests.support.locks import sqlite_write_lock_free
 
 
@@ -74,3 +79,41 @@ async def test_the_period_closer_ranks_without_holding_the_write_lock(
             .where(LeaderboardSnapshot.program_id == program.id, LeaderboardSnapshot.scope == "*")
         )
     assert closed == len(POINTS_BOARD.periods) - 1  # every period but ALL_TIME, which never closes
+
+
+async def test_the_feeder_writes_redis_without_holding_the_write_lock(
+    services: Services,
+    program: ProgramFixture,
+    integration: GraphQLClient,
+    clock: ShiftableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _on_sqlite(services)
+    # given a member whose standings moved (a row in the standings feed)
+    await join(integration, "ana")
+    async with services.db.unit_of_work() as uow:
+        member_id = await uow.session.scalar(
+            select(Member.id).where(Member.program_id == program.id, Member.external_id == "ana")
+        )
+        assert member_id is not None
+        await mark_standings(uow.session, program.id, [(member_id, clock.now())])
+    url = services.settings.require_database_url()
+    free_while_writing: list[bool] = []
+
+    async def probed(*args: Any, **kwargs: Any) -> bool:
+        free_while_writing.append(sqlite_write_lock_free(url))
+        return await apply_updates(*args, **kwargs)
+
+    monkeypatch.setattr(feeder, "apply_updates", probed)
+
+    # when the feeder drains the feed
+    await feed(services)
+
+    # then it wrote Redis while other connections could write, and the row is gone
+    assert free_while_writing
+    assert all(free_while_writing)
+    async with services.db.read() as session:
+        left = await session.scalar(
+            select(func.count()).select_from(StandingsFeed).where(StandingsFeed.program_id == program.id)
+        )
+    assert left == 0

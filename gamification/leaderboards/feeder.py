@@ -3,11 +3,12 @@
 Every change that can move a standing writes a `standings_feed` row (member, when
 it counts) in its own transaction. The feeder takes a batch of rows, recomputes
 the marked members' absolute scores from the database for each affected board
-and period, ZADDs them (ZREM for members with nothing left), and deletes the rows
-in the transaction it read them in. Writing absolute scores makes a repeated batch
-harmless: a crash between the Redis write and the delete only repeats work, and
-no increment is ever lost or applied twice. One process at a time feeds (a Redis
-lease); the others stand by.
+and period (in a read transaction), ZADDs them (ZREM for members with nothing left),
+then deletes the rows it read (a short write: on SQLite no lock is held while Redis is
+written). Writing absolute scores makes a repeated batch harmless: a crash between the
+Redis write and the delete only repeats work, and no increment is ever lost or applied
+twice; a change committed meanwhile has a row of its own, fed by the next batch.
+One process at a time feeds (a Redis lease); the others stand by.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class StandingsFeeder:
             return False  # the rows stay and are fed once the lease is back
 
     async def _feed(self) -> bool:
-        async with self.db.unit_of_work() as uow:
-            session = uow.session
+        """One batch: read and rank in a read transaction, write Redis, then delete the rows fed in a
+        unit of work of its own (no transaction is held while Redis is written)."""
+        async with self.db.read() as session:
             rows = (
                 await session.execute(
                     select(
@@ -107,11 +109,15 @@ class StandingsFeeder:
             marks: dict[int, list[Mark]] = defaultdict(list)
             for _, program_id, member_id, at in rows:
                 marks[program_id].append((member_id, at))
-            for program_id, program_marks in marks.items():
-                updates = await self.updates(session, program_id, program_marks)
-                if not await apply_updates(self.redis.client, updates, self.lease):
-                    raise LeaseLost  # a rebuild took the boards over: roll back, the rows stay
-            await session.execute(delete(StandingsFeed).where(StandingsFeed.id.in_([r.id for r in rows])))
+            updates = {
+                program_id: await self.updates(session, program_id, program_marks)
+                for program_id, program_marks in marks.items()
+            }
+        for program_updates in updates.values():
+            if not await apply_updates(self.redis.client, program_updates, self.lease):
+                raise LeaseLost  # a rebuild took the boards over: the rows stay
+        async with self.db.unit_of_work() as uow:
+            await uow.session.execute(delete(StandingsFeed).where(StandingsFeed.id.in_([r.id for r in rows])))
         return len(rows) == self.batch
 
     async def updates(
