@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from api.runtime import Services
+from domain.live.relay import ChangeRelay
 from domain.models import LeaderboardSnapshot, Member, Program, StandingsFeed
 from domain.standings import mark_standings
 from gamification.leaderboards import feeder, snapshots
@@ -117,3 +118,30 @@ async def test_the_feeder_writes_redis_without_holding_the_write_lock(
             select(func.count()).select_from(StandingsFeed).where(StandingsFeed.program_id == program.id)
         )
     assert left == 0
+
+
+async def test_the_relay_publishes_without_holding_the_write_lock(
+    services: Services, clock: ShiftableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _on_sqlite(services)
+    # given a relay holding the lease, which publishes at least a heartbeat every pass
+    relay = ChangeRelay(services.db, services.redis, clock)
+    await relay.lease.take_over()
+    url = services.settings.require_database_url()
+    free_while_publishing: list[bool] = []
+    publish = services.redis.publish
+
+    async def probed(channel: str, message: str | bytes) -> int:
+        free_while_publishing.append(sqlite_write_lock_free(url))
+        return await publish(channel, message)
+
+    monkeypatch.setattr(services.redis, "publish", probed)
+    try:
+        # when it passes
+        await relay.run_once()
+    finally:
+        await relay.lease.release()
+
+    # then it published while other connections could write
+    assert free_while_publishing
+    assert all(free_while_publishing)

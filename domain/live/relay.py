@@ -106,20 +106,24 @@ class ChangeRelay:
         if not await self.lease.hold():
             self._position = None  # another process relays; reload the position if we take over
             return False
-        async with self.db.unit_of_work() as uow:
-            if self._position is None:
+        if self._position is None:
+            async with self.db.unit_of_work() as uow:
                 self._position = await _load_position(uow.session, self.clock)
-            rows = await read_changes(uow.session, SegmentChange.id > self._position, self.batch)
-            late = await self._late_rows(uow.session)
-            ready, position, skipped = self._advance(rows)
-            await self._publish(self._position, late, ready)
-            # published: only now does the pass count (a failed PUBLISH leaves everything as it was)
-            for change in late:
-                next(w for w in self._late if w.low <= change.id <= w.high).published.add(change.id)
-            self._late.extend(skipped)
-            if position != self._position:
+        # read, publish, then store the position in a short write of its own: no transaction is held
+        # while Redis answers (on SQLite a pass would hold the database's write lock every second)
+        async with self.db.read() as session:
+            rows = await read_changes(session, SegmentChange.id > self._position, self.batch)
+            late = await self._late_rows(session)
+        ready, position, skipped = self._advance(rows)
+        await self._publish(self._position, late, ready)
+        # published: only now does the pass count (a failed PUBLISH leaves everything as it was)
+        for change in late:
+            next(w for w in self._late if w.low <= change.id <= w.high).published.add(change.id)
+        self._late.extend(skipped)
+        if position != self._position:
+            async with self.db.unit_of_work() as uow:
                 await _save_position(uow.session, position, self.clock)
-                self._position = position
+            self._position = position
         return len(rows) == self.batch and bool(ready)
 
     def _advance(self, rows: Sequence[LiveChange]) -> tuple[list[LiveChange], int, list[_Late]]:
