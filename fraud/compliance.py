@@ -46,15 +46,7 @@ class Compliance:
         """Tag the members over the threshold and untag the others (all of the program's, or `member_ids`),
         counting the stored findings. Returns (tagged, untagged) member ids; the segment engine hears of
         them through the message bus."""
-        config = await load_config(session, program_id)
-        settings = config["non_compliant"]
-        blocks = await _blocks(session, program_id, now - timedelta(days=settings["days"]), member_ids)
-        over = (
-            {m for m, count in blocks.items() if count > settings["maxBlocks"]} if settings.enabled else set()
-        )
-        tagged_now = await _tagged(session, program_id, member_ids)
-        add = sorted(over - tagged_now)
-        remove = sorted(tagged_now - over)
+        add, remove = await self.unsettled(session, program_id, now, member_ids=member_ids)
         if add:
             await session.execute(
                 insert_for(session, MemberTag.__table__).on_conflict_do_nothing(),
@@ -81,6 +73,24 @@ class Compliance:
             tag = frozenset({NON_COMPLIANT})
             collect(session, MembersChanged(program_id, tags=dict.fromkeys(add + remove, tag), at=now))
         return add, remove
+
+    async def unsettled(
+        self,
+        session: AsyncSession,
+        program_id: int,
+        now: datetime,
+        *,
+        member_ids: Sequence[int] | None = None,
+    ) -> tuple[list[int], list[int]]:
+        """What `settle` would tag and untag now (reads only)."""
+        config = await load_config(session, program_id)
+        settings = config["non_compliant"]
+        blocks = await _blocks(session, program_id, now - timedelta(days=settings["days"]), member_ids)
+        over = (
+            {m for m, count in blocks.items() if count > settings["maxBlocks"]} if settings.enabled else set()
+        )
+        tagged_now = await _tagged(session, program_id, member_ids)
+        return sorted(over - tagged_now), sorted(tagged_now - over)
 
 
 async def _blocks(
@@ -131,6 +141,11 @@ class ComplianceSweeper:
         return False
 
     async def sweep(self, program_id: int, now: datetime) -> tuple[list[int], list[int]]:
+        """Settle one program; a unit of work only when something changes (a pass over every program
+        would otherwise take SQLite's write lock once per program, back to back)."""
+        async with self.db.read() as session:
+            if await self.compliance.unsettled(session, program_id, now) == ([], []):
+                return [], []
         async with self.db.unit_of_work() as uow:
             added, removed = await self.compliance.settle(uow.session, program_id, now)
         if added or removed:

@@ -5,15 +5,19 @@ and fails after the 30 s busy timeout ("database is locked", a 503)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
 from api.runtime import Services
+from domain.db.engine import UnitOfWork
 from domain.live.relay import ChangeRelay
 from domain.models import LeaderboardSnapshot, Member, Program, StandingsFeed
 from domain.standings import mark_standings
+from fraud.compliance import ComplianceSweeper
 from gamification.leaderboards import feeder, snapshots
 from gamification.leaderboards.boards import POINTS_BOARD
 from gamification.leaderboards.snapshots import PeriodCloser
@@ -145,3 +149,26 @@ async def test_the_relay_publishes_without_holding_the_write_lock(
     # then it published while other connections could write
     assert free_while_publishing
     assert all(free_while_publishing)
+
+
+async def test_a_compliance_sweep_with_nothing_to_change_writes_nothing(
+    services: Services, program: ProgramFixture, clock: ShiftableClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a program without blocked accruals (nobody to tag or untag), and units of work counted
+    opened: list[UnitOfWork] = []
+    unit_of_work = services.db.unit_of_work
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[UnitOfWork]:
+        async with unit_of_work() as uow:
+            opened.append(uow)
+            yield uow
+
+    monkeypatch.setattr(services.db, "unit_of_work", counted)
+
+    # when the sweeper settles it (a server's first pass does so for every program)
+    settled = await ComplianceSweeper(services.db, clock, services.compliance).sweep(program.id, clock.now())
+
+    # then it only read: no write transaction (on SQLite, no turn at the write lock)
+    assert settled == ([], [])
+    assert opened == []
