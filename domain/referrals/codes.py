@@ -1,11 +1,12 @@
 """Referral codes: what a member hands out so that a new member can sign up with it. Pure.
 
-A code is 10 characters of an unambiguous 30-letter alphabet (digits 2-9 and the letters without
-I, L, O and U, which read as 1, 0 and V), drawn from `secrets`: nothing about it follows from the member's externalId or id, so codes cannot
-be guessed or enumerated from member data. 30^10 (about 6e14) codes make a clash on insert
-vanishingly rare (about 1 in 60 million at 10 million members); the unique index
-`(program_id, referral_code)` still guarantees uniqueness per program. Codes are compared in
-their normal form: upper case, without spaces or dashes, so "k7qm-r2xp-9h" matches "K7QMR2XP9H".
+A code is 10 characters of an unambiguous 30-letter alphabet (digits 2-9 and the letters
+without I, L, O and U, which read as 1, 0 and V), drawn from `secrets`: nothing about it follows
+from the member's externalId or id, so codes cannot be guessed or enumerated from member data.
+30^10 (about 6e14) codes make a clash on insert vanishingly rare (about 1 in 60 million at 10
+million members); the unique index `(program_id, referral_code)` still guarantees uniqueness per
+program. Codes are compared in their normal form: upper case, without spaces or dashes, so
+"k7qm-r2xp-9h" matches "K7QMR2XP9H".
 """
 
 from __future__ import annotations
