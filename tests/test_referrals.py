@@ -4,12 +4,13 @@ loop), refunds inside the wait, the referral fraud rules and reviewers' decision
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 from api.runtime import Services
 from domain.referrals.codes import ALPHABET, LENGTH
-from domain.referrals.payout import PayoutPass
+from domain.referrals.payout import PayoutPass, ReferralPayouts
 from tests.support import ShiftableClock
 from tests.support.graphql import GraphQLClient
 from tests.support.referrals import (
@@ -340,3 +341,37 @@ async def test_erasure_voids_the_code_and_export_holds_the_referrals(
     assert [r["error"] for r in payload["referrals"]] == ["REFERRAL_CODE_UNKNOWN"]
     bob = await member(integration, "bob")
     assert (bob["referredBy"]["status"], bob["referredBy"]["code"]) == ("CANCELLED", "")
+
+
+async def test_parallel_signups_with_one_code_respect_the_velocity_limit(
+    admin: GraphQLClient, integration: GraphQLClient
+) -> None:
+    # given at most 2 referrals per referrer and day
+    await _program(admin)
+    await admin.data(SET_RULE, {"r": "referral_velocity", "p": {"maxPerDay": 2}})
+    await sign_up(integration, {"externalId": "ana"})
+    code = await code_of(integration, "ana")
+    # when six new members sign up with ana's code in parallel requests
+    answers = await asyncio.gather(
+        *(sign_up(integration, {"externalId": f"m{i}", "referralCode": code}) for i in range(6))
+    )
+    # then exactly two go on and four are held: the referrer's row serializes the count
+    statuses = sorted(a["referrals"][0]["status"] for a in answers)
+    assert statuses == ["HELD"] * 4 + ["PENDING"] * 2
+
+
+async def test_two_payout_workers_pay_a_referral_once(
+    services: Services, admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    # given a referral whose wait has passed
+    await _program(admin)
+    await sign_up(integration, {"externalId": "ana"})
+    await sign_up(integration, {"externalId": "bob", "referralCode": await code_of(integration, "ana")})
+    await record(integration, purchase("p1", "bob", clock.now()))
+    clock.shift(timedelta(days=15))
+    # when two workers run a pass at the same time
+    other = ReferralPayouts(services.db, clock)
+    passes = await asyncio.gather(services.referral_payouts.pass_once(), other.pass_once())
+    # then one of them pays it, once
+    assert sum(p.completed for p in passes) == 1
+    assert (await member(integration, "ana"))["pointsBalance"] == 200
