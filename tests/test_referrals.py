@@ -180,6 +180,17 @@ async def test_bad_codes_are_answered_per_item_and_never_sink_the_others(
     assert bob["pointsBalance"] == 50
 
 
+async def test_a_code_on_a_later_item_for_a_member_an_earlier_item_created_is_ignored(
+    admin: GraphQLClient, integration: GraphQLClient
+) -> None:
+    await _program(admin)
+    await sign_up(integration, {"externalId": "ana"})
+    code = await code_of(integration, "ana")
+    payload = await sign_up(integration, {"externalId": "bob"}, {"externalId": "bob", "referralCode": code})
+    assert [(r["index"], r["error"]) for r in payload["referrals"]] == [(1, "REFERRAL_SIGNUP_ONLY")]
+    assert (await member(integration, "bob"))["referredBy"] is None
+
+
 async def test_without_a_referral_program_a_code_is_refused(integration: GraphQLClient) -> None:
     await sign_up(integration, {"externalId": "ana"})
     payload = await sign_up(

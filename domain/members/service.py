@@ -212,7 +212,8 @@ class MemberService:
                 if attributes_size(row.attributes) > MAX_ATTRIBUTES_BYTES:
                     raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
             await session.flush()
-            await store_referrals(session, program_id, codes, created, self.referrals, now)
+            names = {item.index: item.external_id for item in signups}
+            await store_referrals(session, program_id, codes, created, names, self.referrals, now)
             ids = {row.id for row in existing.values()}
             rolled_up = await _members_above(session, program_id, moved) if moved else set()
             change = MembersChanged(

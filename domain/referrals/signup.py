@@ -152,12 +152,21 @@ async def store_referrals(
     program_id: int,
     resolved: ResolvedCodes,
     created: Mapping[int, Member],
+    external_ids: Mapping[int, str],
     screen: ReferralScreen,
     now: datetime,
 ) -> None:
     """Screen and store the referrals of the members the batch created (their ids flushed), and
     post the joining reward of each one allowed. Fills `resolved.outcomes`."""
     settings = resolved.settings
+    for i in sorted(set(resolved.referrers) - set(created)):  # an earlier item of the batch created it
+        resolved.outcomes[i] = ReferralOutcome(
+            i,
+            external_ids[i],
+            error=SIGNUP_ONLY,
+            message=f"{_field(i)}: an earlier item of this call created {external_ids[i]!r}; a referral "
+            "code counts only on the item that creates the member (ignored)",
+        )
     order = sorted(i for i in resolved.referrers if i in created)
     if settings is None or not order:
         return
