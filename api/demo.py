@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import Any
 import orjson
 
 from api.cli_errors import CommandError
-from api.demo_history import HISTORY_DAYS, DemoMember, day_events, demo_members, held_accruals
+from api.demo_history import (
+    HISTORY_DAYS,
+    DemoMember,
+    day_events,
+    demo_members,
+    held_accruals,
+    referred_members,
+)
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
@@ -29,7 +37,10 @@ from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
 from domain.events.validation import EventDraft
 from domain.governance.audit_log import SYSTEM
+from domain.members.service import MemberUpsert
 from domain.private_files import write_private
+from domain.referrals.payout import ReferralPayouts
+from domain.referrals.program import ReferralSettings
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentDraft
 from domain.segments.templates import TEMPLATES
@@ -87,6 +98,8 @@ DEMO_LADDER = LadderDraft(
 )
 #: Points expire a year after they were earned (docs/ledger.md, "Points expiry").
 DEMO_EXPIRY_DAYS = 365
+#: 50 points for joining with a code, 200 to the referrer once the first purchase has stuck 14 days.
+DEMO_REFERRALS = ReferralSettings(True, join_points=50, referrer_points=200, wait_days=14)
 
 
 class ReplayClock:
@@ -161,6 +174,8 @@ async def _replay_history(
     await services.programs.set_earning_rule(program.id, "login", None, 1, actor=SYSTEM)
     await services.programs.set_points_expiry(program.id, DEMO_EXPIRY_DAYS, actor=SYSTEM)
     await services.tiers.set_ladder(program.id, DEMO_LADDER, actor=SYSTEM)
+    await services.referrals.set_program(program.id, DEMO_REFERRALS, actor=SYSTEM)
+    referrals = referred_members(members, now)
     await _seed_gamification(services, program.id)  # before the history: challenges pay as it is recorded
     for template in TEMPLATES:
         if template.audience == "B2C":
@@ -178,6 +193,7 @@ async def _replay_history(
         actor=SYSTEM,
     )
     scheduler = TimeFlipScheduler(services.db, clock, services.segments.engine)
+    payouts = ReferralPayouts(services.db, clock)
     waiting = sorted(members, key=lambda m: m.joined_at)
     for n_day in range(HISTORY_DAYS, -1, -1):
         day_end = now - timedelta(days=n_day)
@@ -185,16 +201,31 @@ async def _replay_history(
         joined = [m.upsert for m in waiting if m.joined_at <= day_end]
         waiting = waiting[len(joined) :]
         if joined:
-            await services.members.upsert_members(program.id, joined)
+            await services.members.upsert_members(
+                program.id, [await _with_code(services, program.id, m, referrals) for m in joined]
+            )
         events = day_events(members, n_day, day_end, rng)
         for start in range(0, len(events), MAX_BATCH):
             await services.events.record_events(program.id, events[start : start + MAX_BATCH])
         while await scheduler.run_once():
             pass
+        await payouts.drain()
         if n_day % 7 == 0:
             await services.segments.recompute(program.id)
     clock.resume()
     return program.id
+
+
+async def _with_code(
+    services: Services, program_id: int, member: MemberUpsert, referrals: dict[str, str]
+) -> MemberUpsert:
+    """The member's upsert, carrying its referrer's code when the demo has it join with one."""
+    referrer = referrals.get(member.external_id)
+    if referrer is None:
+        return member
+    found = await services.members.get(program_id, referrer)
+    assert found is not None  # referrers joined long before
+    return replace(member, referral_code=found.referral_code)
 
 
 async def _start_now(services: Services, program_id: int, members: list[DemoMember]) -> None:

@@ -85,6 +85,22 @@ def demo_members(rng: random.Random, now: datetime) -> list[DemoMember]:
     return members
 
 
+#: Who refers whom in the demo: members joining 40 to 80 days ago who buy at least weekly signed up
+#: with cust-001's referral code (so their referrals complete within the history).
+REFERRER = "cust-001"
+REFERRED = 3
+
+
+def referred_members(members: list[DemoMember], now: datetime) -> dict[str, str]:
+    """referred externalId -> its referrer's externalId, chosen from the members' join dates."""
+    chosen = [
+        m.external_id
+        for m in members
+        if 40 <= (now - m.joined_at).days <= 80 and m.habit.purchase >= 0.14 and m.lapses_days_ago is None
+    ]
+    return dict.fromkeys(chosen[:REFERRED], REFERRER)
+
+
 def day_events(
     members: list[DemoMember], n_day: int, day_end: datetime, rng: random.Random
 ) -> list[EventDraft]:

@@ -23,6 +23,7 @@ from domain.members.reads import (
 from domain.members.service import MemberService, Page
 from domain.members.timeline import EventView, recent_events, recent_segment_changes
 from domain.models import Member, Organization, Segment
+from domain.referrals.service import ReferralService, ReferralView
 from domain.segments.service import ChangeView, SegmentService
 from domain.segments.tags import TagService, TagView
 from domain.tiers.service import MemberTierView, TierService
@@ -75,6 +76,10 @@ class Loaders:
     events_by_member: DataLoader[TimelineKey, list[EventView]]
     #: (member id, first) -> its latest segment entries and exits, newest first
     segment_changes_by_member: DataLoader[TimelineKey, list[ChangeView]]
+    #: member id -> the referrals it made, oldest first
+    referrals_by_referrer: DataLoader[int, list[ReferralView]]
+    #: member id -> the referral it joined with
+    referral_by_referred: DataLoader[int, ReferralView | None]
 
 
 def build_loaders(
@@ -197,6 +202,16 @@ def build_loaders(
     async def load_segment_changes(keys: Sequence[TimelineKey]) -> list[list[ChangeView]]:
         return await _by_page_size(keys, recent_segment_changes)
 
+    referrals = ReferralService(db, members.clock)  # stateless, like `challenges`
+
+    async def load_made(member_ids: Sequence[int]) -> list[list[ReferralView]]:
+        found = await referrals.made_by(member_ids)
+        return [found.get(i, []) for i in member_ids]
+
+    async def load_joined(member_ids: Sequence[int]) -> list[ReferralView | None]:
+        found = await referrals.referred(member_ids)
+        return [found.get(i) for i in member_ids]
+
     async def _by_page_size(
         keys: Sequence[TimelineKey],
         read: Callable[[AsyncSession, Sequence[int], int], Awaitable[dict[int, list[T]]]],
@@ -228,4 +243,6 @@ def build_loaders(
         expiring_by_member=DataLoader(load_expiring),
         events_by_member=DataLoader(load_events),
         segment_changes_by_member=DataLoader(load_segment_changes),
+        referrals_by_referrer=DataLoader(load_made),
+        referral_by_referred=DataLoader(load_joined),
     )

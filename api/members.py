@@ -10,6 +10,7 @@ from strawberry.scalars import JSON
 
 from api.context import Info
 from api.pagination import decode_cursor, page_size
+from api.referrals import ReferralSignup
 from api.types.enums import Channel, MemberKind
 from api.types.members import Member, MemberConnection, member_connection
 from domain.auth.principal import PrincipalKind
@@ -41,11 +42,19 @@ class MemberInput:
     )
     channels: list[Channel] | None = None
     joined_at: datetime | None = None
+    referral_code: str | None = strawberry.field(
+        default=None,
+        description="Another member's referral code; counts only when this item creates the member "
+        "(answered per item in `referrals`)",
+    )
 
 
 @strawberry.type
 class UpsertMembersPayload:
     upserted: int
+    referrals: list[ReferralSignup] = strawberry.field(
+        default_factory=list, description="One answer per item that carried a referralCode"
+    )
 
 
 @strawberry.type
@@ -134,11 +143,13 @@ class MemberMutations:
                 attributes=_json_object(m.attributes, f"members[{i}].attributes"),
                 channels=None if m.channels is None else [Channel(c).value for c in m.channels],
                 joined_at=m.joined_at,
+                referral_code=m.referral_code,
             )
             for i, m in enumerate(members)
         ]
+        done = await info.context.services.members.upsert_members_with_referrals(program_id, inputs)
         return UpsertMembersPayload(
-            upserted=await info.context.services.members.upsert_members(program_id, inputs)
+            upserted=done.upserted, referrals=[ReferralSignup.of(r) for r in done.referrals]
         )
 
     @strawberry.mutation(

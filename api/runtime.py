@@ -36,6 +36,8 @@ from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
 from domain.redis_store import Lease, RedisStore
+from domain.referrals.payout import ReferralPayouts
+from domain.referrals.service import ReferralService
 from domain.segments.engine import SegmentEngine, count_changes
 from domain.segments.scheduler import TimeFlipScheduler
 from domain.segments.service import SegmentService
@@ -44,6 +46,7 @@ from domain.settings import Settings
 from domain.tiers.service import LadderCalendar, TierService
 from fraud import default_auditor
 from fraud.compliance import Compliance, ComplianceSweeper
+from fraud.referrals import ReferralRules
 from fraud.review import ReviewService
 from fraud.settings import FraudSettingsService
 from gamification.challenges.awarding import ChallengeAwarder
@@ -92,6 +95,10 @@ class Services:
     statistics: StatisticsCheck
     #: Posts EXPIRY entries for due lots (a background loop; `loyalty points expire` drains it).
     expiry: ExpirySweeper
+    #: Referral settings, listings and reviewers' decisions (docs/promotions.md, "Referrals").
+    referrals: ReferralService
+    #: Pays referrers whose wait has passed (a background loop; tests drain it with their clock).
+    referral_payouts: ReferralPayouts
     #: Background loops a server process runs (`start` runs them; tests call `run_once` themselves).
     loops: list[Loop] = field(default_factory=list)
     _runner: Runner | None = None
@@ -184,7 +191,7 @@ def build_services(
         clock=clock,
         auth=auth,
         programs=ProgramService(db, clock),
-        members=MemberService(db, clock),
+        members=MemberService(db, clock, ReferralRules()),
         erasure=ErasureService(db, clock, segments),
         exports=MemberExporter(db, clock),
         events=events,
@@ -209,6 +216,8 @@ def build_services(
         admins=AdminService(db, clock),
         statistics=StatisticsCheck(db, clock),
         expiry=ExpirySweeper(db, clock),
+        referrals=ReferralService(db, clock),
+        referral_payouts=ReferralPayouts(db, clock),
         _pool_size=sum(instrument_pool(pooled) for pooled in pooled_engines),
     )
     services.loops.extend(
@@ -220,6 +229,7 @@ def build_services(
             StandingsFeeder(db, redis, clock),
             PeriodCloser(db, clock),
             ComplianceSweeper(db, clock, compliance),
+            services.referral_payouts,
         ]
     )
     return services

@@ -48,6 +48,7 @@ from api.operations import RequireOperationName
 from api.points import PointsMutations
 from api.predict import PredictMutations, PredictQueries
 from api.programs import ProgramMutations, ProgramQueries
+from api.referrals import ReferralMutations, ReferralQueries
 from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
@@ -94,6 +95,7 @@ class Query(
     TierQueries,
     AuditQueries,
     GovernanceQueries,
+    ReferralQueries,
 ):
     pass
 
@@ -115,6 +117,7 @@ class Mutation(
     ExperimentMutations,
     TierMutations,
     GovernanceMutations,
+    ReferralMutations,
 ):
     pass
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from domain.db.types import Amount, BigId, Json, UtcDateTime
+from domain.referrals.codes import new_referral_code
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -81,11 +82,14 @@ class Member(Base):
         CheckConstraint("pending_points >= 0", name="pending_not_negative"),
         Index("ix_members_organization", "organization_id", "id"),
         Index("ix_members_segments_due_at", "segments_due_at"),
+        UniqueConstraint("program_id", "referral_code", name="uq_members_referral_code"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     external_id: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(16))
+    #: The code a new member signs up with (domain/referrals); every new row gets one, erasure voids it.
+    referral_code: Mapped[str | None] = mapped_column(String(16), default=new_referral_code)
     organization_id: Mapped[int | None] = mapped_column(ForeignKey("organizations.id"))
     attributes: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     channels: Mapped[list[str]] = mapped_column(Json, default=list)
@@ -783,3 +787,55 @@ class ExperimentExposure(Base):
     exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
     #: The reward a REWARD_OFFER variant offered the member
     offered_reward_key: Mapped[str | None] = mapped_column(String(64))
+
+
+class ReferralProgram(Base):
+    """A program's referral settings (`setReferralProgram`); no row: referrals are off."""
+
+    __tablename__ = "referral_programs"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    #: Points the new member gets on joining with a code.
+    join_points: Mapped[int] = mapped_column(BigInteger)
+    #: Points the referrer gets once the referred member's first purchase has stuck.
+    referrer_points: Mapped[int] = mapped_column(BigInteger)
+    #: The wait (refund window) after the qualifying purchase before the referrer is paid.
+    wait_days: Mapped[int] = mapped_column(Integer)
+    #: The event type whose first ACCEPTED event qualifies the referral ("purchase"; "sale" in B2B).
+    event_type: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Referral(Base):
+    """One member signed up with another's code (domain/referrals): its progress and its payout.
+
+    status: PENDING (no qualifying purchase yet), WAITING (purchase accepted, payout at `due_at`),
+    COMPLETED (referrer paid), CANCELLED (the purchase was refunded or a member erased), HELD (a
+    fraud rule asked for review), BLOCKED (a fraud rule or a reviewer refused it)."""
+
+    __tablename__ = "referrals"
+    __table_args__ = (
+        UniqueConstraint("referred_id"),
+        Index("ix_referrals_referrer", "referrer_id", "created_at"),
+        Index("ix_referrals_due", "status", "due_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    referrer_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    referred_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
+    #: The code as it was used (the referrer's code at signup).
+    code: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    #: The referral fraud rules' verdict at signup (ALLOW, REVIEW, BLOCK) and their findings.
+    verdict: Mapped[str] = mapped_column(String(8))
+    findings: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    join_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: The referred member's first accepted event of the program's referral event type.
+    qualifying_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    referrer_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: When it ended: COMPLETED, CANCELLED or BLOCKED (or a reviewer approved it).
+    settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: Why it was cancelled, blocked or approved.
+    note: Mapped[str | None] = mapped_column(Text)

@@ -30,6 +30,7 @@ from domain.events.refunds import REFUND_TYPE
 from domain.models import Event, FraudDevice, FraudReceipt, LedgerEntry, Member
 from fraud.config import RuleSettings, load_config, parse_params, spec_of
 from fraud.history import Candidate, History, identity_of
+from fraud.referral_rules import REFERRAL_RULE_NAMES
 from fraud.rules import SEVERITY, Judge
 
 ACTUAL = {
@@ -115,6 +116,11 @@ class Backtest:
         if rule == "non_compliant":
             raise InvalidInput(
                 "rule: non_compliant tags members; it judges no event and cannot be backtested"
+            )
+        if rule in REFERRAL_RULE_NAMES:
+            raise InvalidInput(
+                f"rule: {rule} judges referrals at signup, not events; it cannot be backtested "
+                "(shadow mode shows what it would do)"
             )
         if not 1 <= days <= MAX_DAYS:
             raise InvalidInput(f"days: between 1 and {MAX_DAYS}, got {days}")

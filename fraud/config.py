@@ -123,6 +123,26 @@ SPECS: Mapping[str, RuleSpec] = MappingProxyType(
                 (Param("maxPerDay", 10, 1, help="accruals per cashier, member and day"),),
             ),
             RuleSpec(
+                "referral_shared_identity",
+                "BLOCK a referral (at signup) whose referrer and new member share a deviceId, phone or "
+                "email (as self_referral)",
+            ),
+            RuleSpec(
+                "referral_cycle",
+                "BLOCK a referral (at signup) whose new member shares a deviceId, phone or email with a "
+                "member up the referrer's chain of referrers, within maxDepth steps",
+                (Param("maxDepth", 10, 2, help="how far up the chain of referrers to look", maximum=50),),
+            ),
+            RuleSpec(
+                "referral_velocity",
+                "REVIEW a referral (at signup) when its referrer made more than maxPerDay referrals in "
+                "24 hours or maxPerWeek in 7 days, this one included",
+                (
+                    Param("maxPerDay", 5, 1, help="referrals per referrer in 24 hours"),
+                    Param("maxPerWeek", 20, 1, help="referrals per referrer in 7 days"),
+                ),
+            ),
+            RuleSpec(
                 "non_compliant",
                 "tag a member non-compliant (source fraud) with more than maxBlocks blocked accruals "
                 "in the last days; the tag goes when they fall to maxBlocks or fewer",

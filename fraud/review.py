@@ -29,6 +29,7 @@ from domain.governance.audit_log import record_change
 from domain.ledger.posting import approve_held, release_held
 from domain.members.service import lock_members
 from domain.models import Event, FraudFinding, LedgerEntry, Member
+from domain.referrals.progress import AcceptedEvent, note_qualifying_events
 from fraud.compliance import Compliance
 
 MAX_QUEUE = 500
@@ -105,6 +106,8 @@ class ReviewService:
             event.status = EventStatus.ACCEPTED.value
             event.points_awarded = entry.points
             await approve_held(session, program_id, entry, event, now)
+            accepted = AcceptedEvent(entry.member_id, event.id, event.type, event.occurred_at)
+            await note_qualifying_events(session, program_id, [accepted])
             await uow.dispatch()  # the entries the approval logs get their stored conversions too
             await record_conversions(session, program_id, [(entry.member_id, event)])
             await _record(uow, entry, actor, "approveAccrual", before, now)

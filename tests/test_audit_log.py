@@ -168,6 +168,26 @@ async def _held(world: World) -> dict[str, Any]:
     return {"id": item["id"]}
 
 
+REFERRAL_PROGRAM = (
+    "mutation { setReferralProgram(input: "
+    "{joinPoints: 50, referrerPoints: 200, waitDays: 14}) { joinPoints } }"
+)
+
+
+async def _held_referral(world: World) -> dict[str, Any]:
+    """A referral held by the referral velocity rule (at most 1 per referrer and day)."""
+    await world.run(
+        REFERRAL_PROGRAM,
+        'mutation { setFraudRule(rule: "referral_velocity", params: {maxPerDay: 1}) { name } }',
+    )
+    await world.integration.data(UPSERT, {"m": [{"externalId": "m1"}]})
+    code = (await world.integration.data('{ member(externalId: "m1") { referralCode } }'))["member"]
+    items = [{"externalId": name, "referralCode": code["referralCode"]} for name in ("m2", "m3")]
+    await world.integration.data(UPSERT, {"m": items})
+    (held,) = (await world.admin.data("{ referrals(status: HELD) { items { id } } }"))["referrals"]["items"]
+    return {"id": held["id"]}
+
+
 AUDITED: dict[str, Case] = {
     "setLifecycleThresholds": Case(
         "mutation { setLifecycleThresholds(input: {newDays: 10, atRiskDays: 20, lostDays: 60}) { key } }",
@@ -352,6 +372,19 @@ AUDITED: dict[str, Case] = {
         {"status": "PENDING_REVIEW", "reason": None, "balance": 0},
         {"status": "REJECTED", "reason": "card testing", "balance": 0},
         prepare=_held,
+    ),
+    "setReferralProgram": Case(
+        REFERRAL_PROGRAM,
+        PROGRAM,
+        None,
+        {"enabled": True, "joinPoints": 50, "referrerPoints": 200, "waitDays": 14, "eventType": "purchase"},
+    ),
+    "decideReferral": Case(
+        'mutation($id: ID!) { decideReferral(id: $id, approve: false, note: "ring") { id } }',
+        "m3",
+        {"status": "HELD", "note": "referral_velocity: referrer m1: 2 referrals in 24 h (review above 1)"},
+        {"status": "BLOCKED"},
+        prepare=_held_referral,
     ),
     "setFraudRule": Case(
         'mutation { setFraudRule(rule: "velocity", shadow: true, params: {reviewAbove: 2}) { name } }',

@@ -26,6 +26,7 @@ from domain.members.service import MemberUpsert
 from domain.settings import Settings
 from fraud.backtest import Backtest
 from fraud.config import SPECS
+from fraud.referral_rules import REFERRAL_RULE_NAMES
 from tests.support import Harness, private_services
 from tests.support.graphql import new_program
 
@@ -39,7 +40,7 @@ TIGHT: dict[str, dict[str, float]] = {
     "shared_device": {"maxMembers": 1, "hours": 12},
     "cashier_collusion": {"maxPerDay": 2},
 }
-RULES = [name for name in SPECS if name != "non_compliant"]
+RULES = [name for name in SPECS if name != "non_compliant" and name not in REFERRAL_RULE_NAMES]
 VERDICT = {
     EventStatus.ACCEPTED: Verdict.ALLOW,
     EventStatus.HELD_FOR_REVIEW: Verdict.REVIEW,

@@ -174,6 +174,7 @@ async def test_backtest_refuses_bad_input(services: Services, program: ProgramFi
     for rule, params, days, message in [
         ("speed", None, 30, "rule: 'speed' is not one of"),
         ("non_compliant", None, 30, "cannot be backtested"),
+        ("referral_velocity", None, 30, "judges referrals at signup, not events; it cannot be backtested"),
         (
             "velocity",
             {"reviewAbove": -1},

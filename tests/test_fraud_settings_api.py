@@ -26,6 +26,9 @@ DEFAULTS: dict[str, dict[str, float]] = {
     "shared_device": {"maxMembers": 3, "hours": 24},
     "self_referral": {},
     "cashier_collusion": {"maxPerDay": 10},
+    "referral_shared_identity": {},
+    "referral_cycle": {"maxDepth": 10},
+    "referral_velocity": {"maxPerDay": 5, "maxPerWeek": 20},
     "non_compliant": {"maxBlocks": 3, "days": 30},
 }
 
@@ -89,7 +92,8 @@ async def test_set_fraud_rule_rejects_bad_input_naming_what_is_wrong(admin: Grap
         (
             {"r": "nope"},
             "rule: 'nope' is not one of duplicate_receipt, velocity, single_accrual_cap, daily_points_cap, "
-            "amount_outlier, shared_device, self_referral, cashier_collusion, non_compliant",
+            "amount_outlier, shared_device, self_referral, cashier_collusion, referral_shared_identity, "
+            "referral_cycle, referral_velocity, non_compliant",
         ),
         (
             {"r": "velocity", "p": {"reviewAbov": 5}},

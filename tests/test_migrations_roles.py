@@ -3,18 +3,12 @@ every power they had when program:write and segments:write were split (docs/secu
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import orjson
-import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
-from tests.support.backends import PG_HOST, PG_PORT, RUN_ID, create_pg_database, drop_pg_database, reachable
+from tests.support.migrated import database_url, run_sql
+
+__all__ = ["database_url"]  # the fixture: each test runs on SQLite and on PostgreSQL
 
 SEED = [
     "INSERT INTO programs (id, key, name, kind, settings, created_at) "
@@ -32,37 +26,8 @@ KEYS = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'roles.db'}"
-        return
-    if not reachable(PG_HOST, PG_PORT):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"loyalty_roles_{RUN_ID}"
-    asyncio.run(create_pg_database(name))
-    try:
-        yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        asyncio.run(drop_pg_database(name))
-
-
-def _run(url: str, statements: list[str], query: str | None = None) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as connection:
-                for statement in statements:
-                    await connection.execute(text(statement))
-                return [] if query is None else list((await connection.execute(text(query))).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def _scopes(url: str) -> dict[str, list[str]]:
-    rows = _run(url, [], "SELECT name, scopes FROM api_keys ORDER BY name")
+    rows = run_sql(url, [], "SELECT name, scopes FROM api_keys ORDER BY name")
     return {name: sorted(orjson.loads(s) if isinstance(s, (str, bytes)) else s) for name, s in rows}
 
 
@@ -74,13 +39,15 @@ def test_admins_become_owners_and_keys_keep_their_powers(database_url: str) -> N
         f"({i}, 1, '{name}', 'lk_{i}', 'hash{i}', '{orjson.dumps(before).decode()}', '2026-01-01 00:00:00+00')"
         for i, (name, (before, _)) in enumerate(KEYS.items(), start=1)
     ]
-    _run(database_url, SEED + keys)
+    run_sql(database_url, SEED + keys)
 
     # when it is migrated to the newest revision
     migrations.upgrade(database_url)
 
     # then the admin is an OWNER and each key holds the scopes that now name its old powers
-    assert _run(database_url, [], "SELECT email, role FROM admin_users") == [("first@example.com", "OWNER")]
+    assert run_sql(database_url, [], "SELECT email, role FROM admin_users") == [
+        ("first@example.com", "OWNER")
+    ]
     assert _scopes(database_url) == {name: after for name, (_, after) in KEYS.items()}
 
     # and a downgrade to 0016 takes the new scopes away again

@@ -26,6 +26,7 @@ from domain.segments.lifecycle import LifecycleThresholds
 from gamification.challenges.definitions import check_event_type
 
 if TYPE_CHECKING:
+    from api.referrals import Referral
     from api.types.segments import Segment, SegmentChangeEvent
     from api.types.tiers import MemberTier
 
@@ -198,6 +199,29 @@ class Member:
         from api.types.segments import Segment
 
         return [Segment(row=row) for row in await info.context.loaders.segments_by_member.load(self.row.id)]
+
+    @strawberry.field(
+        description="The code another member signs up with (upsertMembers referralCode); null once erased"
+    )
+    def referral_code(self) -> str | None:
+        self._private()
+        return self.row.referral_code
+
+    @strawberry.field(description="The referrals this member made (as the referrer), oldest first")
+    async def referrals(self, info: Info) -> list[Annotated[Referral, strawberry.lazy("api.referrals")]]:
+        self._private()
+        from api.referrals import Referral
+
+        views = await info.context.loaders.referrals_by_referrer.load(self.row.id)
+        return [Referral.of(v) for v in views]
+
+    @strawberry.field(description="The referral this member joined with, if any")
+    async def referred_by(self, info: Info) -> Annotated[Referral, strawberry.lazy("api.referrals")] | None:
+        self._private()
+        from api.referrals import Referral
+
+        view = await info.context.loaders.referral_by_referred.load(self.row.id)
+        return None if view is None else Referral.of(view)
 
     @strawberry.field(description="Null when the program has no tier ladder")
     async def tier(self, info: Info) -> Annotated[MemberTier, strawberry.lazy("api.types.tiers")] | None:

@@ -77,6 +77,11 @@ OPERATIONS: dict[str, Requirement] = {
     "setPointsExpiry": needs(Scope.PROGRAM_WRITE),
     "setAdjustmentStepUp": needs(Scope.PROGRAM_WRITE),
     "setProgramTimezone": needs(Scope.PROGRAM_WRITE),
+    # --- referrals (codes and signups: Member.referralCode, upsertMembers)
+    "referralProgram": needs(Scope.PROGRAM_READ),
+    "referrals": needs(Scope.MEMBERS_READ),
+    "setReferralProgram": needs(Scope.MARKETING_WRITE),
+    "decideReferral": admin(Scope.FRAUD_REVIEW),
     # --- points
     "redeemPoints": needs(Scope.POINTS_REDEEM, members=True),
     "adjustPoints": needs(Scope.POINTS_ADJUST),

@@ -46,6 +46,7 @@ from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
 from domain.ops.metrics import EVENTS
 from domain.programs.service import ProgramSettings, load_earning_rules
+from domain.referrals.progress import AcceptedEvent, note_qualifying_events
 from domain.tiers.store import held_multipliers
 
 MAX_BATCH = 1000
@@ -187,6 +188,18 @@ class EventService:
                 now,
             )
             refunds = {i: EventOutcome(r.external_id, r.status, 0, r.message) for i, r in refunded.items()}
+            # (a referred member's first accepted qualifying event starts its referrer's wait)
+            await note_qualifying_events(
+                session,
+                program_id,
+                (
+                    AcceptedEvent(
+                        row.member_id, inserted[row.event.external_id], row.event.type, row.event.occurred_at
+                    )
+                    for row in accruals.values()
+                    if row.status == EventStatus.ACCEPTED
+                ),
+            )
             # 7. store the findings, linked to the entries they judged
             await store_findings(uow, proposals, verdicts, inserted, entries, now)
             # 8. settle compliance for the members this batch blocked

@@ -1,4 +1,5 @@
-"""Events the engine records itself (messages sent, failed, suppressed): the pipeline's storage path.
+"""Events the engine records itself (messages sent, failed, suppressed; referrals completed): the
+pipeline's storage path.
 
 A system event is stored like an accepted event of `recordEvents` (steps 5 and 6 of
 the accrual pipeline: `insert_events`, then `post_accruals`, which folds it into the
@@ -27,8 +28,10 @@ from domain.ledger.posting import Accrual, post_accruals
 MESSAGE_SENT = "message_sent"
 MESSAGE_FAILED = "message_failed"
 MESSAGE_SUPPRESSED = "message_suppressed"
+#: Recorded for the referrer when a referral pays out (domain/referrals/payout.py).
+REFERRAL_COMPLETED = "referral_completed"
 #: The event types the engine records; they earn no points and pass no fraud rule.
-SYSTEM_EVENT_TYPES = frozenset({MESSAGE_SENT, MESSAGE_FAILED, MESSAGE_SUPPRESSED})
+SYSTEM_EVENT_TYPES = frozenset({MESSAGE_SENT, MESSAGE_FAILED, MESSAGE_SUPPRESSED, REFERRAL_COMPLETED})
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from domain.models import AuditEntry
 #: The actor of changes no person or key asked for: triggers, sweepers, background loops.
 SYSTEM = "system"
 #: The actions whose target is a member's externalId (the rest target a key or the program).
-MEMBER_ACTIONS = frozenset({"adjustPoints", "reverseLedgerEntry", "approveAccrual", "rejectAccrual"})
+MEMBER_ACTIONS = frozenset(
+    {"adjustPoints", "reverseLedgerEntry", "approveAccrual", "rejectAccrual", "decideReferral"}
+)
 
 
 async def record_change(

@@ -44,8 +44,10 @@ from domain.models import (
     MemberTier,
     Message,
     OutboxItem,
+    Referral,
     RewardRedemption,
 )
+from domain.referrals.status import OPEN, ReferralStatus
 from domain.segments.engine import SegmentEngine
 from domain.standings import mark_standings
 
@@ -119,6 +121,7 @@ async def _forget_profile(session: AsyncSession, member_id: int, pseudonym: str,
         .where(Member.id == member_id)
         .values(
             external_id=pseudonym,
+            referral_code=None,  # the code is void: nobody signs up with it any more
             attributes={},
             channels=[],
             erased_at=now,
@@ -129,6 +132,19 @@ async def _forget_profile(session: AsyncSession, member_id: int, pseudonym: str,
     )
     await session.execute(delete(MemberTag).where(MemberTag.member_id == member_id))
     await session.execute(delete(MemberTier).where(MemberTier.member_id == member_id))
+    # the referrals it made forget its code; those still open are cancelled (nobody to pay)
+    await session.execute(
+        update(Referral)
+        .where(Referral.referrer_id == member_id)
+        .values(code="")
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Referral)
+        .where(Referral.referrer_id == member_id, Referral.status.in_(sorted(OPEN)))
+        .values(status=ReferralStatus.CANCELLED.value, settled_at=now, note="the referrer was erased")
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _forget_contents(session: AsyncSession, member_id: int) -> None:

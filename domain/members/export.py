@@ -40,6 +40,7 @@ from domain.models import (
     OutboxItem,
     PointsLot,
     Program,
+    Referral,
     Reward,
     RewardRedemption,
     Segment,
@@ -100,6 +101,7 @@ class MemberExporter:
                 "redemptions": await _redemptions(session, member.id),
                 "experiments": await _experiments(session, member.id),
                 "fraudFindings": await _findings(session, member.id),
+                "referrals": await _referrals(session, member),
             }
 
 
@@ -388,3 +390,35 @@ async def _findings(session: AsyncSession, member_id: int) -> list[Document]:
             "eventExternalId": event,
         },
     )
+
+
+async def _referrals(session: AsyncSession, member: Member) -> Document:
+    """The member's referral code, the referral it joined with and those it made. The other side of
+    each referral is another person: only its status, rewards and times are given, not who."""
+    rows = (
+        await session.execute(
+            select(Referral)
+            .where((Referral.referrer_id == member.id) | (Referral.referred_id == member.id))
+            .order_by(Referral.id)
+        )
+    ).scalars()
+
+    def shape(r: Referral, points: int) -> Document:
+        return {
+            "code": r.code,
+            "status": r.status,
+            "verdict": r.verdict,
+            "createdAt": _at(r.created_at),
+            "dueAt": _at(r.due_at),
+            "settledAt": _at(r.settled_at),
+            "points": points,
+        }
+
+    joined: Document | None = None
+    made: list[Document] = []
+    for r in rows:
+        if r.referred_id == member.id:
+            joined = shape(r, int(r.join_points))
+        else:
+            made.append(shape(r, int(r.referrer_points)))
+    return {"referralCode": member.referral_code, "joinedWith": joined, "made": made}

@@ -22,6 +22,14 @@ from domain.events.validation import Rejection, validate_external_id
 from domain.members.attributes import MAX_ATTRIBUTES_BYTES, attributes_size, merge_attributes
 from domain.members.organizations import ParentChange, ancestors, check_parents, parent_map, subtree
 from domain.models import Member, MemberTag, Organization, Segment, SegmentMembership
+from domain.referrals.screening import AllowAllReferrals, ReferralScreen
+from domain.referrals.signup import (
+    ReferralOutcome,
+    SignupItem,
+    refuse_erased_referrers,
+    resolve_codes,
+    store_referrals,
+)
 
 MAX_BATCH = 1000
 MAX_PAGE = 500
@@ -35,6 +43,16 @@ class MemberUpsert:
     attributes: dict[str, Any] | None = None
     channels: Sequence[str] | None = None
     joined_at: datetime | None = None
+    #: Another member's referral code: only when this upsert creates the member (domain/referrals).
+    referral_code: str | None = None
+
+
+@dataclass(frozen=True)
+class MembersUpserted:
+    #: Items applied (an item whose referral code is refused on a new member is not).
+    upserted: int
+    #: One answer per item that carried a referral code, in item order.
+    referrals: list[ReferralOutcome]
 
 
 @dataclass(frozen=True)
@@ -69,9 +87,11 @@ def check_page_size(first: int) -> None:
 
 
 class MemberService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, referrals: ReferralScreen | None = None) -> None:
         self.db = db
         self.clock = clock
+        #: The referral fraud rules (fraud/referrals.py) judging signups with a referral code.
+        self.referrals: ReferralScreen = referrals or AllowAllReferrals()
 
     async def upsert_organizations(self, program_id: int, inputs: Sequence[OrganizationUpsert]) -> int:
         _check_batch(len(inputs), "organizations")
@@ -119,6 +139,13 @@ class MemberService:
         return len(inputs)
 
     async def upsert_members(self, program_id: int, inputs: Sequence[MemberUpsert]) -> int:
+        return (await self.upsert_members_with_referrals(program_id, inputs)).upserted
+
+    async def upsert_members_with_referrals(
+        self, program_id: int, inputs: Sequence[MemberUpsert]
+    ) -> MembersUpserted:
+        """Upsert the members; the items carrying a referral code are answered one by one
+        (domain/referrals/signup.py): a new member with a bad code is left out, the rest apply."""
         _check_batch(len(inputs), "members")
         for i, member in enumerate(inputs):
             _validate_member(i, member)
@@ -135,10 +162,21 @@ class MemberService:
                 erased = existing.get(data.external_id)
                 if erased is not None and erased.erased_at is not None:
                     raise _field_error(i, "externalId: names an erased member")
+            signups = [
+                SignupItem(i, m.external_id, m.referral_code)
+                for i, m in enumerate(inputs)
+                if m.referral_code is not None
+            ]
+            codes = await resolve_codes(session, program_id, signups, existing)
             known = {row.id for row in existing.values()}
-            await lock_members(session, known)
+            referrers = {referrer for referrer, _ in codes.referrers.values()}
+            live = await lock_members(session, known | referrers)  # one lock order: see lock_members
+            refuse_erased_referrers(codes, signups, live)
             moved: set[int] = set()  # organizations members left or joined
+            created: dict[int, Member] = {}
             for i, data in enumerate(inputs):
+                if i in codes.skipped:
+                    continue
                 row = existing.get(data.external_id)
                 org_id = org_ids[data.organization_external_id] if data.organization_external_id else None
                 if row is None:
@@ -157,6 +195,7 @@ class MemberService:
                     )
                     session.add(row)
                     existing[data.external_id] = row
+                    created[i] = row
                 else:
                     row.kind = data.kind
                     if data.organization_external_id is not None:
@@ -173,6 +212,8 @@ class MemberService:
                 if attributes_size(row.attributes) > MAX_ATTRIBUTES_BYTES:
                     raise _field_error(i, f"attributes: more than {MAX_ATTRIBUTES_BYTES} bytes once merged")
             await session.flush()
+            names = {item.index: item.external_id for item in signups}
+            await store_referrals(session, program_id, codes, created, names, self.referrals, now)
             ids = {row.id for row in existing.values()}
             rolled_up = await _members_above(session, program_id, moved) if moved else set()
             change = MembersChanged(
@@ -182,7 +223,8 @@ class MemberService:
                 at=now,
             )
             uow.collect(change)  # the segment engine re-evaluates them before the commit
-        return len(inputs)
+        answers = [codes.outcomes[item.index] for item in signups if item.index in codes.outcomes]
+        return MembersUpserted(len(inputs) - len(codes.skipped), answers)
 
     async def get(self, program_id: int, external_id: str) -> Member | None:
         async with self.db.read() as session:
