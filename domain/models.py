@@ -180,6 +180,7 @@ class PointsLot(Base):
     __tablename__ = "points_lots"
     __table_args__ = (
         CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_in_range"),
+        UniqueConstraint("program_id", "entry_id", name="uq_points_lots_program_entry"),
         #: The sweep's claim: due lots, soonest first; spent lots leave the index.
         Index(
             "ix_points_lots_due",
@@ -201,7 +202,7 @@ class PointsLot(Base):
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     #: The crediting entry (an accrual, a bonus, a positive adjustment).
-    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     earned_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -276,10 +277,10 @@ class EventAggregate(Base):
 
     __tablename__ = "event_aggregates"
     __table_args__ = (Index("ix_event_aggregates_program_type_day", "program_id", "event_type", "day"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     count: Mapped[int] = mapped_column(Integer)
     amount_count: Mapped[int] = mapped_column(Integer, default=0)  # events with an amount
     amount_sum: Mapped[int] = mapped_column(BigInteger)  # scaled units, see domain.db.types
@@ -309,6 +310,7 @@ class SegmentMembership(Base):
 
     __tablename__ = "segment_memberships"
     __table_args__ = (Index("ix_segment_memberships_member", "member_id"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -353,8 +355,8 @@ class MemberTier(Base):
 
     __tablename__ = "member_tiers"
     __table_args__ = (Index("ix_member_tiers_program_tier", "program_id", "tier_key"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     tier_key: Mapped[str] = mapped_column(String(32))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     #: End of the grace period while the value is below the tier's threshold; else null.
@@ -368,10 +370,10 @@ class MemberTag(Base):
 
     __tablename__ = "member_tags"
     __table_args__ = (Index("ix_member_tags_program_key", "program_id", "key", "member_id"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -610,6 +612,7 @@ class LeaderboardSnapshot(Base):
 
 class LeaderboardSnapshotEntry(Base):
     __tablename__ = "leaderboard_snapshot_entries"
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(
         ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"), primary_key=True
     )
@@ -643,12 +646,12 @@ class ChallengeCompletion(Base):
 
     __tablename__ = "challenge_completions"
     __table_args__ = (Index("ix_challenge_completions_member", "member_id"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     challenge_id: Mapped[int] = mapped_column(
         ForeignKey("challenges.id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -713,7 +716,7 @@ class RewardRedemption(Base):
 
     __tablename__ = "reward_redemptions"
     __table_args__ = (
-        UniqueConstraint("ledger_entry_id"),
+        UniqueConstraint("program_id", "ledger_entry_id", name="uq_reward_redemptions_program_entry"),
         Index("ix_reward_redemptions_member", "member_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -773,11 +776,11 @@ class ExperimentExposure(Base):
 
     __tablename__ = "experiment_exposures"
     __table_args__ = (Index("ix_experiment_exposures_variant", "experiment_id", "variant"),)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     experiment_id: Mapped[int] = mapped_column(
         ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     #: A variant's key, or "holdout"
     variant: Mapped[str] = mapped_column(String(64))
     exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)
