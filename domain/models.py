@@ -277,10 +277,10 @@ class EventAggregate(Base):
 
     __tablename__ = "event_aggregates"
     __table_args__ = (Index("ix_event_aggregates_program_type_day", "program_id", "event_type", "day"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     amount_count: Mapped[int] = mapped_column(Integer, default=0)  # events with an amount
     amount_sum: Mapped[int] = mapped_column(BigInteger)  # scaled units, see domain.db.types
@@ -310,9 +310,9 @@ class SegmentMembership(Base):
 
     __tablename__ = "segment_memberships"
     __table_args__ = (Index("ix_segment_memberships_member", "member_id"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -355,8 +355,8 @@ class MemberTier(Base):
 
     __tablename__ = "member_tiers"
     __table_args__ = (Index("ix_member_tiers_program_tier", "program_id", "tier_key"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     tier_key: Mapped[str] = mapped_column(String(32))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     #: End of the grace period while the value is below the tier's threshold; else null.
@@ -370,10 +370,10 @@ class MemberTag(Base):
 
     __tablename__ = "member_tags"
     __table_args__ = (Index("ix_member_tags_program_key", "program_id", "key", "member_id"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -612,11 +612,11 @@ class LeaderboardSnapshot(Base):
 
 class LeaderboardSnapshotEntry(Base):
     __tablename__ = "leaderboard_snapshot_entries"
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     snapshot_id: Mapped[int] = mapped_column(
         ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"), primary_key=True
     )
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     score: Mapped[int] = mapped_column(BigInteger)
     reached_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -646,12 +646,12 @@ class ChallengeCompletion(Base):
 
     __tablename__ = "challenge_completions"
     __table_args__ = (Index("ix_challenge_completions_member", "member_id"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     challenge_id: Mapped[int] = mapped_column(
         ForeignKey("challenges.id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     points: Mapped[int] = mapped_column(BigInteger)
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -776,11 +776,11 @@ class ExperimentExposure(Base):
 
     __tablename__ = "experiment_exposures"
     __table_args__ = (Index("ix_experiment_exposures_variant", "experiment_id", "variant"),)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     experiment_id: Mapped[int] = mapped_column(
         ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     #: A variant's key, or "holdout"
     variant: Mapped[str] = mapped_column(String(64))
     exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)

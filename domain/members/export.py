@@ -147,7 +147,7 @@ async def _scores(session: AsyncSession, program: Program, member: Member, now: 
 
 
 async def _tier(session: AsyncSession, program_id: int, member_id: int) -> Document | None:
-    tier = await session.get(MemberTier, (program_id, member_id))
+    tier = await session.get(MemberTier, (member_id, program_id))
     if tier is None:
         return None
     return {

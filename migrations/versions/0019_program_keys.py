@@ -1,15 +1,21 @@
-"""program keys: every table that grows with members leads its primary key with program_id
+"""program keys: every table that grows with members holds program_id in its primary key
 
 The Citus plan (docs/scaling.md, "Distributing with Citus") distributes every table that grows
 with members by `program_id`, and Citus needs the distribution column in every primary key and
 unique key of such a table. This revision makes that true where it is cheap and safe now:
 
 * `segment_memberships` and `leaderboard_snapshot_entries` get a `program_id` (backfilled from
-  their segment and snapshot), and lead their primary keys with it;
+  their segment and snapshot) and hold it in their primary keys;
 * `event_aggregates`, `member_tiers`, `member_tags`, `challenge_completions` and
-  `experiment_exposures` already had `program_id`: their primary keys now lead with it;
+  `experiment_exposures` already had `program_id`: their primary keys now hold it too;
 * `points_lots.entry_id` and `reward_redemptions.ledger_entry_id` stay unique per program
   (entry ids are unique anyway, so nothing that was allowed is refused).
+
+`program_id` goes last in these keys, not first: the reads of these tables name a member, a
+segment, a snapshot or a challenge without the program (facts, tags, tiers, analytics), and an
+index led by `program_id` would serve none of them on one PostgreSQL (no skip scan), while Citus
+needs the column in the key, not in front. Nothing is uniquer than before: the old key's columns
+already identify a row, since member, segment and snapshot ids are unique over all programs.
 
 Tables keyed by a surrogate `id` (members, events, the ledger, ...) keep `PRIMARY KEY (id)`: the
 distribution step turns it into `(program_id, id)` (docs/scaling.md lists each).
@@ -32,21 +38,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-#: table -> its primary key before, and after (program_id first)
+#: table -> its primary key before, and after (program_id last: see the module's docstring)
 PRIMARY_KEYS: dict[str, tuple[list[str], list[str]]] = {
-    "segment_memberships": (["segment_id", "member_id"], ["program_id", "segment_id", "member_id"]),
-    "leaderboard_snapshot_entries": (["snapshot_id", "rank"], ["program_id", "snapshot_id", "rank"]),
+    "segment_memberships": (["segment_id", "member_id"], ["segment_id", "member_id", "program_id"]),
+    "leaderboard_snapshot_entries": (["snapshot_id", "rank"], ["snapshot_id", "rank", "program_id"]),
     "event_aggregates": (
         ["member_id", "event_type", "day"],
-        ["program_id", "member_id", "event_type", "day"],
+        ["member_id", "event_type", "day", "program_id"],
     ),
-    "member_tiers": (["member_id"], ["program_id", "member_id"]),
-    "member_tags": (["member_id", "key", "source"], ["program_id", "member_id", "key", "source"]),
+    "member_tiers": (["member_id"], ["member_id", "program_id"]),
+    "member_tags": (["member_id", "key", "source"], ["member_id", "key", "source", "program_id"]),
     "challenge_completions": (
         ["challenge_id", "member_id", "period_start"],
-        ["program_id", "challenge_id", "member_id", "period_start"],
+        ["challenge_id", "member_id", "period_start", "program_id"],
     ),
-    "experiment_exposures": (["experiment_id", "member_id"], ["program_id", "experiment_id", "member_id"]),
+    "experiment_exposures": (["experiment_id", "member_id"], ["experiment_id", "member_id", "program_id"]),
 }
 #: table gaining program_id -> (its parent table, the column naming the parent)
 BACKFILLED = {
