@@ -53,8 +53,8 @@ SELECT $1, $2, c.member_id, 'LEFT', c.at + (c.at - ($3::timestamptz - interval '
 FROM segment_changes c WHERE c.segment_id = $2 AND c.member_id % 10 = 0
 """
 MEMBERSHIPS_SQL = """
-INSERT INTO segment_memberships (segment_id, member_id, since)
-SELECT $1, c.member_id, c.at FROM segment_changes c
+INSERT INTO segment_memberships (program_id, segment_id, member_id, since)
+SELECT c.program_id, $1, c.member_id, c.at FROM segment_changes c
 WHERE c.segment_id = $1 AND c.change = 'ENTERED' AND c.member_id % 10 <> 0
 """
 MESSAGES_SQL = """

@@ -332,6 +332,36 @@ async def checkpoint(pg: PgServer, database: str) -> None:
         await connection.close()
 
 
+async def table_sizes(pg: PgServer, database: str, *, compact: bool = False) -> dict[str, dict[str, int]]:
+    """Every table of `database` holding rows: its rows and bytes on disk (`pg_total_relation_size`:
+    heap, indexes and TOAST), as loaded; with `compact`, after `VACUUM FULL` (no dead rows, no
+    free space: the least the same rows can take). Tables without rows are left out."""
+    connection = await pg.connect(database)
+    try:
+        if compact:
+            await connection.execute("VACUUM FULL")
+        names = await connection.fetch(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "ORDER BY c.relname"
+        )
+        sizes: dict[str, dict[str, int]] = {}
+        for (name,) in names:
+            rows = int(await connection.fetchval(f'SELECT count(*) FROM "{name}"'))
+            if rows:
+                total = int(
+                    await connection.fetchval(  # a partitioned table's bytes are its partitions'
+                        "SELECT coalesce((SELECT sum(pg_total_relation_size(relid)) "
+                        "FROM pg_partition_tree($1::regclass)), pg_total_relation_size($1::regclass))",
+                        name,
+                    )
+                )
+                sizes[name] = {"rows": rows, "bytes": total, "bytes_per_row": round(total / rows)}
+        return sizes
+    finally:
+        await connection.close()
+
+
 # ---------------------------------------------------------------------------------- end to end
 
 

@@ -471,7 +471,7 @@ UPSERT_AGGREGATE = """
 INSERT INTO event_aggregates (member_id, event_type, day, program_id, count, amount_sum, amount_min,
                               amount_max, first_at, last_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-ON CONFLICT (member_id, event_type, day) DO UPDATE SET
+ON CONFLICT (member_id, event_type, day, program_id) DO UPDATE SET
     count = event_aggregates.count + excluded.count,
     amount_sum = event_aggregates.amount_sum + excluded.amount_sum,
     amount_min = least(event_aggregates.amount_min, excluded.amount_min),

@@ -84,6 +84,7 @@ from bench.harness import (
     log,
     run_concurrently,
     serving,
+    table_sizes,
 )
 from bench.ingest import (
     API_KEY_SCOPES,
@@ -563,6 +564,7 @@ class Options:
     window_s: float
     tiers: bool = False
     v2: bool = False
+    sizes: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -602,6 +604,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="a last phase: 20 segments, 5 of them version 2 (one org roll-up); members in stores",
     )
+    parser.add_argument(
+        "--sizes",
+        action="store_true",
+        help="after each phase: rows and bytes of every table, as loaded and after VACUUM FULL",
+    )
     args = parser.parse_args(argv)
     if args.stale_minutes:
         # enough events for the whole duration at 1,000 events/s; the run stops at the deadline
@@ -632,6 +639,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.window_s,
         args.tiers,
         args.v2,
+        args.sizes,
     )
 
 
@@ -643,6 +651,23 @@ def per_event(result: PhaseResult) -> dict[str, float | None]:
         "server_cpu_us_per_event": round(result.cpu.get("server_cpu_s", 0.0) / result.events * 1e6),
         "postgres_cpu_us_per_event": round(result.cpu.get("postgres_cpu_s", 0.0) / result.events * 1e6),
     }
+
+
+async def phase_sizes(pg: PgServer, database: str, events: int) -> dict[str, Any]:
+    """Bytes on disk per table and per row, as loaded and compacted, and the whole database per event."""
+    loaded = await table_sizes(pg, database)
+    compact = await table_sizes(pg, database, compact=True)
+    for name, sized in compact.items():
+        log(
+            f"size {name}: {sized['rows']:,} rows, {sized['bytes_per_row']} B/row compacted, "
+            f"{loaded.get(name, sized)['bytes_per_row']} B/row as loaded"
+        )
+    per_event = {
+        "loaded": round(sum(t["bytes"] for t in loaded.values()) / events) if events else None,
+        "compact": round(sum(t["bytes"] for t in compact.values()) / events) if events else None,
+    }
+    log(f"size per event, all tables: {per_event['compact']} B compacted, {per_event['loaded']} B as loaded")
+    return {"loaded": loaded, "compact": compact, "bytes_per_event_all_tables": per_event}
 
 
 async def run(options: Options) -> dict[str, Any]:
@@ -760,6 +785,8 @@ async def run(options: Options) -> dict[str, Any]:
             if phase == "v2":
                 figures[phase]["roll_up"] = held = await roll_up_matches(pg, database, datetime.now(UTC))
                 checks["roll_up_reaches_members_v2"] = held["held"] > 0
+            if options.sizes:
+                figures[phase]["sizes"] = await phase_sizes(pg, database, result.events)
             await pg.drop(database)  # the next phase starts without this one's files around
         if not options.skip_floor:
             created.append(databases["floor"])

@@ -673,7 +673,8 @@ async def create_segments(session: Any, program_id: int, defs: Sequence[Definiti
 FLOOR_TABLES = """
 CREATE TABLE floor_memberships (LIKE segment_memberships INCLUDING DEFAULTS INCLUDING INDEXES);
 CREATE TABLE floor_changes (LIKE segment_changes INCLUDING DEFAULTS INCLUDING INDEXES INCLUDING IDENTITY);
-ALTER TABLE floor_memberships ADD FOREIGN KEY (segment_id) REFERENCES segments (id) ON DELETE CASCADE,
+ALTER TABLE floor_memberships ADD FOREIGN KEY (program_id) REFERENCES programs (id),
+                              ADD FOREIGN KEY (segment_id) REFERENCES segments (id) ON DELETE CASCADE,
                               ADD FOREIGN KEY (member_id) REFERENCES members (id);
 ALTER TABLE floor_changes ADD FOREIGN KEY (program_id) REFERENCES programs (id),
                           ADD FOREIGN KEY (segment_id) REFERENCES segments (id) ON DELETE CASCADE,
@@ -752,8 +753,9 @@ async def recompute_floor(
                 now,
             )
             await connection.execute(
-                "INSERT INTO floor_memberships (segment_id, member_id, since) "
-                "SELECT $1, member_id, $2 FROM floor_eval",
+                "INSERT INTO floor_memberships (program_id, segment_id, member_id, since) "
+                "SELECT $1, $2, member_id, $3 FROM floor_eval",
+                program_id,
                 segment_id,
                 now,
             )

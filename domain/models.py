@@ -184,6 +184,7 @@ class PointsLot(Base):
     __tablename__ = "points_lots"
     __table_args__ = (
         CheckConstraint("remaining >= 0 AND remaining <= points", name="remaining_in_range"),
+        UniqueConstraint("program_id", "entry_id", name="uq_points_lots_program_entry"),
         #: The sweep's claim: due lots, soonest first; spent lots leave the index.
         Index(
             "ix_points_lots_due",
@@ -205,7 +206,7 @@ class PointsLot(Base):
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     #: The crediting entry (an accrual, a bonus, a positive adjustment).
-    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"), unique=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("ledger_entries.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     earned_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -283,7 +284,7 @@ class EventAggregate(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     event_type: Mapped[str] = mapped_column(String(64), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     count: Mapped[int] = mapped_column(Integer)
     amount_count: Mapped[int] = mapped_column(Integer, default=0)  # events with an amount
     amount_sum: Mapped[int] = mapped_column(BigInteger)  # scaled units, see domain.db.types
@@ -315,6 +316,7 @@ class SegmentMembership(Base):
     __table_args__ = (Index("ix_segment_memberships_member", "member_id"),)
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -358,7 +360,7 @@ class MemberTier(Base):
     __tablename__ = "member_tiers"
     __table_args__ = (Index("ix_member_tiers_program_tier", "program_id", "tier_key"),)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     tier_key: Mapped[str] = mapped_column(String(32))
     since: Mapped[datetime] = mapped_column(UtcDateTime)
     #: End of the grace period while the value is below the tier's threshold; else null.
@@ -375,7 +377,7 @@ class MemberTag(Base):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     source: Mapped[str] = mapped_column(String(64), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
@@ -618,6 +620,7 @@ class LeaderboardSnapshotEntry(Base):
         ForeignKey("leaderboard_snapshots.id", ondelete="CASCADE"), primary_key=True
     )
     rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"))
     score: Mapped[int] = mapped_column(BigInteger)
     reached_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -652,7 +655,7 @@ class ChallengeCompletion(Base):
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     points: Mapped[int] = mapped_column(BigInteger)
     completed_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
@@ -717,7 +720,7 @@ class RewardRedemption(Base):
 
     __tablename__ = "reward_redemptions"
     __table_args__ = (
-        UniqueConstraint("ledger_entry_id"),
+        UniqueConstraint("program_id", "ledger_entry_id", name="uq_reward_redemptions_program_entry"),
         Index("ix_reward_redemptions_member", "member_id", "id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -781,7 +784,7 @@ class ExperimentExposure(Base):
         ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True
     )
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
-    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
     #: A variant's key, or "holdout"
     variant: Mapped[str] = mapped_column(String(64))
     exposed_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -283,7 +283,7 @@ async def write_history(db: Database, history: History) -> tuple[int, list[int],
             for segment in spec.segments:
                 await session.execute(
                     insert(SegmentMembership).values(
-                        segment_id=segment_ids[segment], member_id=member_id, since=now
+                        program_id=program_id, segment_id=segment_ids[segment], member_id=member_id, since=now
                     )
                 )
             for event in spec.events:

@@ -119,7 +119,7 @@ class ExperimentService:
                 raise NotFound(f"memberExternalId: no member {member_external_id[:70]!r} in this program")
             if as_member is not None and member.id != as_member:
                 raise Forbidden("a member token exposes only its own member")
-            recorded = await session.get(ExperimentExposure, (experiment.id, member.id))
+            recorded = await session.get(ExperimentExposure, (experiment.id, member.id, program_id))
             if recorded is not None:
                 return _exposure(experiment, member_external_id, recorded, new=False)
             in_segment = await session.scalar(
@@ -135,7 +135,7 @@ class ExperimentService:
             candidate = Candidate(member.id, member.external_id, list(member.channels or []))
             new = await expose(session, experiment, [candidate], now)
             recorded = await session.get(
-                ExperimentExposure, (experiment.id, member.id), populate_existing=True
+                ExperimentExposure, (experiment.id, member.id, program_id), populate_existing=True
             )
             assert recorded is not None
             return _exposure(experiment, member_external_id, recorded, new=member.id in new)

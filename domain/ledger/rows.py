@@ -206,7 +206,7 @@ async def add_to_aggregates(
         statement = statement.from_select([name for name, _ in _BUCKET_COLUMNS], select(*rows.c))
     excluded = statement.excluded
     statement = statement.on_conflict_do_update(
-        index_elements=[table.c.member_id, table.c.event_type, table.c.day],
+        index_elements=[table.c.member_id, table.c.event_type, table.c.day, table.c.program_id],
         set_={
             "count": table.c.count + excluded.count,
             "amount_count": table.c.amount_count + excluded.amount_count,

@@ -89,7 +89,7 @@ class MemberExporter:
                 "program": program.key,
                 "member": await _profile(session, member),
                 "scores": await _scores(session, program, member, now),
-                "tier": await _tier(session, member.id),
+                "tier": await _tier(session, program_id, member.id),
                 "tags": await _tags(session, member.id),
                 "segments": await _segments(session, member.id),
                 "segmentHistory": await _segment_history(session, member.id),
@@ -148,8 +148,8 @@ async def _scores(session: AsyncSession, program: Program, member: Member, now: 
     }
 
 
-async def _tier(session: AsyncSession, member_id: int) -> Document | None:
-    tier = await session.get(MemberTier, member_id)
+async def _tier(session: AsyncSession, program_id: int, member_id: int) -> Document | None:
+    tier = await session.get(MemberTier, (member_id, program_id))
     if tier is None:
         return None
     return {

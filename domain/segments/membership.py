@@ -112,8 +112,8 @@ async def replace_members(
     await session.execute(
         insert_for(session, memberships)
         .from_select(
-            ["segment_id", "member_id", "since"],
-            select(literal(segment_id), new.c.member_id, at).where(~is_member),
+            ["program_id", "segment_id", "member_id", "since"],
+            select(literal(program_id), literal(segment_id), new.c.member_id, at).where(~is_member),
         )
         .on_conflict_do_nothing()
     )
@@ -178,7 +178,10 @@ async def apply_flips(
     if entering:
         await session.execute(
             insert_for(session, memberships).on_conflict_do_nothing(),
-            [{"segment_id": f.segment_id, "member_id": f.member_id, "since": now} for f in entering],
+            [
+                {"program_id": program_id, "segment_id": f.segment_id, "member_id": f.member_id, "since": now}
+                for f in entering
+            ],
         )
         tagged = [f for f in entering if f.applies_tag]
         if tagged:

@@ -249,6 +249,7 @@ async def _store(
         return existing.id
     rows = [
         {
+            "program_id": program_id,
             "snapshot_id": inserted,
             "rank": rank,
             "member_id": s.member_id,
