@@ -11,6 +11,8 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
+from domain.coupons.reads import CouponView
+from domain.coupons.service import CouponService
 from domain.db.engine import Database
 from domain.ledger.service import ExpiringPoints, LedgerPage, LedgerService
 from domain.members.reads import (
@@ -75,6 +77,8 @@ class Loaders:
     events_by_member: DataLoader[TimelineKey, list[EventView]]
     #: (member id, first) -> its latest segment entries and exits, newest first
     segment_changes_by_member: DataLoader[TimelineKey, list[ChangeView]]
+    #: (member id, first) -> its latest coupon codes, newest first
+    coupons_by_member: DataLoader[TimelineKey, list[CouponView]]
 
 
 def build_loaders(
@@ -84,6 +88,7 @@ def build_loaders(
     segments: SegmentService,
     tags: TagService,
     tiers: TierService,
+    coupons: CouponService,
 ) -> Loaders:
     async def load_members(ids: Sequence[int]) -> list[Member | None]:
         async with db.read() as session:
@@ -211,6 +216,16 @@ def build_loaders(
                     found[(member_id, first)] = rows
         return [found[k] for k in keys]
 
+    async def load_coupons(keys: Sequence[TimelineKey]) -> list[list[CouponView]]:
+        by_first: dict[int, list[int]] = defaultdict(list)
+        for member_id, first in keys:
+            by_first[first].append(member_id)
+        found: dict[TimelineKey, list[CouponView]] = {}
+        for first, member_ids in by_first.items():
+            for member_id, views in (await coupons.recent(member_ids, first)).items():
+                found[(member_id, first)] = views
+        return [found[k] for k in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         organization_children=DataLoader(load_children),
@@ -228,4 +243,5 @@ def build_loaders(
         expiring_by_member=DataLoader(load_expiring),
         events_by_member=DataLoader(load_events),
         segment_changes_by_member=DataLoader(load_segment_changes),
+        coupons_by_member=DataLoader(load_coupons),
     )
