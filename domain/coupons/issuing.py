@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select
+from sqlalchemy import String, cast, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.coupons.pools import expiry_at_issue
@@ -86,3 +86,20 @@ async def issue_codes(
             done[request.issue_key] = code
     await session.flush()
     return done
+
+
+async def forget_member_codes(session: AsyncSession, member_id: int) -> None:
+    """Erasure: the member's codes no longer read as what was printed or sent (`~erased-<id>`, which
+    no till can type), and those not redeemed are VOID. Pools, times and counts stay exact."""
+    await session.execute(
+        update(CouponCode)
+        .where(CouponCode.member_id == member_id, CouponCode.status == CouponStatus.ISSUED.value)
+        .values(status=CouponStatus.VOID.value)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(CouponCode)
+        .where(CouponCode.member_id == member_id)
+        .values(code=literal("~erased-") + cast(CouponCode.id, String))
+        .execution_options(synchronize_session=False)
+    )

@@ -205,7 +205,9 @@ async def catalogue(
     pool_ids = sorted({r.coupon_pool_id for r in rewards if r.coupon_pool_id is not None})
     pools: dict[int, str] = {}
     if pool_ids:
-        found = await session.execute(select(CouponPool.id, CouponPool.key).where(CouponPool.id.in_(pool_ids)))
+        found = await session.execute(
+            select(CouponPool.id, CouponPool.key).where(CouponPool.id.in_(pool_ids))
+        )
         pools = dict(found.tuples().all())
     return [
         CatalogueItem(
