@@ -60,7 +60,7 @@ async def recent_coupons(
         .order_by(CouponCode.member_id, CouponCode.id.desc())
     )
     found: dict[int, list[CouponView]] = {member_id: [] for member_id in member_ids}
-    for code, pool in rows.tuples():
+    for code, pool in rows:
         assert code.member_id is not None
         found[code.member_id].append(coupon_view(code, pool, now))
     return found
@@ -81,7 +81,7 @@ async def pool_counts(session: AsyncSession, pool_ids: Sequence[int]) -> dict[in
         .group_by(CouponCode.pool_id, CouponCode.status)
     )
     counts: dict[int, dict[str, int]] = {pool_id: {} for pool_id in pool_ids}
-    for pool_id, status, count in rows.tuples():
+    for pool_id, status, count in rows:
         counts[pool_id][status] = int(count)
     return {
         pool_id: PoolCounts(

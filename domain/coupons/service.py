@@ -309,5 +309,5 @@ async def _coupon(
     )
     if for_update:
         query = query.with_for_update(of=CouponCode).execution_options(populate_existing=True)
-    found = (await session.execute(query)).tuples().first()
-    return (None, None) if found is None else found
+    found = (await session.execute(query)).first()
+    return (None, None) if found is None else (found[0], found[1])

@@ -369,7 +369,7 @@ async def _coupons(session: AsyncSession, member_id: int, now: datetime) -> list
             "redeemedAt": _at(code.redeemed_at),
             "redemptionExternalId": code.redemption_key,
         }
-        for code, pool in (await session.execute(query)).tuples()
+        for code, pool in (await session.execute(query)).all()
     ]
 
 

@@ -208,7 +208,7 @@ async def catalogue(
         found = await session.execute(
             select(CouponPool.id, CouponPool.key).where(CouponPool.id.in_(pool_ids))
         )
-        pools = dict(found.tuples().all())
+        pools = {pool_id: key for pool_id, key in found}  # noqa: C416 - Row objects
     return [
         CatalogueItem(
             reward,

@@ -147,19 +147,15 @@ async def _issued_coupon(
     session: AsyncSession, redemption: RewardRedemption, now: datetime
 ) -> CouponView | None:
     found = (
-        (
-            await session.execute(
-                select(CouponCode, CouponPool)
-                .join(CouponPool, CouponPool.id == CouponCode.pool_id)
-                .where(
-                    CouponCode.program_id == redemption.program_id,
-                    CouponCode.issue_key == coupon_issue_key(redemption),
-                )
+        await session.execute(
+            select(CouponCode, CouponPool)
+            .join(CouponPool, CouponPool.id == CouponCode.pool_id)
+            .where(
+                CouponCode.program_id == redemption.program_id,
+                CouponCode.issue_key == coupon_issue_key(redemption),
             )
         )
-        .tuples()
-        .first()
-    )
+    ).first()
     return None if found is None else coupon_view(found[0], found[1], now)
 
 
