@@ -21,7 +21,7 @@ from domain.errors import InvalidInput
 from domain.models import CouponCode, CouponPool
 
 CHUNK = 1000
-ROUNDS = 5
+ROUNDS = 20
 
 
 async def _insert(
