@@ -93,6 +93,7 @@ class CouponService:
                 pool.valid_days = draft.valid_days
                 pool.updated_at = now
                 await uow.session.flush()
+                await uow.session.refresh(pool)  # the value as stored (an amount is kept to 4 decimals)
                 await self._audit(uow, pool, actor, "setCouponPool", before, audited_pool(pool))
                 return await _view(uow.session, pool)
         except IntegrityError:
