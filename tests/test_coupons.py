@@ -359,10 +359,21 @@ async def test_the_fraud_audit_judges_each_redemption(
 async def test_segments_read_coupon_redeemed(
     admin: GraphQLClient, integration: GraphQLClient, issued: dict[str, str]
 ) -> None:
-    rule = "count(coupon_redeemed, 30d) >= 1"
-    await admin.data(SEGMENT, {"i": {"key": "used", "name": "Used", "kind": "DYNAMIC", "rule": rule}})
+    rules = {
+        "used": "count(coupon_redeemed, 30d) >= 1",
+        "used_welcome": 'count(coupon_redeemed, 30d where pool = "welcome") >= 1',
+        "spent": "sum(coupon_redeemed.amount, 90d) >= 20",
+        "other_pool": 'count(coupon_redeemed, 30d where pool = "other") >= 1',
+    }
+    for key, rule in rules.items():
+        await admin.data(SEGMENT, {"i": {"key": key, "name": key, "kind": "DYNAMIC", "rule": rule}})
     await integration.data(REDEEM, redemption("ANA-1", "ana", "till-1", amount="20"))
-    assert await members_of(admin, "used") == ["ana"]
+    assert {key: await members_of(admin, key) for key in rules} == {
+        "used": ["ana"],
+        "used_welcome": ["ana"],
+        "spent": ["ana"],
+        "other_pool": [],
+    }
 
 
 async def test_export_lists_the_codes_and_erasure_voids_them(
