@@ -1,14 +1,18 @@
 """coupons: coupon pools and their codes; a reward may issue a pool's code
 
+The till's new scope coupons:redeem is given to every API key holding points:redeem (the
+keys of tills), as 0017 did for its split scopes; downgrade takes it away again.
+
 Revision ID: 0021
 Revises: 0017
 Create Date: 2026-12-08 00:00:00.000000
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import postgresql
 
 revision: str = "0021"
 down_revision: str | None = "0017"
@@ -16,6 +20,25 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+api_keys = sa.table("api_keys", sa.column("id", sa.BigInteger()), sa.column("scopes", Json))
+TILL, COUPONS = "points:redeem", "coupons:redeem"
+
+
+def _rewrite(change: Callable[[list[str]], list[str]]) -> None:
+    connection = op.get_bind()
+    for key_id, scopes in connection.execute(sa.select(api_keys.c.id, api_keys.c.scopes)).all():
+        new = change(list(scopes or []))
+        if new != scopes:
+            connection.execute(api_keys.update().where(api_keys.c.id == key_id).values(scopes=new))
+
+
+def _granted(scopes: list[str]) -> list[str]:
+    return sorted([*scopes, COUPONS]) if TILL in scopes and COUPONS not in scopes else scopes
+
+
+def _revoked(scopes: list[str]) -> list[str]:
+    return [s for s in scopes if s != COUPONS]
 
 
 def upgrade() -> None:
@@ -67,9 +90,11 @@ def upgrade() -> None:
         batch.create_foreign_key(
             "fk_rewards_coupon_pool_id_coupon_pools", "coupon_pools", ["coupon_pool_id"], ["id"]
         )
+    _rewrite(_granted)
 
 
 def downgrade() -> None:
+    _rewrite(_revoked)
     with op.batch_alter_table("rewards") as batch:
         batch.drop_constraint("fk_rewards_coupon_pool_id_coupon_pools", type_="foreignkey")
         batch.drop_column("coupon_pool_id")
