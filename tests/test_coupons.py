@@ -19,6 +19,7 @@ from tests.support import ShiftableClock
 from tests.support.coupons import (
     GENERATE,
     IMPORT,
+    MEMBER_COUPONS,
     POOLS,
     REDEEM,
     SET_POOL,
@@ -36,6 +37,7 @@ from tests.support.graphql import GraphQLClient, ProgramFixture, new_program
 from tests.support.segments import members_of
 
 SEGMENT = "mutation($i: SegmentInput!) { createSegment(input: $i) { key size } }"
+ISSUE_TOKEN = "mutation($m: String!) { issueMemberToken(memberExternalId: $m) { token } }"
 ERASE = "mutation($id: String!) { eraseMember(externalId: $id) }"
 EXPORT = "query($id: String!) { exportMember(externalId: $id) }"
 
@@ -393,3 +395,32 @@ async def test_export_lists_the_codes_and_erasure_voids_them(
     assert await refusal(integration, "ANA-1", "ben", "till-2") == "COUPON_UNKNOWN"
     pools = (await admin.data(POOLS))["couponPools"]
     assert pools == [{"key": "welcome", "available": 1, "issued": 0, "redeemed": 1}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [({"occurredAt": "2099-01-01T00:00:00Z"}, "occurredAt"), ({"amount": "-1"}, "amount")],
+)
+async def test_a_bad_redemption_event_is_refused_naming_the_field_and_the_code_stays_issued(
+    integration: GraphQLClient, issued: dict[str, str], extra: dict[str, str], field: str
+) -> None:
+    error = await integration.error(REDEEM, redemption("ANA-1", "ana", "till-1", **extra))
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"].startswith(f"{field}: "), error["message"]
+    assert (await coupons_of(integration, "ana"))[0]["status"] == "ISSUED"
+    # nothing was stored: the same externalId redeems afterwards
+    done = (await integration.data(REDEEM, redemption("ANA-1", "ana", "till-1")))["redeemCoupon"]
+    assert (done["status"], done["replayed"]) == ("REDEEMED", False)
+
+
+async def test_member_coupons_are_bounded_and_a_member_reads_its_own(
+    client: httpx.AsyncClient, integration: GraphQLClient, issued: dict[str, str]
+) -> None:
+    token = (await integration.data(ISSUE_TOKEN, {"m": "ana"}))["issueMemberToken"]["token"]
+    ana = GraphQLClient(client, token)
+    assert [c["code"] for c in await coupons_of(ana, "ana")] == ["ANA-1"]
+    error = await integration.error(MEMBER_COUPONS, {"id": "ana", "first": 501})
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        "first: must be between 0 and 500, got 501",
+    )
