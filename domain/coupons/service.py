@@ -171,8 +171,9 @@ class CouponService:
             member = await _member(session, program_id, member_external_id)
             coupon, pool = await _coupon(session, program_id, normalize(code))
             refused = refusal(coupon, member.id, now, normalize(code))
-            mine = coupon is not None and pool is not None and coupon.member_id == member.id
-            view = coupon_view(coupon, pool, now) if mine and coupon and pool else None
+            view = None  # never another member's code
+            if coupon is not None and pool is not None and coupon.member_id == member.id:
+                view = coupon_view(coupon, pool, now)
         if refused is not None:
             return Validation(False, refused.code, refused.message, view)
         return Validation(True, None, None, view)
@@ -183,46 +184,47 @@ class CouponService:
         BLOCK refuses with COUPON_BLOCKED and leaves the code ISSUED (the attempt and its findings
         are stored). A retry with the same externalId answers the first result."""
         request.check()
-        code = normalize(request.code)
-        now = self.clock.now()
-        blocked: CouponRefused | None = None
         async with self.db.unit_of_work() as uow:
-            session = uow.session
-            member = await _member(session, program_id, request.member_external_id)
-            if not await lock_members(session, [member.id]):  # the member's row first, as every writer does
-                raise NotFound(
-                    f"memberExternalId: no member {request.member_external_id[:70]!r} in this program"
-                )
-            replay = await self._replay(session, program_id, request, code, member, now)
-            if replay is not None:
-                return replay
-            coupon, pool = await _coupon(session, program_id, code, for_update=True)
-            refused = refusal(coupon, member.id, now, code)
-            if refused is not None:
-                raise refused
-            assert coupon is not None
-            assert pool is not None
-            draft = EventDraft(
-                request.event_external_id,
-                member.external_id,
-                COUPON_REDEEMED,
-                request.occurred_at or now,
-                request.amount,
-                {"pool": pool.key, "codeHash": code_hash(program_id, code)},
+            answer = await self._redeem_in(uow, program_id, request, self.clock.now())
+        if isinstance(answer, CouponRefused):
+            raise answer  # committed: the blocked attempt and its findings stay on record
+        return answer
+
+    async def _redeem_in(
+        self, uow: UnitOfWork, program_id: int, request: RedeemRequest, now: datetime
+    ) -> Redemption | CouponRefused:
+        """The redemption, or COUPON_BLOCKED to raise once the blocked attempt is committed."""
+        session = uow.session
+        code = normalize(request.code)
+        member = await _member(session, program_id, request.member_external_id)
+        if not await lock_members(session, [member.id]):  # the member's row first, as every writer does
+            raise NotFound(f"memberExternalId: no member {request.member_external_id[:70]!r} in this program")
+        replay = await self._replay(session, program_id, request, code, member, now)
+        if replay is not None:
+            return replay
+        coupon, pool = await _coupon(session, program_id, code, for_update=True)
+        refused = refusal(coupon, member.id, now, code)
+        if refused is not None:
+            raise refused
+        assert coupon is not None
+        assert pool is not None
+        draft = EventDraft(
+            request.event_external_id,
+            member.external_id,
+            COUPON_REDEEMED,
+            request.occurred_at or now,
+            request.amount,
+            {"pool": pool.key, "codeHash": code_hash(program_id, code)},
+        )
+        (outcome,) = await self.events.record_in(uow, program_id, [draft], now)
+        if outcome.status in (EventStatus.REJECTED, EventStatus.DUPLICATE):
+            raise InvalidInput(
+                outcome.message or f"externalId: {request.external_id!r} was used by another request"
             )
-            (outcome,) = await self.events.record_in(uow, program_id, [draft], now)
-            if outcome.status in (EventStatus.REJECTED, EventStatus.DUPLICATE):
-                raise InvalidInput(
-                    outcome.message or f"externalId: {request.external_id!r} was used by another request"
-                )
-            if outcome.status == EventStatus.BLOCKED:
-                blocked = _blocked(outcome.message)
-            else:
-                await _mark_redeemed(session, coupon, request.external_id, now)
-                return Redemption(
-                    coupon_view(coupon, pool, now), outcome.status, request.event_external_id, False
-                )
-        raise blocked  # committed: the blocked attempt and its findings stay on record
+        if outcome.status == EventStatus.BLOCKED:
+            return _blocked(outcome.message)
+        await _mark_redeemed(session, coupon, request.external_id, now)
+        return Redemption(coupon_view(coupon, pool, now), outcome.status, request.event_external_id, False)
 
     async def _replay(
         self,
