@@ -104,7 +104,9 @@ def audited_pool(pool: CouponPool) -> dict[str, Any]:
         "name": pool.name,
         "description": pool.description,
         "discountKind": pool.discount_kind,
-        "discountValue": None if pool.discount_value is None else str(pool.discount_value),
+        "discountValue": None
+        if pool.discount_value is None
+        else format(pool.discount_value.normalize(), "f"),
         "expiresAt": None if pool.expires_at is None else pool.expires_at.isoformat(),
         "validDays": pool.valid_days,
     }
