@@ -3,6 +3,7 @@ ISSUE_COUPON, and a coupon reward's redeemReward (docs/promotions.md)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -190,3 +191,26 @@ async def test_a_reward_naming_an_unknown_pool_is_not_found(admin: GraphQLClient
         "NOT_FOUND",
         "couponPoolKey: no coupon pool 'nope' in this program",
     )
+
+
+async def test_parallel_redemptions_of_a_coupon_reward_share_out_the_codes(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    # given ten members with 1000 points each, and a coupon reward whose pool holds five codes
+    members = [f"m{i}" for i in range(10)]
+    await pool_with_codes(admin, [f"GIFT-{i}" for i in range(5)])
+    await give_points(integration, clock, dict.fromkeys(members, 1000))
+    await admin.data(
+        SET_REWARD, {"i": reward_input("voucher", costPoints=100, stock=10, couponPoolKey="welcome")}
+    )
+    # when all ten redeem at once
+    results = await asyncio.gather(
+        *(integration.execute(REDEEM_WITH_COUPON, {"m": m, "r": "voucher", "k": f"k-{m}"}) for m in members)
+    )
+    # then five get a distinct code each, five are refused and pay nothing
+    codes = [r["data"]["redeemReward"]["coupon"]["code"] for r in results if "errors" not in r]
+    refused = [r["errors"][0]["extensions"]["code"] for r in results if "errors" in r]
+    assert sorted(codes) == [f"GIFT-{i}" for i in range(5)]
+    assert refused == ["COUPON_POOL_EXHAUSTED"] * 5
+    assert await stock(admin, "voucher") == 5
+    assert sorted([await balance(integration, m) for m in members]) == [900] * 5 + [1000] * 5
