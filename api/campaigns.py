@@ -32,6 +32,9 @@ class SegmentTriggerInput:
         "else the member's first accepted channel. A member who accepted none gets nothing (SUPPRESSED)",
     )
     webhook_key: str | None = None
+    coupon_pool_key: str | None = strawberry.field(
+        default=None, description="ISSUE_COUPON: the pool one code is taken from per firing"
+    )
 
     def draft(self) -> TriggerDraft:
         return TriggerDraft(
@@ -48,6 +51,7 @@ class SegmentTriggerInput:
             if self.preferred_channels is None
             else tuple(Channel(c).value for c in self.preferred_channels),
             webhook_key=self.webhook_key,
+            coupon_pool_key=self.coupon_pool_key,
         )
 
 

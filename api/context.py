@@ -62,6 +62,7 @@ async def build_context(
             services.segments,
             services.tags,
             services.tiers,
+            services.coupons,
         ),
         client_ip=client.host if client else UNKNOWN,
     )

@@ -32,6 +32,7 @@ from api.demo_history import (
 from api.runtime import Services
 from domain.auth.scopes import Scope
 from domain.campaigns.definitions import TriggerDraft
+from domain.coupons.pools import DiscountKind, PoolDraft
 from domain.enums import AdminRole, TierDowngrade
 from domain.errors import NotFound
 from domain.events.service import MAX_BATCH
@@ -58,10 +59,11 @@ READ_ONLY_SCOPES = frozenset({Scope.SEGMENTS_READ, Scope.LEADERBOARDS_READ})
 
 #: The shipped trigger flows (docs/triggers.md): segment key -> its triggers.
 DEMO_FLOWS: dict[str, list[TriggerDraft]] = {
-    # welcome bonus: members entering NEW get 100 points and a welcome message
+    # welcome bonus: members entering NEW get 100 points, a welcome message and a welcome coupon
     "new_members": [
         TriggerDraft("ENTER", "AWARD_POINTS", points=100, reason="welcome bonus"),
         TriggerDraft("ENTER", "SEND_MESSAGE", template="welcome"),
+        TriggerDraft("ENTER", "ISSUE_COUPON", coupon_pool_key="welcome"),
     ],
     # win-back: entering at-risk pays 5 % of lifetime purchases (50 to 500 points) and says so
     "at_risk": [
@@ -96,6 +98,17 @@ DEMO_LADDER = LadderDraft(
     TierDowngrade.RECALCULATE.value,
     30,
 )
+#: The welcome coupon of members entering NEW (docs/promotions.md, "Coupons"): 10 % off, 30 days.
+DEMO_WELCOME_POOL = PoolDraft(
+    "welcome",
+    "Welcome coupon",
+    "10 % off your next purchase",
+    DiscountKind.PERCENT.value,
+    Decimal(10),
+    None,
+    30,
+)
+DEMO_WELCOME_PATTERN, DEMO_WELCOME_CODES = "WELCOME-####-????", 500
 #: Points expire a year after they were earned (docs/ledger.md, "Points expiry").
 DEMO_EXPIRY_DAYS = 365
 #: 50 points for joining with a code, 200 to the referrer once the first purchase has stuck 14 days.
@@ -229,8 +242,12 @@ async def _with_code(
 
 
 async def _start_now(services: Services, program_id: int, members: list[DemoMember]) -> None:
-    """Today: the trigger flows (they act on changes from here on), the priority window, and the
-    accruals the audit holds."""
+    """Today: the welcome coupons and the trigger flows (they act on changes from here on), the
+    priority window, and the accruals the audit holds."""
+    await services.coupons.set_pool(program_id, DEMO_WELCOME_POOL, actor=SYSTEM)
+    await services.coupons.generate(
+        program_id, DEMO_WELCOME_POOL.key, DEMO_WELCOME_PATTERN, DEMO_WELCOME_CODES, actor=SYSTEM
+    )
     for segment_key, triggers in DEMO_FLOWS.items():
         await services.campaigns.set_triggers(program_id, segment_key, triggers, actor=SYSTEM)
     now = services.clock.now()

@@ -27,10 +27,20 @@ class ExperimentActionInput:
         "accepted channel. A member who accepted none gets nothing (SUPPRESSED)",
     )
     reward_key: str | None = strawberry.field(default=None, description="REWARD_OFFER: an active reward")
+    coupon_pool_key: str | None = strawberry.field(
+        default=None, description="ISSUE_COUPON: the coupon pool one code is issued from at exposure"
+    )
 
     def action(self) -> Action:
         channel = None if self.channel is None else Channel(self.channel).value
-        return Action(ActionType(self.type).value, self.points, self.template, channel, self.reward_key)
+        return Action(
+            ActionType(self.type).value,
+            self.points,
+            self.template,
+            channel,
+            self.reward_key,
+            self.coupon_pool_key,
+        )
 
 
 @strawberry.input

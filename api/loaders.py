@@ -11,6 +11,8 @@ from typing import TypeVar
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry.dataloader import DataLoader
 
+from domain.coupons.reads import CouponView
+from domain.coupons.service import CouponService
 from domain.db.engine import Database
 from domain.ledger.service import ExpiringPoints, LedgerPage, LedgerService
 from domain.members.reads import (
@@ -80,6 +82,8 @@ class Loaders:
     referrals_by_referrer: DataLoader[int, list[ReferralView]]
     #: member id -> the referral it joined with
     referral_by_referred: DataLoader[int, ReferralView | None]
+    #: (member id, first) -> its latest coupon codes, newest first
+    coupons_by_member: DataLoader[TimelineKey, list[CouponView]]
 
 
 def build_loaders(
@@ -89,6 +93,7 @@ def build_loaders(
     segments: SegmentService,
     tags: TagService,
     tiers: TierService,
+    coupons: CouponService,
 ) -> Loaders:
     async def load_members(ids: Sequence[int]) -> list[Member | None]:
         async with db.read() as session:
@@ -226,6 +231,16 @@ def build_loaders(
                     found[(member_id, first)] = rows
         return [found[k] for k in keys]
 
+    async def load_coupons(keys: Sequence[TimelineKey]) -> list[list[CouponView]]:
+        by_first: dict[int, list[int]] = defaultdict(list)
+        for member_id, first in keys:
+            by_first[first].append(member_id)
+        found: dict[TimelineKey, list[CouponView]] = {}
+        for first, member_ids in by_first.items():
+            for member_id, views in (await coupons.recent(member_ids, first)).items():
+                found[(member_id, first)] = views
+        return [found[k] for k in keys]
+
     return Loaders(
         organization_by_id=DataLoader(load_organizations),
         organization_children=DataLoader(load_children),
@@ -245,4 +260,5 @@ def build_loaders(
         segment_changes_by_member=DataLoader(load_segment_changes),
         referrals_by_referrer=DataLoader(load_made),
         referral_by_referred=DataLoader(load_joined),
+        coupons_by_member=DataLoader(load_coupons),
     )

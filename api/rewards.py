@@ -24,6 +24,11 @@ class RewardInput:
     stock: int = strawberry.field(description="0 to 10^9 units; set as given (restockReward adds)")
     description: str = ""
     active: bool = True
+    coupon_pool_key: str | None = strawberry.field(
+        default=None,
+        description="A coupon reward: each redemption also issues one code of this pool, returned as "
+        "`coupon` (none left: COUPON_POOL_EXHAUSTED, nothing spent)",
+    )
     segment_keys: list[str] | None = strawberry.field(
         default=None,
         description='Only members of one of these segments (tiers included, e.g. "tier-gold") may redeem; '
@@ -39,6 +44,7 @@ class RewardInput:
             self.stock,
             self.active,
             tuple(self.segment_keys or ()),
+            self.coupon_pool_key,
         )
 
 

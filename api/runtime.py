@@ -16,6 +16,7 @@ from domain.campaigns.triggers import TriggerRunner
 from domain.campaigns.webhooks import WebhookSender
 from domain.changes import MembersChanged, ProgramCalendarChanged, SegmentsChanged
 from domain.clock import Clock, SystemClock
+from domain.coupons.service import CouponService
 from domain.db.engine import Database, create_engine, session_factory
 from domain.db.replica import Replica
 from domain.events.service import EventService, EventsRecorded, count_events
@@ -82,6 +83,8 @@ class Services:
     leaderboards: LeaderboardService
     challenges: ChallengeService
     rewards: RewardService
+    #: Coupon pools, Member.coupons, the till's validateCoupon / redeemCoupon (docs/promotions.md)
+    coupons: CouponService
     review: ReviewService
     fraud_settings: FraudSettingsService
     compliance: Compliance
@@ -205,6 +208,7 @@ def build_services(
         leaderboards=LeaderboardService(db, redis, clock),
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
+        coupons=CouponService(db, clock, events),
         review=ReviewService(db, clock, compliance),
         fraud_settings=FraudSettingsService(db, clock),
         compliance=compliance,

@@ -30,6 +30,7 @@ from api.auth import AuthMutations
 from api.authorization import authorize_root_fields
 from api.campaigns import CampaignMutations, CampaignQueries
 from api.challenges import ChallengeMutations, ChallengeQueries
+from api.coupons import CouponMutations, CouponQueries
 from api.document_cache import SmallQueryParserCache
 from api.errors import ErrorCodes
 from api.events import EventMutations
@@ -88,6 +89,7 @@ class Query(
     ChallengeQueries,
     LeaderboardQueries,
     RewardQueries,
+    CouponQueries,
     FraudQueries,
     AnalyticsQueries,
     PredictQueries,
@@ -112,6 +114,7 @@ class Mutation(
     ChallengeMutations,
     LeaderboardMutations,
     RewardMutations,
+    CouponMutations,
     FraudMutations,
     PredictMutations,
     ExperimentMutations,

@@ -38,3 +38,12 @@ class Conflict(DomainError):
 
 class RateLimited(DomainError):
     code = "RATE_LIMITED"
+
+
+class CouponRefused(DomainError):
+    """A coupon the till or the issuer cannot use; `code` says why: COUPON_USED, COUPON_EXPIRED,
+    COUPON_UNKNOWN, COUPON_FOREIGN, COUPON_BLOCKED or COUPON_POOL_EXHAUSTED (docs/promotions.md)."""
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code

@@ -678,6 +678,8 @@ class Reward(Base):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: A coupon reward: each redemption also issues one code of this pool (docs/promotions.md)
+    coupon_pool_id: Mapped[int | None] = mapped_column(ForeignKey("coupon_pools.id"))
 
 
 class RewardSegment(Base):
@@ -842,3 +844,57 @@ class Referral(Base):
     settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: Why it was cancelled, blocked or approved.
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class CouponPool(Base):
+    """A program's coupon codes of one offer: what they give and how long an issued code is valid."""
+
+    __tablename__ = "coupon_pools"
+    __table_args__ = (UniqueConstraint("program_id", "key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    #: What the member and the till read, e.g. "10 % off your first purchase"
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: PERCENT, AMOUNT (off the basket, in the program's currency) or OTHER (the description says)
+    discount_kind: Mapped[str] = mapped_column(String(16))
+    discount_value: Mapped[Decimal | None] = mapped_column(Amount)
+    #: Issued codes expire then (fixed date) ...
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: ... or this many days after they were issued; neither: never (an imported code's own expiry wins)
+    valid_days: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CouponCode(Base):
+    """One code: AVAILABLE in its pool, ISSUED to a member (once, for good), REDEEMED at most once.
+
+    `issue_key` names what issued it (a trigger firing, an exposure, a reward redemption), so a
+    replay of the same cause finds the code it issued instead of taking another."""
+
+    __tablename__ = "coupon_codes"
+    __table_args__ = (
+        UniqueConstraint("program_id", "code", name="uq_coupon_codes_code"),
+        UniqueConstraint("program_id", "issue_key", name="uq_coupon_codes_issue_key"),
+        UniqueConstraint("program_id", "redemption_key", name="uq_coupon_codes_redemption_key"),
+        Index("ix_coupon_codes_pool_status", "pool_id", "status", "id"),
+        Index("ix_coupon_codes_member", "member_id", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    pool_id: Mapped[int] = mapped_column(ForeignKey("coupon_pools.id"))
+    #: Upper case, unique in the program
+    code: Mapped[str] = mapped_column(String(64))
+    #: AVAILABLE, ISSUED, REDEEMED, VOID (its member was erased before using it)
+    status: Mapped[str] = mapped_column(String(16))
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    issue_key: Mapped[str | None] = mapped_column(String(200))
+    issued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: Set at import (the file's column) or at issue (the pool's validity)
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    redeemed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: The POS request's externalId: a replay of it answers the same redemption
+    redemption_key: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -47,6 +47,7 @@ NOT_AUDITED: dict[str, str] = {
     "trainChurnModel": "a model derived from the data; it records when it was trained",
     "exposeExperiment": "assignments of an unchanged experiment (the exposures are the record)",
     "exposeExperimentMember": "one member's assignment (the exposure is the record)",
+    "redeemCoupon": "a member's code used at the till: the code and its coupon_redeemed event are the record",
 }
 
 PROGRAM = "<program key>"  # a target standing for the test program's key
@@ -69,6 +70,10 @@ CHALLENGE = (
 )
 BOARD = 'mutation { setLeaderboard(input: {key: "weekly", name: "Weekly", periods: [WEEKLY]}) { key } }'
 REWARD = 'mutation { setReward(input: {key: "mug", name: "Mug", costPoints: 100, stock: 5}) { key } }'
+POOL = (
+    'mutation { setCouponPool(input: {key: "welcome", name: "Welcome", discountKind: PERCENT, '
+    'discountValue: "10", validDays: 30}) { key } }'
+)
 WINDOW = """
 mutation($s: DateTime!, $e: DateTime!) {
   setRewardWindow(rewardKey: "mug", boardKey: "points", period: WEEKLY, topN: 3, startsAt: $s, endsAt: $e) { key }
@@ -350,6 +355,32 @@ AUDITED: dict[str, Case] = {
         {"windows": [{"boardKey": "points", "period": "WEEKLY", "topN": 3}]},
         setup=(REWARD,),
         prepare=_window,
+    ),
+    "setCouponPool": Case(
+        POOL,
+        "welcome",
+        None,
+        {
+            "key": "welcome",
+            "name": "Welcome",
+            "discountKind": "PERCENT",
+            "discountValue": "10",
+            "validDays": 30,
+        },
+    ),
+    "generateCoupons": Case(
+        'mutation { generateCoupons(poolKey: "welcome", pattern: "W-####-??", count: 5) { key } }',
+        "welcome",
+        None,
+        {"pattern": "W-####-??", "count": 5},
+        setup=(POOL,),
+    ),
+    "importCoupons": Case(
+        'mutation { importCoupons(poolKey: "welcome", csv: "A1\\nA2\\nbad code") { imported } }',
+        "welcome",
+        None,
+        {"imported": 2, "rejected": 1},
+        setup=(POOL,),
     ),
     "removeRewardWindow": Case(
         'mutation($s: DateTime!) { removeRewardWindow(rewardKey: "mug", startsAt: $s) { key } }',

@@ -248,6 +248,18 @@ def test_the_seeded_configuration_is_in_the_audit_log_as_system(demo: Demo, admi
     assert {("setTierLadder", "demo"), ("setReward", "gold-lounge"), ("setPointsExpiry", "demo")} <= seeded
 
 
+def test_members_entering_new_get_a_welcome_coupon(demo: Demo, admin_token: str) -> None:
+    body = demo.post(
+        """{ couponPool(key: "welcome") { discountKind discountValue validDays available issued }
+             segment(key: "new_members") { triggers { action couponPoolKey } } }""",
+        admin_token,
+    )["data"]
+    pool = body["couponPool"]
+    assert (pool["discountKind"], pool["discountValue"], pool["validDays"]) == ("PERCENT", "10", 30)
+    assert pool["available"] + pool["issued"] == 500
+    assert {"action": "ISSUE_COUPON", "couponPoolKey": "welcome"} in body["segment"]["triggers"]
+
+
 def test_the_version_2_templates_find_their_members(demo: Demo, admin_token: str) -> None:
     body = demo.post(
         """{ segments { key size }

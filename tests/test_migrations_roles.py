@@ -16,13 +16,15 @@ SEED = [
     "INSERT INTO admin_users (id, program_id, email, password_hash, totp_secret, created_at) "
     "VALUES (1, 1, 'first@example.com', 'x', 'y', '2026-01-01 00:00:00+00')",
 ]
-#: key name -> scopes before 0017, and after
+#: key name -> scopes before 0017, and after the newest revision
 KEYS = {
     "ops": (
         ["program:write", "segments:write"],
         ["marketing:write", "program:write", "segments:write", "webhooks:manage"],
     ),
     "pos": (["events:write", "members:write"], ["events:write", "members:write"]),
+    # 0021: a till's key (points:redeem) also gets coupons:redeem
+    "till": (["points:redeem"], ["coupons:redeem", "points:redeem"]),
 }
 
 

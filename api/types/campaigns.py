@@ -48,6 +48,7 @@ class SegmentTrigger:
         description="SEND_MESSAGE: channels preferred, in order, among those the member accepted",
     )
     webhook_key: str | None = strawberry.field(default=None, description="CALL_WEBHOOK")
+    coupon_pool_key: str | None = strawberry.field(default=None, description="ISSUE_COUPON")
     created_at: datetime
 
     @classmethod
@@ -67,6 +68,7 @@ class SegmentTrigger:
             template=fields.get("template"),
             preferred_channels=None if preferred is None else [Channel(c) for c in preferred],
             webhook_key=fields.get("webhookKey"),
+            coupon_pool_key=fields.get("couponPoolKey"),
             created_at=row.created_at,
         )
 

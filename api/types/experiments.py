@@ -26,6 +26,7 @@ class ExperimentAction:
         description="MESSAGE: used when the member lists no channel (else IN_APP)"
     )
     reward_key: str | None = strawberry.field(description="REWARD_OFFER: the reward offered")
+    coupon_pool_key: str | None = strawberry.field(description="ISSUE_COUPON: the pool a code is issued from")
 
     @classmethod
     def of(cls, action: Action) -> ExperimentAction:
@@ -36,6 +37,7 @@ class ExperimentAction:
             template=action.template,
             channel=channel,
             reward_key=action.reward_key,
+            coupon_pool_key=action.coupon_pool_key,
         )
 
 

@@ -13,6 +13,7 @@ from api.authorization import field_scope
 from api.context import Info
 from api.pagination import decode_cursor, encode_cursor, page_size
 from api.types.challenges import Badge, ChallengeProgress, authorize_member_read
+from api.types.coupons import Coupon
 from api.types.enums import AbcClass, Channel, EventStatus, LifecycleStage, MemberKind, ProgramKind
 from api.types.ledger import LedgerConnection, PageInfo, ledger_connection
 from domain import models
@@ -290,6 +291,16 @@ class Member:
         check_within_days(days)
         lots = await info.context.loaders.expiring_by_member.load((self.row.id, days))
         return [PointsLot(points=lot.points, expires_at=lot.expires_at) for lot in lots]
+
+    @strawberry.field(description="The member's coupon codes, newest issued first (first 0..500)")
+    async def coupons(self, info: Info, first: int | None = 50) -> list[Coupon]:
+        self._private()
+        authorize_member_read(info, self.row)
+        size = page_size(first)
+        check_page_size(size)
+        return [
+            Coupon(view=v) for v in await info.context.loaders.coupons_by_member.load((self.row.id, size))
+        ]
 
     @strawberry.field(
         description="Beyond the contract: the member's latest events by occurredAt, newest first "

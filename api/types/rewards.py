@@ -6,6 +6,7 @@ from datetime import datetime
 
 import strawberry
 
+from api.types.coupons import Coupon
 from api.types.leaderboards import LeaderboardPeriod
 from api.types.ledger import LedgerEntry, ledger_entry
 from domain import models
@@ -76,6 +77,10 @@ class Reward:
     def segment_keys(self) -> list[str]:
         return self.item.segment_keys
 
+    @strawberry.field(description="A coupon reward: the pool each redemption issues a code of")
+    def coupon_pool_key(self) -> str | None:
+        return self.item.coupon_pool_key
+
     @strawberry.field(description="Priority windows, earliest first, past ones included")
     def windows(self) -> list[RewardWindow]:
         return [RewardWindow(row=w) for w in self.item.windows]
@@ -120,3 +125,9 @@ class RewardRedemption:
     @strawberry.field
     def created_at(self) -> datetime:
         return self.view.redemption.created_at
+
+    @strawberry.field(
+        description="A coupon reward's code, issued with this redemption (a retry shows the same)"
+    )
+    def coupon(self) -> Coupon | None:
+        return None if self.view.coupon is None else Coupon(view=self.view.coupon)

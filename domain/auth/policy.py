@@ -140,6 +140,14 @@ OPERATIONS: dict[str, Requirement] = {
     "setRewardWindow": needs(Scope.MARKETING_WRITE),
     "removeRewardWindow": needs(Scope.MARKETING_WRITE),
     "redeemReward": needs(Scope.POINTS_REDEEM, members=True),
+    # --- coupons
+    "couponPools": needs(Scope.PROGRAM_READ),
+    "couponPool": needs(Scope.PROGRAM_READ),
+    "setCouponPool": needs(Scope.MARKETING_WRITE),
+    "generateCoupons": needs(Scope.MARKETING_WRITE),
+    "importCoupons": needs(Scope.MARKETING_WRITE),
+    "validateCoupon": needs(Scope.COUPONS_REDEEM),
+    "redeemCoupon": needs(Scope.COUPONS_REDEEM),
     # --- fraud
     "reviewQueue": admin(Scope.FRAUD_REVIEW),
     "approveAccrual": admin(Scope.FRAUD_REVIEW),

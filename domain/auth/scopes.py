@@ -18,6 +18,8 @@ class Scope(StrEnum):
     MEMBERS_WRITE = "members:write"
     EVENTS_WRITE = "events:write"
     POINTS_REDEEM = "points:redeem"
+    #: The till's validateCoupon and redeemCoupon (a default integration key scope)
+    COUPONS_REDEEM = "coupons:redeem"
     POINTS_ADJUST = "points:adjust"
     TOKENS_ISSUE = "tokens:issue"
     SEGMENTS_READ = "segments:read"
@@ -42,6 +44,7 @@ DEFAULT_API_KEY_SCOPES = frozenset(
         Scope.MEMBERS_WRITE,
         Scope.EVENTS_WRITE,
         Scope.POINTS_REDEEM,
+        Scope.COUPONS_REDEEM,
         Scope.TOKENS_ISSUE,
         Scope.LEADERBOARDS_READ,
     }

@@ -36,6 +36,8 @@ class TriggerAction(StrEnum):
     REMOVE_TAG = "REMOVE_TAG"
     SEND_MESSAGE = "SEND_MESSAGE"
     CALL_WEBHOOK = "CALL_WEBHOOK"
+    #: Issue one code of a coupon pool to the member (none left: logged, the other actions still run)
+    ISSUE_COUPON = "ISSUE_COUPON"
 
 
 #: The stored `fires_on` of each TriggerOn: the change-log vocabulary.
@@ -53,6 +55,7 @@ FIELDS: dict[TriggerAction, frozenset[str]] = {
     TriggerAction.REMOVE_TAG: frozenset({"tag"}),
     TriggerAction.SEND_MESSAGE: frozenset({"template", "preferredChannels"}),
     TriggerAction.CALL_WEBHOOK: frozenset({"webhookKey"}),
+    TriggerAction.ISSUE_COUPON: frozenset({"couponPoolKey"}),
 }
 
 
@@ -72,6 +75,7 @@ class TriggerDraft:
     #: SEND_MESSAGE: the channels to prefer, in order, among those the member accepted.
     preferred_channels: tuple[str, ...] | None = None
     webhook_key: str | None = None
+    coupon_pool_key: str | None = None
 
     def given(self) -> dict[str, Any]:
         """The fields that were given, by their API names."""
@@ -85,6 +89,7 @@ class TriggerDraft:
             "template": self.template,
             "preferredChannels": self.preferred_channels,
             "webhookKey": self.webhook_key,
+            "couponPoolKey": self.coupon_pool_key,
         }
         return {k: v for k, v in values.items() if v is not None}
 
@@ -130,6 +135,10 @@ def validate_trigger(i: int, draft: TriggerDraft) -> TriggerSpec:
         params = {"template": draft.template}
         if draft.preferred_channels:
             params["preferredChannels"] = _channels(f"{where}.preferredChannels", draft.preferred_channels)
+    elif action is TriggerAction.ISSUE_COUPON:
+        if draft.coupon_pool_key is None:
+            raise InvalidInput(f"{where}.couponPoolKey: required by ISSUE_COUPON")
+        params = {"pool": validate_key(draft.coupon_pool_key, f"{where}.couponPoolKey")}
     else:
         if draft.webhook_key is None:
             raise InvalidInput(f"{where}.webhookKey: required by CALL_WEBHOOK")
@@ -216,6 +225,7 @@ def describe(fires_on: str, action: str, params: dict[str, Any]) -> dict[str, An
         "min": "minPoints",
         "max": "maxPoints",
         "webhook": "webhookKey",
+        "pool": "couponPoolKey",
     }
     for name, value in params.items():
         if name in RETIRED_PARAMS:

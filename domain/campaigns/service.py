@@ -13,7 +13,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from domain.campaigns.definitions import TriggerAction, TriggerDraft, describe, validate_triggers
+from domain.campaigns.definitions import TriggerAction, TriggerDraft, TriggerSpec, describe, validate_triggers
 from domain.campaigns.destinations import DestinationPolicy
 from domain.campaigns.messages import MessageStatus
 from domain.campaigns.outbox import DEACTIVATED, OUTBOX_TOPIC, OutboxStatus
@@ -23,7 +23,7 @@ from domain.db.engine import Database, UnitOfWork, announce
 from domain.errors import Conflict, InvalidInput, NotFound
 from domain.governance.audit_log import record_change
 from domain.members.service import check_page_size, members_by_external_id
-from domain.models import Member, Message, OutboxItem, Segment, SegmentTrigger, WebhookEndpoint
+from domain.models import CouponPool, Member, Message, OutboxItem, Segment, SegmentTrigger, WebhookEndpoint
 from domain.programs.service import validate_key
 
 
@@ -82,6 +82,7 @@ class CampaignService:
                 if spec.action is TriggerAction.CALL_WEBHOOK and spec.params["webhook"] not in known:
                     key = spec.params["webhook"]
                     raise NotFound(f"triggers[{i}].webhookKey: no webhook endpoint {key!r} in this program")
+            await _check_pools(session, program_id, specs)
             before = await session.scalars(
                 select(SegmentTrigger)
                 .where(SegmentTrigger.segment_id == segment.id)
@@ -303,6 +304,25 @@ def audited_trigger(row: SegmentTrigger) -> dict[str, Any]:
 def audited_endpoint(row: WebhookEndpoint) -> dict[str, Any]:
     """A webhook endpoint as the audit log keeps it (never its secret)."""
     return {"key": row.key, "url": row.url, "active": row.active}
+
+
+async def _check_pools(session: AsyncSession, program_id: int, specs: Sequence[TriggerSpec]) -> None:
+    """NOT_FOUND naming the first ISSUE_COUPON trigger whose pool the program lacks."""
+    wanted = {s.params["pool"] for s in specs if s.action is TriggerAction.ISSUE_COUPON}
+    if not wanted:
+        return
+    known = set(
+        await session.scalars(
+            select(CouponPool.key).where(
+                CouponPool.program_id == program_id, CouponPool.key.in_(sorted(wanted))
+            )
+        )
+    )
+    for i, spec in enumerate(specs):
+        if spec.action is TriggerAction.ISSUE_COUPON and spec.params["pool"] not in known:
+            raise NotFound(
+                f"triggers[{i}].couponPoolKey: no coupon pool {spec.params['pool']!r} in this program"
+            )
 
 
 async def _endpoint(session: AsyncSession, program_id: int, key: str) -> WebhookEndpoint:

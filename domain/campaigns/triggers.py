@@ -1,6 +1,7 @@
 """The trigger runner: the message bus's handler of `SegmentsChanged` that acts on ENTER / LEAVE.
 
-Every action happens in the transaction of the membership change: bonuses are
+Every action happens in the transaction of the membership change: coupons are
+codes taken from their pool (`domain.coupons.issuing`), bonuses are
 ledger entries (posted by `domain.ledger.posting`, idempotent per trigger and
 change-log row), tags are member_tags rows, webhook calls are outbox rows
 delivered after commit, and so are messages, on a channel the member accepted
@@ -28,6 +29,7 @@ from domain.campaigns.messages import choose_channel
 from domain.campaigns.outbox import OutboxKind, Pending, delivery_id, enqueue, existing_deliveries
 from domain.campaigns.outgoing import MessageDraft, record_messages
 from domain.changes import LoggedChange, MembersChanged, SegmentsChanged
+from domain.coupons.issuing import IssueRequest, issue_codes
 from domain.db.dialect import insert_for
 from domain.db.engine import collect
 from domain.ledger.posting import Bonus, post_bonuses
@@ -120,6 +122,7 @@ class TriggerRunner:
             session, program_id, by_action[TriggerAction.ADD_TAG], by_action[TriggerAction.REMOVE_TAG], now
         )
         await _award(session, program_id, by_action[TriggerAction.AWARD_POINTS], now)
+        await _issue_coupons(session, program_id, by_action[TriggerAction.ISSUE_COUPON], now)
         # the tags may move members between segments (and fire triggers again): one level deeper
         if tagged:
             collect(session, MembersChanged(program_id, tags=tagged, at=now))
@@ -181,6 +184,29 @@ async def _award(session: AsyncSession, program_id: int, fired: list[Fired], now
         for f in fired
     ]
     await post_bonuses(session, program_id, bonuses, now)
+
+
+async def _issue_coupons(session: AsyncSession, program_id: int, fired: list[Fired], now: datetime) -> None:
+    """One code per firing (a replay finds the code it issued); an exhausted pool is logged, not fatal:
+    the change and the other actions stand."""
+    if not fired:
+        return
+    requests = [
+        IssueRequest(
+            f"trigger:{f.trigger.id}:{f.change.change_id}", f.trigger.params["pool"], f.change.member_id
+        )
+        for f in fired
+    ]
+    issued = await issue_codes(session, program_id, requests, now)
+    for request in requests:
+        if issued[request.issue_key] is None:
+            log.warning(
+                "program %d: coupon pool %r has no code left; member %d got none (%s)",
+                program_id,
+                request.pool_key,
+                request.member_id,
+                request.issue_key,
+            )
 
 
 async def _change_tags(

@@ -34,7 +34,7 @@ from domain.audit import Auditor, AuditOutcome, ProposedAccrual, store_findings
 from domain.changes import MembersChanged
 from domain.clock import Clock
 from domain.db.dialect import insert_for
-from domain.db.engine import Database
+from domain.db.engine import Database, UnitOfWork
 from domain.enums import AccrualStatus, EventStatus, MemberKind, Verdict
 from domain.errors import InvalidInput, NotFound
 from domain.events.refunds import REFUND_TYPE, apply_refunds
@@ -123,103 +123,107 @@ class EventService:
         if len(drafts) > MAX_BATCH:
             raise InvalidInput(f"events: at most {MAX_BATCH} per call, got {len(drafts)}")
         now = self.clock.now()
+        # 11. committed; 12. announced, and the after-commit handlers (metrics) run as the block ends
+        async with self.db.unit_of_work() as uow:
+            return await self.record_in(uow, program_id, drafts, now)
+
+    async def record_in(
+        self, uow: UnitOfWork, program_id: int, drafts: Sequence[EventDraft], now: datetime
+    ) -> list[EventOutcome]:
+        """Steps 1 to 10 inside the caller's unit of work (a coupon redemption records its event so)."""
         # 1. validate
         valid, rejected = _validate_batch(drafts, now)
-        async with self.db.unit_of_work() as uow:
-            session = uow.session
-            stored = (await session.execute(select(Program.settings).where(Program.id == program_id))).first()
-            if stored is None:
-                raise NotFound(f"program {program_id} does not exist")
-            settings = ProgramSettings.from_json(stored.settings)
-            # 2. deduplicate, and admit what the program accepts (creating members it may create)
-            known = await existing_event_hashes(session, program_id, _ids(valid))
-            members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
-            admitted, refused = _admit(valid, known, partial(_refusal, now, settings, members))
-            created = await _create_members(session, program_id, admitted, members, now)
-            for i in [i for i, e in admitted.items() if e.member_external_id not in members]:
-                refused[i] = _erased(admitted.pop(i))  # its name is an erased member's pseudonym
-            if created:  # every condition is new to them
-                uow.collect(MembersChanged(program_id, created=created, at=now))
-            types: dict[int, frozenset[str]] = {}
-            for e in admitted.values():
-                member_id = members[e.member_external_id]
-                types[member_id] = types.get(member_id, frozenset()) | {e.type}
-            reached = (
-                set() if self.lock_scope is None else await self.lock_scope.reach(session, program_id, types)
-            )
-            touched = await lock_members(session, set(types) | reached) & set(types)
-            for i in [i for i, e in admitted.items() if members[e.member_external_id] not in touched]:
-                refused[i] = _erased(admitted.pop(i))  # erased while this batch waited for its row
-            # 3. earn: the rule's points times the multiplier of the tier held when the batch began
-            rules = await load_earning_rules(session, program_id)
-            multipliers = await held_multipliers(session, program_id, sorted(touched))
-            order = sorted(admitted)
-            proposals = [
-                ProposedAccrual(
-                    program_id,
-                    members[admitted[i].member_external_id],
-                    admitted[i],
-                    0
-                    if admitted[i].type == REFUND_TYPE
-                    else multiplied(
-                        points_for_event(rules, admitted[i].type, admitted[i].amount),
-                        multipliers.get(members[admitted[i].member_external_id]),
-                    ),
-                )
-                for i in order
-            ]
-            # 4. audit
-            verdicts = await self.auditor.audit(uow, proposals)
-            rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
-            # 5. store the events (a concurrent batch may have recorded some first: DUPLICATE)
-            inserted = await insert_events(session, program_id, list(rows.values()), now)
-            recorded = {i: row for i, row in rows.items() if row.event.external_id in inserted}
-            raced = {i: _raced(row) for i, row in rows.items() if i not in recorded}
-            # 6. post the accruals, then the refunds (which may refund an event of this batch)
-            accruals = {i: row for i, row in recorded.items() if row.event.type != REFUND_TYPE}
-            entries = await post_accruals(
-                session, program_id, [_accrual(row, inserted) for row in accruals.values()], now
-            )
-            refunded = await apply_refunds(
-                session,
+        session = uow.session
+        stored = (await session.execute(select(Program.settings).where(Program.id == program_id))).first()
+        if stored is None:
+            raise NotFound(f"program {program_id} does not exist")
+        settings = ProgramSettings.from_json(stored.settings)
+        # 2. deduplicate, and admit what the program accepts (creating members it may create)
+        known = await existing_event_hashes(session, program_id, _ids(valid))
+        members = await member_ids_by_external_id(session, program_id, _member_ids(valid))
+        admitted, refused = _admit(valid, known, partial(_refusal, now, settings, members))
+        created = await _create_members(session, program_id, admitted, members, now)
+        for i in [i for i, e in admitted.items() if e.member_external_id not in members]:
+            refused[i] = _erased(admitted.pop(i))  # its name is an erased member's pseudonym
+        if created:  # every condition is new to them
+            uow.collect(MembersChanged(program_id, created=created, at=now))
+        types: dict[int, frozenset[str]] = {}
+        for e in admitted.values():
+            member_id = members[e.member_external_id]
+            types[member_id] = types.get(member_id, frozenset()) | {e.type}
+        reached = (
+            set() if self.lock_scope is None else await self.lock_scope.reach(session, program_id, types)
+        )
+        touched = await lock_members(session, set(types) | reached) & set(types)
+        for i in [i for i, e in admitted.items() if members[e.member_external_id] not in touched]:
+            refused[i] = _erased(admitted.pop(i))  # erased while this batch waited for its row
+        # 3. earn: the rule's points times the multiplier of the tier held when the batch began
+        rules = await load_earning_rules(session, program_id)
+        multipliers = await held_multipliers(session, program_id, sorted(touched))
+        order = sorted(admitted)
+        proposals = [
+            ProposedAccrual(
                 program_id,
-                {i: row for i, row in recorded.items() if i not in accruals},
-                inserted,
-                now,
-            )
-            refunds = {i: EventOutcome(r.external_id, r.status, 0, r.message) for i, r in refunded.items()}
-            # (a referred member's first accepted qualifying event starts its referrer's wait)
-            await note_qualifying_events(
-                session,
-                program_id,
-                (
-                    AcceptedEvent(
-                        row.member_id, inserted[row.event.external_id], row.event.type, row.event.occurred_at
-                    )
-                    for row in accruals.values()
-                    if row.status == EventStatus.ACCEPTED
+                members[admitted[i].member_external_id],
+                admitted[i],
+                0
+                if admitted[i].type == REFUND_TYPE
+                else multiplied(
+                    points_for_event(rules, admitted[i].type, admitted[i].amount),
+                    multipliers.get(members[admitted[i].member_external_id]),
                 ),
             )
-            # 7. store the findings, linked to the entries they judged
-            await store_findings(uow, proposals, verdicts, inserted, entries, now)
-            # 8. settle compliance for the members this batch blocked
-            blocked = sorted(
-                {row.member_id for row in recorded.values() if row.status == EventStatus.BLOCKED}
-            )
-            if blocked and self.compliance is not None:
-                await self.compliance.settle(session, program_id, now, member_ids=blocked)
-            # 9. evaluate each touched member's segments once: the changes of steps 2-8, merged
-            await uow.dispatch(rounds=1)
-            # 10. dispatch what followed, round by round: triggers, bonuses, their cascades
-            await uow.dispatch()
-            # (stored conversions: after the entries and messages this batch logged)
-            await record_conversions(session, program_id, ((r.member_id, r.event) for r in recorded.values()))
-            answered = _answers(
-                drafts,
-                rejected | refused | raced | {i: _recorded(row) for i, row in accruals.items()} | refunds,
-            )
-            uow.collect(EventsRecorded(tuple(outcome.status for outcome in answered)))
-        # 11. committed; 12. announced, and the after-commit handlers (metrics) have run
+            for i in order
+        ]
+        # 4. audit
+        verdicts = await self.auditor.audit(uow, proposals)
+        rows = {i: _row(p, v) for i, p, v in zip(order, proposals, verdicts, strict=True)}
+        # 5. store the events (a concurrent batch may have recorded some first: DUPLICATE)
+        inserted = await insert_events(session, program_id, list(rows.values()), now)
+        recorded = {i: row for i, row in rows.items() if row.event.external_id in inserted}
+        raced = {i: _raced(row) for i, row in rows.items() if i not in recorded}
+        # 6. post the accruals, then the refunds (which may refund an event of this batch)
+        accruals = {i: row for i, row in recorded.items() if row.event.type != REFUND_TYPE}
+        entries = await post_accruals(
+            session, program_id, [_accrual(row, inserted) for row in accruals.values()], now
+        )
+        refunded = await apply_refunds(
+            session,
+            program_id,
+            {i: row for i, row in recorded.items() if i not in accruals},
+            inserted,
+            now,
+        )
+        refunds = {i: EventOutcome(r.external_id, r.status, 0, r.message) for i, r in refunded.items()}
+        # (a referred member's first accepted qualifying event starts its referrer's wait)
+        await note_qualifying_events(
+            session,
+            program_id,
+            (
+                AcceptedEvent(
+                    row.member_id, inserted[row.event.external_id], row.event.type, row.event.occurred_at
+                )
+                for row in accruals.values()
+                if row.status == EventStatus.ACCEPTED
+            ),
+        )
+        # 7. store the findings, linked to the entries they judged
+        await store_findings(uow, proposals, verdicts, inserted, entries, now)
+        # 8. settle compliance for the members this batch blocked
+        blocked = sorted({row.member_id for row in recorded.values() if row.status == EventStatus.BLOCKED})
+        if blocked and self.compliance is not None:
+            await self.compliance.settle(session, program_id, now, member_ids=blocked)
+        # 9. evaluate each touched member's segments once: the changes of steps 2-8, merged
+        await uow.dispatch(rounds=1)
+        # 10. dispatch what followed, round by round: triggers, bonuses, their cascades
+        await uow.dispatch()
+        # (stored conversions: after the entries and messages this batch logged)
+        await record_conversions(session, program_id, ((r.member_id, r.event) for r in recorded.values()))
+        answered = _answers(
+            drafts,
+            rejected | refused | raced | {i: _recorded(row) for i, row in accruals.items()} | refunds,
+        )
+        uow.collect(EventsRecorded(tuple(outcome.status for outcome in answered)))
         return answered
 
 

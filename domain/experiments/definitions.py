@@ -32,6 +32,8 @@ class ActionType(StrEnum):
     BONUS_POINTS = "BONUS_POINTS"
     MESSAGE = "MESSAGE"
     REWARD_OFFER = "REWARD_OFFER"
+    #: One code of a coupon pool, issued at exposure (none left: logged, the exposure stands)
+    ISSUE_COUPON = "ISSUE_COUPON"
     NONE = "NONE"
 
 
@@ -40,6 +42,7 @@ FIELDS: dict[ActionType, frozenset[str]] = {
     ActionType.BONUS_POINTS: frozenset({"points"}),
     ActionType.MESSAGE: frozenset({"template", "channel"}),
     ActionType.REWARD_OFFER: frozenset({"rewardKey"}),
+    ActionType.ISSUE_COUPON: frozenset({"couponPoolKey"}),
     ActionType.NONE: frozenset(),
 }
 
@@ -51,6 +54,7 @@ class Action:
     template: str | None = None
     channel: str | None = None
     reward_key: str | None = None
+    coupon_pool_key: str | None = None
 
     def stored(self) -> dict[str, Any]:
         """The JSON kept in `experiments.variants`: the type and the fields given."""
@@ -59,6 +63,7 @@ class Action:
             "template": self.template,
             "channel": self.channel,
             "rewardKey": self.reward_key,
+            "couponPoolKey": self.coupon_pool_key,
         }
         return {"type": self.type, **{k: v for k, v in given.items() if v is not None}}
 
@@ -70,6 +75,7 @@ class Action:
             stored.get("template"),
             stored.get("channel"),
             stored.get("rewardKey"),
+            stored.get("couponPoolKey"),
         )
 
 
@@ -179,3 +185,5 @@ def _check_variant(field: str, variant: Variant, seen: set[str]) -> None:
             raise InvalidInput(f"{field}.action.channel: not one of {', '.join(Channel)}")
     if kind == ActionType.REWARD_OFFER:
         validate_key(action.reward_key or "", f"{field}.action.rewardKey")
+    if kind == ActionType.ISSUE_COUPON:
+        validate_key(action.coupon_pool_key or "", f"{field}.action.couponPoolKey")

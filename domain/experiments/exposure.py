@@ -7,11 +7,13 @@ through the existing machinery: bonus points are ledger ADJUSTMENTs under the
 idempotency key `experiment:<experiment id>:<member id>`, messages go through
 `domain.campaigns.outgoing` (delivery id derived from the same pair; SUPPRESSED
 when the member accepted no channel), reward offers are
-the reward's key on the exposure row. The holdout gets nothing.
+the reward's key on the exposure row, coupons are a code of the pool issued under the
+same key (`domain.coupons.issuing`). The holdout gets nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,12 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.campaigns.messages import choose_channel
 from domain.campaigns.outgoing import MessageDraft, record_messages
+from domain.coupons.issuing import IssueRequest, issue_codes
 from domain.db.dialect import insert_for
 from domain.experiments.assignment import HOLDOUT, assign
 from domain.experiments.definitions import ActionType, Variant
 from domain.ledger.posting import Bonus, post_bonuses
 from domain.models import Experiment, ExperimentExposure
 
+log = logging.getLogger(__name__)
 _NAMESPACE = uuid.UUID("0f6e3b0a-52f4-4d39-8a55-6f3c1e7a9b21")
 
 
@@ -96,6 +100,9 @@ async def expose(
         if v.action.type == ActionType.BONUS_POINTS
     ]
     await post_bonuses(session, experiment.program_id, bonuses, now)  # the segment engine hears of it
+    await _issue_coupons(
+        session, experiment, [(c, v) for c, v in acting if v.action.type == ActionType.ISSUE_COUPON], now
+    )
     return {c.member_id: arms[c.member_id] for c in fresh}
 
 
@@ -104,6 +111,25 @@ def _offered(variants: dict[str, Variant], arm: str) -> str | None:
     if variant is None or variant.action.type != ActionType.REWARD_OFFER:
         return None
     return variant.action.reward_key
+
+
+async def _issue_coupons(
+    session: AsyncSession, experiment: Experiment, issuing: list[tuple[Candidate, Variant]], now: datetime
+) -> None:
+    """One code each, named by the exposure (a replay finds it); an exhausted pool is logged."""
+    requests = [
+        IssueRequest(exposure_key(experiment.id, c.member_id), v.action.coupon_pool_key or "", c.member_id)
+        for c, v in issuing
+    ]
+    issued = await issue_codes(session, experiment.program_id, requests, now)
+    for request in requests:
+        if issued[request.issue_key] is None:
+            log.warning(
+                "experiment %s: coupon pool %r has no code left; member %d got none",
+                experiment.key,
+                request.pool_key,
+                request.member_id,
+            )
 
 
 async def _send_messages(

@@ -17,7 +17,15 @@ from domain.experiments.exposure import Candidate, expose
 from domain.experiments.results import ArmResult, arm_counts, arm_results
 from domain.governance.audit_log import record_change
 from domain.members.service import members_by_external_id
-from domain.models import Experiment, ExperimentExposure, Member, Reward, Segment, SegmentMembership
+from domain.models import (
+    CouponPool,
+    Experiment,
+    ExperimentExposure,
+    Member,
+    Reward,
+    Segment,
+    SegmentMembership,
+)
 
 #: Members exposed per unit of work by `expose_segment`.
 EXPOSE_CHUNK = 500
@@ -210,6 +218,24 @@ async def _check_references(session: AsyncSession, program_id: int, draft: Exper
             if reward_key not in active:
                 raise NotFound(
                     f"variants[{i}].action.rewardKey: no active reward {reward_key!r} in this program"
+                )
+    pooled = {
+        i: v.action.coupon_pool_key
+        for i, v in enumerate(draft.variants)
+        if v.action.type == ActionType.ISSUE_COUPON and v.action.coupon_pool_key
+    }
+    if pooled:
+        pools = set(
+            await session.scalars(
+                select(CouponPool.key).where(
+                    CouponPool.program_id == program_id, CouponPool.key.in_(set(pooled.values()))
+                )
+            )
+        )
+        for i, pool_key in pooled.items():
+            if pool_key not in pools:
+                raise NotFound(
+                    f"variants[{i}].action.couponPoolKey: no coupon pool {pool_key!r} in this program"
                 )
     return int(segment_id)
 

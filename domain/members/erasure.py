@@ -3,7 +3,8 @@
 In one unit of work the member's attributes, channels, tags, tier, event properties
 and message texts are deleted, its externalId becomes a random pseudonym wherever
 stored text names it, and `erased_at` is set, which voids its tokens and takes it out
-of every lookup, segment evaluation and board. Amounts, types and times stay, so
+of every lookup, segment evaluation and board. Its coupon codes are renamed
+`~erased-<id>` and the unused ones voided (`domain.coupons.issuing`). Amounts, types and times stay, so
 ledger sums, expiry lots, day buckets, other members' standings, segment history and
 analytics stay exact. The member leaves its segments through the change log (LEFT
 rows), and its board entries are removed after commit by the standings feeder.
@@ -27,6 +28,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from domain.campaigns.messages import MessageStatus
 from domain.campaigns.outbox import OutboxStatus
 from domain.clock import Clock
+from domain.coupons.issuing import forget_member_codes
 from domain.db.engine import Database, UnitOfWork
 from domain.db.types import UtcDateTime
 from domain.errors import InvalidInput, NotFound
@@ -89,6 +91,7 @@ class ErasureService:
             left = await self.segments.leave_all(session, program_id, member_id, now)
             await _forget_profile(session, member_id, pseudonym, now)
             await _forget_contents(session, member_id)
+            await forget_member_codes(session, member_id)
             await _rename(session, program_id, member_id, external_id, pseudonym)
             await mark_standings(session, program_id, await _counting_instants(session, member_id))
             await record_change(

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from domain.clock import Clock
+from domain.coupons.status import status_at
 from domain.db.engine import Database
 from domain.errors import InvalidInput, NotFound
 from domain.events.validation import Rejection, validate_external_id
@@ -26,6 +27,8 @@ from domain.members.service import members_by_external_id
 from domain.models import (
     Challenge,
     ChallengeCompletion,
+    CouponCode,
+    CouponPool,
     Event,
     EventAggregate,
     Experiment,
@@ -99,6 +102,7 @@ class MemberExporter:
                 "messages": await _messages(session, member.id),
                 "challenges": await _challenges(session, member.id),
                 "redemptions": await _redemptions(session, member.id),
+                "coupons": await _coupons(session, member.id, now),
                 "experiments": await _experiments(session, member.id),
                 "fraudFindings": await _findings(session, member.id),
                 "referrals": await _referrals(session, member),
@@ -348,6 +352,27 @@ async def _redemptions(session: AsyncSession, member_id: int) -> list[Document]:
             "createdAt": _at(at),
         },
     )
+
+
+async def _coupons(session: AsyncSession, member_id: int, now: datetime) -> list[Document]:
+    query = (
+        select(CouponCode, CouponPool)
+        .join(CouponPool, CouponPool.id == CouponCode.pool_id)
+        .where(CouponCode.member_id == member_id)
+        .order_by(CouponCode.id)
+    )
+    return [
+        {
+            "code": code.code,
+            "pool": pool.key,
+            "status": status_at(code, now).value,
+            "issuedAt": _at(code.issued_at),
+            "expiresAt": _at(code.expires_at),
+            "redeemedAt": _at(code.redeemed_at),
+            "redemptionExternalId": code.redemption_key,
+        }
+        for code, pool in (await session.execute(query)).all()
+    ]
 
 
 async def _experiments(session: AsyncSession, member_id: int) -> list[Document]:

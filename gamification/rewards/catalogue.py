@@ -18,7 +18,7 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.errors import Conflict, InvalidInput, NotFound
-from domain.models import Reward, RewardWindow
+from domain.models import CouponPool, Reward, RewardWindow
 from domain.programs.service import validate_key
 from gamification.rewards.eligibility import checked_keys, listed_segments, store_segments
 
@@ -38,6 +38,8 @@ class RewardDraft:
     active: bool
     #: Segments (tiers included) whose members alone may redeem it; empty: everyone.
     segment_keys: tuple[str, ...] = ()
+    #: A coupon reward: each redemption also issues one code of this pool
+    coupon_pool_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class CatalogueItem:
     reward: Reward
     windows: list[RewardWindow]
     segment_keys: list[str]
+    coupon_pool_key: str | None = None
 
 
 def audited_reward(item: CatalogueItem) -> dict[str, Any]:
@@ -60,6 +63,7 @@ def audited_reward(item: CatalogueItem) -> dict[str, Any]:
         "stock": reward.stock,
         "active": reward.active,
         "segmentKeys": list(item.segment_keys),
+        "couponPoolKey": item.coupon_pool_key,
         "windows": [
             {
                 "boardKey": w.board_key,
@@ -93,6 +97,7 @@ def validate_draft(draft: RewardDraft) -> RewardDraft:
         draft.stock,
         draft.active,
         checked_keys(draft.segment_keys),
+        None if draft.coupon_pool_key is None else validate_key(draft.coupon_pool_key, "couponPoolKey"),
     )
 
 
@@ -111,9 +116,21 @@ async def store_reward(session: AsyncSession, program_id: int, draft: RewardDraf
     reward.stock = draft.stock
     reward.active = draft.active
     reward.updated_at = now
+    reward.coupon_pool_id = await _pool_id(session, program_id, draft.coupon_pool_key)
     await session.flush()
     await store_segments(session, program_id, reward, draft.segment_keys)
     return reward
+
+
+async def _pool_id(session: AsyncSession, program_id: int, key: str | None) -> int | None:
+    if key is None:
+        return None
+    pool_id = await session.scalar(
+        select(CouponPool.id).where(CouponPool.program_id == program_id, CouponPool.key == key)
+    )
+    if pool_id is None:
+        raise NotFound(f"couponPoolKey: no coupon pool {key!r} in this program")
+    return int(pool_id)
 
 
 async def add_stock(session: AsyncSession, program_id: int, key: str, add: int, now: datetime) -> Reward:
@@ -185,4 +202,19 @@ async def catalogue(
         for window in rows:
             windows[window.reward_id].append(window)
     segments = await listed_segments(session, [r.id for r in rewards])
-    return [CatalogueItem(reward, windows[reward.id], segments[reward.id]) for reward in rewards]
+    pool_ids = sorted({r.coupon_pool_id for r in rewards if r.coupon_pool_id is not None})
+    pools: dict[int, str] = {}
+    if pool_ids:
+        found = await session.execute(
+            select(CouponPool.id, CouponPool.key).where(CouponPool.id.in_(pool_ids))
+        )
+        pools = {pool_id: key for pool_id, key in found}  # noqa: C416 - Row objects
+    return [
+        CatalogueItem(
+            reward,
+            windows[reward.id],
+            segments[reward.id],
+            None if reward.coupon_pool_id is None else pools[reward.coupon_pool_id],
+        )
+        for reward in rewards
+    ]

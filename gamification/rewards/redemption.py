@@ -16,11 +16,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.coupons.issuing import IssueRequest, issue_codes, pool_exhausted
+from domain.coupons.reads import CouponView, coupon_view
 from domain.enums import EntryKind
 from domain.errors import InvalidInput, NotFound
 from domain.ledger.posting import MAX_REASON, request_hash
 from domain.ledger.service import MAX_IDEMPOTENCY_KEY, REWARD_KEY_PREFIX
-from domain.models import LedgerEntry, Member, Reward, RewardRedemption
+from domain.models import CouponCode, CouponPool, LedgerEntry, Member, Reward, RewardRedemption
 from gamification.rewards.catalogue import CatalogueItem, catalogue, out_of_stock
 from gamification.rewards.eligibility import check_eligible, listed_segments
 
@@ -31,6 +33,13 @@ class RedemptionView:
     item: CatalogueItem
     member_external_id: str
     entry: LedgerEntry
+    #: The code a coupon reward issued with this redemption
+    coupon: CouponView | None = None
+
+
+def coupon_issue_key(redemption: RewardRedemption) -> str:
+    """What names the code a redemption issued (a replay finds it by this)."""
+    return f"reward:{redemption.id}"
 
 
 @dataclass(frozen=True)
@@ -108,12 +117,51 @@ async def record(
     )
     session.add(redemption)
     await session.flush()
+    coupon = await _issue_coupon(session, request.program_id, reward, redemption, member.id, now)
     await session.refresh(reward)
     (item,) = await catalogue(session, request.program_id, active_only=False, keys=[reward.key])
-    return RedemptionView(redemption, item, member.external_id, entry)
+    return RedemptionView(redemption, item, member.external_id, entry, coupon)
 
 
-async def recorded(session: AsyncSession, program_id: int, entry: LedgerEntry) -> RedemptionView:
+async def _issue_coupon(
+    session: AsyncSession,
+    program_id: int,
+    reward: Reward,
+    redemption: RewardRedemption,
+    member_id: int,
+    now: datetime,
+) -> CouponView | None:
+    """A coupon reward's code; COUPON_POOL_EXHAUSTED (the whole redemption rolls back) when none is left."""
+    if reward.coupon_pool_id is None:
+        return None
+    pool = await session.get(CouponPool, reward.coupon_pool_id)
+    assert pool is not None
+    key = coupon_issue_key(redemption)
+    code = (await issue_codes(session, program_id, [IssueRequest(key, pool.key, member_id)], now))[key]
+    if code is None:
+        raise pool_exhausted(pool.key)
+    return coupon_view(code, pool, now)
+
+
+async def _issued_coupon(
+    session: AsyncSession, redemption: RewardRedemption, now: datetime
+) -> CouponView | None:
+    found = (
+        await session.execute(
+            select(CouponCode, CouponPool)
+            .join(CouponPool, CouponPool.id == CouponCode.pool_id)
+            .where(
+                CouponCode.program_id == redemption.program_id,
+                CouponCode.issue_key == coupon_issue_key(redemption),
+            )
+        )
+    ).first()
+    return None if found is None else coupon_view(found[0], found[1], now)
+
+
+async def recorded(
+    session: AsyncSession, program_id: int, entry: LedgerEntry, now: datetime
+) -> RedemptionView:
     """The redemption written beside `entry` (a replay)."""
     redemption, reward_key, member_external_id = (
         await session.execute(
@@ -124,4 +172,6 @@ async def recorded(session: AsyncSession, program_id: int, entry: LedgerEntry) -
         )
     ).one()
     (item,) = await catalogue(session, program_id, active_only=False, keys=[reward_key])
-    return RedemptionView(redemption, item, member_external_id, entry)
+    return RedemptionView(
+        redemption, item, member_external_id, entry, await _issued_coupon(session, redemption, now)
+    )

@@ -133,7 +133,7 @@ class RewardService:
             return await record(session, request, member, reward, entry, now)
 
         async def replay(session: AsyncSession, entry: LedgerEntry) -> RedemptionView:
-            return await recorded(session, program_id, entry)
+            return await recorded(session, program_id, entry, now)
 
         return await self.ledger.once(
             program_id,
