@@ -820,7 +820,7 @@ class Referral(Base):
 
     __tablename__ = "referrals"
     __table_args__ = (
-        UniqueConstraint("referred_id"),
+        UniqueConstraint("program_id", "referred_id", name="uq_referrals_referred_id"),
         Index("ix_referrals_referrer", "referrer_id", "created_at"),
         Index("ix_referrals_due", "status", "due_at"),
     )

@@ -90,7 +90,7 @@ def upgrade() -> None:
             ["qualifying_event_id"], ["events.id"], name=op.f("fk_referrals_qualifying_event_id_events")
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_referrals")),
-        sa.UniqueConstraint("referred_id", name=op.f("uq_referrals_referred_id")),
+        sa.UniqueConstraint("program_id", "referred_id", name=op.f("uq_referrals_referred_id")),
     )
     op.create_index("ix_referrals_referrer", "referrals", ["referrer_id", "created_at"])
     op.create_index("ix_referrals_due", "referrals", ["status", "due_at"])
