@@ -86,7 +86,8 @@ def month_statements(table: PartitionedTable, month: datetime) -> list[str]:
     within = f"{table.column} >= '{low}' AND {table.column} < '{high}'"
     return [
         f"CREATE TABLE {name} (LIKE {table.name} INCLUDING DEFAULTS)",
-        f"WITH moved AS (DELETE FROM {default} WHERE {within} RETURNING *) INSERT INTO {name} SELECT * FROM moved",
+        f"WITH moved AS (DELETE FROM {default} WHERE {within} RETURNING *) "
+        f"INSERT INTO {name} SELECT * FROM moved",
         f"ALTER TABLE {table.name} ATTACH PARTITION {name} FOR VALUES FROM ('{low}') TO ('{high}')",
     ]
 

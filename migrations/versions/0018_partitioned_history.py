@@ -117,7 +117,7 @@ def _rebuild(table: str, column: str, partitioned: bool) -> None:
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    for table, column, _, name in INBOUND:
+    for table, _, _, name in INBOUND:
         _execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
     for table, time_column in TABLES.items():
         _rebuild(table, time_column, partitioned=True)
@@ -145,4 +145,6 @@ def downgrade() -> None:
     for table, name, columns in UNIQUE:
         _execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE ({columns})")
     for table, column, referred, name in INBOUND:
-        _execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({column}) REFERENCES {referred} (id)")
+        _execute(
+            f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY ({column}) REFERENCES {referred} (id)"
+        )
