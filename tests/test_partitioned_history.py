@@ -13,17 +13,19 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from api.app import create_app
 from api.retention_windows import stored_windows
 from api.runtime import Services, build_services
 from domain.db.partitions import EVENTS, ensure_months, month_start, partition_name, partitions_of
+from domain.models import LedgerEntry
 from domain.ops.event_retention import EventPartitionPruner, PostgresqlOnly, RetentionRefused
 from domain.ops.partition_upkeep import PartitionUpkeep
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, fresh_database
+from tests.support.fraud import reviewer
 from tests.support.graphql import GraphQLClient, admin_token, new_program
 
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { externalId status message } } }"
@@ -147,6 +149,20 @@ async def test_prune_refuses_a_retention_within_a_window_then_drops_old_months_a
     pruner = EventPartitionPruner(services.db, clock)
     windows = await stored_windows(services.db, services.segments.engine)
 
+    # when an old purchase is held for review: refused until it is decided
+    assert await record(pos, purchase("p-held", old, amount="6000")) == {"p-held": "HELD_FOR_REVIEW"}
+    with pytest.raises(RetentionRefused) as held:
+        await pruner.run(400, windows, dry_run=True)
+    assert str(held.value).startswith("1 events held for review occurred before ")
+    async with services.db.read() as session:
+        entry_id = await session.scalar(
+            select(LedgerEntry.id).where(
+                LedgerEntry.program_id == program.id, LedgerEntry.status == "PENDING_REVIEW"
+            )
+        )
+    assert entry_id is not None
+    await services.review.reject(reviewer(program.id, clock), entry_id, "not a real purchase")
+
     # when the retention does not exceed the 200-day segment, or the fraud rules' 90 days: refused
     with pytest.raises(RetentionRefused) as refused:
         await pruner.run(200, windows, dry_run=False)
@@ -160,14 +176,14 @@ async def test_prune_refuses_a_retention_within_a_window_then_drops_old_months_a
     # when it does: a dry run counts the old months (this program's, and the earlier test's), the run
     # drops exactly those
     dry = await pruner.run(400, windows, dry_run=True)
-    assert {"partition": old_month, "rows": 1} in [d.as_json() for d in dry.dropped]
+    assert {"partition": old_month, "rows": 2} in [d.as_json() for d in dry.dropped]  # p-old, p-held
     done = await pruner.run(400, windows, dry_run=False)
     assert done == dry
     async with services.db.read() as session:
         assert not set(await partitions_of(session, EVENTS)) & {d.partition for d in done.dropped}
 
     # then the old event is gone, balance and all-history segments are the same after a recompute
-    assert sorted(await partitions(services, program.id)) == ["p1", "p2"]
+    assert sorted(await partitions(services, program.id)) == ["p1", "p2"]  # p-held went with its month
     await admin.data("mutation { recomputeSegments }")
     after = (await admin.data(MEMBER))["member"]
     assert after["pointsBalance"] == 30

@@ -41,6 +41,8 @@ BY_NAME = {t.name: t for t in PARTITIONED}
 AHEAD = 3
 #: The claim table that keeps events' (program_id, external_id) unique across months.
 EVENT_KEYS = "event_keys"
+#: Indexes only the partitioned tables have: what served their lookups was a unique key (migration 0018).
+PARTITIONED_ONLY_INDEXES = frozenset({"ix_events_program_external"})
 #: Serialises partition upkeep and prune across processes (a transaction-scoped advisory lock).
 UPKEEP_LOCK = 7_204_918_020
 
@@ -128,6 +130,8 @@ def include_in_comparison(obj: Any, name: str | None, type_: str, reflected: boo
     into partitioned tables: docs/scaling.md, "Partitioned history")."""
     if type_ == "table":
         return not (reflected and name is not None and (is_partition(name) or name == EVENT_KEYS))
+    if type_ == "index" and reflected and name in PARTITIONED_ONLY_INDEXES:
+        return False
     if type_ == "unique_constraint":
         return obj.table.name not in BY_NAME
     if type_ == "foreign_key_constraint":

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.clock import Clock
@@ -36,8 +36,9 @@ from domain.db.partitions import (
     month_start,
     partitions_of,
 )
+from domain.enums import EventStatus
 from domain.errors import DomainError
-from domain.models import ChurnModel, Program
+from domain.models import ChurnModel, Event, Program
 from domain.predict.features import HORIZON_DAYS
 from domain.predict.service import DEFAULT_CUTOFFS, LOOKBACK_DAYS
 from domain.segments.engine import SegmentEngine
@@ -176,6 +177,16 @@ class EventPartitionPruner:
         require_longer(retention_days, windows)
         before = boundary(self.clock.now(), retention_days)
         async with self.db.read() as session:
+            held = await session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.occurred_at < before, Event.status == EventStatus.HELD_FOR_REVIEW.value)
+            )
+            if held:
+                raise RetentionRefused(
+                    f"{held} events held for review occurred before {before.isoformat()}: approve or "
+                    "reject them first (their partitions would go with them)"
+                )
             months = [
                 (name, month)
                 for name in await partitions_of(session, EVENTS)

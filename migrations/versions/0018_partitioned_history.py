@@ -6,7 +6,8 @@ row's to three months ahead, and a DEFAULT partition; the rows are copied, the n
 the indexes and outgoing foreign keys recreated (on every partition). The primary key becomes
 (id, time column), as PostgreSQL requires. events' unique (program_id, external_id) is kept
 exact across months by the `event_keys` claim table, filled by a BEFORE INSERT trigger that
-skips an event whose key is claimed. The foreign keys INTO events (ledger_entries.event_id,
+skips an event whose key is claimed; a plain index on (program_id, external_id) serves the lookups
+by externalId (duplicates, refunds). The foreign keys INTO events (ledger_entries.event_id,
 fraud_findings.event_id) go: a partitioned table can be referenced only by a key including
 its partition key, and `loyalty prune` drops event partitions the ledger still names
 (docs/scaling.md, "Partitioned history"). Downgrade rebuilds the plain tables.
@@ -39,6 +40,8 @@ INBOUND = [
 ]
 #: The unique keys that only the plain tables hold: (table, name, columns)
 UNIQUE = [("events", "uq_events_program_id", "program_id, external_id")]
+#: What serves their lookups on the partitioned tables (by externalId: duplicates, refunds)
+LOOKUPS = [("events", "ix_events_program_external", "program_id, external_id")]
 
 CLAIM_FUNCTION = """
 CREATE FUNCTION claim_event_key() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -121,6 +124,8 @@ def upgrade() -> None:
         _execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
     for table, time_column in TABLES.items():
         _rebuild(table, time_column, partitioned=True)
+    for table, name, columns in LOOKUPS:
+        _execute(f"CREATE INDEX {name} ON {table} ({columns})")
     _execute(
         "CREATE TABLE event_keys (program_id BIGINT NOT NULL, external_id VARCHAR(128) NOT NULL, "
         "occurred_at TIMESTAMP WITH TIME ZONE NOT NULL, "
@@ -140,6 +145,8 @@ def downgrade() -> None:
     _execute("DROP TRIGGER events_claim_key ON events")
     _execute("DROP FUNCTION claim_event_key()")
     _execute("DROP TABLE event_keys")
+    for _, name, _ in LOOKUPS:
+        _execute(f"DROP INDEX {name}")
     for table, time_column in TABLES.items():
         _rebuild(table, time_column, partitioned=False)
     for table, name, columns in UNIQUE:
