@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
 import pytest
@@ -25,6 +26,7 @@ from domain.ops.partition_upkeep import PartitionUpkeep
 from domain.settings import Settings
 from tests.support import ShiftableClock
 from tests.support.backends import Backends, fresh_database
+from tests.support.cli import cli_environment, loyalty, ok
 from tests.support.fraud import reviewer
 from tests.support.graphql import GraphQLClient, admin_token, new_program
 
@@ -218,3 +220,20 @@ async def test_sqlite_says_event_prune_is_postgresql_only(fresh: Fresh, clock: S
     with pytest.raises(PostgresqlOnly) as refused:
         await EventPartitionPruner(services.db, clock).run(400, [], dry_run=False)
     assert refused.value.code == "POSTGRESQL_ONLY"
+
+
+def test_the_command_says_on_sqlite_that_event_prune_is_postgresql_only(tmp_path: Path) -> None:
+    # given a migrated SQLite database
+    env = cli_environment(tmp_path)
+    ok(env, "db", "upgrade")
+
+    # when `loyalty prune --events-retention` runs on it
+    result = loyalty(env, "prune", "--events-retention", "400")
+
+    # then it fails with one line naming the code, and deletes nothing
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "loyalty: POSTGRESQL_ONLY: --events-retention drops event partitions, which only PostgreSQL has; "
+        "on SQLite events are kept (docs/operations.md, Raw-event retention)"
+    )
+    assert result.stdout == ""

@@ -12,8 +12,9 @@ What may go per table (the periods are `Settings.retention`; docs/operations.md,
 - fraud_findings: made before the cutoff, of events no longer held for review (the
   review queue shows a held event's findings; `non-compliant` counts blocks of
   the last 366 days at most, and the minimum period is longer).
-- events: nothing. The ledger, idempotency (externalId), refunds, fraud history,
-  leaderboard rebuilds and the property filters of segment rules read them.
+- events: nothing here. The ledger, refunds, fraud history, leaderboard rebuilds and
+  the property filters of segment rules read them; `--events-retention` drops whole
+  old months on PostgreSQL (domain/ops/event_retention.py).
 
 Each rule's candidates are the rows below a boundary id (the first row at or
 after the cutoff; for the change log, no further than the relay's position), so
