@@ -73,7 +73,8 @@ def _definitions(table: str) -> tuple[list[str], list[tuple[str, str]]]:
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
         f"WHERE conrelid = '{table}'::regclass AND contype = 'f' ORDER BY 1"
     )
-    return [str(d) for (d,) in indexes], [(str(n), str(d)) for n, d in keys]
+    # a partitioned table's read `ON ONLY`: on the rebuilt table they are built whole
+    return [str(d).replace(" ON ONLY ", " ON ", 1) for (d,) in indexes], [(str(n), str(d)) for n, d in keys]
 
 
 def _months(table: str, column: str) -> list[datetime]:
