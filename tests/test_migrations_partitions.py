@@ -52,6 +52,7 @@ DUPLICATE = (
 PLACES = "SELECT external_id, tableoid::regclass::text FROM events ORDER BY external_id"
 KINDS = "SELECT relname, relkind::text FROM pg_class WHERE relname IN ('events', 'segment_changes') ORDER BY relname"
 SEQUENCES = "SELECT pg_get_serial_sequence('events', 'id'), pg_get_serial_sequence('segment_changes', 'id')"
+INVALID = "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
 INBOUND = "SELECT conname FROM pg_constraint WHERE confrelid = 'events'::regclass ORDER BY conname"
 
 
@@ -106,6 +107,7 @@ def test_history_keeps_its_rows_both_ways_and_an_external_id_stays_unique(databa
         assert _run(database_url, PLACES) == [("e1", "events_y2026m01"), ("e2", "events_y2026m11")]
         assert _run(database_url, DUPLICATE) == []
         assert _run(database_url, INBOUND) == []
+        assert _run(database_url, INVALID) == []
         assert _run(database_url, "SELECT count(*) FROM event_keys") == [(2,)]
         # the ids still come from the sequences, owned by the new tables
         assert _run(database_url, SEQUENCES) == [("public.events_id_seq", "public.segment_changes_id_seq")]
@@ -122,6 +124,7 @@ def test_history_keeps_its_rows_both_ways_and_an_external_id_stays_unique(databa
         _run(database_url, DUPLICATE.replace(" ON CONFLICT DO NOTHING RETURNING id", ""))
     if postgresql:
         assert _run(database_url, KINDS) == [("events", "r"), ("segment_changes", "r")]
+        assert _run(database_url, INVALID) == []
         assert _run(database_url, INBOUND) == [
             ("fk_fraud_findings_event_id_events",),
             ("fk_ledger_entries_event_id_events",),
