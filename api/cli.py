@@ -343,11 +343,19 @@ def cmd_members_export(args: argparse.Namespace) -> int:
 
 def cmd_prune(args: argparse.Namespace) -> int:
     """Delete (or with --dry-run count) what the retention settings let go; JSON report on stdout."""
+    from api.retention_windows import stored_windows
+    from domain.ops.event_retention import EventPartitionPruner
     from domain.ops.retention import Pruner, report_json
 
     async def work(services: Any) -> object:
+        events = None
+        if args.events_retention is not None:  # refused before anything is deleted
+            windows = await stored_windows(services.db, services.segments.engine)
+            events = await EventPartitionPruner(services.db, services.clock).run(
+                args.events_retention, windows, args.dry_run
+            )
         pruner = Pruner(services.db, services.clock, services.settings.retention, batch=args.batch)
-        return report_json(args.dry_run, await pruner.run(args.dry_run))
+        return report_json(args.dry_run, await pruner.run(args.dry_run), events)
 
     _print_json(_with_services(work))
     return 0
@@ -537,6 +545,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="count per table what would go; delete nothing")
     prune.add_argument("--batch", type=int, default=5000, help="rows per delete transaction")
+    prune.add_argument(
+        "--events-retention",
+        type=int,
+        metavar="DAYS",
+        help="also drop the event partitions older than DAYS (PostgreSQL); refused unless DAYS exceeds "
+        "the longest window of any segment, ladder, board, challenge, fraud rule or churn model",
+    )
     prune.set_defaults(func=cmd_prune)
 
     demo = commands.add_parser("demo", help="migrate, seed a demo program and serve it")

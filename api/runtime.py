@@ -33,6 +33,7 @@ from domain.members.export import MemberExporter
 from domain.members.service import MemberService
 from domain.messagebus import MessageBus
 from domain.ops.metrics import instrument_pool, release_pool
+from domain.ops.partition_upkeep import PartitionUpkeep
 from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
@@ -234,6 +235,7 @@ def build_services(
             PeriodCloser(db, clock),
             ComplianceSweeper(db, clock, compliance),
             services.referral_payouts,
+            PartitionUpkeep(db, clock),
         ]
     )
     return services

@@ -27,14 +27,21 @@ one JSON object with the figures.
   the replica). Each side: CPU seconds of the primary's and the replica's PostgreSQL process trees,
   wall time, reports per second.
 
+* partition_ingest, event_prune: plain vs partitioned history tables on two fresh databases of
+  one PostgreSQL server (bench/partitions.py says how): events/s through the pipeline, and the
+  time to let the oldest month of events go (DELETE + VACUUM vs DETACH + DROP of its partition).
+
 Usage: .venv/bin/python bench/scale.py [--quick] [--boards B] [--members M] [--duration S]
-       [--analytics-members N] [--analytics-events N] [--reports N] [--only NAME]
+       [--analytics-members N] [--analytics-events N] [--reports N] [--database-url URL]
+       [--partition-members N] [--partition-events N] [--partition-ingest N] [--partition-rounds N]
+       [--only NAME]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import sys
 import time
@@ -50,7 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench`, `tes
 
 import migrations
 from bench.analytics import CHANGES_SQL, LEFT_SQL, MEMBERSHIPS_SQL, SEGMENTS_SQL
-from bench.harness import PhaseResult, log, run_concurrently, tree_cpu_s
+from bench.harness import DEFAULT_DATABASE_URL, PhaseResult, log, run_concurrently, tree_cpu_s
+from bench.partitions import compare_event_prune, compare_partition_ingest
 from bench.segments import generate
 from domain.analytics.segments import SegmentAnalytics
 from domain.clock import SystemClock
@@ -88,6 +96,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--analytics-events", type=int, help="analytics: events (default 1,000,000, quick 25,000)"
     )
     parser.add_argument("--reports", type=int, help="analytics: reads per side (default 200, quick 20)")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("LOYALTY_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="partitions: the PostgreSQL server to create the two fresh databases on",
+    )
+    parser.add_argument(
+        "--partition-members", type=int, help="partitions: members (default 50,000, quick 5,000)"
+    )
+    parser.add_argument(
+        "--partition-events",
+        type=int,
+        help="partitions: events loaded first (default 2,000,000, quick 20,000)",
+    )
+    parser.add_argument(
+        "--partition-ingest",
+        type=int,
+        help="partitions: events per ingest round (default 10,000, quick 1,500)",
+    )
+    parser.add_argument(
+        "--partition-rounds", type=int, help="partitions: ingest rounds per side (4, quick 2)"
+    )
     parser.add_argument("--only", choices=sorted(COMPARISONS), help="run one comparison")
     options = parser.parse_args(argv)
     options.boards = options.boards or (8 if options.quick else 24)
@@ -96,6 +125,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     options.analytics_members = options.analytics_members or (5_000 if options.quick else 200_000)
     options.analytics_events = options.analytics_events or (25_000 if options.quick else 1_000_000)
     options.reports = options.reports or (20 if options.quick else 200)
+    options.partition_members = options.partition_members or (3_000 if options.quick else 50_000)
+    options.partition_events = options.partition_events or (20_000 if options.quick else 2_000_000)
+    options.partition_ingest = options.partition_ingest or (1_500 if options.quick else 10_000)
+    options.partition_rounds = options.partition_rounds or (2 if options.quick else 4)
     return options
 
 
@@ -409,6 +442,8 @@ COMPARISONS: dict[str, Comparison] = {
     "boards": compare_boards,
     "relay": compare_relay,
     "analytics": compare_analytics,
+    "partition_ingest": compare_partition_ingest,
+    "event_prune": compare_event_prune,
 }
 
 

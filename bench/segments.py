@@ -542,7 +542,8 @@ async def drop_secondary_indexes(connection: Any, table: str) -> list[str]:
         table,
     ):
         await connection.execute(f'DROP INDEX "{name}"')
-        restore.append(definition)
+        # a partitioned table's (migration 0018) reads `ON ONLY`: that would build no partition's index
+        restore.append(definition.replace(" ON ONLY ", " ON ", 1))
     return restore
 
 

@@ -837,7 +837,8 @@ class Referral(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     join_points: Mapped[int] = mapped_column(BigInteger, default=0)
     #: The referred member's first accepted event of the program's referral event type.
-    qualifying_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"))
+    #: (no foreign key: `events` is partitioned by month on PostgreSQL, docs/scaling.md)
+    qualifying_event_id: Mapped[int | None] = mapped_column(BigId)
     due_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     referrer_points: Mapped[int] = mapped_column(BigInteger, default=0)
     #: When it ended: COMPLETED, CANCELLED or BLOCKED (or a reviewer approved it).

@@ -97,6 +97,8 @@ SURROGATE_ID = {
     "coupon_codes",
     "referrals",
 }
+#: Partitioned by month on PostgreSQL (migration 0018): the partition column follows the id in the key.
+PARTITIONED_BY = {"events": ["occurred_at"], "segment_changes": ["at"]}
 #: Unique keys of distributed tables without program_id -> the key they become at distribution.
 UNIQUE_EXCEPTIONS = {
     ("ledger_entries", ("reverses_entry_id",)): ("program_id", "reverses_entry_id"),
@@ -242,7 +244,10 @@ def test_0019_backfills_program_id_and_rekeys(database_url: str) -> None:
         database_url, [], "SELECT program_id, snapshot_id, rank FROM leaderboard_snapshot_entries"
     ) == [(7, 9, 1)]
     keys = _primary_keys(database_url)
-    assert keys == {name: [c.name for c in _tables()[name].primary_key.columns] for name in keys}
+    assert keys == {
+        name: [c.name for c in _tables()[name].primary_key.columns] + PARTITIONED_BY.get(name, [])
+        for name in keys
+    }
     # and a membership the new key would have to tell apart is still refused
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         _run(

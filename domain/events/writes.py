@@ -64,9 +64,8 @@ async def insert_events(
         statement: Any = postgresql.insert(table).from_select(_COLUMNS, _unnested(program_id, ordered, now))
     else:
         statement = sqlite.insert(table)
-    statement = statement.on_conflict_do_nothing(
-        index_elements=[table.c.program_id, table.c.external_id]
-    ).returning(table.c.id, table.c.external_id)
+    # no conflict target: on PostgreSQL the key is claimed in `event_keys` (domain/db/partitions.py)
+    statement = statement.on_conflict_do_nothing().returning(table.c.id, table.c.external_id)
     if on_postgres(session):
         result = await session.execute(statement)
     else:

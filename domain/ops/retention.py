@@ -12,8 +12,9 @@ What may go per table (the periods are `Settings.retention`; docs/operations.md,
 - fraud_findings: made before the cutoff, of events no longer held for review (the
   review queue shows a held event's findings; `non-compliant` counts blocks of
   the last 366 days at most, and the minimum period is longer).
-- events: nothing. The ledger, idempotency (externalId), refunds, fraud history,
-  leaderboard rebuilds and the property filters of segment rules read them.
+- events: nothing here. The ledger, refunds, fraud history, leaderboard rebuilds and
+  the property filters of segment rules read them; `--events-retention` drops whole
+  old months on PostgreSQL (domain/ops/event_retention.py).
 
 Each rule's candidates are the rows below a boundary id (the first row at or
 after the cutoff; for the change log, no further than the relay's position), so
@@ -40,6 +41,7 @@ from domain.db.engine import Database
 from domain.enums import EventStatus
 from domain.live.relay import stored_position
 from domain.models import Event, FraudFinding, Message, OutboxItem, RelayPosition, SegmentChange
+from domain.ops.event_retention import EventPrune
 from domain.settings import Retention
 
 #: relay_positions row holding the highest change-log id pruned (live replay refuses older cursors).
@@ -82,8 +84,8 @@ class Pruned:
 
 #: Tables `loyalty prune` never deletes from, with the reason (printed in the report).
 KEPT = {
-    "events": "never pruned: the ledger, idempotency, refunds, fraud history, "
-    "leaderboard rebuilds and segment rules' property filters read them",
+    "events": "never pruned by default: the ledger, refunds, fraud history, leaderboard rebuilds and "
+    "segment rules' property filters read them (--events-retention drops old months on PostgreSQL)",
 }
 
 
@@ -229,9 +231,12 @@ async def pruned_through(session: AsyncSession) -> int:
     return await session.scalar(select(RelayPosition.position).where(RelayPosition.name == PRUNED)) or 0
 
 
-def report_json(dry_run: bool, pruned: Sequence[Pruned]) -> dict[str, object]:
+def report_json(
+    dry_run: bool, pruned: Sequence[Pruned], events: EventPrune | None = None
+) -> dict[str, object]:
+    """The report; `events`: what `--events-retention` dropped (without it, events are kept)."""
+    kept = [{"table": t, "rows": 0, "goes": why} for t, why in KEPT.items()]
     return {
         "dryRun": dry_run,
-        "tables": [p.as_json() for p in pruned]
-        + [{"table": t, "rows": 0, "goes": why} for t, why in KEPT.items()],
+        "tables": [p.as_json() for p in pruned] + (kept if events is None else [events.as_json()]),
     }

@@ -86,9 +86,6 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["referred_id"], ["members.id"], name=op.f("fk_referrals_referred_id_members")
         ),
-        sa.ForeignKeyConstraint(
-            ["qualifying_event_id"], ["events.id"], name=op.f("fk_referrals_qualifying_event_id_events")
-        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_referrals")),
         sa.UniqueConstraint("program_id", "referred_id", name=op.f("uq_referrals_referred_id")),
     )
