@@ -35,6 +35,7 @@ from domain.ops.metrics import instrument_pool, release_pool
 from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
+from domain.promotions.service import PromotionService
 from domain.redis_store import Lease, RedisStore
 from domain.segments.engine import SegmentEngine, count_changes
 from domain.segments.scheduler import TimeFlipScheduler
@@ -79,6 +80,8 @@ class Services:
     leaderboards: LeaderboardService
     challenges: ChallengeService
     rewards: RewardService
+    #: Promotions: definitions and simulatePromotion (docs/promotions.md)
+    promotions: PromotionService
     review: ReviewService
     fraud_settings: FraudSettingsService
     compliance: Compliance
@@ -198,6 +201,7 @@ def build_services(
         leaderboards=LeaderboardService(db, redis, clock),
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
+        promotions=PromotionService(db, clock),
         review=ReviewService(db, clock, compliance),
         fraud_settings=FraudSettingsService(db, clock),
         compliance=compliance,

@@ -48,6 +48,7 @@ from api.operations import RequireOperationName
 from api.points import PointsMutations
 from api.predict import PredictMutations, PredictQueries
 from api.programs import ProgramMutations, ProgramQueries
+from api.promotions import PromotionMutations, PromotionQueries
 from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
 from api.segments import SegmentMutations, SegmentQueries
@@ -87,6 +88,7 @@ class Query(
     ChallengeQueries,
     LeaderboardQueries,
     RewardQueries,
+    PromotionQueries,
     FraudQueries,
     AnalyticsQueries,
     PredictQueries,
@@ -110,6 +112,7 @@ class Mutation(
     ChallengeMutations,
     LeaderboardMutations,
     RewardMutations,
+    PromotionMutations,
     FraudMutations,
     PredictMutations,
     ExperimentMutations,

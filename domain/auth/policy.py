@@ -135,6 +135,12 @@ OPERATIONS: dict[str, Requirement] = {
     "setRewardWindow": needs(Scope.MARKETING_WRITE),
     "removeRewardWindow": needs(Scope.MARKETING_WRITE),
     "redeemReward": needs(Scope.POINTS_REDEEM, members=True),
+    # --- promotions
+    "promotions": needs(Scope.PROGRAM_READ),
+    "simulatePromotion": needs(Scope.PROGRAM_READ),
+    "createPromotion": needs(Scope.MARKETING_WRITE),
+    "updatePromotion": needs(Scope.MARKETING_WRITE),
+    "setPromotionActive": needs(Scope.MARKETING_WRITE),
     # --- fraud
     "reviewQueue": admin(Scope.FRAUD_REVIEW),
     "approveAccrual": admin(Scope.FRAUD_REVIEW),
