@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from api.runtime import Services
 from tests.support import ShiftableClock
+from tests.support.audit import holding
 from tests.support.events import event, join, record_results
 from tests.support.graphql import GraphQLClient
 from tests.support.promotions import (
@@ -100,7 +102,12 @@ async def test_a_tier_multiplier_multiplies_the_base_only(
     await admin.data(ladder)
     await join(integration, "ana")
     await record_results(integration, purchase("ana", clock.now() - timedelta(hours=1), "200"))
-    await create(admin, "gold-coffee", multiplier="3", condition='in_segment("tier-gold") and event.category = "coffee"')
+    await create(
+        admin,
+        "gold-coffee",
+        multiplier="3",
+        condition='in_segment("tier-gold") and event.category = "coffee"',
+    )
 
     # when ana buys coffee for 10
     results = await record_results(integration, purchase("ana", clock.now(), "10", category="coffee"))
@@ -205,22 +212,24 @@ async def test_a_refund_reverses_the_promoted_points(
 
 
 async def test_a_held_accrual_holds_its_promoted_points_and_a_blocked_one_spends_no_budget(
-    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+    services: Services, admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
 ) -> None:
-    # given double points with a budget, and the fraud rule that holds purchases over 5000 and blocks huge ones
+    # given double points with a budget of 100
     await join(integration, "ana")
-    await create(admin, budgetPoints=1_000_000)
+    await create(admin, budgetPoints=100)
     at = clock.now() - timedelta(minutes=1)
 
-    # when ana's purchase is held (velocity rules aside: one amount above the review threshold)
-    results = await record_results(integration, purchase("ana", at, "6000"))
+    # when the audit holds one purchase and blocks another
+    async with holding(services):
+        results = await record_results(
+            integration, purchase("ana", at, verdict="REVIEW"), purchase("ana", at, "30", verdict="BLOCK")
+        )
 
-    # then, held or accepted, the entry carries the promoted points
-    entry = (await entries(admin, "ana"))[0]
-    assert entry["promotions"] == [{"key": "double", "points": 6000}]
-    assert entry["points"] == 12000
-    spent = (await admin.data(LIST))["promotions"][0]["spentPoints"]
-    assert spent == (6000 if results[0]["status"] in ("ACCEPTED", "HELD_FOR_REVIEW") else 0)
+    # then the held entry carries its promoted points, pending; the blocked one spent no budget
+    assert [r["status"] for r in results] == ["HELD_FOR_REVIEW", "BLOCKED"]
+    held = next(e for e in await entries(admin, "ana") if e["status"] == "PENDING_REVIEW")
+    assert (held["points"], held["promotions"]) == (20, [{"key": "double", "points": 10}])
+    assert (await admin.data(LIST))["promotions"][0]["spentPoints"] == 10
 
 
 @pytest.mark.parametrize(
