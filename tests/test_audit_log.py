@@ -335,7 +335,7 @@ AUDITED: dict[str, Case] = {
     ),
     "updatePromotion": Case(
         'mutation { updatePromotion(input: {key: "double", name: "Double", eventType: "purchase", '
-        'bonusPoints: 5, budgetPoints: 100}) { key } }',
+        "bonusPoints: 5, budgetPoints: 100}) { key } }",
         "double",
         {"multiplier": "2", "bonusPoints": 0, "budgetPoints": None},
         {"multiplier": None, "bonusPoints": 5, "budgetPoints": 100},

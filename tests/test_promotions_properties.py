@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -37,7 +37,7 @@ EXAMPLES = int(os.environ.get("PROMOTION_PROPERTY_EXAMPLES", "25"))
 NOW = datetime(2026, 3, 12, 12, 0, tzinfo=UTC)
 MEMBERS = ("ana", "bo")
 #: (condition, how the reference reads it)
-CONDITIONS = {
+CONDITIONS: dict[str, Callable[[Purchase], bool]] = {
     "true": lambda e: True,
     'event.category = "coffee"': lambda e: e.category == "coffee",
     "event.amount >= 20": lambda e: e.amount >= 20,
