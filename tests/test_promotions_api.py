@@ -161,7 +161,7 @@ async def test_a_member_cap_per_local_day_holds(
     # given double points capped at 15 per member per day
     await join(integration, "ana", "bo")
     await create(admin, capPoints=15, capPeriod="DAY")
-    day = clock.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    day = clock.now().replace(hour=12, minute=0, second=0, microsecond=0) - timedelta(days=2)
 
     # when ana buys three times that day (one partial) and once the next, and bo once
     first = await record_results(integration, purchase("ana", day), purchase("ana", day + timedelta(hours=1)))
@@ -306,3 +306,37 @@ async def test_the_simulation_equals_what_the_promotion_then_pays_on_the_same_ev
     assert simulated["events"] == len(paid)
     assert simulated["eventsReplayed"] == len(history)
     assert simulated["cost"] == str(simulated["points"])
+
+
+async def test_a_switched_off_promotion_pays_nothing_and_a_budget_cannot_drop_below_spent(
+    admin: GraphQLClient, integration: GraphQLClient, clock: ShiftableClock
+) -> None:
+    # given double points with a budget of 100, that paid 10
+    await join(integration, "ana")
+    await create(admin, budgetPoints=100)
+    at = clock.now() - timedelta(minutes=1)
+    assert [r["pointsAwarded"] for r in await record_results(integration, purchase("ana", at))] == [20]
+
+    # when the budget is lowered below what it paid
+    error = await admin.error(UPDATE, {"i": promotion(budgetPoints=5)})
+
+    # then it is refused, naming budgetPoints
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"].startswith("budgetPoints: 5 is below the 10 points already paid")
+
+    # when it is switched off, a purchase earns its base only
+    await admin.data(SET_ACTIVE, {"k": "double", "a": False})
+    assert [r["pointsAwarded"] for r in await record_results(integration, purchase("ana", at))] == [10]
+
+
+async def test_simulation_refuses_days_out_of_range_and_writes_nothing(admin: GraphQLClient) -> None:
+    error = await admin.error(SIMULATE, {"i": promotion(), "d": 0})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["message"].startswith("days: must be between 1 and 366")
+    assert (await admin.data(LIST))["promotions"] == []
+
+
+async def test_an_unknown_promotion_is_not_found(admin: GraphQLClient) -> None:
+    error = await admin.error(SET_ACTIVE, {"k": "nope", "a": True})
+    assert error["extensions"]["code"] == "NOT_FOUND"
+    assert error["message"].startswith("key: no promotion 'nope'")
