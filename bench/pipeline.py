@@ -209,7 +209,7 @@ PROMOTIONS: tuple[dict[str, Any], ...] = (
         "condition": 'event.category = "coffee"',
         "bonusPoints": 3,
     },
-    {"key": "tea-1.5", "eventType": "purchase", "condition": 'event.category = "tea"', "multiplier": "1.5"},
+    {"key": "tea-extra", "eventType": "purchase", "condition": 'event.category = "tea"', "multiplier": "1.5"},
     {"key": "big-basket", "eventType": "purchase", "condition": "event.amount >= 50", "bonusPoints": 20},
     {
         "key": "gold-coffee",
