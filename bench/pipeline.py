@@ -407,7 +407,8 @@ async def tier_counts(pg: PgServer, database: str) -> dict[str, Any]:
 
 
 async def promotion_entries(pg: PgServer, database: str) -> dict[str, Any]:
-    """Ledger entries promotions added to, and the points they added, at the end of the phase (untimed)."""
+    """Promotions applied (one per entry and promotion) and the points they added, at the end of the
+    phase (untimed)."""
     connection = await pg.connect(database)
     try:
         entries, points = await connection.fetchrow(
@@ -416,7 +417,7 @@ async def promotion_entries(pg: PgServer, database: str) -> dict[str, Any]:
         )
     finally:
         await connection.close()
-    return {"entries": int(entries), "points": int(points)}
+    return {"applied": int(entries), "points": int(points)}
 
 
 async def segment_sizes(pg: PgServer, database: str) -> dict[str, Any]:
@@ -855,7 +856,7 @@ async def run(options: Options) -> dict[str, Any]:
                 )
             if phase == "promotions":
                 figures[phase]["promotion_entries"] = paid = await promotion_entries(pg, database)
-                checks["promotions_paid_promotions"] = paid["entries"] > 0
+                checks["promotions_paid_promotions"] = paid["applied"] > 0
                 # promotions add points: the ledger holds at least what the earning rules give
                 checks["ledger_promotions"] = stored.ledger_points >= result.expected_points
             if phase == "v2":
