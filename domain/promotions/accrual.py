@@ -26,7 +26,7 @@ from domain.db.dialect import insert_for
 from domain.models import Promotion, PromotionUsage
 from domain.promotions.definitions import LOCAL_FORMAT, terms_of, tree_of
 from domain.promotions.stacking import CapPeriod, Ledger, Paid, Terms, period_of, settle
-from domain.segments.conditions import Node
+from domain.segments.conditions import All, AnyOf, EventCompare, Node, Not, walk
 from domain.segments.evaluate import EarnedEvent, Evaluation, MemberFacts
 from domain.segments.facts import Needs, load_facts
 from domain.segments.lifecycle import LifecycleThresholds
@@ -102,6 +102,15 @@ async def active_promotions(session: AsyncSession, program_id: int, event_types:
     return [live_of(row) for row in rows]
 
 
+def reads_member(tree: Node) -> bool:
+    """Whether a condition reads anything of the member (else only `event.` and and/or/not)."""
+    return any(not isinstance(node, (All, AnyOf, Not, EventCompare)) for node in walk(tree))
+
+
+#: The facts an event-only condition is evaluated against: it reads none of them.
+_NO_FACTS = MemberFacts(0, "", "", None, {}, 0, datetime.min, datetime.min)
+
+
 def local_text(at: datetime, zone: tzinfo) -> str:
     return at.astimezone(zone).strftime(LOCAL_FORMAT)
 
@@ -118,13 +127,13 @@ async def match(
     """Per candidate, the promotions whose event type, window and condition it meets."""
     if not promotions or not candidates:
         return [[] for _ in candidates]
-    facts = await load_facts(
-        session,
-        program_id,
-        sorted({c.member_id for c in candidates}),
-        Needs.of([p.tree for p in promotions], zone),
-        now,
-    )
+    members = sorted({c.member_id for c in candidates})
+    if any(reads_member(p.tree) for p in promotions):
+        facts = await load_facts(
+            session, program_id, members, Needs.of([p.tree for p in promotions], zone), now
+        )
+    else:  # conditions on the event alone: no member fact is read (the batch holds every member's lock)
+        facts = dict.fromkeys(members, _NO_FACTS)
     found: list[list[Live]] = []
     for candidate in candidates:
         member = facts.get(candidate.member_id)
