@@ -1,5 +1,6 @@
 """The demo program behind `make demo`: 120 members with 90 days of history, segments and tiers
-that moved along it, points that expire after a year, a Gold-only reward, a few accruals held for
+that moved along it, points that expire after a year, a Gold-only reward, two promotions from today
+(double points on weekends, 3x coffee for Gold), a few accruals held for
 review, an OWNER and an admin of each other role, an integration key and a read-only key.
 
 The history is replayed day by day with the clock set to each day (ReplayClock): segments
@@ -40,6 +41,8 @@ from domain.events.validation import EventDraft
 from domain.governance.audit_log import SYSTEM
 from domain.members.service import MemberUpsert
 from domain.private_files import write_private
+from domain.promotions.definitions import PromotionDraft
+from domain.promotions.stacking import CapPeriod
 from domain.referrals.payout import ReferralPayouts
 from domain.referrals.program import ReferralSettings
 from domain.segments.scheduler import TimeFlipScheduler
@@ -255,6 +258,35 @@ async def _start_now(services: Services, program_id: int, members: list[DemoMemb
     await services.rewards.set_window(program_id, "tumbler", window, actor=SYSTEM)
     held: list[EventDraft] = held_accruals(members, now)
     await services.events.record_events(program_id, held)
+    await _seed_promotions(services, program_id)
+
+
+#: Issue 21's demo promotions (docs/promotions.md), live from today (the history earned without them).
+DEMO_PROMOTIONS = (
+    PromotionDraft(
+        "weekend-double",
+        "Double points on weekends",
+        "purchase",
+        "event.weekday in [6, 7]",
+        multiplier=Decimal(2),
+        budget_points=50_000,
+    ),
+    PromotionDraft(
+        "gold-coffee",
+        "3x coffee for Gold",
+        "purchase",
+        'in_segment("tier-gold") and event.category = "coffee"',
+        multiplier=Decimal(3),
+        cap_points=300,
+        cap_period=CapPeriod.WEEK,
+        priority=10,
+    ),
+)
+
+
+async def _seed_promotions(services: Services, program_id: int) -> None:
+    for draft in DEMO_PROMOTIONS:
+        await services.promotions.create(program_id, draft, actor=SYSTEM)
 
 
 async def _new_admin(services: Services, email: str, role: AdminRole) -> dict[str, str]:

@@ -37,6 +37,7 @@ from domain.ops.partition_upkeep import PartitionUpkeep
 from domain.ops.statistics import StatisticsCheck
 from domain.predict.service import ChurnService
 from domain.programs.service import ProgramService
+from domain.promotions.service import PromotionService
 from domain.redis_store import Lease, RedisStore
 from domain.referrals.payout import ReferralPayouts
 from domain.referrals.service import ReferralService
@@ -86,6 +87,8 @@ class Services:
     rewards: RewardService
     #: Coupon pools, Member.coupons, the till's validateCoupon / redeemCoupon (docs/promotions.md)
     coupons: CouponService
+    #: Promotions: definitions and simulatePromotion (docs/promotions.md)
+    promotions: PromotionService
     review: ReviewService
     fraud_settings: FraudSettingsService
     compliance: Compliance
@@ -210,6 +213,7 @@ def build_services(
         challenges=ChallengeService(db, clock),
         rewards=RewardService(db, clock, ledger),
         coupons=CouponService(db, clock, events),
+        promotions=PromotionService(db, clock),
         review=ReviewService(db, clock, compliance),
         fraud_settings=FraudSettingsService(db, clock),
         compliance=compliance,

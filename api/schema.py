@@ -49,6 +49,7 @@ from api.operations import RequireOperationName
 from api.points import PointsMutations
 from api.predict import PredictMutations, PredictQueries
 from api.programs import ProgramMutations, ProgramQueries
+from api.promotions import PromotionMutations, PromotionQueries
 from api.referrals import ReferralMutations, ReferralQueries
 from api.rewards import RewardMutations, RewardQueries
 from api.scalars import DateTimeScalar, DecimalScalar
@@ -90,6 +91,7 @@ class Query(
     LeaderboardQueries,
     RewardQueries,
     CouponQueries,
+    PromotionQueries,
     FraudQueries,
     AnalyticsQueries,
     PredictQueries,
@@ -115,6 +117,7 @@ class Mutation(
     LeaderboardMutations,
     RewardMutations,
     CouponMutations,
+    PromotionMutations,
     FraudMutations,
     PredictMutations,
     ExperimentMutations,

@@ -28,6 +28,13 @@ untimed set-up), which the version 1 segments do not read; the figure is the v2 
 of one run (goal `GOAL_V2_RATIO`); its check: the roll-up segment holds members at the end (its
 size is reported next to the members a SQL count of the groups' 30-day purchases expects).
 
+With `--promotions`, a last phase runs on a program with the 20 segments and the 10 active promotions
+of `PROMOTIONS` (issue 21: conditions on the event and on the member, stacking and exclusive ones, a
+budget, member caps, a window, a metric condition), created through `createPromotion` before the
+run (untimed); the figure is the promotions / 20-segments ratio of one run (goal
+`GOAL_PROMOTIONS_RATIO`); its checks: promotions paid on some entries, and the ledger holds at least
+the earning rules' points.
+
 The 0-segment phase runs first: whatever the second phase inherits from the first (a warmer,
 busier machine) counts against the segments, the conservative direction for a ratio goal.
 
@@ -106,9 +113,10 @@ from bench.ingest import (
 from bench.profile import summarize
 
 HISTORY = timedelta(days=60)
-SCOPES = f"{API_KEY_SCOPES},segments:read,segments:write"
+SCOPES = f"{API_KEY_SCOPES},segments:read,segments:write,marketing:write"
 CREATE_SEGMENT = "mutation($input: SegmentInput!) { createSegment(input: $input) { key } }"
 SET_TIER_LADDER = "mutation($input: TierLadderInput!) { setTierLadder(input: $input) { qualifier } }"
+CREATE_PROMOTION = "mutation($input: PromotionInput!) { createPromotion(input: $input) { key } }"
 #: The `--tiers` phase's ladder: yearly spend, like the café tiers among the segments.
 LADDER = {
     "qualifier": "sum(purchase.amount, 365d)",
@@ -127,6 +135,8 @@ GOAL_SEGMENT_RATIO = 1.5
 GOAL_STALE_DEGRADATION = 0.20
 #: Goal of the `--v2` phase (issue 17): within 1.2x of the 20 version 1 segments' time.
 GOAL_V2_RATIO = 1.2
+#: Goal of the `--promotions` phase (issue 21): within 1.2x of the 20 segments' time without them.
+GOAL_PROMOTIONS_RATIO = 1.2
 #: `--v2`: members per home store, and stores per group (the group is the stores' parent).
 STORE_SIZE = 50
 STORES_PER_GROUP = 10
@@ -184,6 +194,52 @@ V2_SEGMENTS = {
     "local_regular": SegmentSpec("group_over_target", "org.sum(purchase.amount, 30d) >= 100000"),
 }
 SEGMENTS_V2 = tuple(V2_SEGMENTS.get(spec.key, spec) for spec in SEGMENTS)
+
+#: The `--promotions` phase's 10 active promotions (docs/promotions.md): event-only and member
+#: conditions, stacking and exclusive ones, a budget, a member cap, a window and a metric condition.
+PROMOTIONS: tuple[dict[str, Any], ...] = (
+    {
+        "key": "weekend-double",
+        "eventType": "purchase",
+        "condition": "event.weekday in [6, 7]",
+        "multiplier": "2",
+    },
+    {
+        "key": "coffee-bonus",
+        "eventType": "purchase",
+        "condition": 'event.category = "coffee"',
+        "bonusPoints": 3,
+    },
+    {"key": "tea-extra", "eventType": "purchase", "condition": 'event.category = "tea"', "multiplier": "1.5"},
+    {"key": "big-basket", "eventType": "purchase", "condition": "event.amount >= 50", "bonusPoints": 20},
+    {
+        "key": "gold-coffee",
+        "eventType": "purchase",
+        "condition": 'in_segment("tier_gold") and event.category = "coffee"',
+        "multiplier": "3",
+        "stacking": "EXCLUSIVE",
+        "priority": 10,
+    },
+    {"key": "visit-bonus", "eventType": "visit", "bonusPoints": 5, "capPoints": 20, "capPeriod": "DAY"},
+    {"key": "login-bonus", "eventType": "login", "bonusPoints": 1, "budgetPoints": 100_000},
+    {
+        "key": "regulars",
+        "eventType": "purchase",
+        "condition": "count(purchase, 30d) >= 5",
+        "bonusPoints": 2,
+        "capPoints": 500,
+        "capPeriod": "MONTH",
+    },
+    {"key": "lunch", "eventType": "purchase", "condition": "event.hour between [11, 13]", "bonusPoints": 4},
+    {
+        "key": "windowed",
+        "eventType": "purchase",
+        "condition": "event.amount > 10",
+        "multiplier": "1.25",
+        "startsAt": "2000-01-01T00:00",
+        "endsAt": "2100-01-01T00:00",
+    },
+)
 ROLL_UP_TARGET = 100_000
 
 
@@ -262,6 +318,17 @@ async def create_segments_and_ladder(api: Api) -> dict[str, Any]:
     return {**setup, "ladder_set_s": round(seconds, 2)}
 
 
+async def create_segments_and_promotions(api: Api) -> dict[str, Any]:
+    """The 20 segments, then the 10 active promotions of `PROMOTIONS`; untimed set-up."""
+    setup = await create_segments(api)
+    started = time.perf_counter()
+    for promotion in PROMOTIONS:
+        await api.call(CREATE_PROMOTION, {"input": {"name": promotion["key"], **promotion}})
+    seconds = time.perf_counter() - started
+    log(f"{len(PROMOTIONS)} promotions created in {seconds:.1f}s")
+    return {**setup, "promotions_create_s": round(seconds, 2)}
+
+
 def store_groups(workload: PipelineWorkload) -> Prepare:
     """A `prepare` hook of a `--v2` run: the stores' groups set as their parents (the members' upsert
     created the stores, at the top); untimed set-up."""
@@ -338,6 +405,20 @@ async def tier_counts(pg: PgServer, database: str) -> dict[str, Any]:
     finally:
         await connection.close()
     return {"members": int(members), "tiers": {key: int(n) for key, n in rows}, "one_each": bool(one_each)}
+
+
+async def promotion_entries(pg: PgServer, database: str) -> dict[str, Any]:
+    """Promotions applied (one per entry and promotion) and the points they added, at the end of the
+    phase (untimed)."""
+    connection = await pg.connect(database)
+    try:
+        entries, points = await connection.fetchrow(
+            "SELECT count(*), coalesce(sum((p->>'points')::bigint), 0) FROM ledger_entries e,"
+            " jsonb_array_elements(e.promotions) p WHERE e.promotions IS NOT NULL"
+        )
+    finally:
+        await connection.close()
+    return {"applied": int(entries), "points": int(points)}
 
 
 async def segment_sizes(pg: PgServer, database: str) -> dict[str, Any]:
@@ -565,6 +646,7 @@ class Options:
     tiers: bool = False
     v2: bool = False
     sizes: bool = False
+    promotions: bool = False
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -609,6 +691,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         action="store_true",
         help="after each phase: rows and bytes of every table, as loaded and after VACUUM FULL",
     )
+    parser.add_argument(
+        "--promotions",
+        action="store_true",
+        help="a last phase: the 20 segments and 10 active promotions (ratio reported, goal 1.2x)",
+    )
     args = parser.parse_args(argv)
     if args.stale_minutes:
         # enough events for the whole duration at 1,000 events/s; the run stops at the deadline
@@ -640,6 +727,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.tiers,
         args.v2,
         args.sizes,
+        args.promotions,
     )
 
 
@@ -710,13 +798,21 @@ async def run(options: Options) -> dict[str, Any]:
         "floor": f"loyalty_bench_{run_id}_floor",
         "tiers": f"loyalty_bench_{run_id}_tiers",
         "v2": f"loyalty_bench_{run_id}_v2",
+        "promotions": f"loyalty_bench_{run_id}_promotions",
     }
-    phases = ("zero", "segments", *(("tiers",) if options.tiers else ()), *(("v2",) if options.v2 else ()))
+    phases = (
+        "zero",
+        "segments",
+        *(("tiers",) if options.tiers else ()),
+        *(("v2",) if options.v2 else ()),
+        *(("promotions",) if options.promotions else ()),
+    )
     setups: dict[str, Prepare | None] = {
         "zero": None,
         "segments": create_segments,
         "tiers": create_segments_and_ladder,
         "v2": create_v2_segments,
+        "promotions": create_segments_and_promotions,
     }
     if options.v2:  # every phase has the same members: in stores, under groups
         groups = store_groups(workload)
@@ -744,6 +840,7 @@ async def run(options: Options) -> dict[str, Any]:
             label = f"{len(SEGMENTS)} segments" if with_segments else "0 segments"
             label += " and a tier ladder" if with_ladder else ""
             label += f" ({len(V2_SEGMENTS)} of them version 2)" if phase == "v2" else ""
+            label += f" and {len(PROMOTIONS)} promotions" if phase == "promotions" else ""
             result, setup = await end_to_end(
                 pg,
                 database,
@@ -782,6 +879,11 @@ async def run(options: Options) -> dict[str, Any]:
                     and sizes["tier-silver"] == sizes["tier_silver"]
                     and sizes["tier-gold"] == sizes["tier_gold"] + sizes["tier_platinum"]
                 )
+            if phase == "promotions":
+                figures[phase]["promotion_entries"] = paid = await promotion_entries(pg, database)
+                checks["promotions_paid_promotions"] = paid["applied"] > 0
+                # promotions add points: the ledger holds at least what the earning rules give
+                checks["ledger_promotions"] = stored.ledger_points >= result.expected_points
             if phase == "v2":
                 figures[phase]["roll_up"] = held = await roll_up_matches(pg, database, datetime.now(UTC))
                 checks["roll_up_reaches_members_v2"] = held["held"] > 0
@@ -840,6 +942,15 @@ async def run(options: Options) -> dict[str, Any]:
         figures["v2_cpu_ratio"] = round(busy_v2 / busy_seg, 2) if busy_seg else None
         figures["goal_v2_ratio_met"] = v2_ratio is not None and v2_ratio <= GOAL_V2_RATIO
         log(f"version 2: {v2_ratio}x the 20-segment time, {figures['v2_cpu_ratio']}x its CPU")
+    if "promotions" in results:
+        promoted = results["promotions"]
+        busy_promoted = promoted.cpu.get("server_cpu_s", 0.0) + promoted.cpu["postgres_cpu_s"]
+        figures["events_per_s_promotions"] = round(promoted.per_s)
+        ratio_p = round(seg.per_s / promoted.per_s, 2) if promoted.per_s else None
+        figures["promotions_ratio"] = ratio_p
+        figures["promotions_cpu_ratio"] = round(busy_promoted / busy_seg, 2) if busy_seg else None
+        figures["goal_promotions_ratio_met"] = ratio_p is not None and ratio_p <= GOAL_PROMOTIONS_RATIO
+        log(f"promotions: {ratio_p}x the 20-segment time, {figures['promotions_cpu_ratio']}x its CPU")
     if not figures["checks_ok"]:
         log(f"CHECK FAILED: {[name for name, ok in checks.items() if not ok]}")
     if options.py_spy and options.profile_out.exists():

@@ -172,6 +172,9 @@ class LedgerEntry(Base):
     decision_reason: Mapped[str | None] = mapped_column(String(500))
     #: Who posted a manual entry: an admin's e-mail or "key:<api key name>"; None when automatic.
     actor: Mapped[str | None] = mapped_column(Text)
+    #: An event accrual's promotions (docs/promotions.md): [{"key", "points"}] in the order
+    #: applied; None when none applied.
+    promotions: Mapped[list[dict[str, Any]] | None] = mapped_column(Json)
 
 
 class PointsLot(Base):
@@ -869,6 +872,41 @@ class CouponPool(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class Promotion(Base):
+    """A conditional earning rule on top of the base one (docs/promotions.md, "Promotions")."""
+
+    __tablename__ = "promotions"
+    __table_args__ = (
+        UniqueConstraint("program_id", "key"),
+        CheckConstraint("budget_points IS NULL OR spent_points <= budget_points", name="within_budget"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))
+    key: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    #: The condition as its normalised rule text, and as its tree (conditions.condition_to_json).
+    rule: Mapped[str] = mapped_column(Text)
+    condition: Mapped[dict[str, Any]] = mapped_column(Json)
+    #: None: 1 (no multiplier). Exact to 4 decimals.
+    multiplier: Mapped[Decimal | None] = mapped_column(Amount)
+    bonus_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Local wall times in the program's timezone, "YYYY-MM-DDTHH:MM:SS"; None: open-ended.
+    starts_local: Mapped[str | None] = mapped_column(String(19))
+    ends_local: Mapped[str | None] = mapped_column(String(19))
+    #: At most this many points per member per cap_period (DAY, WEEK, MONTH, YEAR, TOTAL).
+    cap_points: Mapped[int | None] = mapped_column(BigInteger)
+    cap_period: Mapped[str | None] = mapped_column(String(8))
+    budget_points: Mapped[int | None] = mapped_column(BigInteger)
+    spent_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    #: STACK or EXCLUSIVE
+    stacking: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class CouponCode(Base):
     """One code: AVAILABLE in its pool, ISSUED to a member (once, for good), REDEEMED at most once.
 
@@ -899,3 +937,17 @@ class CouponCode(Base):
     #: The POS request's externalId: a replay of it answers the same redemption
     redemption_key: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class PromotionUsage(Base):
+    """Points a promotion paid one member in one cap period (its local start date, or "TOTAL")."""
+
+    __tablename__ = "promotion_usage"
+    promotion_id: Mapped[int] = mapped_column(
+        ForeignKey("promotions.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(ForeignKey("members.id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(10), primary_key=True)
+    #: In the key for a distribution by program (docs/scaling.md, Citus)
+    program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"), primary_key=True)
+    points: Mapped[int] = mapped_column(BigInteger)

@@ -97,6 +97,10 @@ mutation($p: Int!, $k: String!) {
   adjustPoints(memberExternalId: "m1", points: $p, reason: "goodwill", idempotencyKey: $k) { id }
 }"""
 RECORD = "mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { status } } }"
+PROMOTION = (
+    'mutation { createPromotion(input: {key: "double", name: "Double", eventType: "purchase", '
+    'multiplier: "2", condition: "event.amount > 10"}) { key } }'
+)
 QUEUE = "{ reviewQueue { id } }"
 
 
@@ -347,6 +351,27 @@ AUDITED: dict[str, Case] = {
         {"stock": 5},
         {"stock": 8},
         setup=(REWARD,),
+    ),
+    "createPromotion": Case(
+        PROMOTION,
+        "double",
+        None,
+        {"key": "double", "multiplier": "2", "condition": "event.amount > 10", "active": True},
+    ),
+    "updatePromotion": Case(
+        'mutation { updatePromotion(input: {key: "double", name: "Double", eventType: "purchase", '
+        "bonusPoints: 5, budgetPoints: 100}) { key } }",
+        "double",
+        {"multiplier": "2", "bonusPoints": 0, "budgetPoints": None},
+        {"multiplier": None, "bonusPoints": 5, "budgetPoints": 100},
+        setup=(PROMOTION,),
+    ),
+    "setPromotionActive": Case(
+        'mutation { setPromotionActive(key: "double", active: false) { key } }',
+        "double",
+        {"active": True},
+        {"active": False},
+        setup=(PROMOTION,),
     ),
     "setRewardWindow": Case(
         WINDOW,

@@ -52,6 +52,8 @@ DISTRIBUTED = {
     "audit_log",
     "coupon_codes",
     "referrals",
+    "promotion_usage",
+    "promotions",  # its budget is spent by accruals: written with the members, not a reference table
 }
 #: Copied to every node: configuration and identities, small and rarely written.
 REFERENCE = {
@@ -96,6 +98,7 @@ SURROGATE_ID = {
     "audit_log",
     "coupon_codes",
     "referrals",
+    "promotions",
 }
 #: Partitioned by month on PostgreSQL (migration 0018): the partition column follows the id in the key.
 PARTITIONED_BY = {"events": ["occurred_at"], "segment_changes": ["at"]}

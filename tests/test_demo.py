@@ -20,6 +20,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +303,41 @@ def test_the_demo_has_an_admin_of_every_other_role(demo: Demo) -> None:
         token = body["data"]["login"]["token"]
         current = demo.post("{ currentAdmin { email role } }", token)["data"]["currentAdmin"]
         assert current == {"email": admin["email"], "role": admin["role"]}
+
+
+def test_the_demo_promotions_pay_from_today(demo: Demo, admin_token: str) -> None:
+    # given the demo's promotions and one of its Gold members
+    body = demo.post(
+        """{ promotions { key condition multiplier stacking active }
+             segment(key: "tier-gold") { members(first: 1) { edges { node { externalId } } } } }""",
+        admin_token,
+    )["data"]
+    assert {p["key"]: p["multiplier"] for p in body["promotions"]} == {
+        "gold-coffee": "3",
+        "weekend-double": "2",
+    }
+    (gold,) = [edge["node"]["externalId"] for edge in body["segment"]["members"]["edges"]]
+
+    # when the POS records a coffee for 4 on a Wednesday (no weekend), then reads the entry
+    record = (
+        """mutation($e: [EventInput!]!) { recordEvents(events: $e) { results { status pointsAwarded } } }"""
+    )
+    event = {
+        "externalId": f"promo-{gold}",
+        "memberExternalId": gold,
+        "type": "purchase",
+        "occurredAt": _last_wednesday().isoformat(),
+        "amount": "4",
+        "properties": {"category": "coffee"},
+    }
+    results = demo.post(record, demo.credentials["apiKey"], {"e": [event]})["data"]["recordEvents"]["results"]
+
+    # then Gold's 3x coffee added 2 x 4 on top of the Gold-multiplied base
+    assert results[0]["status"] == "ACCEPTED"
+    assert results[0]["pointsAwarded"] >= 4 + 8
+
+
+def _last_wednesday() -> datetime:
+    """10:00 UTC on the most recent Wednesday before today (a weekday in the demo's UTC calendar)."""
+    today = datetime.now(UTC).replace(hour=10, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=(today.weekday() - 2) % 7 or 7)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
 
@@ -38,19 +38,21 @@ from domain.ledger.rows import add_to_aggregates
 from domain.models import Event, Member, MemberTag, Organization, Program, Segment, SegmentMembership
 from domain.segments.compile import Compilation
 from domain.segments.conditions import Node, parse_condition
-from domain.segments.evaluate import Evaluation
+from domain.segments.evaluate import EarnedEvent, Evaluation
 from domain.segments.facts import Needs, load_facts
 from domain.settings import Settings
 from tests.support.vocabulary import (
     CONDITIONS,
     DAY,
     EVENT_TYPES,
+    LEAVES,
     NOWS,
     ORGANIZATIONS,
     SEGMENTS,
     US,
     Json,
     attributes_of,
+    comparison,
     edge_times,
     instants_near,
 )
@@ -334,25 +336,31 @@ async def both_evaluators(
     segment_ids: dict[str, int],
     node: Node,
     now: datetime,
+    earned: EarnedEvent | None = None,
 ) -> tuple[set[int], set[int]]:
-    """(ids for which Evaluation.holds, ids Compilation.members_where selects)."""
+    """(ids for which Evaluation.holds, ids Compilation.members_where selects); `earned`: the event a
+    promotion condition reads (`event.`)."""
     async with db.read() as session:
         facts = await load_facts(session, program_id, member_ids, Needs.of([node]), now)
-        in_memory = {member_id for member_id, member in facts.items() if Evaluation(now).holds(node, member)}
-        compilation = Compilation(session.get_bind().dialect.name, program_id, now, segment_ids)
+        evaluation = Evaluation(now, event=earned)
+        in_memory = {member_id for member_id, member in facts.items() if evaluation.holds(node, member)}
+        dialect = session.get_bind().dialect.name
+        compilation = Compilation(dialect, program_id, now, segment_ids, event=earned)
         selected = await session.execute(compilation.members_where(node))
         compiled = {cast(int, member_id) for member_id in selected.scalars()}  # Select[tuple[int]] rows
     return in_memory, compiled
 
 
-def evaluate_both(harness: Harness, history: History, condition: Json) -> tuple[list[bool], list[bool]]:
+def evaluate_both(
+    harness: Harness, history: History, condition: Json, earned: EarnedEvent | None = None
+) -> tuple[list[bool], list[bool]]:
     """Per member of `history` in order: (holds in memory, selected by SQL)."""
-    node = parse_condition(condition)
+    node = parse_condition(condition, events=earned is not None)
 
     async def run() -> tuple[list[bool], list[bool]]:
         program_id, member_ids, segment_ids = await write_history(harness.db, history)
         in_memory, compiled = await both_evaluators(
-            harness.db, program_id, member_ids, segment_ids, node, history.now
+            harness.db, program_id, member_ids, segment_ids, node, history.now, earned
         )
         return [m in in_memory for m in member_ids], [m in compiled for m in member_ids]
 
@@ -390,6 +398,85 @@ def test_a_tree_reading_a_segment_agrees(harness: Harness, history: History, con
     in_memory, compiled = evaluate_both(harness, history, tree)
 
     assert in_memory == compiled, tree
+
+
+# ---------- promotion conditions: `event.` (docs/promotions.md) ----------
+
+EVENT_PATHS = st.sampled_from(
+    ["amount", "type", "weekday", "hour", "category", "qty", "missing", "device.os"]
+)
+
+
+@st.composite
+def event_compares(draw: st.DrawFn) -> Json:
+    op, value = comparison(draw, metric=False)
+    return {"event": draw(EVENT_PATHS), "op": op, "value": value}
+
+
+@st.composite
+def earned_events(draw: st.DrawFn) -> EarnedEvent:
+    properties = draw(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "category": st.sampled_from(["coffee", "tea", 1, True, ""]),
+                "qty": st.sampled_from([3, "3", 1.5, 0]),
+                "amount": st.just("a property named amount: the built-in wins"),
+                "device": st.sampled_from([{"os": "Android"}, {"os": 3}, "Android"]),
+            },
+        )
+    )
+    amount = draw(st.one_of(st.none(), st.sampled_from(["0", "5", "12.3456", "29.99", "30", "0.0001"])))
+    at = draw(st.sampled_from(NOWS)) - timedelta(minutes=draw(st.integers(0, 7 * 24 * 60)))
+    return EarnedEvent(
+        draw(st.sampled_from(["purchase", "visit"])),
+        at,
+        None if amount is None else Decimal(amount),
+        properties,
+    )
+
+
+EVENT_CONDITIONS = st.recursive(
+    st.one_of(event_compares(), event_compares(), LEAVES),
+    lambda children: st.one_of(
+        st.lists(children, max_size=3).map(lambda c: {"all": c}),
+        st.lists(children, max_size=3).map(lambda c: {"any": c}),
+        children.map(lambda c: {"not": c}),
+    ),
+    max_leaves=5,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=max(20, EXAMPLES // 3))
+@given(history=histories(), condition=EVENT_CONDITIONS, earned=earned_events())
+def test_evaluators_agree_on_conditions_reading_the_event(
+    harness: Harness, history: History, condition: Json, earned: EarnedEvent
+) -> None:
+    in_memory, compiled = evaluate_both(harness, history, condition, earned)
+
+    assert in_memory == compiled, (condition, earned)
+
+
+def test_event_values_are_typed_and_local(harness: Harness) -> None:
+    # given a purchase of 29.99 on a Saturday at 23:30 UTC, category coffee, qty "3"
+    earned = EarnedEvent("purchase", datetime(2026, 3, 7, 23, 30, tzinfo=UTC), Decimal("29.99"), {"qty": "3"})
+    history = History(NOW, (member(),))
+
+    # then amount compares exactly, a string "3" is not the number 3, and weekday/hour are UTC's here
+    assert holds_with(harness, history, {"event": "amount", "op": "gt", "value": 29.98}, earned) == [True]
+    assert holds_with(harness, history, {"event": "amount", "op": "eq", "value": 29.99}, earned) == [True]
+    assert holds_with(harness, history, {"event": "qty", "op": "eq", "value": 3}, earned) == [False]
+    assert holds_with(harness, history, {"event": "weekday", "op": "eq", "value": 6}, earned) == [True]
+    assert holds_with(harness, history, {"event": "hour", "op": "eq", "value": 23}, earned) == [True]
+    assert holds_with(harness, history, {"event": "type", "op": "eq", "value": "purchase"}, earned) == [True]
+    absent = {"not": {"event": "nothing", "op": "eq", "value": 1}}
+    assert holds_with(harness, history, absent, earned) == [True]
+
+
+def holds_with(harness: Harness, history: History, condition: Json, earned: EarnedEvent) -> list[bool]:
+    in_memory, compiled = evaluate_both(harness, history, condition, earned)
+    assert in_memory == compiled, (condition, in_memory, compiled)
+    return in_memory
 
 
 # ---------- explicit examples ----------

@@ -102,7 +102,7 @@ async def test_a_refusal_names_the_scope_and_the_roles_that_hold_it(
         # a marketer runs segments, boards, challenges and rewards, but not earning rules or points
         (
             AdminRole.MARKETER,
-            ["setReward", "setChallenge", "setLeaderboard", "setTierLadder"],
+            ["setReward", "setChallenge", "setLeaderboard", "setTierLadder", "createPromotion"],
             ["setEarningRule", "adjustPoints", "createWebhookEndpoint", "setProgramTimezone"],
         ),
         # a reviewer decides held accruals and reads
@@ -111,7 +111,7 @@ async def test_a_refusal_names_the_scope_and_the_roles_that_hold_it(
         (
             AdminRole.VIEWER,
             ["segments", "members", "leaderboards", "program"],
-            ["approveAccrual", "setChallenge", "admins"],
+            ["approveAccrual", "setChallenge", "admins", "updatePromotion"],
         ),
         (AdminRole.ADMIN, ["setEarningRule", "admins", "setFraudRule", "adjustPoints"], []),
     ],

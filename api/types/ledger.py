@@ -12,6 +12,12 @@ from domain import models
 from domain.ledger.service import LedgerPage
 
 
+@strawberry.type(description="A promotion that added points to an event's accrual (docs/promotions.md)")
+class AppliedPromotion:
+    key: str
+    points: int = strawberry.field(description="What the promotion added (within the entry's points)")
+
+
 @strawberry.type
 class LedgerEntry:
     row: strawberry.Private[models.LedgerEntry]
@@ -43,6 +49,13 @@ class LedgerEntry:
     @strawberry.field
     def reason(self) -> str:
         return self.row.reason
+
+    @strawberry.field(
+        description="An event accrual's promotions, in the order they applied (their points are in "
+        "`points`); empty for other entries"
+    )
+    def promotions(self) -> list[AppliedPromotion]:
+        return [AppliedPromotion(key=p["key"], points=p["points"]) for p in self.row.promotions or []]
 
     @strawberry.field(description="For a reversal: the id of the entry it reverses")
     def reverses_entry_id(self) -> strawberry.ID | None:

@@ -148,6 +148,12 @@ OPERATIONS: dict[str, Requirement] = {
     "importCoupons": needs(Scope.MARKETING_WRITE),
     "validateCoupon": needs(Scope.COUPONS_REDEEM),
     "redeemCoupon": needs(Scope.COUPONS_REDEEM),
+    # --- promotions
+    "promotions": needs(Scope.PROGRAM_READ),
+    "simulatePromotion": needs(Scope.PROGRAM_READ),
+    "createPromotion": needs(Scope.MARKETING_WRITE),
+    "updatePromotion": needs(Scope.MARKETING_WRITE),
+    "setPromotionActive": needs(Scope.MARKETING_WRITE),
     # --- fraud
     "reviewQueue": admin(Scope.FRAUD_REVIEW),
     "approveAccrual": admin(Scope.FRAUD_REVIEW),

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,8 +45,20 @@ from domain.ledger.posting import Accrual, post_accruals
 from domain.members.service import lock_members, member_ids_by_external_id
 from domain.models import Member, Program
 from domain.ops.metrics import EVENTS
+from domain.programs.calendar import program_timezone
 from domain.programs.service import ProgramSettings, load_earning_rules
+from domain.promotions.accrual import (
+    NONE,
+    Candidate,
+    Settled,
+    active_promotions,
+    locked_ledger,
+    match,
+    settle_batch,
+    store_usage,
+)
 from domain.referrals.progress import AcceptedEvent, note_qualifying_events
+from domain.segments.lifecycle import LifecycleThresholds
 from domain.tiers.store import held_multipliers
 
 MAX_BATCH = 1000
@@ -161,17 +173,21 @@ class EventService:
         rules = await load_earning_rules(session, program_id)
         multipliers = await held_multipliers(session, program_id, sorted(touched))
         order = sorted(admitted)
+        bases = {
+            i: 0
+            if admitted[i].type == REFUND_TYPE
+            else points_for_event(rules, admitted[i].type, admitted[i].amount)
+            for i in order
+        }
+        # ... then the promotions (docs/promotions.md), as of the members' state when the batch began
+        promoted = await _promote(session, program_id, stored.settings, now, admitted, members, bases, order)
         proposals = [
             ProposedAccrual(
                 program_id,
                 members[admitted[i].member_external_id],
                 admitted[i],
-                0
-                if admitted[i].type == REFUND_TYPE
-                else multiplied(
-                    points_for_event(rules, admitted[i].type, admitted[i].amount),
-                    multipliers.get(members[admitted[i].member_external_id]),
-                ),
+                multiplied(bases[i], multipliers.get(members[admitted[i].member_external_id]))
+                + promoted[i].points,
             )
             for i in order
         ]
@@ -182,10 +198,24 @@ class EventService:
         inserted = await insert_events(session, program_id, list(rows.values()), now)
         recorded = {i: row for i, row in rows.items() if row.event.external_id in inserted}
         raced = {i: _raced(row) for i, row in rows.items() if i not in recorded}
-        # 6. post the accruals, then the refunds (which may refund an event of this batch)
+        # 6. post the accruals, then the refunds (which may refund an event of this batch);
+        # what promotions paid on accruals not BLOCKED spends their budgets and member caps
         accruals = {i: row for i, row in recorded.items() if row.event.type != REFUND_TYPE}
+        await store_usage(
+            session,
+            program_id,
+            (
+                payment
+                for i, row in accruals.items()
+                if row.status != EventStatus.BLOCKED
+                for payment in promoted[i].payments
+            ),
+        )
         entries = await post_accruals(
-            session, program_id, [_accrual(row, inserted) for row in accruals.values()], now
+            session,
+            program_id,
+            [_accrual(row, inserted, promoted[i]) for i, row in accruals.items()],
+            now,
         )
         refunded = await apply_refunds(
             session,
@@ -351,8 +381,54 @@ def _row(proposal: ProposedAccrual, outcome: AuditOutcome) -> EventRow:
     return EventRow(proposal.event, proposal.member_id, status, entry_status, proposal.points, message)
 
 
-def _accrual(row: EventRow, inserted: Mapping[str, int]) -> Accrual:
-    return Accrual(row.member_id, row.event, inserted[row.event.external_id], row.points, row.entry_status)
+def _accrual(row: EventRow, inserted: Mapping[str, int], promoted: Settled) -> Accrual:
+    return Accrual(
+        row.member_id,
+        row.event,
+        inserted[row.event.external_id],
+        row.points,
+        row.entry_status,
+        tuple((p.key, p.points) for p in promoted.paid) if row.points else (),
+    )
+
+
+async def _promote(
+    session: AsyncSession,
+    program_id: int,
+    settings: dict[str, Any] | None,
+    now: datetime,
+    admitted: Mapping[int, ValidEvent],
+    members: Mapping[str, int],
+    bases: Mapping[int, int],
+    order: Sequence[int],
+) -> dict[int, Settled]:
+    """What the active promotions add to each admitted event (NONE for most: one query when none
+    is active for the batch's event types)."""
+    promotions = await active_promotions(
+        session, program_id, {e.type for e in admitted.values() if e.type != REFUND_TYPE}
+    )
+    if not promotions:
+        return dict.fromkeys(order, NONE)
+    chosen = [i for i in order if admitted[i].type != REFUND_TYPE]
+    candidates = [
+        Candidate(
+            members[admitted[i].member_external_id],
+            admitted[i].type,
+            admitted[i].occurred_at,
+            admitted[i].amount,
+            admitted[i].properties,
+            bases[i],
+        )
+        for i in chosen
+    ]
+    zone = program_timezone(settings)
+    lifecycle = LifecycleThresholds.from_settings(settings or {})
+    matched = await match(session, program_id, promotions, candidates, now, zone, lifecycle)
+    ledger, fresh = await locked_ledger(session, matched, candidates, zone)
+    settled = settle_batch(matched, candidates, ledger, zone, fresh)
+    found = dict.fromkeys(order, NONE)
+    found.update(zip(chosen, settled, strict=True))
+    return found
 
 
 def _recorded(row: EventRow) -> EventOutcome:

@@ -25,8 +25,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.changes import MembersChanged
@@ -72,6 +73,16 @@ class Accrual:
     event_id: int
     points: int
     status: AccrualStatus
+    #: The promotions in `points` (docs/promotions.md): (key, points) in the order they applied.
+    promotions: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """`purchase e1`, plus ` + promotions: weekend-double +10` when promotions applied."""
+        text = f"{self.event.type} {self.event.external_id}"
+        if self.promotions:
+            text += " + promotions: " + ", ".join(f"{key} +{points}" for key, points in self.promotions)
+        return text[:MAX_REASON]
 
 
 async def post_accruals(
@@ -96,7 +107,7 @@ async def post_accruals(
                 "points": accrual.points,
                 "status": accrual.status.value,
                 "kind": EntryKind.ACCRUAL.value,
-                "reason": f"{event.type} {event.external_id}"[:MAX_REASON],
+                "reason": accrual.reason,
                 "event_id": accrual.event_id,
                 "idempotency_key": f"event:{event.external_id}",
                 "request_hash": request_hash(EntryKind.ACCRUAL, event.content_hash),
@@ -108,6 +119,7 @@ async def post_accruals(
         elif accrual.status == AccrualStatus.PENDING_REVIEW:
             pending[accrual.member_id] += accrual.points
     ids = await insert_ledger_entries(session, entries)
+    await _mark_promotions(session, [(ids[a.event_id], a.promotions) for a in accruals if a.promotions])
     await add_to_balances(session, posted, pending)
     days = await expiry_days(session, program_id) if posted else None
     if days is not None:
@@ -119,6 +131,22 @@ async def post_accruals(
         await add_lots(session, program_id, credits, days)
     await _count_accepted(session, program_id, accepted, set(posted), now)
     return ids
+
+
+async def _mark_promotions(
+    session: AsyncSession, promoted: Sequence[tuple[int, tuple[tuple[str, int], ...]]]
+) -> None:
+    """The `promotions` column of the entries promotions added to (only those: one executemany)."""
+    if not promoted:
+        return
+    table = cast(Table, LedgerEntry.__table__)
+    await session.execute(
+        update(table).where(table.c.id == bindparam("entry_id")).values(promotions=bindparam("applied")),
+        [
+            {"entry_id": entry_id, "applied": [{"key": key, "points": points} for key, points in applied]}
+            for entry_id, applied in promoted
+        ],
+    )
 
 
 async def approve_held(

@@ -58,6 +58,7 @@ from domain.segments.conditions import (
     AttrCompare,
     DateCompare,
     DateFn,
+    EventCompare,
     Expr,
     ExprCompare,
     HasTag,
@@ -85,6 +86,8 @@ from domain.segments.evaluate import (
     DATE_ONLY,
     DATE_TIME,
     UNITS,
+    EarnedEvent,
+    event_values,
     is_utc,
     local_date,
     reads_raw,
@@ -119,6 +122,8 @@ class Compilation:
 
     #: Version 2: the program's timezone, whose calendar dates local-day aggregates count.
     zone: tzinfo = UTC
+    #: A promotion condition's event (`event.PATH`), bound into the statement as a JSON document.
+    event: EarnedEvent | None = None
 
     @property
     def today(self) -> date:
@@ -204,7 +209,26 @@ class Compilation:
                 return self.date_compare(path, fn, op, value)
             case VersionCompare(path, op, value):
                 return self.version_compare(path, op, value)
+            case EventCompare(path, op, value):
+                return self.event_compare(path, op, value)
         raise AssertionError(node)
+
+    def event_compare(self, path: str, op: Op, value: Value) -> ColumnElement[bool]:
+        """`event.PATH OP value`: the event's document (`evaluate.event_values`) is a bound JSON
+        literal, read with the same typed JSON predicates as attributes (absent without an event)."""
+        if self.event is None:
+            return compare_json(JsonPath(self.dialect, self.json_literal("{}"), path), op, value)
+        values = event_values(self.event, self.zone)
+        amount = values.pop("amount")
+        text = json.dumps(values, default=str)
+        if amount is not None:  # exact: the decimal's own digits, never through a float
+            text = f'{text[:-1]}, "amount": {format(amount, "f")}}}'
+        return compare_json(JsonPath(self.dialect, self.json_literal(text), path), op, value)
+
+    def json_literal(self, text: str) -> ColumnElement[Any]:
+        if self.dialect == "postgresql":
+            return cast(literal(text, String), JSONB)
+        return literal(text, String)
 
     # ---------- version 2: ledger operands, arithmetic, distinct and top ----------
 

@@ -286,6 +286,24 @@ class VersionCompare:
 
 
 @dataclass(frozen=True)
+class EventCompare:
+    """`event.PATH OP value` (tree `{"event": PATH, "op": OP, "value": ...}`): the event being
+    earned on, readable only by promotion conditions (docs/promotions.md). PATH is one of
+    `EVENT_FIELDS` or a path into the event's properties."""
+
+    path: str
+    op: Op
+    value: Value
+
+
+#: The rule prefix of the event's own values: `event.amount`, `event.category`.
+EVENT_PREFIX = "event."
+#: The event's built-in values; any other `event.` path reads its properties.
+EVENT_FIELDS = frozenset({"amount", "type", "weekday", "hour"})
+EVENT_REFUSED = "only promotion conditions can read the event"
+
+
+@dataclass(frozen=True)
 class Number:
     """A number inside arithmetic."""
 
@@ -335,6 +353,7 @@ Node = (
     | OrgMetricCompare
     | DateCompare
     | VersionCompare
+    | EventCompare
 )
 TRUE: Node = All(())
 FALSE: Node = AnyOf(())
@@ -359,8 +378,10 @@ def is_scalar(value: object) -> bool:
 class ConditionParser:
     """Reads JSON conditions; the rule parser reuses its value checks with columns instead of paths."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, events: bool = False) -> None:
         self.nodes = 0
+        #: Whether `{"event": ...}` is allowed (promotion conditions only).
+        self.events = events
 
     def fail(self, path: str, message: str) -> InvalidInput:
         return InvalidInput(f"condition {path}: {message}")
@@ -388,6 +409,8 @@ class ConditionParser:
             return self.version_compare(data, path)
         if "date" in data:
             return self.date_compare(data, path)
+        if "event" in data:
+            return self.event_compare(data, path)
         if "attr" in data:
             self.only(data, {"attr", "op", "value"}, path)
             attr = data["attr"]
@@ -440,7 +463,7 @@ class ConditionParser:
             if not isinstance(descendants, bool):
                 raise self.fail(f"{path}.descendants", "expected true or false")
             return InOrganizationTree(org) if descendants else InOrganization(org)
-        known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization, date"
+        known = "all, any, not, attr, metric, ledger, left, segment, tag, kind, organization, date, event"
         raise self.fail(path, f"unknown condition {sorted(data)!r}; expected one of: {known}")
 
     def org_metric(self, data: dict[str, Any], path: str) -> OrgMetricCompare:
@@ -456,6 +479,14 @@ class ConditionParser:
             raise self.fail(f"{path}.metric.agg", f"{metric.agg.value!r} is not an organization roll-up")
         op = self.op(data, path)
         return OrgMetricCompare(metric, op, self.metric_value(op, data.get("value"), f"{path}.value"))
+
+    def event_compare(self, data: dict[str, Any], path: str) -> EventCompare:
+        self.only(data, {"event", "op", "value"}, path)
+        field = self.attr_path(data["event"], f"{path}.event")
+        if not self.events:
+            raise self.fail(f"{path}.event", f"{EVENT_PREFIX}{field}: {EVENT_REFUSED}")
+        op = self.op(data, path)
+        return EventCompare(field, op, self.attr_value(op, data.get("value"), f"{path}.value"))
 
     def attr_path(self, value: Any, path: str) -> str:
         if not isinstance(value, str) or not PATH.match(value):
@@ -736,9 +767,10 @@ def parse_window(raw: Any, fail: Any) -> Window | None:
     return window
 
 
-def parse_condition(data: Any) -> Node:
-    """The tree of a JSON condition; InvalidInput naming the JSON path of the first fault."""
-    return ConditionParser().node(data, "$", 0)
+def parse_condition(data: Any, *, events: bool = False) -> Node:
+    """The tree of a JSON condition; InvalidInput naming the JSON path of the first fault.
+    `events`: the condition may read the event (`{"event": ...}`): promotion conditions only."""
+    return ConditionParser(events=events).node(data, "$", 0)
 
 
 # ---------- nodes -> JSON ----------
@@ -777,6 +809,8 @@ def condition_to_json(node: Node) -> dict[str, Any]:
             return {"date": path, "fn": fn.value, "op": op.value, "value": value}
         case VersionCompare(path, op, value):
             return {"attr": path, "op": op.value, "value": value, "as": "version"}
+        case EventCompare(path, op, value):
+            return {"event": path, "op": op.value, "value": value}
     raise AssertionError(node)
 
 
@@ -809,6 +843,11 @@ def metric_to_json(metric: Metric) -> dict[str, Any]:
             name: value.to_json() if isinstance(value, WhereTest) else value for name, value in metric.where
         }
     return data
+
+
+def reads_event(node: Node) -> bool:
+    """Whether a condition reads the event being earned on (`event.`): promotions only."""
+    return any(isinstance(n, EventCompare) for n in walk(node))
 
 
 def walk(node: Node) -> list[Node]:

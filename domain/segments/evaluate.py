@@ -28,6 +28,7 @@ from domain.segments.conditions import (
     AttrCompare,
     DateCompare,
     DateFn,
+    EventCompare,
     Expr,
     ExprCompare,
     HasTag,
@@ -137,12 +138,34 @@ class MemberFacts:
 
 
 @dataclass(frozen=True)
+class EarnedEvent:
+    """The event a promotion condition reads (`event.PATH`): the one being earned on."""
+
+    type: str
+    occurred_at: datetime
+    amount: Decimal | None
+    properties: Mapping[str, Any]
+
+
+def event_values(event: EarnedEvent, zone: tzinfo) -> dict[str, Any]:
+    """What `event.PATH` reads, as one JSON-like document: the properties, with the built-in
+    `amount`, `type`, `weekday` (ISO: Monday 1 .. Sunday 7) and `hour` (0-23), both in the
+    program's timezone, over any property of those names. Both evaluators read this document."""
+    local = event.occurred_at.astimezone(zone)
+    values: dict[str, Any] = dict(event.properties)
+    values.update(type=event.type, weekday=local.isoweekday(), hour=local.hour, amount=event.amount)
+    return values
+
+
+@dataclass(frozen=True)
 class Evaluation:
     now: datetime
     lifecycle: LifecycleThresholds = field(default_factory=LifecycleThresholds)
     #: Version 2: the program's timezone; `distinct_days`, `streak`, `age` and the date operands
     #: count its calendar dates ("today" is the local date of `now`).
     zone: tzinfo = UTC
+    #: A promotion condition's event (`event.PATH`); None elsewhere, where no condition reads it.
+    event: EarnedEvent | None = None
 
     @property
     def today(self) -> date:
@@ -180,7 +203,15 @@ class Evaluation:
                 return compare_measure(self.date_days(path, fn, member), op, value)
             case VersionCompare(path, op, value):
                 return compare_version(self.attribute(path, member), op, value)
+            case EventCompare(path, op, value):
+                return compare_value(self.event_value(path), op, value)
         raise AssertionError(node)
+
+    def event_value(self, path: str) -> Any:
+        """`event.PATH` of the promotion's event (absent without one)."""
+        if self.event is None:
+            return None
+        return lookup(event_values(self.event, self.zone), path)
 
     # ---------- version 2: ledger operands and arithmetic ----------
 

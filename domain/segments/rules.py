@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from domain.enums import MemberKind
 from domain.errors import InvalidInput
 from domain.segments.conditions import (
+    EVENT_PREFIX,
+    EVENT_REFUSED,
     EVENT_TYPE,
     EXPR_OPS,
     FIELD_AGGS,
@@ -59,6 +61,7 @@ from domain.segments.conditions import (
     ConditionParser,
     DateCompare,
     DateFn,
+    EventCompare,
     Expr,
     ExprCompare,
     HasTag,
@@ -136,8 +139,17 @@ class _VersionOperand:
 
 
 _DATE_FNS = {fn.value: fn for fn in DateFn}
+
+
 #: An attribute path, an aggregate, a ledger operand, an organization roll-up or a v2 function.
-Operand = str | Metric | Ledger | OrgScoped | _DateOperand | _VersionOperand
+@dataclass(frozen=True)
+class _EventOperand:
+    """`event.PATH` (promotion conditions only): the event being earned on."""
+
+    path: str
+
+
+Operand = str | _EventOperand | Metric | Ledger | OrgScoped | _DateOperand | _VersionOperand
 #: The prefix of an organization roll-up: `org.sum(sale.amount, 90d)`.
 ORG_PREFIX = "org."
 #: The ledger operands of version 2, by their rule word.
@@ -181,9 +193,10 @@ def _group(kind: type[All] | type[AnyOf], items: list[Node]) -> Node:
 # ---------- text -> tree ----------
 
 
-def parse_rule(text: str) -> Node:
-    """The normalised tree of a rule; InvalidInput naming the column of the first fault."""
-    return _RuleParser(text).rule()
+def parse_rule(text: str, *, events: bool = False) -> Node:
+    """The normalised tree of a rule; InvalidInput naming the column of the first fault.
+    `events`: the rule may read the event (`event.amount`): promotion conditions only."""
+    return _RuleParser(text, events=events).rule()
 
 
 class _ValueChecks(ConditionParser):
@@ -200,7 +213,8 @@ class _ValueChecks(ConditionParser):
 class _RuleParser:
     """Recursive descent over the tokens of one rule; `nesting` bounds the recursion."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, *, events: bool = False) -> None:
+        self.events = events
         self.tokens = tokenize(text)
         self.pos = 0
         self.nesting = 0
@@ -309,7 +323,7 @@ class _RuleParser:
             return self.organization()
         if word in RESERVED_WORDS:
             raise self.expected("a condition")
-        return self.comparison(self.path())
+        return self.comparison(self.path_operand())
 
     def call(self, token: Token, word: str) -> Node:
         if word in ("in_segment", "has_tag"):
@@ -342,8 +356,20 @@ class _RuleParser:
                 return self.function_operand()
             return self.metric()
         if token.kind == "word" and token.text.lower() not in RESERVED_WORDS:
-            return self.path()
+            return self.path_operand()
         raise self.expected("an attribute path or an aggregate such as count(visit, 30d)")
+
+    def path_operand(self) -> str | _EventOperand:
+        """An attribute path, or `event.PATH` (the event itself) where the rule may read it."""
+        token = self.peek()
+        if not token.text.lower().startswith(EVENT_PREFIX):
+            return self.path()
+        if not self.events:
+            raise self.fail(token, f"{token.text}: {EVENT_REFUSED}")
+        path = self.path()[len(EVENT_PREFIX) :]
+        if not path:
+            raise self.fail(token, f"'{token.text}' names no event value such as event.amount")
+        return _EventOperand(path)
 
     def function_operand(self) -> _DateOperand | _VersionOperand:
         """Version 2: `days_since(PATH)`, `days_to_anniversary(PATH)` or `version(PATH)`."""
@@ -424,6 +450,8 @@ class _RuleParser:
             return MetricCompare(operand, op, value)
         if isinstance(operand, Ledger):
             return LedgerCompare(operand, op, value)
+        if isinstance(operand, _EventOperand):
+            return EventCompare(operand.path, op, value)
         return AttrCompare(operand, op, value)
 
     # --- arithmetic (version 2)
@@ -806,6 +834,8 @@ def _render(node: Node) -> str:
             return _comparison(f"{fn.value}({path})", op, value)
         case VersionCompare(path, op, value):
             return _comparison(f"version({path})", op, value)
+        case EventCompare(path, op, value):
+            return _comparison(EVENT_PREFIX + path, op, value)
     raise AssertionError(node)
 
 
@@ -841,7 +871,9 @@ def _comparison(operand: str, op: Op, value: Value) -> str:
 
 
 def _path(path: str) -> str:
-    return f"attr({_string(path)})" if path.lower() in RESERVED_WORDS else path
+    """An attribute path as written; `attr("...")` where it would read as a word or as `event.`."""
+    quoted = path.lower() in RESERVED_WORDS or path.lower().startswith(EVENT_PREFIX)
+    return f"attr({_string(path)})" if quoted else path
 
 
 def _metric(metric: Metric) -> str:
