@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 from domain.db.types import AMOUNT_SCALE
 from domain.segments.conditions import (
@@ -26,23 +26,28 @@ from domain.segments.conditions import (
     Agg,
     All,
     AnyOf,
+    Arith,
     AttrCompare,
     DateCompare,
+    Expr,
     ExprCompare,
     HasTag,
     InOrganization,
     InOrganizationTree,
     InSegment,
     KindIs,
+    Ledger,
     LedgerCompare,
     Metric,
     MetricCompare,
     Node,
     Not,
+    Number,
     Op,
     OrgMetricCompare,
     Value,
     VersionCompare,
+    WhereValue,
     cast_list,
     typed_where,
 )
@@ -58,6 +63,7 @@ from domain.segments.evaluate import (
     compare_version,
     is_utc,
     local_date,
+    property_values,
     streak,
     where_holds,
 )
@@ -128,19 +134,16 @@ def _compile(node: Node) -> Predicate:
                 context.evaluation.attribute(path, context.member), op, value
             )
         case MetricCompare(metric, op, value) if metric.agg in PROPERTY_AGGS:
-            return lambda context: compare_value(
-                context.evaluation.measure(metric, context.member), op, value
-            )
+            measure_property = _property_measurer(metric)
+            return lambda context: compare_value(measure_property(context), op, value)
         case MetricCompare(metric, op, value):
             return _metric_predicate(metric, op, value)
         case LedgerCompare(ledger, op, value):
-            return lambda context: compare_value(context.evaluation.ledger(ledger, context.member), op, value)
+            measure_ledger = _ledger_measurer(ledger)
+            return lambda context: compare_value(measure_ledger(context), op, value)
         case ExprCompare(left, op, right):
-            return lambda context: compare_expressions(
-                context.evaluation.expr(left, context.member),
-                op,
-                context.evaluation.expr(right, context.member),
-            )
+            left_value, right_value = _expression(left), _expression(right)
+            return lambda context: compare_expressions(left_value(context), op, right_value(context))
         case InSegment(key):
             return lambda context: key in context.member.segments
         case HasTag(key):
@@ -173,8 +176,12 @@ _ORG_MEASURES_KEPT = 65_536
 
 
 def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
-    """`org.AGG(...)` through the reference evaluator, measured once per organization tree and instant."""
+    """`org.AGG(...)` through the reference evaluator, measured once per organization tree and instant.
+
+    A roll-up is a number or absent (distinct and top are not rolled up): it compares as a
+    metric of scale 1 does."""
     key = ("org", *_metric_key(metric))
+    compare = comparator(op, value, 1)
 
     def holds_for(context: Context) -> bool:
         measures = context.measures
@@ -190,7 +197,7 @@ def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
                 if member.organization is not None:
                     _org_measures[shared] = found
             measures[key] = found[1]
-        return compare_value(measures[key], op, value)
+        return compare(measures[key])
 
     return holds_for
 
@@ -211,6 +218,80 @@ def _metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
         return compare(found)
 
     return holds_for
+
+
+# ---------- version 2: expressions, ledger operands, property aggregates ----------
+
+#: A value of an expression: exact, or None when absent.
+Exact = Callable[[Context], Fraction | None]
+
+
+def _expression(expr: Expr) -> Exact:
+    """`Evaluation.expr` as a closure: metrics through their shared measurers (a metric read by
+    a comparison and an expression is measured once per context), the ledger once per context."""
+    match expr:
+        case Number(value):
+            constant = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+            return lambda context: constant
+        case Ledger():
+            return _ledger_measurer(expr)
+        case Arith(op, left, right):
+            a, b = _expression(left), _expression(right)
+
+            def arithmetic(context: Context) -> Fraction | None:
+                x, y = a(context), b(context)
+                if x is None or y is None:
+                    return None
+                match op:
+                    case "add":
+                        return x + y
+                    case "sub":
+                        return x - y
+                    case "mul":
+                        return x * y
+                return x / y if y else None
+
+            return arithmetic
+    if expr.agg in PROPERTY_AGGS:  # distinct (top is not arithmetic): a count of values
+        return _property_measurer(expr)
+    measure, scale = measurer(expr)
+
+    def scaled(context: Context) -> Fraction | None:
+        measures = context.measures
+        found = measures[measure] if measure in measures else measures.setdefault(measure, measure(context))
+        return None if found is None else Fraction(found) / scale
+
+    return scaled
+
+
+def _ledger_measurer(ledger: Ledger) -> Exact:
+    """`Evaluation.ledger`, once per context whichever definitions read it."""
+    key = ("ledger", ledger.kind, ledger.window)
+
+    def measure(context: Context) -> Fraction | None:
+        measures = context.measures
+        if key in measures:
+            return cast(Fraction | None, measures[key])
+        found = measures[key] = context.evaluation.ledger(ledger, context.member)
+        return found
+
+    return measure
+
+
+def _property_measurer(metric: Metric) -> Callable[[Context], Any]:
+    """`distinct` / `top` as `Evaluation.measure` gives them (a count, or the winning value), over
+    the raw events the closures select, once per context."""
+    key = ("property", *_metric_key(metric))
+    select = _selector(metric)
+    agg, name = metric.agg, metric.field or ""
+
+    def measure(context: Context) -> Any:
+        measures = context.measures
+        if key not in measures:
+            measures[key] = property_values(agg, [e.properties.get(name) for e in select(context)])
+        return measures[key]
+
+    return measure
 
 
 # ---------- comparisons ----------
@@ -316,9 +397,12 @@ def _over_buckets(metric: Metric) -> Measurer:
     return days_since
 
 
-def _over_events(metric: Metric) -> Measurer:
-    event, agg, where = metric.event, metric.agg, metric.where
-    seconds = None if metric.window is None or agg in _WINDOWLESS else metric.window.seconds
+def _selector(metric: Metric) -> Callable[[Context], Sequence[EventFact]]:
+    """The member's raw events a metric reads: its type, in its window, passing its `where` tests
+    (as `Evaluation.selects`)."""
+    event, where = metric.event, metric.where
+    seconds = None if metric.window is None or metric.agg in _WINDOWLESS else metric.window.seconds
+    tests = tuple((name, _where_test(value)) for name, value in where)
 
     def selected(c: Context) -> Sequence[EventFact]:
         events = c.member.events.get(event, ())
@@ -326,9 +410,26 @@ def _over_events(metric: Metric) -> Measurer:
             now = c.now
             low = now - timedelta(seconds=seconds)
             events = [e for e in events if low < e.occurred_at <= now]
-        if where:
-            events = [e for e in events if all(where_holds(e.properties.get(n), v) for n, v in where)]
+        if tests:
+            events = [e for e in events if all(test(e.properties.get(n)) for n, test in tests)]
         return events
+
+    return selected
+
+
+def _where_test(expected: WhereValue) -> Callable[[Any], bool]:
+    """`where_holds(actual, expected)` as a function of `actual`; equality with a string or a
+    boolean without the general type dispatch (the common `category = "coffee"`)."""
+    if isinstance(expected, str):
+        return lambda actual: isinstance(actual, str) and actual == expected
+    if isinstance(expected, bool):
+        return lambda actual: isinstance(actual, bool) and actual == expected
+    return lambda actual: where_holds(actual, expected)
+
+
+def _over_events(metric: Metric) -> Measurer:
+    agg = metric.agg
+    selected = _selector(metric)
 
     if agg == Agg.COUNT:
         return lambda c: len(selected(c))
