@@ -133,14 +133,17 @@ def _compile(node: Node) -> Predicate:
             return lambda context: compare_value(
                 context.evaluation.attribute(path, context.member), op, value
             )
+        case MetricCompare(metric, op, value) if metric.agg == Agg.DISTINCT:  # a count: a number
+            measure_distinct, compare_count = _property_measurer(metric), comparator(op, value, 1)
+            return lambda context: compare_count(measure_distinct(context))
         case MetricCompare(metric, op, value) if metric.agg in PROPERTY_AGGS:
             measure_property = _property_measurer(metric)
             return lambda context: compare_value(measure_property(context), op, value)
         case MetricCompare(metric, op, value):
             return _metric_predicate(metric, op, value)
         case LedgerCompare(ledger, op, value):
-            measure_ledger = _ledger_measurer(ledger)
-            return lambda context: compare_value(measure_ledger(context), op, value)
+            measure_ledger, compare_points = _ledger_measurer(ledger), comparator(op, value, 1)
+            return lambda context: compare_points(measure_ledger(context))
         case ExprCompare(left, op, right):
             left_value, right_value = _expression(left), _expression(right)
             return lambda context: compare_expressions(left_value(context), op, right_value(context))
