@@ -40,6 +40,11 @@ from domain.settings import ConfigurationError, Settings
 
 #: Seconds a stopping server gives open requests and WebSockets before it cancels them.
 SHUTDOWN_GRACE_S = 5
+#: Seconds uvicorn's supervisor (--workers > 1) waits for a worker to answer its health ping before
+#: it kills and restarts it. uvicorn's 5 s is less than a worker takes to import the app on a busy
+#: machine (52 s at load average 13): every worker was killed while starting, again and again, and
+#: the server never answered.
+WORKER_HEALTHCHECK_S = 120
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ def serve(
                 proxy_headers=False,  # X-Forwarded-For is read by the app, from LOYALTY_TRUSTED_PROXIES only
                 http="api.http_protocol:HeadTimeoutProtocol",  # bounds a slow client's request head
                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
             )
             run(config, listener)
         finally:

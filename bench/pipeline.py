@@ -21,12 +21,19 @@ tier segments with the same thresholds, and the ledger holds at least the earnin
 With `--v2`, a phase runs after the 20-segment one on a program whose 20 segments are those with
 5 replaced by condition-language version 2 ones (`V2_SEGMENTS`, issue 17): coffee over tea
 (arithmetic: more than twice as many), points earned (the ledger), distinct categories, birthday this week
-(`days_to_anniversary`) and a store group over target (an `org.sum` roll-up). Every phase of such a
-run has the same members, each with a `birthDate` and a home store (an organization, `STORE_SIZE`
-members each, `STORES_PER_GROUP` stores under a group, the groups set as the stores' parents in the
-untimed set-up), which the version 1 segments do not read; the figure is the v2 / 20-segments ratio
-of one run (goal `GOAL_V2_RATIO`); its check: the roll-up segment holds members at the end (its
-size is reported next to the members a SQL count of the groups' 30-day purchases expects).
+(`days_to_anniversary`) and an organization over target (an `org.sum` roll-up). Every phase of
+such a run has the same members, each with a `birthDate` and a home organization (`home_of`), which
+the version 1 segments do not read: `STORES_PER_GROUP` stores under each group (the groups set as the
+stores' parents in the untimed set-up), `STORE_SIZE` members per store, of whom the first
+`MANAGERS_PER_GROUP` of each group's first store sit on the group itself (regional managers). A
+roll-up covers the member's organization and every one below it (segment-conditions.md): a store
+member's is its store's purchases, a manager's its whole group's, and an event of a store member
+re-evaluates the roll-up of its store's members and of its group's managers (the fan-out goes
+upward). `ROLL_UP_TARGET` lies between the stores' and the groups' 30-day totals (in --quick one of
+the two groups reaches it, in a full run every group and no store). The figure is the v2 /
+20-segments ratio of one run (goal `GOAL_V2_RATIO`); its check: the roll-up segment holds exactly
+the members whose organization subtree's accepted 30-day purchases reach the target, by a recursive
+SQL query at the end of the phase, and at least one.
 
 With `--promotions`, a last phase runs on a program with the 20 segments and the 10 active promotions
 of `PROMOTIONS` (issue 21: conditions on the event and on the member, stacking and exclusive ones, a
@@ -53,8 +60,9 @@ PostgreSQL's CPU per event per window, and the last window against the first.
 
 Reports events/s, batch p50/p99, server and PostgreSQL CPU per event, the segments / 0-segments
 ratio and the goals. `--py-spy PATH` records the server's processes with py-spy during the
-20-segment phase and prints where the time goes. Progress goes to stderr; the LAST line on stdout
-is one JSON object with the figures; the exit status is 1 if a consistency check failed.
+20-segment phase (`--profile-phase` another) and prints where the time goes. Progress goes to
+stderr; the LAST line on stdout is one JSON object with the figures; the exit status is 1 if a
+consistency check failed.
 Usage: .venv/bin/python bench/pipeline.py [--quick] [--members N] [--events N] [--stale-minutes M] ...
 """
 
@@ -111,6 +119,7 @@ from bench.ingest import (
     upsert_members,
 )
 from bench.profile import summarize
+from domain.db.types import AMOUNT_SCALE
 
 HISTORY = timedelta(days=60)
 SCOPES = f"{API_KEY_SCOPES},segments:read,segments:write,marketing:write"
@@ -140,6 +149,12 @@ GOAL_PROMOTIONS_RATIO = 1.2
 #: `--v2`: members per home store, and stores per group (the group is the stores' parent).
 STORE_SIZE = 50
 STORES_PER_GROUP = 10
+#: `--v2`: members of each group's first store who sit on the group itself (regional managers).
+MANAGERS_PER_GROUP = 2
+#: `--v2`: the roll-up's target, in currency units: above every store's 30-day purchases (at most
+#: about 22,000 in --quick, 47,000 in a full run), below the groups' (35,000 and 63,000 in --quick,
+#: 59,000 to 381,000 in a full run).
+ROLL_UP_TARGET = 50_000
 UPSERT_ORGANIZATIONS = (
     "mutation($o: [OrganizationInput!]!) { upsertOrganizations(organizations: $o) { upserted } }"
 )
@@ -191,7 +206,7 @@ V2_SEGMENTS = {
     "spend_90d": SegmentSpec("earned_30d", "points_earned(30d) >= 500"),
     "regular": SegmentSpec("varied", "distinct(purchase.category, 90d) >= 4"),
     "city_c07": SegmentSpec("birthday_week", "days_to_anniversary(birthDate) <= 6"),
-    "local_regular": SegmentSpec("group_over_target", "org.sum(purchase.amount, 30d) >= 100000"),
+    "local_regular": SegmentSpec("org_over_target", f"org.sum(purchase.amount, 30d) >= {ROLL_UP_TARGET}"),
 }
 SEGMENTS_V2 = tuple(V2_SEGMENTS.get(spec.key, spec) for spec in SEGMENTS)
 
@@ -240,7 +255,6 @@ PROMOTIONS: tuple[dict[str, Any], ...] = (
         "endsAt": "2100-01-01T00:00",
     },
 )
-ROLL_UP_TARGET = 100_000
 
 
 def store_of(member: int) -> str:
@@ -253,13 +267,20 @@ def group_of(store: str) -> str:
     return store.split("s", 1)[0]
 
 
+def home_of(member: int) -> str:
+    """The organization member number `member` sits on: its store, or for the first
+    `MANAGERS_PER_GROUP` of each group its group (`store_of` numbers the stores group by group)."""
+    store = store_of(member)
+    return group_of(store) if member % (STORE_SIZE * STORES_PER_GROUP) < MANAGERS_PER_GROUP else store
+
+
 @dataclass(frozen=True)
 class PipelineWorkload(Workload):
     """bench/ingest.py's workload over 60 days, purchases with a `category`: a third of the members
     lean to coffee, a third to tea (70% of their purchases), the rest buy anything."""
 
     history: timedelta = HISTORY
-    #: `--v2`: members carry a birthDate and a home store (see `store_of`)
+    #: `--v2`: members carry a birthDate and a home organization (see `home_of`)
     organizations: bool = False
 
     def member_inputs(self, start: int, stop: int) -> list[dict[str, Any]]:
@@ -269,7 +290,7 @@ class PipelineWorkload(Workload):
         for i, member in enumerate(members, start):
             born = date(1950, 1, 1) + timedelta(days=(i * 7919) % 20_000)
             member["attributes"] = {**member["attributes"], "birthDate": born.isoformat()}
-            member["organizationExternalId"] = store_of(i)
+            member["organizationExternalId"] = home_of(i)
         return members
 
     def batch_events(self, number: int) -> list[BenchEvent]:
@@ -331,7 +352,7 @@ async def create_segments_and_promotions(api: Api) -> dict[str, Any]:
 
 def store_groups(workload: PipelineWorkload) -> Prepare:
     """A `prepare` hook of a `--v2` run: the stores' groups set as their parents (the members' upsert
-    created the stores, at the top); untimed set-up."""
+    created the stores and the managers' groups, at the top); untimed set-up."""
 
     async def prepare(api: Api) -> dict[str, Any]:
         started = time.perf_counter()
@@ -364,30 +385,65 @@ async def create_v2_segments(api: Api) -> dict[str, Any]:
     return await create_segments(api, SEGMENTS_V2)
 
 
+#: Per organization, the accepted purchases of the 30 days before $1 of its members and of those of
+#: every organization below it (a recursive walk down the tree: `org.AGG` as segment-conditions.md
+#: defines it), in currency units (the bench records no refunds).
+_SUBTREE_TOTALS = f"""
+WITH RECURSIVE below(top, id) AS (
+    SELECT o.id, o.id FROM organizations o
+    UNION ALL
+    SELECT b.top, c.id FROM below b JOIN organizations c ON c.parent_id = b.id
+), own AS (
+    SELECT m.organization_id AS id, sum(e.amount) AS total FROM events e
+    JOIN members m ON m.id = e.member_id
+    WHERE e.type = 'purchase' AND e.status = 'ACCEPTED'
+    AND e.occurred_at > $1::timestamptz - interval '30 days' AND e.occurred_at <= $1::timestamptz
+    GROUP BY m.organization_id
+), totals AS (
+    SELECT b.top AS id, coalesce(sum(own.total), 0)::numeric / {10**AMOUNT_SCALE} AS total
+    FROM below b LEFT JOIN own ON own.id = b.id GROUP BY b.top
+)
+"""
+
+
 async def roll_up_matches(pg: PgServer, database: str, now: datetime) -> dict[str, Any]:
-    """The `--v2` check: `group_over_target` holds exactly the members whose group's accepted
-    purchases of the last 30 days (as of the end of the phase) reach the target (untimed)."""
+    """The `--v2` check: `org_over_target` holds exactly the members whose organization's subtree
+    (it and every organization below it) had accepted purchases of at least `ROLL_UP_TARGET` in the
+    30 days before `now` (the end of the phase); untimed."""
     connection = await pg.connect(database)
     try:
-        expected = await connection.fetchval(
-            "WITH tree AS (SELECT o.id, coalesce(o.parent_id, o.id) AS top FROM organizations o),"
-            " totals AS (SELECT t.top, sum(e.amount) AS total FROM events e"
-            " JOIN members m ON m.id = e.member_id JOIN tree t ON t.id = m.organization_id"
-            " WHERE e.type = 'purchase' AND e.status = 'ACCEPTED'"
-            " AND e.occurred_at > $1::timestamptz - interval '30 days' AND e.occurred_at <= $1::timestamptz"
-            " GROUP BY t.top)"
-            " SELECT count(*) FROM members m JOIN tree t ON t.id = m.organization_id"
-            " JOIN totals USING (top) WHERE totals.total >= $2",
+        expected = {
+            row["id"]
+            for row in await connection.fetch(
+                f"{_SUBTREE_TOTALS} SELECT m.id FROM members m JOIN totals t ON t.id = m.organization_id"
+                " WHERE t.total >= $2",
+                now,
+                ROLL_UP_TARGET,
+            )
+        }
+        reaching = await connection.fetch(
+            f"{_SUBTREE_TOTALS} SELECT o.parent_id IS NULL AS is_group, count(*) AS orgs FROM totals t"
+            " JOIN organizations o ON o.id = t.id WHERE t.total >= $2 GROUP BY 1",
             now,
             ROLL_UP_TARGET,
         )
-        held = await connection.fetchval(
-            "SELECT count(*) FROM segment_memberships m JOIN segments s ON s.id = m.segment_id"
-            " WHERE s.key = 'group_over_target'"
-        )
+        held = {
+            row["member_id"]
+            for row in await connection.fetch(
+                "SELECT m.member_id FROM segment_memberships m JOIN segments s ON s.id = m.segment_id"
+                " WHERE s.key = 'org_over_target'"
+            )
+        }
     finally:
         await connection.close()
-    return {"expected": int(expected), "held": int(held)}
+    levels = {("groups" if row["is_group"] else "stores"): int(row["orgs"]) for row in reaching}
+    return {
+        "expected": len(expected),
+        "held": len(held),
+        "missing": len(expected - held),
+        "extra": len(held - expected),
+        "orgs_reaching": {"groups": levels.get("groups", 0), "stores": levels.get("stores", 0)},
+    }
 
 
 async def tier_counts(pg: PgServer, database: str) -> dict[str, Any]:
@@ -647,6 +703,8 @@ class Options:
     v2: bool = False
     sizes: bool = False
     promotions: bool = False
+    #: The phase `--py-spy` records.
+    profile_phase: str = "segments"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -662,7 +720,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="emulate autovacuum's ANALYZEs: auto = only when the server's autovacuum is off",
     )
     parser.add_argument("--skip-floor", action="store_true", help="no raw-write floor phase")
-    parser.add_argument("--py-spy", help="a py-spy executable: profile the server in the 20-segment phase")
+    parser.add_argument("--py-spy", help="a py-spy executable: profile the server in one phase")
+    parser.add_argument(
+        "--profile-phase",
+        choices=("segments", "tiers", "v2"),
+        default="segments",
+        help="the phase --py-spy records (default: the 20-segment one)",
+    )
     parser.add_argument(
         "--profile-out", type=Path, default=Path("/tmp/pipeline-profile.txt"), help="py-spy's raw output"
     )
@@ -728,6 +792,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         args.v2,
         args.sizes,
         args.promotions,
+        args.profile_phase,
     )
 
 
@@ -834,7 +899,7 @@ async def run(options: Options) -> dict[str, Any]:
             with_ladder = phase == "tiers"
             around = (
                 profiled(options.py_spy, options.profile_out, 50)
-                if phase == "segments" and options.py_spy
+                if phase == options.profile_phase and options.py_spy
                 else None
             )
             label = f"{len(SEGMENTS)} segments" if with_segments else "0 segments"
@@ -886,7 +951,7 @@ async def run(options: Options) -> dict[str, Any]:
                 checks["ledger_promotions"] = stored.ledger_points >= result.expected_points
             if phase == "v2":
                 figures[phase]["roll_up"] = held = await roll_up_matches(pg, database, datetime.now(UTC))
-                checks["roll_up_reaches_members_v2"] = held["held"] > 0
+                checks["roll_up_matches_sql_v2"] = held["held"] > 0 and not held["missing"] + held["extra"]
             if options.sizes:
                 figures[phase]["sizes"] = await phase_sizes(pg, database, result.events)
             await pg.drop(database)  # the next phase starts without this one's files around

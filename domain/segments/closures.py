@@ -15,10 +15,11 @@ member's events or buckets (segments and tags may change: no metric reads them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, cast
 
 from domain.db.types import AMOUNT_SCALE
 from domain.segments.conditions import (
@@ -26,24 +27,30 @@ from domain.segments.conditions import (
     Agg,
     All,
     AnyOf,
+    Arith,
     AttrCompare,
     DateCompare,
+    Expr,
     ExprCompare,
     HasTag,
     InOrganization,
     InOrganizationTree,
     InSegment,
     KindIs,
+    Ledger,
     LedgerCompare,
     Metric,
     MetricCompare,
     Node,
     Not,
+    Number,
     Op,
     OrgMetricCompare,
     Value,
     VersionCompare,
+    WhereValue,
     cast_list,
+    is_number,
     typed_where,
 )
 from domain.segments.evaluate import (
@@ -58,6 +65,7 @@ from domain.segments.evaluate import (
     compare_version,
     is_utc,
     local_date,
+    property_values,
     streak,
     where_holds,
 )
@@ -127,20 +135,20 @@ def _compile(node: Node) -> Predicate:
             return lambda context: compare_value(
                 context.evaluation.attribute(path, context.member), op, value
             )
+        case MetricCompare(metric, op, value) if metric.agg == Agg.DISTINCT:  # a count: a number
+            measure_distinct, compare_count = _property_measurer(metric), comparator(op, value, 1)
+            return lambda context: compare_count(measure_distinct(context))
         case MetricCompare(metric, op, value) if metric.agg in PROPERTY_AGGS:
-            return lambda context: compare_value(
-                context.evaluation.measure(metric, context.member), op, value
-            )
+            measure_property = _property_measurer(metric)
+            return lambda context: compare_value(measure_property(context), op, value)
         case MetricCompare(metric, op, value):
             return _metric_predicate(metric, op, value)
         case LedgerCompare(ledger, op, value):
-            return lambda context: compare_value(context.evaluation.ledger(ledger, context.member), op, value)
+            measure_ledger, compare_points = _ledger_measurer(ledger), comparator(op, value, 1)
+            return lambda context: compare_points(measure_ledger(context))
         case ExprCompare(left, op, right):
-            return lambda context: compare_expressions(
-                context.evaluation.expr(left, context.member),
-                op,
-                context.evaluation.expr(right, context.member),
-            )
+            left_value, right_value = _expression(left), _expression(right)
+            return lambda context: compare_expressions(left_value(context), op, right_value(context))
         case InSegment(key):
             return lambda context: key in context.member.segments
         case HasTag(key):
@@ -173,8 +181,16 @@ _ORG_MEASURES_KEPT = 65_536
 
 
 def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
-    """`org.AGG(...)` through the reference evaluator, measured once per organization tree and instant."""
+    """`org.AGG(...)`, measured once per organization tree and instant: count, sum and avg from the
+    tree's `_Timeline` (a due-time search measures one tree at every instant an event enters or
+    leaves the window: logarithmic each, not a pass over the tree's events), the others through
+    the reference evaluator.
+
+    A roll-up is a number or absent (distinct and top are not rolled up): it compares as a
+    metric of scale 1 does."""
     key = ("org", *_metric_key(metric))
+    compare = comparator(op, value, 1)
+    by_timeline = metric.agg in _TIMELINE_AGGS
 
     def holds_for(context: Context) -> bool:
         measures = context.measures
@@ -186,13 +202,76 @@ def _org_metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
             if member.organization is None or found is None or found[0] is not tree:
                 if len(_org_measures) >= _ORG_MEASURES_KEPT:
                     _org_measures.clear()
-                found = (tree, context.evaluation.org_measure(metric, member))
+                if member.organization is not None and by_timeline:
+                    found = (tree, _timeline(metric, tree).measure(metric, context.now))
+                else:
+                    found = (tree, context.evaluation.org_measure(metric, member))
                 if member.organization is not None:
                     _org_measures[shared] = found
             measures[key] = found[1]
-        return compare_value(measures[key], op, value)
+        return compare(measures[key])
 
     return holds_for
+
+
+_TIMELINE_AGGS = frozenset({Agg.COUNT, Agg.SUM, Agg.AVG})
+#: Timelines of the trees seen: (events, metric key) -> (the events, kept so that their id stays
+#: theirs, the timeline); `load_facts` gives each load new lists.
+_timelines: dict[tuple[int, tuple[object, ...]], tuple[object, _Timeline]] = {}
+
+
+class _Timeline:
+    """A roll-up's events (its type, passing its `where`) in time order with running totals of the
+    values it adds up, so that count, sum and average over any window take two bisections. Exact:
+    the totals are the Fractions `Evaluation.org_measure` adds, in another order."""
+
+    __slots__ = ("counts", "scale", "sums", "times")
+
+    def __init__(self, metric: Metric, events: Sequence[EventFact]) -> None:
+        tests = tuple((name, _where_test(value)) for name, value in metric.where)
+        chosen = sorted(
+            (e for e in events if all(test(e.properties.get(n)) for n, test in tests)),
+            key=lambda e: e.occurred_at,
+        )
+        name = metric.field or "amount"
+        self.scale = UNITS if name == "amount" else 1
+        self.times = [e.occurred_at for e in chosen]
+        self.counts = [0]  # events with a value, up to each index
+        self.sums = [Fraction(0)]
+        for e in chosen:
+            if name == "amount":
+                found: Fraction | None = None if e.amount_units is None else Fraction(e.amount_units)
+            else:
+                raw = e.properties.get(name)
+                found = Fraction(str(raw)) if is_number(raw) else None
+            self.counts.append(self.counts[-1] + (found is not None))
+            self.sums.append(self.sums[-1] + found if found is not None else self.sums[-1])
+
+    def measure(self, metric: Metric, now: datetime) -> Fraction | None:
+        """`Evaluation.org_measure` of a count, sum or avg at `now` (window `low < t <= now`)."""
+        if metric.window is None:  # no window: every event, as `Evaluation.selects`
+            low, high = 0, len(self.times)
+        else:
+            low = bisect_right(self.times, now - timedelta(seconds=metric.window.seconds))
+            high = bisect_right(self.times, now)
+        if metric.agg == Agg.COUNT:
+            return Fraction(max(high - low, 0))
+        total = (self.sums[high] - self.sums[low]) / self.scale if high > low else Fraction(0)
+        if metric.agg == Agg.SUM:
+            return total
+        present = self.counts[high] - self.counts[low] if high > low else 0
+        return total / present if present else None
+
+
+def _timeline(metric: Metric, tree: Mapping[str, Sequence[EventFact]]) -> _Timeline:
+    events = tree.get(metric.event, ())
+    key = (id(events), _metric_key(metric))
+    found = _timelines.get(key)
+    if found is None or found[0] is not events:
+        if len(_timelines) >= _ORG_MEASURES_KEPT:
+            _timelines.clear()
+        found = _timelines[key] = (events, _Timeline(metric, events))
+    return found[1]
 
 
 def _metric_key(metric: Metric) -> tuple[object, ...]:
@@ -211,6 +290,80 @@ def _metric_predicate(metric: Metric, op: Op, value: Value) -> Predicate:
         return compare(found)
 
     return holds_for
+
+
+# ---------- version 2: expressions, ledger operands, property aggregates ----------
+
+#: A value of an expression: exact, or None when absent.
+Exact = Callable[[Context], Fraction | None]
+
+
+def _expression(expr: Expr) -> Exact:
+    """`Evaluation.expr` as a closure: metrics through their shared measurers (a metric read by
+    a comparison and an expression is measured once per context), the ledger once per context."""
+    match expr:
+        case Number(value):
+            constant = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+            return lambda context: constant
+        case Ledger():
+            return _ledger_measurer(expr)
+        case Arith(op, left, right):
+            a, b = _expression(left), _expression(right)
+
+            def arithmetic(context: Context) -> Fraction | None:
+                x, y = a(context), b(context)
+                if x is None or y is None:
+                    return None
+                match op:
+                    case "add":
+                        return x + y
+                    case "sub":
+                        return x - y
+                    case "mul":
+                        return x * y
+                return x / y if y else None
+
+            return arithmetic
+    if expr.agg in PROPERTY_AGGS:  # distinct (top is not arithmetic): a count of values
+        return _property_measurer(expr)
+    measure, scale = measurer(expr)
+
+    def scaled(context: Context) -> Fraction | None:
+        measures = context.measures
+        found = measures[measure] if measure in measures else measures.setdefault(measure, measure(context))
+        return None if found is None else Fraction(found) / scale
+
+    return scaled
+
+
+def _ledger_measurer(ledger: Ledger) -> Exact:
+    """`Evaluation.ledger`, once per context whichever definitions read it."""
+    key = ("ledger", ledger.kind, ledger.window)
+
+    def measure(context: Context) -> Fraction | None:
+        measures = context.measures
+        if key in measures:
+            return cast(Fraction | None, measures[key])
+        found = measures[key] = context.evaluation.ledger(ledger, context.member)
+        return found
+
+    return measure
+
+
+def _property_measurer(metric: Metric) -> Callable[[Context], Any]:
+    """`distinct` / `top` as `Evaluation.measure` gives them (a count, or the winning value), over
+    the raw events the closures select, once per context."""
+    key = ("property", *_metric_key(metric))
+    select = _selector(metric)
+    agg, name = metric.agg, metric.field or ""
+
+    def measure(context: Context) -> Any:
+        measures = context.measures
+        if key not in measures:
+            measures[key] = property_values(agg, [e.properties.get(name) for e in select(context)])
+        return measures[key]
+
+    return measure
 
 
 # ---------- comparisons ----------
@@ -316,9 +469,12 @@ def _over_buckets(metric: Metric) -> Measurer:
     return days_since
 
 
-def _over_events(metric: Metric) -> Measurer:
-    event, agg, where = metric.event, metric.agg, metric.where
-    seconds = None if metric.window is None or agg in _WINDOWLESS else metric.window.seconds
+def _selector(metric: Metric) -> Callable[[Context], Sequence[EventFact]]:
+    """The member's raw events a metric reads: its type, in its window, passing its `where` tests
+    (as `Evaluation.selects`)."""
+    event, where = metric.event, metric.where
+    seconds = None if metric.window is None or metric.agg in _WINDOWLESS else metric.window.seconds
+    tests = tuple((name, _where_test(value)) for name, value in where)
 
     def selected(c: Context) -> Sequence[EventFact]:
         events = c.member.events.get(event, ())
@@ -326,9 +482,26 @@ def _over_events(metric: Metric) -> Measurer:
             now = c.now
             low = now - timedelta(seconds=seconds)
             events = [e for e in events if low < e.occurred_at <= now]
-        if where:
-            events = [e for e in events if all(where_holds(e.properties.get(n), v) for n, v in where)]
+        if tests:
+            events = [e for e in events if all(test(e.properties.get(n)) for n, test in tests)]
         return events
+
+    return selected
+
+
+def _where_test(expected: WhereValue) -> Callable[[Any], bool]:
+    """`where_holds(actual, expected)` as a function of `actual`; equality with a string or a
+    boolean without the general type dispatch (the common `category = "coffee"`)."""
+    if isinstance(expected, str):
+        return lambda actual: isinstance(actual, str) and actual == expected
+    if isinstance(expected, bool):
+        return lambda actual: isinstance(actual, bool) and actual == expected
+    return lambda actual: where_holds(actual, expected)
+
+
+def _over_events(metric: Metric) -> Measurer:
+    agg = metric.agg
+    selected = _selector(metric)
 
     if agg == Agg.COUNT:
         return lambda c: len(selected(c))

@@ -49,6 +49,9 @@ Progress = Callable[[str, Recomputed], None]
 
 #: Announced by every transaction that logs a membership change (the live relay wakes on it).
 SEGMENT_CHANGES = "segment_changes"
+#: session.info: the fan-out `reach` found, for the `members_changed` of the same batch to take
+#: (once) instead of asking again: (program id, index, the events' types, the fan-out).
+FAN_OUT_FOUND = "loyalty.org_fan_out"
 #: The evaluation counters, bound once: the accrual pipeline adds to them once per pass.
 _EVALUATED_IN_MEMORY = SEGMENT_EVALUATIONS.labels("memory")
 _RECOMPUTED_IN_SQL = SEGMENT_EVALUATIONS.labels("sql")
@@ -150,7 +153,9 @@ class SegmentEngine:
                 plans[member_id] = affected
         rolled_up: dict[int, list[Definition]] = {}  # members only the org.AGG fan-out reaches
         if change.event_types and any(d.org_event_types for d in index.ordered):
-            fanned = await org_fan_out(session, change.program_id, index, change.event_types)
+            fanned = _found_by_reach(session, change.program_id, index, change.event_types)
+            if fanned is None:
+                fanned = await org_fan_out(session, change.program_id, index, change.event_types)
             for member_id, plan in fanned.items():
                 if member_id in plans or member_id in tiered:
                     plans[member_id] = merged(index, plans.get(member_id, []), plan)
@@ -163,11 +168,16 @@ class SegmentEngine:
     async def reach(
         self, session: AsyncSession, program_id: int, event_types: Mapping[int, frozenset[str]]
     ) -> set[int]:
-        """The members whose `org.AGG` roll-ups these events move (`events.service.LockScope`)."""
+        """The members whose `org.AGG` roll-ups these events move (`events.service.LockScope`).
+
+        The batch's `members_changed` takes this fan-out over (`FAN_OUT_FOUND`) when its events'
+        types are among these: nothing between them (the events' insertion) moves a member."""
         index = (await self.view(session, program_id)).index
         if not any(d.org_event_types for d in index.ordered):
             return set()
-        return set(await org_fan_out(session, program_id, index, event_types))
+        fanned = await org_fan_out(session, program_id, index, event_types)
+        session.info[FAN_OUT_FOUND] = (program_id, index, dict(event_types), fanned)
+        return set(fanned)
 
     async def handle(self, session: AsyncSession, change: MembersChanged) -> None:
         """The message bus's handler: evaluate at the instant of the change."""
@@ -338,6 +348,26 @@ class SegmentEngine:
             if progress is not None:
                 progress(definition.key, done[definition.key])
         return done
+
+
+def _found_by_reach(
+    session: AsyncSession,
+    program_id: int,
+    index: SegmentIndex,
+    event_types: Mapping[int, frozenset[str]],
+) -> dict[int, list[Definition]] | None:
+    """The fan-out `reach` found in this transaction for the same program and segments and events'
+    types that include these (taken: it serves once), or None. The batch's held events are not in
+    the change: the members their organizations reach are evaluated again, needlessly but rightly."""
+    found = session.info.pop(FAN_OUT_FOUND, None)
+    if found is None:
+        return None
+    known_program, known_index, known_types, fanned = found
+    if known_program != program_id or known_index is not index:
+        return None
+    if any(not types <= known_types.get(member_id, frozenset()) for member_id, types in event_types.items()):
+        return None
+    return fanned  # type: ignore[no-any-return]
 
 
 def changed(
