@@ -17,7 +17,6 @@ from domain.coupons.status import CouponStatus, status_at
 from domain.errors import CouponRefused, InvalidInput
 from domain.models import CouponCode
 
-COUPON_REDEEMED = "coupon_redeemed"
 #: The redemption's event externalId is this prefix and the till's externalId.
 EVENT_PREFIX = "coupon:"
 MAX_EXTERNAL_ID = 128 - len(EVENT_PREFIX)

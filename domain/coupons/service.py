@@ -18,12 +18,13 @@ from domain.coupons.imports import RejectedLine, parse_codes
 from domain.coupons.patterns import check_pattern, normalize
 from domain.coupons.pools import PoolDraft, audited_pool, validate_pool
 from domain.coupons.reads import CouponView, PoolCounts, coupon_view, pool_counts, recent_coupons
-from domain.coupons.redemption import COUPON_REDEEMED, RedeemRequest, code_hash, refusal
+from domain.coupons.redemption import RedeemRequest, code_hash, refusal
 from domain.coupons.status import CouponStatus
 from domain.db.engine import Database, UnitOfWork
 from domain.enums import EventStatus
 from domain.errors import Conflict, CouponRefused, InvalidInput, NotFound
 from domain.events.service import EventService
+from domain.events.system import COUPON_REDEEMED
 from domain.events.validation import EventDraft
 from domain.governance.audit_log import record_change
 from domain.members.service import lock_members, members_by_external_id

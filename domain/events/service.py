@@ -38,6 +38,7 @@ from domain.db.engine import Database, UnitOfWork
 from domain.enums import AccrualStatus, EventStatus, MemberKind, Verdict
 from domain.errors import InvalidInput, NotFound
 from domain.events.refunds import REFUND_TYPE, apply_refunds
+from domain.events.system import ENGINE_ONLY_TYPES
 from domain.events.validation import EventDraft, Rejection, ValidEvent, check_age, validate_event
 from domain.events.writes import EventRow, existing_event_hashes, insert_events
 from domain.ledger.earning import multiplied, points_for_event
@@ -132,19 +133,27 @@ class EventService:
         self.compliance = compliance
 
     async def record_events(self, program_id: int, drafts: Sequence[EventDraft]) -> list[EventOutcome]:
+        """A client's batch (`recordEvents`): the engine's own event types are REJECTED in it."""
         if len(drafts) > MAX_BATCH:
             raise InvalidInput(f"events: at most {MAX_BATCH} per call, got {len(drafts)}")
         now = self.clock.now()
         # 11. committed; 12. announced, and the after-commit handlers (metrics) run as the block ends
         async with self.db.unit_of_work() as uow:
-            return await self.record_in(uow, program_id, drafts, now)
+            return await self.record_in(uow, program_id, drafts, now, refuse=ENGINE_ONLY_TYPES)
 
     async def record_in(
-        self, uow: UnitOfWork, program_id: int, drafts: Sequence[EventDraft], now: datetime
+        self,
+        uow: UnitOfWork,
+        program_id: int,
+        drafts: Sequence[EventDraft],
+        now: datetime,
+        *,
+        refuse: frozenset[str] = frozenset(),
     ) -> list[EventOutcome]:
-        """Steps 1 to 10 inside the caller's unit of work (a coupon redemption records its event so)."""
+        """Steps 1 to 10 inside the caller's unit of work (a coupon redemption records its event so);
+        events of a type in `refuse` are REJECTED."""
         # 1. validate
-        valid, rejected = _validate_batch(drafts, now)
+        valid, rejected = _validate_batch(drafts, now, refuse)
         session = uow.session
         stored = (await session.execute(select(Program.settings).where(Program.id == program_id))).first()
         if stored is None:
@@ -262,7 +271,7 @@ def _answers(drafts: Sequence[EventDraft], outcomes: Mapping[int, EventOutcome])
 
 
 def _validate_batch(
-    drafts: Sequence[EventDraft], now: datetime
+    drafts: Sequence[EventDraft], now: datetime, refuse: frozenset[str]
 ) -> tuple[dict[int, ValidEvent], dict[int, EventOutcome]]:
     """The well-formed events by their index in the batch (in batch order), and the others REJECTED."""
     valid: dict[int, ValidEvent] = {}
@@ -270,6 +279,9 @@ def _validate_batch(
     for i, draft in enumerate(drafts):
         try:
             valid[i] = validate_event(draft, now)
+            if valid[i].type in refuse:
+                del valid[i]
+                raise Rejection(f"type: {draft.type} events are recorded by the engine itself, not sent")
         except Rejection as rejection:
             rejected[i] = EventOutcome(draft.external_id, EventStatus.REJECTED, 0, str(rejection))
     return valid, rejected

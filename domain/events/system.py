@@ -30,8 +30,14 @@ MESSAGE_FAILED = "message_failed"
 MESSAGE_SUPPRESSED = "message_suppressed"
 #: Recorded for the referrer when a referral pays out (domain/referrals/payout.py).
 REFERRAL_COMPLETED = "referral_completed"
+#: Recorded for a member when a coupon is used at the till (domain/coupons/), through the pipeline.
+COUPON_REDEEMED = "coupon_redeemed"
 #: The event types the engine records; they earn no points and pass no fraud rule.
 SYSTEM_EVENT_TYPES = frozenset({MESSAGE_SENT, MESSAGE_FAILED, MESSAGE_SUPPRESSED, REFERRAL_COMPLETED})
+#: What only the engine may record: rewards and segments count them (a referrer's completed
+#: referrals, a member's used coupons), so `recordEvents` REJECTS a client's event of these types.
+#: Message events stay open: a program whose own e-mail service sends messages reports them.
+ENGINE_ONLY_TYPES = frozenset({REFERRAL_COMPLETED, COUPON_REDEEMED})
 
 
 @dataclass(frozen=True)
