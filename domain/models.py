@@ -82,7 +82,7 @@ class Member(Base):
         CheckConstraint("pending_points >= 0", name="pending_not_negative"),
         Index("ix_members_organization", "organization_id", "id"),
         Index("ix_members_segments_due_at", "segments_due_at"),
-        UniqueConstraint("program_id", "referral_code", name="uq_members_referral_code"),
+        Index("uq_members_referral_code", "program_id", "referral_code", unique=True),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     program_id: Mapped[int] = mapped_column(ForeignKey("programs.id"))

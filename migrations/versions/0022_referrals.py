@@ -33,8 +33,9 @@ def _code() -> str:
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("members") as batch:
-        batch.add_column(sa.Column("referral_code", sa.String(length=16), nullable=True))
+    # a column and a unique index: neither rebuilds `members` on SQLite (a rebuild drops the table,
+    # which its children's foreign keys refuse once they hold rows)
+    op.add_column("members", sa.Column("referral_code", sa.String(length=16), nullable=True))
     connection = op.get_bind()
     # existing (unerased) members get a code now; erased members have none (a void code)
     rows = connection.execute(sa.text("SELECT id FROM members WHERE erased_at IS NULL ORDER BY id")).scalars()
@@ -44,8 +45,7 @@ def upgrade() -> None:
             _members.update().where(_members.c.id == sa.bindparam("member_id")),
             [{"member_id": i, "referral_code": _code()} for i in ids[start : start + 1000]],
         )
-    with op.batch_alter_table("members") as batch:
-        batch.create_unique_constraint("uq_members_referral_code", ["program_id", "referral_code"])
+    op.create_index("uq_members_referral_code", "members", ["program_id", "referral_code"], unique=True)
     op.create_table(
         "referral_programs",
         sa.Column("program_id", _ID, nullable=False),
@@ -96,6 +96,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("referrals")
     op.drop_table("referral_programs")
-    with op.batch_alter_table("members") as batch:
-        batch.drop_constraint("uq_members_referral_code", type_="unique")
-        batch.drop_column("referral_code")
+    op.drop_index("uq_members_referral_code", table_name="members")
+    op.drop_column("members", "referral_code")  # SQLite 3.35+ drops a column in place
