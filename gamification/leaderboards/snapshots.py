@@ -10,6 +10,7 @@ takers agree on the first one stored.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -122,10 +123,18 @@ class PeriodCloser:
         self.interval = interval
 
     async def run_once(self) -> bool:
-        now = self.clock.now()
+        await self.close_ended(self.clock.now())
+        return False
+
+    async def close_ended(self, now: datetime, program_ids: Sequence[int] | None = None) -> None:
+        """Freeze the periods that ended by `now` and are not frozen yet, of the programs
+        `program_ids` (None: every program, as each pass of the loop does)."""
+        programs = select(Program.id, Program.settings)
+        if program_ids is not None:
+            programs = programs.where(Program.id.in_(program_ids))
         async with self.db.unit_of_work() as uow:
             session = uow.session
-            for program_id, settings in (await session.execute(select(Program.id, Program.settings))).all():
+            for program_id, settings in (await session.execute(programs)).all():
                 tz = program_timezone(settings)
                 for board in (await program_boards(session, program_id)).values():
                     for period in board.periods:
@@ -141,7 +150,6 @@ class PeriodCloser:
                                 session, program_id, board, period, closed, current, board.snapshot_size, now
                             )
                             await _mark_closed(session, program_id, board.key, period, closed, current, now)
-        return False
 
 
 async def _store(
