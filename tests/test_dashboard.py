@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Locator, Page, WebSocketRoute, expect
+from playwright.async_api import Browser, Locator, Page, WebSocketRoute, expect
 
 from domain.settings import Settings
 from tests.support import ShiftableClock
-from tests.support.browser import chromium_page, needs_chromium
+from tests.support.browser import chromium, needs_chromium
 from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient
 from tests.support.live import SETTLE_S
@@ -58,16 +58,27 @@ async def test_a_host_header_that_is_not_a_host_is_left_out_of_the_policy(client
     assert "connect-src 'self'; " in response.headers["content-security-policy"]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def server(settings: Settings) -> AsyncIterator[Server]:
+    """One server process for the module's tests, each on a program of its own."""
     async with running_server(settings) as running:
         yield running
 
 
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    async with chromium_page() as opened:
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as opened:
         yield opened
+
+
+@pytest.fixture
+async def page(browser: Browser) -> AsyncIterator[Page]:
+    """A page in a browser context of its own: fresh storage and cookies, the module's browser."""
+    context = await browser.new_context()
+    try:
+        yield await context.new_page()
+    finally:
+        await context.close()
 
 
 async def log_in(page: Page, server: Server, token: str) -> None:

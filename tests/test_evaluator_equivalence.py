@@ -41,6 +41,7 @@ from domain.segments.conditions import Node, parse_condition
 from domain.segments.evaluate import EarnedEvent, Evaluation
 from domain.segments.facts import Needs, load_facts
 from domain.settings import Settings
+from tests.support.examples import examples
 from tests.support.vocabulary import (
     CONDITIONS,
     DAY,
@@ -59,7 +60,7 @@ from tests.support.vocabulary import (
 
 T = TypeVar("T")
 _serial = itertools.count(1)
-EXAMPLES = int(os.environ.get("EQUIVALENCE_EXAMPLES", "150"))
+EXAMPLES = examples(int(os.environ.get("EQUIVALENCE_EXAMPLES", "150")))
 
 
 # ---------- harness ----------

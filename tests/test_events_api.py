@@ -98,7 +98,10 @@ async def test_the_same_external_id_twice_is_one_event(members: GraphQLClient) -
         ({"occurredAt": "2026-01-01T00:00:00"}, "occurredAt: needs a UTC offset"),
         ({"occurredAt": "1900-01-01T00:00:00+00:00"}, "occurredAt: 1900-01-01T00:00:00+00:00 is older than"),
         # what rewards and segments count, only the engine records (a faked referral would pay)
-        ({"type_": "referral_completed"}, "type: referral_completed events are recorded by the engine itself"),
+        (
+            {"type_": "referral_completed"},
+            "type: referral_completed events are recorded by the engine itself",
+        ),
         ({"type_": "coupon_redeemed"}, "type: coupon_redeemed events are recorded by the engine itself"),
     ],
 )

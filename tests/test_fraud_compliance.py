@@ -66,9 +66,10 @@ async def test_blocks_over_the_threshold_tag_the_member_until_they_age_out(
     assert refused["extensions"]["code"] == "BAD_USER_INPUT"
     assert "applied by the fraud audit" in refused["message"]
 
-    # when 30 days pass and the sweeper runs
+    # when 30 days pass and the sweeper runs (its pass over this program: run_once would sweep every
+    # program of the run, one transaction each)
     clock.shift(timedelta(days=30, minutes=1))
-    await ComplianceSweeper(services.db, services.clock, services.compliance).run_once()
+    await ComplianceSweeper(services.db, services.clock, services.compliance).sweep(program.id, clock.now())
 
     # then the tag and the segment membership are gone (the admin's session has expired by now)
     assert await _tags(services, program) == []

@@ -45,6 +45,7 @@ from domain.settings import Settings
 from fraud.review import ReviewService
 from tests.support import private_services
 from tests.support.audit import VerdictFromProperties
+from tests.support.examples import examples
 from tests.support.fraud import reviewer
 from tests.support.graphql import new_program
 
@@ -163,7 +164,7 @@ def harness(settings: Settings) -> Iterator[Harness]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

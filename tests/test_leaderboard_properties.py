@@ -33,6 +33,7 @@ from gamification.leaderboards.rebuild import expected, kept_periods
 from gamification.leaderboards.scores import encode
 from gamification.leaderboards.store import board_pattern
 from tests.support import Harness, private_services
+from tests.support.examples import examples
 
 T = TypeVar("T")
 MEMBERS = ["ana", "bob", "cem", "dil"]
@@ -78,7 +79,9 @@ OPERATIONS = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(operations=OPERATIONS)
 def test_fed_boards_equal_the_ledger_after_any_interleaving(
     harness: Harness, operations: list[tuple[str, str, int, int]]

@@ -69,6 +69,7 @@ from domain.settings import Settings
 from domain.tiers.ladder import LadderDraft, TierDraft
 from domain.tiers.service import MemberTierView, TierService
 from tests.support import FrozenClock
+from tests.support.examples import examples
 
 T = TypeVar("T")
 
@@ -84,7 +85,7 @@ LADDER = LadderDraft(
 Row = tuple[object, ...]
 
 STATEFUL = hypothesis_settings(
-    max_examples=30,
+    max_examples=examples(30),
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

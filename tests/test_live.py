@@ -21,8 +21,10 @@ from tests.support.segments import create
 from tests.support.servers import PROTOCOL, Server, running_server, subscribe
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def server(settings: Settings) -> AsyncIterator[Server]:
+    """One server process for the module's tests (each on a program of its own); a test that needs a
+    server set up otherwise starts its own."""
     async with running_server(settings) as running:
         yield running
 

@@ -14,13 +14,13 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import orjson
 import pytest
-from playwright.async_api import ConsoleMessage, Page, Route, expect
+from playwright.async_api import Browser, ConsoleMessage, Page, Route, expect
 from starlette.routing import Route as AppRoute
 from starlette.types import ASGIApp
 
 from domain.settings import Settings
 from tests.support import ShiftableClock
-from tests.support.browser import chromium_page, needs_chromium
+from tests.support.browser import chromium, needs_chromium
 from tests.support.events import event, join, record_accepted
 from tests.support.graphql import GraphQLClient
 from tests.support.outage import eventually
@@ -74,15 +74,23 @@ async def test_no_page_or_file_the_app_serves_references_another_host(
     assert checked["/graphiql/vendor/graphiql.min.css"] == "text/css"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 async def server(settings: Settings) -> AsyncIterator[Server]:
+    """One server process for the module's tests, each on a program of its own."""
     async with running_server(settings) as running:
         yield running
 
 
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as opened:
+        yield opened
+
+
 @pytest.fixture
-async def offline(server: Server) -> AsyncIterator[tuple[Page, list[str], list[str]]]:
-    """A page that can reach the server only, with the URLs it requested and its console errors."""
+async def offline(server: Server, browser: Browser) -> AsyncIterator[tuple[Page, list[str], list[str]]]:
+    """A page that can reach the server only, with the URLs it requested and its console errors, in a
+    browser context of its own (fresh storage and cookies)."""
     requested: list[str] = []
     errors: list[str] = []
 
@@ -96,12 +104,16 @@ async def offline(server: Server) -> AsyncIterator[tuple[Page, list[str], list[s
         if message.type == "error":
             errors.append(message.text)
 
-    async with chromium_page() as page:
+    context = await browser.new_context()
+    try:
+        page = await context.new_page()
         await page.route("**/*", only_the_server)
         page.on("request", lambda request: requested.append(request.url))
         page.on("console", console)
         page.on("pageerror", lambda error: errors.append(str(error)))
         yield page, requested, errors
+    finally:
+        await context.close()
 
 
 @needs_chromium

@@ -37,6 +37,7 @@ from domain.models import Event, LedgerEntry, Message, Segment, SegmentChange
 from domain.settings import Settings
 from fraud.review import ReviewService
 from tests.support import Harness, private_services
+from tests.support.examples import examples
 from tests.support.fraud import reviewer
 
 DAYS = (1, 2, 7, 90)
@@ -89,7 +90,7 @@ STEPS = st.one_of(
 
 # Each example builds its own program: the fixture's services are shared, never its rows.
 @hypothesis_settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(25), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(STEPS, min_size=1, max_size=12))
 @example(steps=[("enter", "m0", 0, 30), ("purchase", "m0", 5, 0, False), ("refund", 0)])  # a refund

@@ -10,6 +10,7 @@ takers agree on the first one stored.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -165,14 +166,19 @@ class PeriodCloser:
         self.interval = interval
 
     async def run_once(self) -> bool:
-        now = self.clock.now()
+        await self.close_ended(self.clock.now())
+        return False
+
+    async def close_ended(self, now: datetime, program_ids: Sequence[int] | None = None) -> None:
+        """Freeze the periods that ended by `now` and are not frozen yet, of the programs
+        `program_ids` (None: every program, as each pass of the loop does)."""
+        chosen = select(Program.id, Program.settings).order_by(Program.id)
+        if program_ids is not None:
+            chosen = chosen.where(Program.id.in_(program_ids))
         async with self.db.read() as session:
-            programs = (
-                await session.execute(select(Program.id, Program.settings).order_by(Program.id))
-            ).all()
+            programs = (await session.execute(chosen)).all()
         for program_id, settings in programs:
             await self.close(program_id, program_timezone(settings), now)
-        return False
 
     async def close(self, program_id: int, tz: ZoneInfo, now: datetime) -> int:
         """Freeze the program's periods that ended by `now` and are not frozen yet; how many."""
