@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import Table, UniqueConstraint, inspect, text
+from sqlalchemy import Table, UniqueConstraint, inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
 from domain.models import Base
-from tests.support.backends import PG_HOST, PG_PORT, RUN_ID, create_pg_database, drop_pg_database, reachable
+from tests.support.migrated import database_url, run_sql
+
+__all__ = ["database_url"]  # the scratch database fixture
 
 SCALING = Path(__file__).resolve().parent.parent / "docs" / "scaling.md"
 
@@ -184,35 +184,6 @@ SEED = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
-        return
-    if not reachable(PG_HOST, PG_PORT):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"loyalty_keys_{RUN_ID}"
-    asyncio.run(create_pg_database(name))
-    try:
-        yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        asyncio.run(drop_pg_database(name))
-
-
-def _run(url: str, statements: list[str], query: str | None = None) -> list[Any]:
-    async def run() -> list[Any]:
-        engine = create_async_engine(url)
-        try:
-            async with engine.begin() as connection:
-                for statement in statements:
-                    await connection.execute(text(statement))
-                return [] if query is None else list((await connection.execute(text(query))).all())
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
 def _primary_keys(url: str) -> dict[str, list[str]]:
     async def run() -> dict[str, list[str]]:
         engine = create_async_engine(url)
@@ -234,16 +205,16 @@ def _primary_keys(url: str) -> dict[str, list[str]]:
 def test_0019_backfills_program_id_and_rekeys(database_url: str) -> None:
     # given a database at 0017 with a segment membership and a snapshot entry (no program_id yet)
     migrations.upgrade(database_url, "0017")
-    _run(database_url, SEED)
+    run_sql(database_url, SEED)
 
     # when it is migrated to 0019
     migrations.upgrade(database_url, "0019")
 
     # then both rows carry their parent's program, and every primary key is the models' own, in order
-    assert _run(database_url, [], "SELECT program_id, segment_id, member_id FROM segment_memberships") == [
+    assert run_sql(database_url, [], "SELECT program_id, segment_id, member_id FROM segment_memberships") == [
         (7, 5, 3)
     ]
-    assert _run(
+    assert run_sql(
         database_url, [], "SELECT program_id, snapshot_id, rank FROM leaderboard_snapshot_entries"
     ) == [(7, 9, 1)]
     keys = _primary_keys(database_url)
@@ -254,7 +225,7 @@ def test_0019_backfills_program_id_and_rekeys(database_url: str) -> None:
     }
     # and a membership the new key would have to tell apart is still refused
     with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
-        _run(
+        run_sql(
             database_url,
             [
                 "INSERT INTO segment_memberships (program_id, segment_id, member_id, since) "
@@ -267,4 +238,4 @@ def test_0019_backfills_program_id_and_rekeys(database_url: str) -> None:
     keys = _primary_keys(database_url)
     assert keys["segment_memberships"] == ["segment_id", "member_id"]
     assert keys["event_aggregates"] == ["member_id", "event_type", "day"]
-    assert _run(database_url, [], "SELECT segment_id, member_id FROM segment_memberships") == [(5, 3)]
+    assert run_sql(database_url, [], "SELECT segment_id, member_id FROM segment_memberships") == [(5, 3)]

@@ -5,8 +5,6 @@ with their unique key and foreign keys; on SQLite it changes nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
-from tests.support.backends import PG_HOST, PG_PORT, RUN_ID, create_pg_database, drop_pg_database, reachable
+from tests.support.migrated import database_url
+
+__all__ = ["database_url"]  # the scratch database fixture
 
 T = "2026-01-01 00:00:00+00"
 SEED = [
@@ -54,21 +54,6 @@ KINDS = "SELECT relname, relkind::text FROM pg_class WHERE relname IN ('events',
 SEQUENCES = "SELECT pg_get_serial_sequence('events', 'id'), pg_get_serial_sequence('segment_changes', 'id')"
 INVALID = "SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid"
 INBOUND = "SELECT conname FROM pg_constraint WHERE confrelid = 'events'::regclass ORDER BY conname"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'partitions.db'}"
-        return
-    if not reachable(PG_HOST, PG_PORT):
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"loyalty_partitions_{RUN_ID}"
-    asyncio.run(create_pg_database(name))
-    try:
-        yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/{name}"
-    finally:
-        asyncio.run(drop_pg_database(name))
 
 
 def _run(url: str, *statements: str) -> list[Any]:
