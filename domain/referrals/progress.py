@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.db.arrays import dialect_of, in_values
 from domain.models import Referral
 from domain.referrals.program import active_settings
 from domain.referrals.status import ReferralStatus
@@ -52,7 +53,7 @@ async def note_qualifying_events(
     referrals = (
         await session.execute(
             select(Referral).where(
-                Referral.referred_id.in_(sorted(first)),
+                in_values(Referral.referred_id, sorted(first), dialect_of(session)),
                 Referral.status.in_(_OPEN),
                 Referral.qualifying_event_id.is_(None),
             )
