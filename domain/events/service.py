@@ -278,10 +278,10 @@ def _validate_batch(
     rejected: dict[int, EventOutcome] = {}
     for i, draft in enumerate(drafts):
         try:
-            valid[i] = validate_event(draft, now)
-            if valid[i].type in refuse:
-                del valid[i]
-                raise Rejection(f"type: {draft.type} events are recorded by the engine itself, not sent")
+            event = validate_event(draft, now)
+            if event.type in refuse:
+                raise Rejection(f"type: {event.type} events are recorded by the engine itself, not sent")
+            valid[i] = event
         except Rejection as rejection:
             rejected[i] = EventOutcome(draft.external_id, EventStatus.REJECTED, 0, str(rejection))
     return valid, rejected
